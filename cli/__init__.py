@@ -1,0 +1,1 @@
+"""Thin Typer command-line apps: they parse options and call avdata / scmrl."""
