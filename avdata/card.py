@@ -1,0 +1,94 @@
+"""The dataset card: README.md in a shards folder.
+
+Its YAML header is the one the Hugging Face Hub reads (license, task categories, size category and a
+`configs` entry mapping each split to its shard files), so the folder pushed as-is to a dataset
+repository, or loaded locally with `datasets.load_dataset(folder)`, shows the right splits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+SIZE_BOUNDS = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+               (10_000_000, "1M<n<10M")]
+
+
+def size_category(n: int) -> str:
+    for bound, name in SIZE_BOUNDS:
+        if n < bound:
+            return name
+    return "n>10M"
+
+
+def normalized_command(manifest: dict[str, Any]) -> str:
+    """The prepare command that reproduces this folder, with the machine-specific paths as placeholders."""
+    parts = ["avdata", "prepare", manifest["dataset"], "--raw", "RAW", "--out", "OUT"]
+    for key, value in sorted(manifest["options"].items()):
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif value is None:
+            continue
+        elif isinstance(value, (list, tuple)):
+            parts += [flag, ",".join(str(v) for v in value)]
+        else:
+            parts += [flag, str(value)]
+    return " ".join(parts)
+
+
+def card_yaml(manifest: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
+    total = sum(s["num_samples"] for s in manifest["splits"].values())
+    return {
+        "license": card["license_id"],
+        "pretty_name": card["title"],
+        "task_categories": list(card["task_categories"]),
+        "size_categories": [size_category(total)],
+        "tags": ["webdataset", "avdata", *card.get("tags", ())],
+        "configs": [{
+            "config_name": "default",
+            "data_files": [{"split": split, "path": [s["file"] for s in entry["shards"]]}
+                           for split, entry in manifest["splits"].items()],
+        }],
+    }
+
+
+def render_card(manifest: dict[str, Any], card: dict[str, Any], command: str | None = None) -> str:
+    """README.md text for a shards folder (deterministic: no dates, no absolute paths)."""
+    header = yaml.safe_dump(card_yaml(manifest, card), sort_keys=False, allow_unicode=True)
+    classes = manifest["classes"]
+    lines = [
+        "---", header.rstrip("\n"), "---", "",
+        f"# {card['title']}", "",
+        card["description"].strip(), "",
+        "## Contents", "",
+        "| split | samples | shards | " + " | ".join(classes) + " |",
+        "|---|---|---|" + "---|" * len(classes),
+    ]
+    for split, entry in manifest["splits"].items():
+        counts = " | ".join(str(entry["class_counts"].get(c, 0)) for c in classes)
+        lines.append(f"| {split} | {entry['num_samples']} | {len(entry['shards'])} | {counts} |")
+    lines += ["", "Classes (index: name): " + ", ".join(f"{i}: {c}" for i, c in enumerate(classes)), "",
+              "## Sample fields", "", "| field | dtype | shape | meaning |", "|---|---|---|---|"]
+    for name, feat in manifest["features"].items():
+        shape = "[" + ", ".join(str(d) for d in feat.get("shape", [])) + "]" if feat.get("shape") else ""
+        lines.append(f"| `{name}` | {feat.get('dtype', '')} | {shape} | {feat.get('meaning', '')} |")
+    skipped = manifest["skipped"]
+    lines += ["", "## How it was made", "",
+              f"Made by avdata {manifest['tool']['version']} with:", "", "```",
+              command or normalized_command(manifest), "```", "",
+              "Every option used, the sha256 and byte count of every shard and the sha256 of every source "
+              "file are in `manifest.json`. Check a copy with `avdata verify <folder>`.", ""]
+    if skipped:
+        lines += [f"{len(skipped)} source clip(s) were skipped (reasons in `manifest.json`):", ""]
+        lines += [f"- `{s['key']}` ({s.get('split', '')}): {s['reason']}" for s in skipped[:50]]
+        if len(skipped) > 50:
+            lines.append(f"- ... and {len(skipped) - 50} more")
+        lines.append("")
+    lines += ["## Reading it", "", "```python", "import webdataset as wds",
+              "ds = wds.WebDataset(\"train-000000.tar\").decode()  # every field decodes with stock webdataset",
+              "```", "", "or train on it: `scmrl-train --shards <this folder or its URL>`.", "",
+              "## License", "", card["license"].strip(), "", f"Source: {card['homepage']}", "",
+              "## Citation", "", "```bibtex", card["citation"].strip(), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,355 @@
+"""The prepare engine: plan -> parallel processing -> shards per split -> manifest and dataset card.
+
+Determinism: items are assigned to shards from the plan alone (fixed count per shard, plan order), and
+results are consumed in plan order (`Pool.imap`), so the bytes do not depend on `jobs`.
+
+Resumability: every finished shard gets a sidecar record in `<out>/.avdata/shards/`; a rerun keeps a
+shard whose file still matches its record and redoes the rest. `--part i/N` processes every N-th shard;
+when all shards of the plan are done (by one run or by several parts) the manifest is assembled
+(`avdata/merge.py`).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import multiprocessing as mp
+import shutil
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import __version__
+from .atomic import atomic_write_text
+from .errors import AvdataError, MediaError
+from .hashing import sha256_bytes, sha256_file
+from .manifest import MANIFEST_NAME
+from .progress import make_progress
+from .recipe import ItemContext, Plan, Recipe, SkipSample, WorkItem, get_recipe, options_dict
+from .shards import ShardWriter, shard_name
+
+log = logging.getLogger("avdata.prepare")
+
+STATE_DIR = ".avdata"
+PLAN_NAME = "plan.json"
+
+
+@dataclass
+class PrepareSettings:
+    """How to run (none of these change the output bytes, except samples_per_shard)."""
+
+    samples_per_shard: int = 256
+    jobs: int = 1
+    part: tuple[int, int] | None = None  # (index, count), index in [0, count)
+    strict: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class PrepareResult:
+    out: Path
+    complete: bool
+    written: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    manifest: dict[str, Any] | None = None
+
+
+def parse_part(text: str | None) -> tuple[int, int] | None:
+    """'i/N' (0-based i) -> (i, N)."""
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise AvdataError(f"--part must look like i/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise AvdataError(f"--part {text}: need 0 <= i < N")
+    return i, n
+
+
+def state_dir(out: Path) -> Path:
+    return out / STATE_DIR
+
+
+def sidecar_path(out: Path, shard_file: str) -> Path:
+    return state_dir(out) / "shards" / (shard_file + ".json")
+
+
+def build_plan_record(recipe: Recipe, plan: Plan, options: Any, samples_per_shard: int) -> dict[str, Any]:
+    """Everything the manifest needs that the plan fixes, plus each shard's item keys."""
+    if samples_per_shard < 1:
+        raise AvdataError("--samples-per-shard must be at least 1")
+    order = list(recipe.splits) + sorted({it.split for it in plan.items} - set(recipe.splits))
+    by_split: dict[str, list[WorkItem]] = {s: [] for s in order}
+    for it in plan.items:
+        by_split[it.split].append(it)
+    shards = []
+    for split in order:
+        items = by_split[split]
+        for i in range(0, len(items), samples_per_shard):
+            shards.append({"file": shard_name(split, i // samples_per_shard), "split": split,
+                           "keys": [it.key for it in items[i:i + samples_per_shard]]})
+    keys = [it.key for it in plan.items]
+    if len(set(keys)) != len(keys):
+        raise AvdataError("the plan has duplicate sample keys; this is a recipe bug")
+    record = {
+        "dataset": recipe.name,
+        "tool_version": __version__,
+        "options": {**options_dict(options), "samples_per_shard": samples_per_shard},
+        "classes": list(recipe.classes),
+        "features": recipe.features(options),
+        "card": asdict(recipe.card),
+        "splits": [s for s in order if by_split[s]],
+        "plan_skipped": sorted(plan.skipped, key=lambda s: (s.get("split", ""), s["key"])),
+        "notes": plan.notes,
+        "shards": shards,
+    }
+    record["fingerprint"] = sha256_bytes(json.dumps(record, sort_keys=True).encode())
+    return record
+
+
+# --- worker side -----------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(recipe_name: str, raw: str, options: Any) -> None:
+    _WORKER["process"] = type(get_recipe(recipe_name)).process
+    _WORKER["raw"] = Path(raw)
+    _WORKER["options"] = options
+
+
+def _hash_sources(raw: Path, item: WorkItem) -> dict[str, str]:
+    out = {}
+    for rel in item.sources.values():
+        p = raw / rel
+        if p.is_file():
+            out[rel] = sha256_file(p)
+    return out
+
+
+def _work(item: WorkItem) -> tuple:
+    raw = _WORKER["raw"]
+    hashes: dict[str, str] = {}
+    try:
+        hashes = _hash_sources(raw, item)
+        fields = _WORKER["process"](item, ItemContext(raw, _WORKER["options"], hashes))
+        return ("ok", item, fields, hashes)
+    except SkipSample as exc:
+        return ("skip", item, exc.path or next(iter(item.sources.values()), ""), exc.reason, hashes)
+    except MediaError as exc:
+        path = exc.path
+        try:
+            path = str(Path(exc.path).relative_to(raw))
+        except ValueError:
+            pass
+        return ("skip", item, path, exc.reason, hashes)
+    except Exception:  # a bug, not bad input: stop loudly with the clip named
+        return ("error", item, traceback.format_exc())
+
+
+# --- engine ----------------------------------------------------------------------------------------
+
+
+def _load_or_write_plan(out: Path, record: dict[str, Any], overwrite: bool) -> None:
+    path = state_dir(out) / PLAN_NAME
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("fingerprint") == record["fingerprint"]:
+            return
+        if not overwrite:
+            raise AvdataError(
+                f"{out} holds shards prepared from other input or options (see {path}); "
+                "use a new --out folder, or --overwrite to replace them"
+            )
+    if overwrite or path.exists():
+        _clear_outputs(out)
+    state_dir(out).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def _clear_outputs(out: Path) -> None:
+    for p in out.glob("*.tar"):
+        p.unlink()
+    for name in (MANIFEST_NAME, "README.md"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(state_dir(out) / "shards", ignore_errors=True)
+
+
+def _shard_done(out: Path, shard: dict[str, Any]) -> bool:
+    side = sidecar_path(out, shard["file"])
+    tar = out / shard["file"]
+    if not side.exists() or not tar.exists():
+        return False
+    try:
+        rec = json.loads(side.read_text())
+    except json.JSONDecodeError:
+        return False
+    info = rec.get("shard", {})
+    if rec.get("keys") != shard["keys"] or info.get("bytes") != tar.stat().st_size:
+        return False
+    return info.get("sha256") == sha256_file(tar)
+
+
+class _Results:
+    """Results in plan order. The pool is forked here, before any progress-bar thread starts."""
+
+    def __init__(self, items: list[WorkItem], recipe: Recipe, raw: Path, options: Any, jobs: int) -> None:
+        self.pool = None
+        if jobs <= 1:
+            _init_worker(recipe.name, str(raw), options)
+            self._it: Iterator[tuple] = map(_work, items)
+        else:
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            self.pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(recipe.name, str(raw), options))
+            self._it = self.pool.imap(_work, items, chunksize=2)
+
+    def __next__(self) -> tuple:
+        return next(self._it)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+
+def prepare(
+    recipe: Recipe,
+    raw: Path,
+    out: Path,
+    options: Any,
+    settings: PrepareSettings | None = None,
+    command: str | None = None,
+) -> PrepareResult:
+    """Prepare `recipe` from `raw` into the shards folder `out` (see module docstring)."""
+    settings = settings or PrepareSettings()
+    raw, out = Path(raw), Path(out)
+    if not raw.exists():
+        raise AvdataError(f"{raw}: raw data not found; pass the folder you downloaded into (--raw)")
+    out.mkdir(parents=True, exist_ok=True)
+    raw_dir = recipe.prepare_raw(raw, state_dir(out) / "raw")
+    log.info("planning %s from %s", recipe.name, raw)
+    plan = recipe.plan(raw_dir, options)
+    if not plan.items:
+        raise AvdataError(f"{raw}: no usable {recipe.name} clips found (is this the right folder?)")
+    record = build_plan_record(recipe, plan, options, settings.samples_per_shard)
+    _load_or_write_plan(out, record, settings.overwrite)
+    for stale in out.glob("*.tmp"):
+        stale.unlink()
+
+    shards = record["shards"]
+    if settings.part:
+        i, n = settings.part
+        mine = [s for k, s in enumerate(shards) if k % n == i]
+    else:
+        mine = shards
+    items_by_key = {it.key: it for it in plan.items}
+    result = PrepareResult(out=out, complete=False)
+    pending = []
+    for s in mine:
+        if not settings.overwrite and _shard_done(out, s):
+            result.kept.append(s["file"])
+        else:
+            pending.append(s)
+    if result.kept:
+        log.info("keeping %d finished shard(s) that match their records", len(result.kept))
+
+    todo = [items_by_key[k] for s in pending for k in s["keys"]]
+    if todo:
+        _run_shards(recipe, raw_dir, out, options, settings, pending, todo, result)
+
+    from .merge import assemble, missing_shards
+
+    missing = missing_shards(out, record)
+    if missing:
+        log.info("%d shard(s) of the plan are not made yet (other --part runs); run `avdata merge %s` "
+                 "when all parts are done", len(missing), out)
+        return result
+    result.manifest = assemble(out, command=command)
+    result.complete = True
+    result.skipped = result.manifest["skipped"]
+    return result
+
+
+def _run_shards(recipe, raw_dir, out, options, settings, pending, todo, result) -> None:
+    results = _Results(todo, recipe, raw_dir, options, settings.jobs)
+    try:
+        _write_pending(recipe, out, settings, pending, todo, results, result)
+    finally:
+        results.close()
+
+
+def _write_pending(recipe, out, settings, pending, todo, results, result) -> None:
+    progress = make_progress("clips", disable=None if settings.progress else True)
+    classes = recipe.classes
+    with progress:
+        task = progress.add_task(f"prepare {recipe.name}", total=len(todo))
+        for shard in pending:
+            path = out / shard["file"]
+            counts = {c: 0 for c in classes}
+            skipped: list[dict[str, Any]] = []
+            sources: dict[str, str] = {}
+            try:
+                with ShardWriter(path) as writer:
+                    for _ in shard["keys"]:
+                        res = next(results)
+                        progress.advance(task)
+                        status, item = res[0], res[1]
+                        if status == "error":
+                            raise AvdataError(f"internal error while processing {item.key}:\n{res[2]}")
+                        sources.update(res[-1])
+                        if status == "skip":
+                            entry = {"key": item.key, "split": item.split, "path": res[2], "reason": res[3]}
+                            if settings.strict:
+                                raise AvdataError(
+                                    f"{res[2]}: {res[3]} (stopped by --strict; without it such clips are "
+                                    "skipped and listed in manifest.json)"
+                                )
+                            log.warning("skipping %s: %s: %s", item.key, res[2], res[3])
+                            skipped.append(entry)
+                            continue
+                        writer.write(item.key, res[2])
+                        counts[classes[item.label]] += 1
+                    info = writer.close()
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise AvdataError(
+                        f"disk full while writing {path}; free space and rerun the same command "
+                        "(finished shards are kept)"
+                    ) from exc
+                raise
+            side = {"shard": info.to_dict(), "split": shard["split"], "keys": shard["keys"],
+                    "class_counts": counts, "skipped": skipped, "sources": dict(sorted(sources.items()))}
+            atomic_write_text(sidecar_path(out, shard["file"]), json.dumps(side, indent=1, sort_keys=True) + "\n")
+            result.written.append(shard["file"])
+            log.debug("wrote %s (%d samples)", shard["file"], info.num_samples)
+
+
+def print_summary(result: PrepareResult) -> None:
+    """Per-split counts and every skipped clip with its reason, on the console."""
+    from rich.table import Table
+
+    from .progress import console
+
+    console.print(f"[bold]{result.out}[/]: {len(result.written)} shard(s) written, {len(result.kept)} kept")
+    if not result.complete or result.manifest is None:
+        console.print("part done; the manifest is written once all parts are (`avdata merge`)")
+        return
+    m = result.manifest
+    table = Table(title=f"{m['dataset']}: samples per split and class")
+    table.add_column("split")
+    table.add_column("samples", justify="right")
+    for c in m["classes"]:
+        table.add_column(c, justify="right")
+    for split, entry in m["splits"].items():
+        table.add_row(split, str(entry["num_samples"]), *(str(entry["class_counts"][c]) for c in m["classes"]))
+    console.print(table)
+    if m["skipped"]:
+        console.print(f"[yellow]{len(m['skipped'])} clip(s) skipped[/] (listed in manifest.json):")
+        for s in m["skipped"]:
+            console.print(f"  {s['key']} ({s.get('split', '')}): {s['path']}: {s['reason']}", markup=False)

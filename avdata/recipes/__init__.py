@@ -1,0 +1,1 @@
+"""Dataset recipes: one small module per dataset (sources, splits, one item -> sample fields)."""

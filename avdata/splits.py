@@ -1,0 +1,56 @@
+"""Seeded, reproducible split assignment.
+
+Python's `random.Random` seeded with a string gives the same sequence on every platform and Python
+version since 3.2, so a split depends only on the seed, the salt and the sorted inputs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Hashable, Iterable, Sequence
+
+
+def seeded_rng(seed: int, salt: str) -> random.Random:
+    return random.Random(f"avdata:{seed}:{salt}")
+
+
+def seeded_shuffle(items: Iterable, seed: int, salt: str) -> list:
+    out = sorted(items)
+    seeded_rng(seed, salt).shuffle(out)
+    return out
+
+
+def stratified_holdout(
+    labelled: Sequence[tuple[str, Hashable]], fraction: float, seed: int, salt: str = "val"
+) -> set[str]:
+    """Keys to hold out: round(fraction * n_c) of each class c, chosen by a seeded shuffle."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    by_class: dict[Hashable, list[str]] = defaultdict(list)
+    for key, label in labelled:
+        by_class[label].append(key)
+    held: set[str] = set()
+    for label in sorted(by_class, key=str):
+        keys = seeded_shuffle(by_class[label], seed, f"{salt}:{label}")
+        held.update(keys[: int(round(fraction * len(keys)))])
+    return held
+
+
+def group_holdout(groups: Iterable[str], fraction: float, seed: int, salt: str = "groups") -> set[str]:
+    """Whole groups (e.g. actors) to hold out: round(fraction * n_groups), at least one when fraction > 0."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    uniq = seeded_shuffle(set(groups), seed, salt)
+    n = int(round(fraction * len(uniq)))
+    if fraction > 0 and n == 0 and len(uniq) > 1:
+        n = 1
+    return set(uniq[:n])
+
+
+def first_fraction(names: Sequence[str], fraction: float) -> tuple[list[str], list[str]]:
+    """The first `fraction` of the sorted names, and the rest (the reference's per-class 70/30 split,
+    made reproducible by sorting)."""
+    ordered = sorted(names)
+    n = int(len(ordered) * fraction)
+    return ordered[:n], ordered[n:]

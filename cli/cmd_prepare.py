@@ -1,0 +1,102 @@
+"""`avdata prepare <dataset>` and `avdata merge`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from avdata.errors import AvdataError
+from avdata.progress import console, setup_logging
+
+prepare_app = typer.Typer(
+    help="Convert raw data into WebDataset shards per split, with manifest.json and a dataset card.",
+    no_args_is_help=True,
+)
+
+RawOpt = typer.Option(..., "--raw", help="Folder of raw files as downloaded (or a zip, where the dataset allows).")
+OutOpt = typer.Option(..., "--out", help="Output shards folder (created). A rerun into it resumes.")
+JobsOpt = typer.Option(1, "--jobs", "-j", min=1, help="Parallel worker processes. Output bytes do not depend on it.")
+PerShardOpt = typer.Option(256, "--samples-per-shard", min=1, help="Samples per shard file.")
+PartOpt = typer.Option(None, "--part", help="Prepare only part i/N (0-based i) of the shards, e.g. for a cluster "
+                       "array job; then `avdata merge` the outputs.")
+StrictOpt = typer.Option(False, "--strict", help="Stop at the first bad clip instead of skipping and recording it.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace shards in --out that were made with other options.")
+ValOpt = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99,
+                      help="Fraction of the training part held out as a seeded validation split (0 keeps train whole).")
+SeedOpt = typer.Option(42, "--seed", help="Seed of every random choice made while preparing (splits).")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log every file handled.")
+
+
+def _run(recipe_name: str, raw: Path, out: Path, options, jobs: int, samples_per_shard: int,
+         part: Optional[str], strict: bool, overwrite: bool, verbose: bool) -> None:
+    from avdata.prepare import PrepareSettings, parse_part, prepare, print_summary
+    from avdata.recipe import get_recipe
+
+    setup_logging(verbose)
+    try:
+        settings = PrepareSettings(samples_per_shard=samples_per_shard, jobs=jobs, part=parse_part(part),
+                                   strict=strict, overwrite=overwrite)
+        result = prepare(get_recipe(recipe_name), raw, out, options, settings)
+    except AvdataError as exc:
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    print_summary(result)
+
+
+@prepare_app.command("cremad")
+def prepare_cremad(
+    raw: Path = RawOpt,
+    out: Path = OutOpt,
+    split: str = typer.Option("standard", "--split", help="standard: the published 6,698/744 clip split; "
+                              "actor: speaker-independent, seeded actors held out for test (and validation)."),
+    val_fraction: float = ValOpt,
+    test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.9,
+                                        help="With --split actor: fraction of actors held out for test."),
+    seed: int = SeedOpt,
+    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Store K evenly spaced frames per clip "
+                                         "instead of the reference's first frame of each second."),
+    short_side: int = typer.Option(256, "--short-side", min=16, help="Resize stored frames so the short side "
+                                   "is this (256 lets Resize(256)+CenterCrop(128) run at train time)."),
+    spectrogram: str = typer.Option("reference", "--spectrogram", help="reference: log linear STFT, 257 bins "
+                                    "(n_fft 512, hop 353 at 22,050 Hz); logmel: 128 log-mel bins."),
+    known_bad: str = typer.Option("skip", "--known-bad", help="The 4 clips CREMA-D's README lists as broken: "
+                                  "skip (and record) or keep (process them like any clip)."),
+    jobs: int = JobsOpt,
+    samples_per_shard: int = PerShardOpt,
+    part: Optional[str] = PartOpt,
+    strict: bool = StrictOpt,
+    overwrite: bool = OverwriteOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """CREMA-D: FLV video frames + WAV spectrogram per clip, 6 emotion classes."""
+    from avdata.recipes.cremad import CremadOptions
+
+    opts = CremadOptions(split=split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                         frames=frames, short_side=short_side, spectrogram=spectrogram, known_bad=known_bad)
+    _run("cremad", raw, out, opts, jobs, samples_per_shard, part, strict, overwrite, verbose)
+
+
+def merge_cmd(
+    out: Path = typer.Argument(..., help="Shards folder to complete (parts may already be in it)."),
+    parts: Optional[list[Path]] = typer.Option(None, "--from", help="Part output folders made elsewhere, "
+                                               "copied into OUT (repeat the option)."),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Join `prepare --part i/N` outputs into one folder with one manifest.json and dataset card."""
+    from avdata.merge import assemble, merge
+
+    setup_logging(verbose)
+    try:
+        manifest = merge(out, parts) if parts else assemble(out)
+    except AvdataError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2)
+    total = sum(s["num_samples"] for s in manifest["splits"].values())
+    console.print(f"merged {out}: {total} samples in {len(manifest['splits'])} split(s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(prepare_app, name="prepare")
+    app.command("merge")(merge_cmd)

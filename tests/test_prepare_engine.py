@@ -1,0 +1,126 @@
+"""The prepare engine on a toy recipe: determinism, resume, parts + merge, skips, strict, overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+from avdata.errors import AvdataError
+from avdata.manifest import load_manifest
+from avdata.prepare import PrepareSettings, parse_part, prepare
+from avdata.recipe import get_recipe, register_recipe
+from tests.toy_recipe import ToyOptions, make_toy_raw
+
+register_recipe("toy", "tests.toy_recipe:ToyRecipe")
+
+
+def run(raw: Path, out: Path, jobs: int = 1, part=None, strict=False, overwrite=False, per_shard=4, **opts):
+    settings = PrepareSettings(samples_per_shard=per_shard, jobs=jobs, part=part, strict=strict,
+                               overwrite=overwrite, progress=False)
+    return prepare(get_recipe("toy"), raw, out, ToyOptions(**opts), settings)
+
+
+def folder_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def test_shards_manifest_and_card(tmp_path):
+    raw = make_toy_raw(tmp_path / "raw", bad=("s005",))
+    res = run(raw, tmp_path / "out")
+    assert res.complete
+    m = load_manifest(tmp_path / "out")
+    # 20 train-ish (5 held out for val, stratified 0.25 of 10 per class rounded), 6 test, 1 bad skipped
+    assert m["splits"]["test"]["num_samples"] == 6
+    assert m["splits"]["val"]["num_samples"] + m["splits"]["train"]["num_samples"] == 19
+    assert m["splits"]["val"]["num_samples"] in (4, 5, 6)
+    assert [s["key"] for s in m["skipped"]] == ["s005"]
+    assert m["skipped"][0]["reason"] == "unreadable toy file"
+    assert m["skipped"][0]["path"] == "s005.txt"
+    assert m["options"] == {"samples_per_shard": 4, "scale": 1, "seed": 42, "val_fraction": 0.25}
+    assert len(m["sources"]["sha256"]) == 26
+    # class counts add up and match what stock webdataset reads back
+    for split, entry in m["splits"].items():
+        assert sum(entry["class_counts"].values()) == entry["num_samples"]
+        urls = [str(tmp_path / "out" / s["file"]) for s in entry["shards"]]
+        samples = list(wds.WebDataset(urls, shardshuffle=False).decode())
+        assert len(samples) == entry["num_samples"]
+        assert sum(1 for s in samples if s["cls"] == 1) == entry["class_counts"]["b"]
+        for s in samples:
+            assert s["json"]["split"] == split
+            assert s["x.npy"].shape == (3,)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert card.startswith("---\nlicense: cc0-1.0\n")
+    assert "avdata prepare toy --raw RAW --out OUT" in card
+
+
+def test_deterministic_across_jobs_and_parts(tmp_path):
+    raw = make_toy_raw(tmp_path / "raw", bad=("s002",))
+    run(raw, tmp_path / "one", jobs=1)
+    run(raw, tmp_path / "two", jobs=2)
+    r0 = run(raw, tmp_path / "parts", part=(0, 2))
+    assert not r0.complete and not (tmp_path / "parts" / "manifest.json").exists()
+    r1 = run(raw, tmp_path / "parts", jobs=2, part=(1, 2))
+    assert r1.complete
+    a, b, c = (folder_bytes(tmp_path / d) for d in ("one", "two", "parts"))
+    assert a == b == c
+    assert "manifest.json" in a and sum(n.endswith(".tar") for n in a) == 8  # train 15 -> 4, val 5 -> 2, test 6 -> 2
+
+
+def test_merge_parts_made_in_separate_folders(tmp_path):
+    from avdata.merge import merge
+
+    raw = make_toy_raw(tmp_path / "raw")
+    run(raw, tmp_path / "single")
+    run(raw, tmp_path / "p0", part=(0, 3))
+    run(raw, tmp_path / "p1", part=(1, 3))
+    with pytest.raises(AvdataError, match="not made yet"):
+        merge(tmp_path / "merged", [tmp_path / "p0", tmp_path / "p1"])
+    run(raw, tmp_path / "p2", part=(2, 3))
+    merge(tmp_path / "merged", [tmp_path / "p0", tmp_path / "p1", tmp_path / "p2"])
+    assert folder_bytes(tmp_path / "merged") == folder_bytes(tmp_path / "single")
+
+
+def test_resume_keeps_good_shards_and_redoes_damaged(tmp_path):
+    raw = make_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    first = run(raw, out)
+    before = folder_bytes(out)
+    again = run(raw, out)
+    assert again.written == [] and len(again.kept) == len(first.written)
+    # a shard cut short and a missing shard are redone; the others are kept
+    names = sorted(n for n in before if n.endswith(".tar"))
+    (out / names[0]).write_bytes(before[names[0]][:1000])
+    (out / names[1]).unlink()
+    (out / "leftover.tar.tmp").write_bytes(b"junk")
+    third = run(raw, out)
+    assert sorted(third.written) == names[:2]
+    assert folder_bytes(out) == before
+
+
+def test_strict_stops_and_leaves_nothing_half_written(tmp_path):
+    raw = make_toy_raw(tmp_path / "raw", bad=("s001",))
+    out = tmp_path / "out"
+    with pytest.raises(AvdataError, match="s001.txt: unreadable toy file"):
+        run(raw, out, strict=True)
+    assert not list(out.glob("*.tmp")) and not (out / "manifest.json").exists()
+
+
+def test_other_options_need_overwrite(tmp_path):
+    raw = make_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    run(raw, out)
+    with pytest.raises(AvdataError, match="--overwrite"):
+        run(raw, out, scale=2)
+    res = run(raw, out, scale=2, overwrite=True)
+    assert res.complete and load_manifest(out)["options"]["scale"] == 2
+
+
+def test_parse_part():
+    assert parse_part("1/4") == (1, 4)
+    assert parse_part(None) is None
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(AvdataError):
+            parse_part(bad)
