@@ -123,12 +123,20 @@ def _init_worker(recipe_name: str, raw: str, options: Any) -> None:
     _WORKER["options"] = options
 
 
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+
 def _hash_sources(raw: Path, item: WorkItem) -> dict[str, str]:
+    """sha256 of an item's source files; memoised per process, since items may share a big file (HDF5)."""
     out = {}
     for rel in item.sources.values():
         p = raw / rel
         if p.is_file():
-            out[rel] = sha256_file(p)
+            st = p.stat()
+            memo_key = (str(p), st.st_size, st.st_mtime_ns)
+            if memo_key not in _HASH_MEMO:
+                _HASH_MEMO[memo_key] = sha256_file(p)
+            out[rel] = _HASH_MEMO[memo_key]
     return out
 
 
@@ -232,7 +240,7 @@ def prepare(
     if not raw.exists():
         raise AvdataError(f"{raw}: raw data not found; pass the folder you downloaded into (--raw)")
     out.mkdir(parents=True, exist_ok=True)
-    raw_dir = recipe.prepare_raw(raw, state_dir(out) / "raw")
+    raw_dir = recipe.prepare_raw(raw, state_dir(out) / "raw", options)
     log.info("planning %s from %s", recipe.name, raw)
     plan = recipe.plan(raw_dir, options)
     if not plan.items:

@@ -82,7 +82,7 @@ class Recipe:
     # process must be picklable: recipes expose a module-level function
     process: ClassVar[Callable[[WorkItem, ItemContext], dict[str, bytes]]]
 
-    def prepare_raw(self, raw: Path, workdir: Path) -> Path:
+    def prepare_raw(self, raw: Path, workdir: Path, options: Any) -> Path:
         """Turn what the user passed as --raw into a folder (e.g. unpack a zip); default: as given."""
         return raw
 
