@@ -78,6 +78,62 @@ def prepare_cremad(
     _run("cremad", raw, out, opts, jobs, samples_per_shard, part, strict, overwrite, verbose)
 
 
+@prepare_app.command("urbansound8k-av")
+def prepare_urbansound(
+    raw: Path = typer.Option(..., "--raw", help="The Kaggle zip of lingyueguo/urbansound8k-av or the folder it "
+                             "unpacks to (holding Dataset_v3_vision/ and Dataset_v3_sound/)."),
+    out: Path = OutOpt,
+    train_fraction: float = typer.Option(0.7, "--train-fraction", min=0.05, max=0.95,
+                                         help="First fraction of each class's files (sorted by name) used for "
+                                         "training, the rest for test, as the reference."),
+    val_fraction: float = ValOpt,
+    seed: int = SeedOpt,
+    short_side: int = typer.Option(256, "--short-side", min=16, help="Resize images so the short side is this."),
+    spectrogram: str = typer.Option("reference", "--spectrogram", help="reference (257-bin log STFT) or logmel."),
+    jobs: int = JobsOpt,
+    samples_per_shard: int = PerShardOpt,
+    part: Optional[str] = PartOpt,
+    strict: bool = StrictOpt,
+    overwrite: bool = OverwriteOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """UrbanSound8K-AV: each sound's paired image + spectrogram, 10 urban sound classes."""
+    from avdata.recipes.urbansound8k_av import UrbanSoundOptions
+
+    opts = UrbanSoundOptions(train_fraction=train_fraction, val_fraction=val_fraction, seed=seed,
+                             short_side=short_side, spectrogram=spectrogram)
+    _run("urbansound8k-av", raw, out, opts, jobs, samples_per_shard, part, strict, overwrite, verbose)
+
+
+@prepare_app.command("mnistdvs-ntidigits")
+def prepare_events(
+    raw: Path = typer.Option(..., "--raw", help="Folder holding the MNIST-DVS zips grabbed_data0..9.zip (or their "
+                             "unpacked folders) and the N-TIDIGITS18 HDF5 file."),
+    out: Path = OutOpt,
+    bins: int = typer.Option(16, "--bins", min=1, help="Time bins T per sample (equal windows over each recording)."),
+    scale: int = typer.Option(16, "--scale", help="MNIST-DVS digit scale to use: 4, 8 or 16."),
+    sensor: str = typer.Option("downsample", "--sensor", help="How the 128x128 DVS becomes 28x28: downsample "
+                               "(x*28//128) or crop (the central 28x28 window)."),
+    per_class: int = typer.Option(1000, "--per-class", min=2, help="MNIST-DVS recordings per class "
+                                  "(half train, half test; the reference uses 1000)."),
+    val_fraction: float = ValOpt,
+    seed: int = SeedOpt,
+    keep_events: bool = typer.Option(False, "--keep-events", help="Also store the raw events of both modalities."),
+    jobs: int = JobsOpt,
+    samples_per_shard: int = typer.Option(1000, "--samples-per-shard", min=1, help="Samples per shard file."),
+    part: Optional[str] = PartOpt,
+    strict: bool = StrictOpt,
+    overwrite: bool = OverwriteOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """MNISTDVS-NTIDIGITS: binned DVS digit events paired with binned cochlea spoken-digit events."""
+    from avdata.recipes.mnistdvs_ntidigits import EventOptions
+
+    opts = EventOptions(bins=bins, scale=scale, sensor=sensor, per_class=per_class, val_fraction=val_fraction,
+                        seed=seed, keep_events=keep_events)
+    _run("mnistdvs-ntidigits", raw, out, opts, jobs, samples_per_shard, part, strict, overwrite, verbose)
+
+
 def merge_cmd(
     out: Path = typer.Argument(..., help="Shards folder to complete (parts may already be in it)."),
     parts: Optional[list[Path]] = typer.Option(None, "--from", help="Part output folders made elsewhere, "
