@@ -1,0 +1,214 @@
+"""Benchmark the fused LIF against the plain autograd loop, alone and inside the full S-CMRL model.
+
+Two measurements, each implementation in its own fresh subprocess (so peak memory is not shared:
+``torch.cuda.max_memory_allocated`` on GPU, the process's max RSS on CPU):
+
+  (1) micro: one LIF layer, forward + backward, on a [T=4, 128, 256, 64] float32 tensor, with the
+      membrane detached between steps (reference) and with gradient through time (BPTT);
+  (2) model: forward + loss + backward of the reference CREMA-D S-CMRL configuration
+      (C=256, 16 heads, 128x128 audio and visual inputs, T=4), batch 8 on CPU by default.
+
+Target: fused >= 2x the loop on (1).  Prints a markdown table.
+
+    python benchmarks/lif_bench.py                      # CPU, batch 8
+    python benchmarks/lif_bench.py --device cuda --batch 64 --steps 20
+    python benchmarks/lif_bench.py --tuned-malloc       # CPU: glibc keeps large freed blocks
+
+On CPU, tensors above glibc's mmap threshold (32 MiB at most) are unmapped when freed and every new
+one is page-faulted in again; that costs about as much as the LIF arithmetic itself on a VM, hence
+--tuned-malloc to show the figures without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+IMPLS = ("fused", "loop")
+MICRO_SHAPE = (4, 128, 256, 64)
+
+
+def _resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _peak_memory_mib(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return rss_kib / 1024 if sys.platform != "darwin" else rss_kib / 2**20
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _worker_micro(impl: str, device: str, steps: int, warmup: int, detach: bool) -> dict:
+    import torch
+
+    from scmrl.lif import LIF
+
+    torch.manual_seed(0)
+    lif = LIF(impl=impl, detach_membrane=detach)
+    x = (torch.randn(MICRO_SHAPE, device=device) + 0.5).requires_grad_(True)
+    grad = torch.randn(MICRO_SHAPE, device=device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
+    times = []
+    for i in range(warmup + steps):
+        x.grad = None
+        _sync(device)
+        t0 = time.perf_counter()
+        lif(x).backward(grad)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    peak = _peak_memory_mib(device)
+    return {"ms": statistics.median(times) * 1e3, "ms_min": min(times) * 1e3, "peak_mib": peak - base}
+
+
+def _worker_model(impl: str, device: str, steps: int, warmup: int, batch: int, detach: bool) -> dict:
+    import torch
+
+    from scmrl.config import ModelConfig
+    from scmrl.losses import compute_loss
+    from scmrl.models import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=6, lif_impl=impl, detach_membrane=detach)
+    net = build_model(cfg).to(device).train()
+    t = cfg.time_steps
+    audio = torch.randn(1, batch, 1, 128, 128, device=device).expand(t, -1, -1, -1, -1)
+    visual = torch.randn(1, batch, 3, 128, 128, device=device).expand(t, -1, -1, -1, -1)
+    labels = torch.arange(batch, device=device) % cfg.num_classes
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(warmup + steps):
+        net.zero_grad(set_to_none=True)
+        _sync(device)
+        t0 = time.perf_counter()
+        loss, _ = compute_loss(cfg, net(audio, visual), labels)
+        loss.backward()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"ms": med * 1e3, "samples_s": batch / med, "peak_mib": _peak_memory_mib(device)}
+
+
+def _spawn(kind: str, impl: str, args: argparse.Namespace, bptt: bool = False) -> dict:
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--impl", impl,
+        "--device", args.device, "--batch", str(args.batch), "--steps", str(args.steps),
+        "--micro-steps", str(args.micro_steps), "--warmup", str(args.warmup),
+    ]
+    if bptt:
+        cmd.append("--bptt")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if args.tuned_malloc:  # keep freed large blocks in the heap instead of unmapping and re-faulting them
+        env.update(MALLOC_MMAP_THRESHOLD_="4294967295", MALLOC_TRIM_THRESHOLD_="4294967295")
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if res.returncode != 0:
+        raise SystemExit(f"worker {kind}/{impl} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    ap.add_argument("--batch", type=int, default=None, help="model batch (default 8 on CPU, 64 on GPU)")
+    ap.add_argument("--steps", type=int, default=None, help="timed model steps (default 5 CPU, 20 GPU)")
+    ap.add_argument("--micro-steps", type=int, default=None, help="timed LIF steps (default 20 CPU, 100 GPU)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--bptt", action="store_true", help="model run with gradient through time in the membrane")
+    ap.add_argument(
+        "--tuned-malloc",
+        action="store_true",
+        help="run workers with glibc MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ raised (CPU: fewer page faults)",
+    )
+    ap.add_argument("--skip-model", action="store_true")
+    ap.add_argument("--skip-micro", action="store_true")
+    ap.add_argument("--worker", choices=("micro", "model"), help=argparse.SUPPRESS)
+    ap.add_argument("--impl", choices=IMPLS, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.device = _resolve_device(args.device)
+    gpu = args.device.startswith("cuda")
+    args.batch = args.batch or (64 if gpu else 8)
+    args.steps = args.steps or (20 if gpu else 5)
+    args.micro_steps = args.micro_steps or (100 if gpu else 20)
+    detach = not args.bptt
+
+    if args.worker == "micro":
+        print(json.dumps(_worker_micro(args.impl, args.device, args.micro_steps, args.warmup, detach)))
+        return
+    if args.worker == "model":
+        print(json.dumps(_worker_model(args.impl, args.device, args.steps, args.warmup, args.batch, detach)))
+        return
+
+    import torch
+
+    dev_name = torch.cuda.get_device_name(args.device) if gpu else f"{platform.processor() or 'cpu'}"
+    print(
+        f"torch {torch.__version__}, device {args.device} ({dev_name}), threads {torch.get_num_threads()}, "
+        f"model membrane {'BPTT' if args.bptt else 'detached (reference)'}"
+        f"{', glibc malloc thresholds raised' if args.tuned_malloc else ''}\n"
+    )
+    mem = "peak GPU MiB" if gpu else "max RSS MiB"
+    rows = []
+    if not args.skip_micro:
+        shape = "x".join(map(str, MICRO_SHAPE))
+        for bptt in (False, True):
+            r = {impl: _spawn("micro", impl, args, bptt) for impl in IMPLS}
+            label = f"LIF fwd+bwd [{shape}], {'BPTT' if bptt else 'detached V'}"
+            for impl in IMPLS:
+                rows.append(
+                    f"| {label} | {impl} | {r[impl]['ms']:.1f} ms (min {r[impl]['ms_min']:.1f}) | – "
+                    f"| {r[impl]['peak_mib']:.0f} |"
+                )
+            rows.append(
+                f"| | **fused speed-up** | **{r['loop']['ms'] / r['fused']['ms']:.2f}x** | "
+                f"| {r['fused']['peak_mib'] / r['loop']['peak_mib']:.2f}x memory |"
+            )
+    if not args.skip_model:
+        r = {impl: _spawn("model", impl, args, args.bptt) for impl in IMPLS}
+        label = f"S-CMRL C=256 128x128 T=4, batch {args.batch}, fwd+loss+bwd"
+        for impl in IMPLS:
+            rows.append(
+                f"| {label} | {impl} | {r[impl]['ms']:.0f} ms/step | {r[impl]['samples_s']:.1f} "
+                f"| {r[impl]['peak_mib']:.0f} |"
+            )
+        rows.append(
+            f"| | **fused speed-up** | **{r['loop']['ms'] / r['fused']['ms']:.2f}x** | "
+            f"| {r['fused']['peak_mib'] / r['loop']['peak_mib']:.2f}x memory |"
+        )
+    print(f"| benchmark | LIF impl | time (median) | samples/s | {mem} |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
