@@ -11,15 +11,18 @@ from typing import Any
 
 import yaml
 
+# The Hub's size_categories values (datasets/utils/resources/size_categories.json); anything else fails
+# the Hub's metadata validation.
 SIZE_BOUNDS = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-               (10_000_000, "1M<n<10M")]
+               (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+               (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"), (1_000_000_000_000, "100B<n<1T")]
 
 
 def size_category(n: int) -> str:
     for bound, name in SIZE_BOUNDS:
         if n < bound:
             return name
-    return "n>10M"
+    return "n>1T"
 
 
 def normalized_command(manifest: dict[str, Any]) -> str:

@@ -1,0 +1,187 @@
+"""A PNG contact sheet of a shards folder: one row per class, the first N samples of each class.
+
+Each cell shows the sample's visual field and its audio field side by side, titled with the class name
+and the sample key. Fields are drawn by kind, found from their shape and dtype (any recipe works):
+
+- video frames [K,H,W,3] uint8: the middle frame; an image [H,W,3]: as is;
+- DVS events [T,2,H,W] counts (channel 0 OFF, 1 ON): summed over T, ON minus OFF in red/blue;
+- a spectrogram [F,T] float: an image with a colormap, low frequencies at the bottom;
+- cochlea events [T,C] counts: channels up, time along, as an image.
+
+Samples are chosen deterministically: the first N of each class in shard order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_open
+from .errors import AvdataError
+from .location import open_location
+from .shards import decode_npy
+
+CELL_W_IN = 1.7  # inches per panel (a cell is two panels)
+ROW_H_IN = 1.9
+HEADER_IN = 0.5
+DPI = 100
+
+VISUAL_KINDS = ("frames", "image", "events_visual")
+AUDIO_KINDS = ("spectrogram", "events_audio")
+
+
+def field_kind(name: str, arr: np.ndarray) -> str:
+    """How to draw an array field: frames, image, events_visual, spectrogram, events_audio or other."""
+    stem = name[: -len(".npy")] if name.endswith(".npy") else name
+    if arr.dtype.kind not in "biuf":
+        return "other"
+    if arr.ndim == 4 and arr.shape[1] == 2 and arr.shape[-1] not in (3, 4):
+        return "events_visual"
+    if arr.ndim == 4 and arr.shape[-1] in (1, 3, 4):
+        return "frames"
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        return "image"
+    if arr.ndim == 2:
+        if "spec" in stem or "mel" in stem:
+            return "spectrogram"
+        return "spectrogram" if arr.dtype.kind == "f" else "events_audio"
+    return "other"
+
+
+def pick_fields(arrays: dict[str, np.ndarray]) -> tuple[str | None, str | None]:
+    """(visual field, audio field) of a sample: the first array field of each kind, by field order."""
+    visual = audio = None
+    for name, arr in arrays.items():
+        kind = field_kind(name, arr)
+        if visual is None and kind in VISUAL_KINDS:
+            visual = name
+        elif audio is None and kind in AUDIO_KINDS:
+            audio = name
+    return visual, audio
+
+
+def _draw(ax, name: str, arr: np.ndarray) -> None:
+    kind = field_kind(name, arr)
+    if kind == "frames":
+        img = arr[arr.shape[0] // 2]
+        if img.shape[-1] == 1:
+            ax.imshow(img[..., 0], cmap="gray", interpolation="nearest")
+        else:
+            ax.imshow(_as_rgb(img), interpolation="nearest")
+        label = f"{name} {arr.shape[0] // 2 + 1}/{arr.shape[0]}"
+    elif kind == "image":
+        ax.imshow(_as_rgb(arr), interpolation="nearest")
+        label = name
+    elif kind == "events_visual":
+        summed = arr.astype(np.float64).sum(axis=0)
+        diff = summed[1] - summed[0]  # ON minus OFF
+        lim = float(np.abs(diff).max()) or 1.0
+        ax.imshow(diff, cmap="bwr", vmin=-lim, vmax=lim, interpolation="nearest")
+        label = f"{name} ON-OFF"
+    elif kind == "spectrogram":
+        spec = arr.astype(np.float64)
+        finite = spec[np.isfinite(spec)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi if hi > lo else lo + 1,
+                  interpolation="nearest")
+        label = f"{name} {arr.shape[0]}x{arr.shape[1]}"
+    elif kind == "events_audio":
+        ax.imshow(arr.T.astype(np.float64), origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
+        label = f"{name} ch x T"
+    else:  # pragma: no cover - pick_fields only hands drawable kinds
+        return
+    ax.set_xlabel(label, fontsize=6, labelpad=1)
+
+
+def _as_rgb(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img[..., :3]
+    img = img[..., :3].astype(np.float64)
+    lo, hi = float(img.min()), float(img.max())
+    return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+
+
+def choose_samples(spec: str | Path, per_class: int, split: str | None = None
+                   ) -> tuple[dict[str, Any], str, list[list[tuple[str, dict[str, np.ndarray]]]]]:
+    """(manifest, split, rows): rows[class] = [(key, {field: array})] of its first `per_class` samples."""
+    from .inspect import iter_samples, label_of
+
+    if per_class < 1:
+        raise AvdataError("--show must be at least 1 sample per class")
+    loc = open_location(spec)
+    m = loc.manifest
+    if not m["splits"]:
+        raise AvdataError(f"{loc.base}: the manifest lists no splits")
+    split = split or ("train" if "train" in m["splits"] else next(iter(m["splits"])))
+    if split not in m["splits"]:
+        raise AvdataError(f"no split {split!r}; this folder has {', '.join(m['splits'])}")
+    classes = m["classes"]
+    counts = m["splits"][split]["class_counts"]
+    want = [min(per_class, int(counts.get(c, per_class))) for c in classes]
+    rows: list[list[tuple[str, dict[str, np.ndarray]]]] = [[] for _ in classes]
+    if sum(want):
+        for _file, key, fields in iter_samples(loc, split):
+            label = label_of(fields)
+            if label is None or not 0 <= label < len(classes) or len(rows[label]) >= want[label]:
+                continue
+            arrays = {}
+            for name, data in fields.items():
+                if name.endswith(".npy"):
+                    try:
+                        arrays[name] = decode_npy(data)
+                    except Exception:  # an undecodable field is drawn as missing
+                        continue
+            rows[label].append((key, arrays))
+            if all(len(r) >= w for r, w in zip(rows, want)):
+                break
+    return m, split, rows
+
+
+def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, split: str | None = None) -> Path:
+    """Write a PNG of the first `per_class` samples of each class of `split` (default: train, else the first).
+
+    Rows are classes, columns samples; each cell shows the visual and the audio field side by side with
+    the class name and key. The figure is (2 * per_class * 1.7) x (0.5 + 1.9 * classes) inches at 100 dpi.
+    Returns the PNG path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    manifest, split, rows = choose_samples(spec, per_class, split)
+    classes = manifest["classes"]
+    n_rows, n_cols = max(1, len(classes)), 2 * per_class
+    width, height = n_cols * CELL_W_IN, HEADER_IN + n_rows * ROW_H_IN
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.04, top=1 - HEADER_IN / height,
+                        wspace=0.15, hspace=0.4)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    fig.suptitle(f"{manifest['dataset']} / {split}: first {per_class} sample(s) per class",
+                 fontsize=9, y=1 - 0.12 / height)
+    for r, cname in enumerate(classes):
+        for c in range(per_class):
+            ax_v, ax_a = axes[r][2 * c], axes[r][2 * c + 1]
+            for ax in (ax_v, ax_a):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if c >= len(rows[r]):
+                for ax in (ax_v, ax_a):
+                    ax.set_axis_off()
+                if c == 0:
+                    ax_v.text(0.0, 0.5, f"{r}: {cname}\n(no samples in {split})", fontsize=7,
+                              transform=ax_v.transAxes, va="center")
+                continue
+            key, arrays = rows[r][c]
+            visual, audio = pick_fields(arrays)
+            for ax, name in ((ax_v, visual), (ax_a, audio)):
+                if name is None:
+                    ax.text(0.5, 0.5, "no field", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+                else:
+                    _draw(ax, name, arrays[name])
+            ax_v.set_title(f"{r}: {cname}  {key}", fontsize=7, loc="left", pad=3)
+    out_png = Path(out_png)
+    with atomic_open(out_png, "wb") as f:
+        fig.savefig(f, format="png", dpi=DPI, metadata={"Software": None})
+    return out_png

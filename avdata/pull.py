@@ -1,0 +1,107 @@
+"""Fetch a prepared shards folder served anywhere (avdata serve, nginx, S3, a Hugging Face dataset repo).
+
+Order matters: the shards first (each checked against the sha256 and size the manifest gives, through
+`avdata.download.fetch_files`), then the dataset card, and manifest.json last, written atomically. A
+folder holds a manifest.json only when the pull finished, so an interrupted pull is never mistaken for a
+complete folder; rerunning the pull resumes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from .atomic import atomic_write_bytes
+from .download import DownloadReport, RemoteFile, fetch_files, is_remote, join_url
+from .errors import AvdataError
+from .location import read_url
+from .manifest import MANIFEST_NAME, parse_manifest, shard_files
+
+log = logging.getLogger("avdata.pull")
+
+CARD_NAME = "README.md"
+
+
+def _base(url: str) -> str:
+    url = str(url)
+    if url.endswith("/" + MANIFEST_NAME) or url == MANIFEST_NAME:
+        url = url[: -len(MANIFEST_NAME)]
+    if url.startswith("file://"):
+        url = join_url(url, "")
+    return url.rstrip("/") if is_remote(url) else str(Path(url))
+
+
+def _read(base: str, name: str, timeout: float) -> bytes:
+    if is_remote(base):
+        return read_url(join_url(base, name), timeout=timeout)
+    path = Path(base) / name
+    if not path.is_file():
+        raise AvdataError(f"{path}: not found; is {base} a shards folder made by `avdata prepare`?")
+    return path.read_bytes()
+
+
+def pull(
+    url: str,
+    to: str | Path,
+    splits: Sequence[str] | None = None,
+    jobs: int = 8,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60,
+    progress: bool = True,
+) -> DownloadReport:
+    """Copy the shards folder at `url` (http(s) URL or local path) into `to`, verified shard by shard.
+
+    `splits`: only these splits' shards (the manifest is still written whole, listing the others too).
+    manifest.json is written last, and only when every shard arrived intact.
+    """
+    base = _base(url)
+    to = Path(to)
+    raw_manifest = _read(base, MANIFEST_NAME, timeout)
+    try:
+        text = raw_manifest.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AvdataError(f"{join_url(base, MANIFEST_NAME)}: not UTF-8 text ({exc}); is this a shards folder?") from exc
+    manifest = parse_manifest(text, source=join_url(base, MANIFEST_NAME))
+    all_splits = list(manifest["splits"])
+    chosen = list(dict.fromkeys(splits)) if splits else all_splits
+    entries = shard_files(manifest, chosen)  # raises AvdataError naming the splits that exist
+    files = [RemoteFile(path=e["file"], size=int(e["bytes"]), sha256=str(e["sha256"]).lower()) for e in entries]
+
+    to.mkdir(parents=True, exist_ok=True)
+    local_manifest = to / MANIFEST_NAME
+    if local_manifest.exists() and local_manifest.read_bytes() != raw_manifest:
+        # The folder holds another version: it is not complete until this pull finishes.
+        log.info("%s differs from the served manifest; removing it (and the old card) until the pull "
+                 "completes", local_manifest)
+        local_manifest.unlink()
+        (to / CARD_NAME).unlink(missing_ok=True)
+
+    log.info("pulling %d shard(s) of split(s) %s from %s to %s", len(files), ", ".join(chosen), base, to)
+    report = fetch_files(base, files, to, jobs=jobs, retries=retries, backoff=backoff, timeout=timeout,
+                         progress=progress, description=f"pull -> {to.name or to}")
+
+    card = fetch_files(base, [RemoteFile(CARD_NAME)], to, jobs=1, retries=retries, backoff=backoff,
+                       timeout=timeout, progress=False)
+    for r in card.failed:
+        if r.http_status == 404:
+            log.info("no %s (dataset card) at %s", CARD_NAME, base)
+        else:
+            report.failed.append(r)
+    report.fetched += card.fetched
+    report.already_present += card.already_present
+
+    if report.failed:
+        report.notes.append(f"{MANIFEST_NAME} was not written because {len(report.failed)} file(s) failed; "
+                            f"run the same pull again to resume.")
+        return report
+    atomic_write_bytes(local_manifest, raw_manifest)
+    others = [s for s in all_splits if s not in chosen]
+    if others:
+        note = (f"only split(s) {', '.join(chosen)} were pulled; the manifest also lists {', '.join(others)}, "
+                f"whose shards are absent from {to}.")
+        log.info("%s", note)
+        report.notes.append(note)
+    log.info("pulled %s into %s: %s", manifest.get("dataset", "?"), to, report.summary())
+    return report

@@ -1,0 +1,299 @@
+"""Check a shards folder against its manifest: every shard's byte count, sha256 and sample count.
+
+Works the same on a local folder and on the folder behind an http(s) URL (`avdata.location`). Each shard
+is read once: the bytes go through sha256 and, at the same time, through a streaming tar reader that
+counts the samples, so a shard cut short is reported as such instead of crashing the check.
+`quick=True` compares sizes only (a file stat, or an HTTP HEAD request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import tarfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from .errors import AvdataError
+from .location import ShardsLocation, open_location
+from .manifest import MANIFEST_NAME, shard_files
+from .progress import make_progress
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class VerifyReport:
+    """What `verify_shards` found. `problems` and `warnings` are (file, what) pairs in manifest order."""
+
+    location: str
+    splits: list[str]
+    quick: bool = False
+    checked: int = 0  # shard files checked
+    bytes_checked: int = 0  # bytes read (or stat-ed, with quick)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def bad_files(self) -> list[str]:
+        """Files with at least one problem, each once, in the order found."""
+        return list(dict.fromkeys(f for f, _ in self.problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"location": self.location, "splits": self.splits, "quick": self.quick, "ok": self.ok,
+                "checked": self.checked, "bytes_checked": self.bytes_checked,
+                "problems": [{"file": f, "what": w} for f, w in self.problems],
+                "warnings": [{"file": f, "what": w} for f, w in self.warnings]}
+
+
+class _HashingReader:
+    """A read-only file wrapper that hashes and counts every byte read through it."""
+
+    def __init__(self, f: IO[bytes], on_bytes: Callable[[int], None]) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.n = 0
+        self.on_bytes = on_bytes
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size if size is not None and size >= 0 else -1)
+        if data:
+            self.sha.update(data)
+            self.n += len(data)
+            self.on_bytes(len(data))
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+class _EndAwareTarInfo(tarfile.TarInfo):
+    """Notes on the TarFile how its member list ended: at the end-of-archive zero block, cut short, or at
+    a damaged header.
+
+    tarfile itself stops quietly when the file ends at (or inside) a member header or meets a header with
+    a bad checksum, so such a shard would otherwise read as a valid, shorter tar.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tarfile_obj):  # type: ignore[override]
+        try:
+            return super().fromtarfile(tarfile_obj)
+        except tarfile.EOFHeaderError:
+            tarfile_obj.avdata_end = "end-of-archive"
+            raise
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError):
+            tarfile_obj.avdata_end = "truncated tar: the file ends before the end-of-archive blocks"
+            raise
+        except tarfile.InvalidHeaderError as exc:
+            tarfile_obj.avdata_end = f"damaged tar: bad member header at byte {tarfile_obj.offset} ({exc})"
+            raise
+
+
+def _count_samples(reader: _HashingReader) -> tuple[int | None, str | None]:
+    """Samples in the tar streamed from `reader`, or (None, why) when it cannot be read to the end.
+
+    Samples are counted as webdataset groups them: consecutive members with the same key (the member
+    name up to its first dot).
+    """
+    n = 0
+    current = None
+    try:
+        with tarfile.open(fileobj=reader, mode="r|", tarinfo=_EndAwareTarInfo,  # type: ignore[arg-type]
+                          bufsize=CHUNK) as tar:
+            tar.avdata_end = None  # type: ignore[attr-defined]
+            for member in tar:
+                if not member.isfile():
+                    continue
+                f = tar.extractfile(member)
+                got = 0
+                while f is not None and (chunk := f.read(CHUNK)):
+                    got += len(chunk)
+                if got != member.size:
+                    raise EOFError(f"member {member.name} cut short ({got} of {member.size} bytes)")
+                key = member.name.partition(".")[0]
+                if key != current:
+                    n += 1
+                    current = key
+            end = tar.avdata_end  # type: ignore[attr-defined]
+    except (tarfile.TarError, EOFError) as exc:
+        why = str(exc) or type(exc).__name__
+        return None, f"unreadable tar after {n} sample(s): truncated or damaged ({why})"
+    if end != "end-of-archive":
+        return None, f"{end or 'truncated tar: no end-of-archive blocks'} (after {n} sample(s))"
+    return n, None
+
+
+def _open_shard(loc: ShardsLocation, file: str) -> IO[bytes] | str:
+    """An open file, or the problem text when it cannot be opened."""
+    try:
+        return loc.open(file)
+    except FileNotFoundError:
+        return "missing"
+    except AvdataError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
+            return "missing (HTTP 404)"
+        return f"cannot be opened ({cause or exc})"
+    except OSError as exc:
+        return f"cannot be opened ({exc})"
+
+
+def _remote_size(url: str, timeout: float = 60.0) -> int | str:
+    """Content-Length from a HEAD request, or the problem text."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+    except urllib.error.HTTPError as exc:
+        return "missing (HTTP 404)" if exc.code == 404 else f"cannot be read (HTTP {exc.code})"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"cannot be read ({exc})"
+    if length is None:
+        return "server sends no Content-Length; run without --quick"
+    return int(length)
+
+
+def _size_problem(expected: int, found: int) -> str:
+    if found < expected:
+        return f"size differs: expected {expected} bytes, found {found} (truncated: {expected - found} bytes missing)"
+    return f"size differs: expected {expected} bytes, found {found} ({found - expected} extra bytes)"
+
+
+def _check_quick(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport) -> int:
+    file = shard["file"]
+    if loc.remote:
+        size = _remote_size(loc.address(file))
+    else:
+        path = Path(loc.address(file))
+        size = path.stat().st_size if path.is_file() else "missing"
+    if isinstance(size, str):
+        report.problems.append((file, size))
+        return 0
+    if size != shard["bytes"]:
+        report.problems.append((file, _size_problem(shard["bytes"], size)))
+    return size
+
+
+def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport,
+                on_bytes: Callable[[int], None]) -> int:
+    file = shard["file"]
+    opened = _open_shard(loc, file)
+    if isinstance(opened, str):
+        report.problems.append((file, opened))
+        return 0
+    reader = _HashingReader(opened, on_bytes)
+    tar_problem = read_problem = None
+    count: int | None = None
+    try:
+        with opened:
+            count, tar_problem = _count_samples(reader)
+            reader.drain()  # the end-of-archive blocks and anything after them are part of the file too
+    except (OSError, http.client.HTTPException) as exc:
+        read_problem = f"read failed after {reader.n} bytes ({exc})"
+    if read_problem:
+        report.problems.append((file, read_problem))
+        return reader.n
+    if reader.n != shard["bytes"]:
+        report.problems.append((file, _size_problem(shard["bytes"], reader.n)))
+    else:
+        digest = reader.sha.hexdigest()
+        if digest != shard["sha256"]:
+            report.problems.append((file, f"sha256 differs: expected {shard['sha256']}, got {digest}"))
+    if tar_problem:
+        report.problems.append((file, tar_problem))
+    elif count != shard["num_samples"]:
+        report.problems.append((file, f"sample count differs: expected {shard['num_samples']}, found {count}"))
+    return reader.n
+
+
+def _check_manifest(manifest: dict[str, Any], splits: list[str], report: VerifyReport) -> None:
+    """The manifest's own sums: split sample counts vs its shards and its class counts."""
+    for split in splits:
+        entry = manifest["splits"][split]
+        from_shards = sum(int(s["num_samples"]) for s in entry["shards"])
+        if entry["num_samples"] != from_shards:
+            report.problems.append((MANIFEST_NAME, f"split {split!r}: num_samples {entry['num_samples']} but its "
+                                                   f"shards hold {from_shards}"))
+        from_classes = sum(int(n) for n in entry["class_counts"].values())
+        if from_classes != entry["num_samples"]:
+            report.problems.append((MANIFEST_NAME, f"split {split!r}: class_counts add up to {from_classes}, "
+                                                   f"not num_samples {entry['num_samples']}"))
+
+
+def _extra_files(loc: ShardsLocation, report: VerifyReport) -> None:
+    if loc.remote:
+        return
+    known = {s["file"] for s in shard_files(loc.manifest)}
+    base = Path(loc.base)
+    for p in sorted(base.glob("*.tar")):
+        if p.name not in known:
+            report.warnings.append((p.name, "tar file not listed in manifest.json"))
+    for p in sorted(base.glob("*.tmp")):
+        report.warnings.append((p.name, "unfinished temporary file (an interrupted prepare?)"))
+
+
+def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool = False,
+                  progress: bool | None = None) -> VerifyReport:
+    """Check the shards folder `spec` (local folder or http(s) URL) against its manifest.json.
+
+    splits: only these splits (all when None). quick: byte counts only, no sha256 or tar reading.
+    progress: show a progress bar over bytes (None: unless AVDATA_NO_PROGRESS is set).
+    Raises AvdataError when the manifest itself cannot be read or a split does not exist.
+    """
+    loc = open_location(spec)
+    manifest = loc.manifest
+    names = list(manifest["splits"]) if not splits else list(dict.fromkeys(splits))
+    entries = shard_files(manifest, names)  # raises AvdataError for an unknown split
+    report = VerifyReport(location=loc.base, splits=names, quick=quick)
+    _check_manifest(manifest, names, report)
+    total = sum(int(s["bytes"]) for s in entries)
+    bar = make_progress("B", disable=None if progress in (None, True) else True)
+    with bar:
+        task = bar.add_task("verify (sizes)" if quick else "verify", total=total)
+        for shard in entries:
+            expected = int(shard["bytes"])
+            bar.update(task, description=f"verify {shard['file']}")
+            advanced = [0]
+
+            def on_bytes(n: int) -> None:
+                n = max(0, min(n, expected - advanced[0]))  # a longer file does not overfill the bar
+                advanced[0] += n
+                bar.advance(task, n)
+
+            if quick:
+                got = _check_quick(loc, shard, report)
+                on_bytes(got)
+            else:
+                got = _check_full(loc, shard, report, on_bytes)
+            on_bytes(expected)  # missing or short files still count as checked
+            report.checked += 1
+            report.bytes_checked += got
+        bar.update(task, description="verify")
+    _extra_files(loc, report)
+    return report
+
+
+def print_report(report: VerifyReport, console=None) -> None:
+    """Warnings, then the problems by file, then one final line ("N shards OK" or the count of problems)."""
+    from rich.console import Console
+
+    console = console or Console()
+    for file, what in report.warnings:
+        console.print(f"[yellow]warning:[/] {file}: {what}", highlight=False, soft_wrap=True)
+    if report.ok:
+        how = "sizes match" if report.quick else "sha256, sizes and sample counts match"
+        console.print(f"[green]{report.checked} shards OK[/] ({how}; splits: {', '.join(report.splits)})",
+                      highlight=False)
+        return
+    for file, what in report.problems:
+        console.print(f"[red]{file}[/]: {what}", highlight=False, soft_wrap=True)
+    console.print(f"[red]{len(report.problems)} problem(s) in {len(report.bad_files)} file(s)[/] "
+                  f"({report.checked} shards checked)", highlight=False)

@@ -1,0 +1,91 @@
+"""`avdata serve DIR` and `avdata pull URL --to DIR`: sharing a prepared shards folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from avdata.errors import AvdataError
+from avdata.progress import console, setup_logging
+
+
+def _fail(exc: AvdataError) -> None:
+    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def serve_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="Folder to serve, e.g. a shards folder made by "
+                                     "`avdata prepare` (manifest.json, README.md, *.tar)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on: 127.0.0.1 for this machine "
+                             "only, 0.0.0.0 for every network interface (your LAN can then read the folder)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+) -> None:
+    """Serve a folder over HTTP with Range support until Ctrl-C.
+
+    Others then run `avdata pull http://HOST:PORT --to DIR`,
+    or read it directly with `avdata inspect URL` or the trainer.
+
+    Nothing here is special: any static file server (nginx, S3, a Hugging Face dataset repository)
+    serving the same folder works the same way.
+    """
+    from avdata.serve import make_server, server_url
+
+    setup_logging(False)
+    try:
+        server = make_server(directory, host, port)
+    except AvdataError as exc:
+        _fail(exc)
+        return
+    url = server_url(server)
+    console.print(f"serving [bold]{directory.resolve()}[/] at [bold]{url}[/]  (Ctrl-C to stop)\n"
+                  f"  fetch it elsewhere with: avdata pull {url} --to DIR", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        server.server_close()
+
+
+def pull_cmd(
+    url: str = typer.Argument(..., metavar="URL", help="Address of a shards folder (the folder or its "
+                              "manifest.json): http(s)://... from `avdata serve`, nginx, S3, a Hugging Face "
+                              "dataset repository (https://huggingface.co/datasets/OWNER/NAME/resolve/main), "
+                              "or a local folder path."),
+    to: Path = typer.Option(..., "--to", help="Folder to pull into (created). A rerun resumes and skips shards "
+                            "already verified."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="Only this split's shards (repeat for "
+                                              "several; default: all). manifest.json is still copied whole."),
+    jobs: int = typer.Option(8, "--jobs", "-j", min=1, help="Shards downloaded at once."),
+    retries: int = typer.Option(4, "--retries", min=0, help="Retries per shard after a failure, with back-off."),
+    backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="Seconds to wait before the first retry "
+                                  "of a shard; doubled for each further retry (at most 60)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every file fetched or skipped."),
+) -> None:
+    """Copy a prepared shards folder: every shard checked against the manifest's sha256 and size.
+
+    manifest.json is written last, and only when every shard arrived intact,
+    so an interrupted pull never looks complete: run it again to resume.
+    Exit code 1 when a shard failed.
+    """
+    from avdata.pull import pull
+
+    from .cmd_download import print_download_summary
+
+    setup_logging(verbose)
+    try:
+        report = pull(url, to, splits=split or None, jobs=jobs, retries=retries, backoff=backoff)
+    except AvdataError as exc:
+        _fail(exc)
+        return
+    print_download_summary(report, title="pull")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_cmd)
+    app.command("pull")(pull_cmd)

@@ -1,0 +1,171 @@
+"""The dataset card's YAML header is what the Hugging Face Hub reads: a shards folder loaded locally with
+the real `datasets` package (its webdataset builder, picked from the `.tar` files the card's `configs`
+lists) shows the manifest's splits and sample counts, and decodes the `.npy`, `.cls` and `.json` fields.
+
+Nothing here touches the network or the user's cache: offline flags and a temporary cache directory.
+
+What a user sees, as of datasets 5.2: `.npy` arrays come back as nested lists of their dtype, of their own
+shape per sample (variable-length spectrograms are fine); `.cls` as int. The `.json` field comes back as
+a dict whose schema `datasets` infers from the first 5 samples of one shard, so keys that vary from
+sample to sample (e.g. per-file source hashes) read as None; keys every sample has are intact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from avdata.card import SIZE_BOUNDS, card_yaml, size_category
+from avdata.manifest import load_manifest
+from avdata.shards import decode_npy, iter_shard
+from tests.test_inspect_verify import make_av_folder, make_event_folder, make_toy_folder
+
+datasets = pytest.importorskip("datasets")
+
+
+@pytest.fixture
+def hf_offline(tmp_path, monkeypatch):
+    """Offline, with every datasets cache under tmp_path; returns the cache_dir to pass."""
+    import datasets.config as cfg
+
+    cache = tmp_path / "hf"
+    for var, value in {"HF_HOME": cache, "HF_DATASETS_CACHE": cache / "datasets", "HF_HUB_CACHE": cache / "hub",
+                       "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.setattr(cfg, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(cfg, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(cfg, "HF_CACHE_HOME", str(cache))
+    monkeypatch.setattr(cfg, "HF_DATASETS_CACHE", cache / "datasets")
+    monkeypatch.setattr(cfg, "HF_MODULES_CACHE", cache / "modules")
+    monkeypatch.setattr(cfg, "DOWNLOADED_DATASETS_PATH", cache / "datasets" / "downloads")
+    monkeypatch.setattr(cfg, "EXTRACTED_DATASETS_PATH", cache / "datasets" / "downloads" / "extracted")
+    datasets.disable_progress_bars()
+    return str(cache / "datasets")
+
+
+def card_header(folder: Path) -> dict:
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    head, sep, _ = text[4:].partition("\n---\n")
+    assert sep, "the YAML header is not closed"
+    return yaml.safe_load(head)
+
+
+def shard_samples(folder: Path, split: str) -> list[tuple[str, dict[str, bytes]]]:
+    m = load_manifest(folder)
+    return [s for shard in m["splits"][split]["shards"] for s in iter_shard(folder / shard["file"])]
+
+
+def check_header(folder: Path) -> None:
+    m = load_manifest(folder)
+    header = card_header(folder)
+    for key in ("license", "task_categories", "size_categories", "configs"):
+        assert header.get(key), key
+    sizes = json.loads((Path(datasets.__file__).parent / "utils" / "resources" / "size_categories.json").read_text())
+    assert header["size_categories"][0] in sizes
+    assert "webdataset" in header["tags"]
+    (config,) = header["configs"]
+    assert config["config_name"] == "default"
+    assert {d["split"]: d["path"] for d in config["data_files"]} == \
+        {split: [s["file"] for s in entry["shards"]] for split, entry in m["splits"].items()}
+    for d in config["data_files"]:
+        assert all((folder / p).is_file() for p in d["path"])  # relative to the folder, as the Hub resolves them
+
+
+def load_and_check_counts(folder: Path, cache_dir: str):
+    m = load_manifest(folder)
+    ds = datasets.load_dataset(str(folder), cache_dir=cache_dir)
+    assert list(ds) == [d["split"] for d in card_header(folder)["configs"][0]["data_files"]]  # the card's order
+    assert sorted(ds) == sorted(m["splits"])
+    assert {split: ds[split].num_rows for split in ds} == {s: e["num_samples"] for s, e in m["splits"].items()}
+    for split, entry in m["splits"].items():
+        labels = ds[split]["cls"]
+        assert {c: labels.count(i) for i, c in enumerate(m["classes"])} == entry["class_counts"]
+        assert ds[split]["__key__"] == [k for k, _ in shard_samples(folder, split)]
+    return ds
+
+
+def test_card_header_and_load_dataset_toy_engine(tmp_path, hf_offline):
+    folder = make_toy_folder(tmp_path / "toy", tmp_path / "raw")
+    check_header(folder)
+    ds = load_and_check_counts(folder, hf_offline)
+    row = ds["train"][0]
+    assert isinstance(row["cls"], int) and row["x.npy"] == [0, 1, 2]
+    assert row["json"]["split"] == "train" and row["json"]["key"] == row["__key__"]
+
+
+def test_load_dataset_static_av_fields(tmp_path, hf_offline):
+    folder = make_av_folder(tmp_path / "av")
+    check_header(folder)
+    ds = load_and_check_counts(folder, hf_offline)
+    for split in ds:
+        for row, (key, fields) in zip(ds[split], shard_samples(folder, split)):
+            assert row["__key__"] == key
+            assert row["cls"] == int(fields["cls"])
+            frames = np.asarray(row["frames.npy"], dtype=np.uint8)
+            np.testing.assert_array_equal(frames, decode_npy(fields["frames.npy"]))
+            spec = np.asarray(row["spec.npy"], dtype=np.float32)  # variable T: 18..22 per sample
+            np.testing.assert_array_equal(spec, decode_npy(fields["spec.npy"]))
+            meta = json.loads(fields["json"])
+            assert row["json"] == meta  # same keys in every sample here, so the json survives intact
+    assert ds["train"].features["frames.npy"] == datasets.List(datasets.List(datasets.List(datasets.List(
+        datasets.Value("uint8")))))
+    assert ds["train"].features["spec.npy"] == datasets.List(datasets.List(datasets.Value("float32")))
+
+
+def test_load_dataset_event_fields_and_streaming(tmp_path, hf_offline):
+    folder = make_event_folder(tmp_path / "events")
+    check_header(folder)
+    ds = load_and_check_counts(folder, hf_offline)
+    row = ds["val"][0]
+    key, fields = shard_samples(folder, "val")[0]
+    assert row["__key__"] == key
+    visual = np.asarray(row["visual.npy"], dtype=np.uint16)
+    assert visual.shape == (8, 2, 28, 28)
+    np.testing.assert_array_equal(visual, decode_npy(fields["visual.npy"]))
+    assert np.asarray(row["audio.npy"]).shape == (8, 64)
+    assert ds["val"].features["visual.npy"].feature.feature.feature.feature == datasets.Value("uint16")
+    # streaming (how the Hub viewer and big downloads read it) sees the same splits and counts
+    streamed = datasets.load_dataset(str(folder), streaming=True, cache_dir=hf_offline)
+    m = load_manifest(folder)
+    assert {s: sum(1 for _ in streamed[s]) for s in streamed} == {s: e["num_samples"] for s, e in m["splits"].items()}
+
+
+def test_varying_json_keys_keep_counts(tmp_path, hf_offline):
+    """Per-sample json keys (like per-file source hashes) do not break loading; only shared keys survive."""
+    from avdata.recipe import sample_json
+    from tests.test_inspect_verify import AV_CLASSES, _av_sample, build_folder
+
+    def sample(i, label, split):
+        key, fields = _av_sample(i, label, split)
+        meta = json.loads(fields["json"])
+        meta["sources"] = {f"AudioWAV/{key}.wav": {"sha256": f"{i:064x}"}}
+        if i == 7:
+            meta["known_issue"] = "listed as broken upstream"
+        fields["json"] = sample_json(meta)
+        return key, fields
+
+    folder = build_folder(tmp_path / "varying", "varying", AV_CLASSES, sample, {"train": 9, "test": 3}, 4,
+                          {"cls": {}, "json": {}, "frames.npy": {}, "spec.npy": {}})
+    ds = load_and_check_counts(folder, hf_offline)
+    for split in ds:
+        for row, (key, fields) in zip(ds[split], shard_samples(folder, split)):
+            meta = json.loads(fields["json"])
+            for shared in ("key", "label", "label_name", "split", "audio"):
+                assert row["json"][shared] == meta[shared]
+
+
+def test_size_category_uses_hub_values():
+    sizes = json.loads((Path(datasets.__file__).parent / "utils" / "resources" / "size_categories.json").read_text())
+    for n in (0, 999, 1000, 9_999, 10_000, 999_999, 5_000_000, 20_000_000, 10**9, 10**13):
+        assert size_category(n) in sizes, n
+    assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K"
+    assert size_category(20_000_000) == "10M<n<100M" and size_category(10**13) == "n>1T"
+    assert [name for _, name in SIZE_BOUNDS] == sizes[1:-1]
+    manifest = {"splits": {"train": {"num_samples": 3, "shards": [{"file": "train-000000.tar"}]}}}
+    card = {"license_id": "cc0-1.0", "title": "t", "task_categories": ["audio-classification"]}
+    assert card_yaml(manifest, card)["size_categories"] == ["n<1K"]
