@@ -92,7 +92,9 @@ def perceived() -> dict[str, dict[str, Any]]:
     with open(manifest_dir("cremad") / "summaryTable.csv", newline="") as f:
         out = {}
         for r in csv.DictReader(f):
-            out[r["FileName"]] = {m: {"vote": r[f"{m}Vote"], "level": float(r[f"{m}Level"])}
+            # ties list several votes and levels separated by ':'
+            out[r["FileName"]] = {m: {"votes": r[f"{m}Vote"].split(":"),
+                                      "levels": [float(x) for x in r[f"{m}Level"].split(":") if x]}
                                   for m in ("Voice", "Face", "MultiModal")}
         return out
 

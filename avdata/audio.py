@@ -1,0 +1,102 @@
+"""Audio loading and spectrogram presets.
+
+`audio_features(path, preset)` is what recipes call: load (any rate, any channel count), mix down,
+resample, and compute the preset's log spectrogram, deterministically.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import librosa
+import numpy as np
+import soundfile as sf
+
+from .errors import MediaError
+
+LFS_PREFIX = b"version https://git-lfs"
+
+SPEC_PRESETS: dict[str, dict[str, Any]] = {
+    # The reference: 22,050 Hz, STFT n_fft 512, hop 353, zero padding, log(|X| + 1e-7): 257 linear bins.
+    "reference": {"sr": 22050, "n_fft": 512, "hop": 353, "eps": 1e-7, "mel": None},
+    # Log-mel alternative: 128 mel bins, n_fft 1024, hop 353, log(mel power + 1e-6).
+    "logmel": {"sr": 22050, "n_fft": 1024, "hop": 353, "eps": 1e-6, "mel": 128},
+}
+RESAMPLE_TYPE = "soxr_hq"
+
+
+def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
+    """(declared data-chunk size, bytes actually present) of a RIFF/WAVE file, or None if not RIFF."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                start = f.tell()
+                end = f.seek(0, 2)
+                return size, end - start
+            f.seek(size + (size & 1), 1)
+
+
+def load_audio(path: str | Path, target_sr: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
+    """float32 samples (mixed down by mean when mono) and their rate; MediaError for unusable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    with open(path, "rb") as f:
+        if f.read(len(LFS_PREFIX)) == LFS_PREFIX:
+            raise MediaError(path, "Git LFS pointer stub, not the audio: run `git lfs pull` in the clone "
+                                   "or download with `avdata download cremad`")
+    declared = _wav_declared_data_bytes(path)
+    if declared is not None and declared[0] not in (0, 0xFFFFFFFF) and declared[1] < declared[0]:
+        raise MediaError(path, f"truncated WAV: header declares {declared[0]} bytes of audio, file holds {declared[1]}")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise MediaError(path, f"not a readable sound file ({exc})") from exc
+    if data.shape[0] == 0:
+        raise MediaError(path, "no audio samples (empty WAV)")
+    wave = data.mean(axis=1) if mono else data.T
+    if not np.isfinite(wave).any():
+        raise MediaError(path, "audio is all NaN/inf")
+    wave = np.nan_to_num(wave).astype(np.float32)
+    if target_sr is not None and target_sr != sr:
+        wave = librosa.resample(wave, orig_sr=sr, target_sr=target_sr, res_type=RESAMPLE_TYPE).astype(np.float32)
+        sr = target_sr
+    return wave, int(sr)
+
+
+def spectrogram(wave: np.ndarray, sr: int, preset: str = "reference") -> np.ndarray:
+    """float32 [F, T] log spectrogram of `wave`, which must already be at the preset's rate."""
+    if preset not in SPEC_PRESETS:
+        raise ValueError(f"unknown spectrogram preset {preset!r}; choose one of {', '.join(SPEC_PRESETS)}")
+    p = SPEC_PRESETS[preset]
+    if sr != p["sr"]:
+        raise ValueError(f"preset {preset!r} expects {p['sr']} Hz audio, got {sr} Hz")
+    x = np.clip(wave, -1.0, 1.0)
+    mag = np.abs(librosa.stft(x, n_fft=p["n_fft"], hop_length=p["hop"], window="hann", center=True,
+                              pad_mode="constant"))
+    if p["mel"]:
+        mel = librosa.filters.mel(sr=sr, n_fft=p["n_fft"], n_mels=p["mel"])
+        return np.log(mel @ (mag**2) + p["eps"]).astype(np.float32)
+    return np.log(mag + p["eps"]).astype(np.float32)
+
+
+def audio_features(path: str | Path, preset: str = "reference") -> tuple[np.ndarray, dict[str, Any]]:
+    """Load, mix down, resample and transform one file; also return facts for the sample's json."""
+    path = Path(path)
+    wave, sr = load_audio(path, target_sr=SPEC_PRESETS[preset]["sr"] if preset in SPEC_PRESETS else None)
+    info = sf.info(str(path))
+    spec = spectrogram(wave, sr, preset)
+    facts = {"duration_s": float(len(wave) / sr), "source_sample_rate": int(info.samplerate),
+             "source_channels": int(info.channels), "preset": preset}
+    return spec, facts

@@ -1,0 +1,170 @@
+"""`avdata prepare cremad` end to end on generated FLV + WAV clips with real CREMA-D names."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+from typer.testing import CliRunner
+
+from avdata.manifest import load_manifest
+from avdata.prepare import PrepareSettings, prepare
+from avdata.recipe import get_recipe
+from avdata.recipes.cremad import EMOTIONS, CremadOptions, assign_splits
+from avdata.sources import manifest_dir
+from avdata.synth.cremad import make_cremad_raw
+from cli.avdata_app import app
+
+SMALL = dict(width=160, height=120, fps=30, duration_range=(1.2, 2.6))
+
+
+@pytest.fixture(scope="module")
+def raw_tree(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("cremad_raw")
+    made = make_cremad_raw(root, n_clips=14, seed=3, with_bad=True, **SMALL)
+    return root, made
+
+
+@pytest.fixture(scope="module")
+def prepared(raw_tree, tmp_path_factory) -> Path:
+    raw, _ = raw_tree
+    out = tmp_path_factory.mktemp("cremad_shards")
+    prepare(get_recipe("cremad"), raw, out, CremadOptions(short_side=64, val_fraction=0.25),
+            PrepareSettings(samples_per_shard=5, jobs=1, progress=False))
+    return out
+
+
+def published_split() -> dict[str, str]:
+    out = {}
+    for name, split in (("train.csv", "train"), ("test.csv", "test")):
+        with open(manifest_dir("cremad") / name, newline="") as f:
+            out.update({row[0]: split for row in csv.reader(f) if row})
+    return out
+
+
+def read_split(out: Path, manifest: dict, split: str) -> list[dict]:
+    urls = [str(out / s["file"]) for s in manifest["splits"][split]["shards"]]
+    return list(wds.WebDataset(urls, shardshuffle=False).decode())
+
+
+def test_samples_fields_and_values(prepared, raw_tree):
+    _, made = raw_tree
+    m = load_manifest(prepared)
+    total = sum(e["num_samples"] for e in m["splits"].values())
+    assert total == len(made["good"])
+    standard = published_split()
+    seen = set()
+    for split in m["splits"]:
+        for s in read_split(prepared, m, split):
+            key, meta = s["__key__"], s["json"]
+            seen.add(key)
+            assert meta["split"] == split
+            # split membership follows the published CSVs (val is carved from train)
+            assert standard[key] == ("train" if split == "val" else split)
+            assert s["cls"] == EMOTIONS.index(key.split("_")[2]) == meta["label"]
+            frames, spec = s["frames.npy"], s["spec.npy"]
+            assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1:] == (64, 85, 3)
+            # the first frame of each second: ceil(duration) frames at t = 0, 1, ...
+            dur = meta["video"]["duration_s"]
+            assert frames.shape[0] == len(meta["video"]["frame_times_s"]) == int(np.ceil(dur - 1e-6))
+            assert meta["video"]["frame_times_s"][:2] == [0.0, 1.0][: frames.shape[0]]
+            # reference spectrogram: 257 bins, 1 + n // 353 frames at 22,050 Hz
+            n = int(round(meta["audio"]["duration_s"] * 22050))
+            assert spec.dtype == np.float32 and spec.shape[0] == 257
+            assert abs(spec.shape[1] - (1 + n // 353)) <= 1
+            assert np.isfinite(spec).all() and spec.min() >= np.log(1e-7) - 1e-3
+            assert meta["actor"] == int(key.split("_")[0]) and "sex" in meta["demographics"]
+            assert set(meta["sources"]) == {f"VideoFlash/{key}.flv", f"AudioWAV/{key}.wav"}
+    assert seen == set(made["good"])
+
+
+def test_bad_clips_are_recorded_with_reasons(prepared, raw_tree):
+    _, made = raw_tree
+    m = load_manifest(prepared)
+    skipped = {s["key"]: s for s in m["skipped"]}
+    assert set(skipped) == set(made["bad"])
+    reasons = " | ".join(s["reason"].lower() for s in skipped.values())
+    assert "lfs" in reasons and "missing modality" in reasons and "truncated" in reasons
+    for s in skipped.values():
+        assert s["path"].startswith(("VideoFlash/", "AudioWAV/"))
+    card = (prepared / "README.md").read_text()
+    for key in skipped:
+        assert key in card
+
+
+def test_counts_and_manifest_figures(prepared):
+    m = load_manifest(prepared)
+    assert m["dataset"] == "cremad" and m["classes"] == EMOTIONS
+    for split, entry in m["splits"].items():
+        samples = read_split(prepared, m, split)
+        assert entry["num_samples"] == len(samples) == sum(entry["class_counts"].values())
+        for c in EMOTIONS:
+            assert entry["class_counts"][c] == sum(1 for s in samples if s["cls"] == EMOTIONS.index(c))
+        for shard in entry["shards"]:
+            assert shard["bytes"] == (prepared / shard["file"]).stat().st_size
+    assert m["options"]["spectrogram"] == "reference" and m["options"]["short_side"] == 64
+    assert m["features"]["spec.npy"]["shape"] == [257, "T"]
+
+
+def test_same_bytes_whatever_jobs(raw_tree, prepared, tmp_path):
+    raw, _ = raw_tree
+    out = tmp_path / "jobs2"
+    prepare(get_recipe("cremad"), raw, out, CremadOptions(short_side=64, val_fraction=0.25),
+            PrepareSettings(samples_per_shard=5, jobs=2, progress=False))
+    names = sorted(p.name for p in prepared.iterdir() if p.is_file())
+    assert names == sorted(p.name for p in out.iterdir() if p.is_file())
+    for name in names:
+        assert (prepared / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_cli_prepare_and_strict(raw_tree, tmp_path):
+    raw, made = raw_tree
+    runner = CliRunner()
+    res = runner.invoke(app, ["prepare", "cremad", "--raw", str(raw), "--out", str(tmp_path / "a"),
+                              "--short-side", "32", "--frames", "2", "--samples-per-shard", "100"])
+    assert res.exit_code == 0, res.output
+    m = load_manifest(tmp_path / "a")
+    assert m["options"]["frames"] == 2
+    s = read_split(tmp_path / "a", m, "train")[0]
+    assert s["frames.npy"].shape[0] == 2
+    res = runner.invoke(app, ["prepare", "cremad", "--raw", str(raw), "--out", str(tmp_path / "b"), "--strict"])
+    assert res.exit_code == 2
+    assert "--strict" in res.output
+    assert not list((tmp_path / "b").glob("*.tar"))
+
+
+def test_actor_split_is_speaker_independent():
+    standard = published_split()
+    splits = assign_splits(sorted(standard), CremadOptions(split="actor", val_fraction=0.1, test_fraction=0.1))
+    actors = {s: {c.split("_")[0] for c, sp in splits.items() if sp == s} for s in ("train", "val", "test")}
+    assert actors["train"].isdisjoint(actors["test"]) and actors["val"].isdisjoint(actors["test"])
+    assert actors["train"].isdisjoint(actors["val"])
+    assert len(actors["test"]) == 9 and len(actors["val"]) == 8
+    # seeded: same seed same split, other seed another
+    again = assign_splits(sorted(standard), CremadOptions(split="actor", seed=42))
+    other = assign_splits(sorted(standard), CremadOptions(split="actor", seed=7))
+    assert again == assign_splits(sorted(standard), CremadOptions(split="actor", seed=42)) and again != other
+
+
+def test_standard_split_counts():
+    standard = published_split()
+    assert len(standard) == 7442
+    splits = assign_splits(sorted(standard), CremadOptions(val_fraction=0.1))
+    counts = {s: sum(1 for v in splits.values() if v == s) for s in ("train", "val", "test")}
+    assert counts["test"] == 744 and counts["train"] + counts["val"] == 6698
+    assert abs(counts["val"] - 670) <= 3
+    whole = assign_splits(sorted(standard), CremadOptions(val_fraction=0.0))
+    assert sum(1 for v in whole.values() if v == "train") == 6698
+
+
+def test_missing_raw_gives_clear_error(tmp_path):
+    res = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "raw data not found" in res.output
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "avdata download cremad" in res.output
+    json.dumps({})
