@@ -62,7 +62,7 @@ def load_audio(path: str | Path, target_sr: int | None = None, mono: bool = True
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise MediaError(path, f"not a readable sound file ({exc})") from exc
+        raise MediaError(path, "not a readable sound file (" + str(exc).replace(str(path), "<file>") + ")") from exc
     if data.shape[0] == 0:
         raise MediaError(path, "no audio samples (empty WAV)")
     wave = data.mean(axis=1) if mono else data.T

@@ -44,12 +44,18 @@ def _check_file(path: Path) -> None:
                                "or download with `avdata download cremad`")
 
 
+def _why(exc: Exception) -> str:
+    """The decoder's message without the file path (reasons go into manifests, which hold no paths)."""
+    msg = getattr(exc, "strerror", None) or str(exc)
+    return str(msg).split(": '")[0]
+
+
 def _open(path: Path):
     _check_file(path)
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(path, f"not a readable video container ({exc})") from exc
+        raise MediaError(path, f"not a readable video container ({_why(exc)})") from exc
     if not container.streams.video:
         container.close()
         raise MediaError(path, "no video stream")
@@ -140,8 +146,8 @@ def read_frames(
                 n += 1
         except av.error.FFmpegError as exc:
             if not kept:
-                raise MediaError(path, f"undecodable video ({exc})") from exc
-            raise MediaError(path, f"truncated or corrupt: decoding failed after {len(kept)} kept frames ({exc})") from exc
+                raise MediaError(path, f"undecodable video ({_why(exc)})") from exc
+            raise MediaError(path, f"truncated or corrupt: decoding failed after {len(kept)} kept frames ({_why(exc)})") from exc
         if mode == "even" and decoded:
             for i in sorted({int(i) for i in np.linspace(0, len(decoded) - 1, k).round()}):
                 frame, t = decoded[i]
