@@ -278,7 +278,8 @@ def prepare(
         log.info("%d shard(s) of the plan are not made yet (other --part runs); run `avdata merge %s` "
                  "when all parts are done", len(missing), out)
         return result
-    result.manifest = assemble(out, command=command)
+    # shards were hashed when written or checked above; no need to read them all again
+    result.manifest = assemble(out, command=command, check_hashes=False)
     result.complete = True
     result.skipped = result.manifest["skipped"]
     return result

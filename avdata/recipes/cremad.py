@@ -174,6 +174,7 @@ class CremadRecipe(Recipe):
                 "fetch them with `avdata download cremad --to DIR`"
             )
         splits = assign_splits(sorted(present), options)
+        demographics(), perceived(), pinned_sha256()  # load once here, before worker processes fork
         items, skipped = [], []
         for clip, (video, audio) in present.items():
             split = splits[clip]
