@@ -76,6 +76,7 @@ class ShardStream(IterableDataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Data order, frame choice and shuffling depend on (seed, epoch) only, so a resumed run repeats them."""
         self.epoch = epoch
 
     def _slots(self) -> tuple[int, int]:
@@ -88,8 +89,10 @@ class ShardStream(IterableDataset):
         shards = list(self.shards)
         if self.cfg.shuffle_buffer:
             _rng(self.cfg.seed, self.epoch, "shards").shuffle(shards)
-        if len(shards) >= nslots:
+        if self.world == 1 and len(shards) >= nslots:
             mine, sample_slot = shards[slot::nslots], None
+        # several ranks: every rank must make the same number of steps (DDP syncs each one), so samples
+        # are dealt out one by one, giving every (rank, worker) slot the same count within one
         else:
             mine, sample_slot = shards, slot
         buf: list = []
@@ -158,6 +161,17 @@ class ShardReadError(AvdataError):
     def __init__(self, url: str, cause: Exception | None) -> None:
         self.url = url
         super().__init__(f"{url}: could not be read ({cause}); check the server or disk, then rerun with --resume")
+
+
+def slot_batches(n: int, rank: int, world: int, workers: int, batch: int) -> int:
+    """Full batches a rank gets per epoch when n samples are dealt one by one to world x workers slots."""
+    nw = max(1, workers)
+    nslots = world * nw
+    total = 0
+    for w in range(nw):
+        slot = rank * nw + w
+        total += (n // nslots + (1 if slot < n % nslots else 0)) // batch
+    return total
 
 
 def make_loader(location: ShardsLocation, split: str, cfg: StreamConfig, batch_size: int, workers: int,

@@ -12,6 +12,7 @@ import torch.distributed as dist
 def evaluate(model, loader, kind: str, mcfg, cfg, device: torch.device, world: int = 1) -> dict[str, Any]:
     from .train import to_inputs
 
+    model = getattr(model, "module", model)  # no DDP collectives while ranks hold different sample counts
     was_training = model.training
     model.eval()
     k = mcfg.num_classes

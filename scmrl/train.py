@@ -21,7 +21,7 @@ import torch.distributed as dist
 from avdata.errors import AvdataError
 
 from .config import ModelConfig
-from .data import StreamConfig, data_kind, event_bins, make_loader, open_shards
+from .data import StreamConfig, data_kind, event_bins, make_loader, open_shards, slot_batches
 from .evaluate import evaluate
 from .losses import compute_loss
 from .models import build_model
@@ -70,6 +70,7 @@ class TrainConfig:
     resume: bool = False
     max_steps: int | None = None
     eval_every: int = 1
+    stop_after_epochs: int | None = None  # end this invocation after N epochs (e.g. a job time limit); --resume later
 
 
 @dataclass
@@ -159,7 +160,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     peak = cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch_size, dinfo.world)
     opt = torch.optim.AdamW(model.parameters(), lr=peak, eps=1e-8, weight_decay=cfg.weight_decay)
     n_train = manifest["splits"]["train"]["num_samples"]
-    steps_per_epoch = max(1, n_train // (cfg.batch_size * dinfo.world))
+    if dinfo.world > 1:  # the same number of steps on every rank, or DDP waits forever
+        steps_per_epoch = min(slot_batches(n_train, r, dinfo.world, cfg.workers, cfg.batch_size) for r in range(dinfo.world))
+    else:
+        steps_per_epoch = max(1, n_train // cfg.batch_size)
+    if steps_per_epoch < 1:
+        raise AvdataError(f"{n_train} training samples make no full batch of {cfg.batch_size} per rank; lower --batch-size")
     if cfg.max_steps:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
     stream = dict(kind=kind, image_size=cfg.image_size, time_steps=mcfg.time_steps, frames_per_step=cfg.frames_per_step,
@@ -181,7 +187,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         log.info("resumed from %s at epoch %d", ckpt_path, state["epoch"])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     metrics_path = out / "metrics.jsonl"
-    for epoch in range(state["epoch"], cfg.epochs):
+    last = cfg.epochs if cfg.stop_after_epochs is None else min(cfg.epochs, state["epoch"] + cfg.stop_after_epochs)
+    for epoch in range(state["epoch"], last):
         model.train()
         train_ds.set_epoch(epoch)
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 100003 + epoch)
