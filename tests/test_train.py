@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -96,8 +97,14 @@ def test_ddp_two_cpu_processes_see_every_sample_once(shards, tmp_path):
            "cli.train_app_module", "--shards", str(shards), "--out", str(tmp_path / "ddp"), "--epochs", "1",
            "--embed-dim", "16", "--heads", "2", "--image-size", "32", "--time-steps", "1", "--batch-size", "16",
            "--device", "cpu"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[1])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[1], start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too
+        raise
+    assert proc.returncode == 0, err[-3000:]
     row = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[0])
     # 320 training samples, global batch 2 x 16: 10 steps see 320 samples; eval counts each sample once
     assert row["train_samples"] == 320 and row["test_samples"] == 96 and row["val_samples"] == 64
