@@ -97,10 +97,15 @@ def resize_short_side(rgb: np.ndarray, short_side: int) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
-def _frame_time(frame, index: int, fps: float, t0: float | None) -> float:
-    if frame.pts is not None and frame.time_base is not None:
-        return float(frame.pts * frame.time_base) - (t0 or 0.0)
-    return index / fps
+def _rgb(frame, short_side: int) -> np.ndarray:
+    """RGB uint8 with the short side resized, converted and scaled in one swscale call (area filter)."""
+    w, h = frame.width, frame.height
+    scale = short_side / min(w, h)
+    if scale == 1:
+        return frame.to_ndarray(format="rgb24")
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return frame.reformat(width=size[0], height=size[1], format="rgb24",
+                          interpolation="AREA" if scale < 1 else "BILINEAR").to_ndarray()
 
 
 def read_frames(
@@ -126,21 +131,20 @@ def read_frames(
         decoded: list = []  # mode "even": every decoded frame (still YUV), chosen once the count is known
         next_second, t0, n = 0, None, 0
         last_t = 0.0
+        tb = float(stream.time_base) if stream.time_base else 0.0  # plain float: Fraction maths per frame is slow
         try:
             for n, frame in enumerate(container.decode(stream)):
+                pts = frame.pts
+                t = pts * tb if pts is not None and tb else n / info.fps
                 if t0 is None:
-                    t0 = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
-                t = _frame_time(frame, n, info.fps, t0)
+                    t0 = t
+                t -= t0
                 last_t = t
-                take = False
-                if mode == "per_second":
-                    if t >= next_second - 1e-6:
-                        take = True
-                        next_second = math.floor(t + 1e-6) + 1
-                else:
+                if mode != "per_second":
                     decoded.append((frame, t))
-                if take:
-                    kept.append(resize_short_side(frame.to_ndarray(format="rgb24"), short_side))
+                elif t >= next_second - 1e-6:
+                    next_second = math.floor(t + 1e-6) + 1
+                    kept.append(_rgb(frame, short_side))
                     times.append(round(t, 6))
             else:
                 n += 1
@@ -151,7 +155,7 @@ def read_frames(
         if mode == "even" and decoded:
             for i in sorted({int(i) for i in np.linspace(0, len(decoded) - 1, k).round()}):
                 frame, t = decoded[i]
-                kept.append(resize_short_side(frame.to_ndarray(format="rgb24"), short_side))
+                kept.append(_rgb(frame, short_side))
                 times.append(round(t, 6))
         if not kept:
             raise MediaError(path, "no frame could be decoded")
