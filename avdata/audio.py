@@ -15,8 +15,8 @@ import soundfile as sf
 import soxr
 
 from .errors import MediaError
+from .lfs import is_lfs_pointer
 
-LFS_PREFIX = b"version https://git-lfs"
 
 SPEC_PRESETS: dict[str, dict[str, Any]] = {
     # The reference: 22,050 Hz, STFT n_fft 512, hop 353, zero padding, log(|X| + 1e-7): 257 linear bins.
@@ -52,10 +52,9 @@ def load_audio(path: str | Path, target_sr: int | None = None, mono: bool = True
         raise MediaError(path, "file not found")
     if path.stat().st_size == 0:
         raise MediaError(path, "empty file (0 bytes)")
-    with open(path, "rb") as f:
-        if f.read(len(LFS_PREFIX)) == LFS_PREFIX:
-            raise MediaError(path, "Git LFS pointer stub, not the audio: run `git lfs pull` in the clone "
-                                   "or download with `avdata download cremad`")
+    if is_lfs_pointer(path):
+        raise MediaError(path, "Git LFS pointer stub, not the audio: run `git lfs pull` in the clone "
+                               "or download with `avdata download cremad`")
     declared = _wav_declared_data_bytes(path)
     if declared is not None and declared[0] not in (0, 0xFFFFFFFF) and declared[1] < declared[0]:
         raise MediaError(path, f"truncated WAV: header declares {declared[0]} bytes of audio, file holds {declared[1]}")

@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 
+SCMRL_CITATION = """@article{he2025scmrl,
+  title={Enhancing Audio-Visual Spiking Neural Networks through Semantic-Alignment and Cross-Modal Residual Learning},
+  author={He, Xiang and Zhao, Dongcheng and Li, Yiting and Shen, Guobin and Kong, Qingqun and Zeng, Yi},
+  journal={arXiv preprint arXiv:2502.12488}, year={2025}
+}"""
+
+
 class SkipSample(Exception):
     """Raised by `process()` for input that cannot make a sample (the engine records the reason)."""
 

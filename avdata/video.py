@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from .errors import MediaError
+from .lfs import is_lfs_pointer
 
-LFS_PREFIX = b"version https://git-lfs"
 # A file whose decoded frames cover less than this fraction of its declared duration is "truncated".
 TRUNCATED_FRACTION = 0.5
 
@@ -37,9 +37,7 @@ def _check_file(path: Path) -> None:
         raise MediaError(path, "file not found")
     if path.stat().st_size == 0:
         raise MediaError(path, "empty file (0 bytes)")
-    with open(path, "rb") as f:
-        head = f.read(len(LFS_PREFIX))
-    if head == LFS_PREFIX:
+    if is_lfs_pointer(path):
         raise MediaError(path, "Git LFS pointer stub, not the video: run `git lfs pull` in the clone "
                                "or download with `avdata download cremad`")
 

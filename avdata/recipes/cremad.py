@@ -15,7 +15,7 @@ from typing import Any
 
 from ..audio import audio_features
 from ..errors import AvdataError
-from ..recipe import CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
+from ..recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
 from ..shards import encode_npy
 from ..sources import manifest_dir, pinned_sources
 from ..splits import group_holdout, stratified_holdout
@@ -51,12 +51,8 @@ CITATION = """@article{cao2014crema,
   author={Cao, Houwei and Cooper, David G and Keutmann, Michael K and Gur, Ruben C and Nenkova, Ani and Verma, Ragini},
   journal={IEEE Transactions on Affective Computing},
   volume={5}, number={4}, pages={377--390}, year={2014}
-}
-@article{he2025scmrl,
-  title={Enhancing Audio-Visual Spiking Neural Networks through Semantic-Alignment and Cross-Modal Residual Learning},
-  author={He, Xiang and Zhao, Dongcheng and Li, Yiting and Shen, Guobin and Kong, Qingqun and Zeng, Yi},
-  journal={arXiv preprint arXiv:2502.12488}, year={2025}
 }"""
+
 
 
 @dataclass
@@ -154,7 +150,7 @@ class CremadRecipe(Recipe):
                  "http://opendatacommons.org/licenses/dbcl/1.0/"),
         license_id="odbl",
         homepage="https://github.com/CheyneyComputerScience/CREMA-D",
-        citation=CITATION,
+        citation=CITATION + "\n" + SCMRL_CITATION,
         tags=("emotion-recognition", "audio-visual", "cremad"),
     )
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import AvdataError, MediaError
 from ..events import bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
-from ..recipe import CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
+from ..recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
 from ..shards import encode_npy
 from ..splits import seeded_shuffle, stratified_holdout
 
@@ -39,12 +39,8 @@ CITATION = """@article{serrano2015poker,
   title={Feature Representations for Neuromorphic Audio Spike Streams},
   author={Anumula, Jithendar and Neil, Daniel and Delbruck, Tobi and Liu, Shih-Chii},
   journal={Frontiers in Neuroscience}, volume={12}, pages={23}, year={2018}
-}
-@article{he2025scmrl,
-  title={Enhancing Audio-Visual Spiking Neural Networks through Semantic-Alignment and Cross-Modal Residual Learning},
-  author={He, Xiang and Zhao, Dongcheng and Li, Yiting and Shen, Guobin and Kong, Qingqun and Zeng, Yi},
-  journal={arXiv preprint arXiv:2502.12488}, year={2025}
 }"""
+
 
 
 @dataclass
@@ -113,7 +109,7 @@ class MnistDvsNTidigitsRecipe(Recipe):
                  "distribution terms (TIDIGITS is an LDC corpus). Check both before redistributing shards."),
         license_id="other",
         homepage="http://www2.imse-cnm.csic.es/caviar/MNISTDVS.html",
-        citation=CITATION,
+        citation=CITATION + "\n" + SCMRL_CITATION,
         task_categories=("audio-classification", "image-classification"),
         tags=("neuromorphic", "event-camera", "spiking-neural-networks"),
     )

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..audio import audio_features
 from ..errors import AvdataError, MediaError
-from ..recipe import CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
+from ..recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
 from ..shards import encode_npy
 from ..splits import first_fraction, stratified_holdout
+from ..video import resize_short_side
 
 CLASSES = ["air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling", "engine_idling",
            "gun_shot", "jackhammer", "siren", "street_music"]
@@ -72,14 +72,9 @@ def load_image(path: Path, short_side: int) -> np.ndarray:
             arr = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise MediaError(path, f"not a readable image ({exc})") from exc
-    h, w = arr.shape[:2]
-    if min(h, w) == 0:
+    if min(arr.shape[:2]) == 0:
         raise MediaError(path, "empty image")
-    scale = short_side / min(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(arr, size, interpolation=interp)
-
+    return resize_short_side(arr, short_side)
 
 class UrbanSound8kAVRecipe(Recipe):
     name = "urbansound8k-av"
@@ -96,7 +91,7 @@ class UrbanSound8kAVRecipe(Recipe):
                  "Kaggle dataset lingyueguo/urbansound8k-av for the images before redistributing."),
         license_id="cc-by-nc-3.0",
         homepage="https://www.kaggle.com/datasets/lingyueguo/urbansound8k-av",
-        citation=CITATION,
+        citation=CITATION + "\n" + SCMRL_CITATION,
         task_categories=("audio-classification", "image-classification"),
         tags=("audio-visual", "urbansound8k"),
     )
