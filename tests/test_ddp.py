@@ -1,0 +1,65 @@
+"""DDP on two CPU processes (torchrun, gloo): the same training samples per epoch as one process, every
+val/test sample counted exactly once, uneven shares per rank handled (no hang), only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scmrl.report import read_metrics
+from scmrl.synthetic import make_synthetic_av_shards
+from scmrl.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = dict(epochs=2, batch_size=16, embed_dim=16, heads=2, time_steps=1, image_size=32, workers=2,
+            shuffle_buffer=64, lr=1e-3)
+
+
+def _cli(args: dict) -> list[str]:
+    out = []
+    for k, v in args.items():
+        out += [f"--{k.replace('_', '-')}", str(v)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    # 5 training shards of 32: the two ranks get 3 and 2 shards (6 and 4 batches of 16)
+    return make_synthetic_av_shards(tmp_path_factory.mktemp("ddp") / "s", 160, 40, 50, per_shard=32,
+                                    frame_shape=(64, 70))
+
+
+def test_two_cpu_processes_see_what_one_process_sees(shards, tmp_path):
+    single = train(TrainConfig(shards=str(shards), out=str(tmp_path / "one"), device="cpu", **ARGS))
+    one = read_metrics(tmp_path / "one" / "metrics.jsonl")
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AVDATA_NO_PROGRESS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "cli.train_app", "--shards", str(shards), "--out", str(tmp_path / "two"), "--device", "cpu",
+           *_cli(ARGS)]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"torchrun timed out:\n{output[-3000:]}")
+    assert proc.returncode == 0, output[-4000:]
+    two = read_metrics(tmp_path / "two" / "metrics.jsonl")  # one file, written by rank 0 only
+    assert len(two) == len(one) == 2
+    for a, b in zip(one, two):
+        assert a["train_samples"] == b["train_samples"] == 160
+        assert a["val_samples"] == b["val_samples"] == 40 and a["test_samples"] == b["test_samples"] == 50
+    assert two[-1]["step"] == 2 * 6  # every rank runs the longest rank's 6 steps per epoch (Join)
+    res = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert res["epochs"] == 2 and 0.0 <= res["test_acc_at_val_best_epoch"] <= 1.0
+    assert single["epochs"] == 2
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())

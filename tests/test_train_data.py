@@ -1,0 +1,182 @@
+"""The shard stream: every sample exactly once per epoch across ranks and workers, full training batches,
+per-epoch seeded frame choice, the CPU-side resizing, and the ways to name shards."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avdata.errors import AvdataError
+from avdata.manifest import new_manifest, save_manifest, split_entry
+from avdata.recipe import cls_bytes, sample_json
+from avdata.shards import encode_npy, shard_name, write_shard
+from scmrl.data import (ShardStream, StreamConfig, choose_frames, decode_npy_view, make_loader, open_shards,
+                        slot_plan)
+from scmrl.synthetic import make_synthetic_av_shards
+
+
+def _frame_shards(out: Path, n: int, per_shard: int, frames: int = 5, side: int = 64) -> Path:
+    """Static shards whose frame k is filled with the value 10 * (k + 1): the picked frame can be read back."""
+    rng = np.random.default_rng(0)
+    m = new_manifest("frames-test", {}, ["a", "b"], {"cls": {}, "json": {}, "frames.npy": {}, "spec.npy": {}})
+    shards = []
+    for j in range(0, n, per_shard):
+        samples = []
+        for i in range(j, min(n, j + per_shard)):
+            img = np.stack([np.full((side, side + 20, 3), 10 * (k + 1), np.uint8) for k in range(frames)])
+            spec = rng.normal(size=(40, 17 + i % 5)).astype(np.float32)
+            samples.append((f"clip{i:04d}", {"cls": cls_bytes(i % 2), "json": sample_json({"i": i}),
+                                             "frames.npy": encode_npy(img), "spec.npy": encode_npy(spec)}))
+        shards.append(write_shard(out / shard_name("train", j // per_shard), samples).to_dict())
+    m["splits"]["train"] = split_entry(shards, {"a": (n + 1) // 2, "b": n // 2})
+    save_manifest(out, m)
+    return out
+
+
+def _keys(src, split: str, world: int, workers: int, epoch: int, train: bool) -> list[list[str]]:
+    per_slot = []
+    for rank in range(world):
+        cfg = StreamConfig(kind="static", image_size=16, seed=7, train=train, shuffle_buffer=16, with_keys=True)
+        ds = ShardStream(src, split, cfg, rank, world)
+        ds.set_epoch(epoch)
+        for w in range(workers):
+            keys = [s[3] for s in ds.iter_slot(w, workers)]
+            assert len(keys) == ds.slot_samples(rank, w, workers)
+            per_slot.append(keys)
+    return per_slot
+
+
+@pytest.mark.parametrize("n_shards", [7, 3, 1])  # shard level / ranks by shard, workers by sample / sample level
+@pytest.mark.parametrize("train", [True, False])
+def test_every_sample_exactly_once_across_2_ranks_x_2_workers(tmp_path, n_shards, train):
+    n = 7 * 9 + 4
+    out = make_synthetic_av_shards(tmp_path / "s", n, 0, 0, frame_shape=(32, 40), per_shard=-(-n // n_shards))
+    src = open_shards(out)
+    assert len(src.shards("train")) == n_shards
+    slots = _keys(src, "train", 2, 2, epoch=3, train=train)
+    union = [k for s in slots for k in s]
+    assert len(union) == n and set(union) == {f"train_{i:06d}" for i in range(n)}
+    assert all(len(s) > 0 for s in slots)
+    if train:  # another epoch: a different order, the same set
+        again = _keys(src, "train", 2, 2, epoch=4, train=True)
+        assert sorted(k for s in again for k in s) == sorted(union) and again != slots
+
+
+def test_slot_plan_regimes():
+    counts = [10] * 8
+    assert slot_plan(counts, 1, 2, 1, 2) == ([3, 7], 1, 0)  # rank 1 takes 1::2, its worker 1 takes every 2nd
+    assert slot_plan(counts[:3], 0, 2, 1, 2) == ([0, 2], 2, 1)  # workers split a rank's shards by sample
+    assert slot_plan(counts[:1], 1, 2, 0, 2) == ([0], 4, 2)  # every slot reads all, keeps every 4th
+
+
+def test_a_real_dataloader_with_two_workers_and_full_batches(tmp_path):
+    out = make_synthetic_av_shards(tmp_path / "s", 150, 0, 37, frame_shape=(32, 40), per_shard=20)
+    src = open_shards(out)
+    seen = Counter()
+    for rank in range(2):
+        cfg = StreamConfig(kind="static", image_size=16, seed=1, train=True, shuffle_buffer=32, with_keys=True)
+        loader, ds = make_loader(src, "train", cfg, batch_size=16, workers=2, rank=rank, world=2)
+        ds.set_epoch(0)
+        batches = list(loader)
+        assert all(len(b[2]) == 16 for b in batches)  # only full batches in training
+        assert len(batches) == ds.batches_per_rank(16, 2)[rank] == ds.rank_samples(rank, 2) // 16
+        audio, visual, labels, keys = batches[0]
+        assert audio.shape == (16, 1, 16, 16) and audio.dtype == torch.float32
+        assert visual.shape == (16, 32, 32, 3) and visual.dtype == torch.uint8 and labels.dtype == torch.long
+        seen.update(k for b in batches for k in b[3])
+    assert max(seen.values()) == 1 and len(seen) > 150 - 2 * 16  # each rank drops < one batch
+    # evaluation: no drop, every sample once over ranks and workers
+    eval_keys = Counter()
+    for rank in range(2):
+        loader, _ = make_loader(src, "test", StreamConfig(kind="static", image_size=16, with_keys=True), 8,
+                                workers=2, rank=rank, world=2)
+        eval_keys.update(k for b in loader for k in b[3])
+    assert len(eval_keys) == 37 and max(eval_keys.values()) == 1
+
+
+def test_frame_choice_is_seeded_per_epoch_and_fixed_in_evaluation(tmp_path):
+    src = open_shards(_frame_shards(tmp_path / "f", 40, 10))
+
+    def picked(epoch: int, train: bool, seed: int = 42, per_step: bool = False) -> dict[str, list[int]]:
+        cfg = StreamConfig(kind="static", image_size=32, seed=seed, train=train, shuffle_buffer=8, with_keys=True,
+                           frames_per_step=per_step, time_steps=3)
+        ds = ShardStream(src, "train", cfg)
+        ds.set_epoch(epoch)
+        out = {}
+        for audio, visual, label, key in ds.iter_slot():
+            assert visual.shape == ((3, 64, 64, 3) if per_step else (64, 64, 3))  # centre square, 2 * 32
+            assert audio.shape == (1, 32, 32)
+            vals = visual.reshape(visual.shape[0], -1)[:, 0] if per_step else visual.reshape(1, -1)[:, 0]
+            out[key] = [int(v) // 10 - 1 for v in vals]
+        return out
+
+    e0, e0b, e1 = picked(0, True), picked(0, True), picked(1, True)
+    assert e0 == e0b  # reproducible
+    assert sum(e0[k] != e1[k] for k in e0) > 20  # a new draw every epoch
+    assert len({f for v in e0.values() for f in v}) == 5  # every stored frame gets used
+    assert picked(0, True, seed=1) != e0
+    assert picked(0, False) == picked(5, False)  # evaluation: one fixed frame per clip
+    steps = picked(2, True, per_step=True)
+    assert all(v == sorted(v) and len(set(v)) == 3 for v in steps.values())
+    assert set(map(tuple, picked(0, False, per_step=True).values())) == {(0, 2, 4)}  # evenly spaced
+    assert choose_frames(1, "k", 0, 3, True, None) == [0]
+
+
+def test_frames_of_another_size_are_centre_cropped_and_resized(tmp_path):
+    src = open_shards(_frame_shards(tmp_path / "f", 4, 4, frames=1, side=100))
+    cfg = StreamConfig(kind="static", image_size=32, train=False)
+    audio, visual, label = next(iter(ShardStream(src, "train", cfg).iter_slot()))
+    assert visual.shape == (64, 64, 3) and int(visual[0, 0, 0]) == 10
+    assert decode_npy_view(encode_npy(np.arange(6).reshape(2, 3))).tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_event_samples_keep_their_bins(tmp_path):
+    out = make_synthetic_av_shards(tmp_path / "e", 8, 0, 0, kind="events", bins=4)
+    src = open_shards(out)
+    audio, visual, label = next(iter(ShardStream(src, "train", StreamConfig(kind="events", time_steps=4)).iter_slot()))
+    assert audio.shape == (4, 64) and visual.shape == (4, 2, 28, 28) and visual.dtype == torch.float32
+    a2, v2, _ = next(iter(ShardStream(src, "train", StreamConfig(kind="events", time_steps=2)).iter_slot()))
+    assert torch.equal(v2, visual.view(2, 2, 2, 28, 28).sum(1)) and torch.equal(a2, audio.view(2, 2, 64).sum(1))
+    with pytest.raises(AvdataError, match="divide"):
+        ShardStream(src, "train", StreamConfig(kind="events", time_steps=3))
+
+
+def test_shards_named_as_tar_files(tmp_path):
+    out = make_synthetic_av_shards(tmp_path / "s", 40, 0, 20, frame_shape=(32, 40), per_shard=16)
+    tars = sorted(str(p) for p in out.glob("*.tar"))
+    src = open_shards(",".join(tars))  # manifest beside them
+    assert src.num_samples("train") == 40 and src.num_samples("test") == 20 and src.classes[0] == "v0a0"
+    assert open_shards(str(out / "train-*.tar")).splits == ["train"]
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for t in tars:
+        shutil.copy(t, bare)
+    with pytest.raises(AvdataError, match="class names"):
+        open_shards(str(bare / "*.tar"))
+    src = open_shards(str(bare / "*.tar"), classes=["v0a0", "v0a1", "v1a0", "v1a1"])
+    assert src.kind == "static" and src.num_samples("train") == 40 and src.num_samples("test") == 20
+    ds = ShardStream(src, "test", StreamConfig(kind="static", image_size=16, with_keys=True))
+    assert len(list(ds.iter_slot())) == 20
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    shutil.copy(tars[0], odd / "x.tar")
+    with pytest.raises(AvdataError, match="split"):
+        open_shards([str(odd / "x.tar")], classes=["a"])
+
+
+def test_a_stream_cut_mid_shard_is_reopened_without_repeating_samples(tmp_path):
+    from tests.httpserver import serve_dir
+
+    out = make_synthetic_av_shards(tmp_path / "s", 48, 0, 0, frame_shape=(32, 40), per_shard=24)
+    size = (out / "train-000000.tar").stat().st_size
+    with serve_dir(out, drop_after=size // 2, only="train-*.tar") as url:  # first request of each shard breaks
+        src = open_shards(url)
+        cfg = StreamConfig(kind="static", image_size=16, with_keys=True, retries=2, backoff=0.01)
+        keys = [s[3] for s in ShardStream(src, "train", cfg).iter_slot()]
+        assert len(url.requests_for("/train-000000.tar")) == 2
+    assert sorted(keys) == [f"train_{i:06d}" for i in range(48)]
