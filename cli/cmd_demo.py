@@ -30,7 +30,7 @@ def demo(
     console.print(f"verify: {'all shards OK' if res['verified'] else 'PROBLEMS (see above)'}")
     console.print(f"raw data:      {res['raw']}\nshards:        {res['shards']}\ncontact sheet: {res['contact_sheet']}")
     console.print(f"next: avdata inspect {res['shards']}   |   scmrl-train --shards {res['shards']} "
-                  f"--out {out}/run --epochs 2 --embed-dim 32 --heads 4")
+                  f"--out {out}/run --epochs 2 --batch-size 4 --embed-dim 32 --heads 4")
     if not res["verified"]:
         raise typer.Exit(1)
 
