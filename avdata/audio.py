@@ -1,11 +1,33 @@
 """Audio loading and spectrogram presets.
 
-`audio_features(path, preset)` is what recipes call: load (any rate, any channel count), mix down,
-resample, and compute the preset's log spectrogram, deterministically.
+`audio_features(path, preset)` is what recipes call: load (any rate, any channel count), mix down by the
+mean of the channels, resample to the preset's rate, and compute the preset's log spectrogram,
+deterministically (same input bytes and library versions, same float32 output).
+
+Contract of `spectrogram(wave, sr, preset)`: `wave` may be at any rate; when `sr` differs from the
+preset's rate it is first resampled exactly as `load_audio(..., target_sr=...)` does, so
+`spectrogram(*load_audio(p), preset)` == `spectrogram(*load_audio(p, target_sr=22050), preset)`.
+
+Resampling: soxr "HQ" (what `librosa.resample(res_type="soxr_hq")`, librosa's default and so
+`librosa.load(sr=...)`, runs), then padded or trimmed to ceil(n * target / source) samples as librosa
+does, so the result equals librosa's bit for bit without importing librosa in every worker (its lazy
+imports cost seconds per process).
+
+Presets (`SPEC_PRESETS`):
+- "reference": the S-CMRL reference: 22,050 Hz, clamp to [-1, 1], STFT n_fft 512, hop 353, periodic Hann
+  window, centred frames with zero (constant) padding, magnitude, log(|X| + 1e-7): [257, 1 + n // 353].
+- "logmel": 22,050 Hz, clamp, STFT n_fft 1024, hop 353 (same padding and window), power |X|^2 through
+  librosa's 128-band Slaney mel filter bank (0 Hz to 11,025 Hz, Slaney area normalisation), log(mel + 1e-6):
+  [128, 1 + n // 353].
+
+Unusable files raise `MediaError`: missing, empty, Git LFS pointer stub, not a sound file, zero samples,
+all NaN/inf, and a truncated WAV (the header's data-chunk size exceeds what the file holds; libsndfile
+silently reads the shorter data). `allow_truncated=True` reads the samples that are there instead.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from pathlib import Path
 from typing import Any
@@ -15,20 +37,32 @@ import soundfile as sf
 import soxr
 
 from .errors import MediaError
-from .lfs import is_lfs_pointer
-
 
 SPEC_PRESETS: dict[str, dict[str, Any]] = {
-    # The reference: 22,050 Hz, STFT n_fft 512, hop 353, zero padding, log(|X| + 1e-7): 257 linear bins.
-    "reference": {"sr": 22050, "n_fft": 512, "hop": 353, "eps": 1e-7, "mel": None},
-    # Log-mel alternative: 128 mel bins, n_fft 1024, hop 353, log(mel power + 1e-6).
-    "logmel": {"sr": 22050, "n_fft": 1024, "hop": 353, "eps": 1e-6, "mel": 128},
+    "reference": {"sr": 22050, "n_fft": 512, "hop": 353, "eps": 1e-7, "mel": None,
+                  "meaning": "log(|STFT| + 1e-7), 257 linear-frequency bins (n_fft 512, hop 353) at 22,050 Hz"},
+    "logmel": {"sr": 22050, "n_fft": 1024, "hop": 353, "eps": 1e-6, "mel": 128,
+               "meaning": "log(mel power + 1e-6), 128 Slaney mel bands (n_fft 1024, hop 353) at 22,050 Hz"},
 }
-RESAMPLE_QUALITY = "HQ"  # soxr, as librosa's default "soxr_hq"
+#: soxr quality: "HQ" is librosa's default res_type "soxr_hq".
+RESAMPLE_QUALITY = "HQ"
+
+_LFS_PREFIX = b"version https://git-lfs"
 
 
-def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
-    """(declared data-chunk size, bytes actually present) of a RIFF/WAVE file, or None if not RIFF."""
+def _is_lfs_stub(path: Path) -> bool:
+    try:
+        if path.stat().st_size > 1024:
+            return False
+        with open(path, "rb") as f:
+            return f.read(len(_LFS_PREFIX)) == _LFS_PREFIX
+    except OSError:
+        return False
+
+
+def wav_data_sizes(path: str | Path) -> tuple[int, int] | None:
+    """(data-chunk size the header declares, bytes of it the file holds) of a RIFF/WAVE file, or None when
+    the file is not RIFF/WAVE or has no data chunk."""
     with open(path, "rb") as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -45,57 +79,70 @@ def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
             f.seek(size + (size & 1), 1)
 
 
-def load_audio(path: str | Path, target_sr: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
-    """float32 samples (mixed down by mean when mono) and their rate; MediaError for unusable files."""
-    path = Path(path)
+def _check_file(path: Path, allow_truncated: bool) -> None:
     if not path.is_file():
         raise MediaError(path, "file not found")
     if path.stat().st_size == 0:
         raise MediaError(path, "empty file (0 bytes)")
-    if is_lfs_pointer(path):
+    if _is_lfs_stub(path):
         raise MediaError(path, "Git LFS pointer stub, not the audio: run `git lfs pull` in the clone "
                                "or download with `avdata download cremad`")
-    declared = _wav_declared_data_bytes(path)
-    if declared is not None and declared[0] not in (0, 0xFFFFFFFF) and declared[1] < declared[0]:
-        raise MediaError(path, f"truncated WAV: header declares {declared[0]} bytes of audio, file holds {declared[1]}")
+    sizes = wav_data_sizes(path)
+    # 0 and 0xFFFFFFFF are what streaming writers leave when they cannot seek back: not a truncation.
+    if (not allow_truncated and sizes is not None and sizes[0] not in (0, 0xFFFFFFFF)
+            and sizes[1] < sizes[0]):
+        raise MediaError(path, f"truncated WAV: header declares {sizes[0]} bytes of audio, file holds {sizes[1]}")
+
+
+def _read(path: Path, allow_truncated: bool) -> tuple[np.ndarray, int]:
+    """[n, channels] float32 and the rate."""
+    _check_file(path, allow_truncated)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         raise MediaError(path, "not a readable sound file (" + str(exc).replace(str(path), "<file>") + ")") from exc
     if data.shape[0] == 0:
         raise MediaError(path, "no audio samples (empty WAV)")
-    wave = data.mean(axis=1) if mono else data.T
-    if not np.isfinite(wave).any():
+    if not np.isfinite(data).any():
         raise MediaError(path, "audio is all NaN/inf")
-    wave = np.nan_to_num(wave).astype(np.float32)
+    return data, int(sr)
+
+
+def resample(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """float32 resampled along the last axis: soxr HQ, then fixed to ceil(n * target_sr / sr) samples
+    (zero padded or trimmed), which is exactly `librosa.resample(..., res_type="soxr_hq")`."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if sr == target_sr:
+        return wave
+    n_out = -(-wave.shape[-1] * target_sr // sr)
+    if wave.ndim == 1:
+        out = soxr.resample(wave, sr, target_sr, quality=RESAMPLE_QUALITY)
+    else:  # soxr wants [n, channels]
+        out = soxr.resample(wave.T, sr, target_sr, quality=RESAMPLE_QUALITY).T
+    out = np.asarray(out, dtype=np.float32)
+    if out.shape[-1] < n_out:
+        out = np.pad(out, [(0, 0)] * (out.ndim - 1) + [(0, n_out - out.shape[-1])])
+    return np.ascontiguousarray(out[..., :n_out])
+
+
+def load_audio(path: str | Path, target_sr: int | None = None, mono: bool = True,
+               allow_truncated: bool = False) -> tuple[np.ndarray, int]:
+    """float32 samples ([n] mixed down by the channel mean when mono, else [channels, n]) and their rate,
+    resampled to target_sr when given. Isolated NaN/inf samples become 0."""
+    path = Path(path)
+    data, sr = _read(path, allow_truncated)
+    wave = data.mean(axis=1, dtype=np.float32) if mono else np.ascontiguousarray(data.T)
+    wave = np.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
     if target_sr is not None and target_sr != sr:
-        wave = soxr.resample(wave, sr, target_sr, quality=RESAMPLE_QUALITY).astype(np.float32)
+        wave = resample(wave, sr, target_sr)
         sr = target_sr
     return wave, int(sr)
 
 
-def spectrogram(wave: np.ndarray, sr: int, preset: str = "reference") -> np.ndarray:
-    """float32 [F, T] log spectrogram of `wave`, which must already be at the preset's rate."""
-    if preset not in SPEC_PRESETS:
-        raise ValueError(f"unknown spectrogram preset {preset!r}; choose one of {', '.join(SPEC_PRESETS)}")
-    p = SPEC_PRESETS[preset]
-    if sr != p["sr"]:
-        raise ValueError(f"preset {preset!r} expects {p['sr']} Hz audio, got {sr} Hz")
-    x = np.clip(wave, -1.0, 1.0)
-    mag = stft_magnitude(x, p["n_fft"], p["hop"])
-    if p["mel"]:
-        import librosa  # only the log-mel preset needs its filter bank
-
-        mel = librosa.filters.mel(sr=sr, n_fft=p["n_fft"], n_mels=p["mel"])
-        return np.log(mel @ (mag**2) + p["eps"]).astype(np.float32)
-    return np.log(mag + p["eps"]).astype(np.float32)
-
-
 def stft_magnitude(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-    """|STFT| [1 + n_fft // 2, 1 + len(x) // hop] with a periodic Hann window, centred frames and zero
-    padding: the same numbers as librosa.stft(center=True, pad_mode="constant"), without importing
-    librosa in every worker process (its lazy imports cost seconds per process)."""
-    x = np.asarray(x, dtype=np.float32)
+    """|STFT| float32 [1 + n_fft // 2, 1 + len(x) // hop] with a periodic Hann window, centred frames and
+    zero padding: librosa.stft(x, n_fft, hop, center=True, pad_mode="constant") in numpy."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
     pad = n_fft // 2
     padded = np.pad(x, (pad, pad), mode="constant")
     n_frames = 1 + (len(padded) - n_fft) // hop
@@ -105,12 +152,42 @@ def stft_magnitude(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return np.abs(np.fft.rfft(frames * window, axis=1)).T.astype(np.float32)
 
 
-def audio_features(path: str | Path, preset: str = "reference") -> tuple[np.ndarray, dict[str, Any]]:
-    """Load, mix down, resample and transform one file; also return facts for the sample's json."""
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    import librosa  # only the log-mel preset needs it (its import costs about a second)
+
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+
+
+def spectrogram(wave: np.ndarray, sr: int, preset: str = "reference") -> np.ndarray:
+    """float32 [F, T] log spectrogram of a mono `wave` (any rate: resampled to the preset's first)."""
+    if preset not in SPEC_PRESETS:
+        raise ValueError(f"unknown spectrogram preset {preset!r}; choose one of {', '.join(SPEC_PRESETS)}")
+    p = SPEC_PRESETS[preset]
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise ValueError(f"spectrogram needs mono audio [n], got shape {wave.shape}")
+    if sr != p["sr"]:
+        wave = resample(wave, sr, p["sr"])
+    x = np.clip(wave, -1.0, 1.0)
+    mag = stft_magnitude(x, p["n_fft"], p["hop"])
+    if p["mel"]:
+        return np.log(_mel_basis(p["sr"], p["n_fft"], p["mel"]) @ (mag * mag) + np.float32(p["eps"])).astype(np.float32)
+    return np.log(mag + np.float32(p["eps"])).astype(np.float32)
+
+
+def audio_features(path: str | Path, preset: str = "reference",
+                   allow_truncated: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Load, mix down, resample and transform one file; also return facts for the sample's json:
+    duration_s (after resampling), source_sample_rate, source_channels, preset."""
+    if preset not in SPEC_PRESETS:
+        raise ValueError(f"unknown spectrogram preset {preset!r}; choose one of {', '.join(SPEC_PRESETS)}")
     path = Path(path)
-    wave, sr = load_audio(path, target_sr=SPEC_PRESETS[preset]["sr"] if preset in SPEC_PRESETS else None)
-    info = sf.info(str(path))
+    data, src_sr = _read(path, allow_truncated)
+    wave = np.nan_to_num(data.mean(axis=1, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    sr = SPEC_PRESETS[preset]["sr"]
+    wave = resample(wave, src_sr, sr)
     spec = spectrogram(wave, sr, preset)
-    facts = {"duration_s": float(len(wave) / sr), "source_sample_rate": int(info.samplerate),
-             "source_channels": int(info.channels), "preset": preset}
+    facts = {"duration_s": float(len(wave) / sr), "source_sample_rate": src_sr,
+             "source_channels": int(data.shape[1]), "preset": preset}
     return spec, facts

@@ -1,1 +1,29 @@
-"""Generators of small raw datasets in the real formats, for the demo, tests and benchmarks."""
+"""Generators of small raw datasets in the REAL formats, written with real encoders and read back with the
+real decoders, deterministic for a seed: used by `avdata demo`, tests and benchmarks.
+
+- `cremad`: VideoFlash/*.flv (FLV1 + MP3 via PyAV) and AudioWAV/*.wav (16 kHz PCM), with damaged clips.
+- `urbansound`: the Kaggle UrbanSound8K-AV layout (JPEG + WAV at varied rates and channels), folder or zip.
+- `mnistdvs`: grabbed_data<d>.zip of AEDAT 2.0 recordings.
+- `ntidigits`: the N-TIDIGITS18 HDF5 layout.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+#: Member time of every zip the generators write (the zip format's earliest), so the bytes are reproducible.
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def write_zip(zpath: str | Path, files: list[tuple[str, Path]]) -> Path:
+    """A zip of (member name, file) pairs in the given order, deflated, mode 0644, fixed member times."""
+    zpath = Path(zpath)
+    zpath.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, path in files:
+            info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, Path(path).read_bytes())
+    return zpath

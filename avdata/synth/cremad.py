@@ -1,8 +1,13 @@
-"""Small CREMA-D-format raw trees in the real formats: FLV (Sorenson FLV1 video + MP3 audio, written
-with PyAV) and 16 kHz mono 16-bit PCM WAV, named after real clips of the published split.
+"""Small CREMA-D-format raw trees in the real formats: `VideoFlash/<clip>.flv` (FLV container, Sorenson
+FLV1 video in yuv420p + MP3 audio, written with PyAV/FFmpeg) and `AudioWAV/<clip>.wav` (16 kHz mono
+16-bit PCM), named after real clips of the published split so split membership can be tested.
 
-The picture and the sound carry the emotion (a coloured square whose colour and position depend on the
-class; a tone whose pitch depends on it), so a model can learn from either.
+The picture and the sound carry the emotion: a coloured square whose colour and position depend on the
+class, jittering a few pixels, over a noisy dark background; a tone whose pitch depends on the class, with
+noise. The video bit rate defaults to 900 kbit/s, about what the real VideoFlash files average
+(2.44 GB over 7,442 clips of about 2.5 s), so decoding costs about what it costs on the real data.
+
+Output is deterministic for a given seed and library build (no timestamps are written).
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ from ..sources import manifest_dir
 EMOTIONS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
 COLOURS = [(220, 40, 40), (60, 160, 60), (140, 60, 200), (240, 200, 40), (128, 128, 128), (40, 80, 220)]
 TONES_HZ = [220.0, 330.0, 440.0, 550.0, 660.0, 880.0]
+BAD_KINDS = ["truncated FLV", "corrupt FLV (random bytes)", "Git LFS pointer stub FLV", "truncated WAV",
+             "empty WAV", "WAV missing"]
+AUDIO_SR_IN_FLV = 22050
 
 
 def pick_clips(n: int, seed: int = 0) -> list[str]:
-    """A deterministic mix of published train and test clips covering every emotion and several actors."""
+    """A deterministic mix of published train and test clips, a seeded choice within each (split, emotion)
+    pool, round robin so that any 6 consecutive picks cover all 6 emotions and both splits:
+    (train ANG, test DIS, train FEA, test HAP, train NEU, test SAD, test ANG, train DIS, ...)."""
     rng = random.Random(f"synth-cremad:{seed}")
     pools: dict[tuple[str, str], list[str]] = {}
     for name, split in (("train.csv", "train"), ("test.csv", "test")):
@@ -35,7 +45,8 @@ def pick_clips(n: int, seed: int = 0) -> list[str]:
                 if row:
                     pools.setdefault((split, row[0].split("_")[2]), []).append(row[0])
     chosen: list[str] = []
-    order = [(s, e) for e in EMOTIONS for s in ("train", "test")]
+    splits = ("train", "test")
+    order = [(splits[(i + j) % 2], e) for j in range(2) for i, e in enumerate(EMOTIONS)]
     i = 0
     while len(chosen) < n:
         pool = sorted(pools[order[i % len(order)]])
@@ -46,23 +57,37 @@ def pick_clips(n: int, seed: int = 0) -> list[str]:
     return chosen
 
 
-def write_flv(path: Path, label: int, duration: float, width: int, height: int, fps: int, seed: int,
-              with_audio: bool = True) -> None:
+def class_frames(label: int, n: int, width: int, height: int, seed: int):
+    """n RGB uint8 frames: dark noise (a pool of 4 noise images, cheap to make) and the class square."""
     rng = np.random.default_rng(seed)
+    pool = [rng.integers(0, 40, (height, width, 3), dtype=np.uint8) for _ in range(min(4, n))]
+    side = max(4, min(width, height) // 3)
+    x0 = (label % 3) * (width - side) // 2
+    y0 = (label // 3) * (height - side)
+    jitter = rng.integers(-3, 4, (n, 2))
+    for i in range(n):
+        img = pool[i % len(pool)].copy()
+        x = int(np.clip(x0 + jitter[i, 0], 0, width - side))
+        y = int(np.clip(y0 + jitter[i, 1], 0, height - side))
+        img[y:y + side, x:x + side] = COLOURS[label]
+        yield img
+
+
+def write_flv(path: Path, label: int, duration: float, width: int, height: int, fps: int, seed: int,
+              with_audio: bool = True, bit_rate: int | None = 900_000) -> None:
+    """One FLV: round(duration * fps) frames of Sorenson FLV1 (yuv420p) + an MP3 tone (22,050 Hz mono)."""
     n = max(1, int(round(duration * fps)))
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format="flv") as out:
         vs = out.add_stream("flv", rate=fps)
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        if bit_rate:
+            vs.bit_rate = bit_rate
         if with_audio:
-            aus = out.add_stream("libmp3lame", rate=22050)
+            aus = out.add_stream("libmp3lame", rate=AUDIO_SR_IN_FLV)
             aus.layout = "mono"
-        side = max(4, min(width, height) // 3)
-        x0 = (label % 3) * (width - side) // 2
-        y0 = (label // 3) * (height - side)
-        for i in range(n):
-            img = rng.integers(0, 40, (height, width, 3), dtype=np.uint8)
-            img[y0:y0 + side, x0:x0 + side] = COLOURS[label]
+        for i, img in enumerate(class_frames(label, n, width, height, seed)):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
             for pkt in vs.encode(frame):
@@ -70,14 +95,14 @@ def write_flv(path: Path, label: int, duration: float, width: int, height: int, 
         for pkt in vs.encode():
             out.mux(pkt)
         if with_audio:
-            total = int(duration * 22050)
-            t = np.arange(total) / 22050.0
+            total = int(duration * AUDIO_SR_IN_FLV)
+            t = np.arange(total) / AUDIO_SR_IN_FLV
             wave = (0.3 * np.sin(2 * np.pi * TONES_HZ[label] * t)).astype(np.float32)
             pts = 0
             for start in range(0, total, 1152):
                 chunk = wave[start:start + 1152]
                 frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
-                frame.sample_rate, frame.pts, frame.time_base = 22050, pts, Fraction(1, 22050)
+                frame.sample_rate, frame.pts, frame.time_base = AUDIO_SR_IN_FLV, pts, Fraction(1, AUDIO_SR_IN_FLV)
                 pts += len(chunk)
                 for pkt in aus.encode(frame):
                     out.mux(pkt)
@@ -86,11 +111,18 @@ def write_flv(path: Path, label: int, duration: float, width: int, height: int, 
 
 
 def write_wav(path: Path, label: int, duration: float, seed: int, sr: int = 16000) -> None:
+    """16-bit PCM mono: the class tone (0.4) plus Gaussian noise (0.05)."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(duration * sr)) / sr
     wave = 0.4 * np.sin(2 * np.pi * TONES_HZ[label] * t) + 0.05 * rng.standard_normal(t.size)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), wave.astype(np.float32), sr, subtype="PCM_16")
+
+
+def lfs_pointer_text(data_seed: int = 0, size: int = 123456) -> str:
+    oid = np.random.default_rng(data_seed).bytes(32).hex()
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"
 
 
 def make_cremad_raw(
@@ -104,55 +136,61 @@ def make_cremad_raw(
     duration_range: tuple[float, float] = (1.5, 4.0),
     with_bad: bool = False,
 ) -> dict[str, Any]:
-    """Write VideoFlash/<clip>.flv and AudioWAV/<clip>.wav; with_bad adds one clip per kind of damage.
+    """Write VideoFlash/<clip>.flv and AudioWAV/<clip>.wav for n_clips good clips (or the given `clips`).
 
-    Returns {"good": [clips], "bad": {clip: what was done}, "rows": [(path, size, sha256)]}.
+    with_bad adds 6 more clips (with `clips` given: its last 6 become the bad ones), one per kind of
+    damage, in this order: a truncated FLV (cut to a fifth), a corrupt FLV (random bytes), a Git LFS
+    pointer stub in place of the FLV, a truncated WAV (cut in the middle of its data chunk), an empty WAV
+    (valid header, 0 samples) and a clip whose WAV is missing.
+
+    Returns {"good": [clips], "bad": {clip: what was done}, "durations": {clip: seconds},
+    "rows": [(relative path, size, sha256)] of every file written, sorted by path}.
     """
     root = Path(root)
-    n_bad = 6 if with_bad else 0
-    names = clips or pick_clips(n_clips + n_bad, seed)
+    n_bad = len(BAD_KINDS) if with_bad else 0
+    names = list(clips) if clips else pick_clips(n_clips + n_bad, seed)
+    if len(names) < n_bad:
+        raise ValueError(f"with_bad needs at least {n_bad} clips")
     good, bad_names = names[: len(names) - n_bad], names[len(names) - n_bad:]
     rng = random.Random(f"synth-cremad-dur:{seed}")
+    durations: dict[str, float] = {}
     for i, clip in enumerate(names):
         label = EMOTIONS.index(clip.split("_")[2])
         dur = round(rng.uniform(*duration_range), 3)
+        durations[clip] = dur
         write_flv(root / "VideoFlash" / f"{clip}.flv", label, dur, width, height, fps, seed * 1000 + i)
         write_wav(root / "AudioWAV" / f"{clip}.wav", label, dur, seed * 1000 + i)
     bad: dict[str, str] = {}
-    if with_bad:
-        b = iter(bad_names)
-        c = next(b)  # truncated FLV: cut to a fifth
-        p = root / "VideoFlash" / f"{c}.flv"
-        p.write_bytes(p.read_bytes()[: p.stat().st_size // 5])
-        bad[c] = "truncated FLV"
-        c = next(b)  # corrupt FLV: random bytes
-        (root / "VideoFlash" / f"{c}.flv").write_bytes(np.random.default_rng(seed).bytes(20000))
-        bad[c] = "corrupt FLV (random bytes)"
-        c = next(b)  # LFS pointer stub instead of the FLV
-        (root / "VideoFlash" / f"{c}.flv").write_text(
-            "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 123456\n")
-        bad[c] = "Git LFS pointer stub FLV"
-        c = next(b)  # truncated WAV: data chunk cut
-        p = root / "AudioWAV" / f"{c}.wav"
-        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-        bad[c] = "truncated WAV"
-        c = next(b)  # empty WAV: valid header, zero samples
-        sf.write(str(root / "AudioWAV" / f"{c}.wav"), np.zeros(0, np.float32), 16000, subtype="PCM_16")
-        bad[c] = "empty WAV"
-        c = next(b)  # missing WAV
-        (root / "AudioWAV" / f"{c}.wav").unlink()
-        bad[c] = "WAV missing"
-    rows = [(p.relative_to(root).as_posix(), p.stat().st_size, sha256_file(p))
-            for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in (".flv", ".wav")]
-    return {"good": good, "bad": bad, "rows": rows}
+    for clip, kind in zip(bad_names, BAD_KINDS):
+        flv, wav = root / "VideoFlash" / f"{clip}.flv", root / "AudioWAV" / f"{clip}.wav"
+        if kind == "truncated FLV":
+            flv.write_bytes(flv.read_bytes()[: flv.stat().st_size // 5])
+        elif kind.startswith("corrupt FLV"):
+            flv.write_bytes(np.random.default_rng(seed).bytes(20000))
+        elif kind.startswith("Git LFS"):
+            flv.write_text(lfs_pointer_text(seed))
+        elif kind == "truncated WAV":
+            wav.write_bytes(wav.read_bytes()[: wav.stat().st_size // 2])
+        elif kind == "empty WAV":
+            sf.write(str(wav), np.zeros(0, np.float32), 16000, subtype="PCM_16")
+        elif kind == "WAV missing":
+            wav.unlink()
+        bad[clip] = kind
+    return {"good": good, "bad": bad, "durations": durations, "rows": source_rows(root)}
+
+
+def source_rows(root: str | Path) -> list[tuple[str, int, str]]:
+    """(path relative to root, size, sha256) of every media file (.flv, .wav, .mp3) under root, by path."""
+    root = Path(root)
+    return [(p.relative_to(root).as_posix(), p.stat().st_size, sha256_file(p))
+            for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in (".flv", ".wav", ".mp3")]
 
 
 def write_source_list(root: str | Path, path: str | Path) -> Path:
-    """A `path<TAB>size<TAB>sha256` list of the files under root (for --sources in tests)."""
-    root, path = Path(root), Path(path)
-    lines = ["path\tsize\tsha256"]
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix in (".flv", ".wav", ".mp3"):
-            lines.append(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\t{sha256_file(p)}")
+    """A `path<TAB>size<TAB>sha256` list (with a header) of the media files under root, like
+    manifests/<dataset>/files.tsv, for --sources in tests."""
+    path = Path(path)
+    lines = ["path\tsize\tsha256"] + [f"{p}\t{size}\t{digest}" for p, size, digest in source_rows(root)]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path

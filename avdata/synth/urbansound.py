@@ -1,46 +1,69 @@
-"""UrbanSound8K-AV in the Kaggle layout (Dataset_v3_vision/<class>/*.jpg, Dataset_v3_sound/<class>/*.wav),
-with WAVs at varied rates and channel counts and a few unpaired files."""
+"""UrbanSound8K-AV in the Kaggle layout (lingyueguo/urbansound8k-av): `Dataset_v3_vision/<class>/<name>.jpg`
+and `Dataset_v3_sound/<class>/<name>.wav`, paired by file name, for the 10 UrbanSound8K classes.
+
+WAVs come at varied sample rates (44,100, 22,050, 48,000, 16,000 Hz) and channel counts (1 and 2) as in
+UrbanSound8K; `unpaired` extra files per class have no partner (alternately an image without a sound and
+a sound without an image). The image (a bright bar whose position depends on the class) and the sound (a
+tone whose pitch depends on it) both carry the class. Names follow UrbanSound8K's
+`<fsID>-<classID>-<occurrenceID>-<sliceID>`.
+
+Whether the Kaggle zip holds a top folder could not be checked offline: `top` picks one (the default
+"urbansound8k-av") or none (top=None), and readers must accept both. Zips are written with fixed member
+times, so the same arguments give the same bytes.
+"""
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from PIL import Image
 
+from . import write_zip
+
 CLASSES = ["air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling", "engine_idling",
            "gun_shot", "jackhammer", "siren", "street_music"]
 RATES = [44100, 22050, 48000, 16000]
 
 
+def stem_of(label: int, n: int) -> str:
+    return f"{100000 + label * 1000 + n}-{label}-0-{n}"
+
+
 def make_urbansound_raw(root: str | Path, per_class: int = 6, seed: int = 0, as_zip: bool = False,
-                        unpaired: int = 1, top: str = "urbansound8k-av") -> Path:
-    """Returns the folder (or the zip, with a top folder inside as Kaggle zips may have)."""
+                        unpaired: int = 1, top: str | None = "urbansound8k-av",
+                        image_size: tuple[int, int] = (64, 48), seconds: float = 0.5) -> Path:
+    """Write per_class image+sound pairs and `unpaired` lone files per class.
+
+    Returns the dataset folder (root/top, or root when top is None), or with as_zip the zip
+    root/urbansound8k-av.zip whose members start with `top/` (or directly with `Dataset_v3_...`); the
+    loose files are kept next to it.
+    """
     root = Path(root)
-    base = root / top
+    base = root / top if top else root
     rng = np.random.default_rng(seed)
+    w, h = image_size
+    written: list[Path] = []
     for label, cls in enumerate(CLASSES):
         for n in range(per_class + unpaired):
-            stem = f"{100000 + label * 1000 + n}-{label}-0-{n}"
-            if n < per_class or n % 2 == 0:
-                img = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
-                img[:, label * 6:label * 6 + 6] = 230
-                (base / "Dataset_v3_vision" / cls).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img).save(base / "Dataset_v3_vision" / cls / f"{stem}.jpg", quality=90)
-            if n < per_class or n % 2 == 1:
+            stem = stem_of(label, n)
+            if n < per_class or (n - per_class) % 2 == 0:
+                img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+                bar = max(1, w // len(CLASSES))
+                img[:, label * bar:(label + 1) * bar] = 230
+                p = base / "Dataset_v3_vision" / cls / f"{stem}.jpg"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(p, quality=90)
+                written.append(p)
+            if n < per_class or (n - per_class) % 2 == 1:
                 sr, ch = RATES[n % len(RATES)], 1 + n % 2
-                t = np.arange(int(0.5 * sr)) / sr
-                wave = 0.3 * np.sin(2 * np.pi * (200 + 150 * label) * t)
-                (base / "Dataset_v3_sound" / cls).mkdir(parents=True, exist_ok=True)
-                sf.write(str(base / "Dataset_v3_sound" / cls / f"{stem}.wav"),
-                         np.stack([wave] * ch, axis=1).astype(np.float32), sr, subtype="PCM_16")
+                t = np.arange(int(seconds * sr)) / sr
+                wave = 0.3 * np.sin(2 * np.pi * (200 + 150 * label) * t) + 0.02 * rng.standard_normal(t.size)
+                p = base / "Dataset_v3_sound" / cls / f"{stem}.wav"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(str(p), np.stack([wave] * ch, axis=1).astype(np.float32), sr, subtype="PCM_16")
+                written.append(p)
     if not as_zip:
         return base
-    zpath = root / "urbansound8k-av.zip"
-    with zipfile.ZipFile(zpath, "w") as zf:
-        for p in sorted(base.rglob("*")):
-            if p.is_file():
-                zf.write(p, p.relative_to(root).as_posix())
-    return zpath
+    return write_zip(root / "urbansound8k-av.zip", [(p.relative_to(root).as_posix(), p) for p in sorted(written)])

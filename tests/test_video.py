@@ -1,0 +1,169 @@
+"""Video probing and frame reading on real FLV (Sorenson FLV1 + MP3) and H.264 files written with PyAV."""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from avdata import video
+from avdata.errors import MediaError
+from avdata.synth.cremad import COLOURS, write_flv
+from avdata.video import decode_all_frames_count, probe_video, read_frames, resize_short_side
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """3.2 s at 30 fps: 96 frames at t = i / 30 (FLV stores milliseconds), 160x120, FEA (purple square)."""
+    path = tmp_path_factory.mktemp("video") / "fea.flv"
+    write_flv(path, label=2, duration=3.2, width=160, height=120, fps=30, seed=0)
+    return path
+
+
+def all_frames_rgb(path: Path) -> tuple[list[np.ndarray], list[float]]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        out = [(f.to_ndarray(format="rgb24"), float(f.pts * s.time_base)) for f in c.decode(s)]
+    return [o[0] for o in out], [o[1] for o in out]
+
+
+def test_probe(clip):
+    info = probe_video(clip)
+    assert info.codec == "flv" and (info.width, info.height) == (160, 120) and info.fps == 30
+    assert info.has_audio and info.duration_s == pytest.approx(3.2, abs=0.1)
+    assert decode_all_frames_count(clip) == 96
+
+
+def test_per_second_is_the_first_frame_of_each_second(clip):
+    frames, times, info = read_frames(clip, short_side=None)
+    assert frames.shape == (4, 120, 160, 3) and frames.dtype == np.uint8 and times == [0.0, 1.0, 2.0, 3.0]
+    # exactly the decoder's frames 0, 30, 60, 90 converted to RGB
+    ref, _ = all_frames_rgb(clip)
+    for got, i in zip(frames, (0, 30, 60, 90)):
+        assert np.array_equal(got, ref[i])
+    # the class colour (FEA: purple square, top right) is visible
+    r, g, b = frames[0, 6:32, 126:154].reshape(-1, 3).mean(0)
+    assert abs(r - COLOURS[2][0]) < 30 and abs(g - COLOURS[2][1]) < 30 and abs(b - COLOURS[2][2]) < 30
+    # identical across runs
+    again, times2, _ = read_frames(clip, short_side=None)
+    assert np.array_equal(frames, again) and times == times2
+
+
+def test_even_mode(clip):
+    frames, times, _ = read_frames(clip, mode="even", k=5, short_side=None)
+    # indices round(linspace(0, 95, 5)) = 0, 24, 48, 71, 95; FLV rounds times to the millisecond
+    assert frames.shape[0] == 5 and times == [0.0, 0.8, 1.6, 2.367, 3.167]
+    ref, _ = all_frames_rgb(clip)
+    for got, i in zip(frames, (0, 24, 48, 71, 95)):
+        assert np.array_equal(got, ref[i])
+    # more frames asked than the clip holds: each frame once
+    frames, times, _ = read_frames(clip, mode="even", k=200, short_side=24)
+    assert frames.shape == (96, 24, 32, 3) and len(set(times)) == 96
+    with pytest.raises(ValueError):
+        read_frames(clip, mode="even")
+    with pytest.raises(ValueError):
+        read_frames(clip, mode="sometimes")
+
+
+def test_resize_short_side(clip, tmp_path):
+    small, _, _ = read_frames(clip, short_side=60)
+    assert small.shape == (4, 60, 80, 3)
+    big, _, _ = read_frames(clip, short_side=240)
+    assert big.shape == (4, 240, 320, 3)
+    # swscale's area filter agrees with cv2's INTER_AREA on the same frames to within rounding
+    native, _, _ = read_frames(clip, short_side=None)
+    ref = np.stack([resize_short_side(f, 60) for f in native])
+    assert ref.shape == small.shape and np.abs(ref.astype(int) - small).mean() < 2.0
+    # portrait clips: the width is the short side
+    tall = tmp_path / "tall.flv"
+    write_flv(tall, label=0, duration=1.1, width=96, height=128, fps=25, seed=1, with_audio=False)
+    frames, times, info = read_frames(tall, short_side=48)
+    assert frames.shape == (2, 64, 48, 3) and times == [0.0, 1.0] and not info.has_audio
+    assert resize_short_side(np.zeros((128, 96, 3), np.uint8), 48).shape == (64, 48, 3)
+
+
+def _h264_with_b_frames(path: Path, n: int = 40, fps: int = 20) -> None:
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=fps, options={"bf": "2", "g": "12"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(n):
+            img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, fps)
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+@pytest.mark.parametrize("kind", ["flv", "h264"])
+def test_fast_path_equals_full_decode(clip, tmp_path, kind, monkeypatch):
+    path = clip
+    if kind == "h264":
+        path = tmp_path / "b.mp4"
+        _h264_with_b_frames(path)
+    for mode, k in (("per_second", None), ("even", 7)):
+        fast = read_frames(path, mode=mode, k=k, short_side=32)
+        monkeypatch.setattr(video, "_fast_path", lambda *a, **kw: None)  # force the decode-everything path
+        slow = read_frames(path, mode=mode, k=k, short_side=32)
+        monkeypatch.undo()
+        assert np.array_equal(fast[0], slow[0]) and fast[1] == slow[1]
+    if kind == "h264":
+        frames, times, info = read_frames(path, short_side=None)
+        assert info.codec == "h264" and times == [0.0, 1.0] and frames.shape == (2, 48, 64, 3)
+
+
+def test_unusable_files_raise_media_error_with_reason(clip, tmp_path):
+    cases = {}
+    cases["missing.flv"] = ("file not found", None)
+    (tmp_path / "empty.flv").write_bytes(b"")
+    cases["empty.flv"] = ("empty file", None)
+    (tmp_path / "stub.flv").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "ab" * 32
+                                       + "\nsize 204800\n")
+    cases["stub.flv"] = ("Git LFS pointer stub", None)
+    (tmp_path / "random.flv").write_bytes(np.random.default_rng(1).bytes(30000))
+    cases["random.flv"] = ("not a readable video container", None)
+    data = clip.read_bytes()
+    (tmp_path / "cut.flv").write_bytes(data[: len(data) * 2 // 5])
+    cases["cut.flv"] = ("truncated: holds", None)
+    # audio only: an FLV with just the MP3 stream
+    with av.open(str(tmp_path / "audio.flv"), "w", format="flv") as out:
+        s = out.add_stream("libmp3lame", rate=22050)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 22050, 0, Fraction(1, 22050)
+        for p in list(s.encode(frame)) + list(s.encode()):
+            out.mux(p)
+    cases["audio.flv"] = ("no video stream", None)
+    # no usable frame rate: one frame and a metadata frame rate of 0 (FFmpeg can only guess its time base)
+    one = tmp_path / "one.flv"
+    write_flv(one, label=1, duration=0.01, width=64, height=48, fps=30, seed=0, with_audio=False)
+    b = bytearray(one.read_bytes())
+    i = b.find(b"framerate") + len(b"framerate")
+    assert b[i] == 0  # AMF number follows
+    b[i + 1:i + 9] = struct.pack(">d", 0.0)
+    (tmp_path / "fps0.flv").write_bytes(bytes(b))
+    cases["fps0.flv"] = ("frame rate is 0 or unknown", None)
+    for name, (reason, _) in cases.items():
+        with pytest.raises(MediaError) as err:
+            read_frames(tmp_path / name)
+        assert reason in err.value.reason, (name, err.value.reason)
+        assert str(tmp_path) not in err.value.reason  # reasons go into manifests: no paths
+        if reason != "truncated: holds":
+            with pytest.raises(MediaError):
+                probe_video(tmp_path / name)
+    # a truncated clip still probes (its header is intact); the cut is found when reading frames
+    assert probe_video(tmp_path / "cut.flv").fps == 30
+
+
+def test_truncation_rule():
+    assert video.is_truncated(1.0, 3.2) and not video.is_truncated(3.0, 3.2)
+    assert not video.is_truncated(0.7, 1.1)  # 0.4 s short: below the 0.5 s minimum gap
+    assert not video.is_truncated(1.0, 0.0)  # no declared duration: nothing to compare with
+    assert video.select_per_second([0.0, 0.5, 0.9999996, 1.5, 3.2, 3.4]) == [0, 2, 4]
+    assert video.select_even(10, 3) == [0, 4, 9] and video.select_even(2, 5) == [0, 1]
