@@ -37,6 +37,7 @@ import soundfile as sf
 import soxr
 
 from .errors import MediaError
+from .lfs import is_lfs_pointer
 
 SPEC_PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"sr": 22050, "n_fft": 512, "hop": 353, "eps": 1e-7, "mel": None,
@@ -47,17 +48,6 @@ SPEC_PRESETS: dict[str, dict[str, Any]] = {
 #: soxr quality: "HQ" is librosa's default res_type "soxr_hq".
 RESAMPLE_QUALITY = "HQ"
 
-_LFS_PREFIX = b"version https://git-lfs"
-
-
-def _is_lfs_stub(path: Path) -> bool:
-    try:
-        if path.stat().st_size > 1024:
-            return False
-        with open(path, "rb") as f:
-            return f.read(len(_LFS_PREFIX)) == _LFS_PREFIX
-    except OSError:
-        return False
 
 
 def wav_data_sizes(path: str | Path) -> tuple[int, int] | None:
@@ -84,7 +74,7 @@ def _check_file(path: Path, allow_truncated: bool) -> None:
         raise MediaError(path, "file not found")
     if path.stat().st_size == 0:
         raise MediaError(path, "empty file (0 bytes)")
-    if _is_lfs_stub(path):
+    if is_lfs_pointer(path):
         raise MediaError(path, "Git LFS pointer stub, not the audio: run `git lfs pull` in the clone "
                                "or download with `avdata download cremad`")
     sizes = wav_data_sizes(path)

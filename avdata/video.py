@@ -41,6 +41,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .errors import MediaError
+from .lfs import is_lfs_pointer
 
 #: A clip is "truncated" when its frames end before this fraction of the declared duration AND at least
 #: TRUNCATED_MIN_GAP_S seconds early (a container's duration may exceed the video's by a few audio
@@ -48,7 +49,6 @@ from .errors import MediaError
 TRUNCATED_FRACTION = 0.8
 TRUNCATED_MIN_GAP_S = 0.5
 
-_LFS_PREFIX = b"version https://git-lfs"
 _EPS = 1e-6  # seconds: timestamps are rounded to microseconds; a frame at 0.9999996 s counts as 1 s
 
 
@@ -66,22 +66,12 @@ class VideoInfo:
     has_audio: bool
 
 
-def _is_lfs_stub(path: Path) -> bool:
-    try:
-        if path.stat().st_size > 1024:
-            return False
-        with open(path, "rb") as f:
-            return f.read(len(_LFS_PREFIX)) == _LFS_PREFIX
-    except OSError:
-        return False
-
-
 def _check_file(path: Path) -> None:
     if not path.is_file():
         raise MediaError(path, "file not found")
     if path.stat().st_size == 0:
         raise MediaError(path, "empty file (0 bytes)")
-    if _is_lfs_stub(path):
+    if is_lfs_pointer(path):
         raise MediaError(path, "Git LFS pointer stub, not the video: run `git lfs pull` in the clone "
                                "or download with `avdata download cremad`")
 
