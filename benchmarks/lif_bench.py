@@ -5,13 +5,16 @@ Two measurements, each implementation in its own fresh subprocess (so peak memor
 
   (1) micro: one LIF layer, forward + backward, on a [T=4, 128, 256, 64] float32 tensor, with the
       membrane detached between steps (reference) and with gradient through time (BPTT);
-  (2) model: forward + loss + backward of the reference CREMA-D S-CMRL configuration
-      (C=256, 16 heads, 128x128 audio and visual inputs, T=4), batch 8 on CPU by default.
+  (2) model: one training step (forward + loss + backward + AdamW) of the reference CREMA-D S-CMRL
+      configuration (C=256, 16 heads, 128x128 audio and visual inputs, T=4), batch 8 on CPU and 128 on
+      GPU by default; bf16 autocast on CUDA as the trainer (``--no-amp`` for float32).
 
-Target: fused >= 2x the loop on (1).  Prints a markdown table.
+Implementations: ``fused`` (the default: on CUDA the Triton kernels of scmrl/lif_triton.py where Triton
+is installed), ``fused-torch`` (GPU only: the PyTorch fused Function, Triton switched off) and ``loop``
+(the plain autograd loop).  Target: fused >= 2x the loop.  Prints a markdown table.
 
     python benchmarks/lif_bench.py                      # CPU, batch 8
-    python benchmarks/lif_bench.py --device cuda --batch 64 --steps 20
+    python benchmarks/lif_bench.py --device cuda        # GPU, batch 128
     python benchmarks/lif_bench.py --tuned-malloc       # CPU: glibc keeps large freed blocks
 
 On CPU, tensors above glibc's mmap threshold (32 MiB at most) are unmapped when freed and every new
@@ -36,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 IMPLS = ("fused", "loop")
+GPU_IMPLS = ("fused", "fused-torch", "loop")
 MICRO_SHAPE = (4, 128, 256, 64)
 
 
@@ -90,16 +94,18 @@ def _worker_micro(impl: str, device: str, steps: int, warmup: int, detach: bool)
     return {"ms": statistics.median(times) * 1e3, "ms_min": min(times) * 1e3, "peak_mib": peak - base}
 
 
-def _worker_model(impl: str, device: str, steps: int, warmup: int, batch: int, detach: bool) -> dict:
+def _worker_model(impl: str, device: str, steps: int, warmup: int, batch: int, detach: bool, amp: bool) -> dict:
     import torch
 
     from scmrl.config import ModelConfig
+    from scmrl.evaluate import autocast_for
     from scmrl.losses import compute_loss
     from scmrl.models import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(num_classes=6, lif_impl=impl, detach_membrane=detach)
     net = build_model(cfg).to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     t = cfg.time_steps
     audio = torch.randn(1, batch, 1, 128, 128, device=device).expand(t, -1, -1, -1, -1)
     visual = torch.randn(1, batch, 3, 128, 128, device=device).expand(t, -1, -1, -1, -1)
@@ -111,16 +117,23 @@ def _worker_model(impl: str, device: str, steps: int, warmup: int, batch: int, d
         net.zero_grad(set_to_none=True)
         _sync(device)
         t0 = time.perf_counter()
-        loss, _ = compute_loss(cfg, net(audio, visual), labels)
+        with autocast_for(torch.device(device), amp):
+            loss, _ = compute_loss(cfg, net(audio, visual), labels)
         loss.backward()
+        opt.step()
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    return {"ms": med * 1e3, "samples_s": batch / med, "peak_mib": _peak_memory_mib(device)}
+    return {"ms": med * 1e3, "samples_s": batch / med, "peak_mib": _peak_memory_mib(device),
+            "loss": float(loss.detach())}
 
 
 def _spawn(kind: str, impl: str, args: argparse.Namespace, bptt: bool = False) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if impl == "fused-torch":
+        impl = "fused"
+        env["SCMRL_LIF_TRITON"] = "0"
     cmd = [
         sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--impl", impl,
         "--device", args.device, "--batch", str(args.batch), "--steps", str(args.steps),
@@ -128,19 +141,22 @@ def _spawn(kind: str, impl: str, args: argparse.Namespace, bptt: bool = False) -
     ]
     if bptt:
         cmd.append("--bptt")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if not args.amp:
+        cmd.append("--no-amp")
     if args.tuned_malloc:  # keep freed large blocks in the heap instead of unmapping and re-faulting them
         env.update(MALLOC_MMAP_THRESHOLD_="4294967295", MALLOC_TRIM_THRESHOLD_="4294967295")
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if res.returncode != 0:
-        raise SystemExit(f"worker {kind}/{impl} failed:\n{res.stderr[-3000:]}")
+    if res.returncode != 0:  # e.g. out of memory: report it in the table and go on with the others
+        print(f"worker {kind}/{impl} failed:\n{res.stderr[-1500:]}", file=sys.stderr)
+        return {"ms": float("nan"), "ms_min": float("nan"), "samples_s": float("nan"), "peak_mib": float("nan")}
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    ap.add_argument("--batch", type=int, default=None, help="model batch (default 8 on CPU, 64 on GPU)")
+    ap.add_argument("--batch", type=int, default=None, help="model batch (default 8 on CPU, 128 on GPU)")
+    ap.add_argument("--no-amp", dest="amp", action="store_false", help="float32 on CUDA (default: bf16 autocast)")
     ap.add_argument("--steps", type=int, default=None, help="timed model steps (default 5 CPU, 20 GPU)")
     ap.add_argument("--micro-steps", type=int, default=None, help="timed LIF steps (default 20 CPU, 100 GPU)")
     ap.add_argument("--warmup", type=int, default=2)
@@ -153,11 +169,12 @@ def main() -> None:
     ap.add_argument("--skip-model", action="store_true")
     ap.add_argument("--skip-micro", action="store_true")
     ap.add_argument("--worker", choices=("micro", "model"), help=argparse.SUPPRESS)
-    ap.add_argument("--impl", choices=IMPLS, help=argparse.SUPPRESS)
+    ap.add_argument("--impl", choices=GPU_IMPLS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.device = _resolve_device(args.device)
     gpu = args.device.startswith("cuda")
-    args.batch = args.batch or (64 if gpu else 8)
+    args.batch = args.batch or (128 if gpu else 8)
+    impls = GPU_IMPLS if gpu else IMPLS
     args.steps = args.steps or (20 if gpu else 5)
     args.micro_steps = args.micro_steps or (100 if gpu else 20)
     detach = not args.bptt
@@ -166,7 +183,7 @@ def main() -> None:
         print(json.dumps(_worker_micro(args.impl, args.device, args.micro_steps, args.warmup, detach)))
         return
     if args.worker == "model":
-        print(json.dumps(_worker_model(args.impl, args.device, args.steps, args.warmup, args.batch, detach)))
+        print(json.dumps(_worker_model(args.impl, args.device, args.steps, args.warmup, args.batch, detach, args.amp)))
         return
 
     import torch
@@ -175,6 +192,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, device {args.device} ({dev_name}), threads {torch.get_num_threads()}, "
         f"model membrane {'BPTT' if args.bptt else 'detached (reference)'}"
+        f"{', bf16 autocast' if gpu and args.amp else ', float32'}"
         f"{', glibc malloc thresholds raised' if args.tuned_malloc else ''}\n"
     )
     mem = "peak GPU MiB" if gpu else "max RSS MiB"
@@ -182,9 +200,9 @@ def main() -> None:
     if not args.skip_micro:
         shape = "x".join(map(str, MICRO_SHAPE))
         for bptt in (False, True):
-            r = {impl: _spawn("micro", impl, args, bptt) for impl in IMPLS}
+            r = {impl: _spawn("micro", impl, args, bptt) for impl in impls}
             label = f"LIF fwd+bwd [{shape}], {'BPTT' if bptt else 'detached V'}"
-            for impl in IMPLS:
+            for impl in impls:
                 rows.append(
                     f"| {label} | {impl} | {r[impl]['ms']:.1f} ms (min {r[impl]['ms_min']:.1f}) | – "
                     f"| {r[impl]['peak_mib']:.0f} |"
@@ -194,9 +212,9 @@ def main() -> None:
                 f"| {r['fused']['peak_mib'] / r['loop']['peak_mib']:.2f}x memory |"
             )
     if not args.skip_model:
-        r = {impl: _spawn("model", impl, args, args.bptt) for impl in IMPLS}
-        label = f"S-CMRL C=256 128x128 T=4, batch {args.batch}, fwd+loss+bwd"
-        for impl in IMPLS:
+        r = {impl: _spawn("model", impl, args, args.bptt) for impl in impls}
+        label = f"S-CMRL C=256 128x128 T=4, batch {args.batch}, training step"
+        for impl in impls:
             rows.append(
                 f"| {label} | {impl} | {r[impl]['ms']:.0f} ms/step | {r[impl]['samples_s']:.1f} "
                 f"| {r[impl]['peak_mib']:.0f} |"

@@ -19,7 +19,8 @@ Two implementations with bit-identical spikes and gradients equal up to float ro
   spikes are ``H >= threshold``) and builds no per-step autograd graph; backward is a hand-written
   vectorised pass (detached membrane) or a reverse recurrence of one fused op per step (gradient
   through time).  Without autograd (inference) the membrane buffer itself becomes the output.
-  This is what the models use by default.
+  This is what the models use by default.  On CUDA, where Triton is installed, the same Function is
+  two Triton kernels (:mod:`scmrl.lif_triton`) that walk the T steps of each neuron in registers.
 
 On CPU the cost of both is dominated by memory traffic (and, for tensors above glibc's 32 MiB
 mmap threshold, by page faults on every fresh allocation); ``benchmarks/lif_bench.py`` measures it.
@@ -32,6 +33,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from scmrl import lif_triton
 
 __all__ = ["LIF", "LIFSpec", "lif_fused", "lif_loop", "LIF_IMPLS"]
 
@@ -134,6 +137,8 @@ def lif_fused(
     detach_membrane: bool = True,
 ) -> Tensor:
     """LIF over ``x[T, ...]`` as one autograd Function (same values and gradients as :func:`lif_loop`)."""
+    if lif_triton.available(x):
+        return lif_triton.lif_triton(x, float(tau), float(v_threshold), float(surrogate_alpha), bool(detach_membrane))
     if not (x.requires_grad and torch.is_grad_enabled()):
         # inference: nothing to save, so the membrane buffer is turned into the output in place
         return _membrane(x, float(tau), float(v_threshold)).ge_(float(v_threshold))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# What a session lent a GPU runs (via the device tool), in one go: the CUDA tests, both benchmarks on
+# the GPU, and short real runs of scmrl-train on CUDA (single process, bf16) and under torchrun (NCCL).
+# The GPU image has torch and Triton but not webdataset: pass wheels in .whl/ (see BENCHMARKS.md).
+# Results go to $OUT (or ./gpu-results).
+set -uo pipefail
+OUT=${OUT:-gpu-results}; mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1 AVDATA_NO_PROGRESS=1 MPLBACKEND=Agg
+step() { echo; echo "=== $* ==="; }
+step environment
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+step "CUDA tests"
+python3 -m pytest -q -p no:cacheprovider tests/test_lif_triton.py tests/test_lif.py tests/test_models.py tests/test_attention.py 2>&1 | tee "$OUT/tests.txt" | tail -5
+step "LIF + training-step benchmark"
+python3 benchmarks/lif_bench.py --device cuda ${LIF_BENCH_ARGS:-} 2>&1 | tee "$OUT/lif_bench.txt"
+step "input pipeline benchmark"
+python3 benchmarks/input_pipeline.py --device cuda --model-batch 128 ${PIPE_ARGS:-} 2>&1 | tee "$OUT/input_pipeline.txt"
+step "scmrl-train on CUDA (synthetic task)"
+python3 -c "from scmrl.synthetic import make_synthetic_av_shards as m; m('/tmp/syn', n_train=512, n_val=128, n_test=128)"
+python3 -m cli.train_app --shards /tmp/syn --out /tmp/run1 --device cuda --epochs 6 --batch-size 32 \
+  --embed-dim 64 --heads 4 --image-size 64 --lr 2e-3 --warmup-epochs 1 2>&1 | tee "$OUT/train_cuda.txt" | tail -25
+step "torchrun, 1 process, NCCL"
+torchrun --standalone --nproc_per_node 1 -m cli.train_app_module --shards /tmp/syn --out /tmp/run2 --device cuda \
+  --epochs 2 --batch-size 32 --embed-dim 64 --heads 4 --image-size 64 2>&1 | tee "$OUT/train_torchrun.txt" | tail -12
