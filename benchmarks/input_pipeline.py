@@ -87,8 +87,9 @@ def bench_model(device: torch.device, batch: int, steps: int, warmup: int) -> fl
     cfg = ModelConfig(num_classes=6)  # the reference CREMA-D S-CMRL: C=256, 16 heads, 128 x 128, T=4
     model = build_model(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=6.25e-4, eps=1e-8, weight_decay=1e-4)
-    a = torch.randn(cfg.time_steps, batch, 1, 128, 128, device=device)
-    v = torch.randn(cfg.time_steps, batch, 3, 128, 128, device=device)
+    # static inputs repeated over T, as the device transforms hand them to the model (expanded views)
+    a = torch.randn(batch, 1, 128, 128, device=device).expand(cfg.time_steps, -1, -1, -1, -1)
+    v = torch.randn(batch, 3, 128, 128, device=device).expand(cfg.time_steps, -1, -1, -1, -1)
     y = torch.randint(0, 6, (batch,), device=device)
     for i in range(warmup + steps):
         if i == warmup:

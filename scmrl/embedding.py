@@ -1,11 +1,13 @@
 """Spiking patch embedding (SPS) turning ``[T, B, C_in, H, W]`` frames into tokens ``[T, B, C, N]``.
 
 Convolutions, batch norm and pooling run on ``[T*B, ...]`` (time folded into batch, one big conv
-instead of T small ones); only the LIF neurons see the time axis.
+instead of T small ones); only the LIF neurons see the time axis.  A static input repeated over T
+(an expanded view) goes through the first convolution once, not T times.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .lif import LIFSpec
@@ -59,13 +61,28 @@ class SpikingPatchEmbed(nn.Module):
         self.stages = nn.ModuleList(_ConvBNLIF2d(chans[i], chans[i + 1], lif, pool=True) for i in range(depth))
         self.rpe = _ConvBNLIF2d(embed_dim, embed_dim, lif, pool=False)
 
+    #: Activation layout: channels-last (NHWC, what cuDNN's convolutions, batch norm and pooling are
+    #: fastest in) or the default; ``None`` picks channels-last on CUDA.  Values are the same either way.
+    channels_last: bool | None = None
+
     def forward(self, x: Tensor) -> Tensor:
         """``x [T, B, C_in, H, W]`` -> spike-count tokens ``[T, B, C, N]`` (values in {0, 1, 2})."""
         if x.dim() != 5:
             raise ValueError(f"expected [T, B, C, H, W], got shape {tuple(x.shape)}")
         steps, batch = x.shape[:2]
-        y = x.flatten(0, 1)
-        for stage in self.stages:
+        nhwc = self.channels_last if self.channels_last is not None else x.is_cuda
+        layout = torch.channels_last if nhwc else torch.contiguous_format
+        stages = list(self.stages)
+        if steps > 1 and x.stride(0) == 0:
+            # The same image at every step (direct encoding, expanded over T): the first convolution and
+            # its batch norm see each image once instead of T times (same batch statistics, the largest
+            # activation of the network cut by T) and the LIF neurons read the result at every step.
+            first = stages.pop(0)
+            y = first.bn(first.conv(x[0].contiguous(memory_format=layout)))
+            y = first.pool(first.lif(y.expand(steps, *y.shape)).flatten(0, 1))
+        else:
+            y = x.flatten(0, 1).contiguous(memory_format=layout)
+        for stage in stages:
             y = stage(y, steps)
         y = y + self.rpe(y, steps)
         return y.reshape(steps, batch, self.embed_dim, -1)

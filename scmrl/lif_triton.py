@@ -50,7 +50,7 @@ if _HAVE_TRITON:
 
     @triton.jit
     def _lif_fwd_kernel(
-        x_ptr, s_ptr, h_ptr, n, steps, tau, decay, v_th, SAVE_H: tl.constexpr, BLOCK: tl.constexpr
+        x_ptr, s_ptr, h_ptr, n, x_step, steps, tau, decay, v_th, SAVE_H: tl.constexpr, BLOCK: tl.constexpr
     ):
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -58,7 +58,8 @@ if _HAVE_TRITON:
         v = tl.zeros([BLOCK], dtype=tl.float32)
         for t in range(steps):
             idx = t * n + offs
-            x = tl.load(x_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+            # x_step = n, or 0 for an input repeated over T (a static image expanded, read once per step)
+            x = tl.load(x_ptr + (t * x_step + offs), mask=mask, other=0.0).to(tl.float32)
             h = x / tau + decay * v
             fire = h >= v_th
             tl.store(s_ptr + idx, fire.to(s_ptr.dtype.element_ty), mask=mask)
@@ -91,18 +92,47 @@ def _grid(n: int) -> tuple[int]:
     return (triton.cdiv(n, _BLOCK),)
 
 
-def _forward(x: Tensor, tau: float, v_threshold: float, save_h: bool) -> tuple[Tensor, Tensor | None]:
-    x = x.contiguous()
+def _dense_order(step: Tensor) -> list[int]:
+    """The dim order in which one time step's tensor is contiguous (e.g. NHWC for a channels_last
+    activation), so the kernels work on its memory as is and the outputs keep its layout."""
+    order = sorted(range(step.dim()), key=lambda i: (-step.stride(i), i))
+    return order if step.permute(order).is_contiguous() else []
+
+
+def _to_dense(x: Tensor) -> tuple[Tensor, int, list[int]]:
+    """(x with one step's dims permuted to a contiguous order, its time stride (n, or 0 for an input
+    expanded over T), that order); the input is copied only when no such view exists."""
     steps = x.shape[0]
-    n = x.numel() // max(steps, 1)
-    spikes = torch.empty_like(x)
-    h = torch.empty_like(x) if save_h else None
-    if x.numel():
+    order = _dense_order(x[0]) if steps else []
+    if order:
+        xp = x.permute(0, *[1 + i for i in order])
+        n = xp[0].numel()
+        if steps == 1 or xp.stride(0) in (0, n):
+            return xp, (xp.stride(0) if steps > 1 else n), order
+    x = x.contiguous()
+    return x, x[0].numel() if steps else 0, list(range(x.dim() - 1))
+
+
+def _restore(t: Tensor, order: list[int]) -> Tensor:
+    """Undo the permutation of :func:`_to_dense` (a view)."""
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return t.permute(0, *[1 + i for i in inverse])
+
+
+def _forward(x: Tensor, tau: float, v_threshold: float, save_h: bool) -> tuple[Tensor, Tensor | None, list[int]]:
+    """(spikes, pre-spike membrane H or None) in the permuted dense layout, and the permutation."""
+    xp, x_step, order = _to_dense(x)
+    steps = xp.shape[0]
+    shape = (steps, *xp.shape[1:])
+    spikes = torch.empty(shape, dtype=x.dtype, device=x.device)
+    h = torch.empty(shape, dtype=x.dtype, device=x.device) if save_h else None
+    n = spikes[0].numel() if steps else 0
+    if spikes.numel():
         _lif_fwd_kernel[_grid(n)](
-            x, spikes, h if h is not None else spikes, n, steps, tau, 1.0 - 1.0 / tau, v_threshold,
+            xp, spikes, h if h is not None else spikes, n, x_step, steps, tau, 1.0 - 1.0 / tau, v_threshold,
             SAVE_H=save_h, BLOCK=_BLOCK,
         )
-    return spikes, h
+    return spikes, h, order
 
 
 class _LIFTriton(torch.autograd.Function):
@@ -110,10 +140,11 @@ class _LIFTriton(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, x: Tensor, tau: float, v_threshold: float, alpha: float, detach_membrane: bool
     ) -> Tensor:
-        spikes, h = _forward(x, tau, v_threshold, save_h=True)
+        spikes, h, order = _forward(x, tau, v_threshold, save_h=True)
         ctx.save_for_backward(h)
         ctx.cfg = (tau, v_threshold, alpha, detach_membrane)
-        return spikes
+        ctx.order = order
+        return _restore(spikes, order)
 
     @staticmethod
     def backward(ctx: Any, grad_s: Tensor) -> tuple[Tensor | None, None, None, None, None]:  # type: ignore[override]
@@ -121,7 +152,7 @@ class _LIFTriton(torch.autograd.Function):
             return None, None, None, None, None
         (h,) = ctx.saved_tensors
         tau, v_threshold, alpha, detach_membrane = ctx.cfg
-        grad_s = grad_s.contiguous()
+        grad_s = grad_s.permute(0, *[1 + i for i in ctx.order]).contiguous()  # H's layout
         dx = torch.empty_like(h)
         steps = h.shape[0]
         n = h.numel() // max(steps, 1)
@@ -130,7 +161,7 @@ class _LIFTriton(torch.autograd.Function):
                 grad_s, h, dx, n, steps, 1.0 / tau, 1.0 - 1.0 / tau, v_threshold, alpha,
                 THROUGH_TIME=not detach_membrane, BLOCK=_BLOCK,
             )
-        return dx, None, None, None, None
+        return _restore(dx, ctx.order), None, None, None, None
 
 
 def lif_triton(
@@ -138,5 +169,6 @@ def lif_triton(
 ) -> Tensor:
     """LIF over ``x[T, ...]`` with the Triton kernels; call only where :func:`available` is true."""
     if not (x.requires_grad and torch.is_grad_enabled()):
-        return _forward(x, tau, v_threshold, save_h=False)[0]
+        spikes, _, order = _forward(x, tau, v_threshold, save_h=False)
+        return _restore(spikes, order)
     return _LIFTriton.apply(x, tau, v_threshold, surrogate_alpha, detach_membrane)

@@ -67,3 +67,34 @@ def test_triton_bfloat16_spikes_exact_gradient_close() -> None:
 def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCMRL_LIF_TRITON", "0")
     assert not lif_triton.available(torch.empty(1, device=DEVICE))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "expanded", "transposed"])
+def test_triton_keeps_layout_of_strided_inputs(layout: str) -> None:
+    """Channels-last activations are used in place (spikes keep the layout); an input expanded over T
+    (a static image repeated) is read without a copy; any other stride falls back to a copy."""
+    gen = torch.Generator().manual_seed(7)
+    base = torch.randn(12, 5, 6, 7, generator=gen) + 0.7  # [T*B, C, H, W], T=3, B=4
+    if layout == "channels_last":
+        x = base.to(DEVICE).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 4))
+    elif layout == "expanded":
+        x = base[:4].to(DEVICE).expand(3, 4, 5, 6, 7)
+    else:
+        x = base.to(DEVICE).unflatten(0, (3, 4)).transpose(3, 4)
+    grad = torch.randn(x.shape, generator=gen).to(DEVICE)
+    if layout == "expanded":  # the expand must be part of the graph (clone would make x dense)
+        leaf = base[:4].to(DEVICE).requires_grad_(True)
+        s_tri = lif_triton.lif_triton(leaf.expand(3, 4, 5, 6, 7), 2.0, 1.0, 4.0, True)
+        (g_tri,) = torch.autograd.grad(s_tri, leaf, grad)
+        s_ref, g_ref = _run(lambda y, **kw: lif_loop(y.expand(3, 4, 5, 6, 7), **kw), base[:4].to(DEVICE), grad)
+        assert torch.equal(s_ref, s_tri)
+        torch.testing.assert_close(g_tri, g_ref, rtol=1e-5, atol=1e-6)
+        assert lif_triton._to_dense(leaf.expand(3, 4, 5, 6, 7))[1] == 0  # read in place, time stride 0
+    for detach in (True, False):
+        s_ref, g_ref = _run(lif_loop, x, grad, detach_membrane=detach)
+        s_tri, g_tri = _run(lif_triton.lif_triton, x, grad, tau=2.0, v_threshold=1.0, surrogate_alpha=4.0,
+                            detach_membrane=detach)
+        assert torch.equal(s_ref, s_tri)
+        torch.testing.assert_close(g_tri, g_ref, rtol=1e-5, atol=1e-6)
+        if layout == "channels_last":
+            assert s_tri.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)

@@ -232,3 +232,34 @@ def test_reference_parameter_count() -> None:
     # two SPS (~0.98M each), two MLP blocks (~0.53M each), two cross-modal blocks (~0.59M each)
     assert 4.0e6 < sizes["scmrl"] < 4.5e6
     assert sizes["audio-only"] < sizes["concat"] < sizes["scmrl"]
+
+
+@pytest.mark.parametrize("impl", ["fused", "loop"])
+def test_embedding_shortcuts_keep_values(impl: str) -> None:
+    """A static input expanded over T (first stage run once) and the channels-last layout give the
+    same tokens and the same gradients as the plain path on a dense copy."""
+    import copy
+
+    from scmrl.embedding import SPS
+    from scmrl.lif import LIFSpec
+
+    torch.manual_seed(0)
+    plain = SPS(3, 32, LIFSpec(impl=impl)).train()
+    plain.channels_last = False
+    img = torch.randn(3, 3, 32, 32) * 2
+    results = []
+    for variant in ("dense", "expanded", "expanded+nhwc"):
+        emb = copy.deepcopy(plain)
+        emb.channels_last = variant.endswith("nhwc")
+        leaf = img.clone().requires_grad_(True)
+        x = leaf.unsqueeze(0).expand(4, -1, -1, -1, -1)
+        tokens = emb(x.contiguous() if variant == "dense" else x)
+        (tokens * torch.linspace(-1, 1, tokens.shape[-1])).sum().backward()
+        results.append((tokens.detach(), leaf.grad, emb.stages[0].conv.weight.grad, emb.stages[0].bn.running_mean))
+    (t0, g0, w0, m0), *others = results
+    assert t0.shape == (4, 3, 32, 4) and 0.05 < t0.mean().item() < 0.9
+    for t, g, w, m in others:
+        assert torch.equal(t, t0)
+        torch.testing.assert_close(g, g0, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(w, w0, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(m, m0)
