@@ -9,8 +9,8 @@ Where shards come from (`open_shards(spec)`):
   for those files are used; otherwise the classes must be given and a manifest is built by scanning the
   tar headers (sample counts) and the first sample (field names and shapes).
 
-How tar files are read: with webdataset's tar iterator and key grouping
-(`webdataset.tariterators.tar_file_iterator` + `group_by_keys`) over a stream this module opens itself,
+How tar files are read: with :func:`scmrl.tar_reader.iter_tar_files` (one copy per member) and
+webdataset's key grouping (`webdataset.tariterators.group_by_keys`) over a stream this module opens itself,
 so that opening a shard is retried with back-off and a failure names the shard URL
 (:class:`ShardReadError`, which tells the user to rerun with `--resume`). A stream that breaks in the
 middle of a shard is reopened and the samples already delivered are skipped, so no sample is repeated.
@@ -79,6 +79,8 @@ from webdataset.tariterators import group_by_keys
 from avdata.errors import AvdataError
 from avdata.location import ShardsLocation, is_url, open_location
 from avdata.manifest import MANIFEST_NAME, load_manifest
+
+from .tar_reader import iter_tar_files
 
 log = logging.getLogger("scmrl.data")
 
@@ -315,21 +317,6 @@ def open_shards(spec: str | Path | Sequence[str | Path], classes: Sequence[str] 
 
 
 # ----------------------------------------------------------------------------------------- per sample
-
-TAR_READ_BUFFER = 1 << 16  # tarfile's stream default (10 KiB) costs twice the time per sample
-
-
-def iter_tar_files(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
-    """The regular files of a tar stream as ``{"fname", "data"}`` (what webdataset's ``group_by_keys``
-    takes), read with a larger buffer than webdataset's own iterator; ``__meta__`` entries skipped."""
-    tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=TAR_READ_BUFFER)
-    for info in tar:
-        if info.isreg() and not info.name.startswith("__"):
-            member = tar.extractfile(info)
-            assert member is not None
-            yield {"fname": info.name, "data": member.read()}
-        tar.members = []  # streaming: keep no index of the members already read
-
 
 def seeded_rng(*parts: Any) -> random.Random:
     """A random.Random seeded from the parts (stable across processes and Python runs)."""

@@ -1,0 +1,113 @@
+"""Stream the regular files of an uncompressed tar (a WebDataset shard) with one copy per file.
+
+The training input pipeline reads about 1 MB per CREMA-D sample; Python's ``tarfile`` in stream mode
+copies each member three times (chunked reads, a join, a slice) and parses every header field, which
+cost more than everything else the pipeline does per sample.  This reader parses only what a shard
+needs (name, size, type; ustar prefix, GNU long names and pax ``path``/``size`` records, so shards from
+other tar writers read too), checks each header's checksum, and reads each member straight into its
+own ``bytearray`` (writable, so numpy views over it need no copy).
+
+A stream that ends inside a member or before the end-of-archive blocks raises ``tarfile.ReadError``
+naming what was cut short; the shard reader turns that into a retry and then a clear error.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from typing import IO, Any, Iterator
+
+__all__ = ["iter_tar_files"]
+
+BLOCK = 512
+_REGULAR = (b"0", b"\0", b"7")
+
+
+def _read_exact(stream: IO[bytes], size: int, what: str) -> bytearray:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    readinto = getattr(stream, "readinto", None)
+    while got < size:
+        if readinto is not None:
+            n = readinto(view[got:])
+        else:
+            chunk = stream.read(size - got)
+            n = len(chunk)
+            view[got:got + n] = chunk
+        if not n:
+            raise tarfile.ReadError(f"unexpected end of data in {what} ({got} of {size} bytes)")
+        got += n
+    return buf
+
+
+def _skip(stream: IO[bytes], size: int, what: str) -> None:
+    while size > 0:
+        chunk = stream.read(min(size, 1 << 20))
+        if not chunk:
+            raise tarfile.ReadError(f"unexpected end of data in {what}")
+        size -= len(chunk)
+
+
+def _text(field: bytes | bytearray) -> str:
+    return bytes(field).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _number(field: bytes | bytearray) -> int:
+    if field[0] & 0x80:  # GNU base-256 for sizes of 8 GiB and more
+        value = field[0] & 0x7F
+        for byte in field[1:]:
+            value = (value << 8) | byte
+        return value
+    text = bytes(field).split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _pax_records(data: bytearray) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        key, _, value = bytes(data[space + 1:pos + length - 1]).partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def iter_tar_files(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """The regular files of a tar stream in order, as ``{"fname": name, "data": bytearray}`` (what
+    webdataset's ``group_by_keys`` takes); directories, links and ``__meta__`` files are skipped."""
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+    index = 0
+    while True:
+        header = _read_exact(stream, BLOCK, f"the header of member {index}")
+        if not any(header):
+            return  # end-of-archive block (a second one may follow; nothing after it is read)
+        stored = _number(header[148:156])
+        if stored != sum(header) - sum(header[148:156]) + 8 * 32:
+            raise tarfile.ReadError(f"bad header checksum at member {index}: not a tar file, or a damaged one")
+        kind = bytes(header[156:157])
+        name = _text(header[0:100])
+        if header[257:262] == b"ustar" and header[345]:
+            name = f"{_text(header[345:500])}/{name}"
+        size = _number(header[124:136])
+        if kind in (b"L", b"x", b"g"):  # metadata for the next member (GNU long name, pax) or global pax
+            data = _read_exact(stream, size, f"the extended header of member {index}")
+            _skip(stream, -size % BLOCK, f"the extended header of member {index}")
+            if kind == b"L":
+                long_name = _text(data)
+            elif kind == b"x":
+                pax = _pax_records(data)
+            continue
+        name = pax.get("path", long_name or name)
+        size = int(pax.get("size", size))
+        long_name, pax = None, {}
+        index += 1
+        if kind in _REGULAR:
+            data = _read_exact(stream, size, name)
+            _skip(stream, -size % BLOCK, name)
+            if not name.startswith("__"):
+                yield {"fname": name, "data": data}
+        else:
+            _skip(stream, size + (-size % BLOCK), name)

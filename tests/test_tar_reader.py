@@ -1,0 +1,91 @@
+"""The shard tar reader against Python's tarfile: same members and bytes, for our shards and for tars
+written in the GNU and pax formats (long names, directories, links); damage raises tarfile.ReadError."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avdata.shards import ShardWriter
+from scmrl.tar_reader import iter_tar_files
+
+
+def _tarfile_members(data: bytes) -> list[tuple[str, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isreg() and not m.name.startswith("__")]
+
+
+def _ours(data: bytes) -> list[tuple[str, bytes]]:
+    return [(f["fname"], bytes(f["data"])) for f in iter_tar_files(io.BytesIO(data))]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_same_members_as_tarfile(fmt: int) -> None:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        def add(name: str, payload: bytes, kind: bytes = tarfile.REGTYPE) -> None:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.size = len(payload) if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(payload) if kind == tarfile.REGTYPE else None)
+
+        add("dir", b"", tarfile.DIRTYPE)
+        add("a.cls", b"3")
+        add("a.npy", rng.bytes(512 * 3))  # exactly whole blocks: no padding
+        add("b.cls", b"")  # empty member
+        add("__meta__.json", b"{}")
+        add("x" * 60 + "/" + "y" * 70 + ".frames.npy", rng.bytes(1000))  # ustar prefix or long name
+        if fmt != tarfile.USTAR_FORMAT:
+            add("z" * 130 + ".spec.npy", rng.bytes(777))  # needs a GNU long name or a pax path
+            add("ünïcode-clip.json", "{\"é\": 1}".encode())
+        info = tarfile.TarInfo("link")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "a.cls"
+        tar.addfile(info)
+    data = buf.getvalue()
+    ours = _ours(data)
+    assert ours == _tarfile_members(data)
+    assert [n for n, _ in ours][:3] == ["a.cls", "a.npy", "b.cls"] and len(ours) == (4 if fmt == tarfile.USTAR_FORMAT else 6)
+
+
+def test_reads_shard_writer_output(tmp_path: Path) -> None:
+    path = tmp_path / "train-000000.tar"
+    with ShardWriter(path) as writer:
+        for i in range(1, 6):
+            writer.write(f"clip{i}", {"cls": b"1", "spec.npy": np.arange(i * 100, dtype=np.float32).tobytes()})
+        writer.close()
+    data = path.read_bytes()
+    ours = _ours(data)
+    assert ours == _tarfile_members(data)
+    assert len(ours) == 10 and isinstance(next(iter_tar_files(io.BytesIO(data)))["data"], bytearray)
+
+
+def _sample_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, size in (("a.cls", 1), ("a.npy", 3000), ("b.cls", 1)):
+            info = tarfile.TarInfo(name)
+            info.size = size
+            tar.addfile(info, io.BytesIO(b"7" * size))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("cut", [100, 512 + 1, 1024 + 2000, 1024 + 3072 + 512 + 10])
+def test_truncated_stream_raises(cut: int) -> None:
+    data = _sample_tar()[:cut]
+    with pytest.raises(tarfile.ReadError, match="unexpected end of data"):
+        list(iter_tar_files(io.BytesIO(data)))
+
+
+def test_damaged_header_raises() -> None:
+    data = bytearray(_sample_tar())
+    data[1024 + 512 + 3072 + 10] ^= 0xFF  # a byte of b.cls's header (after a.cls and a.npy)
+    with pytest.raises(tarfile.ReadError, match="checksum at member 2"):
+        list(iter_tar_files(io.BytesIO(bytes(data))))
+    with pytest.raises(tarfile.ReadError, match="not a tar"):
+        list(iter_tar_files(io.BytesIO(b"<html>not found</html>" + bytes(600))))
