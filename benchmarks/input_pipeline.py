@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from scmrl.config import ModelConfig  # noqa: E402
-from scmrl.data import StreamConfig, make_loader, open_shards  # noqa: E402
+from scmrl.data import StreamConfig, collate, make_loader, open_shards  # noqa: E402
 from scmrl.distributed import resolve_device  # noqa: E402
 from scmrl.evaluate import autocast_for  # noqa: E402
 from scmrl.losses import compute_loss  # noqa: E402
@@ -64,6 +64,26 @@ def bench_pipeline(shards: Path, workers: int, batch: int, epochs: int) -> tuple
             total += n
             seconds += time.perf_counter() - t0
     return total / seconds, total
+
+
+def bench_in_process(shards: Path, batch: int) -> float:
+    """Samples/s of the same work in this process with no DataLoader (what one worker could do alone)."""
+    src = open_shards(shards)
+    cfg = StreamConfig(kind="static", image_size=128, time_steps=4, seed=42, train=True, shuffle_buffer=1000)
+    _, ds = make_loader(src, "train", cfg, batch, 0)
+    rate = 0.0
+    for epoch in (1, 2):  # the first pass warms the page cache
+        ds.set_epoch(epoch)
+        t0 = time.perf_counter()
+        held, n = [], 0
+        for sample in ds.iter_slot():
+            held.append(sample)
+            n += 1
+            if len(held) == batch:
+                collate(held)
+                held = []
+        rate = n / (time.perf_counter() - t0)
+    return rate
 
 
 def bench_transforms(device: torch.device, batch: int, steps: int) -> float:
@@ -114,6 +134,7 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (transforms and model)")
     p.add_argument("--model-batch", type=int, default=None, help="model batch [default: 128 on CUDA, 8 on CPU]")
     p.add_argument("--model-steps", type=int, default=None, help="timed model steps [default: 20 CUDA, 3 CPU]")
+    p.add_argument("--skip-model", action="store_true", help="measure the input pipeline only")
     p.add_argument("--dir", type=Path, default=None, help="where to write the shards (default: a temp folder)")
     args = p.parse_args()
 
@@ -132,9 +153,13 @@ def main() -> None:
         pipe, n = bench_pipeline(shards, args.workers, args.batch, args.epochs)
         print(f"(1) input pipeline, {args.workers} workers, batch {args.batch}: {pipe:.0f} samples/s "
               f"({n} samples timed, {os.cpu_count()} CPU cores)", flush=True)
+        alone = bench_in_process(shards, args.batch)
+        print(f"    the same work in one process without a DataLoader: {alone:.0f} samples/s", flush=True)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
+    if args.skip_model:
+        return
     tf = bench_transforms(device, args.batch, 10 if cuda else 3)
     print(f"(2) device transforms on {device}, batch {args.batch}: {tf:.0f} samples/s", flush=True)
     model = bench_model(device, model_batch, model_steps, 3 if cuda else 1)

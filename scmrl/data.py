@@ -66,7 +66,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -80,7 +80,7 @@ from avdata.errors import AvdataError
 from avdata.location import ShardsLocation, is_url, open_location
 from avdata.manifest import MANIFEST_NAME, load_manifest
 
-from .tar_reader import iter_tar_files
+from .tar_reader import MemberSlice, iter_tar_files
 
 log = logging.getLogger("scmrl.data")
 
@@ -325,15 +325,50 @@ def seeded_rng(*parts: Any) -> random.Random:
 
 def decode_npy_view(data: bytes | memoryview) -> np.ndarray:
     """A read-only, zero-copy array over .npy bytes (only the picked frame gets copied later)."""
+    shape, fortran, dtype, offset = _npy_header(bytes(data[:4096]) if isinstance(data, memoryview) else data)
+    count = int(np.prod(shape)) if shape else 1
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+_NPY_HEADER_RE = re.compile(
+    rb"^\x93NUMPY\x01\x00(..)\{'descr': '([<>|=]?[a-zA-Z]\d*)', 'fortran_order': (True|False), "
+    rb"'shape': \(([\d, ]*)\), \}", re.S)
+
+
+def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, offset of the array data) of .npy bytes (at least the header).
+
+    The header numpy writes is matched directly (numpy's own parser evaluates it as Python source,
+    a quarter of the per-sample time of the input pipeline); anything else goes to numpy."""
+    m = _NPY_HEADER_RE.match(data)
+    if m:
+        shape = tuple(int(d) for d in m.group(4).split(b",") if d.strip())
+        offset = 10 + int.from_bytes(m.group(1), "little")
+        return shape, m.group(3) == b"True", np.dtype(m.group(2).decode()), offset
     bio = io.BytesIO(data)
     version = np.lib.format.read_magic(bio)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(bio)
-    else:
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(bio)
-    count = int(np.prod(shape)) if shape else 1
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=bio.tell())
-    return arr.reshape(shape, order="F" if fortran else "C")
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(bio)
+    return shape, fortran, dtype, bio.tell()
+
+
+def frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], np.ndarray]]:
+    """(K, frame(i) -> [H, W, 3]) of a ``frames.npy`` field ([K, H, W, 3], or one [H, W, 3] frame).
+    For a member left in the file only the frames asked for are read (a third of the bytes for K=3)."""
+    if isinstance(field, MemberSlice):
+        head = field.read(0, min(field.size, 4096))
+        shape, fortran, dtype, offset = _npy_header(head)
+        if not fortran and len(shape) == 4:
+            step = int(np.prod(shape[1:])) * dtype.itemsize
+            if offset + shape[0] * step != field.size:
+                raise ValueError(f"{field.name}: {field.size} bytes do not hold an array of shape {shape}")
+            return shape[0], lambda i: np.frombuffer(field.read(offset + i * step, step), dtype).reshape(shape[1:])
+        field = field.read()
+    frames = decode_npy_view(field)
+    if frames.ndim == 3:
+        frames = frames[None]
+    return frames.shape[0], frames.__getitem__
 
 
 def center_square(img: np.ndarray, side: int) -> np.ndarray:
@@ -411,15 +446,21 @@ class ShardStream(IterableDataset):
         self.source, self.split, self.cfg = source, split, cfg
         self.entries = source.shards(split)
         self.rank, self.world = rank, world
-        self.epoch = 0
+        # in shared memory: persistent DataLoader workers (forked once) see each new epoch
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         if cfg.kind == "events":
             self.bins = event_bins(source.manifest)
             if self.bins % cfg.time_steps:
                 raise AvdataError(f"the shards hold {self.bins} time bins; --time-steps must divide it "
                                   f"(got {cfg.time_steps})")
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """Call before iterating the loader for an epoch (shuffling and frame choice depend on it)."""
+        self._epoch[0] = epoch
 
     def _order(self) -> list[int]:
         order = list(range(len(self.entries)))
@@ -482,7 +523,7 @@ class ShardStream(IterableDataset):
             try:
                 stream = self.source.open(entry)
                 try:
-                    files = ({**f, "__url__": url} for f in iter_tar_files(stream))
+                    files = ({**f, "__url__": url} for f in iter_tar_files(stream, lazy=self._lazy))
                     for sample in group_by_keys(files):
                         seen += 1
                         if seen > done:
@@ -501,6 +542,10 @@ class ShardStream(IterableDataset):
                 log.warning("shard %s: %s; retrying in %.1f s", url, _short(exc), delay)
                 time.sleep(delay)
 
+    def _lazy(self, name: str) -> bool:
+        """Members read on demand (local shards): the stored frames, of which one (or T) is used."""
+        return self.cfg.kind == "static" and name.endswith(".frames.npy")
+
     def _convert(self, sample: dict[str, Any]) -> tuple:
         key = sample["__key__"]
         try:
@@ -515,16 +560,14 @@ class ShardStream(IterableDataset):
                     audio = audio.reshape(t, g, *audio.shape[1:]).sum(1)
                 out: tuple = (torch.from_numpy(audio), torch.from_numpy(visual), label)
             else:
-                frames = decode_npy_view(sample["frames.npy"])
-                if frames.ndim == 3:
-                    frames = frames[None]
+                count, frame = frame_reader(sample["frames.npy"])
                 per_step = self.cfg.time_steps if self.cfg.frames_per_step else None
-                idx = choose_frames(frames.shape[0], key, self.cfg.seed, self.epoch, self.cfg.train, per_step)
+                idx = choose_frames(count, key, self.cfg.seed, self.epoch, self.cfg.train, per_step)
                 side = self.cfg.frame_side
                 if per_step is None:
-                    visual = center_square(frames[idx[0]], side)  # [side, side, 3]
+                    visual = center_square(frame(idx[0]), side)  # [side, side, 3]
                 else:
-                    visual = np.stack([center_square(frames[i], side) for i in idx])  # [T, side, side, 3]
+                    visual = np.stack([center_square(frame(i), side) for i in idx])  # [T, side, side, 3]
                 spec = decode_npy_view(sample["spec.npy"])
                 s = self.cfg.image_size
                 spec = cv2.resize(np.ascontiguousarray(spec, dtype=np.float32), (s, s), interpolation=cv2.INTER_LINEAR)
@@ -633,13 +676,13 @@ def _cat(batches: list[tuple]) -> tuple:
 def make_loader(source: ShardSource, split: str, cfg: StreamConfig, batch_size: int, workers: int = 0,
                 rank: int = 0, world: int = 1, pin_memory: bool = False) -> tuple[Iterable, ShardStream]:
     """Batches of one split for this rank, and the stream (call `stream.set_epoch(e)` before each epoch;
-    workers are not persistent, so the epoch reaches them).
+    the workers are started once and read the epoch from shared memory).
 
     Training (`cfg.train`): only full batches; the rank's remainder (< batch_size) is dropped.
     Evaluation: every sample, the last batches of each worker possibly smaller."""
     ds = ShardStream(source, split, cfg, rank, world)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate, drop_last=False,
                         pin_memory=pin_memory, worker_init_fn=_worker_init if workers else None,
-                        prefetch_factor=4 if workers else None, persistent_workers=False,
+                        prefetch_factor=4 if workers else None, persistent_workers=workers > 0,
                         generator=torch.Generator().manual_seed(cfg.seed))
     return (FullBatches(loader, batch_size) if cfg.train else CheckedBatches(loader)), ds

@@ -5,7 +5,7 @@ copies each member three times (chunked reads, a join, a slice) and parses every
 cost more than everything else the pipeline does per sample.  This reader parses only what a shard
 needs (name, size, type; ustar prefix, GNU long names and pax ``path``/``size`` records, so shards from
 other tar writers read too), checks each header's checksum, and reads each member straight into its
-own ``bytearray`` (writable, so numpy views over it need no copy).
+own ``bytes`` object (``read(n)`` of a buffered file does not zero it first).
 
 A stream that ends inside a member or before the end-of-archive blocks raises ``tarfile.ReadError``
 naming what was cut short; the shard reader turns that into a retry and then a clear error.
@@ -13,31 +13,31 @@ naming what was cut short; the shard reader turns that into a retry and then a c
 
 from __future__ import annotations
 
+import io
+import os
 import tarfile
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
-__all__ = ["iter_tar_files"]
+__all__ = ["iter_tar_files", "MemberSlice"]
 
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
 
 
-def _read_exact(stream: IO[bytes], size: int, what: str) -> bytearray:
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    readinto = getattr(stream, "readinto", None)
+def _read_exact(stream: IO[bytes], size: int, what: str) -> bytes:
+    # read(n) of a buffered file fills a new, uninitialised bytes object straight from the file
+    data = stream.read(size)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
     while got < size:
-        if readinto is not None:
-            n = readinto(view[got:])
-        else:
-            chunk = stream.read(size - got)
-            n = len(chunk)
-            view[got:got + n] = chunk
-        if not n:
+        chunk = stream.read(size - got)
+        if not chunk:
             raise tarfile.ReadError(f"unexpected end of data in {what} ({got} of {size} bytes)")
-        got += n
-    return buf
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
 
 
 def _skip(stream: IO[bytes], size: int, what: str) -> None:
@@ -48,35 +48,68 @@ def _skip(stream: IO[bytes], size: int, what: str) -> None:
         size -= len(chunk)
 
 
-def _text(field: bytes | bytearray) -> str:
-    return bytes(field).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+def _text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def _number(field: bytes | bytearray) -> int:
+def _number(field: bytes) -> int:
     if field[0] & 0x80:  # GNU base-256 for sizes of 8 GiB and more
         value = field[0] & 0x7F
         for byte in field[1:]:
             value = (value << 8) | byte
         return value
-    text = bytes(field).split(b"\0", 1)[0].strip()
+    text = field.split(b"\0", 1)[0].strip()
     return int(text, 8) if text else 0
 
 
-def _pax_records(data: bytearray) -> dict[str, str]:
+def _pax_records(data: bytes) -> dict[str, str]:
     records: dict[str, str] = {}
     pos = 0
     while pos < len(data):
         space = data.index(b" ", pos)
         length = int(data[pos:space])
-        key, _, value = bytes(data[space + 1:pos + length - 1]).partition(b"=")
+        key, _, value = data[space + 1:pos + length - 1].partition(b"=")
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length
     return records
 
 
-def iter_tar_files(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
-    """The regular files of a tar stream in order, as ``{"fname": name, "data": bytearray}`` (what
-    webdataset's ``group_by_keys`` takes); directories, links and ``__meta__`` files are skipped."""
+class MemberSlice:
+    """A member of a local tar left unread: the reader skips it and the consumer reads just the part it
+    needs (e.g. one of K stored frames) with ``os.pread``, while the file is still open."""
+
+    __slots__ = ("fd", "offset", "size", "name")
+
+    def __init__(self, fd: int, offset: int, size: int, name: str) -> None:
+        self.fd, self.offset, self.size, self.name = fd, offset, size, name
+
+    def read(self, start: int = 0, length: int | None = None) -> bytes:
+        length = self.size - start if length is None else length
+        if start < 0 or length < 0 or start + length > self.size:
+            raise ValueError(f"{self.name}: bytes {start}..{start + length} outside its {self.size}")
+        data = os.pread(self.fd, length, self.offset + start)
+        while len(data) < length:  # pread may return less; nothing at all means the file is cut short
+            more = os.pread(self.fd, length - len(data), self.offset + start + len(data))
+            if not more:
+                raise tarfile.ReadError(f"unexpected end of data in {self.name}")
+            data += more
+        return data
+
+
+def _local_fd(stream: IO[bytes]) -> int | None:
+    try:
+        return stream.fileno() if stream.seekable() else None
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+
+
+def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """The regular files of a tar stream in order, as ``{"fname": name, "data": bytes}`` (what
+    webdataset's ``group_by_keys`` takes); directories, links and ``__meta__`` files are skipped.
+
+    ``lazy(name)`` true and a local file: ``data`` is a :class:`MemberSlice` instead of the bytes (a cut
+    short file is still caught, at the next header)."""
+    fd = _local_fd(stream) if lazy is not None else None
     long_name: str | None = None
     pax: dict[str, str] = {}
     index = 0
@@ -105,6 +138,11 @@ def iter_tar_files(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
         long_name, pax = None, {}
         index += 1
         if kind in _REGULAR:
+            if fd is not None and lazy is not None and lazy(name):
+                member = MemberSlice(fd, stream.tell(), size, name)
+                stream.seek(size + (-size % BLOCK), os.SEEK_CUR)
+                yield {"fname": name, "data": member}
+                continue
             data = _read_exact(stream, size, name)
             _skip(stream, -size % BLOCK, name)
             if not name.startswith("__"):

@@ -62,7 +62,7 @@ def test_reads_shard_writer_output(tmp_path: Path) -> None:
     data = path.read_bytes()
     ours = _ours(data)
     assert ours == _tarfile_members(data)
-    assert len(ours) == 10 and isinstance(next(iter_tar_files(io.BytesIO(data)))["data"], bytearray)
+    assert len(ours) == 10 and isinstance(next(iter_tar_files(io.BytesIO(data)))["data"], bytes)
 
 
 def _sample_tar() -> bytes:

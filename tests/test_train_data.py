@@ -180,3 +180,25 @@ def test_a_stream_cut_mid_shard_is_reopened_without_repeating_samples(tmp_path):
         keys = [s[3] for s in ShardStream(src, "train", cfg).iter_slot()]
         assert len(url.requests_for("/train-000000.tar")) == 2
     assert sorted(keys) == [f"train_{i:06d}" for i in range(48)]
+
+
+def test_npy_header_fast_path_matches_numpy() -> None:
+    import io
+
+    import numpy as np
+
+    from scmrl.data import _NPY_HEADER_RE, _npy_header, decode_npy_view
+
+    arrays = [np.zeros((3, 256, 341, 3), np.uint8), np.arange(12, dtype=">f4").reshape(3, 4), np.float64(3.5),
+              np.zeros((5,), np.int16), np.asfortranarray(np.ones((2, 3))), np.zeros((0, 4), np.float32)]
+    for arr in arrays:
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        data = buf.getvalue()
+        bio = io.BytesIO(data)
+        np.lib.format.read_magic(bio)
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(bio)
+        assert _NPY_HEADER_RE.match(data) is not None  # numpy's own header takes the fast path
+        assert _npy_header(data) == (shape, fortran, dtype, bio.tell())
+        back = decode_npy_view(data)
+        assert back.dtype == arr.dtype and np.array_equal(back, arr)
