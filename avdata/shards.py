@@ -7,6 +7,7 @@ order the recipe gives, and a shard is written under a temporary name and rename
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -18,7 +19,6 @@ from typing import IO, Iterable, Iterator, Mapping
 import numpy as np
 
 from .atomic import tmp_path
-from .hashing import sha256_file
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 FIELD_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
@@ -79,7 +79,8 @@ class ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp_path(self.path)
         self._fileobj: IO[bytes] = open(self.tmp, "wb")
-        self._tar = tarfile.open(fileobj=self._fileobj, mode="w", format=tarfile.USTAR_FORMAT)
+        self._sha = hashlib.sha256()  # hashed as written: no second pass over the file
+        self._size = 0
         self.num_samples = 0
         self._keys: set[str] = set()
 
@@ -93,23 +94,29 @@ class ShardWriter:
                 raise ValueError(f"bad field name {field!r} for sample {key!r}")
             if not isinstance(data, (bytes, bytearray)):
                 raise TypeError(f"field {field!r} of {key!r} must be bytes, got {type(data).__name__}")
-            self._tar.addfile(_tarinfo(f"{key}.{field}", len(data)), io.BytesIO(data))
+            header = _tarinfo(f"{key}.{field}", len(data)).tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+            self._emit(header, data, bytes(-len(data) % tarfile.BLOCKSIZE))
         self.num_samples += 1
 
+    def _emit(self, *parts: bytes) -> None:
+        for part in parts:
+            self._fileobj.write(part)
+            self._sha.update(part)
+            self._size += len(part)
+
     def close(self) -> ShardInfo:
-        self._tar.close()
+        # end of archive as tarfile writes it: two zero blocks, then zeros up to a whole 10 KiB record
+        end = self._size + 2 * tarfile.BLOCKSIZE
+        self._emit(bytes(end - self._size + (-end % tarfile.RECORDSIZE)))
         self._fileobj.flush()
         os.fsync(self._fileobj.fileno())
         self._fileobj.close()
         os.replace(self.tmp, self.path)
-        return ShardInfo(self.path.name, self.path.stat().st_size, sha256_file(self.path), self.num_samples)
+        return ShardInfo(self.path.name, self._size, self._sha.hexdigest(), self.num_samples)
 
     def abort(self) -> None:
-        try:
-            self._tar.close()
-        finally:
-            self._fileobj.close()
-            self.tmp.unlink(missing_ok=True)
+        self._fileobj.close()
+        self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "ShardWriter":
         return self

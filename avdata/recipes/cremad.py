@@ -8,6 +8,7 @@ HAP 3, NEU 4, SAD 5.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -133,6 +134,15 @@ def assign_splits(clips: list[str], options: CremadOptions) -> dict[str, str]:
     raise AvdataError(f"--split must be 'standard' or 'actor', got {options.split!r}")
 
 
+def _regular_files(folder: Path) -> set[str]:
+    """Names of the regular files (or links to them) in a folder; empty when it does not exist."""
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name for e in entries if e.is_file()}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
 class CremadRecipe(Recipe):
     name = "cremad"
     classes = EMOTIONS
@@ -158,10 +168,12 @@ class CremadRecipe(Recipe):
         if options.known_bad not in ("skip", "keep"):
             raise AvdataError(f"--known-bad must be 'skip' or 'keep', got {options.known_bad!r}")
         standard = all_clips()
+        # one listing per folder instead of two stat calls for each of the 7,442 clips
+        videos, audios = _regular_files(raw / "VideoFlash"), _regular_files(raw / "AudioWAV")
         present = {}
         for clip in sorted(standard):
             video, audio = f"VideoFlash/{clip}.flv", f"AudioWAV/{clip}.wav"
-            has_v, has_a = (raw / video).is_file(), (raw / audio).is_file()
+            has_v, has_a = f"{clip}.flv" in videos, f"{clip}.wav" in audios
             if has_v or has_a:
                 present[clip] = (video if has_v else None, audio if has_a else None)
         if not present:
