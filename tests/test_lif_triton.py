@@ -11,18 +11,12 @@ import torch
 
 from scmrl import lif_triton
 from scmrl.lif import lif_fused, lif_loop
+from tests.test_lif import _spikes_and_grad as _run
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(
     not lif_triton.available(torch.empty(0, device=DEVICE)), reason="Triton kernels cannot run here"
 )
-
-
-def _run(fn, x: torch.Tensor, grad: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
-    x = x.detach().clone().requires_grad_(True)
-    s = fn(x, **kw)
-    (g,) = torch.autograd.grad(s, x, grad)
-    return s.detach(), g
 
 
 @pytest.mark.parametrize("detach", [True, False])
