@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a session lent a GPU runs (via the device tool), in one go: the CUDA tests, both benchmarks on
 # the GPU, and short real runs of scmrl-train on CUDA (single process, bf16) and under torchrun (NCCL).
-# The GPU image has torch and Triton but not webdataset: pass wheels in .whl/ (see BENCHMARKS.md).
+# The GPU image has torch, Triton, typer, rich and OpenCV but not webdataset: put its wheels in .whl/
+# first (pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl webdataset braceexpand).
 # Results go to $OUT (or ./gpu-results).
 set -uo pipefail
 OUT=${OUT:-gpu-results}; mkdir -p "$OUT"
