@@ -37,10 +37,12 @@ class _ConvBNLIF2d(nn.Module):
         self.lif = lif.build()
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if pool else nn.Identity()
 
-    def forward(self, x: Tensor, steps: int) -> Tensor:
+    def forward(self, x: Tensor, steps: int, repeated: bool = False) -> Tensor:
+        """``x [T*B, ...]``, or with ``repeated`` the one ``[B, ...]`` input of every step (a static image
+        over T): then conv and BN run once (same batch statistics) and the LIF reads the result T times."""
         y = self.bn(self.conv(x))
-        y = self.lif(y.unflatten(0, (steps, -1))).flatten(0, 1)
-        return self.pool(y)
+        y = y.expand(steps, *y.shape) if repeated else y.unflatten(0, (steps, -1))
+        return self.pool(self.lif(y).flatten(0, 1))
 
 
 class SpikingPatchEmbed(nn.Module):
@@ -72,17 +74,14 @@ class SpikingPatchEmbed(nn.Module):
         steps, batch = x.shape[:2]
         nhwc = self.channels_last if self.channels_last is not None else x.is_cuda
         layout = torch.channels_last if nhwc else torch.contiguous_format
-        stages = list(self.stages)
+        first, *rest = self.stages
         if steps > 1 and x.stride(0) == 0:
-            # The same image at every step (direct encoding, expanded over T): the first convolution and
-            # its batch norm see each image once instead of T times (same batch statistics, the largest
-            # activation of the network cut by T) and the LIF neurons read the result at every step.
-            first = stages.pop(0)
-            y = first.bn(first.conv(x[0].contiguous(memory_format=layout)))
-            y = first.pool(first.lif(y.expand(steps, *y.shape)).flatten(0, 1))
+            # the same image at every step (direct encoding, expanded over T): the first stage, whose
+            # activation is the network's largest, sees each image once instead of T times
+            y = first(x[0].contiguous(memory_format=layout), steps, repeated=True)
         else:
-            y = x.flatten(0, 1).contiguous(memory_format=layout)
-        for stage in stages:
+            y = first(x.flatten(0, 1).contiguous(memory_format=layout), steps)
+        for stage in rest:
             y = stage(y, steps)
         y = y + self.rpe(y, steps)
         return y.reshape(steps, batch, self.embed_dim, -1)

@@ -155,7 +155,7 @@ class _LIFTriton(torch.autograd.Function):
         grad_s = grad_s.permute(0, *[1 + i for i in ctx.order]).contiguous()  # H's layout
         dx = torch.empty_like(h)
         steps = h.shape[0]
-        n = h.numel() // max(steps, 1)
+        n = h[0].numel() if steps else 0
         if h.numel():
             _lif_bwd_kernel[_grid(n)](
                 grad_s, h, dx, n, steps, 1.0 / tau, 1.0 - 1.0 / tau, v_threshold, alpha,
