@@ -3,6 +3,11 @@
 Determinism: items are assigned to shards from the plan alone (fixed count per shard, plan order), and
 results are consumed in plan order (`Pool.imap`), so the bytes do not depend on `jobs`.
 
+Hand-off: with --jobs > 1 a worker encodes its sample's tar members and writes them to a file in a
+per-run folder `<out>/.avdata/work-*/`; the parent appends that file to the shard (hashing as it writes)
+and deletes it. Passing ~1 MB per clip through the pool's pipe instead cost the parent about as much CPU
+as the shard writing itself.
+
 Resumability: every finished shard gets a sidecar record in `<out>/.avdata/shards/`; a rerun keeps a
 shard whose file still matches its record and redoes the rest. `--part i/N` processes every N-th shard;
 when all shards of the plan are done (by one run or by several parts) the manifest is assembled
@@ -15,7 +20,9 @@ import errno
 import json
 import logging
 import multiprocessing as mp
+import os
 import shutil
+import tempfile
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,11 +35,12 @@ from .hashing import sha256_bytes, sha256_file
 from .manifest import MANIFEST_NAME
 from .progress import make_progress
 from .recipe import ItemContext, Plan, Recipe, SkipSample, WorkItem, get_recipe, options_dict
-from .shards import ShardWriter, shard_name
+from .shards import ShardWriter, encode_sample, shard_name
 
 log = logging.getLogger("avdata.prepare")
 
 STATE_DIR = ".avdata"
+HANDOFF_PREFIX = "work-"
 PLAN_NAME = "plan.json"
 
 
@@ -117,11 +125,18 @@ def build_plan_record(recipe: Recipe, plan: Plan, options: Any, samples_per_shar
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(recipe_name: str, raw: str, options: Any) -> None:
+def _init_worker(recipe_name: str, raw: str, options: Any, handoff: str | None = None) -> None:
     _WORKER["process"] = type(get_recipe(recipe_name)).process
     _WORKER["raw"] = Path(raw)
     _WORKER["options"] = options
+    _WORKER["handoff"] = Path(handoff) if handoff else None
+    if handoff:  # a pool worker: the pool is the parallelism, so OpenCV's own threads only get in the way
+        import cv2
 
+        cv2.setNumThreads(1)
+
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 
@@ -146,7 +161,20 @@ def _work(item: WorkItem) -> tuple:
     try:
         hashes = _hash_sources(raw, item)
         fields = _WORKER["process"](item, ItemContext(raw, _WORKER["options"], hashes))
-        return ("ok", item, fields, hashes)
+        parts = encode_sample(item.key, fields)
+        handoff = _WORKER["handoff"]
+        if handoff is None:
+            return ("ok", item, parts, hashes)
+        path = handoff / f"{item.key}.part"
+        try:
+            with open(path, "wb") as f:
+                f.writelines(parts)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if exc.errno in _NO_SPACE:
+                return ("nospace", item, f"{exc.strerror} while writing {path}")
+            raise
+        return ("ok", item, str(path), hashes)
     except SkipSample as exc:
         return ("skip", item, exc.path or next(iter(item.sources.values()), ""), exc.reason, hashes)
     except MediaError as exc:
@@ -188,6 +216,19 @@ def _clear_outputs(out: Path) -> None:
     shutil.rmtree(state_dir(out) / "shards", ignore_errors=True)
 
 
+def _remove_stale_handoffs(out: Path, age_s: float = 3600.0) -> None:
+    """Hand-off folders of runs that were killed. A live run touches its folder with every clip, so one
+    left alone for an hour is not in use (another --part run may share the output folder)."""
+    import time
+
+    for d in state_dir(out).glob(HANDOFF_PREFIX + "*"):
+        try:
+            if time.time() - d.stat().st_mtime > age_s:
+                shutil.rmtree(d, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+
 def _shard_done(out: Path, shard: dict[str, Any]) -> bool:
     side = sidecar_path(out, shard["file"])
     tar = out / shard["file"]
@@ -206,14 +247,19 @@ def _shard_done(out: Path, shard: dict[str, Any]) -> bool:
 class _Results:
     """Results in plan order. The pool is forked here, before any progress-bar thread starts."""
 
-    def __init__(self, items: list[WorkItem], recipe: Recipe, raw: Path, options: Any, jobs: int) -> None:
+    def __init__(self, items: list[WorkItem], recipe: Recipe, raw: Path, options: Any, jobs: int,
+                 out: Path) -> None:
         self.pool = None
+        self.handoff: Path | None = None
         if jobs <= 1:
             _init_worker(recipe.name, str(raw), options)
             self._it: Iterator[tuple] = map(_work, items)
         else:
+            # per run, so that --part runs sharing one output folder keep out of each other's way
+            self.handoff = Path(tempfile.mkdtemp(prefix=HANDOFF_PREFIX, dir=state_dir(out)))
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            self.pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(recipe.name, str(raw), options))
+            self.pool = ctx.Pool(jobs, initializer=_init_worker,
+                                 initargs=(recipe.name, str(raw), options, str(self.handoff)))
             self._it = self.pool.imap(_work, items, chunksize=2)
 
     def __next__(self) -> tuple:
@@ -224,6 +270,17 @@ class _Results:
             self.pool.terminate()
             self.pool.join()
             self.pool = None
+        if self.handoff is not None:
+            shutil.rmtree(self.handoff, ignore_errors=True)
+            self.handoff = None
+
+
+def _take(path: str) -> bytes:
+    """A worker's hand-off file, read and deleted."""
+    with open(path, "rb") as f:
+        data = f.read()
+    os.unlink(path)
+    return data
 
 
 def prepare(
@@ -249,6 +306,7 @@ def prepare(
     _load_or_write_plan(out, record, settings.overwrite)
     for stale in out.glob("*.tmp"):
         stale.unlink()
+    _remove_stale_handoffs(out)
 
     shards = record["shards"]
     if settings.part:
@@ -286,7 +344,7 @@ def prepare(
 
 
 def _run_shards(recipe, raw_dir, out, options, settings, pending, todo, result) -> None:
-    results = _Results(todo, recipe, raw_dir, options, settings.jobs)
+    results = _Results(todo, recipe, raw_dir, options, settings.jobs, out)
     try:
         _write_pending(recipe, out, settings, pending, todo, results, result)
     finally:
@@ -311,6 +369,8 @@ def _write_pending(recipe, out, settings, pending, todo, results, result) -> Non
                         status, item = res[0], res[1]
                         if status == "error":
                             raise AvdataError(f"internal error while processing {item.key}:\n{res[2]}")
+                        if status == "nospace":
+                            raise OSError(errno.ENOSPC, res[2])
                         sources.update(res[-1])
                         if status == "skip":
                             entry = {"key": item.key, "split": item.split, "path": res[2], "reason": res[3]}
@@ -322,11 +382,12 @@ def _write_pending(recipe, out, settings, pending, todo, results, result) -> Non
                             log.warning("skipping %s: %s: %s", item.key, res[2], res[3])
                             skipped.append(entry)
                             continue
-                        writer.write(item.key, res[2])
+                        payload = res[2]
+                        writer.write_encoded(item.key, [_take(payload)] if isinstance(payload, str) else payload)
                         counts[classes[item.label]] += 1
                     info = writer.close()
             except OSError as exc:
-                if exc.errno == errno.ENOSPC:
+                if exc.errno in _NO_SPACE:
                     raise AvdataError(
                         f"disk full while writing {path}; free space and rerun the same command "
                         "(finished shards are kept)"

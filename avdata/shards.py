@@ -14,7 +14,7 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Mapping
+from typing import IO, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -56,6 +56,21 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+def encode_sample(key: str, fields: Mapping[str, bytes]) -> list[bytes]:
+    """One sample's tar members (header, data, padding per field), ready to append to a shard. Worker
+    processes encode here so that the shard writer only appends and hashes."""
+    check_key(key)
+    parts: list[bytes] = []
+    for field, data in fields.items():
+        if not FIELD_RE.match(field):
+            raise ValueError(f"bad field name {field!r} for sample {key!r}")
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"field {field!r} of {key!r} must be bytes, got {type(data).__name__}")
+        header = _tarinfo(f"{key}.{field}", len(data)).tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+        parts += [header, data, bytes(-len(data) % tarfile.BLOCKSIZE)]
+    return parts
+
+
 @dataclass
 class ShardInfo:
     file: str
@@ -85,17 +100,17 @@ class ShardWriter:
         self._keys: set[str] = set()
 
     def write(self, key: str, fields: Mapping[str, bytes]) -> None:
+        self.write_encoded(key, encode_sample(key, fields))
+
+    def write_encoded(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Append a sample already encoded by `encode_sample` (possibly joined into one buffer)."""
         check_key(key)
         if key in self._keys:
             raise ValueError(f"duplicate sample key {key!r} in {self.path.name}")
+        if sum(len(p) for p in parts) % tarfile.BLOCKSIZE:
+            raise ValueError(f"sample {key!r}: encoded members are not whole tar blocks")
         self._keys.add(key)
-        for field, data in fields.items():
-            if not FIELD_RE.match(field):
-                raise ValueError(f"bad field name {field!r} for sample {key!r}")
-            if not isinstance(data, (bytes, bytearray)):
-                raise TypeError(f"field {field!r} of {key!r} must be bytes, got {type(data).__name__}")
-            header = _tarinfo(f"{key}.{field}", len(data)).tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
-            self._emit(header, data, bytes(-len(data) % tarfile.BLOCKSIZE))
+        self._emit(*parts)
         self.num_samples += 1
 
     def _emit(self, *parts: bytes) -> None:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from avdata.manifest import load_manifest
 from avdata.prepare import PrepareSettings, prepare
 from avdata.recipe import get_recipe
-from avdata.recipes.cremad import EMOTIONS, CremadOptions, assign_splits
+from avdata.recipes.cremad import EMOTIONS, CremadOptions, assign_splits, perceived
 from avdata.sources import manifest_dir
 from avdata.synth.cremad import make_cremad_raw
 from cli.avdata_app import app
@@ -80,7 +80,16 @@ def test_samples_fields_and_values(prepared, raw_tree):
             assert np.isfinite(spec).all() and spec.min() >= np.log(1e-7) - 1e-3
             assert meta["actor"] == int(key.split("_")[0]) and "sex" in meta["demographics"]
             assert set(meta["sources"]) == {f"VideoFlash/{key}.flv", f"AudioWAV/{key}.wav"}
+            assert meta["perceived"] == perceived(key) and set(meta["perceived"]) == {"Voice", "Face", "MultiModal"}
     assert seen == set(made["good"])
+
+
+def test_perceived_votes_from_the_summary_table():
+    # a tie in the voice votes: both votes and both levels are kept, in the table's order
+    assert perceived("1001_IEO_ANG_MD") == {"Voice": {"votes": ["A", "D"], "levels": [37.2, 58.6]},
+                                            "Face": {"votes": ["A"], "levels": [45.5]},
+                                            "MultiModal": {"votes": ["A"], "levels": [44.2]}}
+    assert perceived("9999_XXX_ANG_XX") == {}
 
 
 def test_bad_clips_are_recorded_with_reasons(prepared, raw_tree):

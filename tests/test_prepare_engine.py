@@ -118,6 +118,43 @@ def test_other_options_need_overwrite(tmp_path):
     assert res.complete and load_manifest(out)["options"]["scale"] == 2
 
 
+def test_pool_hand_off_folder_is_removed_and_stale_ones_cleared(tmp_path):
+    import os
+
+    raw = make_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    (out / ".avdata").mkdir(parents=True)
+    stale, fresh = out / ".avdata" / "work-dead", out / ".avdata" / "work-live"
+    for d in (stale, fresh):
+        d.mkdir()
+        (d / "s001.part").write_bytes(b"x" * 512)
+    os.utime(stale, (0, 0))  # untouched for decades: its run was killed
+    assert run(raw, out, jobs=2).complete
+    left = sorted(p.name for p in (out / ".avdata").iterdir())
+    assert left == ["plan.json", "shards", "work-live"]  # a folder another run may still use is kept
+
+
+def test_disk_full_in_a_worker_stops_with_the_fix(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    import avdata.prepare as prepare_mod
+
+    real_open = builtins.open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".part") and "w" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    # the pool forks after this, so its workers see the full disk too
+    monkeypatch.setattr(prepare_mod, "open", full_disk_open, raising=False)
+    out = tmp_path / "out"
+    with pytest.raises(AvdataError, match="disk full while writing .*train-000000.tar; free space and rerun"):
+        run(make_toy_raw(tmp_path / "raw"), out, jobs=2)
+    assert not list(out.glob("*.tar*")) and not list((out / ".avdata").glob("work-*"))
+
+
 def test_parse_part():
     assert parse_part("1/4") == (1, 4)
     assert parse_part(None) is None

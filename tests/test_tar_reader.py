@@ -65,6 +65,28 @@ def test_reads_shard_writer_output(tmp_path: Path) -> None:
     assert len(ours) == 10 and isinstance(next(iter_tar_files(io.BytesIO(data)))["data"], bytes)
 
 
+def test_pre_encoded_samples_give_the_same_shard(tmp_path: Path) -> None:
+    from avdata.shards import encode_sample
+
+    samples = [(f"clip{i}", {"cls": str(i).encode(), "x.npy": bytes(range(i * 37 % 256)) * 3}) for i in range(4)]
+    with ShardWriter(tmp_path / "a.tar") as w:
+        for key, fields in samples:
+            w.write(key, fields)
+        a = w.close()
+    with ShardWriter(tmp_path / "b.tar") as w:  # as the prepare engine's parent gets them from workers
+        for key, fields in samples:
+            w.write_encoded(key, [b"".join(encode_sample(key, fields))])
+        b = w.close()
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    assert (a.sha256, a.num_samples) == (b.sha256, b.num_samples) and b.num_samples == 4
+    with ShardWriter(tmp_path / "c.tar") as w:
+        with pytest.raises(ValueError, match="whole tar blocks"):
+            w.write_encoded("clip9", [b"x" * 100])
+        w.write_encoded("clip9", [bytes(512)])
+        with pytest.raises(ValueError, match="duplicate"):
+            w.write_encoded("clip9", [bytes(512)])
+
+
 def _sample_tar() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:

@@ -7,6 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -74,10 +75,15 @@ def test_resize_short_side(clip, tmp_path):
     assert small.shape == (4, 60, 80, 3)
     big, _, _ = read_frames(clip, short_side=240)
     assert big.shape == (4, 240, 320, 3)
-    # swscale's area filter agrees with cv2's INTER_AREA on the same frames to within rounding
+    # the decoder's RGB frames resized by resize_short_side: bilinear down to half size, area below
     native, _, _ = read_frames(clip, short_side=None)
-    ref = np.stack([resize_short_side(f, 60) for f in native])
-    assert ref.shape == small.shape and np.abs(ref.astype(int) - small).mean() < 2.0
+    assert np.array_equal(small, np.stack([resize_short_side(f, 60) for f in native]))
+    mild, _, _ = read_frames(clip, short_side=90)  # 160x120 -> 120x90: factor 0.75
+    assert np.array_equal(mild[1], cv2.resize(native[1], (120, 90), interpolation=cv2.INTER_LINEAR_EXACT))
+    strong, _, _ = read_frames(clip, short_side=48)  # factor 0.4
+    assert np.array_equal(strong[1], cv2.resize(native[1], (64, 48), interpolation=cv2.INTER_AREA))
+    # both stay close to a plain area average of the same frame
+    assert np.abs(mild[1].astype(int) - cv2.resize(native[1], (120, 90), interpolation=cv2.INTER_AREA)).mean() < 2
     # portrait clips: the width is the short side
     tall = tmp_path / "tall.flv"
     write_flv(tall, label=0, duration=1.1, width=96, height=128, fps=25, seed=1, with_audio=False)

@@ -83,17 +83,27 @@ def demographics() -> dict[str, dict[str, Any]]:
                 for r in csv.DictReader(f)}
 
 
+_MODALITIES = ("Voice", "Face", "MultiModal")
+
+
 @lru_cache(maxsize=None)
-def perceived() -> dict[str, dict[str, Any]]:
-    """Crowd-sourced perceived emotion per clip and modality (summaryTable.csv)."""
+def _perceived_rows() -> dict[str, list[str]]:
+    """summaryTable.csv rows by clip, kept as text (converting all 7,442 up front slowed every prepare)."""
     with open(manifest_dir("cremad") / "summaryTable.csv", newline="") as f:
-        out = {}
-        for r in csv.DictReader(f):
-            # ties list several votes and levels separated by ':'
-            out[r["FileName"]] = {m: {"votes": r[f"{m}Vote"].split(":"),
-                                      "levels": [float(x) for x in r[f"{m}Level"].split(":") if x]}
-                                  for m in ("Voice", "Face", "MultiModal")}
-        return out
+        reader = csv.reader(f)
+        header = next(reader)
+        cols = [header.index("FileName")] + [header.index(f"{m}{x}") for m in _MODALITIES for x in ("Vote", "Level")]
+        return {row[cols[0]]: [row[c] for c in cols[1:]] for row in reader if row}
+
+
+def perceived(clip: str) -> dict[str, dict[str, Any]]:
+    """Crowd-sourced perceived emotion of a clip per modality (summaryTable.csv); {} when not listed."""
+    row = _perceived_rows().get(clip)
+    if row is None:
+        return {}
+    # ties list several votes and levels separated by ':'
+    return {m: {"votes": row[2 * i].split(":"), "levels": [float(x) for x in row[2 * i + 1].split(":") if x]}
+            for i, m in enumerate(_MODALITIES)}
 
 
 @lru_cache(maxsize=None)
@@ -182,7 +192,7 @@ class CremadRecipe(Recipe):
                 "fetch them with `avdata download cremad --to DIR`"
             )
         splits = assign_splits(sorted(present), options)
-        demographics(), perceived(), pinned_sha256()  # load once here, before worker processes fork
+        demographics(), _perceived_rows(), pinned_sha256()  # load once here, before worker processes fork
         items, skipped = [], []
         for clip, (video, audio) in present.items():
             split = splits[clip]
@@ -238,7 +248,7 @@ class CremadRecipe(Recipe):
             "level": p["level"],
             "level_name": LEVELS.get(p["level"], ""),
             "demographics": demographics().get(p["actor"], {}),
-            "perceived": perceived().get(item.key, {}),
+            "perceived": perceived(item.key),
             "sources": {rel: {"sha256": digest, "matches_pinned": pinned.get(rel) == digest}
                         for rel, digest in sorted(ctx.source_sha256.items())},
             "video": {"codec": vinfo.codec, "width": vinfo.width, "height": vinfo.height, "fps": round(vinfo.fps, 4),
