@@ -89,6 +89,11 @@ class Recipe:
     # process must be picklable: recipes expose a module-level function
     process: ClassVar[Callable[[WorkItem, ItemContext], dict[str, bytes]]]
 
+    @staticmethod
+    def warm(options: Any) -> None:
+        """Load what `process` needs (tables, lists) once per worker process; the engine calls it as the
+        workers start, while the parent is still planning. Default: nothing to load."""
+
     def prepare_raw(self, raw: Path, workdir: Path, options: Any) -> Path:
         """Turn what the user passed as --raw into a folder (e.g. unpack a zip); default: as given."""
         return raw

@@ -9,9 +9,13 @@ How frames are read (`read_frames`):
      skips the missing seconds rather than repeating a frame;
    - mode "even": k frames at indices round(linspace(0, N - 1, k)) of the clip's N frames (fewer when
      N < k: indices are not repeated).
-3. Packets are decoded in order; only the chosen frames are converted to RGB and resized, in a single
-   swscale call (area filter when shrinking, bilinear when enlarging), and decoding stops as soon as the
-   last chosen frame is out, so a per-second read skips the clip's tail.
+3. Packets are decoded in order; only the chosen frames are converted to RGB and resized, and decoding
+   stops as soon as the last chosen frame is out, so a per-second read skips the clip's tail. For codecs
+   whose key frames need nothing before them and that do not reorder frames (FLV1/Sorenson, H.263,
+   MPEG-4 part 2 without B-frames, MJPEG: `KEYFRAME_SAFE`), only the packets from the last key frame at
+   or before each chosen frame up to it are decoded, the same frames a full decode gives (tests compare
+   them). FFmpeg's encoders put a key frame every 12 frames by default and at scene cuts, so most of a
+   30 fps clip is skipped; a clip with a single key frame is decoded up to its last chosen frame.
 4. When the decoder's frames do not match the packets (a missing or undecodable packet, no timestamps),
    the clip is decoded again from the start and frames are chosen from what was actually decoded.
 
@@ -200,27 +204,66 @@ def _select(mode: str, k: int | None, times: list[float]) -> list[int]:
     return select_per_second(times) if mode == "per_second" else select_even(len(times), k or 1)
 
 
+#: Codecs (FFmpeg names) whose key frames reference nothing before them: decoding may start at any key
+#: frame, provided the stream has no B-frames (checked separately).
+KEYFRAME_SAFE = frozenset({"flv", "h263", "h263p", "mpeg4", "mjpeg"})
+
+
+def packets_to_decode(keyframes: list[bool], chosen: list[int]) -> list[bool]:
+    """Which packets (in decode order) must be decoded to get the `chosen` ones: for each, the run from
+    the last key frame at or before it (the first packet when there is none) up to it."""
+    need = [False] * len(keyframes)
+    last_key, start = 0, {}
+    for i, key in enumerate(keyframes):
+        if key:
+            last_key = i
+        start[i] = last_key
+    for c in chosen:
+        for i in range(start[c], c + 1):
+            need[i] = True
+    return need
+
+
 def _fast_path(packets, tb: float, stream, mode: str, k: int | None, short_side: int | None, path: Path):
-    """Choose frames from packet timestamps, decode until the last one is out. None when the decoded
-    frames do not line up with the packets (the caller then decodes everything)."""
+    """Choose frames from packet timestamps, decode only what they need. None when the decoded frames do
+    not line up with the packets (the caller then decodes everything)."""
     pts = [p.pts for p in packets]
     if any(p is None for p in pts) or len(set(pts)) != len(pts):
         return None
     order = sorted(pts)
     t0 = order[0]
     times = [(p - t0) * tb for p in order]
-    chosen = {order[i]: round(times[i], 6) for i in _select(mode, k, times)}
+    picked = _select(mode, k, times)
+    chosen = {order[i]: round(times[i], 6) for i in picked}
+    ctx = stream.codec_context
+    if ctx.name in KEYFRAME_SAFE and not ctx.has_b_frames and pts == order:
+        need = packets_to_decode([p.is_keyframe for p in packets], picked)
+    else:
+        need = [True] * len(packets)
     kept: dict[int, np.ndarray] = {}
     decoded = 0
+    skipping = False
     try:
-        for packet in packets + [None]:
+        for packet, wanted in zip(packets + [None], need + [True]):
+            if not wanted:
+                skipping = True
+                continue
+            resumed = skipping
+            if skipping:  # resume at a key frame with a clean decoder
+                ctx.flush_buffers()
+                skipping = False
             for frame in stream.decode(packet):
+                if resumed and not frame.key_frame:
+                    return None  # the container called it a key frame; the decoder disagrees
+                resumed = False
                 decoded += 1
                 if frame.pts in chosen and frame.pts not in kept:
                     kept[frame.pts] = _rgb(frame, short_side)
             if len(kept) == len(chosen):
                 break
     except av.error.FFmpegError as exc:
+        if not all(need):
+            return None  # perhaps a packet we skipped was needed after all: decode everything instead
         raise MediaError(path, f"undecodable video: decoding failed after {decoded} of {len(packets)} frames "
                                f"({_why(exc)})") from exc
     if len(kept) != len(chosen):

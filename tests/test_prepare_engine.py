@@ -144,7 +144,7 @@ def test_disk_full_in_a_worker_stops_with_the_fix(tmp_path, monkeypatch):
 
     def full_disk_open(path, mode="r", *args, **kwargs):
         if str(path).endswith(".part") and "w" in mode:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_open(path, mode, *args, **kwargs)
 
     # the pool forks after this, so its workers see the full disk too

@@ -65,8 +65,11 @@ def test_reads_shard_writer_output(tmp_path: Path) -> None:
     assert len(ours) == 10 and isinstance(next(iter_tar_files(io.BytesIO(data)))["data"], bytes)
 
 
-def test_pre_encoded_samples_give_the_same_shard(tmp_path: Path) -> None:
+def test_pre_encoded_samples_give_the_same_shard(tmp_path: Path, monkeypatch) -> None:
+    import avdata.shards
     from avdata.shards import encode_sample
+
+    monkeypatch.setattr(avdata.shards, "WRITEBACK_BYTES", 1000)  # early write-back after every sample
 
     samples = [(f"clip{i}", {"cls": str(i).encode(), "x.npy": bytes(range(i * 37 % 256)) * 3}) for i in range(4)]
     with ShardWriter(tmp_path / "a.tar") as w:

@@ -173,3 +173,55 @@ def test_truncation_rule():
     assert not video.is_truncated(1.0, 0.0)  # no declared duration: nothing to compare with
     assert video.select_per_second([0.0, 0.5, 0.9999996, 1.5, 3.2, 3.4]) == [0, 2, 4]
     assert video.select_even(10, 3) == [0, 4, 9] and video.select_even(2, 5) == [0, 1]
+
+
+def test_packets_to_decode_starts_at_the_last_key_frame():
+    keys = [i % 12 == 0 for i in range(40)]  # key frames at 0, 12, 24, 36
+    need = video.packets_to_decode(keys, [0, 30])
+    assert [i for i, n in enumerate(need) if n] == [0] + list(range(24, 31))
+    assert video.packets_to_decode([True, False, False, False], [3]) == [True] * 4  # one key frame
+    assert video.packets_to_decode([False, False, True], [1, 2]) == [True, True, True]  # none before: from 0
+
+
+def _flv_video_tags(data: bytes) -> list[int]:
+    """Offsets of the video tags' first data byte (frame type << 4 | codec id) in an FLV file."""
+    pos = struct.unpack(">I", data[5:9])[0] + 4
+    out = []
+    while pos + 11 <= len(data):
+        kind, size = data[pos], int.from_bytes(data[pos + 1:pos + 4], "big")
+        if kind == 9:
+            out.append(pos + 11)
+        pos += 11 + size + 4
+    return out
+
+
+@pytest.mark.parametrize("gop", [None, 7, 100000])
+def test_key_frame_skipping_gives_the_frames_of_a_full_decode(tmp_path, gop):
+    path = tmp_path / "clip.flv"
+    write_flv(path, label=4, duration=3.5, width=96, height=64, fps=30, seed=3, gop=gop)
+    ref, _ = all_frames_rgb(path)
+    frames, times, _ = read_frames(path, short_side=None)
+    assert times == [0.0, 1.0, 2.0, 3.0]
+    assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, (0, 30, 60, 90)))
+    frames, _, _ = read_frames(path, mode="even", k=4, short_side=None)
+    picks = video.select_even(len(ref), 4)
+    assert picks == [0, 35, 69, 104] and all(np.array_equal(f, ref[i]) for f, i in zip(frames, picks))
+
+
+def test_a_frame_the_container_mislabels_as_key_does_not_corrupt_frames(tmp_path, monkeypatch):
+    path = tmp_path / "clip.flv"
+    write_flv(path, label=1, duration=2.2, width=96, height=64, fps=30, seed=5, gop=12)  # keys 0, 12, 24, ...
+    data = bytearray(path.read_bytes())
+    tag = _flv_video_tags(bytes(data))[27]
+    assert data[tag] >> 4 == 2  # an inter frame ...
+    data[tag] = (1 << 4) | (data[tag] & 0x0F)  # ... now flagged as a key frame
+    path.write_bytes(bytes(data))
+    with av.open(str(path)) as c:
+        assert [p.is_keyframe for p in c.demux(c.streams.video[0]) if p.size][27]
+    ref, _ = all_frames_rgb(path)
+    full_decodes = []
+    slow = video._slow_path
+    monkeypatch.setattr(video, "_slow_path", lambda *a, **k: full_decodes.append(1) or slow(*a, **k))
+    frames, times, _ = read_frames(path, short_side=None)  # would start decoding at 27 for frame 30
+    assert times == [0.0, 1.0, 2.0] and np.array_equal(frames[1], ref[30])
+    assert full_decodes == [1]  # the decoder saw a P-frame where a key frame was promised

@@ -192,7 +192,6 @@ class CremadRecipe(Recipe):
                 "fetch them with `avdata download cremad --to DIR`"
             )
         splits = assign_splits(sorted(present), options)
-        demographics(), _perceived_rows(), pinned_sha256()  # load once here, before worker processes fork
         items, skipped = [], []
         for clip, (video, audio) in present.items():
             split = splits[clip]
@@ -208,6 +207,10 @@ class CremadRecipe(Recipe):
             items.append(WorkItem(clip, split, EMOTIONS.index(p["emotion"]), {"video": video, "audio": audio}))
         notes = {"clips_expected": len(standard), "clips_found": len(present)}
         return Plan(items, skipped, notes)
+
+    @staticmethod
+    def warm(options: CremadOptions) -> None:
+        demographics(), _perceived_rows(), pinned_sha256()
 
     def features(self, options: CremadOptions) -> dict[str, dict[str, Any]]:
         frames = ("the first frame of each second, as the reference" if options.frames is None

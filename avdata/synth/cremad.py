@@ -74,8 +74,10 @@ def class_frames(label: int, n: int, width: int, height: int, seed: int):
 
 
 def write_flv(path: Path, label: int, duration: float, width: int, height: int, fps: int, seed: int,
-              with_audio: bool = True, bit_rate: int | None = 900_000) -> None:
-    """One FLV: round(duration * fps) frames of Sorenson FLV1 (yuv420p) + an MP3 tone (22,050 Hz mono)."""
+              with_audio: bool = True, bit_rate: int | None = 900_000, gop: int | None = None) -> None:
+    """One FLV: round(duration * fps) frames of Sorenson FLV1 (yuv420p) + an MP3 tone (22,050 Hz mono).
+    gop: None keeps FFmpeg's default (a key frame every 12 frames and at scene cuts); N puts one every N
+    frames and none at scene cuts (a large N: a single key frame)."""
     n = max(1, int(round(duration * fps)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +86,9 @@ def write_flv(path: Path, label: int, duration: float, width: int, height: int, 
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         if bit_rate:
             vs.bit_rate = bit_rate
+        if gop:
+            vs.codec_context.gop_size = gop
+            vs.options = {"sc_threshold": "1000000000"}
         if with_audio:
             aus = out.add_stream("libmp3lame", rate=AUDIO_SR_IN_FLV)
             aus.layout = "mono"
@@ -135,13 +140,14 @@ def make_cremad_raw(
     fps: int = 30,
     duration_range: tuple[float, float] = (1.5, 4.0),
     with_bad: bool = False,
+    gop: int | None = None,
 ) -> dict[str, Any]:
     """Write VideoFlash/<clip>.flv and AudioWAV/<clip>.wav for n_clips good clips (or the given `clips`).
 
     with_bad adds 6 more clips (with `clips` given: its last 6 become the bad ones), one per kind of
     damage, in this order: a truncated FLV (cut to a fifth), a corrupt FLV (random bytes), a Git LFS
     pointer stub in place of the FLV, a truncated WAV (cut in the middle of its data chunk), an empty WAV
-    (valid header, 0 samples) and a clip whose WAV is missing.
+    (valid header, 0 samples) and a clip whose WAV is missing. gop: key frame spacing (see `write_flv`).
 
     Returns {"good": [clips], "bad": {clip: what was done}, "durations": {clip: seconds},
     "rows": [(relative path, size, sha256)] of every file written, sorted by path}.
@@ -158,7 +164,7 @@ def make_cremad_raw(
         label = EMOTIONS.index(clip.split("_")[2])
         dur = round(rng.uniform(*duration_range), 3)
         durations[clip] = dur
-        write_flv(root / "VideoFlash" / f"{clip}.flv", label, dur, width, height, fps, seed * 1000 + i)
+        write_flv(root / "VideoFlash" / f"{clip}.flv", label, dur, width, height, fps, seed * 1000 + i, gop=gop)
         write_wav(root / "AudioWAV" / f"{clip}.wav", label, dur, seed * 1000 + i)
     bad: dict[str, str] = {}
     for clip, kind in zip(bad_names, BAD_KINDS):
