@@ -160,6 +160,10 @@ def resize_short_side(rgb: np.ndarray, short_side: int | None) -> np.ndarray:
 
 _local = threading.local()
 
+#: SWS_BILINEAR | SWS_BITEXACT: swscale then avoids the conversion code paths whose rounding differs between
+#: CPUs, so frames (and shards) come out the same on any machine; no slower here (0.05 ms a 480x360 frame).
+_SWS_BITEXACT_BILINEAR = 0x2 | 0x80000
+
 
 def _rgb(frame, short_side: int | None) -> np.ndarray:
     """RGB uint8 at the native size through a reused reformatter, then resized (see module docstring)."""
@@ -169,7 +173,7 @@ def _rgb(frame, short_side: int | None) -> np.ndarray:
         cached = _local.reformatter = (os.getpid(), VideoReformatter())
     # threads=1: swscale's default (0 = one thread per CPU) oversubscribes the per-clip worker processes
     # and leaves a thread pool that a fork cannot inherit.
-    rgb = cached[1].reformat(frame, format="rgb24", threads=1).to_ndarray()
+    rgb = cached[1].reformat(frame, format="rgb24", interpolation=_SWS_BITEXACT_BILINEAR, threads=1).to_ndarray()
     return resize_short_side(rgb, short_side)
 
 
