@@ -109,7 +109,7 @@ def _count_samples(reader: _HashingReader) -> tuple[int | None, str | None]:
     try:
         with tarfile.open(fileobj=reader, mode="r|", tarinfo=_EndAwareTarInfo,  # type: ignore[arg-type]
                           bufsize=CHUNK) as tar:
-            tar.avdata_end = None  # type: ignore[attr-defined]
+            # (not reset here: opening already read the first header, which for an empty shard is the end)
             for member in tar:
                 if not member.isfile():
                     continue
@@ -123,7 +123,7 @@ def _count_samples(reader: _HashingReader) -> tuple[int | None, str | None]:
                 if key != current:
                     n += 1
                     current = key
-            end = tar.avdata_end  # type: ignore[attr-defined]
+            end = getattr(tar, "avdata_end", None)
     except (tarfile.TarError, EOFError) as exc:
         why = str(exc) or type(exc).__name__
         return None, f"unreadable tar after {n} sample(s): truncated or damaged ({why})"

@@ -85,6 +85,9 @@ def evaluate_checkpoint(checkpoint: str, shards: str, split: str = "test", devic
     source: ShardSource = open_shards(shards, classes)
     if source.classes != list(ckpt["classes"]):
         raise AvdataError(f"{shards}: classes {source.classes} differ from the checkpoint's {list(ckpt['classes'])}")
+    if split in source.splits and source.num_samples(split) == 0:
+        raise AvdataError(f"{shards}: the {split} split holds no samples (all its clips were skipped while "
+                          "preparing; see manifest.json); choose another --split")
     model = build_model(mcfg)
     model.load_state_dict(ckpt["model"])
     model.to(dev)

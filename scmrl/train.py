@@ -217,7 +217,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     if "train" not in source.splits:
         raise AvdataError(f"{cfg.shards}: no train split (it has {', '.join(source.splits)})")
     mcfg = model_config(cfg, source)
-    eval_splits = [s for s in ("val", "test") if s in source.splits]
+    # a split whose clips were all skipped while preparing has an (empty) shard but nothing to evaluate on
+    eval_splits = [s for s in ("val", "test") if s in source.splits and source.num_samples(s) > 0]
     ckpt_path = out / CHECKPOINT_NAME
 
     # ---- resume or start (rank 0 decides and reads; the others receive its checkpoint)

@@ -155,6 +155,30 @@ def test_disk_full_in_a_worker_stops_with_the_fix(tmp_path, monkeypatch):
     assert not list(out.glob("*.tar*")) and not list((out / ".avdata").glob("work-*"))
 
 
+def test_a_split_whose_clips_are_all_skipped_gets_an_empty_shard_that_verifies(tmp_path):
+    from avdata.verify import verify_shards
+
+    raw = make_toy_raw(tmp_path / "raw")
+    run(raw, tmp_path / "first")
+    val = [k for k, s in _split_of(tmp_path / "first").items() if s == "val"]
+    raw = make_toy_raw(tmp_path / "raw2", bad=tuple(val))
+    out = tmp_path / "out"
+    assert run(raw, out).complete
+    m = load_manifest(out)
+    assert m["splits"]["val"]["num_samples"] == 0 and len(m["skipped"]) == len(val) > 0
+    empty = out / m["splits"]["val"]["shards"][0]["file"]
+    assert empty.stat().st_size == 10240 and list(wds.WebDataset(str(empty), shardshuffle=False, empty_check=False)) == []
+    assert verify_shards(out).ok
+    empty.write_bytes(bytes(512))  # one zero block: cut before the second
+    assert not verify_shards(out).ok
+
+
+def _split_of(out: Path) -> dict[str, str]:
+    m = load_manifest(out)
+    urls = {split: [str(out / s["file"]) for s in e["shards"]] for split, e in m["splits"].items()}
+    return {s["__key__"]: split for split, u in urls.items() for s in wds.WebDataset(u, shardshuffle=False)}
+
+
 def test_parse_part():
     assert parse_part("1/4") == (1, 4)
     assert parse_part(None) is None

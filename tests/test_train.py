@@ -134,6 +134,28 @@ def test_max_steps_stops_a_smoke_run(small_shards, tmp_path):
     assert (tmp_path / "m" / "results.json").exists() and (tmp_path / "m" / "curves.png").exists()
 
 
+def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards, tmp_path):
+    from avdata.manifest import load_manifest, save_manifest, split_entry
+    from avdata.shards import write_shard
+
+    folder = tmp_path / "noval"
+    shutil.copytree(small_shards, folder)
+    m = load_manifest(folder)
+    for shard in m["splits"].pop("val")["shards"]:
+        (folder / shard["file"]).unlink()
+    # as prepare leaves it when every validation clip was skipped: one empty shard
+    m["splits"]["val"] = split_entry([write_shard(folder / "val-000000.tar", []).to_dict()], {c: 0 for c in m["classes"]})
+    save_manifest(folder, m)
+    res = train(TrainConfig(shards=str(folder), out=str(tmp_path / "r"), epochs=1, max_steps=2, **TINY))
+    assert res["val_best_epoch"] is None and res["test_acc_at_val_best_epoch"] is None
+    assert res["selection"].startswith("no validation split") and res["best_test_acc_over_epochs"] is not None
+    rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert rows[0].get("val_acc") is None and rows[0]["test_samples"] == 32
+    r = CliRunner().invoke(eval_app, ["--checkpoint", str(tmp_path / "r" / "checkpoint.pt"), "--shards", str(folder),
+                                      "--split", "val", "--device", "cpu", "--workers", "0"])
+    assert r.exit_code == 2 and "the val split holds no samples" in r.output
+
+
 def test_streams_from_http(small_shards, tmp_path):
     with serve_dir(small_shards) as url:
         res = train(TrainConfig(shards=str(url), out=str(tmp_path / "h"), epochs=1, **{**TINY, "workers": 1}))
