@@ -33,4 +33,4 @@ def run_demo(out: Path, clips: int = 24, jobs: int = 2, seed: int = 0) -> dict[s
     report = verify_shards(str(shards))
     contact_sheet(str(shards), png, per_class=2)
     return {"raw": raw, "shards": shards, "contact_sheet": png, "made": made, "result": result,
-            "verified": report.ok}
+            "verified": report.ok, "problems": report.problems}

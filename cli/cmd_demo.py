@@ -27,7 +27,9 @@ def demo(
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2)
     print_summary(res["result"])
-    console.print(f"verify: {'all shards OK' if res['verified'] else 'PROBLEMS (see above)'}")
+    console.print(f"verify: {'all shards OK' if res['verified'] else 'PROBLEMS'}")
+    for file, what in res["problems"]:
+        console.print(f"  {file}: {what}", markup=False, highlight=False)
     console.print(f"raw data:      {res['raw']}\nshards:        {res['shards']}\ncontact sheet: {res['contact_sheet']}")
     console.print(f"next: avdata inspect {res['shards']}   |   scmrl-train --shards {res['shards']} "
                   f"--out {out}/run --epochs 2 --batch-size 4 --embed-dim 32 --heads 4")

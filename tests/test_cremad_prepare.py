@@ -178,3 +178,17 @@ def test_missing_raw_gives_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "avdata download cremad" in res.output
     json.dumps({})
+
+
+def test_demo_as_the_readme_runs_it(tmp_path, monkeypatch):
+    """`avdata demo --out demo`, the README's first command: every step works and the shards verify."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["demo", "--out", "demo"])
+    assert res.exit_code == 0, res.output
+    assert "verify: all shards OK" in res.output and "6 clip(s) skipped" in res.output
+    m = load_manifest(tmp_path / "demo" / "shards")
+    assert sum(e["num_samples"] for e in m["splits"].values()) == 24 and len(m["skipped"]) == 6
+    from PIL import Image
+
+    with Image.open(tmp_path / "demo" / "contact_sheet.png") as im:
+        assert im.size[0] > 200 and im.size[1] > 200
