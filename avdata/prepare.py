@@ -25,6 +25,8 @@ import os
 import shutil
 import tempfile
 import traceback
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,6 +44,7 @@ log = logging.getLogger("avdata.prepare")
 
 STATE_DIR = ".avdata"
 HANDOFF_PREFIX = "work-"
+BUSY_SUFFIX = ".busy"
 PLAN_NAME = "plan.json"
 
 
@@ -190,6 +193,17 @@ def _work(item: WorkItem) -> tuple:
         return ("error", item, traceback.format_exc())
 
 
+def _work_in_pool(item: WorkItem) -> tuple:
+    """`_work` with a marker file while it runs: a worker killed by the system (out of memory) or by a
+    crash in a decoder leaves it behind, which names the clip."""
+    busy = _WORKER["handoff"] / (item.key + BUSY_SUFFIX)
+    busy.touch()
+    try:
+        return _work(item)
+    finally:
+        busy.unlink(missing_ok=True)
+
+
 # --- engine ----------------------------------------------------------------------------------------
 
 
@@ -248,10 +262,13 @@ def _shard_done(out: Path, shard: dict[str, Any]) -> bool:
 
 class _Workers:
     """The processes that run `recipe.process`, started before planning so that they load what they need
-    (`Recipe.warm`) while the parent plans. Forked here, before any progress-bar thread starts."""
+    (`Recipe.warm`) while the parent plans. Forked here, before any progress-bar thread starts.
+
+    A ProcessPoolExecutor rather than a multiprocessing Pool: when a worker dies (killed for memory, or a
+    crash in a decoder) a Pool waits forever for its result, the executor reports it."""
 
     def __init__(self, recipe: Recipe, raw: Path, options: Any, jobs: int, out: Path) -> None:
-        self.pool = None
+        self.pool: ProcessPoolExecutor | None = None
         self.finished = False
         self.handoff: Path | None = None
         self.args = (recipe.name, str(raw), options)
@@ -260,11 +277,14 @@ class _Workers:
             state_dir(out).mkdir(parents=True, exist_ok=True)
             self.handoff = Path(tempfile.mkdtemp(prefix=HANDOFF_PREFIX, dir=state_dir(out)))
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            # Frozen objects are left out of the workers' garbage collections, which would otherwise touch
-            # (and so copy) every page of the parent's heap they inherit: about 5% of the workers' time.
+            self.pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                                            initargs=(*self.args, str(self.handoff)))
+            # The first task starts the workers. Frozen objects are left out of their garbage collections,
+            # which would otherwise touch (and so copy) every page of the parent's heap they inherit:
+            # about 5% of the workers' time.
             gc.freeze()
             try:
-                self.pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(*self.args, str(self.handoff)))
+                self.pool.submit(int)
             finally:
                 gc.unfreeze()
 
@@ -273,13 +293,17 @@ class _Workers:
         if self.pool is None:
             _init_worker(*self.args)
             return map(_work, items)
-        return self._in_order(self.pool.imap(_work, items, chunksize=2), len(items))
+        return self._in_order([self.pool.submit(_work_in_pool, it) for it in items])
 
-    def _in_order(self, results: Iterator[tuple], n: int) -> Iterator[tuple]:
+    def _in_order(self, futures: list) -> Iterator[tuple]:
         """Results with the sample's encoded bytes in place of its hand-off file (read and deleted)."""
-        for i, res in enumerate(results, start=1):
-            if i == n:  # the workers may exit while the parent writes the last shard and the manifest
-                self.pool.close()
+        for i, fut in enumerate(futures, start=1):
+            try:
+                res = fut.result()
+            except BrokenProcessPool:
+                raise AvdataError(self._death_message()) from None
+            if i == len(futures):  # the workers may exit while the parent writes the last shard and the manifest
+                self.pool.shutdown(wait=False)
                 self.finished = True
             if res[0] == "ok":
                 with open(res[2], "rb") as f:
@@ -288,11 +312,23 @@ class _Workers:
                 res = (*res[:2], [data], *res[3:])
             yield res
 
+    def _death_message(self) -> str:
+        busy = sorted(p.name[: -len(BUSY_SUFFIX)] for p in self.handoff.glob("*" + BUSY_SUFFIX))
+        which = f"while preparing {', '.join(busy)}" if busy else "between clips"
+        return (f"a worker process died {which}: killed by the system (out of memory?) or crashed in a decoder. "
+                "Finished shards are kept: rerun the same command, with fewer --jobs if memory ran out; if it "
+                "dies on the same clip again, move that clip's files out of the raw folder (it is then recorded "
+                "as missing) or report the file")
+
     def close(self) -> None:
         if self.pool is not None:
             if not self.finished:
-                self.pool.terminate()
-            self.pool.join()
+                # stop now: queued clips are dropped, running ones are not waited for
+                for proc in list(getattr(self.pool, "_processes", {}).values()):
+                    proc.terminate()
+                self.pool.shutdown(wait=True, cancel_futures=True)
+            else:
+                self.pool.shutdown(wait=True)
             self.pool = None
         if self.handoff is not None:
             shutil.rmtree(self.handoff, ignore_errors=True)

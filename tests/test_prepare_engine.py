@@ -179,6 +179,32 @@ def _split_of(out: Path) -> dict[str, str]:
     return {s["__key__"]: split for split, u in urls.items() for s in wds.WebDataset(u, shardshuffle=False)}
 
 
+def test_a_worker_killed_mid_clip_stops_the_run_naming_the_clip(tmp_path):
+    import os
+    import signal
+
+    raw = make_toy_raw(tmp_path / "raw")
+    (raw / "t003.txt").write_text(f"die {os.getpid()}")  # the worker processing it is killed (as by the OOM killer)
+    out = tmp_path / "out"
+    def hung(*_):
+        raise TimeoutError("prepare hung after a worker died")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)  # a regression here would hang: fail instead
+    try:
+        with pytest.raises(AvdataError, match="worker process died while preparing t003: killed by the system"):
+            run(raw, out, jobs=2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not (out / "manifest.json").exists() and not list((out / ".avdata").glob("work-*"))
+    kept = sorted(p.name for p in out.glob("*.tar"))
+    assert kept and all(not n.startswith("test") for n in kept)  # shards finished before it are kept
+    (raw / "t003.txt").write_text("3 4 5")
+    again = run(raw, out, jobs=2)
+    assert again.complete and sorted(again.kept) == kept
+
+
 def test_parse_part():
     assert parse_part("1/4") == (1, 4)
     assert parse_part(None) is None

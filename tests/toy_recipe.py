@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,8 @@ class ToyRecipe(Recipe):
     @staticmethod
     def process(item: WorkItem, ctx: ItemContext) -> dict[str, bytes]:
         text = (ctx.raw / item.sources["text"]).read_text()
+        if text.startswith("die") and os.getpid() != int(text.split()[1]):  # a worker killed mid-clip
+            os.kill(os.getpid(), signal.SIGKILL)
         if text.startswith("bad"):
             raise SkipSample("unreadable toy file", item.sources["text"])
         x = np.array([int(v) * ctx.options.scale for v in text.split()], dtype=np.int64)
