@@ -193,15 +193,18 @@ def _work(item: WorkItem) -> tuple:
         return ("error", item, traceback.format_exc())
 
 
-def _work_in_pool(item: WorkItem) -> tuple:
-    """`_work` with a marker file while it runs: a worker killed by the system (out of memory) or by a
-    crash in a decoder leaves it behind, which names the clip."""
-    busy = _WORKER["handoff"] / (item.key + BUSY_SUFFIX)
-    busy.touch()
-    try:
-        return _work(item)
-    finally:
-        busy.unlink(missing_ok=True)
+def _work_in_pool(items: list[WorkItem]) -> list[tuple]:
+    """`_work` on a few items, each with a marker file while it runs: a worker killed by the system (out
+    of memory) or by a crash in a decoder leaves it behind, which names the clip."""
+    out = []
+    for item in items:
+        busy = _WORKER["handoff"] / (item.key + BUSY_SUFFIX)
+        busy.touch()
+        try:
+            out.append(_work(item))
+        finally:
+            busy.unlink(missing_ok=True)
+    return out
 
 
 # --- engine ----------------------------------------------------------------------------------------
@@ -293,28 +296,32 @@ class _Workers:
         if self.pool is None:
             _init_worker(*self.args)
             return map(_work, items)
-        return self._in_order([self.pool.submit(_work_in_pool, it) for it in items])
+        # two clips per task, as Pool.imap(chunksize=2): fewer messages, and still an even spread at the end
+        return self._in_order([self.pool.submit(_work_in_pool, items[i:i + 2]) for i in range(0, len(items), 2)])
 
     def _in_order(self, futures: list) -> Iterator[tuple]:
         """Results with the sample's encoded bytes in place of its hand-off file (read and deleted)."""
         for i, fut in enumerate(futures, start=1):
             try:
-                res = fut.result()
+                results = fut.result()
             except BrokenProcessPool:
                 raise AvdataError(self._death_message()) from None
             if i == len(futures):  # the workers may exit while the parent writes the last shard and the manifest
                 self.pool.shutdown(wait=False)
                 self.finished = True
-            if res[0] == "ok":
-                with open(res[2], "rb") as f:
-                    data = f.read()
-                os.unlink(res[2])
-                res = (*res[:2], [data], *res[3:])
-            yield res
+            for res in results:
+                if res[0] == "ok":
+                    with open(res[2], "rb") as f:
+                        data = f.read()
+                    os.unlink(res[2])
+                    res = (*res[:2], [data], *res[3:])
+                yield res
 
     def _death_message(self) -> str:
         busy = sorted(p.name[: -len(BUSY_SUFFIX)] for p in self.handoff.glob("*" + BUSY_SUFFIX))
-        which = f"while preparing {', '.join(busy)}" if busy else "between clips"
+        # the other workers are stopped when one dies, so the clips of all of them are named
+        which = (f"while preparing {busy[0]}" if len(busy) == 1 else
+                 f"while preparing one of {', '.join(busy)}" if busy else "between clips")
         return (f"a worker process died {which}: killed by the system (out of memory?) or crashed in a decoder. "
                 "Finished shards are kept: rerun the same command, with fewer --jobs if memory ran out; if it "
                 "dies on the same clip again, move that clip's files out of the raw folder (it is then recorded "
