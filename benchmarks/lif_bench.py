@@ -15,11 +15,11 @@ is installed), ``fused-torch`` (GPU only: the PyTorch fused Function, Triton swi
 
     python benchmarks/lif_bench.py                      # CPU, batch 8
     python benchmarks/lif_bench.py --device cuda        # GPU, batch 128
-    python benchmarks/lif_bench.py --tuned-malloc       # CPU: glibc keeps large freed blocks
+    python benchmarks/lif_bench.py --default-heap       # CPU: without the trainer's heap settings
 
-On CPU, tensors above glibc's mmap threshold (32 MiB at most) are unmapped when freed and every new
-one is page-faulted in again; that costs about as much as the LIF arithmetic itself on a VM, hence
---tuned-malloc to show the figures without it.
+On CPU the workers use the heap settings scmrl-train applies (scmrl/cpu_memory.py: glibc keeps large
+freed blocks instead of unmapping them and page-faulting the next ones in); --default-heap measures
+without them.
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def _spawn(kind: str, impl: str, args: argparse.Namespace, bptt: bool = False) -
         cmd.append("--bptt")
     if not args.amp:
         cmd.append("--no-amp")
-    if args.tuned_malloc:  # keep freed large blocks in the heap instead of unmapping and re-faulting them
-        env.update(MALLOC_MMAP_THRESHOLD_="4294967295", MALLOC_TRIM_THRESHOLD_="4294967295")
+    if args.default_heap:
+        cmd.append("--default-heap")
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0:  # e.g. out of memory: report it in the table and go on with the others
         print(f"worker {kind}/{impl} failed:\n{res.stderr[-1500:]}", file=sys.stderr)
@@ -161,11 +161,8 @@ def main() -> None:
     ap.add_argument("--micro-steps", type=int, default=None, help="timed LIF steps (default 20 CPU, 100 GPU)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--bptt", action="store_true", help="model run with gradient through time in the membrane")
-    ap.add_argument(
-        "--tuned-malloc",
-        action="store_true",
-        help="run workers with glibc MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ raised (CPU: fewer page faults)",
-    )
+    ap.add_argument("--default-heap", action="store_true",
+                    help="CPU: leave glibc's heap settings as they are (scmrl-train raises its thresholds)")
     ap.add_argument("--skip-model", action="store_true")
     ap.add_argument("--skip-micro", action="store_true")
     ap.add_argument("--worker", choices=("micro", "model"), help=argparse.SUPPRESS)
@@ -179,6 +176,10 @@ def main() -> None:
     args.micro_steps = args.micro_steps or (100 if gpu else 20)
     detach = not args.bptt
 
+    if args.worker and args.device == "cpu" and not args.default_heap:
+        from scmrl.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()
     if args.worker == "micro":
         print(json.dumps(_worker_micro(args.impl, args.device, args.micro_steps, args.warmup, detach)))
         return
@@ -193,7 +194,7 @@ def main() -> None:
         f"torch {torch.__version__}, device {args.device} ({dev_name}), threads {torch.get_num_threads()}, "
         f"model membrane {'BPTT' if args.bptt else 'detached (reference)'}"
         f"{', bf16 autocast' if gpu and args.amp else ', float32'}"
-        f"{', glibc malloc thresholds raised' if args.tuned_malloc else ''}\n"
+        f"{'' if gpu else ', default glibc heap' if args.default_heap else ', heap settings of scmrl-train'}\n"
     )
     mem = "peak GPU MiB" if gpu else "max RSS MiB"
     rows = []

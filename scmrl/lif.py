@@ -23,7 +23,8 @@ Two implementations with bit-identical spikes and gradients equal up to float ro
   two Triton kernels (:mod:`scmrl.lif_triton`) that walk the T steps of each neuron in registers.
 
 On CPU the cost of both is dominated by memory traffic (and, for tensors above glibc's 32 MiB
-mmap threshold, by page faults on every fresh allocation); ``benchmarks/lif_bench.py`` measures it.
+mmap threshold, by page faults on every fresh allocation, which scmrl-train avoids with
+:mod:`scmrl.cpu_memory`); ``benchmarks/lif_bench.py`` measures it.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from avdata.progress import make_progress
 
 from .checkpoint import BEST_NAME, CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .config import ModelConfig
+from .cpu_memory import keep_freed_memory
 from .data import ShardReadError, ShardSource, StreamConfig, data_kind, event_bins, make_loader, open_shards
 from .distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed, sync_buffers, wrap_ddp
 from .evaluate import autocast_for, evaluate
@@ -210,6 +211,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     device = ctx.device
+    if device.type == "cpu":
+        keep_freed_memory()  # about 20% faster steps on CPU (scmrl/cpu_memory.py)
     out = Path(cfg.out)
     source = open_shards(cfg.shards, cfg.classes)
     manifest = source.manifest
