@@ -1,7 +1,12 @@
 """The prepare engine: plan -> parallel processing -> shards per split -> manifest and dataset card.
 
 Determinism: items are assigned to shards from the plan alone (fixed count per shard, plan order), and
-results are consumed in plan order (`Pool.imap`), so the bytes do not depend on `jobs`.
+results are consumed in plan order (the executor's futures in submission order), so the bytes do not
+depend on `jobs`.
+
+Workers: with --jobs > 1, a process pool forked before planning (each worker loads its recipe's tables
+while the parent plans). A worker that dies (out of memory, a crash in a decoder) stops the run with
+the clips it was on named, instead of leaving it waiting.
 
 Hand-off: with --jobs > 1 a worker encodes its sample's tar members and writes them to a file in a
 per-run folder `<out>/.avdata/work-*/`; the parent appends that file to the shard (hashing as it writes)
