@@ -6,6 +6,7 @@ Multi-GPU / multi-node: `torchrun --nproc_per_node 8 -m cli.train_app --shards .
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -71,8 +72,9 @@ def train_cmd(
     noise_snr: Optional[float] = typer.Option(None, "--noise-snr", help="Add Gaussian noise at this SNR (dB) to "
                                               "the visual input."),
     noise_on: str = typer.Option("eval", "--noise-on", help="Where --noise-snr applies: train | eval | both."),
-    workers: int = typer.Option(4, "--workers", min=0, help="DataLoader worker processes per process (0: read in "
-                                "the training process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process "
+                                          "and split (0: read in the training process; default: 4, or the "
+                                          "number of CPUs when fewer)."),
     shuffle_buffer: int = typer.Option(1000, "--shuffle-buffer", min=1, help="Training shuffle buffer, samples "
                                        "per process."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
@@ -103,13 +105,20 @@ def train_cmd(
                           image_size=image_size, alpha=alpha, tau_s=tau_s, sao_weight=sao_weight,
                           label_smoothing=label_smoothing, tau=tau, threshold=threshold,
                           attn_threshold=attn_threshold, detach_membrane=detach_membrane, lif=lif,
-                          frames_per_step=frames_per_step, noise_snr=noise_snr, noise_on=noise_on, workers=workers,
+                          frames_per_step=frames_per_step, noise_snr=noise_snr, noise_on=noise_on, workers=_default_workers(workers),
                           shuffle_buffer=shuffle_buffer, device=device, amp=amp, seed=seed, resume=resume,
                           max_steps=max_steps, stop_after_epochs=stop_after_epochs, eval_every=eval_every,
                           classes=_classes(classes), io_retries=io_retries, io_backoff=io_backoff)
         train(cfg)
     except (AvdataError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
+
+
+def _default_workers(workers: int | None) -> int:
+    if workers is not None:
+        return workers
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(4, cpus)
 
 
 @eval_app.command()

@@ -201,3 +201,15 @@ def test_a_cut_shard_read_by_a_worker_is_named(small_shards, tmp_path):
 def test_bad_shards_give_a_clear_error(tmp_path):
     r = CliRunner().invoke(train_app, ["--shards", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "error" in r.output and "nowhere" in r.output
+
+
+def test_default_workers_follow_the_cpus(monkeypatch):
+    import os
+
+    from cli import train_app
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert train_app._default_workers(None) == 2  # 2 CPUs: no more loader workers than CPUs
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert train_app._default_workers(None) == 4
+    assert train_app._default_workers(0) == 0 and train_app._default_workers(8) == 8  # as asked
