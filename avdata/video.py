@@ -216,15 +216,13 @@ KEYFRAME_SAFE = frozenset({"flv", "h263", "h263p", "mpeg4", "mjpeg"})
 def packets_to_decode(keyframes: list[bool], chosen: list[int]) -> list[bool]:
     """Which packets (in decode order) must be decoded to get the `chosen` ones: for each, the run from
     the last key frame at or before it (the first packet when there is none) up to it."""
-    need = [False] * len(keyframes)
-    last_key, start = 0, {}
+    start, last_key = [], 0
     for i, key in enumerate(keyframes):
-        if key:
-            last_key = i
-        start[i] = last_key
+        last_key = i if key else last_key
+        start.append(last_key)
+    need = [False] * len(keyframes)
     for c in chosen:
-        for i in range(start[c], c + 1):
-            need[i] = True
+        need[start[c]:c + 1] = [True] * (c + 1 - start[c])
     return need
 
 
