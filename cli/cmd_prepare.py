@@ -42,6 +42,9 @@ def _run(recipe_name: str, raw: Path, out: Path, options, jobs: int, samples_per
     except AvdataError as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished shards in {out} are kept; run the same command again to go on")
+        raise typer.Exit(130)
     print_summary(result)
 
 

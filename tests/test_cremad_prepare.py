@@ -192,3 +192,16 @@ def test_demo_as_the_readme_runs_it(tmp_path, monkeypatch):
 
     with Image.open(tmp_path / "demo" / "contact_sheet.png") as im:
         assert im.size[0] > 200 and im.size[1] > 200
+
+
+def test_cli_prepare_interrupted_says_how_to_go_on(raw_tree, tmp_path, monkeypatch):
+    import avdata.prepare
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(avdata.prepare, "prepare", interrupted)
+    raw, _ = raw_tree
+    res = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(raw), "--out", str(tmp_path / "o")])
+    said = " ".join(res.output.split())  # the console wraps long lines
+    assert res.exit_code == 130 and "finished shards" in said and "run the same command again" in said
