@@ -112,6 +112,15 @@ def train_cmd(
         train(cfg)
     except (AvdataError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        from scmrl.checkpoint import CHECKPOINT_NAME
+
+        if (Path(out) / CHECKPOINT_NAME).exists():
+            console.print(f"interrupted: {out} holds the checkpoint of the last finished epoch; add --resume to "
+                          "the same command to continue from it")
+        else:
+            console.print("interrupted before the first epoch finished: there is no checkpoint to resume from")
+        raise typer.Exit(130)
 
 
 def _default_workers(workers: int | None) -> int:

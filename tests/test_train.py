@@ -213,3 +213,19 @@ def test_default_workers_follow_the_cpus(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
     assert train_app._default_workers(None) == 4
     assert train_app._default_workers(0) == 0 and train_app._default_workers(8) == 8  # as asked
+
+
+def test_cli_interrupted_says_whether_it_can_resume(small_shards, tmp_path, monkeypatch):
+    import scmrl.train
+
+    def interrupted(_cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scmrl.train, "train", interrupted)
+    args = ["--shards", str(small_shards), "--out", str(tmp_path / "r"), "--device", "cpu"]
+    res = CliRunner().invoke(train_app, args)
+    assert res.exit_code == 130 and "no checkpoint to resume from" in " ".join(res.output.split())
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "checkpoint.pt").write_bytes(b"x")
+    res = CliRunner().invoke(train_app, args)
+    assert res.exit_code == 130 and "add --resume to the same command" in " ".join(res.output.split())
