@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import shutil
 import tempfile
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -243,8 +244,6 @@ def _clear_outputs(out: Path) -> None:
 def _remove_stale_handoffs(out: Path, age_s: float = 3600.0) -> None:
     """Hand-off folders of runs that were killed. A live run touches its folder with every clip, so one
     left alone for an hour is not in use (another --part run may share the output folder)."""
-    import time
-
     for d in state_dir(out).glob(HANDOFF_PREFIX + "*"):
         try:
             if time.time() - d.stat().st_mtime > age_s:

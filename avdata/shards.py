@@ -104,15 +104,18 @@ class ShardWriter:
         self._keys: set[str] = set()
 
     def write(self, key: str, fields: Mapping[str, bytes]) -> None:
-        self.write_encoded(key, encode_sample(key, fields))
+        self._append(key, encode_sample(key, fields))  # encode_sample checked the key and fields
 
     def write_encoded(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         """Append a sample already encoded by `encode_sample` (possibly joined into one buffer)."""
         check_key(key)
-        if key in self._keys:
-            raise ValueError(f"duplicate sample key {key!r} in {self.path.name}")
         if sum(len(p) for p in parts) % tarfile.BLOCKSIZE:
             raise ValueError(f"sample {key!r}: encoded members are not whole tar blocks")
+        self._append(key, parts)
+
+    def _append(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        if key in self._keys:
+            raise ValueError(f"duplicate sample key {key!r} in {self.path.name}")
         self._keys.add(key)
         self._emit(*parts)
         self.num_samples += 1
