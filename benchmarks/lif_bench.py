@@ -10,8 +10,9 @@ Two measurements, each implementation in its own fresh subprocess (so peak memor
       GPU by default; bf16 autocast on CUDA as the trainer (``--no-amp`` for float32).
 
 Implementations: ``fused`` (the default: on CUDA the Triton kernels of scmrl/lif_triton.py where Triton
-is installed), ``fused-torch`` (GPU only: the PyTorch fused Function, Triton switched off) and ``loop``
-(the plain autograd loop).  Target: fused >= 2x the loop.  Prints a markdown table.
+is installed, and in the SPS stages the LIF + max-pool kernels of scmrl/lif_pool_triton.py),
+``fused-apart`` (GPU only: the Triton LIF kernels with PyTorch's max-pool after them), ``fused-torch``
+(GPU only: the PyTorch fused Function, Triton switched off) and ``loop`` (the plain autograd loop).  Target: fused >= 2x the loop.  Prints a markdown table.
 
     python benchmarks/lif_bench.py                      # CPU, batch 8
     python benchmarks/lif_bench.py --device cuda        # GPU, batch 128
@@ -39,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 IMPLS = ("fused", "loop")
-GPU_IMPLS = ("fused", "fused-torch", "loop")
+GPU_IMPLS = ("fused", "fused-apart", "fused-torch", "loop")
 MICRO_SHAPE = (4, 128, 256, 64)
 
 
@@ -134,6 +135,9 @@ def _spawn(kind: str, impl: str, args: argparse.Namespace, bptt: bool = False) -
     if impl == "fused-torch":
         impl = "fused"
         env["SCMRL_LIF_TRITON"] = "0"
+    elif impl == "fused-apart":
+        impl = "fused"
+        env["SCMRL_LIF_POOL_TRITON"] = "0"
     cmd = [
         sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--impl", impl,
         "--device", args.device, "--batch", str(args.batch), "--steps", str(args.steps),
@@ -200,10 +204,11 @@ def main() -> None:
     rows = []
     if not args.skip_micro:
         shape = "x".join(map(str, MICRO_SHAPE))
+        micro_impls = [i for i in impls if i != "fused-apart"]  # one LIF layer has no pool to fuse
         for bptt in (False, True):
-            r = {impl: _spawn("micro", impl, args, bptt) for impl in impls}
+            r = {impl: _spawn("micro", impl, args, bptt) for impl in micro_impls}
             label = f"LIF fwd+bwd [{shape}], {'BPTT' if bptt else 'detached V'}"
-            for impl in impls:
+            for impl in micro_impls:
                 rows.append(
                     f"| {label} | {impl} | {r[impl]['ms']:.1f} ms (min {r[impl]['ms_min']:.1f}) | – "
                     f"| {r[impl]['peak_mib']:.0f} |"

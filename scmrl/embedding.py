@@ -2,7 +2,8 @@
 
 Convolutions, batch norm and pooling run on ``[T*B, ...]`` (time folded into batch, one big conv
 instead of T small ones); only the LIF neurons see the time axis.  A static input repeated over T
-(an expanded view) goes through the first convolution once, not T times.
+(an expanded view) goes through the first convolution once, not T times.  With the fused LIF on CUDA,
+each stage's LIF and max-pool run as one kernel pair (:mod:`scmrl.lif_pool_triton`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import lif_pool_triton
 from .lif import LIFSpec
 
 __all__ = ["SpikingPatchEmbed", "SPS", "ShallowSPS", "build_embedding", "pooled_side", "num_tokens"]
@@ -42,6 +44,11 @@ class _ConvBNLIF2d(nn.Module):
         over T): then conv and BN run once (same batch statistics) and the LIF reads the result T times."""
         y = self.bn(self.conv(x))
         y = y.expand(steps, *y.shape) if repeated else y.unflatten(0, (steps, -1))
+        if isinstance(self.pool, nn.MaxPool2d) and self.lif.impl == "fused" and lif_pool_triton.available(y):
+            lif = self.lif  # one kernel pair for LIF + pool (CUDA); same values and gradients
+            pooled = lif_pool_triton.lif_maxpool(y, lif.tau, lif.v_threshold, lif.surrogate_alpha, lif.detach_membrane)
+            if pooled is not None:
+                return pooled.flatten(0, 1)
         return self.pool(self.lif(y).flatten(0, 1))
 
 

@@ -1,0 +1,262 @@
+"""LIF followed by MaxPool2d(3, stride 2, padding 1) as one pair of Triton kernels (CUDA).
+
+Each SPS stage is conv -> BN -> LIF -> max-pool. Separately, the LIF writes full-size spikes, the pool
+reads them back and writes an int64 index per output (as many bytes as the bf16 input itself), and its
+backward zero-fills a full-size gradient, scatters into it and the LIF backward reads it again. On the
+H100 the pool took 15 of the 65 ms of a training step, three times the LIF. Here:
+
+* forward: one program per tile of pooling windows x channels runs the LIF of the window's 3x3
+  neurons over all T steps in registers, writes the pooled spikes, the pre-spike membrane H of the
+  2x2 neurons it owns (what backward needs) and, per window and step, the position (0..8, one byte)
+  of the window's first maximum;
+* backward: one program per tile of neurons sums the output gradients of the (at most four) windows
+  whose first maximum it is, and applies the LIF backward (with or without gradient through time).
+
+Values and gradient routing are exactly nn.MaxPool2d's: the gradient of a window goes to its first
+maximum in row-major order; for a window without a spike, to its first position inside the image.
+Only channels-last activations (what the SPS uses on CUDA) are taken as they are; anything else is
+copied once. :func:`available` says when this path is used; ``SCMRL_LIF_POOL_TRITON=0`` switches it
+off (LIF kernels + PyTorch's pool then), as does a kernel that fails to compile on the machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scmrl import lif_triton
+
+log = logging.getLogger("scmrl.lif_pool_triton")
+
+__all__ = ["available", "lif_maxpool"]
+
+_TILE = 512  # pooling windows x channels per forward program (9 membranes each, kept in registers)
+_BLOCK = 1024  # neurons per backward program
+_broken = False  # set when the kernels failed to compile here: fall back for the rest of the process
+
+if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _visit(
+        x_ptr, h_ptr, x_base, h_base, oh, ow, pm, c2, cm2, H, W, C, v, best, first,
+        tau, decay, v_th, K: tl.constexpr, SAVE: tl.constexpr,
+    ):
+        """One step of the LIF of window position K (row-major 0..8) for a tile of windows."""
+        ih = 2 * oh - 1 + K // 3
+        iw = 2 * ow - 1 + K % 3
+        inside = pm & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        pix = ((ih * W + iw) * C)[:, None] + c2
+        mask = inside[:, None] & cm2
+        x = tl.load(x_ptr + (x_base + pix), mask=mask, other=0.0).to(tl.float32)
+        h = x / tau + decay * v
+        fire = (h >= v_th) & mask
+        if SAVE:
+            if K // 3 >= 1:
+                if K % 3 >= 1:  # the window's own 2x2 neurons: each neuron is stored by exactly one program
+                    tl.store(h_ptr + (h_base + pix), h.to(h_ptr.dtype.element_ty), mask=mask)
+        best = tl.where((best < 0) & fire, K, best)
+        first = tl.where((first < 0) & mask, K, first)
+        return tl.where(fire, 0.0, h), best, first
+
+    @triton.jit
+    def _lif_pool_fwd_kernel(
+        x_ptr, out_ptr, h_ptr, arg_ptr, P, C, H, W, OH, OW, x_step, n_in, n_out, steps, tau, decay, v_th,
+        SAVE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):
+        p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        pm = p < P
+        cm2 = (c < C)[None, :]
+        c2 = c[None, :]
+        ow = p % OW
+        oh = (p // OW) % OH
+        n = p // (OW * OH)
+        img = n * H * W * C  # [BLOCK_P] start of each window's image in one step
+        zero = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+        v0 = zero
+        v1 = zero
+        v2 = zero
+        v3 = zero
+        v4 = zero
+        v5 = zero
+        v6 = zero
+        v7 = zero
+        v8 = zero
+        for t in range(steps):
+            xb = (t * x_step + img)[:, None]
+            hb = (t * n_in + img)[:, None]
+            best = tl.full([BLOCK_P, BLOCK_C], -1, tl.int32)  # first position that fired
+            first = tl.full([BLOCK_P, BLOCK_C], -1, tl.int32)  # first position inside the image
+            v0, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v0, best, first, tau, decay, v_th, 0, SAVE)
+            v1, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v1, best, first, tau, decay, v_th, 1, SAVE)
+            v2, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v2, best, first, tau, decay, v_th, 2, SAVE)
+            v3, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v3, best, first, tau, decay, v_th, 3, SAVE)
+            v4, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v4, best, first, tau, decay, v_th, 4, SAVE)
+            v5, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v5, best, first, tau, decay, v_th, 5, SAVE)
+            v6, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v6, best, first, tau, decay, v_th, 6, SAVE)
+            v7, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v7, best, first, tau, decay, v_th, 7, SAVE)
+            v8, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v8, best, first, tau, decay, v_th, 8, SAVE)
+            out_off = t * n_out + (p * C)[:, None] + c2
+            omask = pm[:, None] & cm2
+            tl.store(out_ptr + out_off, (best >= 0).to(out_ptr.dtype.element_ty), mask=omask)
+            if SAVE:
+                tl.store(arg_ptr + out_off, tl.where(best >= 0, best, first).to(tl.int8), mask=omask)
+
+    @triton.jit
+    def _route(arg_ptr, g_ptr, out_base, oh, ow, code, ok, OW, C):
+        """Gradient a neuron receives from one window: the window's, if the neuron is its first maximum."""
+        off = out_base + (oh * OW + ow) * C
+        a = tl.load(arg_ptr + off, mask=ok, other=-1).to(tl.int32)
+        g = tl.load(g_ptr + off, mask=ok, other=0.0).to(tl.float32)
+        return tl.where(a == code, g, 0.0)
+
+    @triton.jit
+    def _lif_pool_bwd_kernel(
+        g_ptr, arg_ptr, h_ptr, dx_ptr, C, H, W, OH, OW, n_in, n_out, steps, inv_tau, decay, v_th, alpha,
+        THROUGH_TIME: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n_in
+        c = offs % C
+        iw = (offs // C) % W
+        ih = (offs // (C * W)) % H
+        n = offs // (C * W * H)
+        # windows holding the neuron: an even row (column) is the middle of one window; an odd one is the
+        # last row of window (i-1)/2 and the first of window (i+1)/2, which may lie past the edge
+        odd_h = (ih % 2) == 1
+        odd_w = (iw % 2) == 1
+        oh_a = ih // 2
+        ow_a = iw // 2
+        row_a = tl.where(odd_h, 2, 1)
+        col_a = tl.where(odd_w, 2, 1)
+        oh_b = (ih + 1) // 2
+        ow_b = (iw + 1) // 2
+        has_b = odd_h & (oh_b < OH)
+        has_bw = odd_w & (ow_b < OW)
+        carry = tl.zeros([BLOCK], dtype=tl.float32)  # dL/dX_{t+1}
+        for i in range(steps):
+            t = steps - 1 - i
+            ob = t * n_out + n * OH * OW * C + c
+            gs = _route(arg_ptr, g_ptr, ob, oh_a, ow_a, 3 * row_a + col_a, mask, OW, C)
+            gs += _route(arg_ptr, g_ptr, ob, oh_a, ow_b, 3 * row_a, mask & has_bw, OW, C)
+            gs += _route(arg_ptr, g_ptr, ob, oh_b, ow_a, col_a, mask & has_b, OW, C)
+            gs += _route(arg_ptr, g_ptr, ob, oh_b, ow_b, 0, mask & has_b & has_bw, OW, C)
+            h = tl.load(h_ptr + (t * n_in + offs), mask=mask, other=0.0).to(tl.float32)
+            sig = tl.sigmoid(alpha * (h - v_th))
+            dx = gs * (alpha * sig * (1.0 - sig)) * inv_tau
+            if THROUGH_TIME:
+                dx = dx + tl.where(h < v_th, decay * carry, 0.0)
+                carry = dx
+            tl.store(dx_ptr + (t * n_in + offs), dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def available(x: Tensor) -> bool:
+    """Whether ``x [T, N, C, H, W]`` can take the fused LIF + max-pool kernels (see the module doc)."""
+    return (
+        not _broken
+        and x.dim() == 5
+        and os.environ.get("SCMRL_LIF_POOL_TRITON", "1") != "0"
+        and lif_triton.available(x)
+    )
+
+
+def _nhwc(x: Tensor) -> tuple[Tensor, int]:
+    """``x [T, N, C, H, W]`` as a ``[T, N, H, W, C]`` view with dense steps and its time stride (0 for
+    an input expanded over T, read in place); copied only when no such view exists."""
+    xp = x.permute(0, 1, 3, 4, 2)
+    n = xp[0].numel()
+    if xp[0].is_contiguous() and (x.shape[0] == 1 or xp.stride(0) in (0, n)):
+        return xp, xp.stride(0) if x.shape[0] > 1 else n
+    return xp.contiguous(), n
+
+
+def _pooled(side: int) -> int:
+    return (side - 1) // 2 + 1
+
+
+def _forward(x: Tensor, tau: float, v_threshold: float, save: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(pooled spikes [T, N, OH, OW, C], H [T, N, H, W, C] or None, first-max codes or None)."""
+    xp, x_step = _nhwc(x)
+    steps, batch, height, width, chans = xp.shape
+    oh, ow = _pooled(height), _pooled(width)
+    out = torch.empty((steps, batch, oh, ow, chans), dtype=x.dtype, device=x.device)
+    h = torch.empty(xp.shape, dtype=x.dtype, device=x.device) if save else None
+    arg = torch.empty(out.shape, dtype=torch.int8, device=x.device) if save else None
+    windows = batch * oh * ow
+    if out.numel():
+        block_c = max(4, min(32, triton.next_power_of_2(chans)))
+        block_p = _TILE // block_c
+        grid = (triton.cdiv(windows, block_p), triton.cdiv(chans, block_c))
+        _lif_pool_fwd_kernel[grid](
+            xp, out, h if save else out, arg if save else out, windows, chans, height, width, oh, ow,
+            x_step, xp[0].numel(), out[0].numel(), steps, tau, 1.0 - 1.0 / tau, v_threshold,
+            SAVE=save, BLOCK_P=block_p, BLOCK_C=block_c,
+        )
+    return out, h, arg
+
+
+class _LIFMaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, tau: float, v_threshold: float, alpha: float, detach_membrane: bool
+    ) -> Tensor:
+        out, h, arg = _forward(x, tau, v_threshold, save=True)
+        ctx.save_for_backward(h, arg)
+        ctx.cfg = (tau, v_threshold, alpha, detach_membrane)
+        return out.permute(0, 1, 4, 2, 3)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, None, None]:  # type: ignore[override]
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        h, arg = ctx.saved_tensors
+        tau, v_threshold, alpha, detach_membrane = ctx.cfg
+        g = grad_out.permute(0, 1, 3, 4, 2).contiguous()  # the layout of the codes
+        dx = torch.empty_like(h)
+        steps, _, height, width, chans = h.shape
+        if h.numel():
+            try:
+                _lif_pool_bwd_kernel[(triton.cdiv(h[0].numel(), _BLOCK),)](
+                    g, arg, h, dx, chans, height, width, arg.shape[2], arg.shape[3], h[0].numel(), arg[0].numel(),
+                    steps, 1.0 / tau, 1.0 - 1.0 / tau, v_threshold, alpha,
+                    THROUGH_TIME=not detach_membrane, BLOCK=_BLOCK,
+                )
+            except _compile_errors() as exc:  # pragma: no cover - a Triton/driver combination we have not met
+                raise RuntimeError(
+                    f"the fused LIF + max-pool backward kernel does not build here ({exc}); "
+                    "set SCMRL_LIF_POOL_TRITON=0 to run the LIF and the pool apart"
+                ) from exc
+        return dx.permute(0, 1, 4, 2, 3), None, None, None, None
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """Triton's errors for a kernel this machine cannot build (not for bad inputs or memory)."""
+    found: list[type[BaseException]] = []
+    for mod, name in (("triton.compiler.errors", "CompilationError"), ("triton.runtime.errors", "OutOfResources")):
+        try:
+            found.append(getattr(__import__(mod, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def lif_maxpool(
+    x: Tensor, tau: float, v_threshold: float, surrogate_alpha: float, detach_membrane: bool
+) -> Tensor | None:
+    """Pooled spikes ``[T, N, C, OH, OW]`` (channels-last steps) of LIF(x) under MaxPool2d(3, 2, 1);
+    None when the kernels cannot be built here (the caller then runs the LIF and the pool apart)."""
+    global _broken
+    try:
+        if not (x.requires_grad and torch.is_grad_enabled()):
+            return _forward(x, tau, v_threshold, save=False)[0].permute(0, 1, 4, 2, 3)
+        return _LIFMaxPool.apply(x, float(tau), float(v_threshold), float(surrogate_alpha), bool(detach_membrane))
+    except _compile_errors() as exc:  # pragma: no cover - a Triton/driver combination we have not met
+        _broken = True
+        log.warning("fused LIF + max-pool kernel unavailable here (%s); using the LIF and pool apart", exc)
+        return None
