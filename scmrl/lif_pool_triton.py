@@ -42,6 +42,8 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
     import triton
     import triton.language as tl
 
+    from scmrl.lif_triton import lif_input_grad, lif_step
+
     @triton.jit
     def _visit(
         x_ptr, h_ptr, x_base, h_base, oh, ow, pm, c2, cm2, H, W, C, v, best, first,
@@ -54,15 +56,15 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
         pix = ((ih * W + iw) * C)[:, None] + c2
         mask = inside[:, None] & cm2
         x = tl.load(x_ptr + (x_base + pix), mask=mask, other=0.0).to(tl.float32)
-        h = x / tau + decay * v
-        fire = (h >= v_th) & mask
+        h, fire, v = lif_step(x, v, tau, decay, v_th)
+        fire = fire & mask
         if SAVE:
             if K // 3 >= 1:
                 if K % 3 >= 1:  # the window's own 2x2 neurons: each neuron is stored by exactly one program
                     tl.store(h_ptr + (h_base + pix), h.to(h_ptr.dtype.element_ty), mask=mask)
         best = tl.where((best < 0) & fire, K, best)
         first = tl.where((first < 0) & mask, K, first)
-        return tl.where(fire, 0.0, h), best, first
+        return v, best, first
 
     @triton.jit
     def _lif_pool_fwd_kernel(
@@ -139,7 +141,7 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
         ow_b = (iw + 1) // 2
         has_b = odd_h & (oh_b < OH)
         has_bw = odd_w & (ow_b < OW)
-        carry = tl.zeros([BLOCK], dtype=tl.float32)  # dL/dX_{t+1}
+        carry = tl.zeros([BLOCK], dtype=tl.float32)  # dL/dX_{t+1}, then dL/dX_t
         for i in range(steps):
             t = steps - 1 - i
             ob = t * n_out + n * OH * OW * C + c
@@ -148,12 +150,8 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
             gs += _route(arg_ptr, g_ptr, ob, oh_b, ow_a, col_a, mask & has_b, OW, C)
             gs += _route(arg_ptr, g_ptr, ob, oh_b, ow_b, 0, mask & has_b & has_bw, OW, C)
             h = tl.load(h_ptr + (t * n_in + offs), mask=mask, other=0.0).to(tl.float32)
-            sig = tl.sigmoid(alpha * (h - v_th))
-            dx = gs * (alpha * sig * (1.0 - sig)) * inv_tau
-            if THROUGH_TIME:
-                dx = dx + tl.where(h < v_th, decay * carry, 0.0)
-                carry = dx
-            tl.store(dx_ptr + (t * n_in + offs), dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            carry = lif_input_grad(gs, h, carry, inv_tau, decay, v_th, alpha, THROUGH_TIME)
+            tl.store(dx_ptr + (t * n_in + offs), carry.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 def available(x: Tensor) -> bool:

@@ -49,6 +49,23 @@ def available(x: Tensor) -> bool:
 if _HAVE_TRITON:
 
     @triton.jit
+    def lif_step(x, v, tau, decay, v_th):
+        """One time step in float32: (pre-spike membrane H, spike, membrane after the reset)."""
+        h = x / tau + decay * v
+        fire = h >= v_th
+        return h, fire, tl.where(fire, 0.0, h)
+
+    @triton.jit
+    def lif_input_grad(g, h, carry, inv_tau, decay, v_th, alpha, THROUGH_TIME: tl.constexpr):
+        """dL/dX_t from dL/dS_t and H_t (sigmoid surrogate); with THROUGH_TIME, plus the membrane's share
+        of ``carry`` = dL/dX_{t+1}."""
+        sig = tl.sigmoid(alpha * (h - v_th))
+        dx = g * (alpha * sig * (1.0 - sig)) * inv_tau
+        if THROUGH_TIME:
+            dx = dx + tl.where(h < v_th, decay * carry, 0.0)
+        return dx
+
+    @triton.jit
     def _lif_fwd_kernel(
         x_ptr, s_ptr, h_ptr, n, x_step, steps, tau, decay, v_th, SAVE_H: tl.constexpr, BLOCK: tl.constexpr
     ):
@@ -60,12 +77,10 @@ if _HAVE_TRITON:
             idx = t * n + offs
             # x_step = n, or 0 for an input repeated over T (a static image expanded, read once per step)
             x = tl.load(x_ptr + (t * x_step + offs), mask=mask, other=0.0).to(tl.float32)
-            h = x / tau + decay * v
-            fire = h >= v_th
+            h, fire, v = lif_step(x, v, tau, decay, v_th)
             tl.store(s_ptr + idx, fire.to(s_ptr.dtype.element_ty), mask=mask)
             if SAVE_H:
                 tl.store(h_ptr + idx, h.to(h_ptr.dtype.element_ty), mask=mask)
-            v = tl.where(fire, 0.0, h)
 
     @triton.jit
     def _lif_bwd_kernel(
@@ -80,12 +95,8 @@ if _HAVE_TRITON:
             idx = t * n + offs
             h = tl.load(h_ptr + idx, mask=mask, other=0.0).to(tl.float32)
             g = tl.load(g_ptr + idx, mask=mask, other=0.0).to(tl.float32)
-            sig = tl.sigmoid(alpha * (h - v_th))
-            dx = g * (alpha * sig * (1.0 - sig)) * inv_tau
-            if THROUGH_TIME:
-                dx = dx + tl.where(h < v_th, decay * carry, 0.0)
-                carry = dx
-            tl.store(dx_ptr + idx, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            carry = lif_input_grad(g, h, carry, inv_tau, decay, v_th, alpha, THROUGH_TIME)
+            tl.store(dx_ptr + idx, carry.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 def _grid(n: int) -> tuple[int]:
