@@ -21,6 +21,8 @@ step "CUDA tests"
 python3 -m pytest -q -p no:cacheprovider tests/test_lif_triton.py tests/test_lif_pool_triton.py tests/test_lif.py tests/test_models.py tests/test_attention.py 2>&1 | tee "$OUT/tests.txt" | tail -5
 step "LIF + training-step benchmark"
 python3 benchmarks/lif_bench.py --device cuda ${LIF_BENCH_ARGS:-} 2>&1 | tee "$OUT/lif_bench.txt"
+step "where the fused training step spends its time"
+python3 benchmarks/profile_step.py --device cuda --rows 25 2>&1 | tee "$OUT/profile_step.txt" | tail -30
 step "input pipeline benchmark"
 python3 benchmarks/input_pipeline.py --device cuda --model-batch 128 ${PIPE_ARGS:-} 2>&1 | tee "$OUT/input_pipeline.txt"
 step "scmrl-train on CUDA (synthetic task)"
