@@ -47,8 +47,7 @@ class _ConvBNLIF2d(nn.Module):
         if isinstance(self.pool, nn.MaxPool2d) and self.lif.impl == "fused" and lif_pool_triton.available(y):
             lif = self.lif  # one kernel pair for LIF + pool (CUDA); same values and gradients
             pooled = lif_pool_triton.lif_maxpool(y, lif.tau, lif.v_threshold, lif.surrogate_alpha, lif.detach_membrane)
-            if pooled is not None:
-                return pooled.flatten(0, 1)
+            return pooled.flatten(0, 1)
         return self.pool(self.lif(y).flatten(0, 1))
 
 

@@ -20,7 +20,8 @@ Two implementations with bit-identical spikes and gradients equal up to float ro
   vectorised pass (detached membrane) or a reverse recurrence of one fused op per step (gradient
   through time).  Without autograd (inference) the membrane buffer itself becomes the output.
   This is what the models use by default.  On CUDA, where Triton is installed, the same Function is
-  two Triton kernels (:mod:`scmrl.lif_triton`) that walk the T steps of each neuron in registers.
+  two Triton kernels (:mod:`scmrl.lif_triton`) that walk the T steps of each neuron in registers, once
+  they have built and matched the loop on the device (:mod:`scmrl.kernel_check`).
 
 On CPU the cost of both is dominated by memory traffic (and, for tensors above glibc's 32 MiB
 mmap threshold, by page faults on every fresh allocation, which scmrl-train avoids with
@@ -36,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from scmrl import lif_triton
+from scmrl.kernel_check import passes_self_check
 
 __all__ = ["LIF", "LIFSpec", "lif_fused", "lif_loop", "LIF_IMPLS"]
 
@@ -130,6 +132,22 @@ class _LIFFused(torch.autograd.Function):
         return g, None, None, None, None
 
 
+def _triton_checked(device: torch.device) -> bool:
+    """The Triton kernels built and agree with the loop on ``device`` (checked once, see kernel_check)."""
+
+    def sample(dev: torch.device) -> Tensor:
+        return (torch.randn(3, 2, 5, 7, generator=torch.Generator().manual_seed(0)) * 1.5 + 0.7).to(dev)
+
+    return passes_self_check(
+        "LIF",
+        device,
+        lambda x: torch.cat([lif_triton.lif_triton(x, 2.0, 1.0, 4.0, d) for d in (True, False)]),
+        lambda x: torch.cat([lif_loop(x, 2.0, 1.0, 4.0, d) for d in (True, False)]),
+        sample,
+        "SCMRL_LIF_TRITON",
+    )
+
+
 def lif_fused(
     x: Tensor,
     tau: float = 2.0,
@@ -138,7 +156,7 @@ def lif_fused(
     detach_membrane: bool = True,
 ) -> Tensor:
     """LIF over ``x[T, ...]`` as one autograd Function (same values and gradients as :func:`lif_loop`)."""
-    if lif_triton.available(x):
+    if lif_triton.available(x) and _triton_checked(x.device):
         return lif_triton.lif_triton(x, float(tau), float(v_threshold), float(surrogate_alpha), bool(detach_membrane))
     if not (x.requires_grad and torch.is_grad_enabled()):
         # inference: nothing to save, so the membrane buffer is turned into the output in place

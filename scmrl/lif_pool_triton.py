@@ -15,28 +15,28 @@ H100 the pool took 15 of the 65 ms of a training step, three times the LIF. Here
 Values and gradient routing are exactly nn.MaxPool2d's: the gradient of a window goes to its first
 maximum in row-major order; for a window without a spike, to its first position inside the image.
 Only channels-last activations (what the SPS uses on CUDA) are taken as they are; anything else is
-copied once. :func:`available` says when this path is used; ``SCMRL_LIF_POOL_TRITON=0`` switches it
-off (LIF kernels + PyTorch's pool then), as does a kernel that fails to compile on the machine.
+copied once. :func:`available` says when this path is used: on a device where the kernels build and pass
+a first-use check against the LIF loop + ``F.max_pool2d`` (:mod:`scmrl.kernel_check`), unless
+``SCMRL_LIF_POOL_TRITON=0`` (LIF kernels + PyTorch's pool then).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from scmrl import lif_triton
-
-log = logging.getLogger("scmrl.lif_pool_triton")
+from scmrl.kernel_check import passes_self_check
+from scmrl.lif import lif_loop
 
 __all__ = ["available", "lif_maxpool"]
 
 _TILE = 512  # pooling windows x channels per forward program (9 membranes each, kept in registers)
 _BLOCK = 1024  # neurons per backward program
-_broken = False  # set when the kernels failed to compile here: fall back for the rest of the process
 
 if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
     import triton
@@ -157,10 +157,12 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
 def available(x: Tensor) -> bool:
     """Whether ``x [T, N, C, H, W]`` can take the fused LIF + max-pool kernels (see the module doc)."""
     return (
-        not _broken
-        and x.dim() == 5
+        x.dim() == 5
         and os.environ.get("SCMRL_LIF_POOL_TRITON", "1") != "0"
         and lif_triton.available(x)
+        and passes_self_check(
+            "LIF + max-pool", x.device, _kernels_both_modes, _apart_both_modes, _sample, "SCMRL_LIF_POOL_TRITON"
+        )
     )
 
 
@@ -219,42 +221,35 @@ class _LIFMaxPool(torch.autograd.Function):
         dx = torch.empty_like(h)
         steps, _, height, width, chans = h.shape
         if h.numel():
-            try:
-                _lif_pool_bwd_kernel[(triton.cdiv(h[0].numel(), _BLOCK),)](
-                    g, arg, h, dx, chans, height, width, arg.shape[2], arg.shape[3], h[0].numel(), arg[0].numel(),
-                    steps, 1.0 / tau, 1.0 - 1.0 / tau, v_threshold, alpha,
-                    THROUGH_TIME=not detach_membrane, BLOCK=_BLOCK,
-                )
-            except _compile_errors() as exc:  # pragma: no cover - a Triton/driver combination we have not met
-                raise RuntimeError(
-                    f"the fused LIF + max-pool backward kernel does not build here ({exc}); "
-                    "set SCMRL_LIF_POOL_TRITON=0 to run the LIF and the pool apart"
-                ) from exc
+            _lif_pool_bwd_kernel[(triton.cdiv(h[0].numel(), _BLOCK),)](
+                g, arg, h, dx, chans, height, width, arg.shape[2], arg.shape[3], h[0].numel(), arg[0].numel(),
+                steps, 1.0 / tau, 1.0 - 1.0 / tau, v_threshold, alpha,
+                THROUGH_TIME=not detach_membrane, BLOCK=_BLOCK,
+            )
         return dx.permute(0, 1, 4, 2, 3), None, None, None, None
-
-
-def _compile_errors() -> tuple[type[BaseException], ...]:
-    """Triton's errors for a kernel this machine cannot build (not for bad inputs or memory)."""
-    found: list[type[BaseException]] = []
-    for mod, name in (("triton.compiler.errors", "CompilationError"), ("triton.runtime.errors", "OutOfResources")):
-        try:
-            found.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(found)
 
 
 def lif_maxpool(
     x: Tensor, tau: float, v_threshold: float, surrogate_alpha: float, detach_membrane: bool
-) -> Tensor | None:
+) -> Tensor:
     """Pooled spikes ``[T, N, C, OH, OW]`` (channels-last steps) of LIF(x) under MaxPool2d(3, 2, 1);
-    None when the kernels cannot be built here (the caller then runs the LIF and the pool apart)."""
-    global _broken
-    try:
-        if not (x.requires_grad and torch.is_grad_enabled()):
-            return _forward(x, tau, v_threshold, save=False)[0].permute(0, 1, 4, 2, 3)
-        return _LIFMaxPool.apply(x, float(tau), float(v_threshold), float(surrogate_alpha), bool(detach_membrane))
-    except _compile_errors() as exc:  # pragma: no cover - a Triton/driver combination we have not met
-        _broken = True
-        log.warning("fused LIF + max-pool kernel unavailable here (%s); using the LIF and pool apart", exc)
-        return None
+    call only where :func:`available` is true."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return _forward(x, tau, v_threshold, save=False)[0].permute(0, 1, 4, 2, 3)
+    return _LIFMaxPool.apply(x, float(tau), float(v_threshold), float(surrogate_alpha), bool(detach_membrane))
+
+
+def _sample(device: torch.device) -> Tensor:
+    """A small channels-last [T, N, C, H, W] input with odd and even sides, spikes and spike-free windows."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, 7, 6, generator=gen) * 1.5 + 0.7
+    return x.to(device).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 2))
+
+
+def _kernels_both_modes(x: Tensor) -> Tensor:
+    return torch.cat([_LIFMaxPool.apply(x, 2.0, 1.0, 4.0, detach) for detach in (True, False)])
+
+
+def _apart_both_modes(x: Tensor) -> Tensor:
+    pooled = [F.max_pool2d(lif_loop(x, 2.0, 1.0, 4.0, detach).flatten(0, 1), 3, 2, 1) for detach in (True, False)]
+    return torch.cat([p.unflatten(0, x.shape[:2]) for p in pooled])

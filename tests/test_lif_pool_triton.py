@@ -34,9 +34,7 @@ def _run(fn, x: torch.Tensor, grad: torch.Tensor, **kw) -> tuple[torch.Tensor, t
 
 
 def _fused(x: torch.Tensor, detach: bool, tau: float = 2.0, v_threshold: float = 1.0, surrogate_alpha: float = 4.0):
-    out = lif_pool_triton.lif_maxpool(x, tau, v_threshold, surrogate_alpha, detach)
-    assert out is not None
-    return out
+    return lif_pool_triton.lif_maxpool(x, tau, v_threshold, surrogate_alpha, detach)
 
 
 @pytest.mark.parametrize("detach", [True, False])
