@@ -9,7 +9,7 @@ H100 the pool took 15 of the 65 ms of a training step, three times the LIF. Here
   neurons over all T steps in registers, writes the pooled spikes, the pre-spike membrane H of the
   2x2 neurons it owns (what backward needs) and, per window and step, the position (0..8, one byte)
   of the window's first maximum;
-* backward: one program per tile of neurons sums the output gradients of the (at most four) windows
+* backward: one program per tile of pixels x channels sums the output gradients of the (at most four) windows
   whose first maximum it is, and applies the LIF backward (with or without gradient through time).
 
 Values and gradient routing are exactly nn.MaxPool2d's: the gradient of a window goes to its first
@@ -35,8 +35,7 @@ from scmrl.lif import lif_loop
 
 __all__ = ["available", "lif_maxpool"]
 
-_TILE = 512  # pooling windows x channels per forward program (9 membranes each, kept in registers)
-_BLOCK = 1024  # neurons per backward program
+_TILE = 512  # windows (forward) or pixels (backward) x channels per program; forward keeps 9 membranes each
 
 if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
     import triton
@@ -111,25 +110,30 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
                 tl.store(arg_ptr + out_off, tl.where(best >= 0, best, first).to(tl.int8), mask=omask)
 
     @triton.jit
-    def _route(arg_ptr, g_ptr, out_base, oh, ow, code, ok, OW, C):
+    def _route(arg_ptr, g_ptr, out_base, oh, ow, code, ok, OW, C, c2, cm2):
         """Gradient a neuron receives from one window: the window's, if the neuron is its first maximum."""
-        off = out_base + (oh * OW + ow) * C
-        a = tl.load(arg_ptr + off, mask=ok, other=-1).to(tl.int32)
-        g = tl.load(g_ptr + off, mask=ok, other=0.0).to(tl.float32)
-        return tl.where(a == code, g, 0.0)
+        off = (out_base + (oh * OW + ow) * C)[:, None] + c2
+        mask = ok[:, None] & cm2
+        a = tl.load(arg_ptr + off, mask=mask, other=-1).to(tl.int32)
+        g = tl.load(g_ptr + off, mask=mask, other=0.0).to(tl.float32)
+        return tl.where(a == code[:, None], g, 0.0)
 
     @triton.jit
     def _lif_pool_bwd_kernel(
-        g_ptr, arg_ptr, h_ptr, dx_ptr, C, H, W, OH, OW, n_in, n_out, steps, inv_tau, decay, v_th, alpha,
-        THROUGH_TIME: tl.constexpr, BLOCK: tl.constexpr,
+        g_ptr, arg_ptr, h_ptr, dx_ptr, R, C, H, W, OH, OW, n_in, n_out, steps, inv_tau, decay, v_th, alpha,
+        THROUGH_TIME: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < n_in
-        c = offs % C
-        iw = (offs // C) % W
-        ih = (offs // (C * W)) % H
-        n = offs // (C * W * H)
-        # windows holding the neuron: an even row (column) is the middle of one window; an odd one is the
+        # a tile of pixels (n, ih, iw) x channels: the index arithmetic is per pixel, not per neuron
+        r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        rm = r < R
+        c2 = c[None, :]
+        cm2 = (c < C)[None, :]
+        mask = rm[:, None] & cm2
+        iw = r % W
+        ih = (r // W) % H
+        n = r // (W * H)
+        # windows holding the pixel: an even row (column) is the middle of one window; an odd one is the
         # last row of window (i-1)/2 and the first of window (i+1)/2, which may lie past the edge
         odd_h = (ih % 2) == 1
         odd_w = (iw % 2) == 1
@@ -139,19 +143,21 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
         col_a = tl.where(odd_w, 2, 1)
         oh_b = (ih + 1) // 2
         ow_b = (iw + 1) // 2
-        has_b = odd_h & (oh_b < OH)
-        has_bw = odd_w & (ow_b < OW)
-        carry = tl.zeros([BLOCK], dtype=tl.float32)  # dL/dX_{t+1}, then dL/dX_t
+        has_b = rm & odd_h & (oh_b < OH)
+        has_bw = rm & odd_w & (ow_b < OW)
+        zero = tl.zeros_like(row_a)
+        neuron = (r * C)[:, None] + c2
+        carry = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)  # dL/dX_{t+1}, then dL/dX_t
         for i in range(steps):
             t = steps - 1 - i
-            ob = t * n_out + n * OH * OW * C + c
-            gs = _route(arg_ptr, g_ptr, ob, oh_a, ow_a, 3 * row_a + col_a, mask, OW, C)
-            gs += _route(arg_ptr, g_ptr, ob, oh_a, ow_b, 3 * row_a, mask & has_bw, OW, C)
-            gs += _route(arg_ptr, g_ptr, ob, oh_b, ow_a, col_a, mask & has_b, OW, C)
-            gs += _route(arg_ptr, g_ptr, ob, oh_b, ow_b, 0, mask & has_b & has_bw, OW, C)
-            h = tl.load(h_ptr + (t * n_in + offs), mask=mask, other=0.0).to(tl.float32)
+            ob = t * n_out + n * OH * OW * C
+            gs = _route(arg_ptr, g_ptr, ob, oh_a, ow_a, 3 * row_a + col_a, rm, OW, C, c2, cm2)
+            gs += _route(arg_ptr, g_ptr, ob, oh_a, ow_b, 3 * row_a, has_bw, OW, C, c2, cm2)
+            gs += _route(arg_ptr, g_ptr, ob, oh_b, ow_a, col_a, has_b, OW, C, c2, cm2)
+            gs += _route(arg_ptr, g_ptr, ob, oh_b, ow_b, zero, has_b & has_bw, OW, C, c2, cm2)
+            h = tl.load(h_ptr + (t * n_in + neuron), mask=mask, other=0.0).to(tl.float32)
             carry = lif_input_grad(gs, h, carry, inv_tau, decay, v_th, alpha, THROUGH_TIME)
-            tl.store(dx_ptr + (t * n_in + offs), carry.to(dx_ptr.dtype.element_ty), mask=mask)
+            tl.store(dx_ptr + (t * n_in + neuron), carry.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 def available(x: Tensor) -> bool:
@@ -176,6 +182,11 @@ def _nhwc(x: Tensor) -> tuple[Tensor, int]:
     return xp.contiguous(), n
 
 
+def _block_c(chans: int) -> int:
+    """Channels per program (contiguous in memory); the rest of the tile is windows or pixels."""
+    return max(4, min(32, triton.next_power_of_2(chans)))
+
+
 def _pooled(side: int) -> int:
     return (side - 1) // 2 + 1
 
@@ -190,7 +201,7 @@ def _forward(x: Tensor, tau: float, v_threshold: float, save: bool) -> tuple[Ten
     arg = torch.empty(out.shape, dtype=torch.int8, device=x.device) if save else None
     windows = batch * oh * ow
     if out.numel():
-        block_c = max(4, min(32, triton.next_power_of_2(chans)))
+        block_c = _block_c(chans)
         block_p = _TILE // block_c
         grid = (triton.cdiv(windows, block_p), triton.cdiv(chans, block_c))
         _lif_pool_fwd_kernel[grid](
@@ -221,10 +232,13 @@ class _LIFMaxPool(torch.autograd.Function):
         dx = torch.empty_like(h)
         steps, _, height, width, chans = h.shape
         if h.numel():
-            _lif_pool_bwd_kernel[(triton.cdiv(h[0].numel(), _BLOCK),)](
-                g, arg, h, dx, chans, height, width, arg.shape[2], arg.shape[3], h[0].numel(), arg[0].numel(),
-                steps, 1.0 / tau, 1.0 - 1.0 / tau, v_threshold, alpha,
-                THROUGH_TIME=not detach_membrane, BLOCK=_BLOCK,
+            pixels = h.shape[1] * height * width
+            block_c = _block_c(chans)
+            block_r = _TILE // block_c
+            _lif_pool_bwd_kernel[(triton.cdiv(pixels, block_r), triton.cdiv(chans, block_c))](
+                g, arg, h, dx, pixels, chans, height, width, arg.shape[2], arg.shape[3], h[0].numel(),
+                arg[0].numel(), steps, 1.0 / tau, 1.0 - 1.0 / tau, v_threshold, alpha,
+                THROUGH_TIME=not detach_membrane, BLOCK_R=block_r, BLOCK_C=block_c,
             )
         return dx.permute(0, 1, 4, 2, 3), None, None, None, None
 

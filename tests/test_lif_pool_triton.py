@@ -11,15 +11,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scmrl import lif_pool_triton
+from scmrl import kernel_check, lif_pool_triton, lif_triton
 from scmrl.config import ModelConfig
 from scmrl.embedding import SPS
 from scmrl.lif import LIFSpec, lif_loop
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(
-    not lif_pool_triton.available(torch.empty(1, 1, 1, 1, 1, device=DEVICE)), reason="Triton kernels cannot run here"
+    not lif_triton.available(torch.empty(1, device=DEVICE)), reason="Triton kernels cannot run here"
 )
+
+
+def test_kernels_pass_their_first_use_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where Triton runs, the kernels must pass the check that lets training use them (a kernel that
+    failed it would only be skipped by training, so this is where such a failure shows)."""
+    monkeypatch.setattr(kernel_check, "_verdicts", {})
+    assert lif_pool_triton.available(torch.empty(1, 1, 1, 1, 1, device=DEVICE))
 
 
 def _reference(x: torch.Tensor, detach: bool, **kw: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scmrl import lif_triton
+from scmrl import kernel_check, lif, lif_triton
 from scmrl.lif import lif_fused, lif_loop
 from tests.test_lif import _spikes_and_grad as _run
 
@@ -56,6 +56,11 @@ def test_triton_bfloat16_spikes_exact_gradient_close() -> None:
     assert s_tri.dtype == torch.bfloat16 and g_tri.dtype == torch.bfloat16
     assert torch.equal(s_tri.float(), s_ref)
     torch.testing.assert_close(g_tri.float(), g_ref, rtol=2e-2, atol=2e-2)
+
+
+def test_kernels_pass_their_first_use_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernel_check, "_verdicts", {})
+    assert lif._triton_checked(torch.device(DEVICE))
 
 
 def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
