@@ -89,7 +89,8 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
         v6 = zero
         v7 = zero
         v8 = zero
-        for t in range(steps):
+        for step in range(steps):
+            t = tl.cast(step, tl.int64)  # t * n_in may pass 2**31
             xb = (t * x_step + img)[:, None]
             hb = (t * n_in + img)[:, None]
             best = tl.full([BLOCK_P, BLOCK_C], -1, tl.int32)  # first position that fired
@@ -149,7 +150,7 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
         neuron = (r * C)[:, None] + c2
         carry = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)  # dL/dX_{t+1}, then dL/dX_t
         for i in range(steps):
-            t = steps - 1 - i
+            t = tl.cast(steps - 1 - i, tl.int64)
             ob = t * n_out + n * OH * OW * C
             gs = _route(arg_ptr, g_ptr, ob, oh_a, ow_a, 3 * row_a + col_a, rm, OW, C, c2, cm2)
             gs += _route(arg_ptr, g_ptr, ob, oh_a, ow_b, 3 * row_a, has_bw, OW, C, c2, cm2)

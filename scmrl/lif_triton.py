@@ -73,7 +73,8 @@ if _HAVE_TRITON:
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
         v = tl.zeros([BLOCK], dtype=tl.float32)
-        for t in range(steps):
+        for step in range(steps):
+            t = tl.cast(step, tl.int64)  # t * n may pass 2**31
             idx = t * n + offs
             # x_step = n, or 0 for an input repeated over T (a static image expanded, read once per step)
             x = tl.load(x_ptr + (t * x_step + offs), mask=mask, other=0.0).to(tl.float32)
@@ -91,7 +92,7 @@ if _HAVE_TRITON:
         mask = offs < n
         carry = tl.zeros([BLOCK], dtype=tl.float32)  # dL/dX_{t+1}
         for i in range(steps):
-            t = steps - 1 - i
+            t = tl.cast(steps - 1 - i, tl.int64)
             idx = t * n + offs
             h = tl.load(h_ptr + idx, mask=mask, other=0.0).to(tl.float32)
             g = tl.load(g_ptr + idx, mask=mask, other=0.0).to(tl.float32)
