@@ -7,6 +7,8 @@ import importlib
 
 import typer
 
+from cli.errors import run
+
 app = typer.Typer(
     name="avdata",
     help="Turn raw audio-visual and neuromorphic datasets into verified, shareable WebDataset shards.",
@@ -29,7 +31,7 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    app()
+    run(app)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
+from cli.errors import fail
 
 
 def demo(
@@ -24,8 +25,7 @@ def demo(
     try:
         res = run_demo(out, clips=clips, jobs=jobs, seed=seed)
     except AvdataError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2)
+        fail(exc)
     print_summary(res["result"])
     console.print(f"verify: {'all shards OK' if res['verified'] else 'PROBLEMS'}")
     for file, what in res["problems"]:

@@ -9,14 +9,10 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
+from cli.errors import fail
 
 DOWNLOADABLE = ("cremad", "urbansound8k-av", "mnistdvs", "ntidigits", "mnistdvs-ntidigits")
 MAX_ROWS = 40
-
-
-def _fail(exc: AvdataError) -> None:
-    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def print_download_summary(report, title: str = "download") -> None:
@@ -105,13 +101,13 @@ def download_cmd(
 
     setup_logging(verbose)
     if dataset not in DOWNLOADABLE:
-        _fail(AvdataError(f"unknown dataset {dataset!r}; choose from {', '.join(DOWNLOADABLE)}"))
+        fail(AvdataError(f"unknown dataset {dataset!r}; choose from {', '.join(DOWNLOADABLE)}"))
     try:
         report = download_dataset(dataset, to, mirror=mirror, jobs=jobs, retries=retries, backoff=backoff,
                                   include=include or (), limit=limit, actors=actors, sources=sources,
                                   verify_existing="size" if quick else "sha256")
     except AvdataError as exc:
-        _fail(exc)
+        fail(exc)
         return
     print_download_summary(report)
     if not report.ok:
@@ -143,12 +139,12 @@ def verify_raw_cmd(
 
     setup_logging(verbose)
     if dataset != "cremad":
-        _fail(AvdataError(f"verify-raw knows the file list of cremad only, not {dataset!r}"))
+        fail(AvdataError(f"verify-raw knows the file list of cremad only, not {dataset!r}"))
     try:
         files = cremad_files(include=include or (), limit=limit, actors=actors, sources=sources)
         report = verify_raw(raw_dir, files, check_hash=not quick, jobs=jobs)
     except AvdataError as exc:
-        _fail(exc)
+        fail(exc)
         return
     table = Table(title=f"verify-raw {raw_dir}", header_style="bold")
     table.add_column("status")

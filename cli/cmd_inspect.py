@@ -10,14 +10,10 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console
+from cli.errors import fail
 
 ShardsArg = typer.Argument(..., metavar="SHARDS",
                            help="Shards folder: a local path, or the http(s) URL of a folder served as-is.")
-
-
-def _fail(exc: AvdataError) -> None:
-    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def inspect_cmd(
@@ -54,7 +50,7 @@ def inspect_cmd(
 
             sheet = contact_sheet(shards, png, per_class=show or 2, split=split[0] if split else None)
     except AvdataError as exc:
-        _fail(exc)
+        fail(exc)
         return
     if as_json:
         if sheet is not None:
@@ -86,7 +82,7 @@ def verify_cmd(
     try:
         report = verify_shards(shards, splits=split or None, quick=quick)
     except AvdataError as exc:
-        _fail(exc)
+        fail(exc)
         return
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -9,6 +9,7 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
+from cli.errors import fail
 
 prepare_app = typer.Typer(
     help="Convert raw data into WebDataset shards per split, with manifest.json and a dataset card.",
@@ -40,8 +41,7 @@ def _run(recipe_name: str, raw: Path, out: Path, options, jobs: int, samples_per
                                    strict=strict, overwrite=overwrite)
         result = prepare(get_recipe(recipe_name), raw, out, options, settings)
     except AvdataError as exc:
-        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2)
+        fail(exc)
     except KeyboardInterrupt:
         console.print(f"interrupted: finished shards in {out} are kept; run the same command again to go on")
         raise typer.Exit(130)

@@ -9,11 +9,7 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
-
-
-def _fail(exc: AvdataError) -> None:
-    console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+from cli.errors import fail
 
 
 def serve_cmd(
@@ -37,7 +33,7 @@ def serve_cmd(
     try:
         server = make_server(directory, host, port)
     except AvdataError as exc:
-        _fail(exc)
+        fail(exc)
         return
     url = server_url(server)
     console.print(f"serving [bold]{directory.resolve()}[/] at [bold]{url}[/]  (Ctrl-C to stop)\n"
@@ -79,7 +75,7 @@ def pull_cmd(
     try:
         report = pull(url, to, splits=split or None, jobs=jobs, retries=retries, backoff=backoff)
     except AvdataError as exc:
-        _fail(exc)
+        fail(exc)
         return
     print_download_summary(report, title="pull")
     if not report.ok:

@@ -14,18 +14,12 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
+from cli.errors import fail, run
 
 train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                         help="Train S-CMRL (or a baseline) on shards made by `avdata prepare`.")
 eval_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                        help="Evaluate a model saved by scmrl-train on a split of some shards.")
-
-
-def _fail(exc: BaseException) -> None:
-    from rich.markup import escape
-
-    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _classes(text: Optional[str]) -> Optional[list[str]]:
@@ -112,8 +106,8 @@ def train_cmd(
                           max_steps=max_steps, stop_after_epochs=stop_after_epochs, eval_every=eval_every,
                           classes=_classes(classes), io_retries=io_retries, io_backoff=io_backoff)
         train(cfg)
-    except (AvdataError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    except (AvdataError, ValueError) as exc:
+        fail(exc)
     except KeyboardInterrupt:
         from scmrl.checkpoint import CHECKPOINT_NAME
 
@@ -155,8 +149,8 @@ def eval_cmd(
     try:
         res = evaluate_checkpoint(str(checkpoint), shards, split, device, batch_size, workers, noise_snr,
                                   _classes(classes))
-    except (AvdataError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    except (AvdataError, ValueError) as exc:
+        fail(exc)
         return
     if confusion is not None:
         plot_confusion(res["confusion"], res["classes"], confusion, f"{split} confusion, {checkpoint.name}")
@@ -167,11 +161,11 @@ def eval_cmd(
 
 
 def main_train() -> None:
-    train_app()
+    run(train_app)
 
 
 def main_eval() -> None:
-    eval_app()
+    run(eval_app)
 
 
 if __name__ == "__main__":
