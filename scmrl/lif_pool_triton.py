@@ -44,6 +44,14 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
     from scmrl.lif_triton import lif_input_grad, lif_step
 
     @triton.jit
+    def _tile(rows, C, HEIGHT, WIDTH, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        """This program's rows (pixels or windows (n, y, x) of a [N, HEIGHT, WIDTH, C] tensor, int64) and
+        channels: (rows, row mask, channels [1, BLOCK_C], channel mask, n, y, x)."""
+        r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        return r, r < rows, c[None, :], (c < C)[None, :], r // (WIDTH * HEIGHT), (r // WIDTH) % HEIGHT, r % WIDTH
+
+    @triton.jit
     def _visit(
         x_ptr, h_ptr, x_base, h_base, oh, ow, pm, c2, cm2, H, W, C, v, best, first,
         tau, decay, v_th, K: tl.constexpr, SAVE: tl.constexpr,
@@ -70,14 +78,7 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
         x_ptr, out_ptr, h_ptr, arg_ptr, P, C, H, W, OH, OW, x_step, n_in, n_out, steps, tau, decay, v_th,
         SAVE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        pm = p < P
-        cm2 = (c < C)[None, :]
-        c2 = c[None, :]
-        ow = p % OW
-        oh = (p // OW) % OH
-        n = p // (OW * OH)
+        p, pm, c2, cm2, n, oh, ow = _tile(P, C, OH, OW, BLOCK_P, BLOCK_C)
         img = n * H * W * C  # [BLOCK_P] start of each window's image in one step
         zero = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
         v0 = zero
@@ -125,15 +126,8 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
         THROUGH_TIME: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
         # a tile of pixels (n, ih, iw) x channels: the index arithmetic is per pixel, not per neuron
-        r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        rm = r < R
-        c2 = c[None, :]
-        cm2 = (c < C)[None, :]
+        r, rm, c2, cm2, n, ih, iw = _tile(R, C, H, W, BLOCK_R, BLOCK_C)
         mask = rm[:, None] & cm2
-        iw = r % W
-        ih = (r // W) % H
-        n = r // (W * H)
         # windows holding the pixel: an even row (column) is the middle of one window; an odd one is the
         # last row of window (i-1)/2 and the first of window (i+1)/2, which may lie past the edge
         odd_h = (ih % 2) == 1
