@@ -18,7 +18,7 @@ step environment
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 step "CUDA tests"
-python3 -m pytest -q -p no:cacheprovider tests/test_lif_triton.py tests/test_lif_pool_triton.py tests/test_lif.py tests/test_models.py tests/test_attention.py 2>&1 | tee "$OUT/tests.txt" | tail -5
+python3 -m pytest -q -p no:cacheprovider tests/test_lif_triton.py tests/test_lif_pool_triton.py tests/test_triton_build.py tests/test_kernel_check.py tests/test_lif.py tests/test_models.py tests/test_attention.py 2>&1 | tee "$OUT/tests.txt" | tail -5
 step "LIF + training-step benchmark"
 python3 benchmarks/lif_bench.py --device cuda ${LIF_BENCH_ARGS:-} 2>&1 | tee "$OUT/lif_bench.txt"
 step "where the fused training step spends its time"

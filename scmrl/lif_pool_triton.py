@@ -35,7 +35,11 @@ from scmrl.lif import lif_loop
 
 __all__ = ["available", "lif_maxpool"]
 
-_TILE = 512  # windows (forward) or pixels (backward) x channels per program; forward keeps 9 membranes each
+# Windows (forward) or pixels (backward) x channels per program, one per thread (8 warps): the forward keeps
+# 9 membranes per element, and at one element per thread its sm_90 build needs 68 registers (213 at four
+# per thread, which would leave an SM 8 warps to hide memory latency with); the backward needs 40.
+_TILE = 256
+_WARPS = 8
 
 if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
     import triton
@@ -202,7 +206,7 @@ def _forward(x: Tensor, tau: float, v_threshold: float, save: bool) -> tuple[Ten
         _lif_pool_fwd_kernel[grid](
             xp, out, h if save else out, arg if save else out, windows, chans, height, width, oh, ow,
             x_step, xp[0].numel(), out[0].numel(), steps, tau, 1.0 - 1.0 / tau, v_threshold,
-            SAVE=save, BLOCK_P=block_p, BLOCK_C=block_c,
+            SAVE=save, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=_WARPS,
         )
     return out, h, arg
 
@@ -233,7 +237,7 @@ class _LIFMaxPool(torch.autograd.Function):
             _lif_pool_bwd_kernel[(triton.cdiv(pixels, block_r), triton.cdiv(chans, block_c))](
                 g, arg, h, dx, pixels, chans, height, width, arg.shape[2], arg.shape[3], h[0].numel(),
                 arg[0].numel(), steps, 1.0 / tau, 1.0 - 1.0 / tau, v_threshold, alpha,
-                THROUGH_TIME=not detach_membrane, BLOCK_R=block_r, BLOCK_C=block_c,
+                THROUGH_TIME=not detach_membrane, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=_WARPS,
             )
         return dx.permute(0, 1, 4, 2, 3), None, None, None, None
 
