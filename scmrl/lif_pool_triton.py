@@ -9,8 +9,9 @@ H100 the pool took 15 of the 65 ms of a training step, three times the LIF. Here
   neurons over all T steps in registers, writes the pooled spikes, the pre-spike membrane H of the
   2x2 neurons it owns (what backward needs) and, per window and step, the position (0..8, one byte)
   of the window's first maximum;
-* backward: one program per tile of pixels x channels sums the output gradients of the (at most four) windows
-  whose first maximum it is, and applies the LIF backward (with or without gradient through time).
+* backward: one program per tile of pixels x channels sums, per neuron, the output gradients of the (at
+  most four) windows whose first maximum it is, and applies the LIF backward (with or without gradient
+  through time).
 
 Values and gradient routing are exactly nn.MaxPool2d's: the gradient of a window goes to its first
 maximum in row-major order; for a window without a spike, to its first position inside the image.
