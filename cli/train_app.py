@@ -60,9 +60,10 @@ def train_cmd(
                                          "reference asks for 0.5 but fires at 1.0)."),
     detach_membrane: bool = typer.Option(True, "--detach-membrane/--no-detach-membrane",
                                          help="Detach the membrane between time steps (as the reference)."),
-    lif: str = typer.Option("fused", "--lif", help="LIF implementation: fused (one autograd Function over T; on CUDA Triton kernels, with the SPS "
-    "max-pool fused in; SCMRL_LIF_TRITON=0 / SCMRL_LIF_POOL_TRITON=0 switch those off) | loop (the plain "
-    "reference loop). Same values and gradients."),
+    lif: str = typer.Option("fused", "--lif", help="LIF implementation: fused (one autograd Function over T; on "
+                            "CUDA Triton kernels, with the SPS max-pool fused in; SCMRL_LIF_TRITON=0 / "
+                            "SCMRL_LIF_POOL_TRITON=0 switch those off) | loop (the plain reference loop). "
+                            "Same values and gradients."),
     frames_per_step: bool = typer.Option(False, "--frames-per-step", help="One stored frame per time step instead "
                                          "of one random frame repeated over T."),
     noise_snr: Optional[float] = typer.Option(None, "--noise-snr", help="Add Gaussian noise at this SNR (dB) to "
