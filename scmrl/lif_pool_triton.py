@@ -175,11 +175,11 @@ def available(x: Tensor) -> bool:
 def _nhwc(x: Tensor) -> tuple[Tensor, int]:
     """``x [T, N, C, H, W]`` as a ``[T, N, H, W, C]`` view with dense steps and its time stride (0 for
     an input expanded over T, read in place); copied only when no such view exists."""
-    xp = x.permute(0, 1, 3, 4, 2)
-    n = xp[0].numel()
-    if xp[0].is_contiguous() and (x.shape[0] == 1 or xp.stride(0) in (0, n)):
-        return xp, xp.stride(0) if x.shape[0] > 1 else n
-    return xp.contiguous(), n
+    xp, x_step, order = lif_triton._to_dense(x)
+    if order == [0, 2, 3, 1]:  # one step's dims in N, H, W, C order
+        return xp, x_step
+    xp = x.permute(0, 1, 3, 4, 2).contiguous()
+    return xp, xp[0].numel()
 
 
 def _block_c(chans: int) -> int:
