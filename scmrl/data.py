@@ -363,7 +363,7 @@ def frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], np.nd
             step = int(np.prod(shape[1:])) * dtype.itemsize
             if offset + shape[0] * step != field.size:
                 raise ValueError(f"{field.name}: {field.size} bytes do not hold an array of shape {shape}")
-            return shape[0], lambda i: np.frombuffer(field.read(offset + i * step, step), dtype).reshape(shape[1:])
+            return shape[0], lambda i: field.read_array(offset + i * step, step).view(dtype).reshape(shape[1:])
         field = field.read()
     frames = decode_npy_view(field)
     if frames.ndim == 3:
@@ -372,13 +372,16 @@ def frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], np.nd
 
 
 def center_square(img: np.ndarray, side: int) -> np.ndarray:
-    """The centre square of side = short side, resized to side x side (INTER_AREA down, LINEAR up)."""
+    """The centre square of side = short side, resized to side x side (INTER_AREA down, LINEAR up).
+
+    Where no resize is needed it is a view of `img`: the batch collation copies it once, into shared
+    memory (a second copy here made the data workers about a fifth slower on the H100 machine, BENCHMARKS.md)."""
     h, w = img.shape[:2]
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
     sq = img[y0:y0 + s, x0:x0 + s]
     if s == side:
-        return np.ascontiguousarray(sq)
+        return sq
     return cv2.resize(np.ascontiguousarray(sq), (side, side),
                       interpolation=cv2.INTER_AREA if s > side else cv2.INTER_LINEAR)
 
@@ -566,6 +569,8 @@ class ShardStream(IterableDataset):
                 side = self.cfg.frame_side
                 if per_step is None:
                     visual = center_square(frame(idx[0]), side)  # [side, side, 3]
+                    if not visual.flags.writeable:  # a view of the shard's bytes (streamed, not local)
+                        visual = visual.copy()
                 else:
                     visual = np.stack([center_square(frame(i), side) for i in idx])  # [T, side, side, 3]
                 spec = decode_npy_view(sample["spec.npy"])

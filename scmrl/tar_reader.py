@@ -18,6 +18,8 @@ import os
 import tarfile
 from typing import IO, Any, Callable, Iterator
 
+import numpy as np
+
 __all__ = ["iter_tar_files", "MemberSlice"]
 
 BLOCK = 512
@@ -94,6 +96,20 @@ class MemberSlice:
                 raise tarfile.ReadError(f"unexpected end of data in {self.name}")
             data += more
         return data
+
+    def read_array(self, start: int, length: int) -> np.ndarray:
+        """Bytes ``start..start+length`` straight into a new writable uint8 array (``os.preadv``): no
+        intermediate bytes object, and tensors made from it need no copy to be writable."""
+        if start < 0 or length < 0 or start + length > self.size:
+            raise ValueError(f"{self.name}: bytes {start}..{start + length} outside its {self.size}")
+        out = np.empty(length, dtype=np.uint8)
+        done = 0
+        while done < length:  # preadv may return less; nothing at all means the file is cut short
+            got = os.preadv(self.fd, [memoryview(out)[done:]], self.offset + start + done)
+            if not got:
+                raise tarfile.ReadError(f"unexpected end of data in {self.name}")
+            done += got
+        return out
 
 
 def _local_fd(stream: IO[bytes]) -> int | None:

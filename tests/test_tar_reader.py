@@ -114,3 +114,22 @@ def test_damaged_header_raises() -> None:
         list(iter_tar_files(io.BytesIO(bytes(data))))
     with pytest.raises(tarfile.ReadError, match="not a tar"):
         list(iter_tar_files(io.BytesIO(b"<html>not found</html>" + bytes(600))))
+
+
+def test_lazy_member_reads_into_writable_arrays(tmp_path: Path) -> None:
+    """A member left in the file (local shard) reads any byte range into a writable array, equal to
+    tarfile's bytes; a range outside the member or a file cut short after the header raises."""
+    path = tmp_path / "s.tar"
+    path.write_bytes(_sample_tar())
+    with open(path, "rb") as f:
+        files = list(iter_tar_files(f, lazy=lambda name: name.endswith(".npy")))
+        member = files[1]["data"]
+        arr = member.read_array(100, 2000)
+        assert arr.dtype == np.uint8 and arr.shape == (2000,) and arr.flags.writeable
+        assert arr.tobytes() == b"7" * 2000 == member.read(100, 2000)
+        with pytest.raises(ValueError, match="outside"):
+            member.read_array(2999, 2)
+        with open(path, "r+b") as g:  # the file shrinks while the shard is read
+            g.truncate(1024 + 1500)
+        with pytest.raises(tarfile.ReadError, match="unexpected end of data in a.npy"):
+            member.read_array(0, 3000)
