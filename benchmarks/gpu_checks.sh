@@ -24,7 +24,7 @@ python3 benchmarks/lif_bench.py --device cuda ${LIF_BENCH_ARGS:-} 2>&1 | tee "$O
 step "where the fused training step spends its time"
 python3 benchmarks/profile_step.py --device cuda --rows 25 2>&1 | tee "$OUT/profile_step.txt" | tail -30
 step "input pipeline benchmark"
-python3 benchmarks/input_pipeline.py --device cuda --model-batch 128 ${PIPE_ARGS:-} 2>&1 | tee "$OUT/input_pipeline.txt"
+python3 benchmarks/input_pipeline.py --device cuda --model-batch 128 --samples 2048 --epochs 3 ${PIPE_ARGS:-} 2>&1 | tee "$OUT/input_pipeline.txt"
 step "scmrl-train on CUDA (synthetic task)"
 python3 -c "from scmrl.synthetic import make_synthetic_av_shards as m; m('/tmp/syn', n_train=512, n_val=128, n_test=128)"
 python3 -m cli.train_app --shards /tmp/syn --out /tmp/run1 --device cuda --epochs 6 --batch-size 32 \
