@@ -24,6 +24,7 @@ __all__ = ["iter_tar_files", "MemberSlice"]
 
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
+_HAS_PREADV = hasattr(os, "preadv")
 
 
 def _read_exact(stream: IO[bytes], size: int, what: str) -> bytes:
@@ -78,7 +79,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
 
 class MemberSlice:
     """A member of a local tar left unread: the reader skips it and the consumer reads just the part it
-    needs (e.g. one of K stored frames) with ``os.pread``, while the file is still open."""
+    needs (e.g. one of K stored frames) with ``os.preadv``, while the file is still open."""
 
     __slots__ = ("fd", "offset", "size", "name")
 
@@ -87,15 +88,7 @@ class MemberSlice:
 
     def read(self, start: int = 0, length: int | None = None) -> bytes:
         length = self.size - start if length is None else length
-        if start < 0 or length < 0 or start + length > self.size:
-            raise ValueError(f"{self.name}: bytes {start}..{start + length} outside its {self.size}")
-        data = os.pread(self.fd, length, self.offset + start)
-        while len(data) < length:  # pread may return less; nothing at all means the file is cut short
-            more = os.pread(self.fd, length - len(data), self.offset + start + len(data))
-            if not more:
-                raise tarfile.ReadError(f"unexpected end of data in {self.name}")
-            data += more
-        return data
+        return self.read_array(start, length).tobytes()
 
     def read_array(self, start: int, length: int) -> np.ndarray:
         """Bytes ``start..start+length`` straight into a new writable uint8 array (``os.preadv``): no
@@ -104,8 +97,14 @@ class MemberSlice:
             raise ValueError(f"{self.name}: bytes {start}..{start + length} outside its {self.size}")
         out = np.empty(length, dtype=np.uint8)
         done = 0
-        while done < length:  # preadv may return less; nothing at all means the file is cut short
-            got = os.preadv(self.fd, [memoryview(out)[done:]], self.offset + start + done)
+        while done < length:  # a read may return less; nothing at all means the file is cut short
+            pos = self.offset + start + done
+            if _HAS_PREADV:
+                got = os.preadv(self.fd, [memoryview(out)[done:]], pos)
+            else:  # e.g. macOS builds without preadv: one more copy
+                chunk = os.pread(self.fd, length - done, pos)
+                got = len(chunk)
+                out[done:done + got] = np.frombuffer(chunk, dtype=np.uint8)
             if not got:
                 raise tarfile.ReadError(f"unexpected end of data in {self.name}")
             done += got
@@ -113,6 +112,9 @@ class MemberSlice:
 
 
 def _local_fd(stream: IO[bytes]) -> int | None:
+    """The descriptor members can be read from on demand; None where the OS has no pread (Windows)."""
+    if not hasattr(os, "pread"):
+        return None
     try:
         return stream.fileno() if stream.seekable() else None
     except (AttributeError, OSError, io.UnsupportedOperation):

@@ -4,6 +4,7 @@ written in the GNU and pax formats (long names, directories, links); damage rais
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from avdata.shards import ShardWriter
+from scmrl import tar_reader
 from scmrl.tar_reader import iter_tar_files
 
 
@@ -116,9 +118,12 @@ def test_damaged_header_raises() -> None:
         list(iter_tar_files(io.BytesIO(b"<html>not found</html>" + bytes(600))))
 
 
-def test_lazy_member_reads_into_writable_arrays(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preadv", [True, False])
+def test_lazy_member_reads_into_writable_arrays(tmp_path: Path, monkeypatch, preadv: bool) -> None:
     """A member left in the file (local shard) reads any byte range into a writable array, equal to
-    tarfile's bytes; a range outside the member or a file cut short after the header raises."""
+    tarfile's bytes; a range outside the member or a file cut short after the header raises. Also where
+    the OS has pread but no preadv."""
+    monkeypatch.setattr(tar_reader, "_HAS_PREADV", preadv and hasattr(os, "preadv"))
     path = tmp_path / "s.tar"
     path.write_bytes(_sample_tar())
     with open(path, "rb") as f:
