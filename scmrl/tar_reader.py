@@ -101,7 +101,7 @@ class MemberSlice:
             pos = self.offset + start + done
             if _HAS_PREADV:
                 got = os.preadv(self.fd, [memoryview(out)[done:]], pos)
-            else:  # e.g. macOS builds without preadv: one more copy
+            else:  # an OS without preadv: one more copy
                 chunk = os.pread(self.fd, length - done, pos)
                 got = len(chunk)
                 out[done:done + got] = np.frombuffer(chunk, dtype=np.uint8)
