@@ -489,7 +489,7 @@ def print_summary(result: PrepareResult) -> None:
     for split, entry in m["splits"].items():
         for name, st in entry.get("sample_stats", {}).items():
             console.print(f"{split} {name}: min {st['min']:.4f}, median {st['median']:.4f}, max {st['max']:.4f} "
-                          f"(mean {st['mean']:.4f}) over {st['samples']} samples", markup=False)
+                          f"(mean {st['mean']:.4f}) over {st['samples']} samples", markup=False, soft_wrap=True)
     if m["skipped"]:
         console.print(f"[yellow]{len(m['skipped'])} clip(s) skipped[/] (listed in manifest.json):")
         for s in m["skipped"]:

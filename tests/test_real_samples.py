@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from PIL import Image
+from typer.testing import CliRunner
 
 from avdata.audio import SPEC_PRESETS, audio_features, load_audio, resample, spectrogram
 from avdata.events import bin_dvs, read_aedat2, reduce_to_sensor
@@ -24,6 +25,7 @@ from avdata.recipes.mnistdvs_ntidigits import EventOptions
 from avdata.recipes.urbansound8k_av import CLASSES as US_CLASSES
 from avdata.recipes.urbansound8k_av import UrbanSoundOptions
 from avdata.synth.ntidigits import make_ntidigits_h5
+from cli.avdata_app import app
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MNISTDVS = SHARED / "mnistdvs" / "sample"
@@ -142,10 +144,12 @@ def _real_mnistdvs_raw(tmp_path: Path, files: list[Path]) -> Path:
 def test_crop_records_the_share_dropped_on_real_recordings(tmp_path, aedat_files):
     raw = _real_mnistdvs_raw(tmp_path, aedat_files)
     out = tmp_path / "out"
-    opts = EventOptions(bins=8, scale=4, sensor="crop", per_class=23, val_fraction=0.0)
-    res = prepare(get_recipe("mnistdvs-ntidigits"), raw, out, opts, PrepareSettings(samples_per_shard=8, progress=False))
+    res = CliRunner().invoke(app, ["prepare", "mnistdvs-ntidigits", "--raw", str(raw), "--out", str(out), "--bins", "8",
+                                   "--scale", "4", "--sensor", "crop", "--per-class", "23", "--val-fraction", "0",
+                                   "--samples-per-shard", "8"])
+    assert res.exit_code == 0, res.output
     m = load_manifest(out)
-    assert res.complete and m["splits"]["train"]["num_samples"] == 11 and m["splits"]["test"]["num_samples"] == 11
+    assert m["splits"]["train"]["num_samples"] == 11 and m["splits"]["test"]["num_samples"] == 11
     import webdataset as wds
 
     by_split: dict[str, list[float]] = {}
@@ -165,6 +169,9 @@ def test_crop_records_the_share_dropped_on_real_recordings(tmp_path, aedat_files
         assert st["samples"] == 11 and st["min"] == v[0] and st["max"] == v[-1] and st["median"] == v[5]
         assert st["mean"] == round(sum(v) / 11, 6)
         assert 0.10 < st["median"] < 0.20
+        # the summary shows the distribution
+        assert (f"{split} crop_dropped_share: min {st['min']:.4f}, median {st['median']:.4f}, max {st['max']:.4f} "
+                f"(mean {st['mean']:.4f}) over 11 samples") in res.output
     # downsampling drops nothing, so it records nothing
     out2 = tmp_path / "out2"
     prepare(get_recipe("mnistdvs-ntidigits"), raw, out2, EventOptions(bins=8, scale=4, per_class=4, val_fraction=0.0),
