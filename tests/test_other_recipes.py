@@ -8,7 +8,9 @@ from typer.testing import CliRunner
 
 from avdata.manifest import load_manifest
 from cli.avdata_app import app
+from avdata.events import bin_dvs, reduce_to_sensor
 from avdata.synth.events import make_mnistdvs_raw, make_ntidigits_h5
+from avdata.synth.mnistdvs import REAL_DURATION_US, REAL_EVENTS, dvs_events
 from avdata.synth.urbansound import CLASSES, make_urbansound_raw
 
 
@@ -43,7 +45,7 @@ def test_urbansound_from_zip_pairs_splits_and_skips(tmp_path):
 
 def test_mnistdvs_ntidigits_binned_pairs(tmp_path):
     raw = tmp_path / "raw"
-    make_mnistdvs_raw(raw, per_class=6, scales=(8, 16))
+    make_mnistdvs_raw(raw, per_class=5, scales=(8, 16))
     make_ntidigits_h5(raw, per_class=2)
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["prepare", "mnistdvs-ntidigits", "--raw", str(raw), "--out", str(out),
@@ -52,20 +54,30 @@ def test_mnistdvs_ntidigits_binned_pairs(tmp_path):
     m = load_manifest(out)
     assert m["splits"]["train"]["num_samples"] == 20 and m["splits"]["test"]["num_samples"] == 20
     assert m["features"]["visual.npy"]["shape"] == [8, 2, 28, 28]
+    rng = np.random.default_rng(99)  # each digit's look on the 28x28 sensor, from fresh recordings
+    templates = np.stack([bin_dvs(reduce_to_sensor(dvs_events(d, rng, 20000, scale=16), 28), 1, 28).sum(axis=(0, 1))
+                          .ravel().astype(np.float64) for d in range(10)])
+    templates /= np.linalg.norm(templates, axis=1, keepdims=True)
     for split in ("train", "test"):
         samples = read_all(out, m, split)
         for s in samples:
             v, a, meta = s["visual.npy"], s["audio.npy"], s["json"]
             assert v.shape == (8, 2, 28, 28) and v.dtype == np.uint16 and a.shape == (8, 64)
-            assert v.sum() == meta["visual_events"] == 3000 and a.sum() == meta["audio_events"]
+            assert v.sum() == meta["visual_events"] and a.sum() == meta["audio_events"]
+            assert REAL_EVENTS[0] <= meta["visual_events"] <= REAL_EVENTS[1]  # as many as a real recording
+            assert REAL_DURATION_US[0] / 1e6 <= meta["visual_duration_s"] <= REAL_DURATION_US[1] / 1e6
             assert "scale16" in meta["visual_file"] and meta["audio_split"] == split
             # the audio is an isolated digit of the same class ('z' is 0, 'o' never appears)
             word = meta["audio_id"].split("-")[-1]
             assert len(word) == 1 and word != "o" and (0 if word == "z" else int(word)) == s["cls"]
-            # the visual blob sits where the generator put this digit's events
-            d = s["cls"]
-            ys, xs = np.unravel_index(v.sum(axis=(0, 1)).argmax(), (28, 28))
-            assert abs(xs - (24 + (d % 4) * 26) * 28 // 128) <= 2 and abs(ys - (30 + (d // 4) * 34) * 28 // 128) <= 2
+            # the digit is drawn at the sensor's centre, as in the real recordings; its shape gives the class
+            image = v.sum(axis=(0, 1)).astype(np.float64)
+            for axis, centre in ((0, 67), (1, 63)):  # middle of the 5th-95th percentile span, x then y
+                cdf = np.cumsum(image.sum(axis=axis)) / image.sum()
+                mid = (np.searchsorted(cdf, 0.05) + np.searchsorted(cdf, 0.95)) / 2
+                assert abs(mid - centre * 28 / 128) <= 2.5, (s["cls"], axis, mid)
+            image = image.ravel() / np.linalg.norm(image)
+            assert int(np.argmax(templates @ image)) == s["cls"]
         # tiling: 2 isolated samples per class and split are reused for 2 visual samples each
         ids = [s["json"]["audio_id"] for s in samples if s["cls"] == 3]
         assert len(ids) == 2 and len(set(ids)) == 2

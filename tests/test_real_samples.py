@@ -24,6 +24,7 @@ from avdata.recipe import get_recipe
 from avdata.recipes.mnistdvs_ntidigits import EventOptions
 from avdata.recipes.urbansound8k_av import CLASSES as US_CLASSES
 from avdata.recipes.urbansound8k_av import UrbanSoundOptions
+from avdata.synth.mnistdvs import REAL_DURATION_US, REAL_EVENTS, SENSOR_CENTRE, dvs_events
 from avdata.synth.ntidigits import make_ntidigits_h5
 from cli.avdata_app import app
 
@@ -128,6 +129,36 @@ def test_central_crop_keeps_80_to_90_percent_at_scale_4(aedat_files):
         assert bin_dvs(crop, 16, 28).sum() == len(crop)
         kept.append(len(crop) / len(ev))
     assert 0.80 < min(kept) and max(kept) < 0.91 and 0.85 < np.median(kept) < 0.87
+
+
+def test_generator_takes_its_realism_from_the_real_recordings(aedat_files):
+    """The MNIST-DVS generator's counts, durations, position and size are the real files' (see its docstring)."""
+    real = [read_aedat2(p) for p in aedat_files]
+    assert (min(map(len, real)), max(map(len, real))) == REAL_EVENTS
+    assert (min(int(e["t"][-1]) for e in real), max(int(e["t"][-1]) for e in real)) == REAL_DURATION_US
+    assert SENSOR_CENTRE == (np.median(np.concatenate([e["x"] for e in real])),
+                             np.median(np.concatenate([e["y"] for e in real])))
+    q = [5, 50, 95]
+    real_x = np.median([np.percentile(e["x"], q) for e in real], axis=0)
+    real_y = np.median([np.percentile(e["y"], q) for e in real], axis=0)
+    real_kept = [len(reduce_to_sensor(e, 28, "crop")) / len(e) for e in real]
+    rng = np.random.default_rng(5)
+    spans = {}
+    for scale in (4, 8, 16):
+        for _ in range(3):
+            ev = dvs_events(0, rng, scale=scale)
+            assert REAL_EVENTS[0] <= len(ev) <= REAL_EVENTS[1] and ev["t"][0] == 0
+            assert REAL_DURATION_US[0] <= ev["t"][-1] <= REAL_DURATION_US[1]
+            gx, gy = np.percentile(ev["x"], q), np.percentile(ev["y"], q)
+            spans.setdefault(scale, []).append((gx[2] - gx[0], gy[2] - gy[0]))
+            if scale == 4:  # the same zero as the real ones, within two pixels, and as much cropped away
+                assert np.abs(gx - real_x).max() <= 2 and np.abs(gy - real_y).max() <= 2, (gx, gy, real_x, real_y)
+                assert min(real_kept) - 0.02 <= len(reduce_to_sensor(ev, 28, "crop")) / len(ev) <= max(real_kept)
+                assert abs(ev["p"].mean() - np.mean([e["p"].mean() for e in real])) < 0.02
+    w4, h4 = np.mean(spans[4], axis=0)
+    for scale in (8, 16):  # larger scales: proportionally larger digits
+        w, h = np.mean(spans[scale], axis=0)
+        assert abs(w / w4 - scale / 4) < 0.2 * scale / 4 and abs(h / h4 - scale / 4) < 0.2 * scale / 4, (scale, w / w4, h / h4)
 
 
 def _real_mnistdvs_raw(tmp_path: Path, files: list[Path]) -> Path:
