@@ -130,7 +130,12 @@ def test_urbansound_layout_rates_channels_and_zip(tmp_path, top):
         img = np.asarray(Image.open(base / "Dataset_v3_vision" / cls / f"{imgs[0]}.jpg"))
         assert img.shape == (48, 64, 3) and img[:, label * 6:label * 6 + 6].mean() > 180
     infos = [sf.info(str(p)) for p in sorted(base.glob("Dataset_v3_sound/*/*.wav"))]
-    assert {i.samplerate for i in infos} == {44100, 22050, 48000, 16000} and {i.channels for i in infos} == {1, 2}
+    # the real excerpts' encodings (44.1 kHz stereo 16-bit original, 22,050 Hz mono float re-encoding) and two more
+    assert {(i.samplerate, i.channels, i.subtype) for i in infos} == {
+        (44100, 2, "PCM_16"), (22050, 1, "FLOAT"), (48000, 2, "PCM_24"), (16000, 1, "PCM_U8")}
+    # float WAVs laid out as the real re-encoded excerpts: an 18-byte fmt chunk (IEEE float), then a fact chunk
+    head = next(p for p, i in zip(sorted(base.glob("Dataset_v3_sound/*/*.wav")), infos) if i.subtype == "FLOAT").read_bytes()[:44]
+    assert head[12:24] == b"fmt \x12\x00\x00\x00\x03\x00\x01\x00" and head[38:42] == b"fact"
     wave, sr = load_audio(next(base.glob("Dataset_v3_sound/siren/*.wav")), target_sr=22050)
     assert sr == 22050 and wave.ndim == 1
     z1 = make_urbansound_raw(tmp_path / "z1", per_class=2, unpaired=1, as_zip=True, top=top)
