@@ -81,3 +81,26 @@ def test_mnistdvs_ntidigits_binned_pairs(tmp_path):
         # tiling: 2 isolated samples per class and split are reused for 2 visual samples each
         ids = [s["json"]["audio_id"] for s in samples if s["cls"] == 3]
         assert len(ids) == 2 and len(set(ids)) == 2
+
+
+def test_crop_share_survives_parts_and_jobs(tmp_path):
+    """The per-split crop figures come from the shards' records, so --jobs and --part runs give the same
+    manifest; at scale 16 (digits four times the real scale-4 size) the central crop drops most events."""
+    raw = tmp_path / "raw"
+    make_mnistdvs_raw(raw, per_class=4, scales=(16,), n_events=1500)
+    make_ntidigits_h5(raw, per_class=2)
+    base = ["prepare", "mnistdvs-ntidigits", "--raw", str(raw), "--bins", "4", "--per-class", "4",
+            "--val-fraction", "0", "--sensor", "crop", "--samples-per-shard", "6"]
+    runner = CliRunner()
+    for out, extra in (("one", []), ("two", ["--jobs", "2"])):
+        assert runner.invoke(app, base + ["--out", str(tmp_path / out)] + extra).exit_code == 0
+    for i in range(2):
+        assert runner.invoke(app, base + ["--out", str(tmp_path / "parts"), "--part", f"{i}/2"]).exit_code == 0
+    texts = {(tmp_path / d / "manifest.json").read_text() for d in ("one", "two", "parts")}
+    assert len(texts) == 1
+    m = load_manifest(tmp_path / "one")
+    for split in ("train", "test"):
+        st = m["splits"][split]["sample_stats"]["crop_dropped_share"]
+        shares = sorted(s["json"]["crop_dropped_share"] for s in read_all(tmp_path / "one", m, split))
+        assert st["samples"] == 20 == len(shares) and st["min"] == shares[0] and st["max"] == shares[-1]
+        assert st["median"] == round((shares[9] + shares[10]) / 2, 6) and st["median"] > 0.5

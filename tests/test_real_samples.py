@@ -203,6 +203,9 @@ def test_crop_records_the_share_dropped_on_real_recordings(tmp_path, aedat_files
         # the summary shows the distribution
         assert (f"{split} crop_dropped_share: min {st['min']:.4f}, median {st['median']:.4f}, max {st['max']:.4f} "
                 f"(mean {st['mean']:.4f}) over 11 samples") in res.output
+        # and so does the dataset card
+        assert (f"- {split} `crop_dropped_share`: min {st['min']}, median {st['median']}, mean {st['mean']}, "
+                f"max {st['max']}") in (out / "README.md").read_text()
     # downsampling drops nothing, so it records nothing
     out2 = tmp_path / "out2"
     prepare(get_recipe("mnistdvs-ntidigits"), raw, out2, EventOptions(bins=8, scale=4, per_class=4, val_fraction=0.0),
