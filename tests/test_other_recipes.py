@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import webdataset as wds
 from typer.testing import CliRunner
 
@@ -104,3 +105,17 @@ def test_crop_share_survives_parts_and_jobs(tmp_path):
         shares = sorted(s["json"]["crop_dropped_share"] for s in read_all(tmp_path / "one", m, split))
         assert st["samples"] == 20 == len(shares) and st["min"] == shares[0] and st["max"] == shares[-1]
         assert st["median"] == round((shares[9] + shares[10]) / 2, 6) and st["median"] > 0.5
+
+
+def test_sample_stats_summary_and_schema():
+    from avdata.errors import AvdataError
+    from avdata.manifest import new_manifest, split_entry, summarize_stat, validate
+
+    assert summarize_stat([0.3, 0.1, 0.2, 0.4]) == {"samples": 4, "min": 0.1, "median": 0.25, "mean": 0.25, "max": 0.4}
+    assert summarize_stat([0.5])["median"] == 0.5
+    m = new_manifest("x", {}, ["a"], {})
+    m["splits"]["train"] = {**split_entry([], {"a": 0}), "sample_stats": {"crop_dropped_share": summarize_stat([0.1])}}
+    validate(m)
+    m["splits"]["train"]["sample_stats"]["crop_dropped_share"] = {"min": 0.1}
+    with pytest.raises(AvdataError, match="sample_stats 'crop_dropped_share' lacks"):
+        validate(m)
