@@ -72,6 +72,12 @@ def render_card(manifest: dict[str, Any], card: dict[str, Any], command: str | N
     for split, entry in manifest["splits"].items():
         counts = " | ".join(str(entry["class_counts"].get(c, 0)) for c in classes)
         lines.append(f"| {split} | {entry['num_samples']} | {len(entry['shards'])} | {counts} |")
+    stats = [(split, name, st) for split, entry in manifest["splits"].items()
+             for name, st in entry.get("sample_stats", {}).items()]
+    if stats:  # e.g. the share of events a crop dropped: a user should see it before training on the shards
+        lines += ["", "Measured on each sample (per-sample values in its json):", ""]
+        lines += [f"- {split} `{name}`: min {st['min']}, median {st['median']}, mean {st['mean']}, max {st['max']}"
+                  for split, name, st in stats]
     lines += ["", "Classes (index: name): " + ", ".join(f"{i}: {c}" for i, c in enumerate(classes)), "",
               "## Sample fields", "", "| field | dtype | shape | meaning |", "|---|---|---|---|"]
     for name, feat in manifest["features"].items():

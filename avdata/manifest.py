@@ -4,6 +4,11 @@ A shards folder is self-describing: the manifest says what dataset and options m
 files each split has (bytes, sha256, sample count), the classes and per-split class counts, every
 feature's dtype, shape and meaning, and every source clip that was skipped and why. It holds no
 timestamps and no absolute paths, so the same input and options give the same bytes.
+
+Optional per-split key `sample_stats`: {stat name: {"samples", "min", "median", "mean", "max"}}, the
+distribution over the split's samples of a number the recipe measured on each (`ItemContext.stats`), e.g.
+`crop_dropped_share` of mnistdvs-ntidigits with `--sensor crop`: the share of a recording's events that
+fell outside the crop. Absent when the recipe measures nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +50,21 @@ def split_entry(shards: list[dict[str, Any]], class_counts: dict[str, int]) -> d
         "class_counts": dict(class_counts),
         "shards": list(shards),
     }
+
+
+STAT_KEYS = ("samples", "min", "median", "mean", "max")
+
+
+def summarize_stat(values: list[float]) -> dict[str, float | int]:
+    """The `sample_stats` entry of one number over a split's samples (rounded to 6 decimals so the
+    manifest reads well; the per-sample values are in each sample's json)."""
+    if not values:
+        raise ValueError("no values to summarise")
+    v = sorted(float(x) for x in values)
+    n = len(v)
+    median = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+    return {"samples": n, "min": round(v[0], 6), "median": round(median, 6),
+            "mean": round(sum(v) / n, 6), "max": round(v[-1], 6)}
 
 
 def dumps(manifest: dict[str, Any]) -> str:
@@ -97,6 +117,9 @@ def validate(manifest: Any, source: str = "manifest.json") -> None:
         for key in ("num_samples", "class_counts", "shards"):
             if key not in entry:
                 raise AvdataError(f"{source}: split {split!r} lacks {key!r}")
+        for name, st in entry.get("sample_stats", {}).items():
+            if not isinstance(st, dict) or any(k not in st for k in STAT_KEYS):
+                raise AvdataError(f"{source}: split {split!r} sample_stats {name!r} lacks one of {', '.join(STAT_KEYS)}")
         for shard in entry["shards"]:
             for key in ("file", "bytes", "sha256", "num_samples"):
                 if key not in shard:

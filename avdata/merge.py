@@ -16,7 +16,7 @@ from typing import Any
 from .atomic import atomic_write_text, tmp_path
 from .errors import AvdataError
 from .hashing import sha256_file
-from .manifest import new_manifest, save_manifest, split_entry
+from .manifest import new_manifest, save_manifest, split_entry, summarize_stat
 
 log = logging.getLogger("avdata.merge")
 
@@ -58,6 +58,7 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
     sources: dict[str, str] = {}
     by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in record["splits"]}
     counts: dict[str, dict[str, int]] = {s: {c: 0 for c in record["classes"]} for s in record["splits"]}
+    stats: dict[str, dict[str, list[float]]] = {s: {} for s in record["splits"]}
     for shard in record["shards"]:
         side = json.loads(_sidecar(out, shard["file"]).read_text())
         info = side["shard"]
@@ -71,8 +72,12 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
             counts[shard["split"]][c] += n
         skipped.extend(side["skipped"])
         sources.update(side["sources"])
+        for name, values in side.get("stats", {}).items():
+            stats[shard["split"]].setdefault(name, []).extend(values)
     for split in record["splits"]:
         manifest["splits"][split] = split_entry(by_split[split], counts[split])
+        if stats[split]:
+            manifest["splits"][split]["sample_stats"] = {name: summarize_stat(v) for name, v in sorted(stats[split].items())}
     manifest["skipped"] = sorted(skipped, key=lambda s: (s.get("split", ""), s["key"]))
     manifest["sources"] = {"sha256": dict(sorted(sources.items()))}
     if record.get("notes"):

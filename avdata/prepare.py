@@ -171,11 +171,12 @@ def _work(item: WorkItem) -> tuple:
     hashes: dict[str, str] = {}
     try:
         hashes = _hash_sources(raw, item)
-        fields = _WORKER["process"](item, ItemContext(raw, _WORKER["options"], hashes))
+        ctx = ItemContext(raw, _WORKER["options"], hashes)
+        fields = _WORKER["process"](item, ctx)
         parts = encode_sample(item.key, fields)
         handoff = _WORKER["handoff"]
         if handoff is None:
-            return ("ok", item, parts, hashes)
+            return ("ok", item, parts, ctx.stats, hashes)
         path = handoff / f"{item.key}.part"
         try:
             with open(path, "wb") as f:
@@ -185,7 +186,7 @@ def _work(item: WorkItem) -> tuple:
             if exc.errno in _NO_SPACE:
                 return ("nospace", item, f"{exc.strerror} while writing {path}")
             raise
-        return ("ok", item, str(path), hashes)
+        return ("ok", item, str(path), ctx.stats, hashes)
     except SkipSample as exc:
         return ("skip", item, exc.path or next(iter(item.sources.values()), ""), exc.reason, hashes)
     except MediaError as exc:
@@ -424,6 +425,7 @@ def _write_pending(recipe, out, settings, pending, todo, results, result) -> Non
             counts = {c: 0 for c in classes}
             skipped: list[dict[str, Any]] = []
             sources: dict[str, str] = {}
+            stats: dict[str, list[float]] = {}  # per stat name, one value per written sample in plan order
             try:
                 with ShardWriter(path) as writer:
                     for _ in shard["keys"]:
@@ -447,6 +449,8 @@ def _write_pending(recipe, out, settings, pending, todo, results, result) -> Non
                             continue
                         writer.write_encoded(item.key, res[2])
                         counts[classes[item.label]] += 1
+                        for name, value in res[3].items():
+                            stats.setdefault(name, []).append(float(value))
                     info = writer.close()
             except OSError as exc:
                 if exc.errno in _NO_SPACE:
@@ -456,7 +460,8 @@ def _write_pending(recipe, out, settings, pending, todo, results, result) -> Non
                     ) from exc
                 raise
             side = {"shard": info.to_dict(), "split": shard["split"], "keys": shard["keys"],
-                    "class_counts": counts, "skipped": skipped, "sources": dict(sorted(sources.items()))}
+                    "class_counts": counts, "skipped": skipped, "sources": dict(sorted(sources.items())),
+                    "stats": dict(sorted(stats.items()))}
             atomic_write_text(sidecar_path(out, shard["file"]), json.dumps(side, indent=1, sort_keys=True) + "\n")
             result.written.append(shard["file"])
             log.debug("wrote %s (%d samples)", shard["file"], info.num_samples)
@@ -481,6 +486,10 @@ def print_summary(result: PrepareResult) -> None:
     for split, entry in m["splits"].items():
         table.add_row(split, str(entry["num_samples"]), *(str(entry["class_counts"][c]) for c in m["classes"]))
     console.print(table)
+    for split, entry in m["splits"].items():
+        for name, st in entry.get("sample_stats", {}).items():
+            console.print(f"{split} {name}: min {st['min']:.4f}, median {st['median']:.4f}, max {st['max']:.4f} "
+                          f"(mean {st['mean']:.4f}) over {st['samples']} samples", markup=False, soft_wrap=True)
     if m["skipped"]:
         console.print(f"[yellow]{len(m['skipped'])} clip(s) skipped[/] (listed in manifest.json):")
         for s in m["skipped"]:

@@ -50,11 +50,14 @@ class Plan:
 
 @dataclass
 class ItemContext:
-    """What `process()` gets besides the item: the raw root, the options, the sources' sha256."""
+    """What `process()` gets besides the item: the raw root, the options, the sources' sha256, and `stats`,
+    where `process()` may put numbers about the sample (e.g. the share of events a crop dropped) that the
+    engine summarises per split in the manifest (`sample_stats`, see avdata/manifest.py)."""
 
     raw: Path
     options: Any
     source_sha256: dict[str, str]
+    stats: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,8 @@ def prepare_events(
     bins: int = typer.Option(16, "--bins", min=1, help="Time bins T per sample (equal windows over each recording)."),
     scale: int = typer.Option(16, "--scale", help="MNIST-DVS digit scale to use: 4, 8 or 16."),
     sensor: str = typer.Option("downsample", "--sensor", help="How the 128x128 DVS becomes 28x28: downsample "
-                               "(x*28//128) or crop (the central 28x28 window)."),
+                               "(x*28//128) or crop (the central 28x28 window; events outside it are dropped, and the "
+                               "share dropped is recorded per sample and per split and shown in the summary)."),
     per_class: int = typer.Option(1000, "--per-class", min=2, help="MNIST-DVS recordings per class "
                                   "(half train, half test; the reference uses 1000)."),
     val_fraction: float = ValOpt,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import webdataset as wds
 from typer.testing import CliRunner
 
 from avdata.manifest import load_manifest
 from cli.avdata_app import app
+from avdata.events import bin_dvs, reduce_to_sensor
 from avdata.synth.events import make_mnistdvs_raw, make_ntidigits_h5
+from avdata.synth.mnistdvs import REAL_DURATION_US, REAL_EVENTS, dvs_events
 from avdata.synth.urbansound import CLASSES, make_urbansound_raw
 
 
@@ -43,7 +46,7 @@ def test_urbansound_from_zip_pairs_splits_and_skips(tmp_path):
 
 def test_mnistdvs_ntidigits_binned_pairs(tmp_path):
     raw = tmp_path / "raw"
-    make_mnistdvs_raw(raw, per_class=6, scales=(8, 16))
+    make_mnistdvs_raw(raw, per_class=5, scales=(8, 16))
     make_ntidigits_h5(raw, per_class=2)
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["prepare", "mnistdvs-ntidigits", "--raw", str(raw), "--out", str(out),
@@ -52,20 +55,67 @@ def test_mnistdvs_ntidigits_binned_pairs(tmp_path):
     m = load_manifest(out)
     assert m["splits"]["train"]["num_samples"] == 20 and m["splits"]["test"]["num_samples"] == 20
     assert m["features"]["visual.npy"]["shape"] == [8, 2, 28, 28]
+    rng = np.random.default_rng(99)  # each digit's look on the 28x28 sensor, from fresh recordings
+    templates = np.stack([bin_dvs(reduce_to_sensor(dvs_events(d, rng, 20000, scale=16), 28), 1, 28).sum(axis=(0, 1))
+                          .ravel().astype(np.float64) for d in range(10)])
+    templates /= np.linalg.norm(templates, axis=1, keepdims=True)
     for split in ("train", "test"):
         samples = read_all(out, m, split)
         for s in samples:
             v, a, meta = s["visual.npy"], s["audio.npy"], s["json"]
             assert v.shape == (8, 2, 28, 28) and v.dtype == np.uint16 and a.shape == (8, 64)
-            assert v.sum() == meta["visual_events"] == 3000 and a.sum() == meta["audio_events"]
+            assert v.sum() == meta["visual_events"] and a.sum() == meta["audio_events"]
+            assert REAL_EVENTS[0] <= meta["visual_events"] <= REAL_EVENTS[1]  # as many as a real recording
+            assert REAL_DURATION_US[0] / 1e6 <= meta["visual_duration_s"] <= REAL_DURATION_US[1] / 1e6
             assert "scale16" in meta["visual_file"] and meta["audio_split"] == split
             # the audio is an isolated digit of the same class ('z' is 0, 'o' never appears)
             word = meta["audio_id"].split("-")[-1]
             assert len(word) == 1 and word != "o" and (0 if word == "z" else int(word)) == s["cls"]
-            # the visual blob sits where the generator put this digit's events
-            d = s["cls"]
-            ys, xs = np.unravel_index(v.sum(axis=(0, 1)).argmax(), (28, 28))
-            assert abs(xs - (24 + (d % 4) * 26) * 28 // 128) <= 2 and abs(ys - (30 + (d // 4) * 34) * 28 // 128) <= 2
+            # the digit is drawn at the sensor's centre, as in the real recordings; its shape gives the class
+            image = v.sum(axis=(0, 1)).astype(np.float64)
+            for axis, centre in ((0, 67), (1, 63)):  # middle of the 5th-95th percentile span, x then y
+                cdf = np.cumsum(image.sum(axis=axis)) / image.sum()
+                mid = (np.searchsorted(cdf, 0.05) + np.searchsorted(cdf, 0.95)) / 2
+                assert abs(mid - centre * 28 / 128) <= 2.5, (s["cls"], axis, mid)
+            image = image.ravel() / np.linalg.norm(image)
+            assert int(np.argmax(templates @ image)) == s["cls"]
         # tiling: 2 isolated samples per class and split are reused for 2 visual samples each
         ids = [s["json"]["audio_id"] for s in samples if s["cls"] == 3]
         assert len(ids) == 2 and len(set(ids)) == 2
+
+
+def test_crop_share_survives_parts_and_jobs(tmp_path):
+    """The per-split crop figures come from the shards' records, so --jobs and --part runs give the same
+    manifest; at scale 16 (digits four times the real scale-4 size) the central crop drops most events."""
+    raw = tmp_path / "raw"
+    make_mnistdvs_raw(raw, per_class=4, scales=(16,), n_events=1500)
+    make_ntidigits_h5(raw, per_class=2)
+    base = ["prepare", "mnistdvs-ntidigits", "--raw", str(raw), "--bins", "4", "--per-class", "4",
+            "--val-fraction", "0", "--sensor", "crop", "--samples-per-shard", "6"]
+    runner = CliRunner()
+    for out, extra in (("one", []), ("two", ["--jobs", "2"])):
+        assert runner.invoke(app, base + ["--out", str(tmp_path / out)] + extra).exit_code == 0
+    for i in range(2):
+        assert runner.invoke(app, base + ["--out", str(tmp_path / "parts"), "--part", f"{i}/2"]).exit_code == 0
+    texts = {(tmp_path / d / "manifest.json").read_text() for d in ("one", "two", "parts")}
+    assert len(texts) == 1
+    m = load_manifest(tmp_path / "one")
+    for split in ("train", "test"):
+        st = m["splits"][split]["sample_stats"]["crop_dropped_share"]
+        shares = sorted(s["json"]["crop_dropped_share"] for s in read_all(tmp_path / "one", m, split))
+        assert st["samples"] == 20 == len(shares) and st["min"] == shares[0] and st["max"] == shares[-1]
+        assert st["median"] == round((shares[9] + shares[10]) / 2, 6) and st["median"] > 0.5
+
+
+def test_sample_stats_summary_and_schema():
+    from avdata.errors import AvdataError
+    from avdata.manifest import new_manifest, split_entry, summarize_stat, validate
+
+    assert summarize_stat([0.3, 0.1, 0.2, 0.4]) == {"samples": 4, "min": 0.1, "median": 0.25, "mean": 0.25, "max": 0.4}
+    assert summarize_stat([0.5])["median"] == 0.5
+    m = new_manifest("x", {}, ["a"], {})
+    m["splits"]["train"] = {**split_entry([], {"a": 0}), "sample_stats": {"crop_dropped_share": summarize_stat([0.1])}}
+    validate(m)
+    m["splits"]["train"]["sample_stats"]["crop_dropped_share"] = {"min": 0.1}
+    with pytest.raises(AvdataError, match="sample_stats 'crop_dropped_share' lacks"):
+        validate(m)

@@ -16,8 +16,9 @@ from pathlib import Path
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def write_zip(zpath: str | Path, files: list[tuple[str, Path]]) -> Path:
-    """A zip of (member name, file) pairs in the given order, deflated, mode 0644, fixed member times."""
+def write_zip(zpath: str | Path, files: list[tuple[str, Path]], level: int = 6) -> Path:
+    """A zip of (member name, file) pairs in the given order, deflated at `level`, mode 0644, fixed
+    member times."""
     zpath = Path(zpath)
     zpath.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -25,5 +26,5 @@ def write_zip(zpath: str | Path, files: list[tuple[str, Path]]) -> Path:
             info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            zf.writestr(info, Path(path).read_bytes())
+            zf.writestr(info, Path(path).read_bytes(), compresslevel=level)
     return zpath

@@ -5,7 +5,8 @@
 Ids are `<speaker>-<digits>`: the last '-' field is the spoken digit string, one character for an
 isolated digit ('z' = zero, 'o' = oh, '1'..'9'), several for a connected string. Each spoken digit gives
 `n` events over 0.45 s in a band of channels centred on 4 + 5.5 * d (d = 0..9 for z..9, 10 for o), so the
-channel profile carries the class.
+channel profile carries the class. No real N-TIDIGITS18 recording was at hand, so the event counts and
+durations are not taken from real data (unlike the MNIST-DVS generator's); only the file layout is real.
 """
 
 from __future__ import annotations
