@@ -1,0 +1,166 @@
+"""Generate Typer options from an options dataclass, so each option is declared once.
+
+A field's CLI is read from its `dataclasses.field(metadata=...)`, written with `opt`:
+
+    @dataclass
+    class Options:
+        split: str = opt("standard", help="Which split.", choices=("standard", "actor"))
+        frames: int | None = opt(None, help="Frames per clip.", min=1)
+        classes: list[str] = opt(["a", "b"], help="Class names.")   # --classes a,b
+
+    @app.command("demo")
+    @options_command(Options)
+    def demo(opts: Options, out: Path = typer.Option(..., "--out")) -> None:
+        ...   # opts is an Options built from the flags; `out` is an ordinary Typer option
+
+Metadata keys (all optional; a field without them gets a generic help): "help", "flag" (long name without
+dashes, default the field name with - for _), "short" ("-j"), "choices", "min", "max", "hidden".
+Types: str, int, float, Path, `X | None` of these (default None), bool (as --x/--no-x) and list[X]
+(a comma-separated string). Choices and list items are checked here rather than by Typer's Literal
+support, so the errors name the flag on every Typer version the project allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from typing import Any, Callable, Iterable, Mapping
+
+import typer
+
+META_KEYS = ("help", "flag", "short", "choices", "min", "max", "hidden")
+
+
+def opt(default: Any = dataclasses.MISSING, *, help: str | None = None, flag: str | None = None,
+        short: str | None = None, choices: Iterable[Any] | None = None, min: float | None = None,
+        max: float | None = None, hidden: bool = False) -> Any:
+    """A dataclass field carrying its CLI description; a list/dict/set default is copied per instance."""
+    meta = {"help": help, "flag": flag, "short": short, "choices": tuple(choices) if choices else None,
+            "min": min, "max": max, "hidden": hidden}
+    meta = {k: v for k, v in meta.items() if v is not None and v is not False}  # keeps min=0
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """(X, True) for `X | None` / `Optional[X]`, else (tp, False)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return ...  # Typer's marker of a required option
+
+
+def _checker(flag: str, choices: tuple | None, item_type: Any | None) -> Callable[[Any], Any] | None:
+    """A Typer callback that splits list values and checks choices, failing with the flag's name."""
+    if choices is None and item_type is None:
+        return None
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        if item_type is not None:
+            items = [s.strip() for s in str(value).split(",") if s.strip()]
+            try:
+                value = [item_type(s) for s in items]
+            except ValueError:
+                raise typer.BadParameter(f"{value!r} is not a comma-separated list of {item_type.__name__}",
+                                         param_hint=f"'--{flag}'") from None
+        for v in value if item_type is not None else [value]:
+            if choices is not None and v not in choices:
+                allowed = ", ".join(str(c) for c in choices)
+                raise typer.BadParameter(f"{v!r} is not one of: {allowed}", param_hint=f"'--{flag}'")
+        return value
+
+    return check
+
+
+def typer_params(dc_type: type, *, exclude: Iterable[str] = (),
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[inspect.Parameter]:
+    """One keyword parameter with a `typer.Option` per field of `dc_type` (but `exclude`); `overrides`
+    maps a field name to metadata keys (and "default") that replace the dataclass's for this command."""
+    for name, over in (overrides or {}).items():
+        unknown = set(over) - set(META_KEYS) - {"default"}
+        if unknown:
+            raise ValueError(f"overrides for {name}: unknown keys {sorted(unknown)}; use {META_KEYS} or default")
+    exclude = set(exclude)
+    hints = typing.get_type_hints(dc_type)  # resolves `from __future__ import annotations` strings
+    params = []
+    for f in dataclasses.fields(dc_type):
+        if f.name in exclude or not f.init:
+            continue
+        meta = {**f.metadata, **(overrides or {}).get(f.name, {})}
+        default = meta.get("default", _default(f))
+        flag = (meta.get("flag") or f.name.replace("_", "-")).lstrip("-")
+        base, optional = _unwrap_optional(hints[f.name])
+        choices = tuple(meta["choices"]) if meta.get("choices") else None
+        help_text = meta.get("help") or f"Sets {dc_type.__name__}.{f.name}."
+        if choices:
+            help_text += f" One of: {', '.join(map(str, choices))}."
+        metavar = "[" + "|".join(map(str, choices)) + "]" if choices else None
+        item_type = None
+        annotation: Any = hints[f.name]
+        if typing.get_origin(base) is list:
+            item_type = (typing.get_args(base) or (str,))[0]
+            annotation = str | None if optional or default is None else str
+            if isinstance(default, list):
+                default = ",".join(map(str, default))
+            help_text += " Comma-separated."
+            metavar = f"{item_type.__name__.upper()},..."
+        decls = [f"--{flag}/--no-{flag}" if base is bool else f"--{flag}"]
+        if meta.get("short"):
+            decls.append("-" + meta["short"].lstrip("-"))
+        extra = {k: meta[k] for k in ("min", "max") if meta.get(k) is not None}
+        option = typer.Option(default, *decls, help=help_text, hidden=bool(meta.get("hidden")), metavar=metavar,
+                              callback=_checker(flag, choices, item_type), **extra)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=annotation))
+    return params
+
+
+def command_from(dc_type: type, body: Callable[..., Any], *, exclude: Iterable[str] = (),
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[..., Any]:
+    """A Typer command whose flags are `dc_type`'s fields plus `body`'s own parameters after the first;
+    it calls `body(dc_type(**fields), **other_values)`. Register it with `app.command(name)(...)`."""
+    exclude = set(exclude)
+    body_params = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
+    fields = typer_params(dc_type, exclude=exclude, overrides=overrides)
+    names = {p.name for p in fields}
+    clash = names & {p.name for p in body_params}
+    if clash:
+        raise ValueError(f"{body.__name__}: parameters {sorted(clash)} are also fields of {dc_type.__name__}; "
+                         f"rename them or exclude the fields")
+    required = [f.name for f in dataclasses.fields(dc_type) if f.name in exclude and _default(f) is ...]
+    if required:
+        raise ValueError(f"{dc_type.__name__}: excluded fields {required} have no default")
+
+    def command(**values: Any) -> Any:
+        try:
+            instance = dc_type(**{n: values.pop(n) for n in names})
+        except (ValueError, TypeError) as exc:  # the dataclass's own checks (__post_init__)
+            raise typer.BadParameter(str(exc)) from None
+        return body(instance, **values)
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in body_params] + fields
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__, command.__qualname__ = body.__name__, body.__qualname__
+    command.__doc__, command.__module__ = body.__doc__, body.__module__
+    return command
+
+
+def options_command(dc_type: type, *, exclude: Iterable[str] = (),
+                    overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[[Callable], Callable]:
+    """Decorator form of `command_from`: put it under `@app.command(...)`."""
+    return lambda body: command_from(dc_type, body, exclude=exclude, overrides=overrides)
