@@ -146,6 +146,63 @@ def test_vp6_decoding_stops_at_the_last_kept_frame(monkeypatch):
     assert [p.pts for p in fed] == pts[:61] and len(pts) == 70
 
 
+def join_clips(clips: list[str], out: Path) -> list[int]:
+    """Real VP6 clips joined packet by packet into one FLV (no re-encoding): a VP6 stream with a key frame
+    at the start of each part. Returns the packet index of each part's first frame."""
+    starts, offset, n = [], 0, 0
+    with av.open(str(out), "w", format="flv") as dst:
+        ost = None
+        for clip in clips:
+            with av.open(str(SAMPLE / "VideoFlash" / f"{clip}.flv")) as src:
+                stream = src.streams.video[0]
+                ost = ost or dst.add_stream_from_template(stream, opaque=True)
+                starts.append(n)
+                last = 0
+                for packet in src.demux(stream):
+                    if packet.size:
+                        packet.pts += offset
+                        packet.dts += offset
+                        last = packet.pts
+                        packet.stream = ost
+                        dst.mux(packet)
+                        n += 1
+                offset = last + 33
+    return starts
+
+
+@pytest.mark.parametrize("mode,k", [("per_second", None), ("even", 9)])
+def test_vp6_with_several_key_frames_starts_at_the_last_one(tmp_path, mode, k, monkeypatch):
+    """Decoding may start at a VP6 key frame: the frames kept when packets before it are skipped are
+    bit-identical to a full decode's."""
+    path = tmp_path / "joined.flv"
+    starts = join_clips(CLIPS[:3], path)
+    ref, times = full_decode(path)
+    with av.open(str(path)) as c:
+        keys = [p.is_keyframe for p in c.demux(c.streams.video[0]) if p.size]
+    assert [i for i, key in enumerate(keys) if key] == starts == [0, 67, 137] and len(ref) == len(keys) == 202
+    streams: list[_CountingStream] = []
+    fast = video._fast_path
+
+    def counted(packets, tb, stream, *a, **kw):
+        streams.append(_CountingStream(stream))
+        return fast(packets, tb, streams[-1], *a, **kw)
+
+    monkeypatch.setattr(video, "_fast_path", counted)
+    monkeypatch.setattr(video, "_slow_path", lambda *a, **kw: pytest.fail("fell back to the full decode"))
+    frames, got_times, _ = video.read_frames(path, mode=mode, k=k, short_side=None)
+    picks = video.select_per_second(times) if mode == "per_second" else video.select_even(len(ref), k)
+    assert got_times == [times[i] for i in picks] and len(picks) >= 7
+    assert all(np.array_equal(f, ref[i]) for f, i in zip(frames, picks))
+    need = video.packets_to_decode(keys, picks)
+    fed = [p.pts for p in streams[0].fed if p is not None]
+    with av.open(str(path)) as c:
+        pts = [p.pts for p in c.demux(c.streams.video[0]) if p.size]
+    # only the packets from the last key frame before each kept frame, in order: part of the joined
+    # clip is skipped (the decoder is flushed and restarted at a key frame)
+    assert fed == [t for t, n in zip(pts, need) if n][:len(fed)]
+    assert not all(need[:picks[-1] + 1]) and len(fed) < picks[-1] + 1
+
+
 def test_prepare_the_real_clips(raw, decoded, tmp_path):
     out = tmp_path / "shards"
     prepare(get_recipe("cremad"), raw, out, CremadOptions(val_fraction=0.0),
