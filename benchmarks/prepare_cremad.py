@@ -11,6 +11,8 @@ vary by 10-30%):
       clip), no conversion, one process and --jobs processes: the limit for prepare;
   (d) avdata prepare cremad --jobs 1 and --jobs N (shards, manifest, card included).
 Target: (d) with --jobs 2 within 1.1x of (c) on 2 processes.
+--real N --decoder-options instead times FFmpeg's decoder settings (frame/slice threads, skip_frame) on
+the same clips against the default and checks that each leaves every frame bit-identical.
 
 Without --real (generated data, labelled as such): --clips generated clips (Sorenson FLV1: FFmpeg has no
 VP6 encoder; 480x360, 29.97 fps, one key frame per clip unless --gop N) against:
@@ -102,6 +104,58 @@ def decode_needed(video: str) -> int:
         return n + len(stream.decode(None))
 
 
+#: FFmpeg decoder settings tried on VP6 (--decoder-options): (thread_type, thread_count, skip_frame).
+DECODER_OPTIONS = {"FRAME threads x2": ("FRAME", 2, None), "SLICE threads x2": ("SLICE", 2, None),
+                   "AUTO threads x2": ("AUTO", 2, None), "skip_frame NONREF": (None, 1, "NONREF"),
+                   "skip_frame NONKEY": (None, 1, "NONKEY")}
+
+
+def decode_with(video: str, options: tuple | None = None, digest: bool = False):
+    """Decode every frame with the given decoder settings: the frame count, or (digest=True) the sha256 of
+    every frame's RGB bytes, to check that a setting leaves the frames unchanged."""
+    import hashlib
+
+    thread_type, count, skip = options or (None, 1, None)
+    h = hashlib.sha256()
+    n = 0
+    with av.open(video) as container:
+        stream = container.streams.video[0]
+        if thread_type:
+            stream.thread_type = thread_type
+        stream.codec_context.thread_count = count
+        if skip:
+            stream.codec_context.skip_frame = skip
+        for frame in container.decode(stream):
+            n += 1
+            if digest:
+                h.update(frame.to_ndarray(format="rgb24").tobytes())
+    return h.hexdigest() if digest else n
+
+
+def run_decoder_options(n: int, repeat: int, work: Path) -> None:
+    """Time FFmpeg's decoder settings on real VP6 clips, alternating with the default (1 thread), and check
+    whether each leaves every frame bit-identical."""
+    clips = make_real_raw(work / "raw", n)
+    videos = [str(work / "raw" / "VideoFlash" / f"{c}.flv") for c in clips]
+    sample = sorted(str(p) for p in (SAMPLE / "VideoFlash").glob("*.flv"))
+    base = [decode_with(v, None, digest=True) for v in sample]
+    variants = {"default (1 thread)": None, **DECODER_OPTIONS}
+    runs: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(max(1, repeat)):
+        for name, opts in variants.items():
+            runs[name].append(timed_serial(lambda v: decode_with(v, opts), videos))
+    print(f"machine: {machine()}")
+    print(f"decode every frame of {n} real VP6 clips, 1 process; medians of {repeat} alternating runs")
+    print()
+    print("| decoder setting | ms a clip | ratio to default | frames identical to default |")
+    print("|---|---|---|---|")
+    ref = statistics.median(runs["default (1 thread)"])
+    for name, opts in variants.items():
+        t = statistics.median(runs[name])
+        same = all(decode_with(v, opts, digest=True) == b for v, b in zip(sample, base))
+        print(f"| {name} | {1000 * t / n:.1f} | {t / ref:.2f} | {'yes' if same else 'NO'} |")
+
+
 def make_real_raw(raw: Path, n: int) -> list[str]:
     """n clips under real clip names (a mix of both published splits), each a copy of the sample's clip of
     the same emotion: VideoFlash/<clip>.flv (genuine VP6) and AudioWAV/<clip>.wav (derived stand-in)."""
@@ -190,6 +244,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", type=int, default=None, metavar="N",
                     help="N clips copied from the real CREMA-D sample (VP6) instead of generated ones.")
+    ap.add_argument("--decoder-options", action="store_true", help="With --real: time FFmpeg's decoder settings "
+                    "(threads, skip_frame) on the real clips instead, and check the frames stay identical.")
     ap.add_argument("--clips", type=int, default=120, help="Generated clips (without --real).")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=None, help="Where to put the data (default: a temp dir).")
@@ -200,7 +256,9 @@ def main() -> None:
     os.environ.setdefault("AVDATA_NO_PROGRESS", "1")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_prepare_"))
     try:
-        if args.real:
+        if args.real and args.decoder_options:
+            run_decoder_options(args.real, args.repeat, work)
+        elif args.real:
             run_real(args.real, args.jobs, args.repeat, work)
         else:
             run_generated(args, work)
