@@ -126,8 +126,8 @@ class _CountingStream:
         return getattr(self._stream, name)
 
 
-def test_vp6_decoding_stops_at_the_last_kept_frame(monkeypatch):
-    """One key frame per clip: every packet up to the last kept frame is decoded, none after it."""
+def count_decoding(monkeypatch) -> list[_CountingStream]:
+    """From now on, each read_frames call adds the stream (with the packets it decoded) to the list."""
     streams: list[_CountingStream] = []
     fast = video._fast_path
 
@@ -136,6 +136,12 @@ def test_vp6_decoding_stops_at_the_last_kept_frame(monkeypatch):
         return fast(packets, tb, streams[-1], *a, **kw)
 
     monkeypatch.setattr(video, "_fast_path", counted)
+    return streams
+
+
+def test_vp6_decoding_stops_at_the_last_kept_frame(monkeypatch):
+    """One key frame per clip: every packet up to the last kept frame is decoded, none after it."""
+    streams = count_decoding(monkeypatch)
     clip = SAMPLE / "VideoFlash" / "1001_DFA_DIS_XX.flv"  # 70 frames; kept: 0, 30, 60
     _, times, _ = video.read_frames(clip, short_side=None)
     assert times == [0.0, 1.001, 2.002]
@@ -180,14 +186,7 @@ def test_vp6_with_several_key_frames_starts_at_the_last_one(tmp_path, mode, k, m
     with av.open(str(path)) as c:
         keys = [p.is_keyframe for p in c.demux(c.streams.video[0]) if p.size]
     assert [i for i, key in enumerate(keys) if key] == starts == [0, 67, 137] and len(ref) == len(keys) == 202
-    streams: list[_CountingStream] = []
-    fast = video._fast_path
-
-    def counted(packets, tb, stream, *a, **kw):
-        streams.append(_CountingStream(stream))
-        return fast(packets, tb, streams[-1], *a, **kw)
-
-    monkeypatch.setattr(video, "_fast_path", counted)
+    streams = count_decoding(monkeypatch)
     monkeypatch.setattr(video, "_slow_path", lambda *a, **kw: pytest.fail("fell back to the full decode"))
     frames, got_times, _ = video.read_frames(path, mode=mode, k=k, short_side=None)
     picks = video.select_per_second(times) if mode == "per_second" else video.select_even(len(ref), k)
