@@ -12,10 +12,12 @@ How frames are read (`read_frames`):
 3. Packets are decoded in order; only the chosen frames are converted to RGB and resized, and decoding
    stops as soon as the last chosen frame is out, so a per-second read skips the clip's tail. For codecs
    whose key frames need nothing before them and that do not reorder frames (FLV1/Sorenson, H.263,
-   MPEG-4 part 2 without B-frames, MJPEG: `KEYFRAME_SAFE`), only the packets from the last key frame at
-   or before each chosen frame up to it are decoded, the same frames a full decode gives (tests compare
-   them). FFmpeg's encoders put a key frame every 12 frames by default and at scene cuts, so most of a
-   30 fps clip is skipped; a clip with a single key frame is decoded up to its last chosen frame.
+   MPEG-4 part 2 without B-frames, MJPEG, On2 VP6: `KEYFRAME_SAFE`), only the packets from the last key
+   frame at or before each chosen frame up to it are decoded, the same frames a full decode gives (tests
+   compare them). Real CREMA-D videos (VP6) have a single key frame per clip, so a per-second read
+   decodes every packet up to its last chosen frame (about 90% of the clip) and nothing after it; the
+   VP6 decoder has no threading and ignores `skip_frame`, so that is all FFmpeg can save exactly
+   (BENCHMARKS.md). Clips with key frames every 12 frames (FFmpeg's encoders' default) skip most packets.
 4. When the decoder's frames do not match the packets (a missing or undecodable packet, no timestamps),
    the clip is decoded again from the start and frames are chosen from what was actually decoded.
 
@@ -209,8 +211,10 @@ def _select(mode: str, k: int | None, times: list[float]) -> list[int]:
 
 
 #: Codecs (FFmpeg names) whose key frames reference nothing before them: decoding may start at any key
-#: frame, provided the stream has no B-frames (checked separately).
-KEYFRAME_SAFE = frozenset({"flv", "h263", "h263p", "mpeg4", "mjpeg"})
+#: frame, provided the stream has no B-frames (checked separately). On2 VP6 (`vp6f` in FLV, real CREMA-D):
+#: a key frame is intra-coded and resets the golden (long-term) reference too, so nothing before it is
+#: referenced (tested on real VP6 clips joined packet by packet).
+KEYFRAME_SAFE = frozenset({"flv", "h263", "h263p", "mpeg4", "mjpeg", "vp6", "vp6f"})
 
 
 def packets_to_decode(keyframes: list[bool], chosen: list[int]) -> list[bool]:

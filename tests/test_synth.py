@@ -109,6 +109,24 @@ def test_cremad_source_rows_and_list(cremad, tmp_path):
     assert lines[1].split("\t") == [str(v) for v in made["rows"][0]]
 
 
+def test_cremad_defaults_copy_the_real_clips_structure(tmp_path):
+    """By default: 480x360, 29.97 fps, a single key frame, an MP3 track at 44.1 kHz mono inside the FLV,
+    as the real VideoFlash files (tests/test_cremad_real.py); only the codec differs (FLV1, not VP6)."""
+    made = make_cremad_raw(tmp_path, n_clips=1, seed=2, duration_range=(1.2, 1.2))
+    flv = tmp_path / "VideoFlash" / f"{made['good'][0]}.flv"
+    info = probe_video(flv)
+    assert (info.codec, info.width, info.height) == ("flv", 480, 360)
+    assert info.fps == pytest.approx(30000 / 1001, abs=1e-3)
+    with av.open(str(flv)) as c:
+        keys = [p.is_keyframe for p in c.demux(c.streams.video[0]) if p.size]
+        audio = c.streams.audio[0]
+        assert audio.codec_context.name in ("mp3", "mp3float") and audio.rate == 44100
+        assert audio.codec_context.layout.name == "mono"
+    assert keys == [True] + [False] * 35  # round(1.2 * 29.97) frames
+    _, times, _ = read_frames(flv)
+    assert times == [0.0, 1.001]
+
+
 def test_cremad_is_deterministic(tmp_path):
     kw = dict(n_clips=2, seed=9, width=64, height=48, fps=30, duration_range=(1.0, 1.1))
     a = make_cremad_raw(tmp_path / "a", **kw)

@@ -1,11 +1,19 @@
-"""Small CREMA-D-format raw trees in the real formats: `VideoFlash/<clip>.flv` (FLV container, Sorenson
-FLV1 video in yuv420p + MP3 audio, written with PyAV/FFmpeg) and `AudioWAV/<clip>.wav` (16 kHz mono
+"""Small CREMA-D-format raw trees in the real formats: `VideoFlash/<clip>.flv` (FLV container: video in
+yuv420p + an MP3 track at 44.1 kHz mono, written with PyAV/FFmpeg) and `AudioWAV/<clip>.wav` (16 kHz mono
 16-bit PCM), named after real clips of the published split so split membership can be tested.
+
+Structure of the real files, copied where FFmpeg allows: 480x360, 29.97 fps (30000/1001), a single key
+frame per clip (the first), an MP3 track at 44,100 Hz mono (libmp3lame) inside the FLV, and a video bit
+rate of 900 kbit/s, about what the real VideoFlash files average (2.44 GB over 7,442 clips of about
+2.5 s). What differs is the codec: real CREMA-D video is On2 VP6 (`vp6f`), and FFmpeg has a VP6 decoder
+but no VP6 encoder, so the video here is Sorenson FLV1 (`flv`), the other codec FLV carries, which decodes
+about 10x faster. Tests whose outcome depends on the codec (decoding, key-frame handling, speed) therefore
+run on the real VP6 sample in ../shared/datasets/cremad/sample/ (tests/test_cremad_real.py,
+`benchmarks/prepare_cremad.py --real N`); these generated clips test everything else.
 
 The picture and the sound carry the emotion: a coloured square whose colour and position depend on the
 class, jittering a few pixels, over a noisy dark background; a tone whose pitch depends on the class, with
-noise. The video bit rate defaults to 900 kbit/s, about what the real VideoFlash files average
-(2.44 GB over 7,442 clips of about 2.5 s), so decoding costs about what it costs on the real data.
+noise.
 
 Output is deterministic for a given seed and library build (no timestamps are written).
 """
@@ -30,7 +38,9 @@ COLOURS = [(220, 40, 40), (60, 160, 60), (140, 60, 200), (240, 200, 40), (128, 1
 TONES_HZ = [220.0, 330.0, 440.0, 550.0, 660.0, 880.0]
 BAD_KINDS = ["truncated FLV", "corrupt FLV (random bytes)", "Git LFS pointer stub FLV", "truncated WAV",
              "empty WAV", "WAV missing"]
-AUDIO_SR_IN_FLV = 22050
+AUDIO_SR_IN_FLV = 44100  # the real FLVs' MP3 track: 44.1 kHz mono
+#: The real clips' frame rate, 29.97 fps.
+FPS = Fraction(30000, 1001)
 
 
 def pick_clips(n: int, seed: int = 0) -> list[str]:
@@ -73,11 +83,12 @@ def class_frames(label: int, n: int, width: int, height: int, seed: int):
         yield img
 
 
-def write_flv(path: Path, label: int, duration: float, width: int, height: int, fps: int, seed: int,
+def write_flv(path: Path, label: int, duration: float, width: int, height: int, fps: int | Fraction, seed: int,
               with_audio: bool = True, bit_rate: int | None = 900_000, gop: int | None = None) -> None:
-    """One FLV: round(duration * fps) frames of Sorenson FLV1 (yuv420p) + an MP3 tone (22,050 Hz mono).
-    gop: None keeps FFmpeg's default (a key frame every 12 frames and at scene cuts); N puts one every N
-    frames and none at scene cuts (a large N: a single key frame)."""
+    """One FLV: round(duration * fps) frames of Sorenson FLV1 (yuv420p) + an MP3 tone (44,100 Hz mono).
+    gop: None writes a single key frame (the first), as in the real clips; N puts one every N frames.
+    Neither adds key frames at scene cuts."""
+    fps = Fraction(fps)
     n = max(1, int(round(duration * fps)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,9 +97,8 @@ def write_flv(path: Path, label: int, duration: float, width: int, height: int, 
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         if bit_rate:
             vs.bit_rate = bit_rate
-        if gop:
-            vs.codec_context.gop_size = gop
-            vs.options = {"sc_threshold": "1000000000"}
+        vs.codec_context.gop_size = gop or n + 1
+        vs.options = {"sc_threshold": "1000000000"}
         if with_audio:
             aus = out.add_stream("libmp3lame", rate=AUDIO_SR_IN_FLV)
             aus.layout = "mono"
@@ -137,7 +147,7 @@ def make_cremad_raw(
     seed: int = 0,
     width: int = 480,
     height: int = 360,
-    fps: int = 30,
+    fps: int | Fraction = FPS,
     duration_range: tuple[float, float] = (1.5, 4.0),
     with_bad: bool = False,
     gop: int | None = None,
@@ -147,7 +157,8 @@ def make_cremad_raw(
     with_bad adds 6 more clips (with `clips` given: its last 6 become the bad ones), one per kind of
     damage, in this order: a truncated FLV (cut to a fifth), a corrupt FLV (random bytes), a Git LFS
     pointer stub in place of the FLV, a truncated WAV (cut in the middle of its data chunk), an empty WAV
-    (valid header, 0 samples) and a clip whose WAV is missing. gop: key frame spacing (see `write_flv`).
+    (valid header, 0 samples) and a clip whose WAV is missing. gop: key frame spacing (see `write_flv`);
+    the default, one key frame per clip at 29.97 fps and 480x360, is the real clips' structure.
 
     Returns {"good": [clips], "bad": {clip: what was done}, "durations": {clip: seconds},
     "rows": [(relative path, size, sha256)] of every file written, sorted by path}.
