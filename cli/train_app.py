@@ -34,8 +34,16 @@ def train_cmd(
                              "curves.png, confusion.png."),
     model: str = typer.Option("scmrl", "--model", help="scmrl | audio-only | visual-only | add | concat | "
                               "weight-attention | sca | cmci."),
-    attention: str = typer.Option("spatiotemporal", "--attention",
-                                  help="S-CMRL attention ablation: spatial | temporal | spatiotemporal."),
+    attention: Optional[str] = typer.Option(None, "--attention", help="S-CMRL attention ablation: spatial | temporal "
+                                            "| spatiotemporal; temporal-reference | spatiotemporal-reference: the "
+                                            "authors' temporal layout (heads and time mixed) [default: "
+                                            "spatiotemporal; with --protocol reference spatiotemporal-reference]."),
+    residual_proj: bool = typer.Option(True, "--residual-proj/--no-residual-proj", help="Linear + LIF on the "
+                                       "cross-modal residual; off builds the authors' models without their "
+                                       "alignment loss (the ablation rows; also pass --sao-weight 0 for those)."),
+    protocol: str = typer.Option("ours", "--protocol", help="ours | reference: train as the authors' code does "
+                                 "(no validation split, float32, no decay on biases/norms, per-epoch cosine, "
+                                 "PIL spectrogram resize, noise on training inputs; README: protocol table)."),
     epochs: int = typer.Option(100, "--epochs", min=1, help="Training epochs."),
     batch_size: int = typer.Option(128, "--batch-size", min=1, help="Batch per process (drop-last in training)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: 5e-3 * global batch / 1024]."),
@@ -68,14 +76,16 @@ def train_cmd(
                                          "of one random frame repeated over T."),
     noise_snr: Optional[float] = typer.Option(None, "--noise-snr", help="Add Gaussian noise at this SNR (dB) to "
                                               "the visual input."),
-    noise_on: str = typer.Option("eval", "--noise-on", help="Where --noise-snr applies: train | eval | both."),
+    noise_on: str = typer.Option("eval", "--noise-on", help="Where --noise-snr applies: train | eval | both "
+                                 "(--protocol reference: train)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process "
                                           "and split (0: read in the training process; default: 4, or the "
                                           "number of CPUs when fewer)."),
     shuffle_buffer: int = typer.Option(1000, "--shuffle-buffer", min=1, help="Training shuffle buffer, samples "
                                        "per process."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA (CPU always runs float32)."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA (CPU always runs float32; "
+                             "--protocol reference: float32)."),
     seed: int = typer.Option(42, "--seed", help="Seed of initialisation, data order, frame choice and augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps "
@@ -96,7 +106,8 @@ def train_cmd(
 
     setup_logging(verbose)
     try:
-        cfg = TrainConfig(shards=shards, out=str(out), model=model, attention=attention, epochs=epochs,
+        cfg = TrainConfig(shards=shards, out=str(out), model=model, attention=attention,
+                          residual_proj=residual_proj, protocol=protocol, epochs=epochs,
                           batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                           min_lr=min_lr, embed_dim=embed_dim, heads=heads, time_steps=time_steps,
                           image_size=image_size, alpha=alpha, tau_s=tau_s, sao_weight=sao_weight,

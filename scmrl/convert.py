@@ -29,12 +29,37 @@ from avdata.errors import AvdataError
 
 from .config import ModelConfig
 
-__all__ = ["convert_state_dict", "load_reference_state_dict", "convert_checkpoint", "map_key", "infer_config"]
+__all__ = ["DATASET_PRESETS", "dataset_classes", "convert_state_dict", "load_reference_state_dict", "convert_checkpoint", "map_key", "infer_config"]
 
 _SIDE = {"0": "audio", "1": "visual"}
 _DROPPED = re.compile(
     r"(_lif\d?\.(threshold|act_fun\.alpha)$)|(^block\.\d\.norm[12]\.)|(^av_attention\.)|(\.num_batches_tracked$)"
 )
+
+
+#: per dataset: the authors' T, alignment temperature and input side (classes: avdata's recipes)
+DATASET_PRESETS: dict[str, dict[str, Any]] = {
+    "cremad": {"time_steps": 4, "tau_s": 0.07, "image_size": 128},
+    "urbansound8k-av": {"time_steps": 4, "tau_s": 0.08, "image_size": 128},
+    "mnistdvs-ntidigits": {"time_steps": 16, "tau_s": 0.1, "image_size": 28},
+}
+
+
+def dataset_classes(dataset: str) -> list[str]:
+    """The class names `avdata prepare <dataset>` writes, in label order (the authors' order)."""
+    if dataset == "cremad":
+        from avdata.recipes.cremad import EMOTIONS
+
+        return list(EMOTIONS)
+    if dataset == "urbansound8k-av":
+        from avdata.recipes.urbansound8k_av import CLASSES
+
+        return list(CLASSES)
+    if dataset == "mnistdvs-ntidigits":
+        from avdata.recipes.mnistdvs_ntidigits import CLASSES as DIGITS
+
+        return list(DIGITS)
+    raise AvdataError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASET_PRESETS)}")
 
 
 def _embed_key(key: str) -> str | None:
@@ -230,7 +255,8 @@ def convert_checkpoint(ref: str | Path, out: str | Path, classes: list[str], tim
                       sao_weight=1.0 if fields.get("residual_proj", False) else 0.0)
     state = convert_state_dict(sd, cfg)
     payload = {"model": state, "model_config": asdict(cfg), "classes": list(classes), "epoch": None,
-               "train_config": {"image_size": image_size, "frames_per_step": False, "seed": 42, "amp": False},
+               "train_config": {"image_size": image_size, "frames_per_step": False, "seed": 42, "amp": False,
+                                "protocol": "reference"},
                "converted_from": str(ref)}
     save_checkpoint(out, payload)
     return {"out": str(out), "model": cfg.model, "attention": cfg.attention, "embed_dim": cfg.embed_dim,
