@@ -161,3 +161,16 @@ def test_temporal_layouts_differ_exactly_where_the_reshape_mixes_axes(heads: int
         for b in range(2):
             for n in range(5):
                 assert torch.equal(fixed[:, b, :, n].flatten().sort().values, ref[:, b, :, n].flatten().sort().values)
+
+
+def test_no_residual_proj_adds_the_attention_output_as_it_is() -> None:
+    """``--no-residual-proj``: no Linear on the residual, ``x' = x + alpha * CCSSA(x, y)``."""
+    kw = dict(num_classes=3, embed_dim=16, heads=2, time_steps=2, audio_size=16, visual_size=16, attention="spatial")
+    with_proj, without = build_model(ModelConfig(**kw)), build_model(ModelConfig(**kw, residual_proj=False))
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(with_proj) - n(without) == 2 * (16 * 16 + 16)
+    block = without.audio_block
+    x, y = (torch.rand(2, 3, 16, 4) > 0.5).float(), (torch.rand(2, 3, 16, 4) > 0.5).float()
+    out, res = block(x, y)
+    torch.testing.assert_close(res, block.attn(x, y))
+    torch.testing.assert_close(out, x + 1.5 * res)
