@@ -150,3 +150,23 @@ def test_prepare_protocol():
     r = CliRunner().invoke(avdata_app, ["prepare", "urbansound8k-av", "--raw", "nowhere", "--out", "x",
                                         "--protocol", "reference", "--val-fraction", "0.2"])
     assert r.exit_code == 2 and "drop --val-fraction 0.2" in r.output
+
+
+def test_the_loader_resizes_spectrograms_as_the_protocol_says(tmp_path):
+    import io
+    import tarfile
+
+    from scmrl.data import StreamConfig, make_loader, open_shards
+
+    shards = make_synthetic_av_shards(tmp_path / "s", 0, 0, 4, per_shard=4, seed=2, spec_shape=(64, 24))
+    with tarfile.open(shards / "test-000000.tar") as tar:
+        raw = {m.name.split(".")[0]: np.load(io.BytesIO(tar.extractfile(m).read()))
+               for m in tar.getmembers() if m.name.endswith(".spec.npy")}
+    source = open_shards(shards)
+    for name in ("reference", "ours"):
+        method = get_protocol(name).spec_resize
+        cfg = StreamConfig(kind="static", image_size=32, seed=0, with_keys=True, spec_resize=method)
+        loader, _ = make_loader(source, "test", cfg, batch_size=4)
+        audio, _, _, keys = next(iter(loader))
+        for spec, key in zip(audio, keys):
+            np.testing.assert_array_equal(spec[0].numpy(), resize_spectrogram(raw[key], 32, method))
