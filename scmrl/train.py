@@ -246,7 +246,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     if "train" not in source.splits:
         raise AvdataError(f"{cfg.shards}: no train split (it has {', '.join(source.splits)})")
     cfg, proto = resolve_protocol(cfg)
-    if not proto.val_split and "val" in source.splits:
+    if not proto.val_split and "val" in source.splits and source.num_samples("val") > 0:
         raise AvdataError(f"{cfg.shards}: --protocol {proto.name} trains on the whole train split, but these shards "
                           "hold a validation split; prepare them with `avdata prepare ... --protocol reference` "
                           "(or --val-fraction 0)")
