@@ -29,7 +29,8 @@ from avdata.errors import AvdataError
 
 from .config import ModelConfig
 
-__all__ = ["DATASET_PRESETS", "dataset_classes", "convert_state_dict", "load_reference_state_dict", "convert_checkpoint", "map_key", "infer_config"]
+__all__ = ["DATASET_PRESETS", "dataset_classes", "convert_state_dict", "load_reference_state_dict",
+           "convert_checkpoint", "map_key", "infer_config"]
 
 _SIDE = {"0": "audio", "1": "visual"}
 _DROPPED = re.compile(

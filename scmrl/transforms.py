@@ -40,7 +40,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "EVENT_MEAN", "EVENT_STD", "make_generator", "rrc_boxes",
-    "random_resized_crop", "resize_center_crop", "center_crop", "normalize", "add_noise_snr", "add_noise_snr_batch", "measure_snr_db",
+    "random_resized_crop", "resize_center_crop", "center_crop", "normalize", "add_noise_snr", "add_noise_snr_batch",
+    "measure_snr_db",
     "random_crop_pad", "upsample_event_audio", "static_inputs", "event_inputs", "BatchTransform",
 ]
 
