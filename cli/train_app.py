@@ -87,6 +87,9 @@ def train_cmd(
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA (CPU always runs float32; "
                              "--protocol reference: float32)."),
     seed: int = typer.Option(42, "--seed", help="Seed of initialisation, data order, frame choice and augmentation."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of this checkpoint "
+                                             "(fine-tuning; e.g. one written by scmrl-convert); the architecture "
+                                             "options must match it."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps "
                                             "in total (smoke runs); the run is evaluated and checkpointed."),
@@ -115,6 +118,7 @@ def train_cmd(
                           attn_threshold=attn_threshold, detach_membrane=detach_membrane, lif=lif,
                           frames_per_step=frames_per_step, noise_snr=noise_snr, noise_on=noise_on, workers=_default_workers(workers),
                           shuffle_buffer=shuffle_buffer, device=device, amp=amp, seed=seed, resume=resume,
+                          init_from=str(init_from) if init_from else None,
                           max_steps=max_steps, stop_after_epochs=stop_after_epochs, eval_every=eval_every,
                           classes=_classes(classes), io_retries=io_retries, io_backoff=io_backoff)
         train(cfg)

@@ -115,6 +115,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA
     seed: int = 42
     resume: bool = False
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning, e.g. from scmrl-convert)
     max_steps: int | None = None  # stop after this many optimizer steps in total (smoke runs)
     stop_after_epochs: int | None = None  # end this invocation after N epochs (a job time limit); --resume later
     eval_every: int = 1
@@ -223,6 +224,25 @@ def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig,
         log.warning("the shard lists differ from the ones this run started with; continuing anyway")
 
 
+# what must agree between a run and the checkpoint it starts from (the rest may change when fine-tuning)
+_ARCHITECTURE = ("model", "attention", "residual_proj", "embedding", "embed_dim", "heads", "mlp_ratio",
+                 "num_classes", "audio_channels", "visual_channels")
+
+
+def _init_weights(model: torch.nn.Module, mcfg: ModelConfig, path: str) -> None:
+    """Load the weights of the checkpoint at ``path`` (any scmrl checkpoint, or one from scmrl-convert)."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if "model" not in ckpt or "model_config" not in ckpt:
+        raise AvdataError(f"{path}: not a scmrl checkpoint (no model weights and configuration)")
+    stored, now = ckpt["model_config"], asdict(mcfg)
+    keys = [k for k in _ARCHITECTURE if mcfg.model == "scmrl" or k not in ("attention", "residual_proj")]
+    diff = [f"{k}: {stored.get(k)!r} (checkpoint) vs {now[k]!r}" for k in keys if stored.get(k) != now[k]]
+    if diff:
+        raise AvdataError(f"{path}: another architecture ({'; '.join(diff)}); pass the matching options")
+    model.load_state_dict(ckpt["model"])
+    log.info("initialised from %s", path)
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train, evaluate every `eval_every` epochs, checkpoint every epoch; return the results (also
     written to OUT/results.json by rank 0)."""
@@ -290,6 +310,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         restore_rng(ckpt["rng"])
         if ctx.main:
             log.info("resumed from %s after epoch %d (step %d)", ckpt_path, state["epoch"], state["step"])
+    elif cfg.init_from is not None:
+        _init_weights(model, mcfg, cfg.init_from)
     ddp_model = wrap_ddp(model, ctx, _probe(mcfg, device))
 
     # ---- data

@@ -95,3 +95,25 @@ def test_checkpoint_with_pickled_objects_is_refused_with_the_fix(tmp_path):
         from scmrl.convert import infer_config
 
         infer_config(load_reference_state_dict(plain))
+
+
+def test_a_converted_checkpoint_fine_tunes_with_init_from(tmp_path):
+    from scmrl.train import TrainConfig, train
+
+    sd = _reference_state(CASES["cremad/add"])
+    sd["head.weight"] = torch.randn(len(CLASSES), sd["head.weight"].shape[1], generator=torch.Generator().manual_seed(1))
+    sd["head.bias"] = torch.zeros(len(CLASSES))
+    out = tmp_path / "ours.pt"
+    r = CliRunner().invoke(convert_app, [_save(sd, tmp_path / "ref.pth"), str(out), "--dataset", "cremad",
+                                         "--classes", ",".join(CLASSES), "--time-steps", "2"])
+    assert r.exit_code == 0, r.output
+    shards = make_synthetic_av_shards(tmp_path / "s", 32, 0, 16, per_shard=32, seed=4)
+    run = dict(shards=str(shards), model="add", embed_dim=32, heads=16, time_steps=2, image_size=128, batch_size=32,
+               workers=0, epochs=1, max_steps=1, lr=1e-12, protocol="reference", init_from=str(out))
+    with pytest.raises(AvdataError, match="another architecture.*embed_dim"):
+        train(TrainConfig(out=str(tmp_path / "bad"), **{**run, "embed_dim": 64}))
+    train(TrainConfig(out=str(tmp_path / "r"), **run))
+    tuned = load_checkpoint(tmp_path / "r" / "checkpoint.pt")["model"]
+    torch.testing.assert_close(tuned["head.weight"], sd["head.weight"], atol=1e-5, rtol=0)  # one step at the warm-up lr 1e-6
+    torch.testing.assert_close(tuned["audio_embed.stages.0.conv.weight"], sd["audio_patch_embed.proj_conv.weight"],
+                               atol=1e-5, rtol=0)
