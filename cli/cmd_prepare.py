@@ -24,8 +24,11 @@ PartOpt = typer.Option(None, "--part", help="Prepare only part i/N (0-based i) o
                        "array job; then `avdata merge` the outputs.")
 StrictOpt = typer.Option(False, "--strict", help="Stop at the first bad clip instead of skipping and recording it.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace shards in --out that were made with other options.")
-ValOpt = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99,
-                      help="Fraction of the training part held out as a seeded validation split (0 keeps train whole).")
+ValOpt = typer.Option(None, "--val-fraction", min=0.0, max=0.99,
+                      help="Fraction of the training part held out as a seeded validation split (0 keeps train "
+                      "whole) [default: 0.1; --protocol reference: 0].")
+ProtocolOpt = typer.Option("ours", "--protocol", help="ours | reference: the authors' data, with no validation "
+                           "split (and their split, spectrogram and sample counts, which are checked).")
 SeedOpt = typer.Option(42, "--seed", help="Seed of every random choice made while preparing (splits).")
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log every file handled.")
 
@@ -54,7 +57,8 @@ def prepare_cremad(
     out: Path = OutOpt,
     split: str = typer.Option("standard", "--split", help="standard: the published 6,698/744 clip split; "
                               "actor: speaker-independent, seeded actors held out for test (and validation)."),
-    val_fraction: float = ValOpt,
+    val_fraction: Optional[float] = ValOpt,
+    protocol: str = ProtocolOpt,
     test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.9,
                                         help="With --split actor: fraction of actors held out for test."),
     seed: int = SeedOpt,
@@ -74,8 +78,13 @@ def prepare_cremad(
     verbose: bool = VerboseOpt,
 ) -> None:
     """CREMA-D: FLV video frames + WAV spectrogram per clip, 6 emotion classes."""
+    from avdata.protocol import resolve_prepare_protocol
     from avdata.recipes.cremad import CremadOptions
 
+    try:
+        val_fraction = resolve_prepare_protocol(protocol, "cremad", val_fraction, split=split, spectrogram=spectrogram)
+    except AvdataError as exc:
+        fail(exc)
     opts = CremadOptions(split=split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                          frames=frames, short_side=short_side, spectrogram=spectrogram, known_bad=known_bad)
     _run("cremad", raw, out, opts, jobs, samples_per_shard, part, strict, overwrite, verbose)
@@ -89,7 +98,8 @@ def prepare_urbansound(
     train_fraction: float = typer.Option(0.7, "--train-fraction", min=0.05, max=0.95,
                                          help="First fraction of each class's files (sorted by name) used for "
                                          "training, the rest for test, as the reference."),
-    val_fraction: float = ValOpt,
+    val_fraction: Optional[float] = ValOpt,
+    protocol: str = ProtocolOpt,
     seed: int = SeedOpt,
     short_side: int = typer.Option(256, "--short-side", min=16, help="Resize images so the short side is this."),
     spectrogram: str = typer.Option("reference", "--spectrogram", help="reference (257-bin log STFT) or logmel."),
@@ -101,8 +111,14 @@ def prepare_urbansound(
     verbose: bool = VerboseOpt,
 ) -> None:
     """UrbanSound8K-AV: each sound's paired image + spectrogram, 10 urban sound classes."""
+    from avdata.protocol import resolve_prepare_protocol
     from avdata.recipes.urbansound8k_av import UrbanSoundOptions
 
+    try:
+        val_fraction = resolve_prepare_protocol(protocol, "urbansound8k-av", val_fraction,
+                                                train_fraction=train_fraction, spectrogram=spectrogram)
+    except AvdataError as exc:
+        fail(exc)
     opts = UrbanSoundOptions(train_fraction=train_fraction, val_fraction=val_fraction, seed=seed,
                              short_side=short_side, spectrogram=spectrogram)
     _run("urbansound8k-av", raw, out, opts, jobs, samples_per_shard, part, strict, overwrite, verbose)
@@ -120,7 +136,8 @@ def prepare_events(
                                "share dropped is recorded per sample and per split and shown in the summary)."),
     per_class: int = typer.Option(1000, "--per-class", min=2, help="MNIST-DVS recordings per class "
                                   "(half train, half test; the reference uses 1000)."),
-    val_fraction: float = ValOpt,
+    val_fraction: Optional[float] = ValOpt,
+    protocol: str = ProtocolOpt,
     seed: int = SeedOpt,
     keep_events: bool = typer.Option(False, "--keep-events", help="Also store the raw events of both modalities."),
     jobs: int = JobsOpt,
@@ -131,8 +148,13 @@ def prepare_events(
     verbose: bool = VerboseOpt,
 ) -> None:
     """MNISTDVS-NTIDIGITS: binned DVS digit events paired with binned cochlea spoken-digit events."""
+    from avdata.protocol import resolve_prepare_protocol
     from avdata.recipes.mnistdvs_ntidigits import EventOptions
 
+    try:
+        val_fraction = resolve_prepare_protocol(protocol, "mnistdvs-ntidigits", val_fraction, per_class=per_class)
+    except AvdataError as exc:
+        fail(exc)
     opts = EventOptions(bins=bins, scale=scale, sensor=sensor, per_class=per_class, val_fraction=val_fraction,
                         seed=seed, keep_events=keep_events)
     _run("mnistdvs-ntidigits", raw, out, opts, jobs, samples_per_shard, part, strict, overwrite, verbose)

@@ -34,8 +34,16 @@ def train_cmd(
                              "curves.png, confusion.png."),
     model: str = typer.Option("scmrl", "--model", help="scmrl | audio-only | visual-only | add | concat | "
                               "weight-attention | sca | cmci."),
-    attention: str = typer.Option("spatiotemporal", "--attention",
-                                  help="S-CMRL attention ablation: spatial | temporal | spatiotemporal."),
+    attention: Optional[str] = typer.Option(None, "--attention", help="S-CMRL attention ablation: spatial | temporal "
+                                            "| spatiotemporal; temporal-reference | spatiotemporal-reference: the "
+                                            "authors' temporal layout (heads and time mixed) [default: "
+                                            "spatiotemporal; with --protocol reference spatiotemporal-reference]."),
+    residual_proj: bool = typer.Option(True, "--residual-proj/--no-residual-proj", help="Linear + LIF on the "
+                                       "cross-modal residual; off builds the authors' models without their "
+                                       "alignment loss (the ablation rows; also pass --sao-weight 0 for those)."),
+    protocol: str = typer.Option("ours", "--protocol", help="ours | reference: train as the authors' code does "
+                                 "(no validation split, float32, no decay on biases/norms, per-epoch cosine, "
+                                 "PIL spectrogram resize, noise on training inputs; README: protocol table)."),
     epochs: int = typer.Option(100, "--epochs", min=1, help="Training epochs."),
     batch_size: int = typer.Option(128, "--batch-size", min=1, help="Batch per process (drop-last in training)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: 5e-3 * global batch / 1024]."),
@@ -68,15 +76,20 @@ def train_cmd(
                                          "of one random frame repeated over T."),
     noise_snr: Optional[float] = typer.Option(None, "--noise-snr", help="Add Gaussian noise at this SNR (dB) to "
                                               "the visual input."),
-    noise_on: str = typer.Option("eval", "--noise-on", help="Where --noise-snr applies: train | eval | both."),
+    noise_on: str = typer.Option("eval", "--noise-on", help="Where --noise-snr applies: train | eval | both "
+                                 "(--protocol reference: train)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process "
                                           "and split (0: read in the training process; default: 4, or the "
                                           "number of CPUs when fewer)."),
     shuffle_buffer: int = typer.Option(1000, "--shuffle-buffer", min=1, help="Training shuffle buffer, samples "
                                        "per process."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA (CPU always runs float32)."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA (CPU always runs float32; "
+                             "--protocol reference: float32)."),
     seed: int = typer.Option(42, "--seed", help="Seed of initialisation, data order, frame choice and augmentation."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of this checkpoint "
+                                             "(fine-tuning; e.g. one written by scmrl-convert); the architecture "
+                                             "options must match it."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimizer steps "
                                             "in total (smoke runs); the run is evaluated and checkpointed."),
@@ -96,7 +109,8 @@ def train_cmd(
 
     setup_logging(verbose)
     try:
-        cfg = TrainConfig(shards=shards, out=str(out), model=model, attention=attention, epochs=epochs,
+        cfg = TrainConfig(shards=shards, out=str(out), model=model, attention=attention,
+                          residual_proj=residual_proj, protocol=protocol, epochs=epochs,
                           batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                           min_lr=min_lr, embed_dim=embed_dim, heads=heads, time_steps=time_steps,
                           image_size=image_size, alpha=alpha, tau_s=tau_s, sao_weight=sao_weight,
@@ -104,6 +118,7 @@ def train_cmd(
                           attn_threshold=attn_threshold, detach_membrane=detach_membrane, lif=lif,
                           frames_per_step=frames_per_step, noise_snr=noise_snr, noise_on=noise_on, workers=_default_workers(workers),
                           shuffle_buffer=shuffle_buffer, device=device, amp=amp, seed=seed, resume=resume,
+                          init_from=str(init_from) if init_from else None,
                           max_steps=max_steps, stop_after_epochs=stop_after_epochs, eval_every=eval_every,
                           classes=_classes(classes), io_retries=io_retries, io_backoff=io_backoff)
         train(cfg)

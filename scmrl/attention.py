@@ -5,7 +5,10 @@ Q, K and V are binary spike maps ``LIF(BN(Conv1d_1x1(.)))``, split into ``heads`
 
 * spatial: per time step, over the N tokens (Q is ``[N, d]`` per (t, b, head));
 * temporal: per token, over the T time steps (Q is ``[T, d]`` per (b, head, n)), with the result put
-  back on the right axes (the reference's reshape mixed head and time axes; REFERENCE.md section 5).
+  back on the right axes.  The authors' code reshapes its ``[N, B, heads, T, d]`` result straight to
+  ``[N, B, T, C]`` without undoing the permute, so heads and time steps are mixed (see
+  docs/architecture.md); ``temporal-reference`` reproduces that layout for comparisons with their
+  numbers.  The two agree exactly when ``heads == 1`` or ``T == 1``.
 
 Because there is no softmax the product is associative, so it is evaluated in whichever order is
 cheaper: ``Q (K^T V)`` costs O(L d^2) and ``(Q K^T) V`` costs O(L^2 d) for sequence length L.  With
@@ -23,6 +26,8 @@ __all__ = [
     "ConvBNLIF1d",
     "spatial_attention",
     "temporal_attention",
+    "temporal_attention_reference",
+    "CROSS_MODES",
     "SpikingAttention",
     "SpikingSelfAttention",
     "CrossModalAttention",
@@ -76,17 +81,36 @@ def spatial_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float 
 def temporal_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float = ATTENTION_SCALE) -> Tensor:
     """Per token attention over time steps: ``[T, B, C, N]`` x3 -> ``[T, B, C, N]``."""
     t, b, c, n = q.shape
-    split = (t, b, heads, c // heads, n)
-
-    def to_time_major(x: Tensor) -> Tensor:  # [T, B, h, d, N] -> [B, h, N, d, T]
-        return x.reshape(split).permute(1, 2, 4, 3, 0)
-
-    out = _product(to_time_major(q), to_time_major(k), to_time_major(v), scale)
-    # [B, h, N, d, T] -> [T, B, h, d, N]: the exact inverse of to_time_major
+    out = _product(*(_time_major(x, heads) for x in (q, k, v)), scale)
+    # [B, h, N, d, T] -> [T, B, h, d, N]: the exact inverse of _time_major
     return out.permute(4, 0, 1, 3, 2).reshape(t, b, c, n)
 
 
-_CORES = {"spatial": spatial_attention, "temporal": temporal_attention}
+def temporal_attention_reference(
+    q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float = ATTENTION_SCALE
+) -> Tensor:
+    """:func:`temporal_attention` with the authors' output layout: the ``[N, B, h, T, d]`` result read
+    as ``[N, B, T, C]`` (heads and time mixed), then moved to ``[T, B, C, N]``."""
+    t, b, c, n = q.shape
+    out = _product(*(_time_major(x, heads) for x in (q, k, v)), scale)  # [B, h, N, d, T]
+    mixed = out.permute(2, 0, 1, 4, 3).reshape(n, b, t, c)  # [N, B, h, T, d] read as [N, B, T, C]
+    return mixed.permute(2, 1, 3, 0).contiguous()
+
+
+def _time_major(x: Tensor, heads: int) -> Tensor:
+    """``[T, B, C, N]`` -> ``[B, h, N, d, T]`` (feature-major blocks for :func:`_product`)."""
+    t, b, c, n = x.shape
+    return x.reshape(t, b, heads, c // heads, n).permute(1, 2, 4, 3, 0)
+
+
+#: S-CMRL attention modes (the ablation of the paper, plus the authors' temporal layout)
+CROSS_MODES = ("spatial", "temporal", "spatiotemporal", "temporal-reference", "spatiotemporal-reference")
+
+_CORES = {
+    "spatial": spatial_attention,
+    "temporal": temporal_attention,
+    "temporal-reference": temporal_attention_reference,
+}
 
 
 class SpikingAttention(nn.Module):
@@ -100,7 +124,7 @@ class SpikingAttention(nn.Module):
     def __init__(self, dim: int, heads: int, axis: str, lif: LIFSpec, attn_threshold: float = 1.0) -> None:
         super().__init__()
         if axis not in _CORES:
-            raise ValueError(f"axis must be 'spatial' or 'temporal', got {axis!r}")
+            raise ValueError(f"axis must be one of {', '.join(_CORES)}, got {axis!r}")
         if dim % heads:
             raise ValueError(f"dim {dim} not divisible by heads {heads}")
         self.dim, self.heads, self.axis = dim, heads, axis
@@ -119,7 +143,7 @@ class SpikingAttention(nn.Module):
 
         Spatial attention accepts a different token count in ``y``; temporal pairs tokens one to one.
         """
-        if x.shape[:3] != y.shape[:3] or (self.axis == "temporal" and x.shape != y.shape):
+        if x.shape[:3] != y.shape[:3] or (self.axis != "spatial" and x.shape != y.shape):
             raise ValueError(
                 f"{self.axis} cross-attention cannot pair shapes {tuple(x.shape)} and {tuple(y.shape)}"
             )
@@ -145,15 +169,21 @@ class CrossModalAttention(nn.Module):
     * ``spatiotemporal``: ``X_res = mean_N(Y_s) * mean_T(Y_t)``, each broadcast back over the
       reduced axis, so a (t, c) gate from the spatial branch meets an (n, c) map from the temporal
       one.  The two branches have their own weights.
+
+    ``temporal-reference`` / ``spatiotemporal-reference`` use the authors' temporal output layout
+    (:func:`temporal_attention_reference`); parameters are the same, so weights move between the two.
     """
 
     def __init__(self, dim: int, heads: int, mode: str, lif: LIFSpec, attn_threshold: float = 1.0) -> None:
         super().__init__()
-        if mode not in ("spatial", "temporal", "spatiotemporal"):
-            raise ValueError(f"unknown attention mode {mode!r}")
+        if mode not in CROSS_MODES:
+            raise ValueError(f"unknown attention mode {mode!r}: expected one of {', '.join(CROSS_MODES)}")
         self.mode = mode
-        self.spatial = SpikingAttention(dim, heads, "spatial", lif, attn_threshold) if mode != "temporal" else None
-        self.temporal = SpikingAttention(dim, heads, "temporal", lif, attn_threshold) if mode != "spatial" else None
+        temporal_axis = "temporal-reference" if mode.endswith("-reference") else "temporal"
+        has_spatial = not mode.startswith("temporal")
+        has_temporal = mode != "spatial"
+        self.spatial = SpikingAttention(dim, heads, "spatial", lif, attn_threshold) if has_spatial else None
+        self.temporal = SpikingAttention(dim, heads, temporal_axis, lif, attn_threshold) if has_temporal else None
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         if self.temporal is None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .attention import CROSS_MODES
 from .lif import LIF_IMPLS, LIFSpec
 
 __all__ = ["ModelConfig", "MODELS", "ATTENTIONS", "EMBEDDINGS"]
 
 MODELS = ("scmrl", "audio-only", "visual-only", "add", "concat", "weight-attention", "sca", "cmci")
-ATTENTIONS = ("spatial", "temporal", "spatiotemporal")
+ATTENTIONS = CROSS_MODES  # spatial | temporal | spatiotemporal, and the *-reference temporal layout
 EMBEDDINGS = ("sps", "shallow")
 
 
@@ -23,7 +24,8 @@ class ModelConfig:
 
     num_classes: int
     model: str = "scmrl"  # scmrl | audio-only | visual-only | add | concat | weight-attention | sca | cmci
-    attention: str = "spatiotemporal"  # spatial | temporal | spatiotemporal (S-CMRL ablation)
+    attention: str = "spatiotemporal"  # spatial | temporal | spatiotemporal (S-CMRL ablation) [-reference]
+    residual_proj: bool = True  # Linear + LIF on X_res (the authors build it only with their alignment loss)
     embed_dim: int = 256
     heads: int = 16
     mlp_ratio: float = 4.0

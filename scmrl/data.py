@@ -40,8 +40,9 @@ CPU work per sample is small on purpose; augmentation runs batched on the device
   enlarging). Choice documented: the reference applies RandomResizedCrop to the whole 256 x 341 frame;
   here training crops are drawn from its centre 256 x 256 square, which keeps batches fixed-size without
   padding. Evaluation is unchanged by this: Resize(256) + CenterCrop(128) lies inside that square.
-  The spectrogram is resized as an image to `image_size` x `image_size` with cv2 INTER_LINEAR, as the
-  reference does (128 x 128).
+  The spectrogram is resized as an image to `image_size` x `image_size` (128 x 128) with OpenCV's
+  bilinear interpolation, or, with `spec_resize="pil-bilinear"` (`--protocol reference`), with
+  Pillow's antialiased bilinear filter as the authors' loader does (`scmrl/spec_resize.py`).
 * event data (`visual.npy` uint16 [T, 2, 28, 28], `audio.npy` uint16 [T, 64]): the stored bins as
   float32 (when the model's T divides the stored bins, adjacent bins are summed down to T).
 
@@ -80,6 +81,7 @@ from avdata.errors import AvdataError
 from avdata.location import ShardsLocation, is_url, open_location
 from avdata.manifest import MANIFEST_NAME, load_manifest
 
+from .spec_resize import resize_spectrogram
 from .tar_reader import MemberSlice, iter_tar_files
 
 log = logging.getLogger("scmrl.data")
@@ -415,6 +417,7 @@ class StreamConfig:
     retries: int = 4  # attempts after the first failure to open/read a shard
     backoff: float = 0.5  # seconds before the first retry, doubled each time (max 8 s)
     with_keys: bool = False
+    spec_resize: str = "linear"  # linear | pil-bilinear (scmrl.spec_resize)
 
     @property
     def frame_side(self) -> int:
@@ -575,7 +578,7 @@ class ShardStream(IterableDataset):
                     visual = np.stack([center_square(frame(i), side) for i in idx])  # [T, side, side, 3]
                 spec = decode_npy_view(sample["spec.npy"])
                 s = self.cfg.image_size
-                spec = cv2.resize(np.ascontiguousarray(spec, dtype=np.float32), (s, s), interpolation=cv2.INTER_LINEAR)
+                spec = resize_spectrogram(spec, s, self.cfg.spec_resize)
                 out = (torch.from_numpy(spec)[None], torch.from_numpy(visual), label)
         except (KeyError, ValueError) as exc:
             raise AvdataError(f"sample {key} of {sample.get('__url__')}: bad or missing field ({exc})") from exc

@@ -91,10 +91,15 @@ def evaluate_checkpoint(checkpoint: str, shards: str, split: str = "test", devic
     model = build_model(mcfg)
     model.load_state_dict(ckpt["model"])
     model.to(dev)
+    from .protocol import get_protocol
+
+    proto = get_protocol(tcfg.get("protocol", "ours"))
     stream = StreamConfig(kind=source.kind, image_size=tcfg["image_size"], time_steps=mcfg.time_steps,
-                          frames_per_step=tcfg["frames_per_step"], seed=tcfg["seed"], train=False)
+                          frames_per_step=tcfg["frames_per_step"], seed=tcfg["seed"], train=False,
+                          spec_resize=proto.spec_resize)
     loader, _ = make_loader(source, split, stream, batch_size, workers, pin_memory=dev.type == "cuda")
-    transform = BatchTransform(source.kind, mcfg.time_steps, tcfg["image_size"], noise_snr, "eval")
+    transform = BatchTransform(source.kind, mcfg.time_steps, tcfg["image_size"], noise_snr, "eval",
+                               noise=proto.noise)
     res = evaluate(model, loader, transform, source.classes, DistContext(device=dev), seed=tcfg["seed"],
                    amp=tcfg.get("amp", True), tag=f"eval-{split}")
     res.update(split=split, checkpoint=str(checkpoint), epoch=ckpt.get("epoch"), noise_snr=noise_snr)

@@ -68,6 +68,8 @@ class CrossModalResidualBlock(nn.Module):
     Returns ``(x', X_res)``; ``X_res`` (spikes, ``[T, B, C, N]``) also feeds the semantic alignment
     loss.  The residual neuron fires at ``res_threshold``: the reference asks it for 0.5 in the same
     ignored keyword as the attention neuron, so the model passes ``attn_threshold`` here too.
+    Without ``residual_proj`` the attention output is added as it is (``x' = x + alpha CCSSA(x, y)``):
+    the authors' model when trained without the alignment loss, the paper's ablation rows.
     """
 
     def __init__(
@@ -79,16 +81,18 @@ class CrossModalResidualBlock(nn.Module):
         lif: LIFSpec,
         attn_threshold: float = 1.0,
         res_threshold: float | None = None,
+        residual_proj: bool = True,
     ) -> None:
         super().__init__()
         self.alpha = float(alpha)
         self.attn = CrossModalAttention(dim, heads, mode, lif, attn_threshold)
-        self.res_linear = nn.Linear(dim, dim)
+        self.res_linear = nn.Linear(dim, dim) if residual_proj else None
         self.res_lif = lif.build(v_threshold=attn_threshold if res_threshold is None else res_threshold)
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         res = self.attn(x, y)
-        res = self.res_lif(_linear_over_channels(self.res_linear, res)).transpose(2, 3)
+        if self.res_linear is not None:
+            res = self.res_lif(_linear_over_channels(self.res_linear, res)).transpose(2, 3)
         return torch.add(x, res, alpha=self.alpha), res
 
 

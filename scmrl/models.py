@@ -86,7 +86,8 @@ class SCMRL(_AudioVisualBase):
         c = cfg.embed_dim
 
         def block() -> CrossModalResidualBlock:
-            return CrossModalResidualBlock(c, cfg.heads, cfg.attention, cfg.alpha, lif, cfg.attn_threshold)
+            return CrossModalResidualBlock(c, cfg.heads, cfg.attention, cfg.alpha, lif, cfg.attn_threshold,
+                                           residual_proj=cfg.residual_proj)
 
         self.audio_block = block()
         self.visual_block = block()

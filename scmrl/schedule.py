@@ -9,6 +9,12 @@ whatever the number of steps an epoch has (which can change with the number of r
 
 The recipe (REFERENCE.md section 2): peak = 5e-3 * global batch / 1024 (6.25e-4 at batch 128), 5 warm-up
 epochs from 1e-6, minimum 1e-5, 100 epochs.
+
+:class:`EpochCosine` is the authors' stepping (``--protocol reference``): timm's ``CosineLRScheduler``
+stepped once per epoch, the rate constant within an epoch; warm-up epochs e < warmup get
+``warmup_lr + e (peak - warmup_lr) / warmup``, and from then on the cosine counted from epoch 0, not
+from the end of warm-up: ``min_lr + (peak - min_lr) (1 + cos(pi e / epochs)) / 2``.  So the peak is
+never reached exactly and the last epoch runs just above ``min_lr``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["BASE_LR", "scaled_lr", "WarmupCosine", "lr_at"]
+__all__ = ["BASE_LR", "scaled_lr", "WarmupCosine", "EpochCosine", "SCHEDULES", "make_schedule", "lr_at"]
 
 BASE_LR = 5e-3
 
@@ -53,6 +59,28 @@ class WarmupCosine:
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
             setattr(self, k, v)
+
+
+@dataclass
+class EpochCosine(WarmupCosine):
+    """timm's per-epoch cosine with warm-up (the authors' schedule); same interface as WarmupCosine."""
+
+    def lr(self, epoch: float) -> float:
+        e = int(min(max(math.floor(epoch), 0), self.epochs))
+        if e < self.warmup_epochs:
+            return self.warmup_lr + e * (self.peak - self.warmup_lr) / self.warmup_epochs
+        return self.min_lr + 0.5 * (self.peak - self.min_lr) * (1.0 + math.cos(math.pi * e / self.epochs))
+
+
+SCHEDULES = {"per-step": WarmupCosine, "per-epoch": EpochCosine}
+
+
+def make_schedule(kind: str, peak: float, epochs: int, warmup_epochs: float = 5.0, warmup_lr: float = 1e-6,
+                  min_lr: float = 1e-5) -> WarmupCosine:
+    """``per-step`` (ours) or ``per-epoch`` (the authors')."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
+    return SCHEDULES[kind](peak, epochs, warmup_epochs, warmup_lr, min_lr)
 
 
 def lr_at(step: int, steps_per_epoch: int, epochs: int, peak: float, warmup_epochs: float = 5,

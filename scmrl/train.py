@@ -18,6 +18,10 @@ early (`torch.distributed.algorithms.Join`); metrics are reduced by summing coun
 Dataset-dependent defaults come from the manifest (flags override): event data -> shallow embedding,
 2 visual channels, 28 x 28 inputs, T = the stored bins, tau_s 0.1; CREMA-D tau_s 0.07, embedding 256;
 UrbanSound8K-AV tau_s 0.08, embedding 64; the number of classes from the manifest.
+
+`protocol="reference"` trains as the authors' code does where it differs from the above (no validation
+split, float32, their weight-decay exclusions, per-epoch schedule, PIL spectrogram resize, their noise,
+their temporal-attention layout, T = 16 for event data): `scmrl.protocol`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +50,15 @@ from .evaluate import autocast_for, evaluate
 from .losses import compute_loss
 from .models import build_model
 from .report import EpochTable, append_metrics, plot_confusion, plot_curves, print_summary, write_metrics
-from .schedule import BASE_LR, WarmupCosine, scaled_lr
+from .optim import build_optimizer
+from .protocol import Protocol, get_protocol
+from .schedule import BASE_LR, WarmupCosine, make_schedule, scaled_lr
 from .transforms import BatchTransform, make_generator
 
 log = logging.getLogger("scmrl.train")
 
-__all__ = ["TrainConfig", "train", "model_config", "DATASET_DEFAULTS", "RESULTS_NAME", "METRICS_NAME"]
+__all__ = ["TrainConfig", "train", "model_config", "resolve_protocol", "DATASET_DEFAULTS", "RESULTS_NAME",
+           "METRICS_NAME"]
 
 RESULTS_NAME = "results.json"
 METRICS_NAME = "metrics.jsonl"
@@ -73,7 +80,9 @@ class TrainConfig:
     shards: str  # shards folder, its http(s) URL, or .tar files (comma list or glob)
     out: str  # run folder
     model: str = "scmrl"
-    attention: str = "spatiotemporal"
+    attention: str | None = None  # default per protocol: spatiotemporal (ours), spatiotemporal-reference
+    residual_proj: bool = True  # Linear + LIF on the cross-modal residual (off: the authors' ablation models)
+    protocol: str = "ours"  # ours | reference (scmrl.protocol)
     epochs: int = 100
     batch_size: int = 128  # per process
     lr: float | None = None  # peak; default base_lr * global batch / 1024
@@ -106,6 +115,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA
     seed: int = 42
     resume: bool = False
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning, e.g. from scmrl-convert)
     max_steps: int | None = None  # stop after this many optimizer steps in total (smoke runs)
     stop_after_epochs: int | None = None  # end this invocation after N epochs (a job time limit); --resume later
     eval_every: int = 1
@@ -121,6 +131,20 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1")
+        get_protocol(self.protocol)
+
+
+def resolve_protocol(cfg: TrainConfig) -> tuple[TrainConfig, Protocol]:
+    """The config with the protocol's fixed settings applied (precision, where noise goes), and the protocol."""
+    proto = get_protocol(cfg.protocol)
+    changes: dict[str, Any] = {}
+    if not proto.amp:
+        changes["amp"] = False
+    if proto.noise_on is not None:
+        changes["noise_on"] = proto.noise_on
+    if cfg.attention is None:
+        changes["attention"] = proto.attention
+    return replace(cfg, **changes), proto
 
 
 def model_config(cfg: TrainConfig, source: ShardSource | dict[str, Any]) -> ModelConfig:
@@ -132,14 +156,17 @@ def model_config(cfg: TrainConfig, source: ShardSource | dict[str, Any]) -> Mode
         d = {**EVENT_DEFAULTS, **DATASET_DEFAULTS.get(manifest["dataset"], {})}
     else:
         d = {**STATIC_DEFAULTS, **DATASET_DEFAULTS.get(manifest["dataset"], {})}
-    common = dict(num_classes=len(manifest["classes"]), model=cfg.model, attention=cfg.attention,
+    proto = get_protocol(cfg.protocol)
+    common = dict(num_classes=len(manifest["classes"]), model=cfg.model, attention=cfg.attention or proto.attention,
+                  residual_proj=cfg.residual_proj,
                   embed_dim=cfg.embed_dim or d["embed_dim"], heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
                   alpha=cfg.alpha, tau=cfg.tau, v_threshold=cfg.threshold, attn_threshold=cfg.attn_threshold,
                   detach_membrane=cfg.detach_membrane, surrogate_alpha=cfg.surrogate_alpha,
                   tau_s=cfg.tau_s if cfg.tau_s is not None else d["tau_s"], sao_weight=cfg.sao_weight,
                   label_smoothing=cfg.label_smoothing, lif_impl=cfg.lif)
     if kind == "events":
-        return ModelConfig(**common, time_steps=cfg.time_steps or event_bins(manifest), audio_channels=1,
+        steps = cfg.time_steps or proto.event_time_steps or event_bins(manifest)
+        return ModelConfig(**common, time_steps=steps, audio_channels=1,
                            visual_channels=2, audio_size=28, visual_size=28, embedding="shallow")
     return ModelConfig(**common, time_steps=cfg.time_steps or d.get("time_steps", 4), audio_channels=1,
                        visual_channels=3, audio_size=cfg.image_size, visual_size=cfg.image_size, embedding="sps")
@@ -197,6 +224,25 @@ def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig,
         log.warning("the shard lists differ from the ones this run started with; continuing anyway")
 
 
+# what must agree between a run and the checkpoint it starts from (the rest may change when fine-tuning)
+_ARCHITECTURE = ("model", "attention", "residual_proj", "embedding", "embed_dim", "heads", "mlp_ratio",
+                 "num_classes", "audio_channels", "visual_channels")
+
+
+def _init_weights(model: torch.nn.Module, mcfg: ModelConfig, path: str) -> None:
+    """Load the weights of the checkpoint at ``path`` (any scmrl checkpoint, or one from scmrl-convert)."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if "model" not in ckpt or "model_config" not in ckpt:
+        raise AvdataError(f"{path}: not a scmrl checkpoint (no model weights and configuration)")
+    stored, now = ckpt["model_config"], asdict(mcfg)
+    keys = [k for k in _ARCHITECTURE if mcfg.model == "scmrl" or k not in ("attention", "residual_proj")]
+    diff = [f"{k}: {stored.get(k)!r} (checkpoint) vs {now[k]!r}" for k in keys if stored.get(k) != now[k]]
+    if diff:
+        raise AvdataError(f"{path}: another architecture ({'; '.join(diff)}); pass the matching options")
+    model.load_state_dict(ckpt["model"])
+    log.info("initialised from %s", path)
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train, evaluate every `eval_every` epochs, checkpoint every epoch; return the results (also
     written to OUT/results.json by rank 0)."""
@@ -219,6 +265,11 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     kind = source.kind
     if "train" not in source.splits:
         raise AvdataError(f"{cfg.shards}: no train split (it has {', '.join(source.splits)})")
+    cfg, proto = resolve_protocol(cfg)
+    if not proto.val_split and "val" in source.splits and source.num_samples("val") > 0:
+        raise AvdataError(f"{cfg.shards}: --protocol {proto.name} trains on the whole train split, but these shards "
+                          "hold a validation split; prepare them with `avdata prepare ... --protocol reference` "
+                          "(or --val-fraction 0)")
     mcfg = model_config(cfg, source)
     # a split whose clips were all skipped while preparing has an (empty) shard but nothing to evaluate on
     eval_splits = [s for s in ("val", "test") if s in source.splits and source.num_samples(s) > 0]
@@ -248,8 +299,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg).to(device)
     peak = cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch_size * ctx.world, cfg.base_lr)
-    opt = torch.optim.AdamW(model.parameters(), lr=peak, eps=1e-8, weight_decay=cfg.weight_decay)
-    sched = WarmupCosine(peak, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, cfg.min_lr)
+    opt = build_optimizer(model, peak, cfg.weight_decay, proto.exclude_1d_decay)
+    sched = make_schedule(proto.schedule, peak, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, cfg.min_lr)
     state = _fresh_state()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -259,18 +310,21 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         restore_rng(ckpt["rng"])
         if ctx.main:
             log.info("resumed from %s after epoch %d (step %d)", ckpt_path, state["epoch"], state["step"])
+    elif cfg.init_from is not None:
+        _init_weights(model, mcfg, cfg.init_from)
     ddp_model = wrap_ddp(model, ctx, _probe(mcfg, device))
 
     # ---- data
     pin = device.type == "cuda"
     stream = dict(kind=kind, image_size=cfg.image_size, time_steps=mcfg.time_steps,
-                  frames_per_step=cfg.frames_per_step, seed=cfg.seed, retries=cfg.io_retries, backoff=cfg.io_backoff)
+                  frames_per_step=cfg.frames_per_step, seed=cfg.seed, retries=cfg.io_retries, backoff=cfg.io_backoff,
+                  spec_resize=proto.spec_resize)
     train_loader, train_ds = make_loader(source, "train", StreamConfig(**stream, train=True,
                                                                        shuffle_buffer=cfg.shuffle_buffer),
                                          cfg.batch_size, cfg.workers, ctx.rank, ctx.world, pin)
     eval_loaders = {s: make_loader(source, s, StreamConfig(**stream, train=False), cfg.batch_size, cfg.workers,
                                    ctx.rank, ctx.world, pin)[0] for s in eval_splits}
-    transform = BatchTransform(kind, mcfg.time_steps, cfg.image_size, cfg.noise_snr, cfg.noise_on)
+    transform = BatchTransform(kind, mcfg.time_steps, cfg.image_size, cfg.noise_snr, cfg.noise_on, noise=proto.noise)
 
     # ---- reporting (rank 0)
     metrics_path = out / METRICS_NAME

@@ -21,6 +21,9 @@ Event data (visual float32 counts [B, T, 2, 28, 28], audio [B, T, 64]):
 Optional Gaussian noise on the visual input at a given SNR in dB, per sample, added to the normalised
 input the network sees: noise power = signal power / 10^(snr/10), signal power = mean of x^2 over
 the sample (static data: before the repetition over T, so every step sees the same noisy image).
+``noise="per-batch"`` is the authors' version instead (``--protocol reference``): the signal power is
+the mean of x^2 over the whole batch, and the noise is drawn after the repetition over T, so each time
+step gets its own.
 
 Randomness comes only from the `torch.Generator` passed in (see :func:`make_generator`), so a run is
 reproducible and independent of the global RNG.
@@ -37,7 +40,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "EVENT_MEAN", "EVENT_STD", "make_generator", "rrc_boxes",
-    "random_resized_crop", "resize_center_crop", "center_crop", "normalize", "add_noise_snr", "measure_snr_db",
+    "random_resized_crop", "resize_center_crop", "center_crop", "normalize", "add_noise_snr", "add_noise_snr_batch",
+    "measure_snr_db",
     "random_crop_pad", "upsample_event_audio", "static_inputs", "event_inputs", "BatchTransform",
 ]
 
@@ -153,6 +157,14 @@ def add_noise_snr(x: torch.Tensor, snr_db: float, gen: torch.Generator) -> torch
     return (x.float() + noise * torch.sqrt(power / 10 ** (snr_db / 10))).to(x.dtype)
 
 
+def add_noise_snr_batch(x: torch.Tensor, snr_db: float, gen: torch.Generator) -> torch.Tensor:
+    """x + Gaussian noise of power mean(x^2 over the whole tensor) / 10^(snr_db / 10), independent in every
+    element (x time-first [T, B, ...]: fresh noise at every time step), as the authors' training adds it."""
+    power = x.float().pow(2).mean()
+    noise = torch.randn(x.shape, generator=gen, device=gen.device).to(x.device, torch.float32)
+    return (x.float() + noise * torch.sqrt(power / 10 ** (snr_db / 10))).to(x.dtype)
+
+
 def measure_snr_db(clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
     """Per-sample SNR in dB of `noisy` against `clean` (dim 0 = samples)."""
     dims = tuple(range(1, clean.ndim))
@@ -236,10 +248,13 @@ class BatchTransform:
     noise_snr: float | None = None
     noise_on: str = "eval"  # train | eval | both
     antialias: bool = True
+    noise: str = "per-sample"  # per-sample | per-batch (the authors': batch power, fresh at every time step)
 
     def __post_init__(self) -> None:
         if self.noise_on not in ("train", "eval", "both"):
             raise ValueError(f"noise_on must be train, eval or both, got {self.noise_on!r}")
+        if self.noise not in ("per-sample", "per-batch"):
+            raise ValueError(f"noise must be per-sample or per-batch, got {self.noise!r}")
         if self.kind not in ("static", "events"):
             raise ValueError(f"kind must be static or events, got {self.kind!r}")
 
@@ -251,6 +266,12 @@ class BatchTransform:
     def __call__(self, audio: torch.Tensor, visual: torch.Tensor, train: bool,
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         snr = self.snr_for(train)
+        per_sample = snr if self.noise == "per-sample" else None
         if self.kind == "events":
-            return event_inputs(audio, visual, train, gen, snr)
-        return static_inputs(audio, visual, self.time_steps, self.image_size, train, gen, snr, self.antialias)
+            a, v = event_inputs(audio, visual, train, gen, per_sample)
+        else:
+            a, v = static_inputs(audio, visual, self.time_steps, self.image_size, train, gen, per_sample,
+                                 self.antialias)
+        if snr is not None and self.noise == "per-batch":
+            v = add_noise_snr_batch(v, snr, gen)
+        return a, v

@@ -1,0 +1,57 @@
+"""`scmrl-convert REF_CKPT OUT`: parse options and call `scmrl.convert.convert_checkpoint`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from avdata.errors import AvdataError
+from avdata.progress import console
+from cli.errors import fail, run
+
+convert_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                          help="Turn a checkpoint of the authors' S-CMRL code into one scmrl-eval reads.")
+
+
+@convert_app.command()
+def convert_cmd(
+    ref_ckpt: Path = typer.Argument(..., help="State dict saved by the authors' code (read as plain tensors)."),
+    out: Path = typer.Argument(..., help="Checkpoint to write (then: scmrl-eval --checkpoint OUT --shards ...)."),
+    dataset: str = typer.Option(..., "--dataset", help="cremad | urbansound8k-av | mnistdvs-ntidigits: class "
+                                "names, T, tau_s and input side as the authors use them."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names in label order "
+                                          "[default: the dataset's]."),
+    time_steps: Optional[int] = typer.Option(None, "--time-steps", min=1, help="T the checkpoint was trained with "
+                                             "[default: 4; MNISTDVS-NTIDIGITS 16]."),
+    heads: int = typer.Option(16, "--heads", min=1, help="Attention heads (not recorded in the weights)."),
+    alpha: float = typer.Option(1.5, "--alpha", help="Cross-modal residual weight it was trained with."),
+    attention: Optional[str] = typer.Option(None, "--attention", help="For their single-branch blocks: spatial "
+                                            "or temporal-reference (the weights cannot tell) [two-branch blocks: "
+                                            "spatiotemporal-reference]."),
+) -> None:
+    """Map the authors' parameter names and layout onto this package's model (scmrl/convert.py)."""
+    from scmrl.convert import DATASET_PRESETS, convert_checkpoint, dataset_classes
+
+    try:
+        if dataset not in DATASET_PRESETS:
+            raise AvdataError(f"--dataset {dataset}: expected one of {', '.join(DATASET_PRESETS)}")
+        preset = DATASET_PRESETS[dataset]
+        names = [c.strip() for c in classes.split(",") if c.strip()] if classes else dataset_classes(dataset)
+        info = convert_checkpoint(ref_ckpt, out, names, time_steps or preset["time_steps"],
+                                  image_size=preset["image_size"], heads=heads, alpha=alpha, tau_s=preset["tau_s"],
+                                  attention=attention)
+    except (AvdataError, ValueError) as exc:
+        fail(exc)
+        return
+    console.print(f"wrote {info['out']}: {info['model']} ({info['attention']}), embed {info['embed_dim']}, "
+                  f"{info['num_classes']} classes, {info['tensors']} tensors")
+
+
+def main() -> None:
+    run(convert_app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""`--protocol reference` sets every row of the README's protocol table (scmrl.protocol.TABLE), and
+`--protocol ours` keeps our defaults; `avdata prepare --protocol reference` makes no validation split."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from avdata.errors import AvdataError
+from avdata.protocol import resolve_prepare_protocol
+from cli.avdata_app import app as avdata_app
+from scmrl.checkpoint import load_checkpoint
+from scmrl.config import ModelConfig
+from scmrl.evaluate import autocast_for
+from scmrl.models import build_model
+from scmrl.optim import build_optimizer
+from scmrl.protocol import TABLE, get_protocol
+from scmrl.schedule import make_schedule
+from scmrl.spec_resize import resize_spectrogram
+from scmrl.synthetic import make_synthetic_av_shards
+from scmrl.train import TrainConfig, model_config, resolve_protocol, train
+from scmrl.transforms import BatchTransform
+
+TINY = dict(batch_size=32, lr=5e-3, warmup_epochs=1, embed_dim=32, heads=4, time_steps=2, image_size=32,
+            shuffle_buffer=128, workers=0)
+
+
+def _resolved(protocol: str) -> tuple[TrainConfig, object]:
+    return resolve_protocol(TrainConfig(shards="s", out="o", protocol=protocol, amp=True, noise_on="eval"))
+
+
+def test_the_table_has_a_reason_for_every_row():
+    assert len(TABLE) == 8 and all(len(row) == 4 and all(row) for row in TABLE)
+
+
+def test_precision_float32_under_reference():
+    ref, _ = _resolved("reference")
+    ours, _ = _resolved("ours")
+    assert ref.amp is False and ours.amp is True
+    assert isinstance(autocast_for(torch.device("cuda"), ref.amp), contextlib.nullcontext)  # no bf16 autocast
+    with warnings.catch_warnings():  # CPU-only machine: torch warns that CUDA autocast is disabled
+        warnings.simplefilter("ignore")
+        assert isinstance(autocast_for(torch.device("cuda"), ours.amp), torch.autocast)
+
+
+def test_weight_decay_exclusions():
+    model = build_model(ModelConfig(num_classes=4, embed_dim=32, heads=4, time_steps=2, audio_size=32, visual_size=32))
+    named = dict(model.named_parameters())
+    ref = build_optimizer(model, 1e-3, 1e-4, get_protocol("reference").exclude_1d_decay)
+    no_decay, decay = ref.param_groups
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 1e-4
+    ids = {id(p): n for n, p in named.items()}
+    assert {ids[id(p)] for p in no_decay["params"]} == {n for n, p in named.items() if p.ndim == 1}
+    assert all(p.ndim > 1 for p in decay["params"]) and "head.bias" not in {ids[id(p)] for p in decay["params"]}
+    assert any(n.endswith("bn.weight") for n in (ids[id(p)] for p in no_decay["params"]))
+    ours = build_optimizer(model, 1e-3, 1e-4, get_protocol("ours").exclude_1d_decay)
+    assert len(ours.param_groups) == 1 and ours.param_groups[0]["weight_decay"] == 1e-4
+    assert len(ours.param_groups[0]["params"]) == len(named)
+
+
+def test_schedule_steps_per_epoch_as_timm():
+    peak, lo, w = 6.25e-4, 1e-5, 1e-6
+    ref = make_schedule(get_protocol("reference").schedule, peak, 100, 5, w, lo)
+    assert ref.lr_at_step(0, 0, 50) == w and ref.lr_at_step(0, 49, 50) == w  # constant within an epoch
+    assert ref.lr_at_step(2, 30, 50) == pytest.approx(w + 2 * (peak - w) / 5)
+    # after warm-up the cosine is counted from epoch 0: epoch 5 is already below the peak
+    assert ref.lr_at_step(5, 0, 50) == pytest.approx(lo + 0.5 * (peak - lo) * (1 + math.cos(math.pi * 5 / 100)))
+    assert ref.lr_at_step(99, 10, 50) == pytest.approx(lo + 0.5 * (peak - lo) * (1 + math.cos(math.pi * 99 / 100)))
+    ours = make_schedule(get_protocol("ours").schedule, peak, 100, 5, w, lo)
+    assert ours.lr_at_step(5, 0, 50) == pytest.approx(peak) and ours.lr_at_step(0, 25, 50) > w
+    assert ours.lr(100) == pytest.approx(lo)
+
+
+def test_spectrogram_resize_is_pils_antialiased_bilinear():
+    spec = np.random.default_rng(0).standard_normal((257, 190)).astype(np.float32)
+    ref = resize_spectrogram(spec, 128, get_protocol("reference").spec_resize)
+    # torch's antialiased bilinear follows Pillow's filter: an independent check of the same maths
+    want = F.interpolate(torch.from_numpy(spec)[None, None], size=(128, 128), mode="bilinear", antialias=True,
+                         align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(ref, want, atol=2e-5)
+    ours = resize_spectrogram(spec, 128, get_protocol("ours").spec_resize)
+    plain = F.interpolate(torch.from_numpy(spec)[None, None], size=(128, 128), mode="bilinear",
+                          align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(ours, plain, atol=1e-4)
+    assert ref.std() < 0.8 * ours.std()  # the low-pass shows: shrinking noise by 2 halves its variance
+
+
+def test_noise_on_training_inputs_per_batch_and_per_time_step():
+    ref, proto = _resolved("reference")
+    assert ref.noise_on == "train" and proto.noise == "per-batch"
+    visual = torch.zeros(2, 40, 40, 3, dtype=torch.uint8)
+    visual[0], visual[1] = 255, 116  # a bright sample and one at the normalisation mean (about zero)
+    audio = torch.zeros(2, 1, 32, 32)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    clean = BatchTransform("static", 3, 32)(audio, visual, False, g())[1]
+    tf = BatchTransform("static", 3, 32, noise_snr=0.0, noise_on=ref.noise_on, noise=proto.noise)
+    assert torch.equal(tf(audio, visual, False, g())[1], clean)  # evaluation inputs stay clean
+    noise = tf(audio, visual, True, g())[1] - BatchTransform("static", 3, 32)(audio, visual, True, g())[1]
+    assert not torch.allclose(noise[0], noise[1])  # fresh at every time step
+    power = clean.pow(2).mean()  # of the whole batch: both samples get the same noise power
+    for b in range(2):
+        assert noise[:, b].pow(2).mean() == pytest.approx(float(power), rel=0.05)
+    ours = BatchTransform("static", 3, 32, noise_snr=0.0, noise_on="train")
+    noise = ours(audio, visual, True, g())[1] - BatchTransform("static", 3, 32)(audio, visual, True, g())[1]
+    assert torch.equal(noise[0], noise[1])  # ours: one noisy image repeated over T, per-sample power
+    assert noise[:, 0].pow(2).mean() > 2 * noise[:, 1].pow(2).mean()
+
+
+@pytest.mark.parametrize("dataset,t,c,tau", [("cremad", 4, 256, 0.07), ("urbansound8k-av", 4, 64, 0.08),
+                                             ("mnistdvs-ntidigits", 16, 256, 0.1)])
+def test_per_dataset_settings_and_attention(dataset, t, c, tau):
+    static = dataset != "mnistdvs-ntidigits"
+    feats = ({"frames.npy": {}, "spec.npy": {}} if static else {"visual.npy": {"shape": [32, 2, 28, 28]},
+                                                                  "audio.npy": {}})
+    manifest = {"dataset": dataset, "classes": ["a", "b"], "features": feats}
+    ref = model_config(TrainConfig(shards="s", out="o", protocol="reference"), manifest)
+    assert (ref.time_steps, ref.embed_dim, ref.tau_s) == (t, c, tau)
+    assert ref.attention == "spatiotemporal-reference"
+    ours = model_config(TrainConfig(shards="s", out="o"), manifest)
+    assert ours.attention == "spatiotemporal" and ours.time_steps == (4 if static else 32)
+
+
+def test_reference_training_refuses_a_validation_split_and_trains_without_one(tmp_path):
+    with_val = make_synthetic_av_shards(tmp_path / "v", 64, 32, 32, per_shard=32, seed=1)
+    with pytest.raises(AvdataError, match="validation split"):
+        train(TrainConfig(shards=str(with_val), out=str(tmp_path / "r0"), protocol="reference", **TINY))
+    no_val = make_synthetic_av_shards(tmp_path / "n", 64, 0, 32, per_shard=32, seed=1)
+    res = train(TrainConfig(shards=str(no_val), out=str(tmp_path / "r"), protocol="reference", epochs=2, **TINY))
+    ckpt = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    assert ckpt["train_config"]["protocol"] == "reference" and ckpt["train_config"]["amp"] is False
+    assert [g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]] == [0.0, 1e-4]
+    assert res["val_best_epoch"] is None and res["best_test_acc_over_epochs"] is not None
+    assert res["model_config"]["attention"] == "spatiotemporal-reference"
+
+
+def test_prepare_protocol():
+    assert resolve_prepare_protocol("ours", "cremad", None) == 0.1
+    assert resolve_prepare_protocol("reference", "cremad", None, split="standard", spectrogram="reference") == 0.0
+    with pytest.raises(AvdataError, match="--split standard"):
+        resolve_prepare_protocol("reference", "cremad", None, split="actor")
+    with pytest.raises(AvdataError, match="--per-class 1000"):
+        resolve_prepare_protocol("reference", "mnistdvs-ntidigits", None, per_class=200)
+    r = CliRunner().invoke(avdata_app, ["prepare", "urbansound8k-av", "--raw", "nowhere", "--out", "x",
+                                        "--protocol", "reference", "--val-fraction", "0.2"])
+    assert r.exit_code == 2 and "drop --val-fraction 0.2" in r.output
+
+
+def test_the_loader_resizes_spectrograms_as_the_protocol_says(tmp_path):
+    import io
+    import tarfile
+
+    from scmrl.data import StreamConfig, make_loader, open_shards
+
+    shards = make_synthetic_av_shards(tmp_path / "s", 0, 0, 4, per_shard=4, seed=2, spec_shape=(64, 24))
+    with tarfile.open(shards / "test-000000.tar") as tar:
+        raw = {m.name.split(".")[0]: np.load(io.BytesIO(tar.extractfile(m).read()))
+               for m in tar.getmembers() if m.name.endswith(".spec.npy")}
+    source = open_shards(shards)
+    for name in ("reference", "ours"):
+        method = get_protocol(name).spec_resize
+        cfg = StreamConfig(kind="static", image_size=32, seed=0, with_keys=True, spec_resize=method)
+        loader, _ = make_loader(source, "test", cfg, batch_size=4)
+        audio, _, _, keys = next(iter(loader))
+        for spec, key in zip(audio, keys):
+            np.testing.assert_array_equal(spec[0].numpy(), resize_spectrogram(raw[key], 32, method))
