@@ -85,7 +85,7 @@ def test_reports_metrics_results_and_plots(runs):
         assert (out / name).stat().st_size > 1000
         with Image.open(out / name) as im:
             assert im.size == size
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "schedule", "rng", "state", "epoch", "step", "model_config"} <= set(ckpt)
     assert ckpt["epoch"] == EPOCHS and len(ckpt["state"]["history"]) == EPOCHS
     assert not list(out.glob("*.tmp"))
