@@ -19,6 +19,8 @@ from .errors import AvdataError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+#: The most a manifest may weigh (a real one is kilobytes; ten thousand shards are a few megabytes).
+MAX_MANIFEST_SIZE = 64 << 20
 MAX_SHOWN = 20  # problems listed in the error; the count says how many there are
 REQUIRED_KEYS = ("schema_version", "dataset", "tool", "options", "classes", "features", "splits", "skipped")
 
@@ -66,6 +68,8 @@ def parse_manifest(text: str, source: str = "manifest.json") -> dict[str, Any]:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
         raise AvdataError(f"{source}: not valid JSON ({exc}); the file may be cut short, fetch it again") from exc
+    except RecursionError as exc:
+        raise AvdataError(f"{source}: nested too deeply to be a manifest") from exc
     validate(manifest, source=source)
     return manifest
 
@@ -80,7 +84,16 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
             f"{path}: no manifest.json here; is this a shards folder made by `avdata prepare`"
             " (or an unfinished one: run `avdata merge` for --part outputs)?"
         )
-    return parse_manifest(path.read_text(encoding="utf-8"), source=str(path))
+    with open(path, "rb") as f:
+        raw = f.read(MAX_MANIFEST_SIZE + 1)
+    if len(raw) > MAX_MANIFEST_SIZE:
+        raise AvdataError(f"{path}: larger than {MAX_MANIFEST_SIZE:,} bytes, far more than any manifest; "
+                          "is this the right folder?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AvdataError(f"{path}: not UTF-8 text ({exc}); is this a shards folder?") from exc
+    return parse_manifest(text, source=str(path))
 
 
 #: Names of splits and shard files: plain names, no folders, no control characters, not hidden.

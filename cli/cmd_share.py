@@ -59,6 +59,10 @@ def pull_cmd(
     retries: int = typer.Option(4, "--retries", min=0, help="Retries per shard after a failure, with back-off."),
     backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="Seconds to wait before the first retry "
                                   "of a shard; doubled for each further retry (at most 60)."),
+    stall_timeout: float = typer.Option(60.0, "--stall-timeout", min=0.0, help="Abort an attempt (and retry it) "
+                                        "when fewer than 16 KiB arrive in this many seconds; 0 turns the rule off."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Pull even when --to already holds another "
+                                   "dataset (its manifest is replaced; its shards stay)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every file fetched or skipped."),
 ) -> None:
     """Copy a prepared shards folder: every shard checked against the manifest's sha256 and size.
@@ -73,7 +77,8 @@ def pull_cmd(
 
     setup_logging(verbose)
     try:
-        report = pull(url, to, splits=split or None, jobs=jobs, retries=retries, backoff=backoff)
+        report = pull(url, to, splits=split or None, jobs=jobs, retries=retries, backoff=backoff,
+                      overwrite=overwrite, stall_seconds=stall_timeout)
     except AvdataError as exc:
         fail(exc)
         return
