@@ -164,3 +164,235 @@ def test_every_reader_reports_a_hostile_manifest_without_a_traceback(shards, tmp
     for expected in EXPECTED_PATHS:
         assert " ".join(expected.split()) in out, (expected, r.output)
     assert not (tmp_path / "copy" / "manifest.json").exists()
+
+
+# ------------------------------------------------------------------------------- hostile servers, caps
+
+
+def _folder_server(folder: Path, overrides: dict):
+    """A `respond` for serve_script: files of `folder`, except names in `overrides` (name -> respond)."""
+    import urllib.parse
+
+    def respond(h):
+        name = urllib.parse.unquote(h.path.split("?")[0]).lstrip("/")
+        if name in overrides:
+            return overrides[name](h)
+        path = folder / name
+        if not path.is_file():
+            h.send_response(404)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        data = path.read_bytes()
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    return respond
+
+
+def _pull(url: str, to: Path, *extra: str):
+    from typer.testing import CliRunner
+
+    from cli.avdata_app import app
+
+    return CliRunner().invoke(app, ["pull", url, "--to", str(to), "--retries", "0", "--backoff", "0", *extra])
+
+
+def _files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_a_shard_body_past_its_declared_size_is_cut_off(shards, tmp_path):
+    from tests.httpserver import endless_body, serve_script
+
+    name = "train-000000.tar"
+    with serve_script(_folder_server(shards, {name: endless_body})) as url:
+        r = _pull(url, tmp_path / "copy")
+    assert r.exit_code == 1, r.output
+    assert "more than the expected" in " ".join(r.output.split())
+    assert not (tmp_path / "copy" / "manifest.json").exists()
+    assert not (tmp_path / "copy" / name).exists() and not (tmp_path / "copy" / (name + ".part")).exists()
+
+
+def test_a_huge_declared_length_is_refused_before_reading(shards, tmp_path):
+    from avdata.download import RemoteFile, fetch_files
+    from tests.httpserver import serve_script
+
+    def huge(h):
+        h.send_response(200)
+        h.send_header("Content-Length", str(10**13))
+        h.end_headers()
+        h.wfile.write(b"\0" * 1000)
+
+    with serve_script(huge) as url:
+        rep = fetch_files(url, [RemoteFile("a.tar", size=1000), RemoteFile("card.md")], tmp_path, retries=0,
+                          progress=False)
+    assert [r.kind for r in rep.failed] == ["too-large", "too-large"]
+    assert "10,000,000,000,000 bytes" in rep.failed[0].reason and _files_under(tmp_path) == set()
+
+
+def test_the_card_is_capped(shards, tmp_path, monkeypatch):
+    import avdata.pull as pull_mod
+    from tests.httpserver import endless_body, serve_script
+
+    monkeypatch.setattr(pull_mod, "MAX_CARD_SIZE", 1 << 20)  # the real cap is 16 MiB: same rule, less waiting
+    with serve_script(_folder_server(shards, {"README.md": endless_body})) as url:
+        r = _pull(url, tmp_path / "copy")
+    assert r.exit_code == 1 and "README.md" in r.output and "1,048,576" in " ".join(r.output.split())
+    assert not (tmp_path / "copy" / "manifest.json").exists() and not (tmp_path / "copy" / "README.md").exists()
+
+
+def test_a_trickling_server_is_a_stall_and_gives_up(shards, tmp_path):
+    import time
+
+    from tests.httpserver import serve_script, trickle
+
+    size = (shards / "train-000000.tar").stat().st_size
+    with serve_script(_folder_server(shards, {"train-000000.tar": lambda h: trickle(h, length=size)})) as url:
+        t0 = time.monotonic()
+        r = _pull(url, tmp_path / "copy", "--stall-timeout", "1")
+        took = time.monotonic() - t0
+    assert r.exit_code == 1 and "stalled" in r.output, r.output
+    assert took < 8
+    assert not (tmp_path / "copy" / "manifest.json").exists()
+
+
+def test_the_stall_rule_in_the_engine(tmp_path):
+    from avdata.download import RemoteFile, fetch_files
+    from tests.httpserver import serve_script, trickle
+
+    with serve_script(lambda h: trickle(h, every=0.05, seconds=5)) as url:
+        rep = fetch_files(url, [RemoteFile("x.bin", size=1 << 20)], tmp_path, retries=1, backoff=0,
+                          progress=False, stall_seconds=0.5, stall_bytes=1024)
+    assert rep.failed[0].kind == "stalled" and rep.failed[0].attempts == 2
+    assert "1,024 bytes every 0.5s" in rep.failed[0].reason
+
+
+@pytest.mark.parametrize("how", ["endless", "huge-length"])
+def test_a_manifest_is_read_bounded_by_every_reader(shards, tmp_path, how):
+    from typer.testing import CliRunner
+
+    from cli.avdata_app import app
+    from cli.train_app import train_app
+    from tests.httpserver import endless_body, serve_script
+
+    respond = endless_body if how == "endless" else (lambda h: endless_body(h, length=10**13, seconds=2))
+    runner = CliRunner()
+    with serve_script(_folder_server(shards, {"manifest.json": respond})) as url:
+        results = [runner.invoke(app, ["verify", url]), runner.invoke(app, ["inspect", url]),
+                   _pull(url, tmp_path / "copy"),
+                   runner.invoke(train_app, ["--shards", url, "--out", str(tmp_path / "run"), "--device", "cpu"])]
+    for r in results:
+        assert r.exit_code == 2, r.output
+        assert "manifest.json" in r.output and "67,108,864" in " ".join(r.output.split()), r.output
+    assert _files_under(tmp_path) == set()
+
+
+ENDLESS_UNDER_A_MEMORY_LIMIT = r"""
+import resource, sys
+sys.path.insert(0, sys.argv[1])
+from tests.httpserver import endless_body, serve_script
+from avdata.errors import AvdataError
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))   # 1 GiB of address space in all
+from avdata.location import open_location
+from avdata.pull import pull
+for name in ("manifest", "pull"):
+    with serve_script(endless_body) as url:
+        try:
+            open_location(url) if name == "manifest" else pull(url, sys.argv[2], progress=False, retries=1)
+        except AvdataError as exc:
+            print(name, "refused:", str(exc)[:200])
+        except MemoryError:
+            print(name, "MemoryError")
+"""
+
+
+def test_endless_bodies_stay_within_a_memory_limit(tmp_path):
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", ENDLESS_UNDER_A_MEMORY_LIMIT, str(repo), str(tmp_path / "to")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["manifest", "pull"], r.stdout
+    assert all("refused" in line and "67,108,864" in line for line in lines), r.stdout
+    assert not (tmp_path / "to" / "manifest.json").exists()
+
+
+def test_planted_symlinks_are_never_followed(shards, tmp_path):
+    from tests.httpserver import serve_dir
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victims = {name: outside / name for name in ("a", "b", "c", "d")}
+    for v in victims.values():
+        v.write_bytes(b"keep me\n")
+    to = tmp_path / "copy"
+    to.mkdir()
+    (to / "train-000000.tar.part").symlink_to(victims["a"])
+    (to / "manifest.json.tmp").symlink_to(victims["b"])
+    (to / "manifest.json").symlink_to(victims["c"])
+    (to / "README.md.part").symlink_to(victims["d"])
+    with serve_dir(shards) as url:
+        r = _pull(url, to)
+    assert r.exit_code == 0, r.output
+    assert all(v.read_bytes() == b"keep me\n" for v in victims.values())
+    assert not any(p.is_symlink() for p in to.iterdir())
+    assert (to / "manifest.json").read_bytes() == (shards / "manifest.json").read_bytes()
+    assert (to / "train-000000.tar").read_bytes() == (shards / "train-000000.tar").read_bytes()
+
+
+def test_atomic_writes_never_follow_a_planted_tmp_link(tmp_path):
+    from avdata.atomic import atomic_write_text
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x.json.tmp").symlink_to(victim)
+    atomic_write_text(tmp_path / "out" / "x.json", "new")
+    assert victim.read_text() == "keep me" and (tmp_path / "out" / "x.json").read_text() == "new"
+    assert _files_under(tmp_path / "out") == {"x.json"}
+
+
+def test_a_mirror_answering_html_is_named_and_stopped_early(tmp_path):
+    import avdata.datasets_remote as dr
+    from avdata.download import SAME_FAILURE_ABORT_AFTER
+    from tests.httpserver import serve_script
+
+    hits = []
+
+    def portal(h):
+        hits.append(h.path)
+        body = b"<!DOCTYPE html><html><body>Please log in to the Wi-Fi</body></html>"
+        h.send_response(200)
+        h.send_header("Content-Type", "text/html")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    with serve_script(portal) as url:
+        rep = dr.download_dataset("cremad", tmp_path / "raw", mirror=url, limit=60, jobs=2, retries=2,
+                                  backoff=0, progress=False)
+    kinds = [r.kind for r in rep.failed]
+    assert kinds.count("html") >= SAME_FAILURE_ABORT_AFTER and set(kinds) == {"html", "stopped"}
+    assert len(hits) <= SAME_FAILURE_ABORT_AFTER + 2  # one request per file: an HTML page is not retried
+    assert any("HTML page" in r.reason for r in rep.failed)
+    assert any("all failed the same way" in r.reason for r in rep.failed if r.kind == "stopped")
+    assert not list((tmp_path / "raw").rglob("*.flv"))
+
+
+def test_pull_into_a_folder_holding_another_dataset_is_refused(shards, tmp_path):
+    from tests.httpserver import serve_dir
+
+    other = _copy(shards, tmp_path / "other")
+    _edit_manifest(other, lambda m: m.update(dataset="cremad"))
+    before = _files_under(other)
+    with serve_dir(shards) as url:
+        r = _pull(url, other)
+        assert r.exit_code == 2 and "'cremad'" in r.output and "--overwrite" in r.output
+        assert _files_under(other) == before and '"cremad"' in (other / "manifest.json").read_text()
+        r = _pull(url, other, "--overwrite")
+    assert r.exit_code == 0 and (other / "manifest.json").read_bytes() == (shards / "manifest.json").read_bytes()
