@@ -396,3 +396,61 @@ def test_pull_into_a_folder_holding_another_dataset_is_refused(shards, tmp_path)
         assert _files_under(other) == before and '"cremad"' in (other / "manifest.json").read_text()
         r = _pull(url, other, "--overwrite")
     assert r.exit_code == 0 and (other / "manifest.json").read_bytes() == (shards / "manifest.json").read_bytes()
+
+
+# --------------------------------------------------------------------------------------- shards, trainer
+
+
+def _set_member_size(tar: Path, index_in_file: int, size: int) -> None:
+    """Rewrite the size field of the header at block `index_in_file` (GNU base-256) and its checksum."""
+    data = bytearray(tar.read_bytes())
+    at = index_in_file * 512
+    header = data[at:at + 512]
+    header[124:136] = bytes([0x80]) + size.to_bytes(11, "big")
+    header[148:156] = b" " * 8
+    header[148:156] = f"{sum(header):06o}\0 ".encode()
+    data[at:at + 512] = header
+    tar.write_bytes(bytes(data))
+
+
+def test_the_tar_reader_bounds_member_sizes(tmp_path):
+    import io
+    import tarfile
+
+    from scmrl.tar_reader import TarBoundsError, iter_tar_files
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name in ("a.cls", "a.json"):
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"123"))
+    path = tmp_path / "s.tar"
+    path.write_bytes(buf.getvalue())
+    _set_member_size(path, 0, 10**12)
+    with open(path, "rb") as f, pytest.raises(TarBoundsError, match=r"member 'a.cls' claims 1,000,000,000,000"):
+        list(iter_tar_files(f))  # the file's own size bounds it
+    with pytest.raises(TarBoundsError, match="1,000,000,000,000"):  # a stream: the declared size bounds it
+        list(iter_tar_files(io.BytesIO(path.read_bytes()), limit=len(buf.getvalue())))
+    pax = io.BytesIO()
+    with tarfile.open(fileobj=pax, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("a.cls")
+        info.size, info.pax_headers = 1, {"comment": "x" * 2_000_000}
+        tf.addfile(info, io.BytesIO(b"1"))
+    with pytest.raises(TarBoundsError, match="extended header"):
+        list(iter_tar_files(io.BytesIO(pax.getvalue())))
+
+
+def test_a_huge_member_header_names_the_shard_in_the_trainer(shards, tmp_path):
+    import time
+
+    from scmrl.data import ShardReadError
+    from scmrl.train import TrainConfig, train
+
+    folder = _copy(shards, tmp_path / "s")
+    _set_member_size(folder / "train-000001.tar", 0, 10**12)
+    t0 = time.monotonic()
+    with pytest.raises(ShardReadError, match=r"train-000001\.tar is damaged.*1,000,000,000,000"):
+        train(TrainConfig(shards=str(folder), out=str(tmp_path / "run"), epochs=1, batch_size=4, workers=0,
+                          embed_dim=16, heads=2, time_steps=2, image_size=16, shuffle_buffer=8))
+    assert time.monotonic() - t0 < 20  # no retries with back-off for a header that will not change
