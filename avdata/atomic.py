@@ -40,10 +40,13 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, path)
-    except BaseException:
-        f.close()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # closing flushes: a full disk fails here again
+            f.close()
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc  # say where
         raise
 
 

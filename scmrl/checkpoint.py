@@ -65,8 +65,32 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """torch.save to `<path>.tmp`, fsync, rename: a crash never leaves a half-written checkpoint."""
     path = Path(path)
     with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
+        out = _WriteErrors(f)
+        try:
+            torch.save(payload, out)
+        except RuntimeError:
+            if out.error is not None:  # torch reports a failed write as "[enforce fail at inline_container.cc]"
+                raise out.error from None
+            raise
     return path
+
+
+class _WriteErrors:
+    """A file that remembers the OSError of a failed write (a full disk), which torch.save hides."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def _legacy_numpy_globals() -> list[Any]:

@@ -454,3 +454,57 @@ def test_a_huge_member_header_names_the_shard_in_the_trainer(shards, tmp_path):
         train(TrainConfig(shards=str(folder), out=str(tmp_path / "run"), epochs=1, batch_size=4, workers=0,
                           embed_dim=16, heads=2, time_steps=2, image_size=16, shuffle_buffer=8))
     assert time.monotonic() - t0 < 20  # no retries with back-off for a header that will not change
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC once `room` bytes are written (what a full disk does)."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        import errno
+
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "metrics"])
+def test_a_full_disk_in_the_trainer_names_the_path_and_the_fix(shards, tmp_path, monkeypatch, capsys, what):
+    import builtins
+
+    import avdata.atomic
+    from cli import errors
+    from scmrl.train import TrainConfig, train
+
+    if what == "checkpoint":
+        real = avdata.atomic.open_new
+        monkeypatch.setattr(avdata.atomic, "open_new", lambda path, mode="wb": _FullDisk(real(path, mode), 4096)
+                            if str(path).endswith(".pt.tmp") else real(path, mode))
+    else:
+        real_open = builtins.open
+        monkeypatch.setattr(builtins, "open", lambda path, mode="r", *a, **k: _FullDisk(
+            real_open(path, mode, *a, **k), 0) if str(path).endswith("metrics.jsonl") and "a" in mode else
+            real_open(path, mode, *a, **k))
+    out = tmp_path / "run"
+    cfg = TrainConfig(shards=str(shards), out=str(out), epochs=1, max_steps=1, batch_size=4, workers=0,
+                      embed_dim=16, heads=2, time_steps=2, image_size=16, shuffle_buffer=8)
+    with pytest.raises(SystemExit) as done:
+        errors.run(lambda: train(cfg))  # what scmrl-train's entry point does with an OSError
+    assert done.value.code == 2
+    text = " ".join(capsys.readouterr().err.split())
+    name = "checkpoint.pt" if what == "checkpoint" else "metrics.jsonl"
+    assert f"{out / name}: No space left on device; the disk is full" in text, text
+    assert "Traceback" not in text and "inline_container" not in text
+    assert not (out / "checkpoint.pt.tmp").exists()
