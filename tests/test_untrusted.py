@@ -508,3 +508,80 @@ def test_a_full_disk_in_the_trainer_names_the_path_and_the_fix(shards, tmp_path,
     assert f"{out / name}: No space left on device; the disk is full" in text, text
     assert "Traceback" not in text and "inline_container" not in text
     assert not (out / "checkpoint.pt.tmp").exists()
+
+
+# ------------------------------------------------------------------------------------------ prepare
+
+
+PREPARE_SLOWLY = r"""
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from avdata.recipe import register_recipe
+register_recipe("toy", "tests.toy_recipe:ToyRecipe")
+from tests.toy_recipe import ToyOptions
+from cli.cmd_prepare import _run
+import typer
+try:
+    _run("toy", Path(sys.argv[2]), Path(sys.argv[3]), ToyOptions(), 2, 4, None, False, False, False)
+except typer.Exit as done:  # what the Typer app does with it
+    sys.exit(done.exit_code)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with open(task / "children") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the workers")
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_prepare_workers_exit_when_the_parent_dies(tmp_path, how):
+    import signal
+    import subprocess
+    import time
+
+    from tests.toy_recipe import make_toy_raw
+
+    raw = make_toy_raw(tmp_path / "raw", n_train=8, n_test=2)
+    for f in sorted(raw.glob("*.txt")):
+        f.write_text("sleep 30")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", PREPARE_SLOWLY, str(repo), str(raw), str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "AVDATA_NO_PROGRESS": "1", "COLUMNS": "200"})
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = _children(proc.pid)
+        assert len(workers) >= 2, proc.stdout.read() if proc.poll() is not None else "no workers started"
+        time.sleep(1.0)  # the workers are inside a 30 s clip
+        proc.send_signal(getattr(signal, how))
+        code = proc.wait(timeout=15)
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), f"workers still running after the parent got {how}"
+        output = proc.stdout.read()
+        if how == "SIGTERM":
+            assert code == 143 and "interrupted: finished shards" in output, output
+            assert "Traceback" not in output
+    finally:
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
