@@ -18,6 +18,8 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on: 127.0.0.1 for this machine "
                              "only, 0.0.0.0 for every network interface (your LAN can then read the folder)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds a connection may stay silent "
+                                  "(a request not finished, a body not read) before it is closed."),
 ) -> None:
     """Serve a folder over HTTP with Range support until Ctrl-C.
 
@@ -31,7 +33,7 @@ def serve_cmd(
 
     setup_logging(False)
     try:
-        server = make_server(directory, host, port)
+        server = make_server(directory, host, port, timeout=timeout)
     except AvdataError as exc:
         fail(exc)
         return

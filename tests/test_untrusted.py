@@ -585,3 +585,43 @@ def test_prepare_workers_exit_when_the_parent_dies(tmp_path, how):
                 os.kill(w, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
+
+
+# ------------------------------------------------------------------------------------------ serve
+
+
+def test_serve_closes_silent_connections(shards):
+    import socket
+    import threading
+    import time
+
+    from avdata.serve import make_server
+
+    server = make_server(shards, "127.0.0.1", 0, timeout=0.5)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    socks = []
+    try:
+        for _ in range(10):  # half-sent requests that never finish
+            s = socket.create_connection(server.server_address[:2], timeout=5)
+            s.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: x\r\n")
+            socks.append(s)
+        time.sleep(1.5)
+        closed = 0
+        for s in socks:
+            s.settimeout(2)
+            try:
+                closed += s.recv(1024) == b""  # the server hung up
+            except ConnectionResetError:
+                closed += 1
+            except TimeoutError:  # still held open
+                pass
+        assert closed == len(socks)
+        with socket.create_connection(server.server_address[:2], timeout=5) as s:  # still serving
+            s.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in socks:
+            s.close()
+        server.shutdown()
+        server.server_close()
