@@ -625,3 +625,24 @@ def test_serve_closes_silent_connections(shards):
             s.close()
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------------------------ inspect, verify
+
+
+def test_the_contact_sheet_is_bounded_whatever_the_manifest_claims(shards, tmp_path):
+    import time
+
+    from PIL import Image
+
+    from avdata.contact_sheet import MAX_SHEET_CLASSES, ROW_H_IN, HEADER_IN, DPI, contact_sheet
+
+    folder = _copy(shards, tmp_path / "many")
+    _edit_manifest(folder, lambda m: m.update(classes=m["classes"] + [f"c{i}" for i in range(5002)]))
+    t0 = time.monotonic()
+    png = contact_sheet(folder, tmp_path / "sheet.png", per_class=1)
+    assert time.monotonic() - t0 < 30
+    with Image.open(png) as im:
+        assert im.height <= round((HEADER_IN + MAX_SHEET_CLASSES * ROW_H_IN) * DPI) + 1
+    with pytest.raises(AvdataError, match="--show must be 1 to 16"):
+        contact_sheet(folder, tmp_path / "x.png", per_class=1000)
