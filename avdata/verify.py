@@ -98,11 +98,15 @@ class _EndAwareTarInfo(tarfile.TarInfo):
             raise
 
 
-def _count_samples(reader: _HashingReader) -> tuple[int | None, str | None]:
+#: Member extensions that stock webdataset decodes with pickle unless WDS_SECURE=1 is set.
+PICKLED_EXTENSIONS = ("pyd", "pickle", "pkl")
+
+
+def _count_samples(reader: _HashingReader, fields: set[str] | None = None) -> tuple[int | None, str | None]:
     """Samples in the tar streamed from `reader`, or (None, why) when it cannot be read to the end.
 
     Samples are counted as webdataset groups them: consecutive members with the same key (the member
-    name up to its first dot).
+    name up to its first dot). The field names met (what follows the key) are added to `fields`.
     """
     n = 0
     current = None
@@ -119,7 +123,9 @@ def _count_samples(reader: _HashingReader) -> tuple[int | None, str | None]:
                     got += len(chunk)
                 if got != member.size:
                     raise EOFError(f"member {member.name} cut short ({got} of {member.size} bytes)")
-                key = member.name.partition(".")[0]
+                key, _, fld = member.name.partition(".")
+                if fields is not None and not member.name.startswith("__"):
+                    fields.add(fld)
                 if key != current:
                     n += 1
                     current = key
@@ -192,9 +198,10 @@ def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport
     reader = _HashingReader(opened, on_bytes)
     tar_problem = read_problem = None
     count: int | None = None
+    fields: set[str] = set()
     try:
         with opened:
-            count, tar_problem = _count_samples(reader)
+            count, tar_problem = _count_samples(reader, fields)
             reader.drain()  # the end-of-archive blocks and anything after them are part of the file too
     except (OSError, http.client.HTTPException) as exc:
         read_problem = f"read failed after {reader.n} bytes ({exc})"
@@ -207,6 +214,16 @@ def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport
         digest = reader.sha.hexdigest()
         if digest != shard["sha256"]:
             report.problems.append((file, f"sha256 differs: expected {shard['sha256']}, got {digest}"))
+    unlisted = sorted(fields - set(loc.manifest.get("features", {})))
+    if unlisted:
+        pickled = [f for f in unlisted if f.rsplit(".", 1)[-1].lower() in PICKLED_EXTENSIONS]
+        warn = (f"members not listed in the manifest's features: {', '.join('.' + f for f in unlisted[:10])}"
+                f"{' ...' if len(unlisted) > 10 else ''}; a reader that decodes by extension may handle them "
+                "in ways the manifest does not describe")
+        if pickled:
+            warn += (f"; {', '.join('.' + f for f in pickled)} would be unpickled (running code) by stock "
+                     "webdataset: read shards from others with WDS_SECURE=1 or explicit decoders")
+        report.warnings.append((file, warn))
     if tar_problem:
         report.problems.append((file, tar_problem))
     elif count != shard["num_samples"]:

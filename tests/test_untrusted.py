@@ -646,3 +646,41 @@ def test_the_contact_sheet_is_bounded_whatever_the_manifest_claims(shards, tmp_p
         assert im.height <= round((HEADER_IN + MAX_SHEET_CLASSES * ROW_H_IN) * DPI) + 1
     with pytest.raises(AvdataError, match="--show must be 1 to 16"):
         contact_sheet(folder, tmp_path / "x.png", per_class=1000)
+
+
+def test_verify_warns_about_members_the_features_do_not_list(shards, tmp_path):
+    import hashlib
+    import io
+    import json
+    import pickle
+    import tarfile
+
+    from avdata.verify import verify_shards
+
+    folder = _copy(shards, tmp_path / "extra")
+    shard = folder / "val-000000.tar"
+    with tarfile.open(shard) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]
+    key = members[0][0].name.split(".")[0]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for i, (m, data) in enumerate(members):
+            tf.addfile(m, io.BytesIO(data))
+            if i == 0:  # inside the first sample
+                info = tarfile.TarInfo(f"{key}.meta.pyd")
+                payload = pickle.dumps({"harmless": 1})
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+    shard.write_bytes(buf.getvalue())
+
+    def update(m):
+        entry = m["splits"]["val"]["shards"][0]
+        entry["bytes"], entry["sha256"] = len(buf.getvalue()), hashlib.sha256(buf.getvalue()).hexdigest()
+    _edit_manifest(folder, update)
+    report = verify_shards(folder)
+    assert report.ok, report.problems
+    assert [f for f, _ in report.warnings] == ["val-000000.tar"]
+    what = report.warnings[0][1]
+    assert ".meta.pyd" in what and "WDS_SECURE=1" in what
+    assert verify_shards(shards).warnings == []
+    json.dumps(report.to_dict())
