@@ -98,8 +98,8 @@ class _EndAwareTarInfo(tarfile.TarInfo):
             raise
 
 
-#: Member extensions that stock webdataset decodes with pickle unless WDS_SECURE=1 is set.
-PICKLED_EXTENSIONS = ("pyd", "pickle", "pkl")
+#: Member extensions that stock webdataset decodes with pickle (or torch.load) unless WDS_SECURE=1 is set.
+PICKLED_EXTENSIONS = ("pyd", "pickle", "pkl", "pth")
 
 
 def _count_samples(reader: _HashingReader, fields: set[str] | None = None) -> tuple[int | None, str | None]:
