@@ -54,16 +54,24 @@ class VerifyReport:
 
 
 class _HashingReader:
-    """A read-only file wrapper that hashes and counts every byte read through it."""
+    """A read-only file wrapper that hashes and counts every byte read through it, and ends the stream
+    after `limit` bytes (a server that never stops sending is cut off one byte past the expected size)."""
 
-    def __init__(self, f: IO[bytes], on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, f: IO[bytes], on_bytes: Callable[[int], None], limit: int | None = None) -> None:
         self.f = f
         self.sha = hashlib.sha256()
         self.n = 0
         self.on_bytes = on_bytes
+        self.limit = limit
 
     def read(self, size: int = -1) -> bytes:
-        data = self.f.read(size if size is not None and size >= 0 else -1)
+        size = size if size is not None and size >= 0 else -1
+        if self.limit is not None:
+            left = self.limit - self.n
+            if left <= 0:
+                return b""
+            size = left if size < 0 else min(size, left)
+        data = self.f.read(size)
         if data:
             self.sha.update(data)
             self.n += len(data)
@@ -195,7 +203,7 @@ def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport
     if isinstance(opened, str):
         report.problems.append((file, opened))
         return 0
-    reader = _HashingReader(opened, on_bytes)
+    reader = _HashingReader(opened, on_bytes, limit=int(shard["bytes"]) + 1)
     tar_problem = read_problem = None
     count: int | None = None
     fields: set[str] = set()
@@ -208,7 +216,10 @@ def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport
     if read_problem:
         report.problems.append((file, read_problem))
         return reader.n
-    if reader.n != shard["bytes"]:
+    if reader.n > shard["bytes"]:
+        report.problems.append((file, f"size differs: more than the expected {shard['bytes']} bytes "
+                                      "(stopped reading there)"))
+    elif reader.n != shard["bytes"]:
         report.problems.append((file, _size_problem(shard["bytes"], reader.n)))
     else:
         digest = reader.sha.hexdigest()

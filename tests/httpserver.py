@@ -18,6 +18,9 @@ method, path, headers, status, bytes_sent) and `.server`. Fault modes, counted p
 - `redirect_to="http://host:port"`: answer 302 with Location redirect_to + the request path.
 - `only="*.tar"`: apply the fault modes above only to paths matching this glob (others are served intact).
 
+`serve_script(respond)` serves every GET with `respond(handler)`, for hostile servers written in a few
+lines (`endless_body`, `trickle` and the like); each bounds its own loops by time and bytes.
+
 Nothing here touches the network beyond 127.0.0.1.
 """
 
@@ -247,11 +250,13 @@ def endless_body(handler: BaseHTTPRequestHandler, seconds: float = 20.0, limit: 
         sent += len(chunk)
 
 
-def trickle(handler: BaseHTTPRequestHandler, length: int = 1 << 20, every: float = 0.2,
+def trickle(handler: BaseHTTPRequestHandler, length: int | None = 1 << 20, every: float = 0.2,
             seconds: float = 10.0) -> None:
-    """Declare `length` bytes, then send one byte every `every` seconds for at most `seconds`."""
+    """Declare `length` bytes (None: no Content-Length), then send one byte every `every` seconds for at
+    most `seconds`."""
     handler.send_response(200)
-    handler.send_header("Content-Length", str(length))
+    if length is not None:
+        handler.send_header("Content-Length", str(length))
     handler.end_headers()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

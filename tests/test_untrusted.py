@@ -684,3 +684,33 @@ def test_verify_warns_about_members_the_features_do_not_list(shards, tmp_path):
     assert ".meta.pyd" in what and "WDS_SECURE=1" in what
     assert verify_shards(shards).warnings == []
     json.dumps(report.to_dict())
+
+
+def test_verify_stops_reading_a_shard_past_its_declared_size(shards):
+    from avdata.verify import verify_shards
+    from tests.httpserver import endless_body, serve_script
+
+    with serve_script(_folder_server(shards, {"val-000000.tar": endless_body})) as url:
+        report = verify_shards(url, splits=["val"])
+    expected = (shards / "val-000000.tar").stat().st_size
+    assert report.problems[0] == ("val-000000.tar", f"size differs: more than the expected {expected} bytes "
+                                                    "(stopped reading there)")
+    assert report.bytes_checked <= expected + 1
+
+
+def test_download_has_the_stall_flag_too(tmp_path):
+    import time
+
+    from typer.testing import CliRunner
+
+    from cli.avdata_app import app
+    from tests.httpserver import serve_script, trickle
+
+    with serve_script(lambda h: trickle(h, length=None, seconds=8)) as url:
+        t0 = time.monotonic()
+        r = CliRunner().invoke(app, ["download", "cremad", "--to", str(tmp_path / "raw"), "--mirror", url,
+                                     "--limit", "1", "--retries", "0", "--stall-timeout", "1"])
+        took = time.monotonic() - t0
+    assert r.exit_code == 1 and "stalled" in r.output, r.output
+    assert took < 8
+    assert not [p for p in (tmp_path / "raw").rglob("*") if p.is_file() and p.suffix == ".flv"]
