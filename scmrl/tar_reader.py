@@ -11,8 +11,9 @@ A stream that ends inside a member or before the end-of-archive blocks raises ``
 naming what was cut short; the shard reader turns that into a retry and then a clear error.
 
 Shards come from other people, so no header is believed beyond what the archive can hold: a member
-larger than what is left of the shard (its size from the manifest, the file or the HTTP response), or
-an extended header over MAX_EXTENDED_HEADER, raises :class:`TarBoundsError` before anything is read.
+larger than what is left of the shard's declared size (the manifest's), or an extended header over
+MAX_EXTENDED_HEADER, raises :class:`TarBoundsError` before anything is read; one larger than what is
+left of the file or HTTP response raises ``tarfile.ReadError`` like any file cut short.
 """
 
 from __future__ import annotations
@@ -156,21 +157,23 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
     ``lazy(name)`` true and a local file: ``data`` is a :class:`MemberSlice` instead of the bytes (a cut
     short file is still caught, at the next header).
 
-    ``limit``: the most bytes the archive may hold (e.g. the manifest's size of the shard); the smaller of
-    it and :func:`stream_size` bounds every member."""
+    ``limit``: the most bytes the archive may hold (the manifest's size of the shard): a member beyond it
+    raises TarBoundsError. One beyond what the stream holds (:func:`stream_size`) raises ReadError, as
+    a cut-short file does."""
     fd = _local_fd(stream) if lazy is not None else None
-    sizes = [n for n in (limit, stream_size(stream)) if n is not None]
-    bound = min(sizes) if sizes else None
+    actual = stream_size(stream)
     pos = 0  # bytes of the archive consumed so far
 
     def check(size: int, what: str, cap: int | None = None) -> None:
-        left = None if bound is None else bound - pos
-        if left is not None and size > left:
-            raise TarBoundsError(f"{what} claims {size:,} bytes, more than the {max(left, 0):,} left in the "
-                                 f"archive ({bound:,} bytes): a damaged or tampered shard")
         if cap is not None and size > cap:
             raise TarBoundsError(f"{what} claims {size:,} bytes, more than the {cap:,} an extended header may "
                                  "hold: a damaged or tampered shard")
+        if limit is not None and size > limit - pos:
+            raise TarBoundsError(f"{what} claims {size:,} bytes, more than the {max(limit - pos, 0):,} left in "
+                                 f"the archive ({limit:,} bytes): a damaged or tampered shard")
+        if actual is not None and size > actual - pos:  # a file cut short (or still arriving): may be retried
+            raise tarfile.ReadError(f"unexpected end of data in {what}: it claims {size:,} bytes, "
+                                    f"{max(actual - pos, 0):,} are left")
 
     long_name: str | None = None
     pax: dict[str, str] = {}

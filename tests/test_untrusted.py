@@ -428,8 +428,8 @@ def test_the_tar_reader_bounds_member_sizes(tmp_path):
     path = tmp_path / "s.tar"
     path.write_bytes(buf.getvalue())
     _set_member_size(path, 0, 10**12)
-    with open(path, "rb") as f, pytest.raises(TarBoundsError, match=r"member 'a.cls' claims 1,000,000,000,000"):
-        list(iter_tar_files(f))  # the file's own size bounds it
+    with open(path, "rb") as f, pytest.raises(tarfile.ReadError, match=r"member 'a.cls': it claims 1,000,000,000,000"):
+        list(iter_tar_files(f))  # the file's own size bounds it (read as a file cut short)
     with pytest.raises(TarBoundsError, match="1,000,000,000,000"):  # a stream: the declared size bounds it
         list(iter_tar_files(io.BytesIO(path.read_bytes()), limit=len(buf.getvalue())))
     pax = io.BytesIO()
