@@ -53,6 +53,18 @@ def test_eval_cli_refuses_a_pickled_checkpoint(tmp_path):
     assert r.exit_code == 2 and "refused" in r.output and not marker.exists()
 
 
+def test_resume_refuses_a_pickled_checkpoint(shards, tmp_path):
+    from scmrl.train import TrainConfig, train
+
+    marker = tmp_path / "ran"
+    (tmp_path / "run").mkdir()
+    torch.save({"model": {}, "state": _Payload(marker)}, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(AvdataError, match=r"checkpoint\.pt: refused"):
+        train(TrainConfig(shards=str(shards), out=str(tmp_path / "run"), resume=True, epochs=1, batch_size=4,
+                          workers=0, embed_dim=16, heads=2, time_steps=2, image_size=16))
+    assert not marker.exists()
+
+
 def test_rng_states_are_plain_tensors_and_restore_exactly(tmp_path):
     random.seed(3), np.random.seed(3), torch.manual_seed(3)
     save_checkpoint(tmp_path / "c.pt", {"rng": capture_rng()})
