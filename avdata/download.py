@@ -645,9 +645,9 @@ class _Transfer:
             start_at = offset if mode == "ab" else 0
             if length is not None and start_at + length > cap:
                 self._discard("the server declares more than the expected size")
-                raise _Fail(f"the server declares {start_at + length:,} bytes, more than the "
-                            f"{cap:,} {'the manifest/list gives' if spec.size is not None else 'allowed for a file of undeclared size'}"
-                            "; refusing it", "too-large", fatal=True)
+                whose = "the manifest/list gives" if spec.size is not None else "allowed for a file of undeclared size"
+                raise _Fail(f"the server declares {start_at + length:,} bytes, more than the {cap:,} {whose}; "
+                            "refusing it", "too-large", fatal=True)
             if spec.size is None and length is not None and not self.grown:
                 self.bar.grow(length)
                 self.grown = length

@@ -100,8 +100,8 @@ def pull(
         local_manifest.unlink()
     held = _dataset_in(local_manifest) if local_manifest.exists() else None
     if held is not None and held != manifest["dataset"] and not overwrite:
-        raise AvdataError(f"{to} already holds the dataset {held!r} (its {MANIFEST_NAME}), not {manifest['dataset']!r}; "
-                          "choose another --to folder, or pass --overwrite to replace it (its shards would "
+        raise AvdataError(f"{to} already holds the dataset {held!r} (its {MANIFEST_NAME}), not "
+                          f"{manifest['dataset']!r}; choose another --to folder, or pass --overwrite to replace it (its shards would "
                           "stay beside the new ones)")
     to.mkdir(parents=True, exist_ok=True)
     if local_manifest.exists() and local_manifest.read_bytes() != raw_manifest:
