@@ -233,7 +233,7 @@ def serve_script(respond) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def endless_body(handler: BaseHTTPRequestHandler, seconds: float = 20.0, limit: int = 8 << 30,
+def endless_body(handler: BaseHTTPRequestHandler, seconds: float = 15.0, limit: int = 2 << 30,
                  length: int | None = None) -> None:
     """Headers (Content-Length `length`, or none) then zeros until the client hangs up, `seconds` pass or
     `limit` bytes are sent."""
