@@ -16,23 +16,37 @@ def tmp_path(path: str | Path) -> Path:
     return path.with_name(path.name + TMP_SUFFIX)
 
 
+def open_new(path: str | Path, mode: str = "wb") -> IO:
+    """Create `path` afresh for writing, never through a symlink planted under its name: whatever has
+    the name is removed (a link itself, not its target), then the file is created exclusively."""
+    path = Path(path)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, 0o666)
+    return os.fdopen(fd, mode)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open `path.tmp` for writing; on success fsync and rename to `path`, on error remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(path)
-    f = open(tmp, mode)
+    f = open_new(tmp, mode)
     try:
         yield f
         f.flush()
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, path)
-    except BaseException:
-        f.close()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # closing flushes: a full disk fails here again
+            f.close()
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc  # say where
         raise
 
 

@@ -13,6 +13,7 @@ Samples are chosen deterministically: the first N of each class in shard order.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ CELL_W_IN = 1.7  # inches per panel (a cell is two panels)
 ROW_H_IN = 1.9
 HEADER_IN = 0.5
 DPI = 100
+#: Bounds on what is drawn, whatever a manifest claims (a 5,000-class sheet takes minutes and gigabytes).
+MAX_SHEET_CLASSES = 64
+MAX_PER_CLASS = 16
+
+log = logging.getLogger("avdata.contact_sheet")
 
 VISUAL_KINDS = ("frames", "image", "events_visual")
 AUDIO_KINDS = ("spectrogram", "events_audio")
@@ -108,8 +114,8 @@ def choose_samples(spec: str | Path, per_class: int, split: str | None = None
     """(manifest, split, rows): rows[class] = [(key, {field: array})] of its first `per_class` samples."""
     from .inspect import iter_samples, label_of
 
-    if per_class < 1:
-        raise AvdataError("--show must be at least 1 sample per class")
+    if not 1 <= per_class <= MAX_PER_CLASS:
+        raise AvdataError(f"--show must be 1 to {MAX_PER_CLASS} samples per class, not {per_class}")
     loc = open_location(spec)
     m = loc.manifest
     if not m["splits"]:
@@ -117,7 +123,7 @@ def choose_samples(spec: str | Path, per_class: int, split: str | None = None
     split = split or ("train" if "train" in m["splits"] else next(iter(m["splits"])))
     if split not in m["splits"]:
         raise AvdataError(f"no split {split!r}; this folder has {', '.join(m['splits'])}")
-    classes = m["classes"]
+    classes = m["classes"][:MAX_SHEET_CLASSES]  # a manifest may claim any number: draw a bounded sheet
     counts = m["splits"][split]["class_counts"]
     want = [min(per_class, int(counts.get(c, per_class))) for c in classes]
     rows: list[list[tuple[str, dict[str, np.ndarray]]]] = [[] for _ in classes]
@@ -150,7 +156,12 @@ def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, spl
     from matplotlib.figure import Figure
 
     manifest, split, rows = choose_samples(spec, per_class, split)
-    classes = manifest["classes"]
+    classes = manifest["classes"][:MAX_SHEET_CLASSES]
+    shown = "" if len(manifest["classes"]) <= MAX_SHEET_CLASSES else (
+        f" (the first {MAX_SHEET_CLASSES} of {len(manifest['classes']):,} classes)")
+    if shown:
+        log.warning("contact sheet: drawing only the first %d of %d classes", MAX_SHEET_CLASSES,
+                    len(manifest["classes"]))
     n_rows, n_cols = max(1, len(classes)), 2 * per_class
     width, height = n_cols * CELL_W_IN, HEADER_IN + n_rows * ROW_H_IN
     fig = Figure(figsize=(width, height), dpi=DPI)
@@ -158,7 +169,7 @@ def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, spl
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.04, top=1 - HEADER_IN / height,
                         wspace=0.15, hspace=0.4)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    fig.suptitle(f"{manifest['dataset']} / {split}: first {per_class} sample(s) per class",
+    fig.suptitle(f"{manifest['dataset']} / {split}: first {per_class} sample(s) per class{shown}",
                  fontsize=9, y=1 - 0.12 / height)
     for r, cname in enumerate(classes):
         for c in range(per_class):

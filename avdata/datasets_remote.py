@@ -309,8 +309,10 @@ def download_dataset(
     sources: str | Path | None = None,
     verify_existing: str = "sha256",
     progress: bool = True,
+    stall_seconds: float | None = None,
 ) -> DownloadReport:
-    """Download a dataset's raw files into `dest` (resumable; rerunning skips verified files)."""
+    """Download a dataset's raw files into `dest` (resumable; rerunning skips verified files).
+    `stall_seconds`: the stall rule's window (None: the default; 0: off)."""
     dest = Path(dest)
     plans = plan_download(dataset, dest, mirror=mirror, include=include, limit=limit, actors=actors,
                           sources=sources)
@@ -318,7 +320,8 @@ def download_dataset(
     for plan in plans:
         part = fetch_files(plan.base_url, plan.files, dest, jobs=jobs, retries=retries, backoff=backoff,
                            timeout=timeout, progress=progress, verify_existing=verify_existing,
-                           headers=plan.headers, description=f"{plan.dataset} -> {dest.name or dest}")
+                           headers=plan.headers, description=f"{plan.dataset} -> {dest.name or dest}",
+                           **({} if stall_seconds is None else {"stall_seconds": stall_seconds}))
         if plan.record_sums:
             unverified = [f.path for f in plan.files if getattr(f, "sha256", None) is None]
             sums = record_sha256sums(dest, part, unverified)
@@ -328,7 +331,7 @@ def download_dataset(
         if part.failed and plan.hint and any(r.kind in ("network", "http") for r in part.failed):
             part.notes.append(plan.hint)
             for r in part.failed:
-                if r.kind == "network" and plan.hint not in r.reason:
+                if r.kind in ("network", "stopped") and plan.hint not in r.reason:
                     r.reason = f"{r.reason}. {plan.hint}"
         report.extend(part)
     return report

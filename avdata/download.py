@@ -9,6 +9,12 @@ are fetched at once by a thread pool, under one progress bar over bytes.
 
 Sources may be http(s) URLs or a local folder (copied through the same code, for tests and for pulling
 a shards folder from a mounted disk).
+
+Servers are not trusted: a body is never written past its declared size (or MAX_UNDECLARED_SIZE when
+none is declared), an attempt that receives fewer than `stall_bytes` in `stall_seconds` is aborted and
+retried, an HTML page served in place of a file is named as such, a run of identical failures on the
+first files stops the download early, and `.part` files are opened so that a planted symlink is never
+followed. `read_small` reads a manifest-sized file into memory under the same rules.
 """
 
 from __future__ import annotations
@@ -58,6 +64,15 @@ LFS_HINT = ("this mirror serves Git LFS pointer stubs, not the media: use the re
 
 VERIFY_EXISTING = ("sha256", "size")
 
+#: Cap for a file whose size is not declared (a dataset card, a manifest): far above any real one.
+MAX_UNDECLARED_SIZE = 64 << 20
+#: The stall rule's defaults: an attempt that receives fewer than STALL_BYTES in STALL_SECONDS is aborted.
+STALL_SECONDS = 60.0
+STALL_BYTES = 16 << 10
+#: Stop early when this many files, and none good, failed the same way (an HTML portal, a wrong mirror).
+SAME_FAILURE_ABORT_AFTER = 8
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<?xml version")
+
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -73,6 +88,7 @@ class RemoteFile:
     md5: str | None = None
     url: str | None = None
     check: Callable[[Path], str | None] | None = field(default=None, compare=False, repr=False)
+    max_size: int = MAX_UNDECLARED_SIZE  # the cap when `size` is None
 
     @property
     def verifiable(self) -> bool:
@@ -91,7 +107,8 @@ def as_remote(f: SourceFile | RemoteFile) -> RemoteFile:
 class FileResult:
     """What happened to one file. `status`: fetched | present | failed.
 
-    `kind` says why a file failed: http, network, size, checksum, md5, lfs-pointer, invalid, stopped.
+    `kind` says why a file failed: http, network, stalled, size, too-large, html, checksum, md5, lfs-pointer,
+    invalid, stopped.
     `sha256` is the sha256 of the file now under its final name (when it was computed).
     """
 
@@ -305,8 +322,58 @@ def _is_disk_full(exc: OSError) -> bool:
 
 
 def _open_part(path: Path, mode: str):
-    """Open the .part file (a seam for tests that simulate a full disk)."""
-    return open(path, mode)
+    """Open the .part file without following a symlink planted under its name (a seam for tests that
+    simulate a full disk): "wb" removes whatever has the name and creates a new file; "ab" appends to
+    a regular file only."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    if mode == "wb":
+        _unlink(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow
+    else:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | nofollow
+    fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
+    return os.fdopen(fd, mode)
+
+
+def _drop_link(path: Path) -> None:
+    """A symlink where a download writes is never followed: remove the link (not what it points to)."""
+    if path.is_symlink():
+        log.warning("%s is a symbolic link; removing the link (its target is left alone)", path)
+        path.unlink()
+
+
+def looks_like_html(head: bytes) -> bool:
+    """True when a body starts like a web page (a captive portal, an error page, a wrong mirror)."""
+    return head.lstrip()[:32].lower().startswith(_HTML_STARTS)
+
+
+class _StallWatch:
+    """The minimum-progress rule: fewer than `min_bytes` in any `seconds`-long window aborts an attempt."""
+
+    def __init__(self, seconds: float, min_bytes: int) -> None:
+        self.seconds, self.min_bytes = seconds, min_bytes
+        self.start = time.monotonic()
+        self.got = 0
+
+    def add(self, n: int) -> str | None:
+        """Count `n` bytes; a reason when the window closed with too few."""
+        if self.seconds <= 0:
+            return None
+        self.got += n
+        now = time.monotonic()
+        if now - self.start < self.seconds:
+            return None
+        if self.got < self.min_bytes:
+            return (f"stalled: {self.got:,} bytes in {now - self.start:.0f}s (the rule is at least "
+                    f"{self.min_bytes:,} bytes every {self.seconds:g}s; see --stall-timeout)")
+        self.start, self.got = now, 0
+        return None
+
+
+def _read_some(resp, n: int) -> bytes:
+    """Whatever one socket read gives, up to n (so that a trickle is seen, not waited out in read(n))."""
+    read1 = getattr(resp, "read1", None)
+    return read1(n) if read1 is not None else resp.read(n)
 
 
 def _hashes(path: Path, md5: bool) -> tuple[str, str | None]:
@@ -349,25 +416,51 @@ class _Settings:
     headers: dict[str, str]
     verify_existing: str
     stop: threading.Event
+    stall_seconds: float = STALL_SECONDS
+    stall_bytes: int = STALL_BYTES
     stop_reason: str = "another file hit a fatal error"
     loud: int = 0
     fetched: int = 0
     lfs_pointers: int = 0
+    same: tuple[str, int | None] | None = None
+    same_count: int = 0
+    same_reason: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def socket_timeout(self) -> float:
+        """A silent connection is a stall too: no single read waits longer than the stall window."""
+        return min(self.timeout, self.stall_seconds) if self.stall_seconds > 0 else self.timeout
+
     def count_result(self, result: FileResult) -> None:
-        """Stop early when the first LFS_ABORT_AFTER files all came back as LFS pointers: the source
-        serves stubs, and fetching thousands more of them helps nobody."""
+        """Stop early when the first files, none good, all failed the same way: the first LFS_ABORT_AFTER
+        came back as LFS pointers, or the first SAME_FAILURE_ABORT_AFTER failed identically (HTML pages,
+        one HTTP status, ...). Fetching thousands more of them helps nobody."""
         with self.lock:
             if result.status in ("fetched", "present"):
                 self.fetched += 1
-            elif result.kind == "lfs-pointer":
+                return
+            if self.fetched or self.stop.is_set() or result.kind == "stopped":
+                return
+            if result.kind == "lfs-pointer":
                 self.lfs_pointers += 1
-                if self.lfs_pointers >= LFS_ABORT_AFTER and not self.fetched and not self.stop.is_set():
+                if self.lfs_pointers >= LFS_ABORT_AFTER:
                     self.stop_reason = (f"the first {LFS_ABORT_AFTER} files came back as Git LFS pointer stubs "
                                         "(the source serves pointers, not media)")
                     log.error("stopping: %s", self.stop_reason)
                     self.stop.set()
+                    return
+            key = (result.kind, result.http_status)
+            if key == self.same:
+                self.same_count += 1
+            else:
+                self.same, self.same_count = key, 1
+                self.same_reason = result.reason
+            if self.same_count >= SAME_FAILURE_ABORT_AFTER:
+                self.stop_reason = (f"the first {SAME_FAILURE_ABORT_AFTER} files all failed the same way "
+                                    f"({self.same_reason}); check the address (--mirror) and the network")
+                log.error("stopping: %s", self.stop_reason)
+                self.stop.set()
 
     def log(self, level: int, msg: str, *args: Any) -> None:
         """Log a per-file problem; after LOUD_LOG_LIMIT of them, only at DEBUG (the summary lists them)."""
@@ -425,6 +518,8 @@ class _Transfer:
     def _run(self) -> FileResult:
         spec, cfg = self.spec, self.cfg
         res = FileResult(path=spec.path, status="failed", url=_redact(self.url))
+        _drop_link(self.part)
+        _drop_link(self.final)
         if self.final.exists():
             present = self._check_existing(res)
             if present is not None:
@@ -506,7 +601,11 @@ class _Transfer:
     def _receive(self) -> None:
         """Bring `.part` to the full body (resuming what is there), or raise _Fail."""
         spec, cfg = self.spec, self.cfg
+        _drop_link(self.part)
         offset = self.part.stat().st_size if self.part.exists() else 0
+        if spec.size is None and offset > spec.max_size:
+            self._discard(f"longer than the {spec.max_size:,}-byte cap")
+            offset = 0
         if spec.size is not None and offset > spec.size:
             self._discard(f"longer than the expected {spec.size} bytes")
             offset = 0
@@ -516,7 +615,7 @@ class _Transfer:
         if offset:
             headers["Range"] = f"bytes={offset}-"
         try:
-            resp = _open(self.url, headers, cfg.timeout)
+            resp = _open(self.url, headers, cfg.socket_timeout)
         except urllib.error.HTTPError as exc:
             self._http_error(exc, offset)
             return  # a 416 meaning "you already have it all"
@@ -542,10 +641,17 @@ class _Transfer:
                 mode = "wb"
             else:
                 raise _Fail(f"unexpected HTTP {status} from {_redact(self.url)}", "http", http_status=status)
+            cap = spec.size if spec.size is not None else spec.max_size
+            start_at = offset if mode == "ab" else 0
+            if length is not None and start_at + length > cap:
+                self._discard("the server declares more than the expected size")
+                whose = "the manifest/list gives" if spec.size is not None else "allowed for a file of undeclared size"
+                raise _Fail(f"the server declares {start_at + length:,} bytes, more than the {cap:,} {whose}; "
+                            "refusing it", "too-large", fatal=True)
             if spec.size is None and length is not None and not self.grown:
                 self.bar.grow(length)
                 self.grown = length
-            self._copy_body(resp, mode, length)
+            self._copy_body(resp, mode, length, cap - start_at)
 
     def _http_error(self, exc: urllib.error.HTTPError, offset: int) -> None:
         code = exc.code
@@ -568,8 +674,10 @@ class _Transfer:
             raise _Fail(f"HTTP {code} {exc.reason} from {url}", "http", http_status=code)
         raise _Fail(f"HTTP {code} {exc.reason} from {url}", "http", fatal=True, http_status=code)
 
-    def _copy_body(self, resp, mode: str, length: int | None) -> None:
+    def _copy_body(self, resp, mode: str, length: int | None, room: int) -> None:
+        """Copy the body into .part; never more than `room` bytes (what the declared size leaves)."""
         received = 0
+        watch = _StallWatch(self.cfg.stall_seconds, self.cfg.stall_bytes)
         self.part.parent.mkdir(parents=True, exist_ok=True)
         try:
             f = _open_part(self.part, mode)
@@ -585,12 +693,28 @@ class _Transfer:
                     raise _Fail(f"stopped because {self.cfg.stop_reason}; the .part file is kept", "stopped",
                                 fatal=True)
                 try:
-                    chunk = resp.read(READ_CHUNK)
+                    chunk = _read_some(resp, min(READ_CHUNK, room - received + 1))
                 except (http.client.HTTPException, OSError) as exc:
+                    stalled = watch.add(0) or (isinstance(exc, TimeoutError) and self.cfg.stall_seconds > 0 and
+                                               f"stalled: nothing received for {self.cfg.socket_timeout:g}s")
+                    if stalled:
+                        raise _Fail(f"{stalled}; after {received:,} bytes", "stalled") from exc
                     raise _Fail(f"connection dropped after {received:,} bytes ({type(exc).__name__}: {exc})",
                                 "network", free=received > 0) from exc
                 if not chunk:
                     break
+                if received + len(chunk) > room:
+                    f.close()
+                    self._discard("the server sent more than the expected size")
+                    cap = self.spec.size if self.spec.size is not None else self.spec.max_size
+                    raise _Fail(f"the server sent more than the expected {cap:,} bytes; stopped receiving and "
+                                "refused the file", "too-large", fatal=True)
+                if received == 0 and mode == "wb" and looks_like_html(chunk):
+                    f.close()
+                    self._discard("an HTML page")
+                    raise _Fail(f"the server answered with an HTML page, not the file ({chunk.lstrip()[:40]!r}...): "
+                                "a login or captive portal, an error page, or a wrong --mirror address", "html",
+                                fatal=True)
                 try:
                     f.write(chunk)
                 except OSError as exc:
@@ -600,6 +724,9 @@ class _Transfer:
                 received += len(chunk)
                 self.session += len(chunk)
                 self.bar.advance(len(chunk))
+                stalled = watch.add(len(chunk))
+                if stalled:
+                    raise _Fail(f"{stalled}; after {received:,} bytes", "stalled")
         if length is not None and received < length:
             raise _Fail(f"connection closed after {received:,} of {length:,} bytes", "network", free=received > 0)
 
@@ -651,6 +778,8 @@ def fetch_files(
     verify_existing: str = "sha256",
     headers: Mapping[str, str] | None = None,
     description: str | None = None,
+    stall_seconds: float = STALL_SECONDS,
+    stall_bytes: int = STALL_BYTES,
 ) -> DownloadReport:
     """Fetch `files` from `base_url` (an http(s) URL or a local folder) into `dest`, verified.
 
@@ -659,6 +788,8 @@ def fetch_files(
     ... seconds); a dropped connection resumes from the bytes received. `verify_existing`: "sha256"
     re-hashes files already under their final name, "size" trusts a matching size. `headers` are sent
     with every request (an Authorization header is never forwarded to another host on a redirect).
+    An attempt that receives fewer than `stall_bytes` in `stall_seconds` is aborted and retried
+    (`stall_seconds=0`: no stall rule, only the per-read `timeout`).
     Raises DiskFullError (an AvdataError) when the disk fills up; every other problem is reported.
     """
     if verify_existing not in VERIFY_EXISTING:
@@ -677,7 +808,8 @@ def fetch_files(
         return report
     dest.mkdir(parents=True, exist_ok=True)
     cfg = _Settings(retries=max(retries, 0), backoff=max(backoff, 0.0), timeout=timeout,
-                    headers=dict(headers or {}), verify_existing=verify_existing, stop=threading.Event())
+                    headers=dict(headers or {}), verify_existing=verify_existing, stop=threading.Event(),
+                    stall_seconds=max(float(stall_seconds), 0.0), stall_bytes=max(int(stall_bytes), 0))
     start = time.monotonic()
     total = sum(s.size for s in specs if s.size is not None)
     where = _redact(base_url) if base_url else "(per-file addresses)"
@@ -738,6 +870,8 @@ def fetch_url(
     progress: bool = True,
     headers: Mapping[str, str] | None = None,
     check: Callable[[Path], str | None] | None = None,
+    stall_seconds: float = STALL_SECONDS,
+    stall_bytes: int = STALL_BYTES,
 ) -> FileResult:
     """Fetch one URL to `dest_path` through `fetch_files` (same resume, retries and checks).
 
@@ -747,8 +881,60 @@ def fetch_url(
     spec = RemoteFile(path=dest_path.name, size=size, sha256=sha256.lower() if sha256 else None,
                       md5=md5.lower() if md5 else None, url=url, check=check)
     report = fetch_files("", [spec], dest_path.parent, jobs=1, retries=retries, backoff=backoff, timeout=timeout,
-                         progress=progress, headers=headers, description=f"download {dest_path.name}")
+                         progress=progress, headers=headers, description=f"download {dest_path.name}",
+                         stall_seconds=stall_seconds, stall_bytes=stall_bytes)
     result = report.results[0]
     if result.status == "failed":
         raise DownloadError(result)
     return result
+
+
+def read_small(url: str, limit: int = MAX_UNDECLARED_SIZE, timeout: float = 60.0, retries: int = 3,
+               what: str = "file", stall_seconds: float = STALL_SECONDS, stall_bytes: int = STALL_BYTES) -> bytes:
+    """GET a small file (a manifest) into memory: at most `limit` bytes, under the stall rule, with a few
+    retries; an AvdataError naming the URL when it fails or is larger than `limit`."""
+    cfg = _Settings(retries=retries, backoff=0.5, timeout=timeout, headers={}, verify_existing="size",
+                    stop=threading.Event(), stall_seconds=stall_seconds, stall_bytes=stall_bytes)
+    last: Exception | None = None
+    for attempt in range(max(retries, 1)):
+        try:
+            with _open(url, {}, cfg.socket_timeout) as resp:
+                length = _int(resp.headers.get("Content-Length"))
+                if length is not None and length > limit:
+                    raise AvdataError(f"{_redact(url)}: the server declares {length:,} bytes, more than the "
+                                      f"{limit:,} allowed for a {what}; is this the right address?")
+                parts: list[bytes] = []
+                got = 0
+                watch = _StallWatch(cfg.stall_seconds, cfg.stall_bytes)
+                while True:
+                    try:
+                        chunk = _read_some(resp, min(READ_CHUNK, limit - got + 1))
+                    except TimeoutError as exc:
+                        raise _Fail(f"stalled: nothing received for {cfg.socket_timeout:g}s", "stalled") from exc
+                    if not chunk:
+                        break
+                    got += len(chunk)
+                    if got > limit:
+                        raise AvdataError(f"{_redact(url)}: more than {limit:,} bytes, the most allowed for a "
+                                          f"{what}; stopped reading. Is this the right address?")
+                    parts.append(chunk)
+                    stalled = watch.add(len(chunk))
+                    if stalled:
+                        raise _Fail(stalled, "stalled")
+                if length is not None and got < length:
+                    raise _Fail(f"connection closed after {got:,} of {length:,} bytes", "network")
+                return b"".join(parts)
+        except urllib.error.HTTPError as exc:
+            with contextlib.suppress(Exception):
+                exc.close()
+            if exc.code == 404:
+                raise AvdataError(f"{_redact(url)}: not found (HTTP 404); is this the URL of a shards folder?") \
+                    from exc
+            last = exc
+        except _Fail as exc:
+            last = exc
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            last = exc
+        if attempt + 1 < max(retries, 1):
+            time.sleep(min(0.5 * 2 ** attempt, 4.0))
+    raise AvdataError(f"{_redact(url)}: could not be read after {max(retries, 1)} tries ({last})")

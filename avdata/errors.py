@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 
 class AvdataError(Exception):
     """Base class: a problem the user can act on; the CLI prints it without a traceback."""
+
+
+@contextlib.contextmanager
+def naming_path(path: str | Path) -> Iterator[None]:
+    """An OSError raised inside without a file name (a failed write: a full disk) gets `path`, so that
+    the message the CLI prints says where the disk is full."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
 
 
 class MediaError(AvdataError):

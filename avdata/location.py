@@ -6,7 +6,6 @@ the same folder behind any static web server behave the same.
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import AvdataError
-from .manifest import MANIFEST_NAME, load_manifest, parse_manifest, shard_files
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, load_manifest, parse_manifest, shard_files
 
 
 def is_url(spec: str) -> bool:
@@ -22,20 +21,10 @@ def is_url(spec: str) -> bool:
 
 
 def read_url(url: str, timeout: float = 60.0, retries: int = 3) -> bytes:
-    """GET a small file (a manifest, a card) with a few retries; name the URL when it fails."""
-    last: Exception | None = None
-    for attempt in range(retries):
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                return resp.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise AvdataError(f"{url}: not found (HTTP 404); is this the URL of a shards folder?") from exc
-            last = exc
-        except (urllib.error.URLError, OSError) as exc:
-            last = exc
-        time.sleep(min(0.5 * 2**attempt, 4.0))
-    raise AvdataError(f"{url}: could not be read after {retries} tries ({last})")
+    """GET a manifest-sized file, bounded (see `avdata.download.read_small`); names the URL when it fails."""
+    from .download import read_small
+
+    return read_small(url, MAX_MANIFEST_SIZE, timeout=timeout, retries=retries, what="manifest")
 
 
 @dataclass
@@ -72,7 +61,12 @@ def open_location(spec: str | Path) -> ShardsLocation:
         base = spec[: -len(MANIFEST_NAME)] if spec.endswith("/" + MANIFEST_NAME) else spec
         base = base.rstrip("/")
         url = f"{base}/{MANIFEST_NAME}"
-        return ShardsLocation(base, parse_manifest(read_url(url).decode("utf-8"), source=url))
+        raw = read_url(url)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AvdataError(f"{url}: not UTF-8 text ({exc}); is this a shards folder?") from exc
+        return ShardsLocation(base, parse_manifest(text, source=url))
     path = Path(spec)
     if path.name == MANIFEST_NAME:
         path = path.parent

@@ -41,6 +41,7 @@ from . import __version__
 from .atomic import atomic_write_text
 from .errors import AvdataError, MediaError
 from .hashing import sha256_bytes, sha256_file
+from .lifeline import follow_parent
 from .manifest import MANIFEST_NAME
 from .progress import make_progress
 from .recipe import ItemContext, Plan, Recipe, SkipSample, WorkItem, get_recipe, options_dict
@@ -141,6 +142,7 @@ def _init_worker(recipe_name: str, raw: str, options: Any, handoff: str | None =
     _WORKER["options"] = options
     _WORKER["handoff"] = Path(handoff) if handoff else None
     if handoff:  # a pool worker: the pool is the parallelism, so OpenCV's own threads only get in the way
+        follow_parent(_WORKER.get("parent") or os.getppid())  # and it never outlives the run
         import cv2
 
         cv2.setNumThreads(1)
@@ -285,6 +287,7 @@ class _Workers:
             state_dir(out).mkdir(parents=True, exist_ok=True)
             self.handoff = Path(tempfile.mkdtemp(prefix=HANDOFF_PREFIX, dir=state_dir(out)))
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            _WORKER["parent"] = os.getpid()  # inherited by the forked workers
             self.pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                                             initargs=(*self.args, str(self.handoff)))
             # The first task starts the workers. Frozen objects are left out of their garbage collections,

@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Sequence
 
 from .atomic import atomic_write_bytes
-from .download import DownloadReport, RemoteFile, fetch_files, is_remote, join_url
+from .download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files, is_remote, join_url
 from .errors import AvdataError
 from .location import read_url
-from .manifest import MANIFEST_NAME, parse_manifest, shard_files
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, parse_manifest, shard_files
 
 log = logging.getLogger("avdata.pull")
 
 CARD_NAME = "README.md"
+#: The dataset card has no declared size: a real one is a few kilobytes.
+MAX_CARD_SIZE = 16 << 20
 
 
 def _base(url: str) -> str:
@@ -38,7 +40,23 @@ def _read(base: str, name: str, timeout: float) -> bytes:
     path = Path(base) / name
     if not path.is_file():
         raise AvdataError(f"{path}: not found; is {base} a shards folder made by `avdata prepare`?")
-    return path.read_bytes()
+    with open(path, "rb") as f:
+        data = f.read(MAX_MANIFEST_SIZE + 1)
+    if len(data) > MAX_MANIFEST_SIZE:
+        raise AvdataError(f"{path}: larger than {MAX_MANIFEST_SIZE:,} bytes, far more than any manifest")
+    return data
+
+
+def _dataset_in(manifest_path: Path) -> str | None:
+    """The dataset named by the manifest already in the target folder (None: none readable there)."""
+    import json
+
+    try:
+        with open(manifest_path, "rb") as f:
+            found = json.loads(f.read(MAX_MANIFEST_SIZE))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return str(found.get("dataset")) if isinstance(found, dict) else None
 
 
 def pull(
@@ -50,11 +68,18 @@ def pull(
     backoff: float = 1.0,
     timeout: float = 60,
     progress: bool = True,
+    *,
+    overwrite: bool = False,
+    stall_seconds: float = STALL_SECONDS,
+    stall_bytes: int = STALL_BYTES,
 ) -> DownloadReport:
     """Copy the shards folder at `url` (http(s) URL or local path) into `to`, verified shard by shard.
 
     `splits`: only these splits' shards (the manifest is still written whole, listing the others too).
-    manifest.json is written last, and only when every shard arrived intact.
+    manifest.json is written last, and only when every shard arrived intact. A folder that already holds
+    another dataset is refused unless `overwrite` (its manifest would be replaced and its shards orphaned).
+    Every transfer is capped (shards at the manifest's size, the card at MAX_CARD_SIZE) and aborted when
+    fewer than `stall_bytes` arrive in `stall_seconds`.
     """
     base = _base(url)
     to = Path(to)
@@ -69,8 +94,16 @@ def pull(
     entries = shard_files(manifest, chosen)  # raises AvdataError naming the splits that exist
     files = [RemoteFile(path=e["file"], size=int(e["bytes"]), sha256=str(e["sha256"]).lower()) for e in entries]
 
-    to.mkdir(parents=True, exist_ok=True)
     local_manifest = to / MANIFEST_NAME
+    if local_manifest.is_symlink():
+        log.warning("%s is a symbolic link; removing the link (its target is left alone)", local_manifest)
+        local_manifest.unlink()
+    held = _dataset_in(local_manifest) if local_manifest.exists() else None
+    if held is not None and held != manifest["dataset"] and not overwrite:
+        raise AvdataError(f"{to} already holds the dataset {held!r} (its {MANIFEST_NAME}), not "
+                          f"{manifest['dataset']!r}; choose another --to folder, or pass --overwrite to replace it (its shards would "
+                          "stay beside the new ones)")
+    to.mkdir(parents=True, exist_ok=True)
     if local_manifest.exists() and local_manifest.read_bytes() != raw_manifest:
         # The folder holds another version: it is not complete until this pull finishes.
         log.info("%s differs from the served manifest; removing it (and the old card) until the pull "
@@ -79,11 +112,12 @@ def pull(
         (to / CARD_NAME).unlink(missing_ok=True)
 
     log.info("pulling %d shard(s) of split(s) %s from %s to %s", len(files), ", ".join(chosen), base, to)
+    stall = dict(stall_seconds=stall_seconds, stall_bytes=stall_bytes)
     report = fetch_files(base, files, to, jobs=jobs, retries=retries, backoff=backoff, timeout=timeout,
-                         progress=progress, description=f"pull -> {to.name or to}")
+                         progress=progress, description=f"pull -> {to.name or to}", **stall)
 
-    card = fetch_files(base, [RemoteFile(CARD_NAME)], to, jobs=1, retries=retries, backoff=backoff,
-                       timeout=timeout, progress=False)
+    card = fetch_files(base, [RemoteFile(CARD_NAME, max_size=MAX_CARD_SIZE)], to, jobs=1, retries=retries,
+                       backoff=backoff, timeout=timeout, progress=False, **stall)
     for r in card.failed:
         if r.http_status == 404:
             log.info("no %s (dataset card) at %s", CARD_NAME, base)

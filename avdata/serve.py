@@ -24,6 +24,9 @@ from .errors import AvdataError
 log = logging.getLogger("avdata.serve")
 
 COPY_CHUNK = 1 << 20
+#: Seconds a connection may stay silent (a request not finished, a body not read) before it is closed,
+#: so that slow or idle clients cannot hold the server's threads.
+CONNECTION_TIMEOUT = 30.0
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 _TYPES = {".tar": "application/x-tar", ".json": "application/json", ".md": "text/markdown; charset=utf-8",
           ".tsv": "text/tab-separated-values; charset=utf-8", ".npy": "application/octet-stream"}
@@ -60,6 +63,7 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
 
     server_version = f"avdata-serve/{__version__}"
     protocol_version = "HTTP/1.1"
+    timeout = CONNECTION_TIMEOUT  # socket timeout of every connection (socketserver applies it)
 
     def __init__(self, *args: Any, directory: str | Path, **kwargs: Any) -> None:
         self.directory = Path(directory).resolve()
@@ -150,12 +154,17 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
                 log.debug("%s: client went away", self.path)
 
 
-def make_server(directory: str | Path, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    """A threaded server for `directory` (not started: call serve_forever). Port 0 picks a free port."""
+def make_server(directory: str | Path, host: str = "127.0.0.1", port: int = 8000,
+                timeout: float = CONNECTION_TIMEOUT) -> ThreadingHTTPServer:
+    """A threaded server for `directory` (not started: call serve_forever). Port 0 picks a free port.
+    `timeout`: seconds a connection may stay silent before it is closed."""
     directory = Path(directory)
     if not directory.is_dir():
         raise AvdataError(f"{directory}: no such folder to serve")
-    handler = partial(RangeRequestHandler, directory=directory)
+    if not timeout > 0:
+        raise AvdataError(f"the connection timeout must be more than 0 seconds, not {timeout}")
+    timed = type("TimedRangeRequestHandler", (RangeRequestHandler,), {"timeout": float(timeout)})
+    handler = partial(timed, directory=directory)
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:

@@ -54,16 +54,24 @@ class VerifyReport:
 
 
 class _HashingReader:
-    """A read-only file wrapper that hashes and counts every byte read through it."""
+    """A read-only file wrapper that hashes and counts every byte read through it, and ends the stream
+    after `limit` bytes (a server that never stops sending is cut off one byte past the expected size)."""
 
-    def __init__(self, f: IO[bytes], on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, f: IO[bytes], on_bytes: Callable[[int], None], limit: int | None = None) -> None:
         self.f = f
         self.sha = hashlib.sha256()
         self.n = 0
         self.on_bytes = on_bytes
+        self.limit = limit
 
     def read(self, size: int = -1) -> bytes:
-        data = self.f.read(size if size is not None and size >= 0 else -1)
+        size = size if size is not None and size >= 0 else -1
+        if self.limit is not None:
+            left = self.limit - self.n
+            if left <= 0:
+                return b""
+            size = left if size < 0 else min(size, left)
+        data = self.f.read(size)
         if data:
             self.sha.update(data)
             self.n += len(data)
@@ -98,11 +106,15 @@ class _EndAwareTarInfo(tarfile.TarInfo):
             raise
 
 
-def _count_samples(reader: _HashingReader) -> tuple[int | None, str | None]:
+#: Member extensions that stock webdataset decodes with pickle (or torch.load) unless WDS_SECURE=1 is set.
+PICKLED_EXTENSIONS = ("pyd", "pickle", "pkl", "pth")
+
+
+def _count_samples(reader: _HashingReader, fields: set[str] | None = None) -> tuple[int | None, str | None]:
     """Samples in the tar streamed from `reader`, or (None, why) when it cannot be read to the end.
 
     Samples are counted as webdataset groups them: consecutive members with the same key (the member
-    name up to its first dot).
+    name up to its first dot). The field names met (what follows the key) are added to `fields`.
     """
     n = 0
     current = None
@@ -119,7 +131,9 @@ def _count_samples(reader: _HashingReader) -> tuple[int | None, str | None]:
                     got += len(chunk)
                 if got != member.size:
                     raise EOFError(f"member {member.name} cut short ({got} of {member.size} bytes)")
-                key = member.name.partition(".")[0]
+                key, _, fld = member.name.partition(".")
+                if fields is not None and not member.name.startswith("__"):
+                    fields.add(fld)
                 if key != current:
                     n += 1
                     current = key
@@ -189,24 +203,38 @@ def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport
     if isinstance(opened, str):
         report.problems.append((file, opened))
         return 0
-    reader = _HashingReader(opened, on_bytes)
+    reader = _HashingReader(opened, on_bytes, limit=int(shard["bytes"]) + 1)
     tar_problem = read_problem = None
     count: int | None = None
+    fields: set[str] = set()
     try:
         with opened:
-            count, tar_problem = _count_samples(reader)
+            count, tar_problem = _count_samples(reader, fields)
             reader.drain()  # the end-of-archive blocks and anything after them are part of the file too
     except (OSError, http.client.HTTPException) as exc:
         read_problem = f"read failed after {reader.n} bytes ({exc})"
     if read_problem:
         report.problems.append((file, read_problem))
         return reader.n
-    if reader.n != shard["bytes"]:
+    if reader.n > shard["bytes"]:
+        report.problems.append((file, f"size differs: more than the expected {shard['bytes']} bytes "
+                                      "(stopped reading there)"))
+    elif reader.n != shard["bytes"]:
         report.problems.append((file, _size_problem(shard["bytes"], reader.n)))
     else:
         digest = reader.sha.hexdigest()
         if digest != shard["sha256"]:
             report.problems.append((file, f"sha256 differs: expected {shard['sha256']}, got {digest}"))
+    unlisted = sorted(fields - set(loc.manifest.get("features", {})))
+    if unlisted:
+        pickled = [f for f in unlisted if f.rsplit(".", 1)[-1].lower() in PICKLED_EXTENSIONS]
+        warn = (f"members not listed in the manifest's features: {', '.join('.' + f for f in unlisted[:10])}"
+                f"{' ...' if len(unlisted) > 10 else ''}; a reader that decodes by extension may handle them "
+                "in ways the manifest does not describe")
+        if pickled:
+            warn += (f"; {', '.join('.' + f for f in pickled)} would be unpickled (running code) by stock "
+                     "webdataset: read shards from others with WDS_SECURE=1 or explicit decoders")
+        report.warnings.append((file, warn))
     if tar_problem:
         report.problems.append((file, tar_problem))
     elif count != shard["num_samples"]:

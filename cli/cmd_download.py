@@ -73,6 +73,8 @@ def download_cmd(
                                   "of a file; doubled for each further retry (at most 60)."),
     quick: bool = typer.Option(False, "--quick", help="Trust files already present when their size matches "
                                "(default: re-check their sha256)."),
+    stall_timeout: float = typer.Option(60.0, "--stall-timeout", min=0.0, help="Abort an attempt (and retry it) "
+                                        "when fewer than 16 KiB arrive in this many seconds; 0 turns the rule off."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every file fetched or skipped."),
 ) -> None:
     """Download a dataset's raw files, verified by size and sha256 (md5 for N-TIDIGITS).
@@ -105,7 +107,7 @@ def download_cmd(
     try:
         report = download_dataset(dataset, to, mirror=mirror, jobs=jobs, retries=retries, backoff=backoff,
                                   include=include or (), limit=limit, actors=actors, sources=sources,
-                                  verify_existing="size" if quick else "sha256")
+                                  verify_existing="size" if quick else "sha256", stall_seconds=stall_timeout)
     except AvdataError as exc:
         fail(exc)
         return

@@ -22,8 +22,9 @@ def inspect_cmd(
                                               "default: all)."),
     sample: Optional[int] = typer.Option(None, "--sample", min=1, help="Read back only the first K samples "
                                          "per split (faster on big folders; default: read every sample)."),
-    show: Optional[int] = typer.Option(None, "--show", min=1, help="Draw the first N samples of each class to "
-                                       "the contact sheet PNG given by --png (default 2 when --png is given)."),
+    show: Optional[int] = typer.Option(None, "--show", min=1, max=16, help="Draw the first N samples of each "
+                                       "class to the contact sheet PNG given by --png (default 2 when --png is "
+                                       "given; at most 16, and at most 64 classes are drawn)."),
     png: Optional[Path] = typer.Option(None, "--png", help="Write a contact sheet PNG here: rows are classes, "
                                        "each cell the visual and audio of one sample (split: the first --split, "
                                        "else train if there is one, else the first split)."),

@@ -35,6 +35,7 @@ VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log every file handled
 
 def _run(recipe_name: str, raw: Path, out: Path, options, jobs: int, samples_per_shard: int,
          part: Optional[str], strict: bool, overwrite: bool, verbose: bool) -> None:
+    from avdata.lifeline import Terminated, sigterm_as_interrupt
     from avdata.prepare import PrepareSettings, parse_part, prepare, print_summary
     from avdata.recipe import get_recipe
 
@@ -42,12 +43,13 @@ def _run(recipe_name: str, raw: Path, out: Path, options, jobs: int, samples_per
     try:
         settings = PrepareSettings(samples_per_shard=samples_per_shard, jobs=jobs, part=parse_part(part),
                                    strict=strict, overwrite=overwrite)
-        result = prepare(get_recipe(recipe_name), raw, out, options, settings)
+        with sigterm_as_interrupt():  # `kill` stops it as Ctrl-C does: workers stopped, finished shards kept
+            result = prepare(get_recipe(recipe_name), raw, out, options, settings)
     except AvdataError as exc:
         fail(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print(f"interrupted: finished shards in {out} are kept; run the same command again to go on")
-        raise typer.Exit(130)
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
     print_summary(result)
 
 

@@ -18,6 +18,8 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on: 127.0.0.1 for this machine "
                              "only, 0.0.0.0 for every network interface (your LAN can then read the folder)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds a connection may stay silent "
+                                  "(a request not finished, a body not read) before it is closed."),
 ) -> None:
     """Serve a folder over HTTP with Range support until Ctrl-C.
 
@@ -31,7 +33,7 @@ def serve_cmd(
 
     setup_logging(False)
     try:
-        server = make_server(directory, host, port)
+        server = make_server(directory, host, port, timeout=timeout)
     except AvdataError as exc:
         fail(exc)
         return
@@ -59,6 +61,10 @@ def pull_cmd(
     retries: int = typer.Option(4, "--retries", min=0, help="Retries per shard after a failure, with back-off."),
     backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="Seconds to wait before the first retry "
                                   "of a shard; doubled for each further retry (at most 60)."),
+    stall_timeout: float = typer.Option(60.0, "--stall-timeout", min=0.0, help="Abort an attempt (and retry it) "
+                                        "when fewer than 16 KiB arrive in this many seconds; 0 turns the rule off."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Pull even when --to already holds another "
+                                   "dataset (its manifest is replaced; its shards stay)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every file fetched or skipped."),
 ) -> None:
     """Copy a prepared shards folder: every shard checked against the manifest's sha256 and size.
@@ -73,7 +79,8 @@ def pull_cmd(
 
     setup_logging(verbose)
     try:
-        report = pull(url, to, splits=split or None, jobs=jobs, retries=retries, backoff=backoff)
+        report = pull(url, to, splits=split or None, jobs=jobs, retries=retries, backoff=backoff,
+                      overwrite=overwrite, stall_seconds=stall_timeout)
     except AvdataError as exc:
         fail(exc)
         return

@@ -82,7 +82,7 @@ from avdata.location import ShardsLocation, is_url, open_location
 from avdata.manifest import MANIFEST_NAME, load_manifest
 
 from .spec_resize import resize_spectrogram
-from .tar_reader import MemberSlice, iter_tar_files
+from .tar_reader import MemberSlice, TarBoundsError, iter_tar_files
 
 log = logging.getLogger("scmrl.data")
 
@@ -188,7 +188,8 @@ class ShardSource:
 
 
 def _from_location(loc: ShardsLocation, description: str) -> ShardSource:
-    entries = {split: [{"file": s["file"], "url": s["url"], "num_samples": int(s["num_samples"])}
+    entries = {split: [{"file": s["file"], "url": s["url"], "num_samples": int(s["num_samples"]),
+                        "bytes": int(s["bytes"])}
                        for s in loc.shards(split)] for split in loc.manifest["splits"]}
     return ShardSource(loc.manifest, entries, description)
 
@@ -529,7 +530,8 @@ class ShardStream(IterableDataset):
             try:
                 stream = self.source.open(entry)
                 try:
-                    files = ({**f, "__url__": url} for f in iter_tar_files(stream, lazy=self._lazy))
+                    files = ({**f, "__url__": url} for f in iter_tar_files(stream, lazy=self._lazy,
+                                                                            limit=entry.get("bytes")))
                     for sample in group_by_keys(files):
                         seen += 1
                         if seen > done:
@@ -540,6 +542,9 @@ class ShardStream(IterableDataset):
                 if expected and seen < expected:
                     raise EOFError(f"only {seen} of {expected} samples")
                 return
+            except TarBoundsError as exc:  # the same bytes come again on a retry: say so now
+                raise ShardReadError(f"shard {url} is damaged or tampered with ({exc}); fetch it again "
+                                     "(`avdata pull` checks every shard's sha256) or remove it") from exc
             except (OSError, EOFError, ValueError, tarfile.TarError, http.client.HTTPException, AvdataError) as exc:
                 failures += 1
                 if failures > self.cfg.retries:

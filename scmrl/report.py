@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from rich.table import Table
 
 from avdata.atomic import atomic_write_text
+from avdata.errors import naming_path
 from avdata.progress import console
 
 __all__ = ["write_metrics", "append_metrics", "read_metrics", "EpochTable", "print_summary", "print_eval",
@@ -21,7 +22,7 @@ CURVES_SIZE = (1200, 450)  # pixels of curves.png
 
 
 def append_metrics(path: str | Path, row: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
+    with naming_path(path), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
 
 
@@ -142,7 +143,8 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, title: str 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with naming_path(path):
+        fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
 
@@ -174,6 +176,7 @@ def plot_confusion(conf: Sequence[Sequence[int]], classes: Sequence[str], path: 
             ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if frac[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with naming_path(path):
+        fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)

@@ -9,6 +9,11 @@ own ``bytes`` object (``read(n)`` of a buffered file does not zero it first).
 
 A stream that ends inside a member or before the end-of-archive blocks raises ``tarfile.ReadError``
 naming what was cut short; the shard reader turns that into a retry and then a clear error.
+
+Shards come from other people, so no header is believed beyond what the archive can hold: a member
+larger than what is left of the shard's declared size (the manifest's), or an extended header over
+MAX_EXTENDED_HEADER, raises :class:`TarBoundsError` before anything is read; one larger than what is
+left of the file or HTTP response raises ``tarfile.ReadError`` like any file cut short.
 """
 
 from __future__ import annotations
@@ -20,11 +25,34 @@ from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["iter_tar_files", "MemberSlice"]
+__all__ = ["iter_tar_files", "MemberSlice", "TarBoundsError", "stream_size"]
 
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
 _HAS_PREADV = hasattr(os, "preadv")
+#: GNU long names and pax records are a few hundred bytes; a larger one is a damaged or hostile header.
+MAX_EXTENDED_HEADER = 1 << 20
+
+
+class TarBoundsError(tarfile.ReadError):
+    """A header claims more than the archive can hold: the shard is damaged or hostile (no retry helps)."""
+
+
+def stream_size(stream: IO[bytes]) -> int | None:
+    """The size of what `stream` will deliver, when known: a regular file's size or an HTTP response's
+    Content-Length."""
+    try:
+        st = os.fstat(stream.fileno())
+        if st.st_size > 0 and (st.st_mode & 0o170000) == 0o100000:
+            return st.st_size - (stream.tell() if stream.seekable() else 0)
+    except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
+        pass
+    headers = getattr(stream, "headers", None)
+    try:
+        length = headers.get("Content-Length") if headers is not None else None
+        return int(length) if length is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _read_exact(stream: IO[bytes], size: int, what: str) -> bytes:
@@ -121,18 +149,38 @@ def _local_fd(stream: IO[bytes]) -> int | None:
         return None
 
 
-def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
+def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
+                   limit: int | None = None) -> Iterator[dict[str, Any]]:
     """The regular files of a tar stream in order, as ``{"fname": name, "data": bytes}`` (what
     webdataset's ``group_by_keys`` takes); directories, links and ``__meta__`` files are skipped.
 
     ``lazy(name)`` true and a local file: ``data`` is a :class:`MemberSlice` instead of the bytes (a cut
-    short file is still caught, at the next header)."""
+    short file is still caught, at the next header).
+
+    ``limit``: the most bytes the archive may hold (the manifest's size of the shard): a member beyond it
+    raises TarBoundsError. One beyond what the stream holds (:func:`stream_size`) raises ReadError, as
+    a cut-short file does."""
     fd = _local_fd(stream) if lazy is not None else None
+    actual = stream_size(stream)
+    pos = 0  # bytes of the archive consumed so far
+
+    def check(size: int, what: str, cap: int | None = None) -> None:
+        if cap is not None and size > cap:
+            raise TarBoundsError(f"{what} claims {size:,} bytes, more than the {cap:,} an extended header may "
+                                 "hold: a damaged or tampered shard")
+        if limit is not None and size > limit - pos:
+            raise TarBoundsError(f"{what} claims {size:,} bytes, more than the {max(limit - pos, 0):,} left in "
+                                 f"the archive ({limit:,} bytes): a damaged or tampered shard")
+        if actual is not None and size > actual - pos:  # a file cut short (or still arriving): may be retried
+            raise tarfile.ReadError(f"unexpected end of data in {what}: it claims {size:,} bytes, "
+                                    f"{max(actual - pos, 0):,} are left")
+
     long_name: str | None = None
     pax: dict[str, str] = {}
     index = 0
     while True:
         header = _read_exact(stream, BLOCK, f"the header of member {index}")
+        pos += BLOCK
         if not any(header):
             return  # end-of-archive block (a second one may follow; nothing after it is read)
         stored = _number(header[148:156])
@@ -144,6 +192,8 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None)
             name = f"{_text(header[345:500])}/{name}"
         size = _number(header[124:136])
         if kind in (b"L", b"x", b"g"):  # metadata for the next member (GNU long name, pax) or global pax
+            check(size, f"the extended header of member {index}", MAX_EXTENDED_HEADER)
+            pos += size + (-size % BLOCK)
             data = _read_exact(stream, size, f"the extended header of member {index}")
             _skip(stream, -size % BLOCK, f"the extended header of member {index}")
             if kind == b"L":
@@ -155,6 +205,8 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None)
         size = int(pax.get("size", size))
         long_name, pax = None, {}
         index += 1
+        check(size, f"member {name!r}")
+        pos += size + (-size % BLOCK)
         if kind in _REGULAR:
             if fd is not None and lazy is not None and lazy(name):
                 member = MemberSlice(fd, stream.tell(), size, name)

@@ -18,6 +18,9 @@ method, path, headers, status, bytes_sent) and `.server`. Fault modes, counted p
 - `redirect_to="http://host:port"`: answer 302 with Location redirect_to + the request path.
 - `only="*.tar"`: apply the fault modes above only to paths matching this glob (others are served intact).
 
+`serve_script(respond)` serves every GET with `respond(handler)`, for hostile servers written in a few
+lines (`endless_body`, `trickle` and the like); each bounds its own loops by time and bytes.
+
 Nothing here touches the network beyond 127.0.0.1.
 """
 
@@ -29,6 +32,7 @@ import hashlib
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -195,3 +199,67 @@ def serve_dir(path: str | Path, **faults: Any) -> Iterator[BaseURL]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 10  # a client that never finishes its request does not hold the thread forever
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        try:
+            self.server.respond(self)  # type: ignore[attr-defined]
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+        self.close_connection = True
+
+
+@contextlib.contextmanager
+def serve_script(respond) -> Iterator[str]:
+    """Serve 127.0.0.1 with `respond(handler)` answering every GET (a hostile server in a few lines: an
+    endless body, a huge Content-Length, a trickle). `respond` must bound its own loops."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedHandler)
+    server.daemon_threads = True
+    server.respond = respond  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def endless_body(handler: BaseHTTPRequestHandler, seconds: float = 15.0, limit: int = 2 << 30,
+                 length: int | None = None) -> None:
+    """Headers (Content-Length `length`, or none) then zeros until the client hangs up, `seconds` pass or
+    `limit` bytes are sent."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/octet-stream")
+    if length is not None:
+        handler.send_header("Content-Length", str(length))
+    handler.end_headers()
+    chunk = b"\0" * (1 << 16)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while sent < limit and time.monotonic() < deadline:
+        handler.wfile.write(chunk)
+        sent += len(chunk)
+
+
+def trickle(handler: BaseHTTPRequestHandler, length: int | None = 1 << 20, every: float = 0.2,
+            seconds: float = 10.0) -> None:
+    """Declare `length` bytes (None: no Content-Length), then send one byte every `every` seconds for at
+    most `seconds`."""
+    handler.send_response(200)
+    if length is not None:
+        handler.send_header("Content-Length", str(length))
+    handler.end_headers()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        handler.wfile.write(b"\0")
+        handler.wfile.flush()
+        time.sleep(every)

@@ -323,8 +323,8 @@ def test_mnistdvs_from_mirror_records_sha256sums(tmp_path):
     out = tmp_path / "raw"
     with serve_dir(mirror) as url:
         rep = dr.download_dataset("mnistdvs", out, mirror=url, backoff=0.01, retries=1, progress=False)
-    assert [r.path for r in rep.failed] == ["grabbed_data3.zip"] and rep.failed[0].kind == "invalid"
-    assert "not a zip" in rep.failed[0].reason and not (out / "grabbed_data3.zip").exists()
+    assert [r.path for r in rep.failed] == ["grabbed_data3.zip"] and rep.failed[0].kind == "html"
+    assert "HTML page" in rep.failed[0].reason and not (out / "grabbed_data3.zip").exists()
     sums = dr.read_sha256sums(out)
     assert len(sums) == 9 and sums["grabbed_data0.zip"] == sha256_file(mirror / "grabbed_data0.zip")
     assert any("SHA256SUMS" in n for n in rep.notes)

@@ -84,7 +84,7 @@ def test_reports_metrics_results_and_plots(runs):
         assert (out / name).stat().st_size > 1000
         with Image.open(out / name) as im:
             assert im.size == size
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "schedule", "rng", "state", "epoch", "step", "model_config"} <= set(ckpt)
     assert ckpt["epoch"] == EPOCHS and len(ckpt["state"]["history"]) == EPOCHS
     assert not list(out.glob("*.tmp"))
@@ -114,8 +114,8 @@ def test_resume_continues_exactly(small_shards, tmp_path):
     with pytest.raises(Exception, match="--resume"):  # an existing run is never overwritten silently
         train(TrainConfig(out=str(tmp_path / "b"), **cfg))
     b = train(TrainConfig(out=str(tmp_path / "b"), resume=True, **cfg))
-    ca = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    cb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    ca = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)  # shared checkpoints run no code
+    cb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     for k, v in ca["model"].items():
         assert torch.equal(v, cb["model"][k]), k
     for k in ("test_acc_at_val_best_epoch", "best_test_acc_over_epochs", "val_best_epoch", "steps"):

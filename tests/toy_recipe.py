@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,9 @@ class ToyRecipe(Recipe):
         text = (ctx.raw / item.sources["text"]).read_text()
         if text.startswith("die") and os.getpid() != int(text.split()[1]):  # a worker killed mid-clip
             os.kill(os.getpid(), signal.SIGKILL)
+        if text.startswith("sleep"):  # a slow clip: lets a test stop the run while workers are busy
+            time.sleep(float(text.split()[1]))
+            text = "1 2 3"
         if text.startswith("bad"):
             raise SkipSample("unreadable toy file", item.sources["text"])
         x = np.array([int(v) * ctx.options.scale for v in text.split()], dtype=np.int64)

@@ -1,0 +1,67 @@
+"""Child processes that never outlive their parent, and SIGTERM handled like Ctrl-C.
+
+A pool worker whose parent is killed (SIGKILL, the out-of-memory killer, a closed terminal) would
+otherwise go on decoding for nobody, holding memory and files. On Linux the kernel kills it
+(PR_SET_PDEATHSIG); everywhere, a watchdog thread notices that the parent is gone within a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Iterator
+
+__all__ = ["follow_parent", "sigterm_as_interrupt", "Terminated"]
+
+_PR_SET_PDEATHSIG = 1
+WATCH_EVERY = 0.5  # seconds between checks of the parent
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop as on Ctrl-C (clean up, keep what is finished)."""
+
+
+def follow_parent(parent: int | None) -> None:
+    """Call in a freshly started child: it exits when `parent` (the pid that started it) is gone.
+    SIGTERM gets its default action back (the parent's handler is not inherited), so that terminating
+    the worker stops it."""
+    with contextlib.suppress(ValueError, OSError):  # not the main thread, or no such signal
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if parent is None:
+        return
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request above took effect
+        os._exit(1)
+    threading.Thread(target=_watch, args=(parent,), name="avdata-parent-watch", daemon=True).start()
+
+
+def _watch(parent: int) -> None:
+    while True:
+        time.sleep(WATCH_EVERY)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
