@@ -117,5 +117,5 @@ def test_sample_stats_summary_and_schema():
     m["splits"]["train"] = {**split_entry([], {"a": 0}), "sample_stats": {"crop_dropped_share": summarize_stat([0.1])}}
     validate(m)
     m["splits"]["train"]["sample_stats"]["crop_dropped_share"] = {"min": 0.1}
-    with pytest.raises(AvdataError, match="sample_stats 'crop_dropped_share' lacks"):
+    with pytest.raises(AvdataError, match=r"sample_stats.crop_dropped_share: lacks 'samples'"):
         validate(m)
