@@ -10,18 +10,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .prepare import PrepareResult, PrepareSettings, prepare
-from .recipe import get_recipe
+from avdata.prepare.engine import PrepareResult, PrepareSettings, prepare
+from avdata.datasets.recipe import get_recipe
 
 log = logging.getLogger("avdata.demo")
 
 
 def run_demo(out: Path, clips: int = 24, jobs: int = 2, seed: int = 0) -> dict[str, Any]:
     """Generate raw data under out/raw, shards under out/shards, a contact sheet at out/contact_sheet.png."""
-    from .contact_sheet import contact_sheet
-    from .recipes.cremad import CremadOptions
-    from .synth.cremad import make_cremad_raw
-    from .verify import verify_shards
+    from avdata.contact_sheet import contact_sheet
+    from avdata.datasets.cremad.recipe import CremadOptions
+    from avdata.datasets.cremad.synth import make_cremad_raw
+    from avdata.verify import verify_shards
 
     out = Path(out)
     raw, shards, png = out / "raw", out / "shards", out / "contact_sheet.png"

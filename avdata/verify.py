@@ -1,6 +1,6 @@
 """Check a shards folder against its manifest: every shard's byte count, sha256 and sample count.
 
-Works the same on a local folder and on the folder behind an http(s) URL (`avdata.location`). Each shard
+Works the same on a local folder and on the folder behind an http(s) URL (`avdata.shards.location`). Each shard
 is read once: the bytes go through sha256 and, at the same time, through a streaming tar reader that
 counts the samples, so a shard cut short is reported as such instead of crashing the check.
 `quick=True` compares sizes only (a file stat, or an HTTP HEAD request).
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from .errors import AvdataError
-from .location import ShardsLocation, open_location
-from .manifest import MANIFEST_NAME, shard_files
-from .progress import make_progress
+from avdata.errors import AvdataError
+from avdata.shards.location import ShardsLocation, open_location
+from avdata.shards.manifest import MANIFEST_NAME, shard_files
+from avdata.progress import make_progress
 
 CHUNK = 1 << 20
 

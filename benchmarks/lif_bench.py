@@ -73,7 +73,7 @@ def _sync(device: str) -> None:
 def _worker_micro(impl: str, device: str, steps: int, warmup: int, detach: bool) -> dict:
     import torch
 
-    from scmrl.lif import LIF
+    from scmrl.model.lif import LIF
 
     torch.manual_seed(0)
     lif = LIF(impl=impl, detach_membrane=detach)
@@ -98,10 +98,10 @@ def _worker_micro(impl: str, device: str, steps: int, warmup: int, detach: bool)
 def _worker_model(impl: str, device: str, steps: int, warmup: int, batch: int, detach: bool, amp: bool) -> dict:
     import torch
 
-    from scmrl.config import ModelConfig
-    from scmrl.evaluate import autocast_for
-    from scmrl.losses import compute_loss
-    from scmrl.models import build_model
+    from scmrl.model.config import ModelConfig
+    from scmrl.train.evaluate import autocast_for
+    from scmrl.model.losses import compute_loss
+    from scmrl.model.models import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(num_classes=6, lif_impl=impl, detach_membrane=detach)
@@ -181,7 +181,7 @@ def main() -> None:
     detach = not args.bptt
 
     if args.worker and args.device == "cpu" and not args.default_heap:
-        from scmrl.cpu_memory import keep_freed_memory
+        from scmrl.train.cpu_memory import keep_freed_memory
 
         keep_freed_memory()
     if args.worker == "micro":

@@ -45,13 +45,13 @@ import soundfile as sf
 
 
 def decode_all_frames(video: str) -> int:
-    from avdata.video import decode_all_frames_count
+    from avdata.media.video import decode_all_frames_count
 
     return decode_all_frames_count(video)
 
 
 def decode_only(args: tuple[str, str]) -> int:
-    from avdata.video import decode_all_frames_count
+    from avdata.media.video import decode_all_frames_count
 
     video, audio = args
     n = decode_all_frames_count(video)
@@ -90,7 +90,7 @@ def decode_all_rgb(video: str) -> int:
 def decode_needed(video: str) -> int:
     """Decode only what prepare needs for the first frame of each second: every packet up to the last kept
     frame (the real clips have one key frame, so nothing before it can be skipped), nothing converted."""
-    from avdata.video import select_per_second
+    from avdata.media.video import select_per_second
 
     with av.open(video) as container:
         stream = container.streams.video[0]
@@ -159,7 +159,7 @@ def run_decoder_options(n: int, repeat: int, work: Path) -> None:
 def make_real_raw(raw: Path, n: int) -> list[str]:
     """n clips under real clip names (a mix of both published splits), each a copy of the sample's clip of
     the same emotion: VideoFlash/<clip>.flv (genuine VP6) and AudioWAV/<clip>.wav (derived stand-in)."""
-    from avdata.synth.cremad import pick_clips
+    from avdata.datasets.cremad.synth import pick_clips
 
     if not (SAMPLE / "VideoFlash").is_dir():
         raise SystemExit(f"real CREMA-D sample not found at {SAMPLE}")
@@ -188,9 +188,9 @@ def timed_pool(fn, tasks, jobs: int) -> float:
 
 
 def timed_prepare(raw: Path, shards: Path, jobs: int) -> float:
-    from avdata.prepare import PrepareSettings, prepare
-    from avdata.recipe import get_recipe
-    from avdata.recipes.cremad import CremadOptions
+    from avdata.prepare.engine import PrepareSettings, prepare
+    from avdata.datasets.recipe import get_recipe
+    from avdata.datasets.cremad.recipe import CremadOptions
 
     t0 = time.perf_counter()
     prepare(get_recipe("cremad"), raw, shards, CremadOptions(),
@@ -287,10 +287,10 @@ def main() -> None:
 
 
 def run_generated(args, work: Path) -> None:
-    from avdata.prepare import PrepareSettings, prepare
-    from avdata.recipe import get_recipe
-    from avdata.recipes.cremad import CremadOptions
-    from avdata.synth.cremad import make_cremad_raw
+    from avdata.prepare.engine import PrepareSettings, prepare
+    from avdata.datasets.recipe import get_recipe
+    from avdata.datasets.cremad.recipe import CremadOptions
+    from avdata.datasets.cremad.synth import make_cremad_raw
 
     raw = work / "raw"
     t0 = time.perf_counter()

@@ -16,10 +16,10 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from scmrl.config import ModelConfig  # noqa: E402
-from scmrl.evaluate import autocast_for  # noqa: E402
-from scmrl.losses import compute_loss  # noqa: E402
-from scmrl.models import build_model  # noqa: E402
+from scmrl.model.config import ModelConfig  # noqa: E402
+from scmrl.train.evaluate import autocast_for  # noqa: E402
+from scmrl.model.losses import compute_loss  # noqa: E402
+from scmrl.model.models import build_model  # noqa: E402
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import importlib
 
 import typer
 
-from cli.errors import run
+from avdata.cli.errors import run
 
 app = typer.Typer(
     name="avdata",
@@ -22,9 +22,9 @@ COMMAND_MODULES = ["cmd_download", "cmd_prepare", "cmd_inspect", "cmd_share", "c
 
 for _name in COMMAND_MODULES:
     try:
-        _mod = importlib.import_module(f"cli.{_name}")
+        _mod = importlib.import_module(f"avdata.cli.{_name}")
     except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is not yet written
-        if exc.name != f"cli.{_name}":
+        if exc.name != f"avdata.cli.{_name}":
             raise
         continue
     _mod.register(app)

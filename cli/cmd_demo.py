@@ -8,7 +8,7 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
-from cli.errors import fail
+from avdata.cli.errors import fail
 
 
 def demo(
@@ -19,7 +19,7 @@ def demo(
 ) -> None:
     """Generate a small CREMA-D-format raw tree (real FLV + WAV), prepare it, verify it, draw a contact sheet."""
     from avdata.demo import run_demo
-    from avdata.prepare import print_summary
+    from avdata.prepare.engine import print_summary
 
     setup_logging()
     try:

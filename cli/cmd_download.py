@@ -9,7 +9,7 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
-from cli.errors import fail
+from avdata.cli.errors import fail
 
 DOWNLOADABLE = ("cremad", "urbansound8k-av", "mnistdvs", "ntidigits", "mnistdvs-ntidigits")
 MAX_ROWS = 40
@@ -99,7 +99,7 @@ def download_cmd(
     urbansound8k-av: Kaggle dataset lingyueguo/urbansound8k-av via the Kaggle API;
     token in ~/.kaggle/kaggle.json or KAGGLE_USERNAME and KAGGLE_KEY.
     """
-    from avdata.datasets_remote import download_dataset
+    from avdata.datasets.remote import download_dataset
 
     setup_logging(verbose)
     if dataset not in DOWNLOADABLE:
@@ -136,8 +136,8 @@ def verify_raw_cmd(
     """
     from rich.table import Table
 
-    from avdata.datasets_remote import cremad_files
-    from avdata.verify_raw import FIXES, verify_raw
+    from avdata.datasets.remote import cremad_files
+    from avdata.fetch.verify_raw import FIXES, verify_raw
 
     setup_logging(verbose)
     if dataset != "cremad":

@@ -10,7 +10,7 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console
-from cli.errors import fail
+from avdata.cli.errors import fail
 
 ShardsArg = typer.Argument(..., metavar="SHARDS",
                            help="Shards folder: a local path, or the http(s) URL of a folder served as-is.")
@@ -38,7 +38,7 @@ def inspect_cmd(
     """
     from rich.console import Console
 
-    from avdata.inspect import print_summary, summarize
+    from avdata.summary import print_summary, summarize
 
     if show is not None and png is None:
         console.print("[red]error:[/] --show N needs --png FILE (where to write the contact sheet)", highlight=False)

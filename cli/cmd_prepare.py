@@ -9,7 +9,7 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
-from cli.errors import fail
+from avdata.cli.errors import fail
 
 prepare_app = typer.Typer(
     help="Convert raw data into WebDataset shards per split, with manifest.json and a dataset card.",
@@ -35,9 +35,9 @@ VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log every file handled
 
 def _run(recipe_name: str, raw: Path, out: Path, options, jobs: int, samples_per_shard: int,
          part: Optional[str], strict: bool, overwrite: bool, verbose: bool) -> None:
-    from avdata.lifeline import Terminated, sigterm_as_interrupt
-    from avdata.prepare import PrepareSettings, parse_part, prepare, print_summary
-    from avdata.recipe import get_recipe
+    from avdata.prepare.lifeline import Terminated, sigterm_as_interrupt
+    from avdata.prepare.engine import PrepareSettings, parse_part, prepare, print_summary
+    from avdata.datasets.recipe import get_recipe
 
     setup_logging(verbose)
     try:
@@ -80,8 +80,8 @@ def prepare_cremad(
     verbose: bool = VerboseOpt,
 ) -> None:
     """CREMA-D: FLV video frames + WAV spectrogram per clip, 6 emotion classes."""
-    from avdata.protocol import resolve_prepare_protocol
-    from avdata.recipes.cremad import CremadOptions
+    from avdata.prepare.protocol import resolve_prepare_protocol
+    from avdata.datasets.cremad.recipe import CremadOptions
 
     try:
         val_fraction = resolve_prepare_protocol(protocol, "cremad", val_fraction, split=split, spectrogram=spectrogram)
@@ -113,8 +113,8 @@ def prepare_urbansound(
     verbose: bool = VerboseOpt,
 ) -> None:
     """UrbanSound8K-AV: each sound's paired image + spectrogram, 10 urban sound classes."""
-    from avdata.protocol import resolve_prepare_protocol
-    from avdata.recipes.urbansound8k_av import UrbanSoundOptions
+    from avdata.prepare.protocol import resolve_prepare_protocol
+    from avdata.datasets.urbansound8k_av.recipe import UrbanSoundOptions
 
     try:
         val_fraction = resolve_prepare_protocol(protocol, "urbansound8k-av", val_fraction,
@@ -150,8 +150,8 @@ def prepare_events(
     verbose: bool = VerboseOpt,
 ) -> None:
     """MNISTDVS-NTIDIGITS: binned DVS digit events paired with binned cochlea spoken-digit events."""
-    from avdata.protocol import resolve_prepare_protocol
-    from avdata.recipes.mnistdvs_ntidigits import EventOptions
+    from avdata.prepare.protocol import resolve_prepare_protocol
+    from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions
 
     try:
         val_fraction = resolve_prepare_protocol(protocol, "mnistdvs-ntidigits", val_fraction, per_class=per_class)
@@ -169,7 +169,7 @@ def merge_cmd(
     verbose: bool = VerboseOpt,
 ) -> None:
     """Join `prepare --part i/N` outputs into one folder with one manifest.json and dataset card."""
-    from avdata.merge import assemble, merge
+    from avdata.prepare.merge import assemble, merge
 
     setup_logging(verbose)
     try:

@@ -9,7 +9,7 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
-from cli.errors import fail
+from avdata.cli.errors import fail
 
 
 def serve_cmd(
@@ -29,7 +29,7 @@ def serve_cmd(
     Nothing here is special: any static file server (nginx, S3, a Hugging Face dataset repository)
     serving the same folder works the same way.
     """
-    from avdata.serve import make_server, server_url
+    from avdata.share.serve import make_server, server_url
 
     setup_logging(False)
     try:
@@ -73,9 +73,9 @@ def pull_cmd(
     so an interrupted pull never looks complete: run it again to resume.
     Exit code 1 when a shard failed.
     """
-    from avdata.pull import pull
+    from avdata.share.pull import pull
 
-    from .cmd_download import print_download_summary
+    from avdata.cli.cmd_download import print_download_summary
 
     setup_logging(verbose)
     try:

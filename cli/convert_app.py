@@ -1,4 +1,4 @@
-"""`scmrl-convert REF_CKPT OUT`: parse options and call `scmrl.convert.convert_checkpoint`."""
+"""`scmrl-convert REF_CKPT OUT`: parse options and call `scmrl.model.convert.convert_checkpoint`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console
-from cli.errors import fail, run
+from avdata.cli.errors import fail, run
 
 convert_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                           help="Turn a checkpoint of the authors' S-CMRL code into one scmrl-eval reads.")
@@ -32,7 +32,7 @@ def convert_cmd(
                                             "spatiotemporal-reference]."),
 ) -> None:
     """Map the authors' parameter names and layout onto this package's model (scmrl/convert.py)."""
-    from scmrl.convert import DATASET_PRESETS, convert_checkpoint, dataset_classes
+    from scmrl.model.convert import DATASET_PRESETS, convert_checkpoint, dataset_classes
 
     try:
         if dataset not in DATASET_PRESETS:

@@ -1,6 +1,6 @@
-"""`scmrl-train` and `scmrl-eval`: parse options and call `scmrl.train.train` / `scmrl.evaluate`.
+"""`scmrl-train` and `scmrl-eval`: parse options and call `scmrl.train.loop.train` / `scmrl.train.evaluate`.
 
-Multi-GPU / multi-node: `torchrun --nproc_per_node 8 -m cli.train_app --shards ... --out ...`.
+Multi-GPU / multi-node: `torchrun --nproc_per_node 8 -m avdata.cli.train_app --shards ... --out ...`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
-from cli.errors import fail, run
+from avdata.cli.errors import fail, run
 
 train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                         help="Train S-CMRL (or a baseline) on shards made by `avdata prepare`.")
@@ -105,7 +105,7 @@ def train_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Train on prepared shards; one process, or DDP under torchrun (NCCL on GPU, gloo on CPU)."""
-    from scmrl.train import TrainConfig, train
+    from scmrl.train.loop import TrainConfig, train
 
     setup_logging(verbose)
     try:
@@ -125,7 +125,7 @@ def train_cmd(
     except (AvdataError, ValueError) as exc:
         fail(exc)
     except KeyboardInterrupt:
-        from scmrl.checkpoint import CHECKPOINT_NAME
+        from scmrl.train.checkpoint import CHECKPOINT_NAME
 
         if (Path(out) / CHECKPOINT_NAME).exists():
             console.print(f"interrupted: {out} holds the checkpoint of the last finished epoch; add --resume to "
@@ -158,8 +158,8 @@ def eval_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Accuracy and per-class accuracy of a saved model (its configuration is stored in the checkpoint)."""
-    from scmrl.evaluate import evaluate_checkpoint
-    from scmrl.report import plot_confusion, print_eval
+    from scmrl.train.evaluate import evaluate_checkpoint
+    from scmrl.train.report import plot_confusion, print_eval
 
     setup_logging(verbose)
     try:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scmrl.attention import CrossModalAttention, SpikingAttention, spatial_attention, temporal_attention
-from scmrl.lif import LIFSpec
+from scmrl.model.attention import CrossModalAttention, SpikingAttention, spatial_attention, temporal_attention
+from scmrl.model.lif import LIFSpec
 
 
 def _binary(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:

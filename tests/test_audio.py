@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avdata.audio import (SPEC_PRESETS, audio_features, load_audio, resample, spectrogram, stft_magnitude,
+from avdata.media.audio import (SPEC_PRESETS, audio_features, load_audio, resample, spectrogram, stft_magnitude,
                           wav_data_sizes)
 from avdata.errors import MediaError
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import yaml
 
-from avdata.card import SIZE_BOUNDS, card_yaml, size_category
-from avdata.manifest import load_manifest
-from avdata.shards import decode_npy, iter_shard
+from avdata.shards.card import SIZE_BOUNDS, card_yaml, size_category
+from avdata.shards.manifest import load_manifest
+from avdata.shards.tar import decode_npy, iter_shard
 from tests.test_inspect_verify import make_av_folder, make_event_folder, make_toy_folder
 
 datasets = pytest.importorskip("datasets")
@@ -137,7 +137,7 @@ def test_load_dataset_event_fields_and_streaming(tmp_path, hf_offline):
 
 def test_varying_json_keys_keep_counts(tmp_path, hf_offline):
     """Per-sample json keys (like per-file source hashes) do not break loading; only shared keys survive."""
-    from avdata.recipe import sample_json
+    from avdata.datasets.recipe import sample_json
     from tests.test_inspect_verify import AV_CLASSES, _av_sample, build_folder
 
     def sample(i, label, split):

@@ -1,5 +1,5 @@
 """What a user sees when the operating system refuses: the path, the reason, the fix; exit status 2 and
-no traceback, for every command (the entry points wrap the Typer apps in cli.errors.run)."""
+no traceback, for every command (the entry points wrap the Typer apps in avdata.cli.errors.run)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli import errors
-from scmrl.synthetic import make_synthetic_av_shards
+from scmrl.data.synthetic import make_synthetic_av_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,9 +40,9 @@ def test_run_turns_an_oserror_into_exit_status_2(capsys: pytest.CaptureFixture) 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["-m", "cli.avdata_app", "prepare", "cremad", "--raw", "{raw}", "--out", "{blocked}/shards"],
-        ["-m", "cli.avdata_app", "download", "cremad", "--to", "{blocked}/raw", "--limit", "1"],
-        ["-m", "cli.train_app_module", "--shards", "{shards}", "--out", "{blocked}/run", "--device", "cpu"],
+        ["-m", "avdata.cli.avdata_app", "prepare", "cremad", "--raw", "{raw}", "--out", "{blocked}/shards"],
+        ["-m", "avdata.cli.avdata_app", "download", "cremad", "--to", "{blocked}/raw", "--limit", "1"],
+        ["-m", "avdata.cli.train_app", "--shards", "{shards}", "--out", "{blocked}/run", "--device", "cpu"],
     ],
     ids=["prepare", "download", "scmrl-train"],
 )

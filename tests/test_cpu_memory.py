@@ -11,7 +11,7 @@ import pytest
 # step). Page faults counted for the second one. Raw malloc + memset: numpy would ask for huge pages.
 CHECK = """
 import ctypes, resource, sys
-from scmrl.cpu_memory import keep_freed_memory
+from scmrl.train.cpu_memory import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "tuned" else False
 assert not applied or keep_freed_memory()  # idempotent
 libc = ctypes.CDLL("libc.so.6")

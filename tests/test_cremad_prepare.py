@@ -11,13 +11,13 @@ import pytest
 import webdataset as wds
 from typer.testing import CliRunner
 
-from avdata.manifest import load_manifest
-from avdata.prepare import PrepareSettings, prepare
-from avdata.recipe import get_recipe
-from avdata.recipes.cremad import EMOTIONS, CremadOptions, assign_splits, perceived
-from avdata.sources import manifest_dir
-from avdata.synth.cremad import make_cremad_raw
-from cli.avdata_app import app
+from avdata.shards.manifest import load_manifest
+from avdata.prepare.engine import PrepareSettings, prepare
+from avdata.datasets.recipe import get_recipe
+from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions, assign_splits, perceived
+from avdata.fetch.sources import manifest_dir
+from avdata.datasets.cremad.synth import make_cremad_raw
+from avdata.cli.avdata_app import app
 
 SMALL = dict(width=160, height=120, fps=30, duration_range=(1.2, 2.6))
 
@@ -195,12 +195,12 @@ def test_demo_as_the_readme_runs_it(tmp_path, monkeypatch):
 
 
 def test_cli_prepare_interrupted_says_how_to_go_on(raw_tree, tmp_path, monkeypatch):
-    import avdata.prepare
+    import avdata.prepare.engine
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(avdata.prepare, "prepare", interrupted)
+    monkeypatch.setattr(avdata.prepare.engine, "prepare", interrupted)
     raw, _ = raw_tree
     res = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(raw), "--out", str(tmp_path / "o")])
     said = " ".join(res.output.split())  # the console wraps long lines

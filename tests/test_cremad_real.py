@@ -15,15 +15,15 @@ import pytest
 import webdataset as wds
 from typer.testing import CliRunner
 
-from avdata import video
+from avdata.media import video
 from avdata.hashing import sha256_file
-from avdata.manifest import load_manifest
-from avdata.prepare import PrepareSettings, prepare
-from avdata.recipe import get_recipe
-from avdata.recipes.cremad import EMOTIONS, CremadOptions, demographics, perceived
-from avdata.sources import load_source_list, manifest_dir, pinned_sources
-from avdata.verify_raw import verify_raw
-from cli.avdata_app import app
+from avdata.shards.manifest import load_manifest
+from avdata.prepare.engine import PrepareSettings, prepare
+from avdata.datasets.recipe import get_recipe
+from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions, demographics, perceived
+from avdata.fetch.sources import load_source_list, manifest_dir, pinned_sources
+from avdata.fetch.verify_raw import verify_raw
+from avdata.cli.avdata_app import app
 from tests.httpserver import serve_dir
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cremad" / "sample"
@@ -292,7 +292,7 @@ def test_download_mp3_and_flv_from_a_mirror_of_the_real_files(raw, tmp_path):
     for rel in [f"VideoFlash/{c}.flv" for c in CLIPS] + [f"AudioMP3/{c}.mp3" for c in MP3_CLIPS]:
         assert (dest / rel).stat().st_size == pinned[rel].size and sha256_file(dest / rel) == pinned[rel].sha256
     assert not list(dest.glob("AudioWAV/*.wav"))
-    from avdata.audio import load_audio
+    from avdata.media.audio import load_audio
 
     wave, sr = load_audio(dest / "AudioMP3" / f"{MP3_CLIPS[0]}.mp3")
     assert sr == 44100 and 1.5 < len(wave) / sr < 3.5 and np.abs(wave).max() > 0.05

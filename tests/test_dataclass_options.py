@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli.dataclass_options import command_from, opt, options_command, typer_params
+from avdata.cli.dataclass_options import command_from, opt, options_command, typer_params
 
 
 @dataclass

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from scmrl.report import read_metrics
-from scmrl.synthetic import make_synthetic_av_shards
-from scmrl.train import TrainConfig, train
+from scmrl.train.report import read_metrics
+from scmrl.data.synthetic import make_synthetic_av_shards
+from scmrl.train.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = dict(epochs=2, batch_size=16, embed_dim=16, heads=2, time_steps=1, image_size=32, workers=2,
@@ -42,7 +42,7 @@ def test_two_cpu_processes_see_what_one_process_sees(shards, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AVDATA_NO_PROGRESS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "cli.train_app", "--shards", str(shards), "--out", str(tmp_path / "two"), "--device", "cpu",
+           "-m", "avdata.cli.train_app", "--shards", str(shards), "--out", str(tmp_path / "two"), "--device", "cpu",
            *_cli(ARGS)]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

@@ -1,4 +1,4 @@
-"""avdata.download (fetch_files / fetch_url), avdata.datasets_remote and `avdata download`, against a
+"""avdata.fetch.download (fetch_files / fetch_url), avdata.datasets.remote and `avdata download`, against a
 loopback server that can drop connections, corrupt bytes, fail, and serve Git LFS pointers."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from avdata import datasets_remote as dr
-from avdata import download as dl
-from avdata.download import DiskFullError, DownloadError, RemoteFile, fetch_files, fetch_url
+from avdata.datasets import remote as dr
+from avdata.fetch import download as dl
+from avdata.fetch.download import DiskFullError, DownloadError, RemoteFile, fetch_files, fetch_url
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
-from avdata.sources import SourceFile, load_source_list, pinned_sources
-from cli.avdata_app import app
+from avdata.fetch.sources import SourceFile, load_source_list, pinned_sources
+from avdata.cli.avdata_app import app
 from tests.httpserver import serve_dir
 
 FAST = dict(backoff=0.01, progress=False)

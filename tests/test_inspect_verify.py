@@ -21,11 +21,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from avdata.atomic import atomic_write_text
-from avdata.card import render_card
+from avdata.shards.card import render_card
 from avdata.errors import AvdataError
-from avdata.manifest import load_manifest, new_manifest, save_manifest, split_entry
-from avdata.recipe import CardInfo, cls_bytes, sample_json
-from avdata.shards import encode_npy, shard_name, write_shard
+from avdata.shards.manifest import load_manifest, new_manifest, save_manifest, split_entry
+from avdata.datasets.recipe import CardInfo, cls_bytes, sample_json
+from avdata.shards.tar import encode_npy, shard_name, write_shard
 
 AV_CLASSES = ["dog_bark", "rain", "siren"]
 EVENT_CLASSES = ["zero", "one", "two", "three"]
@@ -110,8 +110,8 @@ def make_event_folder(out: Path) -> Path:
 
 
 def make_toy_folder(out: Path, raw: Path) -> Path:
-    from avdata.prepare import PrepareSettings, prepare
-    from avdata.recipe import get_recipe, register_recipe
+    from avdata.prepare.engine import PrepareSettings, prepare
+    from avdata.datasets.recipe import get_recipe, register_recipe
     from tests.toy_recipe import ToyOptions, make_toy_raw
 
     register_recipe("toy", "tests.toy_recipe:ToyRecipe")
@@ -157,7 +157,7 @@ def serve():
 
 
 def cli(*args: str):
-    from cli.avdata_app import app
+    from avdata.cli.avdata_app import app
 
     return CliRunner().invoke(app, list(args))
 
@@ -351,7 +351,7 @@ def test_inspect_json_static_av(folders):
 
 
 def test_inspect_events_sample_and_split(folders):
-    from avdata.inspect import summarize
+    from avdata.summary import summarize
 
     s = summarize(folders["events"], sample=3)
     for split, sp in s["splits"].items():
@@ -385,7 +385,7 @@ def test_inspect_toy_engine_folder_and_tables(folders):
 
 
 def test_inspect_over_http_matches_local(folders, serve):
-    from avdata.inspect import summarize
+    from avdata.summary import summarize
 
     local = summarize(folders["av"])
     remote = summarize(serve(folders["av"]))

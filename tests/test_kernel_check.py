@@ -8,9 +8,12 @@ import logging
 import pytest
 import torch
 
-from scmrl import kernel_check, lif, lif_pool_triton, lif_triton
-from scmrl.embedding import SPS
-from scmrl.lif import LIFSpec, lif_loop
+from scmrl.model import kernel_check
+from scmrl.model import lif
+from scmrl.model import lif_pool_triton
+from scmrl.model import lif_triton
+from scmrl.model.embedding import SPS
+from scmrl.model.lif import LIFSpec, lif_loop
 
 CPU = torch.device("cpu")
 
@@ -48,7 +51,7 @@ def test_failing_kernel_is_refused_with_a_warning(failure: str, caplog: pytest.L
             return lif_loop(x, v_threshold=0.5)
         return lif_loop(x, surrogate_alpha=2.0)  # same spikes, other surrogate slope
 
-    with caplog.at_level(logging.WARNING, logger="scmrl.kernel_check"):
+    with caplog.at_level(logging.WARNING, logger="scmrl.model.kernel_check"):
         assert not kernel_check.passes_self_check("demo", CPU, candidate, lif_loop, _sample, "DEMO_SWITCH")
         assert not kernel_check.passes_self_check("demo", CPU, candidate, lif_loop, _sample, "DEMO_SWITCH")
     assert len(caplog.records) == 1
@@ -67,7 +70,7 @@ def test_lif_falls_back_when_the_triton_kernels_do_not_build(monkeypatch, caplog
     monkeypatch.setattr(lif_triton, "available", lambda x: True)
     monkeypatch.setattr(lif_triton, "lif_triton", broken)
     x = torch.randn(4, 3, 10, generator=torch.Generator().manual_seed(1)) + 0.8
-    with caplog.at_level(logging.WARNING, logger="scmrl.kernel_check"):
+    with caplog.at_level(logging.WARNING, logger="scmrl.model.kernel_check"):
         got = lif.lif_fused(x)
     assert torch.equal(got, lif_loop(x))
     assert "SCMRL_LIF_TRITON=0" in caplog.text
@@ -87,7 +90,7 @@ def test_sps_runs_lif_and_pool_apart_when_the_fused_kernels_fail(monkeypatch, ca
         monkeypatch.setattr(lif_triton, "available", lambda t: True)
         monkeypatch.setattr(lif, "_triton_checked", lambda device: False)  # the LIF itself: PyTorch path
         monkeypatch.setattr(lif_pool_triton._LIFMaxPool, "apply", lambda *a: 1 / 0)
-        with caplog.at_level(logging.WARNING, logger="scmrl.kernel_check"):
+        with caplog.at_level(logging.WARNING, logger="scmrl.model.kernel_check"):
             checked = sps(x)
     assert torch.equal(checked, apart)
     assert caplog.text.count("LIF + max-pool kernels are not used on cpu") == 1

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from scmrl.lif import LIF, LIFSpec, lif_fused, lif_loop
+from scmrl.model.lif import LIF, LIFSpec, lif_fused, lif_loop
 
 
 def _spikes_and_grad(fn, x: torch.Tensor, grad: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:

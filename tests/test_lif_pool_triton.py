@@ -11,10 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scmrl import kernel_check, lif_pool_triton, lif_triton
-from scmrl.config import ModelConfig
-from scmrl.embedding import SPS
-from scmrl.lif import LIFSpec, lif_loop
+from scmrl.model import kernel_check
+from scmrl.model import lif_pool_triton
+from scmrl.model import lif_triton
+from scmrl.model.config import ModelConfig
+from scmrl.model.embedding import SPS
+from scmrl.model.lif import LIFSpec, lif_loop
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(

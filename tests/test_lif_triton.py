@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scmrl import kernel_check, lif, lif_triton
-from scmrl.lif import lif_fused, lif_loop
+from scmrl.model import kernel_check
+from scmrl.model import lif
+from scmrl.model import lif_triton
+from scmrl.model.lif import lif_fused, lif_loop
 from tests.test_lif import _spikes_and_grad as _run
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scmrl.config import MODELS, ModelConfig
-from scmrl.lif import LIF
-from scmrl.losses import compute_loss, semantic_alignment_loss
-from scmrl.models import ModelOutput, build_model, count_parameters
+from scmrl.model.config import MODELS, ModelConfig
+from scmrl.model.lif import LIF
+from scmrl.model.losses import compute_loss, semantic_alignment_loss
+from scmrl.model.models import ModelOutput, build_model, count_parameters
 
 B = 3
 LABELS = torch.tensor([0, 2, 0])
@@ -240,8 +240,8 @@ def test_embedding_shortcuts_keep_values(impl: str) -> None:
     same tokens and the same gradients as the plain path on a dense copy."""
     import copy
 
-    from scmrl.embedding import SPS
-    from scmrl.lif import LIFSpec
+    from scmrl.model.embedding import SPS
+    from scmrl.model.lif import LIFSpec
 
     torch.manual_seed(0)
     plain = SPS(3, 32, LIFSpec(impl=impl)).train()

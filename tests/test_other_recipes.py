@@ -7,12 +7,12 @@ import pytest
 import webdataset as wds
 from typer.testing import CliRunner
 
-from avdata.manifest import load_manifest
-from cli.avdata_app import app
-from avdata.events import bin_dvs, reduce_to_sensor
-from avdata.synth.events import make_mnistdvs_raw, make_ntidigits_h5
-from avdata.synth.mnistdvs import REAL_DURATION_US, REAL_EVENTS, dvs_events
-from avdata.synth.urbansound import CLASSES, make_urbansound_raw
+from avdata.shards.manifest import load_manifest
+from avdata.cli.avdata_app import app
+from avdata.media.events import bin_dvs, reduce_to_sensor
+from avdata.datasets.mnistdvs_ntidigits.synth import make_mnistdvs_raw, make_ntidigits_h5
+from avdata.datasets.mnistdvs_ntidigits.synth_mnistdvs import REAL_DURATION_US, REAL_EVENTS, dvs_events
+from avdata.datasets.urbansound8k_av.synth import CLASSES, make_urbansound_raw
 
 
 def read_all(out, m, split):
@@ -109,7 +109,7 @@ def test_crop_share_survives_parts_and_jobs(tmp_path):
 
 def test_sample_stats_summary_and_schema():
     from avdata.errors import AvdataError
-    from avdata.manifest import new_manifest, split_entry, summarize_stat, validate
+    from avdata.shards.manifest import new_manifest, split_entry, summarize_stat, validate
 
     assert summarize_stat([0.3, 0.1, 0.2, 0.4]) == {"samples": 4, "min": 0.1, "median": 0.25, "mean": 0.25, "max": 0.4}
     assert summarize_stat([0.5])["median"] == 0.5

@@ -9,9 +9,9 @@ import pytest
 import webdataset as wds
 
 from avdata.errors import AvdataError
-from avdata.manifest import load_manifest
-from avdata.prepare import PrepareSettings, parse_part, prepare
-from avdata.recipe import get_recipe, register_recipe
+from avdata.shards.manifest import load_manifest
+from avdata.prepare.engine import PrepareSettings, parse_part, prepare
+from avdata.datasets.recipe import get_recipe, register_recipe
 from tests.toy_recipe import ToyOptions, make_toy_raw
 
 register_recipe("toy", "tests.toy_recipe:ToyRecipe")
@@ -70,7 +70,7 @@ def test_deterministic_across_jobs_and_parts(tmp_path):
 
 
 def test_merge_parts_made_in_separate_folders(tmp_path):
-    from avdata.merge import merge
+    from avdata.prepare.merge import merge
 
     raw = make_toy_raw(tmp_path / "raw")
     run(raw, tmp_path / "single")
@@ -138,7 +138,7 @@ def test_disk_full_in_a_worker_stops_with_the_fix(tmp_path, monkeypatch):
     import builtins
     import errno
 
-    import avdata.prepare as prepare_mod
+    import avdata.prepare.engine as prepare_mod
 
     real_open = builtins.open
 

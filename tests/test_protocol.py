@@ -1,4 +1,4 @@
-"""`--protocol reference` sets every row of the README's protocol table (scmrl.protocol.TABLE), and
+"""`--protocol reference` sets every row of the README's protocol table (scmrl.train.protocol.TABLE), and
 `--protocol ours` keeps our defaults; `avdata prepare --protocol reference` makes no validation split."""
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from avdata.errors import AvdataError
-from avdata.protocol import resolve_prepare_protocol
-from cli.avdata_app import app as avdata_app
-from scmrl.checkpoint import load_checkpoint
-from scmrl.config import ModelConfig
-from scmrl.evaluate import autocast_for
-from scmrl.models import build_model
-from scmrl.optim import build_optimizer
-from scmrl.protocol import TABLE, get_protocol
-from scmrl.schedule import make_schedule
-from scmrl.spec_resize import resize_spectrogram
-from scmrl.synthetic import make_synthetic_av_shards
-from scmrl.train import TrainConfig, model_config, resolve_protocol, train
-from scmrl.transforms import BatchTransform
+from avdata.prepare.protocol import resolve_prepare_protocol
+from avdata.cli.avdata_app import app as avdata_app
+from scmrl.train.checkpoint import load_checkpoint
+from scmrl.model.config import ModelConfig
+from scmrl.train.evaluate import autocast_for
+from scmrl.model.models import build_model
+from scmrl.train.optim import build_optimizer
+from scmrl.train.protocol import TABLE, get_protocol
+from scmrl.train.schedule import make_schedule
+from scmrl.data.spec_resize import resize_spectrogram
+from scmrl.data.synthetic import make_synthetic_av_shards
+from scmrl.train.loop import TrainConfig, model_config, resolve_protocol, train
+from scmrl.data.transforms import BatchTransform
 
 TINY = dict(batch_size=32, lr=5e-3, warmup_epochs=1, embed_dim=32, heads=4, time_steps=2, image_size=32,
             shuffle_buffer=128, workers=0)
@@ -156,7 +156,7 @@ def test_the_loader_resizes_spectrograms_as_the_protocol_says(tmp_path):
     import io
     import tarfile
 
-    from scmrl.data import StreamConfig, make_loader, open_shards
+    from scmrl.data.stream import StreamConfig, make_loader, open_shards
 
     shards = make_synthetic_av_shards(tmp_path / "s", 0, 0, 4, per_shard=4, seed=2, spec_shape=(64, 24))
     with tarfile.open(shards / "test-000000.tar") as tar:

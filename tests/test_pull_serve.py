@@ -1,4 +1,4 @@
-"""avdata.serve (static files with HTTP Range) and avdata.pull (fetch a shards folder), and their CLI."""
+"""avdata.share.serve (static files with HTTP Range) and avdata.share.pull (fetch a shards folder), and their CLI."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
-from avdata.manifest import new_manifest, save_manifest, split_entry
-from avdata.pull import pull
-from avdata.serve import make_server, parse_range
-from cli.avdata_app import app
+from avdata.shards.manifest import new_manifest, save_manifest, split_entry
+from avdata.share.pull import pull
+from avdata.share.serve import make_server, parse_range
+from avdata.cli.avdata_app import app
 from tests.httpserver import serve_dir
 
 runner = CliRunner()

@@ -16,17 +16,17 @@ import soundfile as sf
 from PIL import Image
 from typer.testing import CliRunner
 
-from avdata.audio import SPEC_PRESETS, audio_features, load_audio, resample, spectrogram
-from avdata.events import bin_dvs, read_aedat2, reduce_to_sensor
-from avdata.manifest import load_manifest
-from avdata.prepare import PrepareSettings, prepare
-from avdata.recipe import get_recipe
-from avdata.recipes.mnistdvs_ntidigits import EventOptions
-from avdata.recipes.urbansound8k_av import CLASSES as US_CLASSES
-from avdata.recipes.urbansound8k_av import UrbanSoundOptions
-from avdata.synth.mnistdvs import REAL_DURATION_US, REAL_EVENTS, SENSOR_CENTRE, dvs_events
-from avdata.synth.ntidigits import make_ntidigits_h5
-from cli.avdata_app import app
+from avdata.media.audio import SPEC_PRESETS, audio_features, load_audio, resample, spectrogram
+from avdata.media.events import bin_dvs, read_aedat2, reduce_to_sensor
+from avdata.shards.manifest import load_manifest
+from avdata.prepare.engine import PrepareSettings, prepare
+from avdata.datasets.recipe import get_recipe
+from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions
+from avdata.datasets.urbansound8k_av.recipe import CLASSES as US_CLASSES
+from avdata.datasets.urbansound8k_av.recipe import UrbanSoundOptions
+from avdata.datasets.mnistdvs_ntidigits.synth_mnistdvs import REAL_DURATION_US, REAL_EVENTS, SENSOR_CENTRE, dvs_events
+from avdata.datasets.mnistdvs_ntidigits.synth_ntidigits import make_ntidigits_h5
+from avdata.cli.avdata_app import app
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MNISTDVS = SHARED / "mnistdvs" / "sample"

@@ -14,16 +14,16 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from avdata.audio import audio_features, load_audio
+from avdata.media.audio import audio_features, load_audio
 from avdata.errors import MediaError
-from avdata.events import read_aedat2, read_ntidigits
+from avdata.media.events import read_aedat2, read_ntidigits
 from avdata.hashing import sha256_file
-from avdata.sources import manifest_dir
-from avdata.synth.cremad import COLOURS, EMOTIONS, TONES_HZ, make_cremad_raw, pick_clips, write_source_list
-from avdata.synth.mnistdvs import REAL_DURATION_US, REAL_EVENTS, make_mnistdvs_raw
-from avdata.synth.ntidigits import make_ntidigits_h5
-from avdata.synth.urbansound import CLASSES, make_urbansound_raw
-from avdata.video import probe_video, read_frames
+from avdata.fetch.sources import manifest_dir
+from avdata.datasets.cremad.synth import COLOURS, EMOTIONS, TONES_HZ, make_cremad_raw, pick_clips, write_source_list
+from avdata.datasets.mnistdvs_ntidigits.synth_mnistdvs import REAL_DURATION_US, REAL_EVENTS, make_mnistdvs_raw
+from avdata.datasets.mnistdvs_ntidigits.synth_ntidigits import make_ntidigits_h5
+from avdata.datasets.urbansound8k_av.synth import CLASSES, make_urbansound_raw
+from avdata.media.video import probe_video, read_frames
 
 SMALL = dict(width=96, height=72, fps=30, duration_range=(1.2, 2.2))
 

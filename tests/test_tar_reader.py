@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avdata.shards import ShardWriter
-from scmrl import tar_reader
-from scmrl.tar_reader import iter_tar_files
+from avdata.shards.tar import ShardWriter
+from scmrl.data import tar_reader
+from scmrl.data.tar_reader import iter_tar_files
 
 
 def _tarfile_members(data: bytes) -> list[tuple[str, bytes]]:
@@ -68,10 +68,10 @@ def test_reads_shard_writer_output(tmp_path: Path) -> None:
 
 
 def test_pre_encoded_samples_give_the_same_shard(tmp_path: Path, monkeypatch) -> None:
-    import avdata.shards
-    from avdata.shards import encode_sample
+    import avdata.shards.tar
+    from avdata.shards.tar import encode_sample
 
-    monkeypatch.setattr(avdata.shards, "WRITEBACK_BYTES", 1000)  # early write-back after every sample
+    monkeypatch.setattr(avdata.shards.tar, "WRITEBACK_BYTES", 1000)  # early write-back after every sample
 
     samples = [(f"clip{i}", {"cls": str(i).encode(), "x.npy": bytes(range(i * 37 % 256)) * 3}) for i in range(4)]
     with ShardWriter(tmp_path / "a.tar") as w:

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.train_app import eval_app, train_app
-from scmrl.report import CURVES_SIZE, confusion_size, read_metrics
-from scmrl.synthetic import make_synthetic_av_shards
-from scmrl.train import TrainConfig, train
+from avdata.cli.train_app import eval_app, train_app
+from scmrl.train.report import CURVES_SIZE, confusion_size, read_metrics
+from scmrl.data.synthetic import make_synthetic_av_shards
+from scmrl.train.loop import TrainConfig, train
 from tests.httpserver import serve_dir
 
 TINY = dict(batch_size=32, lr=5e-3, warmup_epochs=1, embed_dim=32, heads=4, time_steps=2, image_size=32,
@@ -134,8 +134,8 @@ def test_max_steps_stops_a_smoke_run(small_shards, tmp_path):
 
 
 def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards, tmp_path):
-    from avdata.manifest import load_manifest, save_manifest, split_entry
-    from avdata.shards import write_shard
+    from avdata.shards.manifest import load_manifest, save_manifest, split_entry
+    from avdata.shards.tar import write_shard
 
     folder = tmp_path / "noval"
     shutil.copytree(small_shards, folder)
@@ -215,12 +215,12 @@ def test_default_workers_follow_the_cpus(monkeypatch):
 
 
 def test_cli_interrupted_says_whether_it_can_resume(small_shards, tmp_path, monkeypatch):
-    import scmrl.train
+    import scmrl.train.loop
 
     def interrupted(_cfg):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(scmrl.train, "train", interrupted)
+    monkeypatch.setattr(scmrl.train.loop, "train", interrupted)
     args = ["--shards", str(small_shards), "--out", str(tmp_path / "r"), "--device", "cpu"]
     res = CliRunner().invoke(train_app, args)
     assert res.exit_code == 130 and "no checkpoint to resume from" in " ".join(res.output.split())

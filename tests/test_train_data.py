@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from avdata.errors import AvdataError
-from avdata.manifest import new_manifest, save_manifest, split_entry
-from avdata.recipe import cls_bytes, sample_json
-from avdata.shards import encode_npy, shard_name, write_shard
-from scmrl.data import (ShardStream, StreamConfig, choose_frames, decode_npy_view, make_loader, open_shards,
+from avdata.shards.manifest import new_manifest, save_manifest, split_entry
+from avdata.datasets.recipe import cls_bytes, sample_json
+from avdata.shards.tar import encode_npy, shard_name, write_shard
+from scmrl.data.stream import (ShardStream, StreamConfig, choose_frames, decode_npy_view, make_loader, open_shards,
                         slot_plan)
-from scmrl.synthetic import make_synthetic_av_shards
+from scmrl.data.synthetic import make_synthetic_av_shards
 
 
 def _frame_shards(out: Path, n: int, per_shard: int, frames: int = 5, side: int = 64) -> Path:
@@ -187,7 +187,7 @@ def test_npy_header_fast_path_matches_numpy() -> None:
 
     import numpy as np
 
-    from scmrl.data import _NPY_HEADER_RE, _npy_header, decode_npy_view
+    from scmrl.data.stream import _NPY_HEADER_RE, _npy_header, decode_npy_view
 
     arrays = [np.zeros((3, 256, 341, 3), np.uint8), np.arange(12, dtype=">f4").reshape(3, 4), np.float64(3.5),
               np.zeros((5,), np.int16), np.asfortranarray(np.ones((2, 3))), np.zeros((0, 4), np.float32)]

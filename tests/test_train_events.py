@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from scmrl.synthetic import make_synthetic_av_shards
-from scmrl.train import TrainConfig, model_config, train
-from avdata.location import open_location
+from scmrl.data.synthetic import make_synthetic_av_shards
+from scmrl.train.loop import TrainConfig, model_config, train
+from avdata.shards.location import open_location
 
 
 def test_event_shards_train_with_shallow_sps(tmp_path):

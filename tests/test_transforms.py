@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from scmrl.schedule import WarmupCosine, lr_at, scaled_lr
-from scmrl.transforms import (EVENT_MEAN, EVENT_STD, IMAGENET_MEAN, IMAGENET_STD, BatchTransform, add_noise_snr,
+from scmrl.train.schedule import WarmupCosine, lr_at, scaled_lr
+from scmrl.data.transforms import (EVENT_MEAN, EVENT_STD, IMAGENET_MEAN, IMAGENET_STD, BatchTransform, add_noise_snr,
                               event_inputs, make_generator, measure_snr_db, random_crop_pad, random_resized_crop,
                               rrc_boxes, static_inputs, upsample_event_audio)
 

@@ -13,7 +13,8 @@ import pytest
 triton = pytest.importorskip("triton")
 pytest.importorskip("triton.backends.nvidia")
 
-from scmrl import lif_pool_triton, lif_triton  # noqa: E402
+from scmrl.model import lif_pool_triton
+from scmrl.model import lif_triton# noqa: E402
 
 try:
     from triton.backends.compiler import GPUTarget

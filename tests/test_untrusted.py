@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from avdata.errors import AvdataError
-from scmrl.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from scmrl.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -44,7 +44,7 @@ def test_a_checkpoint_with_a_pickled_payload_does_not_run(tmp_path):
 def test_eval_cli_refuses_a_pickled_checkpoint(tmp_path):
     from typer.testing import CliRunner
 
-    from cli.train_app import eval_app
+    from avdata.cli.train_app import eval_app
 
     marker = tmp_path / "ran"
     torch.save({"model": {}, "model_config": _Payload(marker)}, tmp_path / "evil.pt")
@@ -54,7 +54,7 @@ def test_eval_cli_refuses_a_pickled_checkpoint(tmp_path):
 
 
 def test_resume_refuses_a_pickled_checkpoint(shards, tmp_path):
-    from scmrl.train import TrainConfig, train
+    from scmrl.train.loop import TrainConfig, train
 
     marker = tmp_path / "ran"
     (tmp_path / "run").mkdir()
@@ -90,7 +90,7 @@ def test_a_checkpoint_in_the_earlier_layout_still_loads(tmp_path):
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    from scmrl.synthetic import make_synthetic_av_shards
+    from scmrl.data.synthetic import make_synthetic_av_shards
 
     return make_synthetic_av_shards(tmp_path_factory.mktemp("syn") / "s", 16, 8, 8, per_shard=8, seed=1)
 
@@ -132,7 +132,7 @@ def test_manifest_validation_reports_every_problem_with_its_path(shards):
     import copy
     import json
 
-    from avdata.manifest import problems, validate
+    from avdata.shards.manifest import problems, validate
 
     m = json.loads((shards / "manifest.json").read_text())
     assert problems(m) == []
@@ -158,8 +158,8 @@ def test_manifest_validation_reports_every_problem_with_its_path(shards):
 def test_every_reader_reports_a_hostile_manifest_without_a_traceback(shards, tmp_path, command):
     from typer.testing import CliRunner
 
-    from cli.avdata_app import app
-    from cli.train_app import train_app
+    from avdata.cli.avdata_app import app
+    from avdata.cli.train_app import train_app
 
     folder = _copy(shards, tmp_path / "hostile")
     _edit_manifest(folder, _hostile_manifest)
@@ -207,7 +207,7 @@ def _folder_server(folder: Path, overrides: dict):
 def _pull(url: str, to: Path, *extra: str):
     from typer.testing import CliRunner
 
-    from cli.avdata_app import app
+    from avdata.cli.avdata_app import app
 
     return CliRunner().invoke(app, ["pull", url, "--to", str(to), "--retries", "0", "--backoff", "0", *extra])
 
@@ -229,7 +229,7 @@ def test_a_shard_body_past_its_declared_size_is_cut_off(shards, tmp_path):
 
 
 def test_a_huge_declared_length_is_refused_before_reading(shards, tmp_path):
-    from avdata.download import RemoteFile, fetch_files
+    from avdata.fetch.download import RemoteFile, fetch_files
     from tests.httpserver import serve_script
 
     def huge(h):
@@ -246,7 +246,7 @@ def test_a_huge_declared_length_is_refused_before_reading(shards, tmp_path):
 
 
 def test_the_card_is_capped(shards, tmp_path, monkeypatch):
-    import avdata.pull as pull_mod
+    import avdata.share.pull as pull_mod
     from tests.httpserver import endless_body, serve_script
 
     monkeypatch.setattr(pull_mod, "MAX_CARD_SIZE", 1 << 20)  # the real cap is 16 MiB: same rule, less waiting
@@ -272,7 +272,7 @@ def test_a_trickling_server_is_a_stall_and_gives_up(shards, tmp_path):
 
 
 def test_the_stall_rule_in_the_engine(tmp_path):
-    from avdata.download import RemoteFile, fetch_files
+    from avdata.fetch.download import RemoteFile, fetch_files
     from tests.httpserver import serve_script, trickle
 
     with serve_script(lambda h: trickle(h, every=0.05, seconds=5)) as url:
@@ -286,8 +286,8 @@ def test_the_stall_rule_in_the_engine(tmp_path):
 def test_a_manifest_is_read_bounded_by_every_reader(shards, tmp_path, how):
     from typer.testing import CliRunner
 
-    from cli.avdata_app import app
-    from cli.train_app import train_app
+    from avdata.cli.avdata_app import app
+    from avdata.cli.train_app import train_app
     from tests.httpserver import endless_body, serve_script
 
     respond = endless_body if how == "endless" else (lambda h: endless_body(h, length=10**13, seconds=2))
@@ -308,8 +308,8 @@ sys.path.insert(0, sys.argv[1])
 from tests.httpserver import endless_body, serve_script
 from avdata.errors import AvdataError
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))   # 1 GiB of address space in all
-from avdata.location import open_location
-from avdata.pull import pull
+from avdata.shards.location import open_location
+from avdata.share.pull import pull
 for name in ("manifest", "pull"):
     with serve_script(endless_body) as url:
         try:
@@ -370,8 +370,8 @@ def test_atomic_writes_never_follow_a_planted_tmp_link(tmp_path):
 
 
 def test_a_mirror_answering_html_is_named_and_stopped_early(tmp_path):
-    import avdata.datasets_remote as dr
-    from avdata.download import SAME_FAILURE_ABORT_AFTER
+    import avdata.datasets.remote as dr
+    from avdata.fetch.download import SAME_FAILURE_ABORT_AFTER
     from tests.httpserver import serve_script
 
     hits = []
@@ -429,7 +429,7 @@ def test_the_tar_reader_bounds_member_sizes(tmp_path):
     import io
     import tarfile
 
-    from scmrl.tar_reader import TarBoundsError, iter_tar_files
+    from scmrl.data.tar_reader import TarBoundsError, iter_tar_files
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
@@ -456,8 +456,8 @@ def test_the_tar_reader_bounds_member_sizes(tmp_path):
 def test_a_huge_member_header_names_the_shard_in_the_trainer(shards, tmp_path):
     import time
 
-    from scmrl.data import ShardReadError
-    from scmrl.train import TrainConfig, train
+    from scmrl.data.stream import ShardReadError
+    from scmrl.train.loop import TrainConfig, train
 
     folder = _copy(shards, tmp_path / "s")
     _set_member_size(folder / "train-000001.tar", 0, 10**12)
@@ -498,7 +498,7 @@ def test_a_full_disk_in_the_trainer_names_the_path_and_the_fix(shards, tmp_path,
 
     import avdata.atomic
     from cli import errors
-    from scmrl.train import TrainConfig, train
+    from scmrl.train.loop import TrainConfig, train
 
     if what == "checkpoint":
         real = avdata.atomic.open_new
@@ -529,10 +529,10 @@ PREPARE_SLOWLY = r"""
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from avdata.recipe import register_recipe
+from avdata.datasets.recipe import register_recipe
 register_recipe("toy", "tests.toy_recipe:ToyRecipe")
 from tests.toy_recipe import ToyOptions
-from cli.cmd_prepare import _run
+from avdata.cli.cmd_prepare import _run
 import typer
 try:
     _run("toy", Path(sys.argv[2]), Path(sys.argv[3]), ToyOptions(), 2, 4, None, False, False, False)
@@ -607,7 +607,7 @@ def test_serve_closes_silent_connections(shards):
     import threading
     import time
 
-    from avdata.serve import make_server
+    from avdata.share.serve import make_server
 
     server = make_server(shards, "127.0.0.1", 0, timeout=0.5)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -715,7 +715,7 @@ def test_download_has_the_stall_flag_too(tmp_path):
 
     from typer.testing import CliRunner
 
-    from cli.avdata_app import app
+    from avdata.cli.avdata_app import app
     from tests.httpserver import serve_script, trickle
 
     with serve_script(lambda h: trickle(h, length=None, seconds=8)) as url:

@@ -1,4 +1,4 @@
-"""avdata.verify_raw and avdata.lfs, and `avdata verify-raw`."""
+"""avdata.fetch.verify_raw and avdata.fetch.lfs, and `avdata verify-raw`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
-from avdata.lfs import is_lfs_pointer, make_pointer, parse_lfs_pointer
-from avdata.sources import SourceFile, load_source_list
-from avdata.verify_raw import FIXES, verify_raw
-from cli.avdata_app import app
+from avdata.fetch.lfs import is_lfs_pointer, make_pointer, parse_lfs_pointer
+from avdata.fetch.sources import SourceFile, load_source_list
+from avdata.fetch.verify_raw import FIXES, verify_raw
+from avdata.cli.avdata_app import app
 
 runner = CliRunner()
 

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from avdata import video
+from avdata.media import video
 from avdata.errors import MediaError
-from avdata.synth.cremad import COLOURS, write_flv
-from avdata.video import decode_all_frames_count, probe_video, read_frames, resize_short_side
+from avdata.datasets.cremad.synth import COLOURS, write_flv
+from avdata.media.video import decode_all_frames_count, probe_video, read_frames, resize_short_side
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avdata.recipe import CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
-from avdata.shards import encode_npy
-from avdata.splits import stratified_holdout
+from avdata.datasets.recipe import CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
+from avdata.shards.tar import encode_npy
+from avdata.prepare.splits import stratified_holdout
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""cremad: recipe, sources and test-data generator."""

@@ -1,0 +1,269 @@
+"""CREMA-D: 7,442 clips of 91 actors speaking 12 sentences in 6 emotions (VideoFlash FLV + AudioWAV).
+
+Sources: `VideoFlash/<clip>.flv` and `AudioWAV/<clip>.wav` under the raw folder (as `avdata download
+cremad` or a `git lfs clone` lays them out). Labels in the reference's order: ANG 0, DIS 1, FEA 2,
+HAP 3, NEU 4, SAD 5.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from avdata.media.audio import audio_features
+from avdata.errors import AvdataError
+from avdata.datasets.recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
+from avdata.shards.tar import encode_npy
+from avdata.fetch.sources import manifest_dir, pinned_sources
+from avdata.prepare.splits import group_holdout, stratified_holdout
+from avdata.media.video import read_frames
+
+EMOTIONS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+EMOTION_NAMES = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
+SENTENCES = {
+    "IEO": "It's eleven o'clock",
+    "TIE": "That is exactly what happened",
+    "IOM": "I'm on my way to the meeting",
+    "IWW": "I wonder what this is about",
+    "TAI": "The airplane is almost full",
+    "MTI": "Maybe tomorrow it will be cold",
+    "IWL": "I would like a new alarm clock",
+    "ITH": "I think I have a doctor's appointment",
+    "DFA": "Don't forget a jacket",
+    "ITS": "I think I've seen this before",
+    "TSI": "The surface is slick",
+    "WSI": "We'll stop in a couple of minutes",
+}
+# Listed as broken by the dataset's own README; skipped by default (--known-bad keep processes them).
+KNOWN_BAD = {
+    "1076_MTI_NEU_XX": "CREMA-D README: video very short, no audio in the video (the WAV is fine)",
+    "1076_MTI_SAD_XX": "CREMA-D README: bad in FLV, MP3 and WAV",
+    "1064_TIE_SAD_XX": "CREMA-D README: FLV reports no duration",
+    "1064_IEO_DIS_MD": "CREMA-D README: FLV about one minute long, holding all emotions",
+}
+
+CITATION = """@article{cao2014crema,
+  title={CREMA-D: Crowd-sourced Emotional Multimodal Actors Dataset},
+  author={Cao, Houwei and Cooper, David G and Keutmann, Michael K and Gur, Ruben C and Nenkova, Ani and Verma, Ragini},
+  journal={IEEE Transactions on Affective Computing},
+  volume={5}, number={4}, pages={377--390}, year={2014}
+}"""
+
+
+
+@dataclass
+class CremadOptions:
+    """Options that shape the output (all recorded in the manifest)."""
+
+    split: str = "standard"  # standard | actor
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1  # --split actor: fraction of actors held out for test
+    seed: int = 42
+    frames: int | None = None  # None: first frame of each second (reference); K: K evenly spaced frames
+    short_side: int = 256
+    spectrogram: str = "reference"  # reference | logmel
+    known_bad: str = "skip"  # skip | keep
+
+
+@lru_cache(maxsize=None)
+def _csv_split(name: str) -> dict[str, str]:
+    with open(manifest_dir("cremad") / name, newline="") as f:
+        return {row[0]: row[1] for row in csv.reader(f) if row}
+
+
+@lru_cache(maxsize=None)
+def demographics() -> dict[str, dict[str, Any]]:
+    with open(manifest_dir("cremad") / "VideoDemographics.csv", newline="") as f:
+        return {r["ActorID"]: {"age": int(r["Age"]), "sex": r["Sex"], "race": r["Race"], "ethnicity": r["Ethnicity"]}
+                for r in csv.DictReader(f)}
+
+
+_MODALITIES = ("Voice", "Face", "MultiModal")
+
+
+@lru_cache(maxsize=None)
+def _perceived_rows() -> dict[str, list[str]]:
+    """summaryTable.csv rows by clip, kept as text (converting all 7,442 up front slowed every prepare)."""
+    with open(manifest_dir("cremad") / "summaryTable.csv", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        cols = [header.index("FileName")] + [header.index(f"{m}{x}") for m in _MODALITIES for x in ("Vote", "Level")]
+        return {row[cols[0]]: [row[c] for c in cols[1:]] for row in reader if row}
+
+
+def perceived(clip: str) -> dict[str, dict[str, Any]]:
+    """Crowd-sourced perceived emotion of a clip per modality (summaryTable.csv); {} when not listed."""
+    row = _perceived_rows().get(clip)
+    if row is None:
+        return {}
+    # ties list several votes and levels separated by ':'
+    return {m: {"votes": row[2 * i].split(":"), "levels": [float(x) for x in row[2 * i + 1].split(":") if x]}
+            for i, m in enumerate(_MODALITIES)}
+
+
+@lru_cache(maxsize=None)
+def pinned_sha256() -> dict[str, str]:
+    return {s.path: s.sha256 for s in pinned_sources("cremad")}
+
+
+def parse_clip(clip: str) -> dict[str, str]:
+    actor, sentence, emotion, level = clip.split("_")
+    return {"actor": actor, "sentence": sentence, "emotion": emotion, "level": level}
+
+
+def all_clips() -> dict[str, str]:
+    """clip -> its standard split ('train' or 'test'), 7,442 clips."""
+    out = {c: "train" for c in _csv_split("train.csv")}
+    out.update({c: "test" for c in _csv_split("test.csv")})
+    return out
+
+
+def assign_splits(clips: list[str], options: CremadOptions) -> dict[str, str]:
+    """clip -> train / val / test under the chosen scheme (seeded, independent of which clips exist)."""
+    standard = all_clips()
+    if options.split == "standard":
+        base = {c: standard[c] for c in clips}
+        train = [c for c in clips if base[c] == "train"]
+        val = stratified_holdout([(c, parse_clip(c)["emotion"]) for c in train], options.val_fraction, options.seed)
+        return {c: ("val" if c in val else base[c]) for c in clips}
+    if options.split == "actor":
+        actors = sorted({c.split("_")[0] for c in standard})
+        test_actors = group_holdout(actors, options.test_fraction, options.seed, "test-actors")
+        rest = [a for a in actors if a not in test_actors]
+        val_actors = group_holdout(rest, options.val_fraction, options.seed, "val-actors")
+        out = {}
+        for c in clips:
+            a = c.split("_")[0]
+            out[c] = "test" if a in test_actors else "val" if a in val_actors else "train"
+        return out
+    raise AvdataError(f"--split must be 'standard' or 'actor', got {options.split!r}")
+
+
+def _regular_files(folder: Path) -> set[str]:
+    """Names of the regular files (or links to them) in a folder; empty when it does not exist."""
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name for e in entries if e.is_file()}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
+class CremadRecipe(Recipe):
+    name = "cremad"
+    classes = EMOTIONS
+    options_type = CremadOptions
+    card = CardInfo(
+        title="CREMA-D audio-visual emotion shards (avdata)",
+        description=(
+            "CREMA-D (Crowd-sourced Emotional Multimodal Actors Dataset): 7,442 clips of 91 actors (48 male, "
+            "43 female) speaking 12 sentences with 6 emotions (anger, disgust, fear, happy, neutral, sad) at "
+            "up to 4 intensity levels. Each sample holds video frames and a log spectrogram of the speech, "
+            "prepared for audio-visual classification as in S-CMRL (arXiv 2502.12488)."
+        ),
+        license=("Open Database License (ODbL) v1.0 for the database, Database Contents License (DbCL) v1.0 "
+                 "for its contents: http://opendatacommons.org/licenses/odbl/1.0/ and "
+                 "http://opendatacommons.org/licenses/dbcl/1.0/"),
+        license_id="odbl",
+        homepage="https://github.com/CheyneyComputerScience/CREMA-D",
+        citation=CITATION + "\n" + SCMRL_CITATION,
+        tags=("emotion-recognition", "audio-visual", "cremad"),
+    )
+
+    def plan(self, raw: Path, options: CremadOptions) -> Plan:
+        if options.known_bad not in ("skip", "keep"):
+            raise AvdataError(f"--known-bad must be 'skip' or 'keep', got {options.known_bad!r}")
+        standard = all_clips()
+        # one listing per folder instead of two stat calls for each of the 7,442 clips
+        videos, audios = _regular_files(raw / "VideoFlash"), _regular_files(raw / "AudioWAV")
+        present = {}
+        for clip in sorted(standard):
+            video, audio = f"VideoFlash/{clip}.flv", f"AudioWAV/{clip}.wav"
+            has_v, has_a = f"{clip}.flv" in videos, f"{clip}.wav" in audios
+            if has_v or has_a:
+                present[clip] = (video if has_v else None, audio if has_a else None)
+        if not present:
+            raise AvdataError(
+                f"{raw}: no CREMA-D files found (expected VideoFlash/*.flv and AudioWAV/*.wav); "
+                "fetch them with `avdata download cremad --to DIR`"
+            )
+        splits = assign_splits(sorted(present), options)
+        items, skipped = [], []
+        for clip, (video, audio) in present.items():
+            split = splits[clip]
+            if video is None or audio is None:
+                miss = f"VideoFlash/{clip}.flv" if video is None else f"AudioWAV/{clip}.wav"
+                skipped.append({"key": clip, "split": split, "path": miss, "reason": "missing modality: file not found"})
+                continue
+            if clip in KNOWN_BAD and options.known_bad == "skip":
+                skipped.append({"key": clip, "split": split, "path": video,
+                                "reason": f"known defect ({KNOWN_BAD[clip]}); --known-bad keep to process it"})
+                continue
+            p = parse_clip(clip)
+            items.append(WorkItem(clip, split, EMOTIONS.index(p["emotion"]), {"video": video, "audio": audio}))
+        notes = {"clips_expected": len(standard), "clips_found": len(present)}
+        return Plan(items, skipped, notes)
+
+    @staticmethod
+    def warm(options: CremadOptions) -> None:
+        demographics(), _perceived_rows(), pinned_sha256()
+
+    def features(self, options: CremadOptions) -> dict[str, dict[str, Any]]:
+        frames = ("the first frame of each second, as the reference" if options.frames is None
+                  else f"{options.frames} evenly spaced frames")
+        spec = ("log(|STFT| + 1e-7) of the WAV resampled to 22,050 Hz, n_fft 512, hop 353: 257 linear bins x "
+                "time (native length, not resized)" if options.spectrogram == "reference"
+                else "log-mel spectrogram: 128 mel bins x time at 22,050 Hz (see avdata.media.audio.SPEC_PRESETS)")
+        bins = 257 if options.spectrogram == "reference" else 128
+        return {
+            "cls": {"dtype": "int", "shape": [], "meaning": "class index (ANG 0, DIS 1, FEA 2, HAP 3, NEU 4, SAD 5)"},
+            "json": {"dtype": "json", "shape": [], "meaning": "clip id, label, split, actor, sentence, level, "
+                     "demographics, perceived-emotion votes, source sha256s, durations"},
+            "frames.npy": {"dtype": "uint8", "shape": ["K", "H", "W", 3],
+                           "meaning": f"RGB video frames, {frames}, resized to short side {options.short_side}"},
+            "spec.npy": {"dtype": "float32", "shape": [bins, "T"], "meaning": spec},
+        }
+
+    @staticmethod
+    def process(item: WorkItem, ctx: ItemContext) -> dict[str, bytes]:
+        opts: CremadOptions = ctx.options
+        video, audio = ctx.raw / item.sources["video"], ctx.raw / item.sources["audio"]
+        mode = "per_second" if opts.frames is None else "even"
+        frames, times, vinfo = read_frames(video, mode=mode, k=opts.frames, short_side=opts.short_side)
+        if frames.shape[0] == 0:
+            raise SkipSample("video decoded to zero frames", item.sources["video"])
+        spec, ainfo = audio_features(audio, preset=opts.spectrogram)
+        p = parse_clip(item.key)
+        pinned = pinned_sha256()
+        meta = {
+            "clip": item.key,
+            "label": item.label,
+            "label_name": p["emotion"],
+            "emotion": EMOTION_NAMES[p["emotion"]],
+            "split": item.split,
+            "actor": int(p["actor"]),
+            "sentence": p["sentence"],
+            "sentence_text": SENTENCES.get(p["sentence"], ""),
+            "level": p["level"],
+            "level_name": LEVELS.get(p["level"], ""),
+            "demographics": demographics().get(p["actor"], {}),
+            "perceived": perceived(item.key),
+            "sources": {rel: {"sha256": digest, "matches_pinned": pinned.get(rel) == digest}
+                        for rel, digest in sorted(ctx.source_sha256.items())},
+            "video": {"codec": vinfo.codec, "width": vinfo.width, "height": vinfo.height, "fps": round(vinfo.fps, 4),
+                      "duration_s": round(vinfo.duration_s, 4), "has_audio": vinfo.has_audio,
+                      "frame_times_s": [round(t, 4) for t in times]},
+            "audio": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ainfo.items()},
+        }
+        if item.key in KNOWN_BAD:
+            meta["known_issue"] = KNOWN_BAD[item.key]
+        return {
+            "cls": cls_bytes(item.label),
+            "json": sample_json(meta),
+            "frames.npy": encode_npy(frames),
+            "spec.npy": encode_npy(spec),
+        }

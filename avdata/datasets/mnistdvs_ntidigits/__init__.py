@@ -1,0 +1,1 @@
+"""mnistdvs_ntidigits: recipe, sources and test-data generator."""

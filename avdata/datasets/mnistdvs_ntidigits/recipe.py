@@ -1,0 +1,235 @@
+"""MNISTDVS-NTIDIGITS: MNIST-DVS event recordings paired with N-TIDIGITS18 spoken digits (10 classes).
+
+Sources in the raw folder: the MNIST-DVS zips `grabbed_data<d>.zip` (or their unpacked folders
+`grabbed_data<d>/scale<s>/*.aedat`) and the N-TIDIGITS18 HDF5 file. As the reference: the MNIST-DVS
+recordings of each digit are shuffled (seed 42) and `per_class` of them taken, the first half train and
+the second half test; the single-digit N-TIDIGITS samples of each class and split (sorted by id) are
+tiled to as many; the i-th visual and i-th audio sample of a class are paired. 'o' (oh) has no MNIST
+counterpart and is dropped; 'z' is 0.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from avdata.errors import AvdataError, MediaError
+from avdata.media.events import bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
+from avdata.datasets.recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
+from avdata.shards.tar import encode_npy
+from avdata.prepare.splits import seeded_shuffle, stratified_holdout
+
+CLASSES = [str(d) for d in range(10)]
+DIGIT_OF = {"z": 0, **{str(d): d for d in range(1, 10)}, "0": 0}
+AEDAT_RE = re.compile(r"(^|/)grabbed_data(\d)/scale(\d+)/[^/]+\.aedat$", re.IGNORECASE)
+
+CITATION = """@article{serrano2015poker,
+  title={Poker-DVS and MNIST-DVS. Their History, How They Were Made, and Other Details},
+  author={Serrano-Gotarredona, Teresa and Linares-Barranco, Bernab{\\'e}},
+  journal={Frontiers in Neuroscience}, volume={9}, pages={481}, year={2015}
+}
+@article{anumula2018feature,
+  title={Feature Representations for Neuromorphic Audio Spike Streams},
+  author={Anumula, Jithendar and Neil, Daniel and Delbruck, Tobi and Liu, Shih-Chii},
+  journal={Frontiers in Neuroscience}, volume={12}, pages={23}, year={2018}
+}"""
+
+
+
+@dataclass
+class EventOptions:
+    bins: int = 16
+    scale: int = 16  # MNIST-DVS digit scale: 4, 8 or 16
+    sensor: str = "downsample"  # downsample (128 -> 28 by integer scaling) | crop (central 28x28 window;
+    # the share of events it drops is recorded per sample and per split)
+    per_class: int = 1000  # MNIST-DVS recordings used per class (half train, half test)
+    val_fraction: float = 0.1
+    seed: int = 42
+    keep_events: bool = False
+
+
+def digit_of(label: str) -> int | None:
+    """N-TIDIGITS label string -> class for an isolated digit; None for 'o' and multi-digit strings."""
+    label = label.strip().lower()
+    if len(label) != 1 or label not in DIGIT_OF:
+        return None
+    return DIGIT_OF[label]
+
+
+def find_h5(raw: Path) -> Path:
+    cands = sorted(p for p in raw.rglob("*") if p.suffix.lower() in (".hdf5", ".h5"))
+    named = [p for p in cands if "tidigit" in p.name.lower()]
+    if named or cands:
+        return (named or cands)[0]
+    raise AvdataError(f"{raw}: no N-TIDIGITS18 HDF5 file found; fetch it with `avdata download ntidigits --to {raw}`")
+
+
+@lru_cache(maxsize=4)
+def _h5(path: str) -> h5py.File:
+    return h5py.File(path, "r")
+
+
+def ntidigits_index(h5_path: Path, split: str) -> list[tuple[str, int]]:
+    """(sample id, class) of every isolated-digit sample of a split, sorted by id."""
+    key = f"{split}_labels"
+    try:
+        with h5py.File(h5_path, "r") as f:  # not the cached handle: worker processes fork after this
+            if key not in f:
+                raise AvdataError(f"{h5_path}: no '{key}' dataset; is this the N-TIDIGITS18 file?")
+            labels = f[key][()]
+    except OSError as exc:
+        raise AvdataError(f"{h5_path}: not a readable HDF5 file ({exc}); download it again") from exc
+    out = []
+    for raw_id in labels:
+        sid = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        d = digit_of(sid.split("-")[-1])
+        if d is not None:
+            out.append((sid, d))
+    return sorted(out)
+
+
+class MnistDvsNTidigitsRecipe(Recipe):
+    name = "mnistdvs-ntidigits"
+    classes = CLASSES
+    options_type = EventOptions
+    card = CardInfo(
+        title="MNISTDVS-NTIDIGITS neuromorphic audio-visual shards (avdata)",
+        description=(
+            "MNIST-DVS digit recordings from a DVS128 event camera paired with N-TIDIGITS18 spoken digits from a "
+            "64-channel silicon cochlea, as in S-CMRL (arXiv 2502.12488). Each sample holds both event streams "
+            "binned into T time windows as integer counts."
+        ),
+        license=("MNIST-DVS: free for research use from the IMSE-CNM CAVIAR site; N-TIDIGITS18: see its "
+                 "distribution terms (TIDIGITS is an LDC corpus). Check both before redistributing shards."),
+        license_id="other",
+        homepage="http://www2.imse-cnm.csic.es/caviar/MNISTDVS.html",
+        citation=CITATION + "\n" + SCMRL_CITATION,
+        task_categories=("audio-classification", "image-classification"),
+        tags=("neuromorphic", "event-camera", "spiking-neural-networks"),
+    )
+
+    def prepare_raw(self, raw: Path, workdir: Path, options: EventOptions) -> Path:
+        """Unpack the chosen scale's AEDAT files from the MNIST-DVS zips (once; other scales stay zipped)."""
+        zips = sorted(raw.glob("grabbed_data[0-9].zip")) if raw.is_dir() else []
+        if not zips:
+            return raw
+        target = workdir / "mnistdvs"
+        for z in zips:
+            done = target / f".{z.stem}.scale{options.scale}"
+            if done.exists():
+                continue
+            with zipfile.ZipFile(z) as zf:
+                members = [m for m in zf.namelist()
+                           if (mt := AEDAT_RE.search(m)) and int(mt.group(3)) == options.scale]
+                for m in members:
+                    zf.extract(m, target)
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(f"{len(members)}\n")
+        h5 = find_h5(raw)
+        link = target / h5.name
+        if not link.exists():
+            link.symlink_to(h5.resolve())
+        return target
+
+    def plan(self, raw: Path, options: EventOptions) -> Plan:
+        if options.scale not in (4, 8, 16):
+            raise AvdataError(f"--scale must be 4, 8 or 16, got {options.scale}")
+        if options.sensor not in ("downsample", "crop"):
+            raise AvdataError(f"--sensor must be 'downsample' or 'crop', got {options.sensor!r}")
+        recordings: dict[int, list[str]] = {d: [] for d in range(10)}
+        for p in sorted(raw.rglob("*.aedat")):
+            rel = p.relative_to(raw).as_posix()
+            m = AEDAT_RE.search(rel)
+            if m and int(m.group(3)) == options.scale:
+                recordings[int(m.group(2))].append(rel)
+        if not any(recordings.values()):
+            raise AvdataError(f"{raw}: no MNIST-DVS scale{options.scale} recordings (grabbed_data<d>/scale"
+                              f"{options.scale}/*.aedat or grabbed_data<d>.zip); fetch them with "
+                              f"`avdata download mnistdvs --to {raw}`")
+        h5 = find_h5(raw)
+        h5_rel = h5.relative_to(raw).as_posix() if h5.is_relative_to(raw) else str(h5)
+        audio = {split: ntidigits_index(raw / h5_rel, split) for split in ("train", "test")}
+        pairs: list[tuple[str, str, int, str, str, str]] = []  # key, split, digit, aedat, audio id, audio split
+        notes: dict[str, Any] = {"visual_per_class": {}, "audio_per_class": {}}
+        for d in range(10):
+            chosen = seeded_shuffle(recordings[d], options.seed, f"mnistdvs:{d}")[: options.per_class]
+            half = len(chosen) // 2
+            notes["visual_per_class"][str(d)] = len(chosen)
+            for split, part in (("train", chosen[:half]), ("test", chosen[half: 2 * half])):
+                ids = [sid for sid, cls in audio[split] if cls == d]
+                notes["audio_per_class"].setdefault(split, {})[str(d)] = len(ids)
+                if part and not ids:
+                    raise AvdataError(f"{h5}: no isolated '{d}' samples in its {split} split to pair with")
+                for i, rec in enumerate(part):
+                    pairs.append((f"{split}_{d}_{i:04d}", split, d, rec, ids[i % len(ids)], split))
+        val = stratified_holdout([(p[0], p[2]) for p in pairs if p[1] == "train"], options.val_fraction, options.seed)
+        items = [WorkItem(key, "val" if key in val else split, d, {"visual": rec, "audio": h5_rel},
+                          {"audio_id": aid, "audio_split": asplit, "visual_file": rec})
+                 for key, split, d, rec, aid, asplit in pairs]
+        return Plan(items, [], notes)
+
+    def features(self, options: EventOptions) -> dict[str, dict[str, Any]]:
+        t = options.bins
+        feats = {
+            "cls": {"dtype": "int", "shape": [], "meaning": "digit 0-9 (from the audio label; 'z' is 0)"},
+            "json": {"dtype": "json", "shape": [], "meaning": "pairing, source files and ids, event counts"},
+            "visual.npy": {"dtype": "uint16", "shape": [t, 2, 28, 28],
+                           "meaning": f"MNIST-DVS scale {options.scale} events reduced to 28x28 by "
+                                      f"{options.sensor}, counted in {t} equal time bins; channel 0 OFF, 1 ON"},
+            "audio.npy": {"dtype": "uint16", "shape": [t, 64],
+                          "meaning": f"N-TIDIGITS18 cochlea events counted per channel in {t} equal time bins"},
+        }
+        if options.keep_events:
+            feats["visual_events.npy"] = {"dtype": "structured(t int64 us, x int16, y int16, p int8)",
+                                          "shape": ["E"], "meaning": "raw DVS events (128x128 sensor)"}
+            feats["audio_events.npy"] = {"dtype": "structured(t float64 s, channel int16)", "shape": ["E"],
+                                         "meaning": "raw cochlea events"}
+        return feats
+
+    @staticmethod
+    def process(item: WorkItem, ctx: ItemContext) -> dict[str, bytes]:
+        opts: EventOptions = ctx.options
+        events = read_aedat2(ctx.raw / item.sources["visual"])
+        if len(events) == 0:
+            raise SkipSample("recording holds no events", item.sources["visual"])
+        reduced = reduce_to_sensor(events, size=28, method=opts.sensor)
+        # a crop silently loses the digit's edges (about 10-20% of a real scale-4 recording, far more at
+        # scale 16): say how much, per sample here and per split in the manifest
+        crop = {}
+        if opts.sensor == "crop":
+            dropped = round(1.0 - len(reduced) / len(events), 6)
+            crop = {"visual_events_kept": int(len(reduced)), "crop_dropped_share": dropped}
+            ctx.stats["crop_dropped_share"] = dropped
+        visual = bin_dvs(reduced, opts.bins, 28)
+        f = _h5(str(ctx.raw / item.sources["audio"]))
+        split, sid = item.meta["audio_split"], item.meta["audio_id"]
+        try:
+            addresses = np.asarray(f[f"{split}_addresses"][sid][()])
+            timestamps = np.asarray(f[f"{split}_timestamps"][sid][()], dtype=np.float64)
+        except KeyError as exc:
+            raise MediaError(ctx.raw / item.sources["audio"], f"sample {sid!r} lacks addresses or timestamps") from exc
+        if addresses.size == 0 or addresses.size != timestamps.size:
+            raise SkipSample(f"N-TIDIGITS sample {sid} has {addresses.size} addresses and {timestamps.size} "
+                             "timestamps", item.sources["audio"])
+        audio = bin_channels(timestamps, addresses, opts.bins, 64)
+        meta = {"key": item.key, "label": item.label, "label_name": CLASSES[item.label], "split": item.split,
+                "visual_file": item.sources["visual"], "audio_id": sid, "audio_split": split,
+                "visual_events": int(len(events)), **crop, "audio_events": int(addresses.size),
+                "visual_duration_s": round(float(events["t"][-1] - events["t"][0]) / 1e6, 6),
+                "audio_duration_s": round(float(timestamps.max() - timestamps.min()), 6),
+                "sources": dict(sorted(ctx.source_sha256.items()))}
+        fields = {"cls": cls_bytes(item.label), "json": sample_json(meta),
+                  "visual.npy": encode_npy(visual), "audio.npy": encode_npy(audio)}
+        if opts.keep_events:
+            ev = np.zeros(addresses.size, dtype=[("t", "<f8"), ("channel", "<i2")])
+            ev["t"], ev["channel"] = timestamps, addresses
+            fields["visual_events.npy"] = encode_npy(events)
+            fields["audio_events.npy"] = encode_npy(ev)
+        return fields

@@ -1,0 +1,1 @@
+"""urbansound8k_av: recipe, sources and test-data generator."""

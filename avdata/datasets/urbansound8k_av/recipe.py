@@ -1,0 +1,169 @@
+"""UrbanSound8K-AV (SMMT, Guo et al., IEEE TCDS 2023): an image paired with each UrbanSound8K sound.
+
+Sources: the Kaggle dataset lingyueguo/urbansound8k-av, as its zip or unpacked:
+`Dataset_v3_vision/<class>/<name>.jpg` and `Dataset_v3_sound/<class>/<name>.wav`, paired by file name.
+Split as the reference (the first 70% of each class's files train, the rest test), made reproducible by
+sorting the names; a seeded, stratified validation part is carved from train.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from avdata.media.audio import audio_features
+from avdata.errors import AvdataError, MediaError
+from avdata.datasets.recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
+from avdata.shards.tar import encode_npy
+from avdata.prepare.splits import first_fraction, stratified_holdout
+from avdata.media.video import resize_short_side
+
+CLASSES = ["air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling", "engine_idling",
+           "gun_shot", "jackhammer", "siren", "street_music"]
+VISION, SOUND = "Dataset_v3_vision", "Dataset_v3_sound"
+IMAGE_EXT = (".jpg", ".jpeg", ".png")
+
+CITATION = """@article{guo2023transformer,
+  title={Transformer-based Spiking Neural Networks for Multimodal Audio-Visual Classification},
+  author={Guo, Lingyue and Gao, Zeyu and Qu, Jinye and Zheng, Suiwu and Jiang, Runhao and Lu, Yanfeng and Qiao, Hong},
+  journal={IEEE Transactions on Cognitive and Developmental Systems}, year={2023}
+}
+@inproceedings{salamon2014dataset,
+  title={A Dataset and Taxonomy for Urban Sound Research},
+  author={Salamon, Justin and Jacoby, Christopher and Bello, Juan Pablo},
+  booktitle={22nd ACM International Conference on Multimedia}, pages={1041--1044}, year={2014}
+}"""
+
+
+@dataclass
+class UrbanSoundOptions:
+    train_fraction: float = 0.7
+    val_fraction: float = 0.1
+    seed: int = 42
+    short_side: int = 256
+    spectrogram: str = "reference"  # reference | logmel
+
+
+def sample_key(cls: str, stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-]", "_", f"{cls}-{stem}")
+
+
+def find_root(raw: Path) -> Path:
+    """The folder that holds Dataset_v3_vision and Dataset_v3_sound (the zip may add a top folder)."""
+    for cand in [raw, *sorted(p for p in raw.iterdir() if p.is_dir()), *sorted(raw.glob("*/*"))]:
+        if (cand / VISION).is_dir() and (cand / SOUND).is_dir():
+            return cand
+    raise AvdataError(
+        f"{raw}: no {VISION}/ and {SOUND}/ folders found; pass the Kaggle zip of lingyueguo/urbansound8k-av "
+        "or the folder it unpacks to (`avdata download urbansound8k-av --to DIR`)"
+    )
+
+
+def load_image(path: Path, short_side: int) -> np.ndarray:
+    """RGB uint8 [H, W, 3] with the short side resized to `short_side` (INTER_AREA down, LINEAR up)."""
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise MediaError(path, f"not a readable image ({exc})") from exc
+    if min(arr.shape[:2]) == 0:
+        raise MediaError(path, "empty image")
+    return resize_short_side(arr, short_side)
+
+class UrbanSound8kAVRecipe(Recipe):
+    name = "urbansound8k-av"
+    classes = CLASSES
+    options_type = UrbanSoundOptions
+    card = CardInfo(
+        title="UrbanSound8K-AV audio-visual shards (avdata)",
+        description=(
+            "UrbanSound8K-AV: the 8,732 UrbanSound8K sound excerpts (10 urban sound classes), each paired with an "
+            "image of its class by the SMMT work (Guo et al., IEEE TCDS 2023). Each sample holds the image and a "
+            "log spectrogram of the sound, for audio-visual classification as in S-CMRL (arXiv 2502.12488)."
+        ),
+        license=("UrbanSound8K is released under CC BY-NC 3.0 for non-commercial use; check the licence of the "
+                 "Kaggle dataset lingyueguo/urbansound8k-av for the images before redistributing."),
+        license_id="cc-by-nc-3.0",
+        homepage="https://www.kaggle.com/datasets/lingyueguo/urbansound8k-av",
+        citation=CITATION + "\n" + SCMRL_CITATION,
+        task_categories=("audio-classification", "image-classification"),
+        tags=("audio-visual", "urbansound8k"),
+    )
+
+    def prepare_raw(self, raw: Path, workdir: Path, options: Any) -> Path:
+        if raw.is_file() and zipfile.is_zipfile(raw):
+            target = workdir / "urbansound8k-av"
+            done = target / ".unpacked"
+            if not done.exists():
+                with zipfile.ZipFile(raw) as zf:
+                    bad = zf.testzip()
+                    if bad is not None:
+                        raise AvdataError(f"{raw}: member {bad} is corrupt; download the zip again")
+                    zf.extractall(target)
+                done.write_text(raw.name + "\n")
+            return target
+        if raw.is_file():
+            raise AvdataError(f"{raw}: not a zip file; pass the Kaggle zip or the folder it unpacks to")
+        return raw
+
+    def plan(self, raw: Path, options: UrbanSoundOptions) -> Plan:
+        root = find_root(raw)
+        rel = root.relative_to(raw)
+        pairs: list[tuple[str, int, str, str, str]] = []  # key, label, stem, image, sound
+        skipped: list[dict[str, Any]] = []
+        for label, cls in enumerate(CLASSES):
+            images = {p.stem: p for p in sorted((root / VISION / cls).glob("*")) if p.suffix.lower() in IMAGE_EXT}
+            sounds = {p.stem: p for p in sorted((root / SOUND / cls).glob("*")) if p.suffix.lower() == ".wav"}
+            for stem in sorted(set(images) ^ set(sounds)):
+                present = images.get(stem) or sounds.get(stem)
+                other = "sound" if stem in images else "image"
+                skipped.append({"key": sample_key(cls, stem), "split": "", "reason": f"unpaired: no {other} with this name",
+                                "path": str((rel / present.relative_to(root)).as_posix())})
+            for stem in sorted(set(images) & set(sounds)):
+                pairs.append((sample_key(cls, stem), label, stem,
+                              (rel / images[stem].relative_to(root)).as_posix(),
+                              (rel / sounds[stem].relative_to(root)).as_posix()))
+        if not pairs:
+            raise AvdataError(f"{root}: no image/sound pairs found")
+        split_of: dict[str, str] = {}
+        for label in range(len(CLASSES)):
+            keys = [p[0] for p in pairs if p[1] == label]
+            train, test = first_fraction(keys, options.train_fraction)
+            split_of.update({k: "train" for k in train})
+            split_of.update({k: "test" for k in test})
+        val = stratified_holdout([(p[0], p[1]) for p in pairs if split_of[p[0]] == "train"],
+                                 options.val_fraction, options.seed)
+        items = [WorkItem(key, "val" if key in val else split_of[key], label, {"image": img, "audio": snd},
+                          {"class": CLASSES[label], "name": stem})
+                 for key, label, stem, img, snd in pairs]
+        return Plan(items, skipped, {"pairs_found": len(pairs)})
+
+    def features(self, options: UrbanSoundOptions) -> dict[str, dict[str, Any]]:
+        bins = 257 if options.spectrogram == "reference" else 128
+        return {
+            "cls": {"dtype": "int", "shape": [], "meaning": "class index: " + ", ".join(CLASSES)},
+            "json": {"dtype": "json", "shape": [], "meaning": "name, class, split, source sha256s, audio info"},
+            "frames.npy": {"dtype": "uint8", "shape": [1, "H", "W", 3],
+                           "meaning": f"the paired image, RGB, short side {options.short_side}"},
+            "spec.npy": {"dtype": "float32", "shape": [bins, "T"],
+                         "meaning": f"{options.spectrogram} log spectrogram of the sound (resampled, mixed down)"},
+        }
+
+    @staticmethod
+    def process(item: WorkItem, ctx: ItemContext) -> dict[str, bytes]:
+        opts: UrbanSoundOptions = ctx.options
+        image = load_image(ctx.raw / item.sources["image"], opts.short_side)
+        spec, ainfo = audio_features(ctx.raw / item.sources["audio"], preset=opts.spectrogram)
+        if spec.size == 0:
+            raise SkipSample("sound too short for one spectrogram frame", item.sources["audio"])
+        meta = {"key": item.key, "name": item.meta["name"], "label": item.label, "label_name": item.meta["class"],
+                "split": item.split, "sources": dict(sorted(ctx.source_sha256.items())),
+                "audio": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ainfo.items()}}
+        return {"cls": cls_bytes(item.label), "json": sample_json(meta),
+                "frames.npy": encode_npy(image[None]), "spec.npy": encode_npy(spec)}

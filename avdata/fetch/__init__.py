@@ -1,0 +1,1 @@
+"""Getting raw files: the one download engine, pinned source lists, raw-copy checks."""

@@ -1,0 +1,1 @@
+"""Readers of raw media: audio, video and event recordings."""

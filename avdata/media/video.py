@@ -1,0 +1,351 @@
+"""Probing and decoding video frames with PyAV.
+
+How frames are read (`read_frames`):
+
+1. The container is demuxed once: every video packet is kept (compressed, small) with its timestamp.
+2. The frames to keep are chosen from those timestamps before anything is decoded:
+   - mode "per_second": for s = 0, 1, 2, ... the first frame whose time (relative to the first frame) is
+     >= s, as the reference keeps frame index s * fps of a constant-rate clip; a gap longer than a second
+     skips the missing seconds rather than repeating a frame;
+   - mode "even": k frames at indices round(linspace(0, N - 1, k)) of the clip's N frames (fewer when
+     N < k: indices are not repeated).
+3. Packets are decoded in order; only the chosen frames are converted to RGB and resized, and decoding
+   stops as soon as the last chosen frame is out, so a per-second read skips the clip's tail. For codecs
+   whose key frames need nothing before them and that do not reorder frames (FLV1/Sorenson, H.263,
+   MPEG-4 part 2 without B-frames, MJPEG, On2 VP6: `KEYFRAME_SAFE`), only the packets from the last key
+   frame at or before each chosen frame up to it are decoded, the same frames a full decode gives (tests
+   compare them). Real CREMA-D videos (VP6) have a single key frame per clip, so a per-second read
+   decodes every packet up to its last chosen frame (about 90% of the clip) and nothing after it; the
+   VP6 decoder has no threading and ignores `skip_frame`, so that is all FFmpeg can save exactly
+   (BENCHMARKS.md). Clips with key frames every 12 frames (FFmpeg's encoders' default) skip most packets.
+4. When the decoder's frames do not match the packets (a missing or undecodable packet, no timestamps),
+   the clip is decoded again from the start and frames are chosen from what was actually decoded.
+
+Errors (`MediaError`, reason without the path): file missing, empty, a Git LFS pointer stub, not a video
+container, no video stream, frame rate 0 or unknown, nothing decodable, and "truncated": the frames end
+well before the duration the container declares (see `is_truncated`).
+
+Conversion and resizing: libswscale converts YUV to RGB at the native size through a reused
+reformatter (0.05 ms per 480x360 frame; `to_ndarray("rgb24")` builds a new one each call, 0.19 ms), then
+`resize_short_side` scales with OpenCV: bit-exact bilinear (INTER_LINEAR_EXACT, integer arithmetic, the
+same bytes on every CPU) when enlarging or shrinking by a factor of at least 1/2, the area filter below
+that, where bilinear would alias. For CREMA-D (480x360 to 341x256) that is 0.33 ms a frame against
+0.49 ms for swscale's own area filter, whose output it matches to within 0.3 grey levels on average.
+The same function resizes images that are not video frames (UrbanSound8K-AV JPEGs). Output size: the
+short side becomes `short_side`, the long one round(long * short_side / short).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from avdata.errors import MediaError
+from avdata.fetch.lfs import is_lfs_pointer
+
+#: A clip is "truncated" when its frames end before this fraction of the declared duration AND at least
+#: TRUNCATED_MIN_GAP_S seconds early (a container's duration may exceed the video's by a few audio
+#: frames, which must not count).
+TRUNCATED_FRACTION = 0.8
+TRUNCATED_MIN_GAP_S = 0.5
+
+_EPS = 1e-6  # seconds: timestamps are rounded to microseconds; a frame at 0.9999996 s counts as 1 s
+
+
+@dataclass
+class VideoInfo:
+    """What the container says. duration_s is 0.0 when the container declares none; num_frames is None
+    when the container does not record a frame count (FLV does not)."""
+
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    num_frames: int | None
+    has_audio: bool
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise MediaError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    if is_lfs_pointer(path):
+        raise MediaError(path, "Git LFS pointer stub, not the video: run `git lfs pull` in the clone "
+                               "or download with `avdata download cremad`")
+
+
+def _why(exc: Exception) -> str:
+    """The decoder's message without the file path (reasons go into manifests, which hold no paths)."""
+    msg = getattr(exc, "strerror", None) or str(exc)
+    return str(msg).split(": '")[0]
+
+
+def _open(path: Path):
+    _check_file(path)
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise MediaError(path, f"not a readable video container ({_why(exc)})") from exc
+    if not container.streams.video:
+        container.close()
+        raise MediaError(path, "no video stream")
+    stream = container.streams.video[0]
+    # One decoding thread: callers parallelise over clips with processes, and decoder threads only add
+    # start-up cost and (with frame threading) output delay.
+    stream.thread_type = "SLICE"
+    stream.codec_context.thread_count = 1
+    return container
+
+
+def _info(container, path: Path) -> VideoInfo:
+    stream = container.streams.video[0]
+    rate = stream.average_rate
+    if not rate:
+        # FFmpeg's guess falls back to 1 / time base (1000 "fps" for FLV's millisecond ticks) when it has
+        # nothing to go on: that is not a frame rate.
+        tick = 1 / stream.time_base if stream.time_base else None
+        rate = next((r for r in (stream.guessed_rate, stream.base_rate) if r and r != tick), None)
+    fps = float(rate) if rate else 0.0
+    if not fps or not math.isfinite(fps) or fps <= 0:
+        raise MediaError(path, "frame rate is 0 or unknown (a stub or broken file); cannot place frames in time")
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    else:
+        duration = 0.0
+    ctx = stream.codec_context
+    if not ctx.width or not ctx.height:
+        raise MediaError(path, "video stream has no picture size (broken header)")
+    return VideoInfo(codec=ctx.name, width=ctx.width, height=ctx.height, fps=fps,
+                     duration_s=max(duration, 0.0) if math.isfinite(duration) else 0.0,
+                     num_frames=stream.frames or None, has_audio=bool(container.streams.audio))
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Codec, size, frame rate, declared duration, frame count (if recorded) and audio presence."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        return _info(container, path)
+    finally:
+        container.close()
+
+
+def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    if not short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize_short_side(rgb: np.ndarray, short_side: int | None) -> np.ndarray:
+    """An HxWxC uint8 image resized so min(H, W) == short_side, aspect kept (None: unchanged). Bit-exact
+    bilinear down to half size and for enlarging, area filter for stronger shrinking (see module doc)."""
+    h, w = rgb.shape[:2]
+    size = _target_size(w, h, short_side)
+    if size == (w, h):
+        return rgb
+    strong_shrink = 2 * size[0] < w or 2 * size[1] < h
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR_EXACT)
+
+
+_local = threading.local()
+
+#: SWS_BILINEAR | SWS_BITEXACT: swscale then avoids the conversion code paths whose rounding differs between
+#: CPUs, so frames (and shards) come out the same on any machine; no slower here (0.05 ms a 480x360 frame).
+_SWS_BITEXACT_BILINEAR = 0x2 | 0x80000
+
+
+def _rgb(frame, short_side: int | None) -> np.ndarray:
+    """RGB uint8 at the native size through a reused reformatter, then resized (see module docstring)."""
+    # One per thread and process: a forked child must not reuse its parent's swscale context.
+    cached = getattr(_local, "reformatter", None)
+    if cached is None or cached[0] != os.getpid():
+        cached = _local.reformatter = (os.getpid(), VideoReformatter())
+    # threads=1: swscale's default (0 = one thread per CPU) oversubscribes the per-clip worker processes
+    # and leaves a thread pool that a fork cannot inherit.
+    rgb = cached[1].reformat(frame, format="rgb24", interpolation=_SWS_BITEXACT_BILINEAR, threads=1).to_ndarray()
+    return resize_short_side(rgb, short_side)
+
+
+def select_per_second(times: list[float] | np.ndarray) -> list[int]:
+    """Indices (into ascending `times`, seconds from the first frame) of the first frame at or after each
+    whole second: 0, 1, 2, ... A second with no frame of its own (a gap) is skipped."""
+    out: list[int] = []
+    nxt = 0.0
+    for i, t in enumerate(times):
+        if t >= nxt - _EPS:
+            out.append(i)
+            nxt = math.floor(t + _EPS) + 1.0
+    return out
+
+
+def select_even(n: int, k: int) -> list[int]:
+    """k indices evenly spaced over n frames, first and last included (no repeats when n < k)."""
+    if n <= 0:
+        return []
+    return sorted({int(i) for i in np.linspace(0, n - 1, k).round()})
+
+
+def is_truncated(frames_end_s: float, duration_s: float) -> bool:
+    """True when frames ending at `frames_end_s` cover too little of a declared `duration_s` (0 = none)."""
+    if duration_s <= 0:
+        return False
+    gap = duration_s - frames_end_s
+    return frames_end_s < TRUNCATED_FRACTION * duration_s and gap >= TRUNCATED_MIN_GAP_S
+
+
+def _select(mode: str, k: int | None, times: list[float]) -> list[int]:
+    return select_per_second(times) if mode == "per_second" else select_even(len(times), k or 1)
+
+
+#: Codecs (FFmpeg names) whose key frames reference nothing before them: decoding may start at any key
+#: frame, provided the stream has no B-frames (checked separately). On2 VP6 (`vp6f` in FLV, real CREMA-D):
+#: a key frame is intra-coded and resets the golden (long-term) reference too, so nothing before it is
+#: referenced (tested on real VP6 clips joined packet by packet).
+KEYFRAME_SAFE = frozenset({"flv", "h263", "h263p", "mpeg4", "mjpeg", "vp6", "vp6f"})
+
+
+def packets_to_decode(keyframes: list[bool], chosen: list[int]) -> list[bool]:
+    """Which packets (in decode order) must be decoded to get the `chosen` ones: for each, the run from
+    the last key frame at or before it (the first packet when there is none) up to it."""
+    start, last_key = [], 0
+    for i, key in enumerate(keyframes):
+        last_key = i if key else last_key
+        start.append(last_key)
+    need = [False] * len(keyframes)
+    for c in chosen:
+        need[start[c]:c + 1] = [True] * (c + 1 - start[c])
+    return need
+
+
+def _fast_path(packets, tb: float, stream, mode: str, k: int | None, short_side: int | None, path: Path):
+    """Choose frames from packet timestamps, decode only what they need. None when the decoded frames do
+    not line up with the packets (the caller then decodes everything)."""
+    pts = [p.pts for p in packets]
+    if any(p is None for p in pts) or len(set(pts)) != len(pts):
+        return None
+    order = sorted(pts)
+    t0 = order[0]
+    times = [(p - t0) * tb for p in order]
+    picked = _select(mode, k, times)
+    chosen = {order[i]: round(times[i], 6) for i in picked}
+    ctx = stream.codec_context
+    if ctx.name in KEYFRAME_SAFE and not ctx.has_b_frames and pts == order:
+        need = packets_to_decode([p.is_keyframe for p in packets], picked)
+    else:
+        need = [True] * len(packets)
+    kept: dict[int, np.ndarray] = {}
+    decoded = 0
+    skipping = False
+    try:
+        for packet, wanted in zip(packets + [None], need + [True]):
+            if not wanted:
+                skipping = True
+                continue
+            resumed = skipping
+            if skipping:  # resume at a key frame with a clean decoder
+                ctx.flush_buffers()
+                skipping = False
+            for frame in stream.decode(packet):
+                if resumed and not frame.key_frame:
+                    return None  # the container called it a key frame; the decoder disagrees
+                resumed = False
+                decoded += 1
+                if frame.pts in chosen and frame.pts not in kept:
+                    kept[frame.pts] = _rgb(frame, short_side)
+            if len(kept) == len(chosen):
+                break
+    except av.error.FFmpegError as exc:
+        if not all(need):
+            return None  # perhaps a packet we skipped was needed after all: decode everything instead
+        raise MediaError(path, f"undecodable video: decoding failed after {decoded} of {len(packets)} frames "
+                               f"({_why(exc)})") from exc
+    if len(kept) != len(chosen):
+        return None
+    keys = sorted(kept)
+    return [kept[p] for p in keys], [chosen[p] for p in keys], times[-1], len(packets)
+
+
+def _slow_path(path: Path, mode: str, k: int | None, short_side: int | None, fps: float):
+    """Decode every frame (kept as YUV), then choose among what was actually decoded."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        tb = float(stream.time_base) if stream.time_base else 0.0
+        frames, times = [], []
+        for n, frame in enumerate(container.decode(stream)):
+            t = frame.pts * tb if frame.pts is not None and tb else n / fps
+            frames.append(frame)
+            times.append(t)
+        if not frames:
+            return [], [], 0.0, 0
+        order = sorted(range(len(times)), key=lambda i: (times[i], i))
+        t0 = times[order[0]]
+        rel = [times[i] - t0 for i in order]
+        pick = _select(mode, k, rel)
+        return ([_rgb(frames[order[i]], short_side) for i in pick], [round(rel[i], 6) for i in pick], rel[-1],
+                len(frames))
+    finally:
+        container.close()
+
+
+def read_frames(
+    path: str | Path, mode: str = "per_second", k: int | None = None, short_side: int | None = 256
+) -> tuple[np.ndarray, list[float], VideoInfo]:
+    """Frames as uint8 [K, H, W, 3] RGB (short side resized to `short_side`; None keeps the size), their
+    times in seconds from the first frame, and the probe info. See the module docstring for the modes."""
+    path = Path(path)
+    if mode not in ("per_second", "even"):
+        raise ValueError(f"mode must be 'per_second' or 'even', got {mode!r}")
+    if mode == "even" and (k is None or k < 1):
+        raise ValueError("mode 'even' needs k >= 1")
+    container = _open(path)
+    try:
+        info = _info(container, path)
+        stream = container.streams.video[0]
+        tb = float(stream.time_base) if stream.time_base else 0.0
+        try:
+            packets = [p for p in container.demux(stream) if p.size]
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"unreadable video stream ({_why(exc)})") from exc
+        result = _fast_path(packets, tb, stream, mode, k, short_side, path) if packets and tb else None
+    finally:
+        container.close()
+    if result is None:
+        try:
+            result = _slow_path(path, mode, k, short_side, info.fps)
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"undecodable video ({_why(exc)})") from exc
+    kept, times, last_t, n_frames = result
+    if not kept:
+        raise MediaError(path, "no frame could be decoded")
+    end = last_t + 1.0 / info.fps
+    if is_truncated(end, info.duration_s):
+        expected = round(info.duration_s * info.fps)
+        raise MediaError(path, f"truncated: holds {n_frames} frames of {expected} expected "
+                               f"(frames end at {end:.2f} s of a declared {info.duration_s:.2f} s)")
+    return np.stack(kept), times, info
+
+
+def decode_all_frames_count(path: str | Path) -> int:
+    """Decode every frame (no conversion): the decode-only baseline of the prepare benchmark."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        return sum(1 for _ in container.decode(container.streams.video[0]))
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"undecodable video ({_why(exc)})") from exc
+    finally:
+        container.close()

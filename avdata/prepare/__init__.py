@@ -1,0 +1,1 @@
+"""Raw data to shards: the engine, its workers, resume state, parts and merge, splits."""

@@ -1,0 +1,130 @@
+"""Joining `--part i/N` outputs into one shards folder with one manifest.
+
+Each part writes the same plan record (`.avdata/plan.json`) and a sidecar per shard it made. The
+manifest is assembled from those once every shard of the plan is present and matches its sidecar, so a
+single run and N parts give byte-identical manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from avdata.atomic import atomic_write_text, tmp_path
+from avdata.errors import AvdataError
+from avdata.hashing import sha256_file
+from avdata.shards.manifest import new_manifest, save_manifest, split_entry, summarize_stat
+
+log = logging.getLogger("avdata.prepare.merge")
+
+
+def _state(out: Path) -> Path:
+    return out / ".avdata"
+
+
+def load_plan(out: Path) -> dict[str, Any]:
+    path = _state(out) / "plan.json"
+    if not path.exists():
+        raise AvdataError(f"{out}: no .avdata/plan.json; this is not an `avdata prepare` output folder")
+    return json.loads(path.read_text())
+
+
+def _sidecar(out: Path, file: str) -> Path:
+    return _state(out) / "shards" / (file + ".json")
+
+
+def missing_shards(out: Path, record: dict[str, Any] | None = None) -> list[str]:
+    record = record or load_plan(out)
+    return [s["file"] for s in record["shards"]
+            if not (out / s["file"]).exists() or not _sidecar(out, s["file"]).exists()]
+
+
+def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -> dict[str, Any]:
+    """Write manifest.json and the dataset card from the plan and the shard sidecars."""
+    out = Path(out)
+    record = load_plan(out)
+    missing = missing_shards(out, record)
+    if missing:
+        raise AvdataError(
+            f"{out}: {len(missing)} shard(s) not made yet, e.g. {missing[0]}; run the remaining "
+            "`avdata prepare ... --part i/N` jobs (or rerun without --part) first"
+        )
+    manifest = new_manifest(record["dataset"], record["options"], record["classes"], record["features"])
+    manifest["tool"]["version"] = record["tool_version"]
+    skipped = list(record["plan_skipped"])
+    sources: dict[str, str] = {}
+    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in record["splits"]}
+    counts: dict[str, dict[str, int]] = {s: {c: 0 for c in record["classes"]} for s in record["splits"]}
+    stats: dict[str, dict[str, list[float]]] = {s: {} for s in record["splits"]}
+    for shard in record["shards"]:
+        side = json.loads(_sidecar(out, shard["file"]).read_text())
+        info = side["shard"]
+        if side.get("keys") != shard["keys"]:
+            raise AvdataError(f"{out / shard['file']}: made from another plan; rerun prepare for it")
+        tar = out / shard["file"]
+        if tar.stat().st_size != info["bytes"] or (check_hashes and sha256_file(tar) != info["sha256"]):
+            raise AvdataError(f"{tar}: does not match its record (changed or cut short); delete it and rerun prepare")
+        by_split[shard["split"]].append(info)
+        for c, n in side["class_counts"].items():
+            counts[shard["split"]][c] += n
+        skipped.extend(side["skipped"])
+        sources.update(side["sources"])
+        for name, values in side.get("stats", {}).items():
+            stats[shard["split"]].setdefault(name, []).extend(values)
+    for split in record["splits"]:
+        manifest["splits"][split] = split_entry(by_split[split], counts[split])
+        if stats[split]:
+            manifest["splits"][split]["sample_stats"] = {name: summarize_stat(v) for name, v in sorted(stats[split].items())}
+    manifest["skipped"] = sorted(skipped, key=lambda s: (s.get("split", ""), s["key"]))
+    manifest["sources"] = {"sha256": dict(sorted(sources.items()))}
+    if record.get("notes"):
+        manifest["notes"] = record["notes"]
+    save_manifest(out, manifest)
+    from avdata.shards.card import render_card
+
+    atomic_write_text(out / "README.md", render_card(manifest, record["card"], command))
+    log.info("wrote %s and README.md", out / "manifest.json")
+    return manifest
+
+
+def merge(out: Path, parts: list[Path], command: str | None = None) -> dict[str, Any]:
+    """Copy the shards and sidecars of part folders made elsewhere into `out`, then assemble."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan_text = None
+    for part in parts:
+        part = Path(part)
+        text = (_state(part) / "plan.json").read_text() if (_state(part) / "plan.json").exists() else None
+        if text is None:
+            raise AvdataError(f"{part}: no .avdata/plan.json; not an `avdata prepare --part` output")
+        if plan_text is None:
+            plan_text = text
+        elif json.loads(text)["fingerprint"] != json.loads(plan_text)["fingerprint"]:
+            raise AvdataError(f"{part}: prepared with other input or options than {parts[0]}")
+    own = _state(out) / "plan.json"
+    if plan_text is not None:
+        if own.exists() and json.loads(own.read_text())["fingerprint"] != json.loads(plan_text)["fingerprint"]:
+            raise AvdataError(f"{out}: holds a different preparation; merge into an empty folder")
+        own.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(own, plan_text)
+    (_state(out) / "shards").mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        part = Path(part)
+        if part.resolve() == out.resolve():
+            continue
+        for side in sorted((_state(part) / "shards").glob("*.json")):
+            file = side.name[: -len(".json")]
+            src = part / file
+            if not src.exists():
+                continue
+            info = json.loads(side.read_text())["shard"]
+            if sha256_file(src) != info["sha256"]:
+                raise AvdataError(f"{src}: does not match its record; rerun that part")
+            tmp = tmp_path(out / file)
+            shutil.copyfile(src, tmp)
+            tmp.replace(out / file)
+            shutil.copyfile(side, _sidecar(out, file))
+    return assemble(out, command=command)

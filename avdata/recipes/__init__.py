@@ -1,1 +1,0 @@
-"""Dataset recipes: one small module per dataset (sources, splits, one item -> sample fields)."""

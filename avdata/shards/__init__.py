@@ -1,0 +1,1 @@
+"""The shard format: tar reader and writer, manifest, dataset card, shards locations."""

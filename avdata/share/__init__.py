@@ -1,0 +1,1 @@
+"""Sharing prepared shards: pull a shards folder, serve one over http."""

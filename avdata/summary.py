@@ -1,0 +1,389 @@
+"""What is in a shards folder: the manifest's counts, and what the shards really hold when read back.
+
+`summarize()` takes the per-split and per-class counts, bytes, skipped clips and the making options from
+the manifest, then streams through the samples (all of them, or the first K per split) to report every
+field's dtype and shape range, the value range of arrays, and clip durations found in the `json` field.
+Works the same on a local folder and on a folder behind an http(s) URL. `print_summary()` renders the
+result as rich tables; `contact_sheet()` (in `avdata.contact_sheet`) draws samples to a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from avdata.errors import AvdataError
+from avdata.shards.location import ShardsLocation, open_location
+from avdata.progress import make_progress
+from avdata.shards.tar import decode_npy, iter_shard
+
+NUMERIC_KINDS = "biuf"
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+def iter_samples(loc: ShardsLocation, split: str, limit: int | None = None
+                 ) -> Iterator[tuple[str, str, dict[str, bytes]]]:
+    """(shard file, key, {field: bytes}) of a split in shard order; at most `limit` samples.
+
+    A shard that cannot be read to the end raises AvdataError naming it (run `avdata verify`).
+    """
+    import tarfile
+
+    n = 0
+    if limit is not None and limit <= 0:
+        return
+    for shard in loc.shards(split):
+        fileobj = loc.open(shard["file"])
+        try:
+            for key, fields in iter_shard(fileobj):
+                yield shard["file"], key, fields
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+        except (tarfile.TarError, EOFError) as exc:
+            raise AvdataError(f"{loc.address(shard['file'])}: cannot be read to the end ({exc}); "
+                              "check the folder with `avdata verify`") from exc
+        finally:
+            fileobj.close()
+
+
+def label_of(fields: dict[str, bytes], meta: dict[str, Any] | None = None) -> int | None:
+    """The class index of a sample: its `cls` field, else the `label` of its json."""
+    if "cls" in fields:
+        try:
+            return int(fields["cls"].decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            return None
+    if meta and isinstance(meta.get("label"), int):
+        return meta["label"]
+    return None
+
+
+def duration_of(meta: Any) -> float | None:
+    """Audio duration in seconds from a sample's json: audio.duration_s, audio_duration_s or duration_s."""
+    if not isinstance(meta, dict):
+        return None
+    candidates = []
+    audio = meta.get("audio")
+    if isinstance(audio, dict):
+        candidates.append(audio.get("duration_s"))
+    candidates += [meta.get("audio_duration_s"), meta.get("duration_s")]
+    for value in candidates:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+# --- per-field statistics ------------------------------------------------------------------------------
+
+
+class _FieldStats:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.kind = "npy" if name.endswith(".npy") else ("cls" if name == "cls" else
+                                                            "json" if name.endswith("json") else "bytes")
+        self.count = 0
+        self.bytes = 0
+        self.dtypes: Counter[str] = Counter()
+        self.ndims: Counter[int] = Counter()
+        self.shape_min: list[int] | None = None
+        self.shape_max: list[int] | None = None
+        self.vmin: float | None = None
+        self.vmax: float | None = None
+        self.nonfinite = 0
+        self.errors = 0
+
+    def add(self, data: bytes) -> Any:
+        self.count += 1
+        self.bytes += len(data)
+        if self.kind == "npy":
+            try:
+                arr = decode_npy(data)
+            except Exception:
+                self.errors += 1
+                return None
+            self._add_array(arr)
+            return arr
+        if self.kind == "cls":
+            try:
+                v = int(data.decode("ascii").strip())
+            except (UnicodeDecodeError, ValueError):
+                self.errors += 1
+                return None
+            self._add_range(v, v)
+            return v
+        if self.kind == "json":
+            try:
+                return json.loads(data)
+            except (UnicodeDecodeError, ValueError):
+                self.errors += 1
+        return None
+
+    def _add_range(self, lo: float, hi: float) -> None:
+        self.vmin = lo if self.vmin is None else min(self.vmin, lo)
+        self.vmax = hi if self.vmax is None else max(self.vmax, hi)
+
+    def _add_array(self, arr: np.ndarray) -> None:
+        self.dtypes[str(arr.dtype)] += 1
+        self.ndims[arr.ndim] += 1
+        shape = list(arr.shape)
+        if self.shape_min is None or len(shape) > len(self.shape_min):
+            # first array, or more dimensions than before: the range restarts there (ndim_varies tells)
+            self.shape_min, self.shape_max = list(shape), list(shape)
+        elif len(shape) == len(self.shape_min):
+            self.shape_min = [min(a, b) for a, b in zip(self.shape_min, shape)]
+            self.shape_max = [max(a, b) for a, b in zip(self.shape_max or shape, shape)]
+        if arr.size and arr.dtype.kind in NUMERIC_KINDS:
+            if arr.dtype.kind == "f":
+                finite = np.isfinite(arr)
+                bad = int(arr.size - np.count_nonzero(finite))
+                self.nonfinite += bad
+                if bad:
+                    arr = arr[finite]
+                if not arr.size:
+                    return
+            self._add_range(arr.min().item(), arr.max().item())
+
+    def to_dict(self, samples: int) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "count": self.count, "missing": samples - self.count,
+                             "bytes": self.bytes, "mean_bytes": round(self.bytes / self.count, 1) if self.count else 0}
+        if self.kind == "npy":
+            dtypes = sorted(self.dtypes)
+            d.update({"dtype": dtypes[0] if len(dtypes) == 1 else ",".join(dtypes), "dtypes": dtypes,
+                      "ndim": max(self.ndims) if self.ndims else None,
+                      "ndim_varies": len(self.ndims) > 1,
+                      "shape_min": self.shape_min, "shape_max": self.shape_max,
+                      "nonfinite": self.nonfinite})
+        if self.kind in ("npy", "cls"):
+            d.update({"value_min": self.vmin, "value_max": self.vmax})
+        d["errors"] = self.errors
+        return d
+
+
+def _durations(values: list[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    total = float(sum(values))
+    return {"count": len(values), "total_s": round(total, 3), "mean_s": round(total / len(values), 4),
+            "min_s": round(min(values), 4), "max_s": round(max(values), 4)}
+
+
+# --- the summary -------------------------------------------------------------------------------------
+
+
+def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | None = None,
+              progress: bool | None = None) -> dict[str, Any]:
+    """Summary of a shards folder (local path or http(s) URL) as a JSON-able dict.
+
+    splits: only these (all when None). sample: read only the first K samples per split (all when None).
+    The manifest's counts are under `splits.<name>`; what was read back is under `splits.<name>.read`.
+    """
+    if sample is not None and sample < 1:
+        raise AvdataError("--sample must be at least 1")
+    loc = open_location(spec)
+    m = loc.manifest
+    names = list(m["splits"]) if not splits else list(dict.fromkeys(splits))
+    for name in names:
+        if name not in m["splits"]:
+            raise AvdataError(f"no split {name!r}; this folder has {', '.join(m['splits'])}")
+    classes = list(m["classes"])
+    out: dict[str, Any] = {
+        "location": loc.base,
+        "dataset": m["dataset"],
+        "tool": m["tool"],
+        "schema_version": m["schema_version"],
+        "options": m["options"],
+        "classes": classes,
+        "features": m["features"],
+        "sample_limit": sample,
+        "splits": {},
+    }
+    to_read = {n: (m["splits"][n]["num_samples"] if sample is None else min(sample, m["splits"][n]["num_samples"]))
+               for n in names}
+    bar = make_progress("samples", disable=None if progress in (None, True) else True)
+    with bar:
+        task = bar.add_task("inspect", total=sum(to_read.values()))
+        for name in names:
+            bar.update(task, description=f"inspect {name}")
+            out["splits"][name] = _summarize_split(loc, name, classes, sample, lambda: bar.advance(task))
+    total_samples = sum(m["splits"][n]["num_samples"] for n in names)
+    total_bytes = sum(out["splits"][n]["bytes"] for n in names)
+    out["totals"] = {
+        "num_samples": total_samples,
+        "num_shards": sum(out["splits"][n]["num_shards"] for n in names),
+        "bytes": total_bytes,
+        "bytes_per_sample": round(total_bytes / total_samples, 1) if total_samples else 0,
+        "samples_read": sum(out["splits"][n]["read"]["samples"] for n in names),
+    }
+    skipped = [s for s in m["skipped"] if not splits or s.get("split") in names]
+    reasons = Counter(s.get("reason", "") for s in skipped)
+    out["skipped"] = {
+        "count": len(skipped),
+        "by_split": dict(sorted(Counter(s.get("split", "") for s in skipped).items())),
+        "reasons": [{"reason": r, "count": c} for r, c in sorted(reasons.items(), key=lambda rc: (-rc[1], rc[0]))],
+    }
+    return out
+
+
+def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample: int | None, tick) -> dict[str, Any]:
+    entry = loc.manifest["splits"][name]
+    shards = entry["shards"]
+    nbytes = sum(int(s["bytes"]) for s in shards)
+    fields: dict[str, _FieldStats] = {}
+    read_counts: Counter[str] = Counter()
+    durations: list[float] = []
+    n = 0
+    for _file, _key, sample_fields in iter_samples(loc, name, limit=sample):
+        n += 1
+        meta = None
+        for field_name, data in sample_fields.items():
+            stats = fields.setdefault(field_name, _FieldStats(field_name))
+            value = stats.add(data)
+            if stats.kind == "json":
+                meta = value
+        label = label_of(sample_fields, meta if isinstance(meta, dict) else None)
+        read_counts[classes[label] if label is not None and 0 <= label < len(classes) else "(unknown)"] += 1
+        d = duration_of(meta)
+        if d is not None:
+            durations.append(d)
+        tick()
+    complete = n == entry["num_samples"] and sample is None
+    read = {
+        "samples": n,
+        "complete": complete,
+        "class_counts": {c: read_counts.get(c, 0) for c in classes}
+                        | ({"(unknown)": read_counts["(unknown)"]} if read_counts.get("(unknown)") else {}),
+        "fields": {f: s.to_dict(n) for f, s in fields.items()},
+        "durations": _durations(durations),
+    }
+    if sample is None:
+        read["matches_manifest"] = (n == entry["num_samples"]
+                                    and all(read["class_counts"].get(c, 0) == entry["class_counts"].get(c, 0)
+                                            for c in classes))
+    return {
+        "num_samples": entry["num_samples"],
+        "class_counts": dict(entry["class_counts"]),
+        "num_shards": len(shards),
+        "bytes": nbytes,
+        "bytes_per_sample": round(nbytes / entry["num_samples"], 1) if entry["num_samples"] else 0,
+        "read": read,
+    }
+
+
+# --- printing ----------------------------------------------------------------------------------------
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def _fmt_shape(lo: list[int] | None, hi: list[int] | None) -> str:
+    if lo is None or hi is None:
+        return ""
+    return "[" + ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi)) + "]"
+
+
+def _fmt_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def print_summary(summary: dict[str, Any], console=None) -> None:
+    """Render `summarize()`'s result as rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    s = summary
+    tool = s["tool"]
+    console.print(f"[bold]{s['dataset']}[/] at {s['location']}  (made by {tool.get('name', '?')} "
+                  f"{tool.get('version', '?')}, manifest schema {s['schema_version']})",
+                  highlight=False, soft_wrap=True)
+    if s["options"]:
+        console.print("options: " + ", ".join(f"{k}={v}" for k, v in sorted(s["options"].items())), highlight=False,
+                      soft_wrap=True)
+
+    classes = s["classes"]
+    counts = Table(title="samples per split and class (manifest)")
+    for col in ("split", "samples", "shards", "bytes", "bytes/sample"):
+        counts.add_column(col, justify="left" if col == "split" else "right")
+    for c in classes:
+        counts.add_column(c, justify="right")
+    for name, sp in s["splits"].items():
+        counts.add_row(name, str(sp["num_samples"]), str(sp["num_shards"]), human_bytes(sp["bytes"]),
+                       human_bytes(sp["bytes_per_sample"]), *(str(sp["class_counts"].get(c, 0)) for c in classes))
+    t = s["totals"]
+    counts.add_row("[bold]total[/]", str(t["num_samples"]), str(t["num_shards"]), human_bytes(t["bytes"]),
+                   human_bytes(t["bytes_per_sample"]), *("" for _ in classes))
+    console.print(counts)
+
+    for name, sp in s["splits"].items():
+        read = sp["read"]
+        how = "all samples" if s["sample_limit"] is None else f"first {read['samples']} sample(s)"
+        table = Table(title=f"{name}: fields read back ({how})")
+        for col in ("field", "dtype", "shape min..max", "values min..max", "bytes/sample", "present"):
+            table.add_column(col, justify="right" if col in ("bytes/sample", "present") else "left",
+                             no_wrap=col in ("field", "dtype", "shape min..max"))
+        for fname, f in read["fields"].items():
+            dtype = f.get("dtype", f["kind"])
+            shape = _fmt_shape(f.get("shape_min"), f.get("shape_max"))
+            if f.get("ndim_varies"):
+                shape += " (ndim varies)"
+            values = ""
+            if f.get("value_min") is not None:
+                values = f"{_fmt_value(f['value_min'])} .. {_fmt_value(f['value_max'])}"
+            if f.get("nonfinite"):
+                values += f" [red]({f['nonfinite']} NaN/inf)[/]"
+            if f.get("errors"):
+                values += f" [red]({f['errors']} undecodable)[/]"
+            table.add_row(fname, dtype, shape, values, human_bytes(f["mean_bytes"]), f"{f['count']}/{read['samples']}")
+        console.print(table)
+        if read.get("matches_manifest") is False:
+            console.print(f"[red]{name}: read back {read['samples']} samples with class counts "
+                          f"{read['class_counts']}, the manifest says {sp['num_samples']} with {sp['class_counts']}[/]",
+                          highlight=False)
+
+    dur = [(name, sp["read"]["durations"]) for name, sp in s["splits"].items() if sp["read"]["durations"]]
+    if dur:
+        table = Table(title="audio durations (from the json field)")
+        for col in ("split", "clips", "total", "mean", "min", "max"):
+            table.add_column(col, justify="left" if col == "split" else "right")
+        for name, d in dur:
+            table.add_row(name, str(d["count"]), f"{d['total_s'] / 3600:.2f} h" if d["total_s"] >= 3600
+                          else f"{d['total_s']:.1f} s", f"{d['mean_s']:.2f} s", f"{d['min_s']:.2f} s",
+                          f"{d['max_s']:.2f} s")
+        console.print(table)
+
+    sk = s["skipped"]
+    if sk["count"]:
+        table = Table(title=f"{sk['count']} source clip(s) skipped while preparing (manifest)")
+        table.add_column("reason")
+        table.add_column("clips", justify="right")
+        for r in sk["reasons"][:20]:
+            table.add_row(r["reason"], str(r["count"]))
+        if len(sk["reasons"]) > 20:
+            table.add_row(f"... {len(sk['reasons']) - 20} more reasons", "")
+        console.print(table)
+    else:
+        console.print("no source clips were skipped")
+
+
+def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, split: str | None = None) -> Path:
+    """Draw the first `per_class` samples of each class to a PNG (see `avdata.contact_sheet`)."""
+    from avdata.contact_sheet import contact_sheet as _draw
+
+    return _draw(spec, out_png, per_class=per_class, split=split)

@@ -1,0 +1,1 @@
+"""Shards to batches: streaming, decoding, partitioning over ranks and workers, transforms."""

@@ -1,0 +1,1 @@
+"""The S-CMRL network and its baselines: neurons, embeddings, attention, fusion, loss."""

@@ -1,0 +1,1 @@
+"""The training loop, evaluation, schedule, checkpoints, distributed set-up and reports."""

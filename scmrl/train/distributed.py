@@ -1,0 +1,138 @@
+"""Single process or DDP under torchrun (one or many nodes).
+
+`init_distributed` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT):
+NCCL when training on CUDA (each process pinned to cuda:LOCAL_RANK), gloo on CPU. Metrics are reduced by
+summing counts (`all_reduce_sum`), never by averaging per-rank ratios. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from avdata.errors import AvdataError
+
+log = logging.getLogger("scmrl.train.distributed")
+
+__all__ = ["DistContext", "resolve_device", "init_distributed", "wrap_ddp", "unwrap", "all_reduce_sum",
+           "sync_buffers", "barrier", "cleanup"]
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # this process created the process group (and destroys it)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto | cpu | cuda | cuda:N -> a torch.device (cuda: this process's local GPU)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise AvdataError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+        if name == "cuda":
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device(name)
+    if name != "cpu":
+        raise AvdataError(f"--device {name}: expected auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistContext:
+    """Set up this process: from torchrun's environment when WORLD_SIZE > 1, else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world <= 1:
+        return DistContext(device=dev)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    owns = False
+    if not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **kwargs)
+        owns = True
+    ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns)
+    log.debug("rank %d of %d on %s (%s)", ctx.rank, ctx.world, dev, dist.get_backend())
+    return ctx
+
+
+def _unused_parameters(model: nn.Module, probe) -> bool:
+    """Whether some trainable parameter gets no gradient from one probe forward/backward."""
+    if probe is None:
+        return False
+    saved = [b.detach().clone() for b in model.buffers()]  # the probe must not move BN statistics
+    model.zero_grad(set_to_none=True)
+    out = probe(model)
+    out.backward()
+    unused = any(p.grad is None for p in model.parameters() if p.requires_grad)
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for b, s in zip(model.buffers(), saved):
+            b.copy_(s)
+    return unused
+
+
+def wrap_ddp(model: nn.Module, ctx: DistContext, probe=None) -> nn.Module:
+    """DistributedDataParallel on this process's device (no-op for a single process).
+
+    `probe(model) -> scalar loss` (optional) runs once to find out whether some parameters get no
+    gradient (then DDP is told to look for unused parameters every step)."""
+    if not ctx.distributed:
+        return model
+    find_unused = _unused_parameters(model, probe)
+    if find_unused:
+        log.info("some parameters get no gradient: DDP runs with find_unused_parameters=True")
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None,
+                                               find_unused_parameters=find_unused)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """In-place sum over ranks (counts, sums of losses, confusion matrices)."""
+    if ctx.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def sync_buffers(model: nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, e.g. before evaluation."""
+    if ctx.distributed:
+        for b in unwrap(model).buffers():
+            dist.broadcast(b.data, src=0)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        if ctx.device.type == "cuda":
+            dist.barrier(device_ids=[ctx.device.index])
+        else:
+            dist.barrier()
+
+
+def cleanup(ctx: DistContext) -> None:
+    if ctx.distributed and ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
