@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Sequence
 
 from avdata.atomic import atomic_write_text
-from avdata.fetch.download import DownloadReport, RemoteFile, fetch_files, is_remote
+from avdata.fetch.download import DownloadReport, RemoteFile, fetch_files
 from avdata.errors import AvdataError
 from avdata.fetch.sources import SourceFile, load_source_list, pinned_sources
+from avdata.fetch.urls import join_url
 
 log = logging.getLogger("avdata.fetch.download")
 
@@ -265,7 +266,7 @@ def plan_download(
         return [DownloadPlan("mnistdvs", base, files, {}, record_sums=True,
                              hint=_mirror_hint("mnistdvs", base, MNISTDVS_BASE))]
     if dataset == "ntidigits":
-        url = NTIDIGITS_URL if mirror is None else _join(mirror, NTIDIGITS_FILE)
+        url = NTIDIGITS_URL if mirror is None else join_url(mirror, NTIDIGITS_FILE)
         files = [RemoteFile(NTIDIGITS_FILE, md5=NTIDIGITS_MD5, url=url, check=_hdf5_check)]
         return [DownloadPlan("ntidigits", mirror or NTIDIGITS_URL, files, {}, record_sums=True,
                              hint=_mirror_hint("ntidigits", mirror or NTIDIGITS_URL, NTIDIGITS_URL))]
@@ -278,7 +279,7 @@ def plan_download(
     elif mirror.rstrip("/").rsplit("/", 1)[-1].lower().endswith(".zip"):
         url = mirror
     else:
-        url = _join(mirror, URBANSOUND_FILE)
+        url = join_url(mirror, URBANSOUND_FILE)
     headers = {"Authorization": _basic_auth(*creds)} if creds else {}
     if creds and mirror is not None:
         log.info("sending the Kaggle credentials of %s to %s (--mirror)", creds[0], url)
@@ -287,12 +288,6 @@ def plan_download(
                          hint="Kaggle answered with an error: check that the token is valid and that you "
                               f"accepted the dataset's terms at https://www.kaggle.com/datasets/{KAGGLE_DATASET}."
                          if mirror is None else "")]
-
-
-def _join(base: str, name: str) -> str:
-    if is_remote(base):
-        return base.rstrip("/") + "/" + name
-    return str(Path(base) / name)
 
 
 def download_dataset(

@@ -44,6 +44,7 @@ from avdata.hashing import CHUNK as HASH_CHUNK
 from avdata.fetch.lfs import MAX_POINTER_SIZE, describe_pointer, is_lfs_pointer
 from avdata.progress import make_progress
 from avdata.fetch.sources import SourceFile
+from avdata.fetch.urls import is_url, join_url, redact
 
 log = logging.getLogger("avdata.fetch.download")
 
@@ -201,35 +202,11 @@ class _Fail(Exception):
         self.http_status = http_status
 
 
-def is_remote(url: str) -> bool:
-    return urllib.parse.urlsplit(str(url)).scheme.lower() in ("http", "https")
-
-
-def join_url(base: str, rel: str) -> str:
-    """`base/rel` with `rel` percent-quoted for URLs; a plain path join for a local folder."""
-    if is_remote(base):
-        return base.rstrip("/") + "/" + urllib.parse.quote(rel, safe="/")
-    if base.startswith("file://"):
-        base = urllib.request.url2pathname(urllib.parse.urlsplit(base).path)
-    return str(Path(base) / rel)
-
-
 def _safe_rel(rel: str) -> str:
     p = Path(rel)
     if not rel or p.is_absolute() or ".." in p.parts or rel.startswith(("/", "\\")):
         raise AvdataError(f"refusing to download to {rel!r}: paths must be relative and stay inside the folder")
     return rel
-
-
-def _redact(url: str) -> str:
-    """The URL without user:password@ (never log credentials)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username or parts.password:
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 class _LocalResponse:
@@ -263,7 +240,7 @@ class _LocalResponse:
 
 
 def _open(url: str, headers: Mapping[str, str], timeout: float):
-    if not is_remote(url):
+    if not is_url(url):
         path = Path(join_url(url, "")) if url.startswith("file://") else Path(url)
         rng = headers.get("Range", "")
         offset = int(rng[len("bytes="):].rstrip("-")) if rng.startswith("bytes=") else 0
@@ -517,7 +494,7 @@ class _Transfer:
 
     def _run(self) -> FileResult:
         spec, cfg = self.spec, self.cfg
-        res = FileResult(path=spec.path, status="failed", url=_redact(self.url))
+        res = FileResult(path=spec.path, status="failed", url=redact(self.url))
         _drop_link(self.part)
         _drop_link(self.final)
         if self.final.exists():
@@ -621,7 +598,7 @@ class _Transfer:
             return  # a 416 meaning "you already have it all"
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise _Fail(f"could not connect to {_redact(self.url)} ({reason})", "network") from exc
+            raise _Fail(f"could not connect to {redact(self.url)} ({reason})", "network") from exc
         with resp:
             status = getattr(resp, "status", None) or 200
             length = _int(resp.headers.get("Content-Length"))
@@ -640,7 +617,7 @@ class _Transfer:
                     self._discard("server does not resume")
                 mode = "wb"
             else:
-                raise _Fail(f"unexpected HTTP {status} from {_redact(self.url)}", "http", http_status=status)
+                raise _Fail(f"unexpected HTTP {status} from {redact(self.url)}", "http", http_status=status)
             cap = spec.size if spec.size is not None else spec.max_size
             start_at = offset if mode == "ab" else 0
             if length is not None and start_at + length > cap:
@@ -655,7 +632,7 @@ class _Transfer:
 
     def _http_error(self, exc: urllib.error.HTTPError, offset: int) -> None:
         code = exc.code
-        url = _redact(self.url)
+        url = redact(self.url)
         with contextlib.suppress(Exception):
             exc.close()
         if code == 416:
@@ -812,7 +789,7 @@ def fetch_files(
                     stall_seconds=max(float(stall_seconds), 0.0), stall_bytes=max(int(stall_bytes), 0))
     start = time.monotonic()
     total = sum(s.size for s in specs if s.size is not None)
-    where = _redact(base_url) if base_url else "(per-file addresses)"
+    where = redact(base_url) if base_url else "(per-file addresses)"
     log.info("downloading %d file(s) (%s bytes known) from %s to %s", len(specs),
              f"{total:,}", where, dest)
     fatal: BaseException | None = None
@@ -901,7 +878,7 @@ def read_small(url: str, limit: int = MAX_UNDECLARED_SIZE, timeout: float = 60.0
             with _open(url, {}, cfg.socket_timeout) as resp:
                 length = _int(resp.headers.get("Content-Length"))
                 if length is not None and length > limit:
-                    raise AvdataError(f"{_redact(url)}: the server declares {length:,} bytes, more than the "
+                    raise AvdataError(f"{redact(url)}: the server declares {length:,} bytes, more than the "
                                       f"{limit:,} allowed for a {what}; is this the right address?")
                 parts: list[bytes] = []
                 got = 0
@@ -915,7 +892,7 @@ def read_small(url: str, limit: int = MAX_UNDECLARED_SIZE, timeout: float = 60.0
                         break
                     got += len(chunk)
                     if got > limit:
-                        raise AvdataError(f"{_redact(url)}: more than {limit:,} bytes, the most allowed for a "
+                        raise AvdataError(f"{redact(url)}: more than {limit:,} bytes, the most allowed for a "
                                           f"{what}; stopped reading. Is this the right address?")
                     parts.append(chunk)
                     stalled = watch.add(len(chunk))
@@ -928,7 +905,7 @@ def read_small(url: str, limit: int = MAX_UNDECLARED_SIZE, timeout: float = 60.0
             with contextlib.suppress(Exception):
                 exc.close()
             if exc.code == 404:
-                raise AvdataError(f"{_redact(url)}: not found (HTTP 404); is this the URL of a shards folder?") \
+                raise AvdataError(f"{redact(url)}: not found (HTTP 404); is this the URL of a shards folder?") \
                     from exc
             last = exc
         except _Fail as exc:
@@ -937,4 +914,4 @@ def read_small(url: str, limit: int = MAX_UNDECLARED_SIZE, timeout: float = 60.0
             last = exc
         if attempt + 1 < max(retries, 1):
             time.sleep(min(0.5 * 2 ** attempt, 4.0))
-    raise AvdataError(f"{_redact(url)}: could not be read after {max(retries, 1)} tries ({last})")
+    raise AvdataError(f"{redact(url)}: could not be read after {max(retries, 1)} tries ({last})")

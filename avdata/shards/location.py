@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from avdata.errors import AvdataError
+from avdata.fetch.urls import is_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, load_manifest, parse_manifest, shard_files
-
-
-def is_url(spec: str) -> bool:
-    return spec.startswith(("http://", "https://"))
 
 
 def read_url(url: str, timeout: float = 60.0, retries: int = 3) -> bytes:

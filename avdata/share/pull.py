@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from avdata.atomic import atomic_write_bytes
-from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files, is_remote, join_url
+from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files
+from avdata.fetch.urls import is_url, join_url
 from avdata.errors import AvdataError
 from avdata.shards.location import read_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, parse_manifest, shard_files
@@ -31,11 +32,11 @@ def _base(url: str) -> str:
         url = url[: -len(MANIFEST_NAME)]
     if url.startswith("file://"):
         url = join_url(url, "")
-    return url.rstrip("/") if is_remote(url) else str(Path(url))
+    return url.rstrip("/") if is_url(url) else str(Path(url))
 
 
 def _read(base: str, name: str, timeout: float) -> bytes:
-    if is_remote(base):
+    if is_url(base):
         return read_url(join_url(base, name), timeout=timeout)
     path = Path(base) / name
     if not path.is_file():

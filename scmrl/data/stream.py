@@ -78,7 +78,8 @@ from webdataset.filters import shuffle as wds_shuffle
 from webdataset.tariterators import group_by_keys
 
 from avdata.errors import AvdataError
-from avdata.shards.location import ShardsLocation, is_url, open_location
+from avdata.fetch.urls import is_url
+from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.manifest import MANIFEST_NAME, load_manifest
 
 from scmrl.data.spec_resize import resize_spectrogram
