@@ -1,9 +1,11 @@
-"""sha256 helpers: every file we fetch, write or verify goes through these."""
+"""sha256 (and md5, where a source publishes only that) of files: every file we fetch, write or verify
+is hashed here, read in 1 MiB chunks so big media never sits in memory whole."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Callable
 
 CHUNK = 1 << 20
 
@@ -12,10 +14,22 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks so big media never sits in memory whole."""
-    h = hashlib.sha256()
+def file_digests(path: str | Path, md5: bool = False,
+                 advance: Callable[[int], object] | None = None) -> tuple[str, str | None]:
+    """Hex sha256 of a file and, when `md5`, its hex md5 from the same single read (else None).
+    `advance(n)` is called after each chunk, for a progress bar over bytes."""
+    sha = hashlib.sha256()
+    m = hashlib.md5() if md5 else None
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+            sha.update(chunk)
+            if m is not None:
+                m.update(chunk)
+            if advance is not None:
+                advance(len(chunk))
+    return sha.hexdigest(), (m.hexdigest() if m is not None else None)
+
+
+def sha256_file(path: str | Path, advance: Callable[[int], object] | None = None) -> str:
+    """Hex sha256 of a file."""
+    return file_digests(path, advance=advance)[0]

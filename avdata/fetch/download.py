@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import email.message
 import errno
-import hashlib
 import http.client
 import logging
 import os
@@ -40,7 +39,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from avdata import __version__
 from avdata.errors import AvdataError
-from avdata.hashing import CHUNK as HASH_CHUNK
+from avdata.hashing import file_digests
 from avdata.fetch.lfs import MAX_POINTER_SIZE, describe_pointer, is_lfs_pointer
 from avdata.progress import make_progress
 from avdata.fetch.sources import SourceFile
@@ -353,17 +352,6 @@ def _read_some(resp, n: int) -> bytes:
     return read1(n) if read1 is not None else resp.read(n)
 
 
-def _hashes(path: Path, md5: bool) -> tuple[str, str | None]:
-    h = hashlib.sha256()
-    m = hashlib.md5() if md5 else None
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-            if m is not None:
-                m.update(chunk)
-    return h.hexdigest(), (m.hexdigest() if m is not None else None)
-
-
 class _Bar:
     """The shared progress bar: `completed` counts bytes received in this run; `total` is what this run
     has to receive (known sizes, less what is already on disk, plus what had to be received again)."""
@@ -556,7 +544,7 @@ class _Transfer:
         elif is_lfs_pointer(self.final) and (spec.size is None or spec.size > MAX_POINTER_SIZE):
             problem = "a Git LFS pointer stub"
         elif self.cfg.verify_existing != "size" or not spec.verifiable:
-            sha, md5 = _hashes(self.final, spec.md5 is not None)
+            sha, md5 = file_digests(self.final, spec.md5 is not None)
             if spec.sha256 is not None and sha != spec.sha256:
                 problem = f"sha256 {sha} instead of {spec.sha256}"
             elif spec.md5 is not None and md5 != spec.md5:
@@ -712,18 +700,18 @@ class _Transfer:
         spec = self.spec
         size = self.part.stat().st_size
         if size <= MAX_POINTER_SIZE and is_lfs_pointer(self.part):
-            sha, _ = _hashes(self.part, False)
+            sha, _ = file_digests(self.part)
             if spec.sha256 is None or sha != spec.sha256:
                 what = describe_pointer(self.part)
                 self._discard("LFS pointer")
                 raise _Fail(f"received a {what} instead of the file: {LFS_HINT}", "lfs-pointer", fatal=True,
                             expected_sha256=spec.sha256, actual_sha256=sha)
         if spec.size is not None and size != spec.size:
-            sha, _ = _hashes(self.part, False)
+            sha, _ = file_digests(self.part)
             self._discard("wrong size")
             raise _Fail(f"size mismatch: expected {spec.size:,} bytes, received {size:,}", "size",
                         expected_sha256=spec.sha256, actual_sha256=sha)
-        sha, md5 = _hashes(self.part, spec.md5 is not None)
+        sha, md5 = file_digests(self.part, spec.md5 is not None)
         if spec.sha256 is not None and sha != spec.sha256:
             self._discard("sha256 mismatch")
             raise _Fail(f"sha256 mismatch: expected {spec.sha256}, got {sha}", "checksum",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from avdata.errors import AvdataError
-from avdata.hashing import CHUNK
+from avdata.hashing import sha256_file
 from avdata.fetch.lfs import MAX_POINTER_SIZE, describe_pointer, is_lfs_pointer
 from avdata.progress import make_progress
 from avdata.fetch.sources import SourceFile
@@ -77,17 +77,6 @@ class RawReport:
         return f"{len(self.checks)} files: " + ", ".join(parts) + ("" if self.hashed else " (sizes only)")
 
 
-def _sha256(path: Path, advance) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            advance(len(chunk))
-    return h.hexdigest()
-
-
 def check_file(raw_dir: Path, spec: SourceFile, check_hash: bool = True, advance=lambda n: None) -> RawFileCheck:
     """Classify one file of the list."""
     path = raw_dir / spec.path
@@ -109,7 +98,7 @@ def check_file(raw_dir: Path, spec: SourceFile, check_hash: bool = True, advance
         res.detail = f"{size:,} bytes instead of {spec.size:,}"
         return res
     if check_hash:
-        res.actual_sha256 = _sha256(path, advance)
+        res.actual_sha256 = sha256_file(path, advance)
         if res.actual_sha256 != spec.sha256:
             res.status = "hash-mismatch"
             res.detail = f"sha256 {res.actual_sha256} instead of {spec.sha256}"
