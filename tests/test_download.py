@@ -18,8 +18,9 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from avdata.datasets import remote as dr
-from avdata.fetch import download as dl
+from avdata.fetch import transfer
 from avdata.fetch.download import DiskFullError, DownloadError, RemoteFile, fetch_files, fetch_url
+from avdata.fetch.session import LFS_ABORT_AFTER
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
 from avdata.fetch.sources import SourceFile, load_source_list, pinned_sources
@@ -230,9 +231,9 @@ def test_whole_mirror_of_lfs_pointers_stops_early(tmp_path):
         files.append(SourceFile(f.relative_to(src).as_posix(), 3000, sha256_file(f)))
     with serve_dir(src, lfs_pointer=True) as url:
         rep = fetch_files(url, files, tmp_path / "out", jobs=1, **FAST)
-        assert len(url.requests) == dl.LFS_ABORT_AFTER
+        assert len(url.requests) == LFS_ABORT_AFTER
     kinds = [r.kind for r in rep.failed]
-    assert kinds.count("lfs-pointer") == dl.LFS_ABORT_AFTER and kinds.count("stopped") == 20 - dl.LFS_ABORT_AFTER
+    assert kinds.count("lfs-pointer") == LFS_ABORT_AFTER and kinds.count("stopped") == 20 - LFS_ABORT_AFTER
     assert "LFS pointer" in next(r.reason for r in rep.failed if r.kind == "stopped")
 
 
@@ -259,7 +260,7 @@ def test_disk_full_stops_with_clear_message(served, tmp_path, monkeypatch):
         def __exit__(self, *exc):
             return False
 
-    monkeypatch.setattr(dl, "_open_part", lambda path, mode: Full())
+    monkeypatch.setattr(transfer, "open_part", lambda path, mode: Full())
     with serve_dir(src) as url, pytest.raises(DiskFullError) as info:
         fetch_files(url, files, tmp_path, jobs=1, **FAST)
     msg = str(info.value)

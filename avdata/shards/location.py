@@ -18,8 +18,8 @@ from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, load_manife
 
 
 def read_url(url: str, timeout: float = 60.0, retries: int = 3) -> bytes:
-    """GET a manifest-sized file, bounded (see `avdata.fetch.download.read_small`); names the URL when it fails."""
-    from avdata.fetch.download import read_small
+    """GET a manifest-sized file, bounded (see `avdata.fetch.transport.read_small`); names the URL when it fails."""
+    from avdata.fetch.transport import read_small
 
     return read_small(url, MAX_MANIFEST_SIZE, timeout=timeout, retries=retries, what="manifest")
 

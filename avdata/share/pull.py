@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from avdata.atomic import atomic_write_bytes
+from avdata.fetch.disk import drop_link
 from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files
 from avdata.fetch.urls import is_url, join_url
 from avdata.errors import AvdataError
@@ -96,14 +97,12 @@ def pull(
     files = [RemoteFile(path=e["file"], size=int(e["bytes"]), sha256=str(e["sha256"]).lower()) for e in entries]
 
     local_manifest = to / MANIFEST_NAME
-    if local_manifest.is_symlink():
-        log.warning("%s is a symbolic link; removing the link (its target is left alone)", local_manifest)
-        local_manifest.unlink()
+    drop_link(local_manifest)
     held = _dataset_in(local_manifest) if local_manifest.exists() else None
     if held is not None and held != manifest["dataset"] and not overwrite:
         raise AvdataError(f"{to} already holds the dataset {held!r} (its {MANIFEST_NAME}), not "
-                          f"{manifest['dataset']!r}; choose another --to folder, or pass --overwrite to replace it (its shards would "
-                          "stay beside the new ones)")
+                          f"{manifest['dataset']!r}; choose another --to folder, or pass --overwrite to replace it "
+                          "(its shards would stay beside the new ones)")
     to.mkdir(parents=True, exist_ok=True)
     if local_manifest.exists() and local_manifest.read_bytes() != raw_manifest:
         # The folder holds another version: it is not complete until this pull finishes.

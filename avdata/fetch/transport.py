@@ -1,0 +1,197 @@
+"""Opening a source and reading from it under the project's rules for untrusted servers.
+
+A source is an http(s) URL or a local path (or file:// URL): both answer like an HTTP response, with
+`Range: bytes=N-` honoured, so the transfer code has one path for both. Reads take whatever one socket
+read gives (`read_some`) so that a trickle is seen by the stall rule (`StallWatch`) rather than waited
+out. `read_small` fetches a manifest-sized file into memory under the same caps and deadlines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+import http.client
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping
+
+from avdata import __version__
+from avdata.errors import AvdataError
+from avdata.fetch.urls import is_url, join_url, redact
+
+USER_AGENT = f"avdata/{__version__} (python-urllib)"
+READ_CHUNK = 1 << 18  # 256 KiB per read from the socket
+#: Cap for a file whose size is not declared (a dataset card, a manifest): far above any real one.
+MAX_UNDECLARED_SIZE = 64 << 20
+#: The stall rule's defaults: an attempt that receives fewer than STALL_BYTES in STALL_SECONDS is aborted.
+STALL_SECONDS = 60.0
+STALL_BYTES = 16 << 10
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<?xml version")
+
+
+class LocalResponse:
+    """A local file answering like an HTTP response (200, or 206 for a range)."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        size = path.stat().st_size
+        self.headers = email.message.Message()
+        if offset and offset >= size:
+            hdrs = email.message.Message()
+            hdrs["Content-Range"] = f"bytes */{size}"
+            raise urllib.error.HTTPError(str(path), 416, "Range Not Satisfiable", hdrs, None)
+        self._f = open(path, "rb")
+        self._f.seek(offset)
+        self.status = 206 if offset else 200
+        self.headers["Content-Length"] = str(size - offset)
+        if offset:
+            self.headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "LocalResponse":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_source(url: str, headers: Mapping[str, str], timeout: float):
+    """Open `url` (http(s), file:// or a local path) with `headers`; HTTP errors raise HTTPError for both.
+    An Authorization header is never forwarded to another host on a redirect."""
+    if not is_url(url):
+        path = Path(join_url(url, "")) if url.startswith("file://") else Path(url)
+        rng = headers.get("Range", "")
+        offset = int(rng[len("bytes="):].rstrip("-")) if rng.startswith("bytes=") else 0
+        if not path.is_file():
+            raise urllib.error.HTTPError(url, 404, "Not Found", email.message.Message(), None)
+        return LocalResponse(path, offset)
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    for key, value in headers.items():
+        if key.lower() == "authorization":
+            req.add_unredirected_header(key, value)
+        else:
+            req.add_header(key, value)
+    return urllib.request.urlopen(req, timeout=timeout)
+
+
+def content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
+    """Parse 'bytes a-b/N' or 'bytes */N' -> (a, b, N); missing parts are None."""
+    if not value or not value.strip().lower().startswith("bytes"):
+        return None, None, None
+    spec = value.strip()[5:].strip()
+    rng, _, total = spec.partition("/")
+    total_n = int(total) if total.strip().isdigit() else None
+    if "-" in rng:
+        a, _, b = rng.partition("-")
+        if a.strip().isdigit() and b.strip().isdigit():
+            return int(a), int(b), total_n
+    return None, None, total_n
+
+
+def header_int(value: str | None) -> int | None:
+    """An integer header (Content-Length); None when absent or not a number."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def read_some(resp, n: int) -> bytes:
+    """Whatever one socket read gives, up to n (so that a trickle is seen, not waited out in read(n))."""
+    read1 = getattr(resp, "read1", None)
+    return read1(n) if read1 is not None else resp.read(n)
+
+
+def looks_like_html(head: bytes) -> bool:
+    """True when a body starts like a web page (a captive portal, an error page, a wrong mirror)."""
+    return head.lstrip()[:32].lower().startswith(_HTML_STARTS)
+
+
+def socket_timeout(timeout: float, stall_seconds: float) -> float:
+    """A silent connection is a stall too: no single read waits longer than the stall window."""
+    return min(timeout, stall_seconds) if stall_seconds > 0 else timeout
+
+
+class StallWatch:
+    """The minimum-progress rule: fewer than `min_bytes` in any `seconds`-long window aborts an attempt."""
+
+    def __init__(self, seconds: float, min_bytes: int) -> None:
+        self.seconds, self.min_bytes = seconds, min_bytes
+        self.start = time.monotonic()
+        self.got = 0
+
+    def add(self, n: int) -> str | None:
+        """Count `n` bytes; a reason when the window closed with too few."""
+        if self.seconds <= 0:
+            return None
+        self.got += n
+        now = time.monotonic()
+        if now - self.start < self.seconds:
+            return None
+        if self.got < self.min_bytes:
+            return (f"stalled: {self.got:,} bytes in {now - self.start:.0f}s (the rule is at least "
+                    f"{self.min_bytes:,} bytes every {self.seconds:g}s; see --stall-timeout)")
+        self.start, self.got = now, 0
+        return None
+
+
+def read_small(url: str, limit: int = MAX_UNDECLARED_SIZE, timeout: float = 60.0, retries: int = 3,
+               what: str = "file", stall_seconds: float = STALL_SECONDS, stall_bytes: int = STALL_BYTES) -> bytes:
+    """GET a small file (a manifest) into memory: at most `limit` bytes, under the stall rule, with a few
+    retries; an AvdataError naming the URL when it fails or is larger than `limit`."""
+    read_timeout = socket_timeout(timeout, stall_seconds)
+    tries = max(retries, 1)
+    last: Exception | None = None
+    for attempt in range(tries):
+        try:
+            return _read_capped(url, limit, what, read_timeout, stall_seconds, stall_bytes)
+        except urllib.error.HTTPError as exc:
+            with contextlib.suppress(Exception):
+                exc.close()
+            if exc.code == 404:
+                raise AvdataError(f"{redact(url)}: not found (HTTP 404); is this the URL of a shards folder?") \
+                    from exc
+            last = exc
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            last = exc
+        if attempt + 1 < tries:
+            time.sleep(min(0.5 * 2 ** attempt, 4.0))
+    raise AvdataError(f"{redact(url)}: could not be read after {tries} tries ({last})")
+
+
+def _read_capped(url: str, limit: int, what: str, read_timeout: float, stall_seconds: float,
+                 stall_bytes: int) -> bytes:
+    """One attempt of `read_small`: the whole body, or AvdataError past `limit`; a stall raises
+    TimeoutError and a short body ConnectionError (both retried)."""
+    with open_source(url, {}, read_timeout) as resp:
+        length = header_int(resp.headers.get("Content-Length"))
+        if length is not None and length > limit:
+            raise AvdataError(f"{redact(url)}: the server declares {length:,} bytes, more than the "
+                              f"{limit:,} allowed for a {what}; is this the right address?")
+        parts: list[bytes] = []
+        got = 0
+        watch = StallWatch(stall_seconds, stall_bytes)
+        while True:
+            try:
+                chunk = read_some(resp, min(READ_CHUNK, limit - got + 1))
+            except TimeoutError as exc:
+                raise TimeoutError(f"stalled: nothing received for {read_timeout:g}s") from exc
+            if not chunk:
+                break
+            got += len(chunk)
+            if got > limit:
+                raise AvdataError(f"{redact(url)}: more than {limit:,} bytes, the most allowed for a "
+                                  f"{what}; stopped reading. Is this the right address?")
+            parts.append(chunk)
+            stalled = watch.add(len(chunk))
+            if stalled:
+                raise TimeoutError(stalled)
+        if length is not None and got < length:
+            raise ConnectionError(f"connection closed after {got:,} of {length:,} bytes")
+        return b"".join(parts)
