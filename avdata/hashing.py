@@ -1,5 +1,9 @@
-"""sha256 (and md5, where a source publishes only that) of files: every file we fetch, write or verify
-is hashed here, read in 1 MiB chunks so big media never sits in memory whole."""
+"""sha256 (and md5, where a source publishes only that) of files on disk: every file we fetch, prepare,
+merge or verify is hashed here, read in 1 MiB chunks so big media never sits in memory whole.
+
+Bytes that are hashed as they pass, with no file to read back (a shard as the tar writer emits it, a
+remote shard as `verify` streams it), update a `hashlib.sha256()` of their own instead of a second read.
+"""
 
 from __future__ import annotations
 

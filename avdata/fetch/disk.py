@@ -33,6 +33,7 @@ class DiskFullError(AvdataError):
 
 
 def part_path(final: Path) -> Path:
+    """Where `final` is received before it is checked and renamed."""
     return final.with_name(final.name + PART_SUFFIX)
 
 

@@ -12,11 +12,7 @@ Servers are not trusted: a body is never written past its declared size (or MAX_
 none is declared), an attempt that receives fewer than `stall_bytes` in `stall_seconds` is aborted and
 retried, an HTML page served in place of a file is named as such, a run of identical failures on the
 first files stops the download early, and `.part` files are opened so that a planted symlink is never
-followed.
-
-The parts: `transport` (opening a source, reading under the stall rule, `read_small`), `transfer` (one
-file), `checks` (is it the expected file), `disk` (the `.part` file, a full disk), `session` (what one
-run's transfers share), `results` (the types below), `urls` (addresses).
+followed. How each part does it: see the modules listed in `avdata.fetch`.
 """
 
 from __future__ import annotations

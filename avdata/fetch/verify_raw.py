@@ -16,6 +16,7 @@ from typing import Sequence
 
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
+from avdata.fetch.disk import part_path
 from avdata.fetch.lfs import MAX_POINTER_SIZE, describe_pointer, is_lfs_pointer
 from avdata.progress import make_progress
 from avdata.fetch.sources import SourceFile
@@ -83,9 +84,8 @@ def check_file(raw_dir: Path, spec: SourceFile, check_hash: bool = True, advance
     res = RawFileCheck(path=spec.path, status="ok", expected_size=spec.size, expected_sha256=spec.sha256)
     if not path.is_file():
         res.status = "missing"
-        part = path.with_name(path.name + ".part")
         res.detail = "not there" + (" (a partial download .part is: rerun `avdata download` to finish it)"
-                                    if part.exists() else "")
+                                    if part_path(path).exists() else "")
         return res
     size = path.stat().st_size
     res.actual_size = size

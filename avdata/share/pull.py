@@ -8,6 +8,7 @@ complete folder; rerunning the pull resumes it.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -51,8 +52,6 @@ def _read(base: str, name: str, timeout: float) -> bytes:
 
 def _dataset_in(manifest_path: Path) -> str | None:
     """The dataset named by the manifest already in the target folder (None: none readable there)."""
-    import json
-
     try:
         with open(manifest_path, "rb") as f:
             found = json.loads(f.read(MAX_MANIFEST_SIZE))
