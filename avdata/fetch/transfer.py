@@ -44,7 +44,6 @@ class Transfer:
         self.session = 0  # bytes of the current .part received in this run (counted on the bar)
         self.grown = 0  # for a file of unknown size: bytes added to the bar's total from Content-Length
 
-    # -- bookkeeping on the progress bar
     def _discard(self, why: str) -> None:
         """Delete the .part; its bytes will have to be received again."""
         if self.part.exists():
