@@ -30,11 +30,3 @@ class MediaError(AvdataError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
-
-
-class ChecksumError(AvdataError):
-    def __init__(self, path: str | Path, expected: str, actual: str) -> None:
-        self.path = str(path)
-        self.expected = expected
-        self.actual = actual
-        super().__init__(f"{path}: sha256 mismatch: expected {expected}, got {actual}")

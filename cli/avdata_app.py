@@ -17,17 +17,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Command modules; each defines register(app). Missing ones are skipped so partial checkouts still run.
+# Command modules; each defines register(app).
 COMMAND_MODULES = ["cmd_download", "cmd_prepare", "cmd_inspect", "cmd_share", "cmd_demo"]
 
 for _name in COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(f"avdata.cli.{_name}")
-    except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is not yet written
-        if exc.name != f"avdata.cli.{_name}":
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(f"avdata.cli.{_name}").register(app)
 
 
 def main() -> None:

@@ -1,18 +1,12 @@
-"""Seeded, reproducible split assignment.
-
-Python's `random.Random` seeded with a string gives the same sequence on every platform and Python
-version since 3.2, so a split depends only on the seed, the salt and the sorted inputs.
-"""
+"""Seeded, reproducible split assignment: a split depends only on the seed, the salt and the sorted
+inputs (see `avdata.rng.seeded_rng`)."""
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from typing import Hashable, Iterable, Sequence
 
-
-def seeded_rng(seed: int, salt: str) -> random.Random:
-    return random.Random(f"avdata:{seed}:{salt}")
+from avdata.rng import seeded_rng
 
 
 def seeded_shuffle(items: Iterable, seed: int, salt: str) -> list:
