@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from avdata.prepare.engine import PrepareResult, PrepareSettings, prepare
-from avdata.datasets.recipe import get_recipe
+from avdata.datasets.registry import get_recipe
 
 log = logging.getLogger("avdata.demo")
 

@@ -189,7 +189,7 @@ def timed_pool(fn, tasks, jobs: int) -> float:
 
 def timed_prepare(raw: Path, shards: Path, jobs: int) -> float:
     from avdata.prepare.engine import PrepareSettings, prepare
-    from avdata.datasets.recipe import get_recipe
+    from avdata.datasets.registry import get_recipe
     from avdata.datasets.cremad.recipe import CremadOptions
 
     t0 = time.perf_counter()
@@ -288,7 +288,7 @@ def main() -> None:
 
 def run_generated(args, work: Path) -> None:
     from avdata.prepare.engine import PrepareSettings, prepare
-    from avdata.datasets.recipe import get_recipe
+    from avdata.datasets.registry import get_recipe
     from avdata.datasets.cremad.recipe import CremadOptions
     from avdata.datasets.cremad.synth import make_cremad_raw
 

@@ -19,7 +19,7 @@ def demo(
 ) -> None:
     """Generate a small CREMA-D-format raw tree (real FLV + WAV), prepare it, verify it, draw a contact sheet."""
     from avdata.demo import run_demo
-    from avdata.prepare.engine import print_summary
+    from avdata.cli.cmd_prepare import print_summary
 
     setup_logging()
     try:

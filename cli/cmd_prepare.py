@@ -1,50 +1,102 @@
-"""`avdata prepare <dataset>` and `avdata merge`."""
+"""`avdata prepare <dataset>` (one command per registered recipe, its flags generated from the recipe's
+options dataclass) and `avdata merge`."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
+from avdata.cli.dataset_group import click_command, dataset_group
+from avdata.cli.errors import fail
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
-from avdata.cli.errors import fail
 
-prepare_app = typer.Typer(
-    help="Convert raw data into WebDataset shards per split, with manifest.json and a dataset card.",
-    no_args_is_help=True,
-)
-
-RawOpt = typer.Option(..., "--raw", help="Folder of raw files as downloaded (or a zip, where the dataset allows).")
-OutOpt = typer.Option(..., "--out", help="Output shards folder (created). A rerun into it resumes.")
-JobsOpt = typer.Option(1, "--jobs", "-j", min=1, help="Parallel worker processes. Output bytes do not depend on it.")
-PerShardOpt = typer.Option(256, "--samples-per-shard", min=1, help="Samples per shard file.")
-PartOpt = typer.Option(None, "--part", help="Prepare only part i/N (0-based i) of the shards, e.g. for a cluster "
-                       "array job; then `avdata merge` the outputs.")
-StrictOpt = typer.Option(False, "--strict", help="Stop at the first bad clip instead of skipping and recording it.")
-OverwriteOpt = typer.Option(False, "--overwrite", help="Replace shards in --out that were made with other options.")
-ValOpt = typer.Option(None, "--val-fraction", min=0.0, max=0.99,
-                      help="Fraction of the training part held out as a seeded validation split (0 keeps train "
-                      "whole) [default: 0.1; --protocol reference: 0].")
-ProtocolOpt = typer.Option("ours", "--protocol", help="ours | reference: the authors' data, with no validation "
-                           "split (and their split, spectrogram and sample counts, which are checked).")
-SeedOpt = typer.Option(42, "--seed", help="Seed of every random choice made while preparing (splits).")
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log every file handled.")
 
+# The options every dataset's prepare command takes (run settings, which do not change the output bytes
+# except --samples-per-shard), declared once; --raw's help and --samples-per-shard's default are the recipe's.
+_COMMON: list[tuple[str, Any, Any]] = [
+    ("out", Path, typer.Option(..., "--out", help="Output shards folder (created). A rerun into it resumes.")),
+    ("jobs", int, typer.Option(1, "--jobs", "-j", min=1, help="Parallel worker processes. Output bytes do not "
+                               "depend on it.")),
+    ("part", Optional[str], typer.Option(None, "--part", help="Prepare only part i/N (0-based i) of the shards, "
+                                         "e.g. for a cluster array job; then `avdata merge` the outputs.")),
+    ("strict", bool, typer.Option(False, "--strict", help="Stop at the first bad clip instead of skipping and "
+                                  "recording it.")),
+    ("overwrite", bool, typer.Option(False, "--overwrite", help="Replace shards in --out that were made with "
+                                     "other options.")),
+    ("verbose", bool, VerboseOpt),
+]
+_PROTOCOL = typer.Option("ours", "--protocol", help="ours | reference: the authors' data, with no validation split "
+                         "(and their split, spectrogram and sample counts, which are checked).")
 
-def _run(recipe_name: str, raw: Path, out: Path, options, jobs: int, samples_per_shard: int,
+
+def _parameters(recipe: Any) -> list[inspect.Parameter]:
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("options", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              inspect.Parameter("raw", keyword, annotation=Path,
+                                default=typer.Option(..., "--raw", help=recipe.raw_help))]
+    params += [inspect.Parameter(name, keyword, annotation=tp, default=default) for name, tp, default in _COMMON]
+    params.append(inspect.Parameter("samples_per_shard", keyword, annotation=int, default=typer.Option(
+        recipe.samples_per_shard, "--samples-per-shard", min=1, help="Samples per shard file.")))
+    if recipe.reference is not None:
+        params.append(inspect.Parameter("protocol", keyword, annotation=str, default=_PROTOCOL))
+    return params
+
+
+def _protocol_overrides(recipe: Any) -> dict[str, dict[str, Any]]:
+    """--val-fraction's default comes from --protocol, so the flag itself defaults to None."""
+    if recipe.reference is None:
+        return {}
+    field = {f.name: f for f in dataclasses.fields(recipe.options_type)}.get("val_fraction")
+    if field is None:
+        raise TypeError(f"{recipe.__name__}: `reference` is set, so its options need a val_fraction field")
+    return {"val_fraction": {"default": None, "help": field.metadata.get("help", "") +
+                             f" Default: {field.default}; 0 with --protocol reference."}}
+
+
+def build_prepare_command(name: str) -> Any:
+    """`avdata prepare <name>`: the recipe's option fields as flags, plus the common ones."""
+    from avdata.datasets.registry import recipe_class
+
+    from avdata.cli.dataclass_options import command_from
+
+    recipe = recipe_class(name)
+
+    def body(options: Any, *, raw: Path, out: Path, jobs: int, part: Optional[str], strict: bool,
+             overwrite: bool, verbose: bool, samples_per_shard: int, protocol: str | None = None) -> None:
+        if recipe.reference is not None:
+            from avdata.prepare.protocol import resolve_prepare_protocol
+
+            try:
+                values = dataclasses.asdict(options)
+                val = resolve_prepare_protocol(protocol, name, values.pop("val_fraction"), **values)
+            except AvdataError as exc:
+                fail(exc)
+            options = dataclasses.replace(options, val_fraction=val)
+        _run(name, raw, out, options, jobs, samples_per_shard, part, strict, overwrite, verbose)
+
+    body.__signature__ = inspect.Signature(_parameters(recipe))  # type: ignore[attr-defined]
+    command = command_from(recipe.options_type, body, overrides=_protocol_overrides(recipe))
+    return click_command(name, command, help=recipe.summary or None)
+
+
+def _run(recipe_name: str, raw: Path, out: Path, options: Any, jobs: int, samples_per_shard: int,
          part: Optional[str], strict: bool, overwrite: bool, verbose: bool) -> None:
+    from avdata.datasets.registry import get_recipe
+    from avdata.prepare import engine
     from avdata.prepare.lifeline import Terminated, sigterm_as_interrupt
-    from avdata.prepare.engine import PrepareSettings, parse_part, prepare, print_summary
-    from avdata.datasets.recipe import get_recipe
 
     setup_logging(verbose)
     try:
-        settings = PrepareSettings(samples_per_shard=samples_per_shard, jobs=jobs, part=parse_part(part),
-                                   strict=strict, overwrite=overwrite)
+        settings = engine.PrepareSettings(samples_per_shard=samples_per_shard, jobs=jobs,
+                                          part=engine.parse_part(part), strict=strict, overwrite=overwrite)
         with sigterm_as_interrupt():  # `kill` stops it as Ctrl-C does: workers stopped, finished shards kept
-            result = prepare(get_recipe(recipe_name), raw, out, options, settings)
+            result = engine.prepare(get_recipe(recipe_name), raw, out, options, settings)
     except AvdataError as exc:
         fail(exc)
     except KeyboardInterrupt as exc:
@@ -53,113 +105,44 @@ def _run(recipe_name: str, raw: Path, out: Path, options, jobs: int, samples_per
     print_summary(result)
 
 
-@prepare_app.command("cremad")
-def prepare_cremad(
-    raw: Path = RawOpt,
-    out: Path = OutOpt,
-    split: str = typer.Option("standard", "--split", help="standard: the published 6,698/744 clip split; "
-                              "actor: speaker-independent, seeded actors held out for test (and validation)."),
-    val_fraction: Optional[float] = ValOpt,
-    protocol: str = ProtocolOpt,
-    test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.9,
-                                        help="With --split actor: fraction of actors held out for test."),
-    seed: int = SeedOpt,
-    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Store K evenly spaced frames per clip "
-                                         "instead of the reference's first frame of each second."),
-    short_side: int = typer.Option(256, "--short-side", min=16, help="Resize stored frames so the short side "
-                                   "is this (256 lets Resize(256)+CenterCrop(128) run at train time)."),
-    spectrogram: str = typer.Option("reference", "--spectrogram", help="reference: log linear STFT, 257 bins "
-                                    "(n_fft 512, hop 353 at 22,050 Hz); logmel: 128 log-mel bins."),
-    known_bad: str = typer.Option("skip", "--known-bad", help="The 4 clips CREMA-D's README lists as broken: "
-                                  "skip (and record) or keep (process them like any clip)."),
-    jobs: int = JobsOpt,
-    samples_per_shard: int = PerShardOpt,
-    part: Optional[str] = PartOpt,
-    strict: bool = StrictOpt,
-    overwrite: bool = OverwriteOpt,
-    verbose: bool = VerboseOpt,
-) -> None:
-    """CREMA-D: FLV video frames + WAV spectrogram per clip, 6 emotion classes."""
-    from avdata.prepare.protocol import resolve_prepare_protocol
-    from avdata.datasets.cremad.recipe import CremadOptions
+def print_summary(result: Any) -> None:
+    """Per-split counts and every skipped clip with its reason, on the console (a PrepareResult)."""
+    from rich.table import Table
 
-    try:
-        val_fraction = resolve_prepare_protocol(protocol, "cremad", val_fraction, split=split, spectrogram=spectrogram)
-    except AvdataError as exc:
-        fail(exc)
-    opts = CremadOptions(split=split, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                         frames=frames, short_side=short_side, spectrogram=spectrogram, known_bad=known_bad)
-    _run("cremad", raw, out, opts, jobs, samples_per_shard, part, strict, overwrite, verbose)
+    console.print(f"[bold]{result.out}[/]: {len(result.written)} shard(s) written, {len(result.kept)} kept")
+    if not result.complete or result.manifest is None:
+        console.print("part done; the manifest is written once all parts are (`avdata merge`)")
+        return
+    m = result.manifest
+    table = Table(title=f"{m['dataset']}: samples per split and class")
+    table.add_column("split")
+    table.add_column("samples", justify="right")
+    for c in m["classes"]:
+        table.add_column(c, justify="right")
+    for split, entry in m["splits"].items():
+        table.add_row(split, str(entry["num_samples"]), *(str(entry["class_counts"][c]) for c in m["classes"]))
+    console.print(table)
+    for split, entry in m["splits"].items():
+        for name, st in entry.get("sample_stats", {}).items():
+            console.print(f"{split} {name}: min {st['min']:.4f}, median {st['median']:.4f}, max {st['max']:.4f} "
+                          f"(mean {st['mean']:.4f}) over {st['samples']} samples", markup=False, soft_wrap=True)
+    if m["skipped"]:
+        console.print(f"[yellow]{len(m['skipped'])} clip(s) skipped[/] (listed in manifest.json):")
+        for s in m["skipped"]:
+            console.print(f"  {s['key']} ({s.get('split', '')}): {s['path']}: {s['reason']}", markup=False)
 
 
-@prepare_app.command("urbansound8k-av")
-def prepare_urbansound(
-    raw: Path = typer.Option(..., "--raw", help="The Kaggle zip of lingyueguo/urbansound8k-av or the folder it "
-                             "unpacks to (holding Dataset_v3_vision/ and Dataset_v3_sound/)."),
-    out: Path = OutOpt,
-    train_fraction: float = typer.Option(0.7, "--train-fraction", min=0.05, max=0.95,
-                                         help="First fraction of each class's files (sorted by name) used for "
-                                         "training, the rest for test, as the reference."),
-    val_fraction: Optional[float] = ValOpt,
-    protocol: str = ProtocolOpt,
-    seed: int = SeedOpt,
-    short_side: int = typer.Option(256, "--short-side", min=16, help="Resize images so the short side is this."),
-    spectrogram: str = typer.Option("reference", "--spectrogram", help="reference (257-bin log STFT) or logmel."),
-    jobs: int = JobsOpt,
-    samples_per_shard: int = PerShardOpt,
-    part: Optional[str] = PartOpt,
-    strict: bool = StrictOpt,
-    overwrite: bool = OverwriteOpt,
-    verbose: bool = VerboseOpt,
-) -> None:
-    """UrbanSound8K-AV: each sound's paired image + spectrogram, 10 urban sound classes."""
-    from avdata.prepare.protocol import resolve_prepare_protocol
-    from avdata.datasets.urbansound8k_av.recipe import UrbanSoundOptions
+def _recipe_names() -> list[str]:
+    from avdata.datasets.registry import recipe_names
 
-    try:
-        val_fraction = resolve_prepare_protocol(protocol, "urbansound8k-av", val_fraction,
-                                                train_fraction=train_fraction, spectrogram=spectrogram)
-    except AvdataError as exc:
-        fail(exc)
-    opts = UrbanSoundOptions(train_fraction=train_fraction, val_fraction=val_fraction, seed=seed,
-                             short_side=short_side, spectrogram=spectrogram)
-    _run("urbansound8k-av", raw, out, opts, jobs, samples_per_shard, part, strict, overwrite, verbose)
+    return recipe_names()
 
 
-@prepare_app.command("mnistdvs-ntidigits")
-def prepare_events(
-    raw: Path = typer.Option(..., "--raw", help="Folder holding the MNIST-DVS zips grabbed_data0..9.zip (or their "
-                             "unpacked folders) and the N-TIDIGITS18 HDF5 file."),
-    out: Path = OutOpt,
-    bins: int = typer.Option(16, "--bins", min=1, help="Time bins T per sample (equal windows over each recording)."),
-    scale: int = typer.Option(16, "--scale", help="MNIST-DVS digit scale to use: 4, 8 or 16."),
-    sensor: str = typer.Option("downsample", "--sensor", help="How the 128x128 DVS becomes 28x28: downsample "
-                               "(x*28//128) or crop (the central 28x28 window; events outside it are dropped, and the "
-                               "share dropped is recorded per sample and per split and shown in the summary)."),
-    per_class: int = typer.Option(1000, "--per-class", min=2, help="MNIST-DVS recordings per class "
-                                  "(half train, half test; the reference uses 1000)."),
-    val_fraction: Optional[float] = ValOpt,
-    protocol: str = ProtocolOpt,
-    seed: int = SeedOpt,
-    keep_events: bool = typer.Option(False, "--keep-events", help="Also store the raw events of both modalities."),
-    jobs: int = JobsOpt,
-    samples_per_shard: int = typer.Option(1000, "--samples-per-shard", min=1, help="Samples per shard file."),
-    part: Optional[str] = PartOpt,
-    strict: bool = StrictOpt,
-    overwrite: bool = OverwriteOpt,
-    verbose: bool = VerboseOpt,
-) -> None:
-    """MNISTDVS-NTIDIGITS: binned DVS digit events paired with binned cochlea spoken-digit events."""
-    from avdata.prepare.protocol import resolve_prepare_protocol
-    from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions
-
-    try:
-        val_fraction = resolve_prepare_protocol(protocol, "mnistdvs-ntidigits", val_fraction, per_class=per_class)
-    except AvdataError as exc:
-        fail(exc)
-    opts = EventOptions(bins=bins, scale=scale, sensor=sensor, per_class=per_class, val_fraction=val_fraction,
-                        seed=seed, keep_events=keep_events)
-    _run("mnistdvs-ntidigits", raw, out, opts, jobs, samples_per_shard, part, strict, overwrite, verbose)
+prepare_app = typer.Typer(
+    cls=dataset_group(_recipe_names, build_prepare_command),
+    help="Convert raw data into WebDataset shards per split, with manifest.json and a dataset card.",
+    no_args_is_help=True,
+)
 
 
 def merge_cmd(
@@ -175,8 +158,7 @@ def merge_cmd(
     try:
         manifest = merge(out, parts) if parts else assemble(out)
     except AvdataError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2)
+        fail(exc)
     total = sum(s["num_samples"] for s in manifest["splits"].values())
     console.print(f"merged {out}: {total} samples in {len(manifest['splits'])} split(s)")
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from avdata.shards.manifest import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
-from avdata.datasets.recipe import get_recipe
+from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions, assign_splits, perceived
 from avdata.fetch.sources import manifest_dir
 from avdata.datasets.cremad.synth import make_cremad_raw

@@ -19,7 +19,7 @@ from avdata.media import video
 from avdata.hashing import sha256_file
 from avdata.shards.manifest import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
-from avdata.datasets.recipe import get_recipe
+from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions, demographics, perceived
 from avdata.fetch.sources import load_source_list, manifest_dir, pinned_sources
 from avdata.fetch.verify_raw import verify_raw

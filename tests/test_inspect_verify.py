@@ -111,7 +111,7 @@ def make_event_folder(out: Path) -> Path:
 
 def make_toy_folder(out: Path, raw: Path) -> Path:
     from avdata.prepare.engine import PrepareSettings, prepare
-    from avdata.datasets.recipe import get_recipe, register_recipe
+    from avdata.datasets.registry import get_recipe, register_recipe
     from tests.toy_recipe import ToyOptions, make_toy_raw
 
     register_recipe("toy", "tests.toy_recipe:ToyRecipe")

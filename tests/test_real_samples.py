@@ -20,7 +20,7 @@ from avdata.media.audio import SPEC_PRESETS, audio_features, load_audio, resampl
 from avdata.media.events import bin_dvs, read_aedat2, reduce_to_sensor
 from avdata.shards.manifest import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
-from avdata.datasets.recipe import get_recipe
+from avdata.datasets.registry import get_recipe
 from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions
 from avdata.datasets.urbansound8k_av.recipe import CLASSES as US_CLASSES
 from avdata.datasets.urbansound8k_av.recipe import UrbanSoundOptions

@@ -529,7 +529,7 @@ PREPARE_SLOWLY = r"""
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from avdata.datasets.recipe import register_recipe
+from avdata.datasets.registry import register_recipe
 register_recipe("toy", "tests.toy_recipe:ToyRecipe")
 from tests.toy_recipe import ToyOptions
 from avdata.cli.cmd_prepare import _run

@@ -1,8 +1,11 @@
 """The recipe contract: a dataset recipe lists its work items and turns one item into sample fields.
 
-The engine (`avdata/prepare.py`) does everything else (parallelism, shards, resume, manifest, card), so
-a recipe stays a small module: `plan()` says which clips go to which split, `process()` is a pure
+The engine (`avdata.prepare.engine`) does everything else (parallelism, shards, resume, manifest, card),
+so a recipe stays a small module: `plan()` says which clips go to which split, `process()` is a pure
 function of one item and the options, which makes the output independent of how many processes ran.
+`avdata prepare <name>` is generated from the recipe: one flag per field of `options_type` (each field's
+help, choices and bounds in its `opt(...)` metadata), plus `raw_help`, `samples_per_shard` and, where
+`reference` is set, `--protocol` (see `avdata.prepare.protocol`).
 """
 
 from __future__ import annotations
@@ -80,8 +83,15 @@ class Recipe:
     name: ClassVar[str]
     classes: ClassVar[list[str]]
     card: ClassVar[CardInfo]
-    options_type: ClassVar[type]
+    options_type: ClassVar[type]  # a dataclass; its fields are the flags of `avdata prepare <name>`
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    summary: ClassVar[str] = ""  # one line for `avdata prepare --help`
+    raw_help: ClassVar[str] = "Folder of raw files as downloaded (or a zip, where the dataset allows)."
+    samples_per_shard: ClassVar[int] = 256  # the default of --samples-per-shard
+    # The authors' values of the options where `--protocol reference` differs from ours (checked, never
+    # changed); None: the dataset has no --protocol (e.g. its validation split is published). Needs a
+    # `val_fraction` option.
+    reference: ClassVar[dict[str, Any] | None] = None
 
     def plan(self, raw: Path, options: Any) -> Plan:
         raise NotImplementedError
@@ -115,28 +125,3 @@ def sample_json(meta: dict[str, Any]) -> bytes:
 
 def cls_bytes(label: int) -> bytes:
     return str(int(label)).encode("ascii")
-
-
-_REGISTRY: dict[str, str] = {
-    "cremad": "avdata.datasets.cremad.recipe:CremadRecipe",
-    "urbansound8k-av": "avdata.datasets.urbansound8k_av.recipe:UrbanSound8kAVRecipe",
-    "mnistdvs-ntidigits": "avdata.datasets.mnistdvs_ntidigits.recipe:MnistDvsNTidigitsRecipe",
-}
-
-
-def register_recipe(name: str, target: str) -> None:
-    """Add a recipe ("module:Class") to the registry, e.g. a lab's own dataset or a test recipe."""
-    _REGISTRY[name] = target
-
-
-def recipe_names() -> list[str]:
-    return list(_REGISTRY)
-
-
-def get_recipe(name: str) -> Recipe:
-    import importlib
-
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown dataset {name!r}; choose one of {', '.join(_REGISTRY)}")
-    module, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)()

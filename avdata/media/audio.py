@@ -49,6 +49,11 @@ SPEC_PRESETS: dict[str, dict[str, Any]] = {
 RESAMPLE_QUALITY = "HQ"
 
 
+def spectrogram_bins(preset: str) -> int:
+    """Rows of a preset's spectrogram: its mel bands, or n_fft // 2 + 1 linear-frequency bins."""
+    p = SPEC_PRESETS[preset]
+    return p["mel"] or p["n_fft"] // 2 + 1
+
 
 def wav_data_sizes(path: str | Path) -> tuple[int, int] | None:
     """(data-chunk size the header declares, bytes of it the file holds) of a RIFF/WAVE file, or None when

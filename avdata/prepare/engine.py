@@ -44,7 +44,8 @@ from avdata.hashing import sha256_bytes, sha256_file
 from avdata.prepare.lifeline import follow_parent
 from avdata.shards.manifest import MANIFEST_NAME
 from avdata.progress import make_progress
-from avdata.datasets.recipe import ItemContext, Plan, Recipe, SkipSample, WorkItem, get_recipe, options_dict
+from avdata.datasets.recipe import ItemContext, Plan, Recipe, SkipSample, WorkItem, options_dict
+from avdata.datasets.registry import get_recipe
 from avdata.shards.tar import ShardWriter, encode_sample, shard_name
 
 log = logging.getLogger("avdata.prepare.engine")
@@ -468,32 +469,3 @@ def _write_pending(recipe, out, settings, pending, todo, results, result) -> Non
             atomic_write_text(sidecar_path(out, shard["file"]), json.dumps(side, indent=1, sort_keys=True) + "\n")
             result.written.append(shard["file"])
             log.debug("wrote %s (%d samples)", shard["file"], info.num_samples)
-
-
-def print_summary(result: PrepareResult) -> None:
-    """Per-split counts and every skipped clip with its reason, on the console."""
-    from rich.table import Table
-
-    from avdata.progress import console
-
-    console.print(f"[bold]{result.out}[/]: {len(result.written)} shard(s) written, {len(result.kept)} kept")
-    if not result.complete or result.manifest is None:
-        console.print("part done; the manifest is written once all parts are (`avdata merge`)")
-        return
-    m = result.manifest
-    table = Table(title=f"{m['dataset']}: samples per split and class")
-    table.add_column("split")
-    table.add_column("samples", justify="right")
-    for c in m["classes"]:
-        table.add_column(c, justify="right")
-    for split, entry in m["splits"].items():
-        table.add_row(split, str(entry["num_samples"]), *(str(entry["class_counts"][c]) for c in m["classes"]))
-    console.print(table)
-    for split, entry in m["splits"].items():
-        for name, st in entry.get("sample_stats", {}).items():
-            console.print(f"{split} {name}: min {st['min']:.4f}, median {st['median']:.4f}, max {st['max']:.4f} "
-                          f"(mean {st['mean']:.4f}) over {st['samples']} samples", markup=False, soft_wrap=True)
-    if m["skipped"]:
-        console.print(f"[yellow]{len(m['skipped'])} clip(s) skipped[/] (listed in manifest.json):")
-        for s in m["skipped"]:
-            console.print(f"  {s['key']} ({s.get('split', '')}): {s['path']}: {s['reason']}", markup=False)

@@ -1,7 +1,8 @@
 """`avdata prepare --protocol`: ours (a seeded validation split held out of train) or reference (the
-authors' data: no validation split, their split, spectrogram and sample counts).
+authors' data: no validation split, their split, spectrogram and sample counts; docs/reference.md §3).
 
-Only the settings where the protocols differ are resolved here; everything else is the recipe's.
+Only the settings where the protocols differ are resolved here; each recipe names the authors' values of
+its own options (`Recipe.reference`).
 """
 
 from __future__ import annotations
@@ -15,23 +16,18 @@ __all__ = ["PREPARE_PROTOCOLS", "DEFAULT_VAL_FRACTION", "resolve_prepare_protoco
 PREPARE_PROTOCOLS = ("ours", "reference")
 DEFAULT_VAL_FRACTION = 0.1
 
-# option -> the authors' value, per dataset (checked, never silently changed)
-_REFERENCE = {
-    "cremad": {"split": "standard", "spectrogram": "reference"},
-    "urbansound8k-av": {"train_fraction": 0.7, "spectrogram": "reference"},
-    "mnistdvs-ntidigits": {"per_class": 1000},
-}
-
 
 def resolve_prepare_protocol(protocol: str, dataset: str, val_fraction: float | None, **options: Any) -> float:
     """The validation fraction to use; with ``reference``, also checks that ``options`` are the authors'."""
+    from avdata.datasets.registry import recipe_class
+
     if protocol not in PREPARE_PROTOCOLS:
         raise AvdataError(f"--protocol {protocol}: expected one of {', '.join(PREPARE_PROTOCOLS)}")
     if protocol == "ours":
         return DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
     if val_fraction:
         raise AvdataError(f"--protocol reference trains on the whole train split: drop --val-fraction {val_fraction}")
-    for name, want in _REFERENCE.get(dataset, {}).items():
+    for name, want in (recipe_class(dataset).reference or {}).items():
         if name in options and options[name] != want:
             flag = "--" + name.replace("_", "-")
             raise AvdataError(f"--protocol reference uses {flag} {want} (the authors' choice), not {options[name]}")

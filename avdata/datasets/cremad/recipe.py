@@ -14,9 +14,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from avdata.media.audio import audio_features
+from avdata.cli.dataclass_options import opt
+from avdata.datasets.options import seed_option, spectrogram_option, val_fraction_option
+from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
+                                    cls_bytes, sample_json)
 from avdata.errors import AvdataError
-from avdata.datasets.recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
+from avdata.media.audio import SPEC_PRESETS, audio_features, spectrogram_bins
 from avdata.shards.tar import encode_npy
 from avdata.fetch.sources import manifest_dir, pinned_sources
 from avdata.prepare.splits import group_holdout, stratified_holdout
@@ -55,19 +58,23 @@ CITATION = """@article{cao2014crema,
 }"""
 
 
-
 @dataclass
 class CremadOptions:
-    """Options that shape the output (all recorded in the manifest)."""
+    """Options that shape the output (all recorded in the manifest); the flags of `avdata prepare cremad`."""
 
-    split: str = "standard"  # standard | actor
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1  # --split actor: fraction of actors held out for test
-    seed: int = 42
-    frames: int | None = None  # None: first frame of each second (reference); K: K evenly spaced frames
-    short_side: int = 256
-    spectrogram: str = "reference"  # reference | logmel
-    known_bad: str = "skip"  # skip | keep
+    split: str = opt("standard", choices=("standard", "actor"), help="standard: the published 6,698/744 clip "
+                     "split; actor: speaker-independent, seeded actors held out for test (and validation).")
+    val_fraction: float = val_fraction_option()
+    test_fraction: float = opt(0.1, min=0.0, max=0.9, help="With --split actor: fraction of actors held out "
+                               "for test.")
+    seed: int = seed_option()
+    frames: int | None = opt(None, min=1, help="Store K evenly spaced frames per clip instead of the "
+                             "reference's first frame of each second.")
+    short_side: int = opt(256, min=16, help="Resize stored frames so the short side is this (256 lets "
+                          "Resize(256)+CenterCrop(128) run at train time).")
+    spectrogram: str = spectrogram_option()
+    known_bad: str = opt("skip", choices=("skip", "keep"), help="The 4 clips CREMA-D's README lists as "
+                         "broken: skip (and record) or keep (process them like any clip).")
 
 
 @lru_cache(maxsize=None)
@@ -157,6 +164,8 @@ class CremadRecipe(Recipe):
     name = "cremad"
     classes = EMOTIONS
     options_type = CremadOptions
+    summary = "CREMA-D: FLV video frames + WAV spectrogram per clip, 6 emotion classes."
+    reference = {"split": "standard", "spectrogram": "reference"}
     card = CardInfo(
         title="CREMA-D audio-visual emotion shards (avdata)",
         description=(
@@ -215,10 +224,11 @@ class CremadRecipe(Recipe):
     def features(self, options: CremadOptions) -> dict[str, dict[str, Any]]:
         frames = ("the first frame of each second, as the reference" if options.frames is None
                   else f"{options.frames} evenly spaced frames")
-        spec = ("log(|STFT| + 1e-7) of the WAV resampled to 22,050 Hz, n_fft 512, hop 353: 257 linear bins x "
-                "time (native length, not resized)" if options.spectrogram == "reference"
-                else "log-mel spectrogram: 128 mel bins x time at 22,050 Hz (see avdata.media.audio.SPEC_PRESETS)")
-        bins = 257 if options.spectrogram == "reference" else 128
+        bins, p = spectrogram_bins(options.spectrogram), SPEC_PRESETS[options.spectrogram]
+        spec = (f"log(|STFT| + 1e-7) of the WAV resampled to {p['sr']:,} Hz, n_fft {p['n_fft']}, hop {p['hop']}: "
+                f"{bins} linear bins x time (native length, not resized)" if options.spectrogram == "reference"
+                else f"log-mel spectrogram: {bins} mel bins x time at {p['sr']:,} Hz (see "
+                "avdata.media.audio.SPEC_PRESETS)")
         return {
             "cls": {"dtype": "int", "shape": [], "meaning": "class index (ANG 0, DIS 1, FEA 2, HAP 3, NEU 4, SAD 5)"},
             "json": {"dtype": "json", "shape": [], "meaning": "clip id, label, split, actor, sentence, level, "
@@ -267,3 +277,6 @@ class CremadRecipe(Recipe):
             "frames.npy": encode_npy(frames),
             "spec.npy": encode_npy(spec),
         }
+
+
+RECIPE = CremadRecipe

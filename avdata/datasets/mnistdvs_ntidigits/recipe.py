@@ -20,9 +20,12 @@ from typing import Any
 import h5py
 import numpy as np
 
+from avdata.cli.dataclass_options import opt
+from avdata.datasets.options import seed_option, val_fraction_option
+from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
+                                    cls_bytes, sample_json)
 from avdata.errors import AvdataError, MediaError
 from avdata.media.events import bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
-from avdata.datasets.recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
 from avdata.shards.tar import encode_npy
 from avdata.prepare.splits import seeded_shuffle, stratified_holdout
 
@@ -42,17 +45,20 @@ CITATION = """@article{serrano2015poker,
 }"""
 
 
-
 @dataclass
 class EventOptions:
-    bins: int = 16
-    scale: int = 16  # MNIST-DVS digit scale: 4, 8 or 16
-    sensor: str = "downsample"  # downsample (128 -> 28 by integer scaling) | crop (central 28x28 window;
-    # the share of events it drops is recorded per sample and per split)
-    per_class: int = 1000  # MNIST-DVS recordings used per class (half train, half test)
-    val_fraction: float = 0.1
-    seed: int = 42
-    keep_events: bool = False
+    """The flags of `avdata prepare mnistdvs-ntidigits` (all recorded in the manifest)."""
+
+    bins: int = opt(16, min=1, help="Time bins T per sample (equal windows over each recording).")
+    scale: int = opt(16, choices=(4, 8, 16), help="MNIST-DVS digit scale to use.")
+    sensor: str = opt("downsample", choices=("downsample", "crop"), help="How the 128x128 DVS becomes 28x28: "
+                      "downsample (x*28//128) or crop (the central 28x28 window; events outside it are dropped, "
+                      "and the share dropped is recorded per sample and per split and shown in the summary).")
+    per_class: int = opt(1000, min=2, help="MNIST-DVS recordings per class (half train, half test; the "
+                         "reference uses 1000).")
+    val_fraction: float = val_fraction_option()
+    seed: int = seed_option()
+    keep_events: bool = opt(False, help="Also store the raw events of both modalities.")
 
 
 def digit_of(label: str) -> int | None:
@@ -99,6 +105,11 @@ class MnistDvsNTidigitsRecipe(Recipe):
     name = "mnistdvs-ntidigits"
     classes = CLASSES
     options_type = EventOptions
+    summary = "MNISTDVS-NTIDIGITS: binned DVS digit events paired with binned cochlea spoken-digit events."
+    raw_help = ("Folder holding the MNIST-DVS zips grabbed_data0..9.zip (or their unpacked folders) and the "
+                "N-TIDIGITS18 HDF5 file.")
+    samples_per_shard = 1000
+    reference = {"per_class": 1000}
     card = CardInfo(
         title="MNISTDVS-NTIDIGITS neuromorphic audio-visual shards (avdata)",
         description=(
@@ -233,3 +244,6 @@ class MnistDvsNTidigitsRecipe(Recipe):
             fields["visual_events.npy"] = encode_npy(events)
             fields["audio_events.npy"] = encode_npy(ev)
         return fields
+
+
+RECIPE = MnistDvsNTidigitsRecipe

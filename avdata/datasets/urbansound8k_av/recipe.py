@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from avdata.media.audio import audio_features
+from avdata.cli.dataclass_options import opt
+from avdata.datasets.options import seed_option, spectrogram_option, val_fraction_option
+from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
+                                    cls_bytes, sample_json)
 from avdata.errors import AvdataError, MediaError
-from avdata.datasets.recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
+from avdata.media.audio import audio_features, spectrogram_bins
 from avdata.shards.tar import encode_npy
 from avdata.prepare.splits import first_fraction, stratified_holdout
 from avdata.media.video import resize_short_side
@@ -43,11 +46,14 @@ CITATION = """@article{guo2023transformer,
 
 @dataclass
 class UrbanSoundOptions:
-    train_fraction: float = 0.7
-    val_fraction: float = 0.1
-    seed: int = 42
-    short_side: int = 256
-    spectrogram: str = "reference"  # reference | logmel
+    """The flags of `avdata prepare urbansound8k-av` (all recorded in the manifest)."""
+
+    train_fraction: float = opt(0.7, min=0.05, max=0.95, help="First fraction of each class's files (sorted by "
+                                "name) used for training, the rest for test, as the reference.")
+    val_fraction: float = val_fraction_option()
+    seed: int = seed_option()
+    short_side: int = opt(256, min=16, help="Resize images so the short side is this.")
+    spectrogram: str = spectrogram_option()
 
 
 def sample_key(cls: str, stem: str) -> str:
@@ -76,10 +82,15 @@ def load_image(path: Path, short_side: int) -> np.ndarray:
         raise MediaError(path, "empty image")
     return resize_short_side(arr, short_side)
 
+
 class UrbanSound8kAVRecipe(Recipe):
     name = "urbansound8k-av"
     classes = CLASSES
     options_type = UrbanSoundOptions
+    summary = "UrbanSound8K-AV: each sound's paired image + spectrogram, 10 urban sound classes."
+    raw_help = ("The Kaggle zip of lingyueguo/urbansound8k-av or the folder it unpacks to (holding "
+                "Dataset_v3_vision/ and Dataset_v3_sound/).")
+    reference = {"train_fraction": 0.7, "spectrogram": "reference"}
     card = CardInfo(
         title="UrbanSound8K-AV audio-visual shards (avdata)",
         description=(
@@ -145,7 +156,7 @@ class UrbanSound8kAVRecipe(Recipe):
         return Plan(items, skipped, {"pairs_found": len(pairs)})
 
     def features(self, options: UrbanSoundOptions) -> dict[str, dict[str, Any]]:
-        bins = 257 if options.spectrogram == "reference" else 128
+        bins = spectrogram_bins(options.spectrogram)
         return {
             "cls": {"dtype": "int", "shape": [], "meaning": "class index: " + ", ".join(CLASSES)},
             "json": {"dtype": "json", "shape": [], "meaning": "name, class, split, source sha256s, audio info"},
@@ -167,3 +178,6 @@ class UrbanSound8kAVRecipe(Recipe):
                 "audio": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ainfo.items()}}
         return {"cls": cls_bytes(item.label), "json": sample_json(meta),
                 "frames.npy": encode_npy(image[None]), "spec.npy": encode_npy(spec)}
+
+
+RECIPE = UrbanSound8kAVRecipe

@@ -1,0 +1,75 @@
+"""The datasets avdata knows: one line per dataset, naming its package.
+
+A dataset package `avdata/datasets/<pkg>/` holds
+- `recipe.py`: `RECIPE`, its `Recipe` subclass (options dataclass, plan, process, features, card);
+- `sources.py` (optional): `DOWNLOADS`, the names `avdata download` takes for it, each a `Download` (its
+  options dataclass and its download plan; see `avdata.datasets.download_plan`);
+- `synth.py`: the generator of small raw trees in the real formats, for tests and `avdata demo`.
+`avdata prepare <name>`, `avdata download <name>` and `avdata verify-raw <name>` are generated from these,
+so adding a dataset is writing its package and adding its line to `DATASETS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from avdata.datasets.download_plan import Download
+    from avdata.datasets.recipe import Recipe
+
+__all__ = ["DATASETS", "register_recipe", "recipe_names", "recipe_class", "get_recipe", "downloads",
+           "get_download"]
+
+DATASETS: dict[str, str] = {
+    "cremad": "avdata.datasets.cremad",
+    "urbansound8k-av": "avdata.datasets.urbansound8k_av",
+    "mnistdvs-ntidigits": "avdata.datasets.mnistdvs_ntidigits",
+}
+
+_EXTRA_RECIPES: dict[str, str] = {}  # name -> "module:Class", added at run time
+
+
+def register_recipe(name: str, target: str) -> None:
+    """Add a recipe ("module:Class") outside the registry, e.g. a lab's own dataset or a test recipe."""
+    _EXTRA_RECIPES[name] = target
+
+
+def recipe_names() -> list[str]:
+    return [*DATASETS, *(n for n in _EXTRA_RECIPES if n not in DATASETS)]
+
+
+def recipe_class(name: str) -> type[Recipe]:
+    if name in DATASETS:
+        return importlib.import_module(DATASETS[name] + ".recipe").RECIPE
+    if name in _EXTRA_RECIPES:
+        module, cls = _EXTRA_RECIPES[name].split(":")
+        return getattr(importlib.import_module(module), cls)
+    raise KeyError(f"unknown dataset {name!r}; choose one of {', '.join(recipe_names())}")
+
+
+def get_recipe(name: str) -> Recipe:
+    return recipe_class(name)()
+
+
+def downloads() -> dict[str, Download]:
+    """Every name `avdata download` takes, in registry order, from the packages' `sources.DOWNLOADS`."""
+    out: dict[str, Download] = {}
+    for package in DATASETS.values():
+        try:
+            sources = importlib.import_module(package + ".sources")
+        except ModuleNotFoundError as exc:
+            if exc.name != package + ".sources":
+                raise
+            continue  # a dataset without downloads: its raw data comes by hand
+        out.update(sources.DOWNLOADS)
+    return out
+
+
+def get_download(name: str) -> Download:
+    from avdata.errors import AvdataError
+
+    table = downloads()
+    if name not in table:
+        raise AvdataError(f"unknown dataset {name!r}; choose from {', '.join(table)}")
+    return table[name]

@@ -1,0 +1,45 @@
+"""A command group whose sub-commands are the registry's datasets (`avdata prepare <name>`, `avdata download
+<name>`), each built from its options dataclass when first asked for, so that `avdata` starts without
+importing every recipe and an unknown name is answered with the names there are."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import typer
+from typer.core import TyperGroup
+
+__all__ = ["dataset_group", "click_command"]
+
+
+def click_command(name: str, function: Callable[..., Any], help: str | None = None) -> Any:
+    """The (Click) command Typer makes of `function` (e.g. one from `dataclass_options.command_from`)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command(name, help=help)(function)
+    return typer.main.get_command(app)
+
+
+def dataset_group(names: Callable[[], Iterable[str]], build: Callable[[str], Any],
+                  unknown: str = "unknown dataset") -> type[TyperGroup]:
+    """A TyperGroup class (for `typer.Typer(cls=...)`) listing `names()` and building each with `build`."""
+
+    class DatasetGroup(TyperGroup):
+        _built: dict[str, Any] = {}
+
+        def list_commands(self, ctx: Any) -> list[str]:
+            return list(names())
+
+        def get_command(self, ctx: Any, cmd_name: str) -> Any | None:
+            if cmd_name not in names():
+                return None
+            if cmd_name not in self._built:
+                self._built[cmd_name] = build(cmd_name)
+            return self._built[cmd_name]
+
+        def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
+            name = args[0]
+            if name not in names() and not name.startswith("-") and not ctx.resilient_parsing:
+                ctx.fail(f"{unknown} {name!r}; choose from {', '.join(names())}")
+            return super().resolve_command(ctx, args)
+
+    return DatasetGroup
