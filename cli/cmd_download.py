@@ -1,17 +1,19 @@
-"""`avdata download DATASET --to DIR` and `avdata verify-raw cremad DIR`."""
+"""`avdata download <dataset> --to DIR` and `avdata verify-raw <dataset> DIR`, one command per name in the
+registry's downloads (`avdata.datasets.registry.downloads`), its own flags from its options dataclass."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
+from avdata.cli.dataset_group import click_command, dataset_group
+from avdata.cli.errors import fail
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
-from avdata.cli.errors import fail
 
-DOWNLOADABLE = ("cremad", "urbansound8k-av", "mnistdvs", "ntidigits", "mnistdvs-ntidigits")
 MAX_ROWS = 40
 
 
@@ -49,105 +51,110 @@ def print_download_summary(report, title: str = "download") -> None:
                       "(verified files are skipped, partial ones resume)", highlight=False)
 
 
-def download_cmd(
-    dataset: str = typer.Argument(..., metavar="DATASET", help="One of: " + ", ".join(DOWNLOADABLE)
-                                  + " (mnistdvs-ntidigits = mnistdvs and ntidigits into the same folder)."),
-    to: Path = typer.Option(..., "--to", help="Folder to download into (created). Rerunning into it skips "
-                            "verified files and resumes partial ones (<file>.part)."),
-    mirror: Optional[str] = typer.Option(None, "--mirror", help="Fetch from this base URL (or local folder) "
-                                         "instead of the default address (listed above). urbansound8k-av: "
-                                         "replaces the Kaggle API address; a URL ending in .zip is used as is."),
-    jobs: int = typer.Option(8, "--jobs", "-j", min=1, help="Files downloaded at once."),
-    include: Optional[list[str]] = typer.Option(None, "--include", help="cremad: also fetch this modality "
-                                                "(mp3 = AudioMP3/). The default is AudioWAV + VideoFlash."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="cremad: only the first N clips in "
-                                        "sorted clip order (every selected modality of each), e.g. to try "
-                                        "the pipeline on a small subset."),
-    actors: Optional[str] = typer.Option(None, "--actors", help="cremad: only these actors' clips, "
-                                         "comma-separated ids such as 1001,1002."),
-    sources: Optional[Path] = typer.Option(None, "--sources", help="cremad: a file list to use instead of the "
-                                           "pinned manifests/cremad/files.tsv (same TSV: path, size, sha256)."),
-    retries: int = typer.Option(4, "--retries", min=0, help="Retries per file after a failure, with "
-                                "exponential back-off (a dropped connection resumes without using one)."),
-    backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="Seconds to wait before the first retry "
-                                  "of a file; doubled for each further retry (at most 60)."),
-    quick: bool = typer.Option(False, "--quick", help="Trust files already present when their size matches "
-                               "(default: re-check their sha256)."),
-    stall_timeout: float = typer.Option(60.0, "--stall-timeout", min=0.0, help="Abort an attempt (and retry it) "
-                                        "when fewer than 16 KiB arrive in this many seconds; 0 turns the rule off."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every file fetched or skipped."),
-) -> None:
-    """Download a dataset's raw files, verified by size and sha256 (md5 for N-TIDIGITS).
+def _download_names() -> list[str]:
+    from avdata.datasets.registry import downloads
 
-    Files are written as <file>.part and renamed only once verified.
-    A rerun skips good files and resumes partial ones.
-    Exit code 1 when any file failed, 2 on a usage or setup problem.
-
-    Default addresses (--mirror replaces them):
-
-    cremad: the GitHub LFS media address (the plain raw address gives LFS stubs)
-    https://media.githubusercontent.com/media/CheyneyComputerScience/CREMA-D/master
-    or the GitLab mirror of the repository, cs-cooper-lab/crema-d-mirror:
-    --mirror https://gitlab.com/cs-cooper-lab/crema-d-mirror/-/raw/master
-
-    mnistdvs: grabbed_data0.zip .. grabbed_data9.zip from
-    http://www2.imse-cnm.csic.es/caviar/MNIST_DVS (often down: use --mirror).
-    No checksums are published: the sha256 of each fetched file goes to SHA256SUMS.
-
-    ntidigits: n-tidigits.hdf5 from the Dropbox link tonic uses, checked by md5.
-
-    urbansound8k-av: Kaggle dataset lingyueguo/urbansound8k-av via the Kaggle API;
-    token in ~/.kaggle/kaggle.json or KAGGLE_USERNAME and KAGGLE_KEY.
-    """
-    from avdata.datasets.remote import download_dataset
-
-    setup_logging(verbose)
-    if dataset not in DOWNLOADABLE:
-        fail(AvdataError(f"unknown dataset {dataset!r}; choose from {', '.join(DOWNLOADABLE)}"))
-    try:
-        report = download_dataset(dataset, to, mirror=mirror, jobs=jobs, retries=retries, backoff=backoff,
-                                  include=include or (), limit=limit, actors=actors, sources=sources,
-                                  verify_existing="size" if quick else "sha256", stall_seconds=stall_timeout)
-    except AvdataError as exc:
-        fail(exc)
-        return
-    print_download_summary(report)
-    if not report.ok:
-        raise typer.Exit(1)
+    return list(downloads())
 
 
-def verify_raw_cmd(
-    dataset: str = typer.Argument(..., metavar="DATASET", help="Dataset with a pinned file list: cremad."),
-    raw_dir: Path = typer.Argument(..., metavar="DIR", help="The raw folder (a clone of the repository or an "
-                                   "`avdata download` folder): AudioWAV/, VideoFlash/, ..."),
-    sources: Optional[Path] = typer.Option(None, "--sources", help="A file list to check against instead of the "
-                                           "pinned manifests/cremad/files.tsv (TSV: path, size, sha256)."),
-    include: Optional[list[str]] = typer.Option(None, "--include", help="Also check this modality (mp3). "
-                                                "The default is AudioWAV + VideoFlash."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N clips (as download)."),
-    actors: Optional[str] = typer.Option(None, "--actors", help="Only these actors' clips, e.g. 1001,1002."),
-    quick: bool = typer.Option(False, "--quick", help="Check presence, LFS stubs and sizes only (no sha256)."),
-    jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="Files hashed at once."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every problem file."),
-) -> None:
-    """Check a raw copy against the pinned list: ok, missing, LFS pointer stub, size or sha256 mismatch.
+def _verify_names() -> list[str]:
+    from avdata.datasets.registry import downloads
 
-    Each problem is listed with its fix. Exit code 1 when any file is not ok.
-    """
+    return [name for name, d in downloads().items() if d.files is not None]
+
+
+def _download_parameters() -> list[inspect.Parameter]:
+    """The options every `avdata download <name>` takes, declared once (its own come from its sources)."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    common = [
+        ("to", Path, typer.Option(..., "--to", help="Folder to download into (created). Rerunning into it skips "
+                                  "verified files and resumes partial ones (<file>.part).")),
+        ("jobs", int, typer.Option(8, "--jobs", "-j", min=1, help="Files downloaded at once.")),
+        ("retries", int, typer.Option(4, "--retries", min=0, help="Retries per file after a failure, with "
+                                      "exponential back-off (a dropped connection resumes without using one).")),
+        ("backoff", float, typer.Option(1.0, "--backoff", min=0.0, help="Seconds to wait before the first retry "
+                                        "of a file; doubled for each further retry (at most 60).")),
+        ("quick", bool, typer.Option(False, "--quick", help="Trust files already present when their size matches "
+                                     "(default: re-check their sha256).")),
+        ("stall_timeout", float, typer.Option(60.0, "--stall-timeout", min=0.0, help="Abort an attempt (and retry "
+                                              "it) when fewer than 16 KiB arrive in this many seconds; 0 turns the "
+                                              "rule off.")),
+        ("verbose", bool, typer.Option(False, "--verbose", "-v", help="Log every file fetched or skipped.")),
+    ]
+    return [inspect.Parameter("options", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *(inspect.Parameter(n, keyword, annotation=tp, default=d) for n, tp, d in common)]
+
+
+_DOWNLOAD_NOTE = """
+
+Files are written as <file>.part and renamed only once verified. A rerun skips good files and resumes
+partial ones. Exit code 1 when any file failed, 2 on a usage or setup problem."""
+
+
+def build_download_command(name: str) -> Any:
+    """`avdata download <name>`: the dataset's download options as flags, plus the common ones."""
+    import dataclasses
+
+    from avdata.cli.dataclass_options import command_from
+    from avdata.datasets.registry import get_download
+
+    download = get_download(name)
+
+    def body(options: Any, *, to: Path, jobs: int, retries: int, backoff: float, quick: bool,
+             stall_timeout: float, verbose: bool) -> None:
+        from avdata.datasets.download_plan import download_dataset
+
+        setup_logging(verbose)
+        try:
+            report = download_dataset(name, to, jobs=jobs, retries=retries, backoff=backoff,
+                                      verify_existing="size" if quick else "sha256", stall_seconds=stall_timeout,
+                                      **dataclasses.asdict(options))
+        except AvdataError as exc:
+            fail(exc)
+        print_download_summary(report)
+        if not report.ok:
+            raise typer.Exit(1)
+
+    body.__signature__ = inspect.Signature(_download_parameters())  # type: ignore[attr-defined]
+    return click_command(name, command_from(download.options, body), help=download.help + _DOWNLOAD_NOTE)
+
+
+def build_verify_raw_command(name: str) -> Any:
+    """`avdata verify-raw <name> DIR`: the selection options of the dataset's download (not --mirror)."""
+    from avdata.cli.dataclass_options import command_from
+    from avdata.datasets.registry import get_download
+
+    download = get_download(name)
+
+    def body(
+        options: Any,
+        raw_dir: Path = typer.Argument(..., metavar="DIR", help="The raw folder (a clone of the dataset's "
+                                       "repository or an `avdata download` folder)."),
+        quick: bool = typer.Option(False, "--quick", help="Check presence, LFS stubs and sizes only (no sha256)."),
+        jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="Files hashed at once."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every problem file."),
+    ) -> None:
+        from avdata.fetch.verify_raw import verify_raw
+
+        setup_logging(verbose)
+        try:
+            report = verify_raw(raw_dir, download.files(options), check_hash=not quick, jobs=jobs)
+        except AvdataError as exc:
+            fail(exc)
+        print_verify_summary(raw_dir, report)
+
+    command = command_from(download.options, body, exclude=("mirror",))
+    return click_command(name, command, help="Check a raw copy against the pinned list: ok, missing, LFS pointer "
+                         "stub, size or sha256 mismatch.\n\nEach problem is listed with its fix. Exit code 1 when "
+                         "any file is not ok.")
+
+
+def print_verify_summary(raw_dir: Path, report: Any) -> None:
+    """Counts per status, each problem with its detail, and the fix of each kind of problem."""
     from rich.table import Table
 
-    from avdata.datasets.remote import cremad_files
-    from avdata.fetch.verify_raw import FIXES, verify_raw
+    from avdata.fetch.verify_raw import FIXES
 
-    setup_logging(verbose)
-    if dataset != "cremad":
-        fail(AvdataError(f"verify-raw knows the file list of cremad only, not {dataset!r}"))
-    try:
-        files = cremad_files(include=include or (), limit=limit, actors=actors, sources=sources)
-        report = verify_raw(raw_dir, files, check_hash=not quick, jobs=jobs)
-    except AvdataError as exc:
-        fail(exc)
-        return
     table = Table(title=f"verify-raw {raw_dir}", header_style="bold")
     table.add_column("status")
     table.add_column("files", justify="right")
@@ -172,6 +179,18 @@ def verify_raw_cmd(
     console.print(f"[green]ok:[/] {report.summary()}", highlight=False)
 
 
+download_app = typer.Typer(
+    cls=dataset_group(_download_names, build_download_command),
+    help="Download a dataset's raw files, verified by size and sha256 (or the checksum its source publishes).",
+    no_args_is_help=True,
+)
+verify_raw_app = typer.Typer(
+    cls=dataset_group(_verify_names, build_verify_raw_command, unknown="no pinned file list for dataset"),
+    help="Check a raw copy against a dataset's pinned file list.",
+    no_args_is_help=True,
+)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("download")(download_cmd)
-    app.command("verify-raw")(verify_raw_cmd)
+    app.add_typer(download_app, name="download")
+    app.add_typer(verify_raw_app, name="verify-raw")

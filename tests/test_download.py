@@ -1,4 +1,4 @@
-"""avdata.fetch.download (fetch_files / fetch_url), avdata.datasets.remote and `avdata download`, against a
+"""avdata.fetch.download (fetch_files / fetch_url), avdata.datasets.download_plan and `avdata download`, against a
 loopback server that can drop connections, corrupt bytes, fail, and serve Git LFS pointers."""
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from avdata.datasets import remote as dr
+from avdata.datasets import download_plan as dr
+from avdata.datasets.cremad.sources import select_cremad
+from avdata.datasets.mnistdvs_ntidigits import sources as events_sources
 from avdata.fetch import transfer
 from avdata.fetch.download import DiskFullError, DownloadError, RemoteFile, fetch_files, fetch_url
 from avdata.fetch.session import LFS_ABORT_AFTER
@@ -288,24 +290,24 @@ def test_cremad_selection_on_pinned_list():
     pinned = pinned_sources("cremad")
     clips = {Path(f.path).stem for f in pinned}
     assert len(clips) == 7442
-    default = dr.select_cremad(pinned)
+    default = select_cremad(pinned)
     assert len(default) == 2 * 7442
     assert {f.path.split("/")[0] for f in default} == {"AudioWAV", "VideoFlash"}
     n1001 = sum(1 for f in pinned if f.path.split("/")[0] in ("AudioWAV", "VideoFlash")
                 and Path(f.path).stem.startswith("1001_"))
-    sel = dr.select_cremad(pinned, actors="1001")
+    sel = select_cremad(pinned, actors="1001")
     assert len(sel) == n1001 == 82 * 2
-    assert len(dr.select_cremad(pinned, actors="1001,1002")) == n1001 + sum(
+    assert len(select_cremad(pinned, actors="1001,1002")) == n1001 + sum(
         1 for f in pinned if f.path.startswith(("AudioWAV/1002_", "VideoFlash/1002_")))
     first5 = sorted(clips)[:5]
-    lim = dr.select_cremad(pinned, limit=5)
+    lim = select_cremad(pinned, limit=5)
     assert [Path(f.path).stem for f in lim] == [c for c in first5 for _ in range(2)]
-    mp3 = dr.select_cremad(pinned, include=["mp3"], limit=3, actors=["1002"])
+    mp3 = select_cremad(pinned, include=["mp3"], limit=3, actors=["1002"])
     assert len(mp3) == 9 and {Path(f.path).stem.split("_")[0] for f in mp3} == {"1002"}
     with pytest.raises(AvdataError, match="9999"):
-        dr.select_cremad(pinned, actors="9999")
+        select_cremad(pinned, actors="9999")
     with pytest.raises(AvdataError, match="modality"):
-        dr.select_cremad(pinned, include=["gif"])
+        select_cremad(pinned, include=["gif"])
 
 
 def _make_zip(path: Path, members: dict[str, bytes]) -> None:
@@ -335,7 +337,7 @@ def test_mnistdvs_unreachable_default_says_mirror(tmp_path, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(dr, "MNISTDVS_BASE", f"http://127.0.0.1:{port}/caviar/MNIST_DVS")
+    monkeypatch.setattr(events_sources, "MNISTDVS_BASE", f"http://127.0.0.1:{port}/caviar/MNIST_DVS")
     rep = dr.download_dataset("mnistdvs", tmp_path, backoff=0.01, retries=0, progress=False)
     assert len(rep.failed) == 10
     assert all("--mirror" in r.reason and "often unreachable" in r.reason for r in rep.failed)
@@ -344,12 +346,12 @@ def test_mnistdvs_unreachable_default_says_mirror(tmp_path, monkeypatch):
 def test_ntidigits_md5_checked(tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    (mirror / dr.NTIDIGITS_FILE).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 1000)  # not the real file
+    (mirror / events_sources.NTIDIGITS_FILE).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 1000)  # not the real file
     with serve_dir(mirror) as url:
         rep = dr.download_dataset("ntidigits", tmp_path / "raw", mirror=url, backoff=0.01, retries=0,
                                   progress=False)
-    assert rep.failed[0].kind == "md5" and dr.NTIDIGITS_MD5 in rep.failed[0].reason
-    assert not (tmp_path / "raw" / dr.NTIDIGITS_FILE).exists()
+    assert rep.failed[0].kind == "md5" and events_sources.NTIDIGITS_MD5 in rep.failed[0].reason
+    assert not (tmp_path / "raw" / events_sources.NTIDIGITS_FILE).exists()
 
 
 def _no_kaggle(monkeypatch, home: Path) -> None:

@@ -370,7 +370,7 @@ def test_atomic_writes_never_follow_a_planted_tmp_link(tmp_path):
 
 
 def test_a_mirror_answering_html_is_named_and_stopped_early(tmp_path):
-    import avdata.datasets.remote as dr
+    import avdata.datasets.download_plan as dr
     from avdata.fetch.session import SAME_FAILURE_ABORT_AFTER
     from tests.httpserver import serve_script
 
