@@ -138,7 +138,7 @@ def test_disk_full_in_a_worker_stops_with_the_fix(tmp_path, monkeypatch):
     import builtins
     import errno
 
-    import avdata.prepare.engine as prepare_mod
+    import avdata.prepare.workers as prepare_mod
 
     real_open = builtins.open
 

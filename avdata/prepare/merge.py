@@ -1,6 +1,6 @@
 """Joining `--part i/N` outputs into one shards folder with one manifest.
 
-Each part writes the same plan record (`.avdata/plan.json`) and a sidecar per shard it made. The
+Each part writes the same plan record and a sidecar per shard it made (`avdata.prepare.state`). The
 manifest is assembled from those once every shard of the plan is present and matches its sidecar, so a
 single run and N parts give byte-identical manifests.
 """
@@ -16,30 +16,10 @@ from typing import Any
 from avdata.atomic import atomic_write_text, tmp_path
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
+from avdata.prepare.state import load_plan, missing_shards, plan_path, read_sidecar, sidecar_dir, sidecar_path
 from avdata.shards.manifest import new_manifest, save_manifest, split_entry, summarize_stat
 
 log = logging.getLogger("avdata.prepare.merge")
-
-
-def _state(out: Path) -> Path:
-    return out / ".avdata"
-
-
-def load_plan(out: Path) -> dict[str, Any]:
-    path = _state(out) / "plan.json"
-    if not path.exists():
-        raise AvdataError(f"{out}: no .avdata/plan.json; this is not an `avdata prepare` output folder")
-    return json.loads(path.read_text())
-
-
-def _sidecar(out: Path, file: str) -> Path:
-    return _state(out) / "shards" / (file + ".json")
-
-
-def missing_shards(out: Path, record: dict[str, Any] | None = None) -> list[str]:
-    record = record or load_plan(out)
-    return [s["file"] for s in record["shards"]
-            if not (out / s["file"]).exists() or not _sidecar(out, s["file"]).exists()]
 
 
 def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -> dict[str, Any]:
@@ -60,7 +40,7 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
     counts: dict[str, dict[str, int]] = {s: {c: 0 for c in record["classes"]} for s in record["splits"]}
     stats: dict[str, dict[str, list[float]]] = {s: {} for s in record["splits"]}
     for shard in record["shards"]:
-        side = json.loads(_sidecar(out, shard["file"]).read_text())
+        side = read_sidecar(out, shard["file"])
         info = side["shard"]
         if side.get("keys") != shard["keys"]:
             raise AvdataError(f"{out / shard['file']}: made from another plan; rerun prepare for it")
@@ -97,25 +77,25 @@ def merge(out: Path, parts: list[Path], command: str | None = None) -> dict[str,
     plan_text = None
     for part in parts:
         part = Path(part)
-        text = (_state(part) / "plan.json").read_text() if (_state(part) / "plan.json").exists() else None
+        text = plan_path(part).read_text() if plan_path(part).exists() else None
         if text is None:
             raise AvdataError(f"{part}: no .avdata/plan.json; not an `avdata prepare --part` output")
         if plan_text is None:
             plan_text = text
         elif json.loads(text)["fingerprint"] != json.loads(plan_text)["fingerprint"]:
             raise AvdataError(f"{part}: prepared with other input or options than {parts[0]}")
-    own = _state(out) / "plan.json"
+    own = plan_path(out)
     if plan_text is not None:
         if own.exists() and json.loads(own.read_text())["fingerprint"] != json.loads(plan_text)["fingerprint"]:
             raise AvdataError(f"{out}: holds a different preparation; merge into an empty folder")
         own.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(own, plan_text)
-    (_state(out) / "shards").mkdir(parents=True, exist_ok=True)
+    sidecar_dir(out).mkdir(parents=True, exist_ok=True)
     for part in parts:
         part = Path(part)
         if part.resolve() == out.resolve():
             continue
-        for side in sorted((_state(part) / "shards").glob("*.json")):
+        for side in sorted(sidecar_dir(part).glob("*.json")):
             file = side.name[: -len(".json")]
             src = part / file
             if not src.exists():
@@ -126,5 +106,5 @@ def merge(out: Path, parts: list[Path], command: str | None = None) -> dict[str,
             tmp = tmp_path(out / file)
             shutil.copyfile(src, tmp)
             tmp.replace(out / file)
-            shutil.copyfile(side, _sidecar(out, file))
+            shutil.copyfile(side, sidecar_path(out, file))
     return assemble(out, command=command)
