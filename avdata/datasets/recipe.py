@@ -55,7 +55,7 @@ class Plan:
 class ItemContext:
     """What `process()` gets besides the item: the raw root, the options, the sources' sha256, and `stats`,
     where `process()` may put numbers about the sample (e.g. the share of events a crop dropped) that the
-    engine summarises per split in the manifest (`sample_stats`, see avdata/manifest.py)."""
+    engine summarises per split in the manifest (`sample_stats`, see `avdata.shards.manifest`)."""
 
     raw: Path
     options: Any

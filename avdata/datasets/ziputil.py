@@ -1,11 +1,5 @@
-"""Generators of small raw datasets in the REAL formats, written with real encoders and read back with the
-real decoders, deterministic for a seed: used by `avdata demo`, tests and benchmarks.
-
-- `cremad`: VideoFlash/*.flv (FLV1 + MP3 via PyAV) and AudioWAV/*.wav (16 kHz PCM), with damaged clips.
-- `urbansound`: the Kaggle UrbanSound8K-AV layout (JPEG + WAV at varied rates and channels), folder or zip.
-- `mnistdvs`: grabbed_data<d>.zip of AEDAT 2.0 recordings.
-- `ntidigits`: the N-TIDIGITS18 HDF5 layout.
-"""
+"""Reproducible zips for the generators of raw test data (each dataset's `synth.py`): the real datasets
+ship as zips (MNIST-DVS, UrbanSound8K-AV), so the generated ones are zips too, byte-identical for a seed."""
 
 from __future__ import annotations
 

@@ -1,1 +1,3 @@
-"""Raw data to shards: the engine, its workers, resume state, parts and merge, splits."""
+"""Raw data to shards: `engine` (plan -> shards -> manifest), `workers` (the process pool and the results it
+hands back), `state` (the `.avdata/` folder a rerun, parts and merge share), `merge`, `splits`, `protocol`,
+`lifeline` (workers never outlive the run)."""
