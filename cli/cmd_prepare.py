@@ -26,7 +26,7 @@ StrictOpt = typer.Option(False, "--strict", help="Stop at the first bad clip ins
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace shards in --out that were made with other options.")
 ValOpt = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99,
                       help="Fraction of the training part held out as a seeded validation split (0 keeps train whole).")
-SeedOpt = typer.Option(42, "--seed", help="Seed of every random choice made while preparing (splits).")
+SeedOpt = typer.Option(42, "--seed", help="Seed of every random choice made while preparing: the splits, and the random order each split's samples are written in (recorded in manifest.json).")
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log every file handled.")
 
 
