@@ -742,9 +742,12 @@ class MixedBatches:
             elif isinstance(parts[0], torch.Tensor):
                 first = parts[0]
                 res = torch.empty((len(parts), *first.shape), dtype=first.dtype, pin_memory=self.pin_memory)
-                # numpy's single-threaded copy: torch.stack's parallel one spins against the busy workers
-                # for CPU time (measured 20x slower on 2 cores with 2 workers)
-                np.stack([t.numpy() for t in parts], out=res.numpy())
+                if self.loader.num_workers:
+                    # numpy's single-threaded copy: torch.stack's parallel one spins against the busy
+                    # workers for CPU time (measured 20x slower on 2 cores with 2 workers)
+                    np.stack([t.numpy() for t in parts], out=res.numpy())
+                else:
+                    torch.stack(parts, out=res)
                 fields.append(res)
             else:
                 fields.append(list(parts))
