@@ -29,7 +29,7 @@ ValOpt = typer.Option(None, "--val-fraction", min=0.0, max=0.99,
                       "whole) [default: 0.1; --protocol reference: 0].")
 ProtocolOpt = typer.Option("ours", "--protocol", help="ours | reference: the authors' data, with no validation "
                            "split (and their split, spectrogram and sample counts, which are checked).")
-SeedOpt = typer.Option(42, "--seed", help="Seed of every random choice made while preparing (splits).")
+SeedOpt = typer.Option(42, "--seed", help="Seed of every random choice made while preparing: the splits, and the random order each split's samples are written in (recorded in manifest.json).")
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log every file handled.")
 
 

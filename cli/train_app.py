@@ -81,8 +81,11 @@ def train_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process "
                                           "and split (0: read in the training process; default: 4, or the "
                                           "number of CPUs when fewer)."),
-    shuffle_buffer: int = typer.Option(1000, "--shuffle-buffer", min=1, help="Training shuffle buffer, samples "
-                                       "per process."),
+    shuffle_buffer: Optional[int] = typer.Option(None, "--shuffle-buffer", min=1, help="Training shuffle buffer "
+                                                 "in samples, one per process over all its DataLoader workers; every "
+                                                 "batch is drawn from it. Default: a quarter of the samples the "
+                                                 "process reads an epoch, at least 1,000 (or all of them) and at "
+                                                 "most 4,096. 1 turns it off."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA (CPU always runs float32; "
                              "--protocol reference: float32)."),

@@ -497,7 +497,7 @@ def test_a_full_disk_in_the_trainer_names_the_path_and_the_fix(shards, tmp_path,
     import builtins
 
     import avdata.atomic
-    from cli import errors
+    from avdata.cli import errors
     from scmrl.train.loop import TrainConfig, train
 
     if what == "checkpoint":
