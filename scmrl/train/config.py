@@ -26,7 +26,7 @@ __all__ = ["TrainConfig", "EvalConfig", "LIBRARY_ONLY", "NOISE_ON", "DATASET_DEF
 
 NOISE_ON = ("train", "eval", "both")
 
-# per dataset (manifest "dataset"): the paper's settings (docs/reference.md §3)
+# per dataset (manifest "dataset"): the paper's embedding size and alignment temperature (docs/reference.md §1)
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cremad": {"tau_s": 0.07, "embed_dim": 256},
     "urbansound8k-av": {"tau_s": 0.08, "embed_dim": 64},
