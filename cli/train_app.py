@@ -77,14 +77,14 @@ def eval_cmd(cfg: EvalConfig,
 
     setup_logging(verbose)
     try:
-        res = evaluate_checkpoint(cfg.checkpoint, cfg.shards, cfg.split, cfg.device, cfg.batch_size, cfg.workers,
+        res = evaluate_checkpoint(str(cfg.checkpoint), cfg.shards, cfg.split, cfg.device, cfg.batch_size, cfg.workers,
                                   cfg.noise_snr, cfg.classes)
     except (AvdataError, ValueError) as exc:
         fail(exc)
         return
     if confusion is not None:
         plot_confusion(res["confusion"], res["classes"], confusion,
-                       f"{cfg.split} confusion, {Path(cfg.checkpoint).name}")
+                       f"{cfg.split} confusion, {cfg.checkpoint.name}")
     if as_json:
         print(json.dumps(res))
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from avdata.cli.dataclass_options import opt
@@ -110,6 +111,10 @@ class TrainConfig:
                             "(at most 8 s).")
 
     def __post_init__(self) -> None:
+        # paths are kept as plain strings: the config is stored in checkpoints, which hold no Python objects
+        self.out = str(Path(self.out))
+        if self.init_from is not None:
+            self.init_from = str(Path(self.init_from))
         if self.noise_on not in NOISE_ON:
             raise ValueError(f"noise_on must be train, eval or both, got {self.noise_on!r}")
         for name in ("epochs", "batch_size", "eval_every"):
@@ -135,7 +140,7 @@ def _as_in_train(name: str, **changes: Any) -> Any:
 class EvalConfig:
     """What `scmrl-eval` evaluates: a saved model on a split of some shards."""
 
-    checkpoint: str = opt(help="best.pt or checkpoint.pt from a scmrl-train run.")
+    checkpoint: Path = opt(help="best.pt or checkpoint.pt from a scmrl-train run.")
     shards: str = _as_in_train("shards")
     split: str = opt("test", help="Split to evaluate: train | val | test.")
     device: str = _as_in_train("device")
