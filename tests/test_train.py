@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from avdata.cli.train_app import eval_app, train_app
 from scmrl.train.report import CURVES_SIZE, confusion_size, read_metrics
 from scmrl.data.synthetic import make_synthetic_av_shards
-from scmrl.train.loop import TrainConfig, train
+from scmrl.train.config import TrainConfig
+from scmrl.train.loop import train
 from tests.httpserver import serve_dir
 
 TINY = dict(batch_size=32, lr=5e-3, warmup_epochs=1, embed_dim=32, heads=4, time_steps=2, image_size=32,
