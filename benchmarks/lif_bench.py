@@ -9,8 +9,8 @@ Two measurements, each implementation in its own fresh subprocess (so peak memor
       configuration (C=256, 16 heads, 128x128 audio and visual inputs, T=4), batch 8 on CPU and 128 on
       GPU by default; bf16 autocast on CUDA as the trainer (``--no-amp`` for float32).
 
-Implementations: ``fused`` (the default: on CUDA the Triton kernels of scmrl/lif_triton.py where Triton
-is installed, and in the SPS stages the LIF + max-pool kernels of scmrl/lif_pool_triton.py),
+Implementations: ``fused`` (the default: on CUDA the Triton kernels of scmrl/model/lif_triton.py where Triton
+is installed, and in the SPS stages the LIF + max-pool kernels of scmrl/model/lif_pool_triton.py),
 ``fused-apart`` (GPU only: the Triton LIF kernels with PyTorch's max-pool after them), ``fused-torch``
 (GPU only: the PyTorch fused Function, Triton switched off) and ``loop`` (the plain autograd loop).  Target: fused >= 2x the loop.  Prints a markdown table.
 
@@ -18,7 +18,7 @@ is installed, and in the SPS stages the LIF + max-pool kernels of scmrl/lif_pool
     python benchmarks/lif_bench.py --device cuda        # GPU, batch 128
     python benchmarks/lif_bench.py --default-heap       # CPU: without the trainer's heap settings
 
-On CPU the workers use the heap settings scmrl-train applies (scmrl/cpu_memory.py: glibc keeps large
+On CPU the workers use the heap settings scmrl-train applies (scmrl/train/cpu_memory.py: glibc keeps large
 freed blocks instead of unmapping them and page-faulting the next ones in); --default-heap measures
 without them.
 """

@@ -22,16 +22,16 @@ def convert_cmd(
     dataset: str = typer.Option(..., "--dataset", help="cremad | urbansound8k-av | mnistdvs-ntidigits: class "
                                 "names, T, tau_s and input side as the authors use them."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names in label order "
-                                          "[default: the dataset's]."),
+                                          "(default: the dataset's)."),
     time_steps: Optional[int] = typer.Option(None, "--time-steps", min=1, help="T the checkpoint was trained with "
-                                             "[default: 4; MNISTDVS-NTIDIGITS 16]."),
+                                             "(default: 4; MNISTDVS-NTIDIGITS 16)."),
     heads: int = typer.Option(16, "--heads", min=1, help="Attention heads (not recorded in the weights)."),
     alpha: float = typer.Option(1.5, "--alpha", help="Cross-modal residual weight it was trained with."),
     attention: Optional[str] = typer.Option(None, "--attention", help="For their single-branch blocks: spatial "
-                                            "or temporal-reference (the weights cannot tell) [two-branch blocks: "
-                                            "spatiotemporal-reference]."),
+                                            "or temporal-reference (the weights cannot tell); two-branch blocks: "
+                                            "spatiotemporal-reference (default)."),
 ) -> None:
-    """Map the authors' parameter names and layout onto this package's model (scmrl/convert.py)."""
+    """Map the authors' parameter names and layout onto this package's model (scmrl.model.convert)."""
     from scmrl.model.convert import DATASET_PRESETS, convert_checkpoint, dataset_classes
 
     try:
@@ -45,8 +45,9 @@ def convert_cmd(
     except (AvdataError, ValueError) as exc:
         fail(exc)
         return
+    # soft_wrap: one line however long the path, so scripts can read it
     console.print(f"wrote {info['out']}: {info['model']} ({info['attention']}), embed {info['embed_dim']}, "
-                  f"{info['num_classes']} classes, {info['tensors']} tensors")
+                  f"{info['num_classes']} classes, {info['tensors']} tensors", soft_wrap=True)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import errors
+from avdata.cli import errors
 from scmrl.data.synthetic import make_synthetic_av_shards
 
 ROOT = Path(__file__).resolve().parents[1]

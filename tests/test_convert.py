@@ -98,7 +98,8 @@ def test_checkpoint_with_pickled_objects_is_refused_with_the_fix(tmp_path):
 
 
 def test_a_converted_checkpoint_fine_tunes_with_init_from(tmp_path):
-    from scmrl.train.loop import TrainConfig, train
+    from scmrl.train.config import TrainConfig
+    from scmrl.train.loop import train
 
     sd = _reference_state(CASES["cremad/add"])
     sd["head.weight"] = torch.randn(len(CLASSES), sd["head.weight"].shape[1], generator=torch.Generator().manual_seed(1))

@@ -14,7 +14,8 @@ import pytest
 
 from scmrl.train.report import read_metrics
 from scmrl.data.synthetic import make_synthetic_av_shards
-from scmrl.train.loop import TrainConfig, train
+from scmrl.train.config import TrainConfig
+from scmrl.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = dict(epochs=2, batch_size=16, embed_dim=16, heads=2, time_steps=1, image_size=32, workers=2,

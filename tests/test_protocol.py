@@ -25,7 +25,8 @@ from scmrl.train.protocol import TABLE, get_protocol
 from scmrl.train.schedule import make_schedule
 from scmrl.data.spec_resize import resize_spectrogram
 from scmrl.data.synthetic import make_synthetic_av_shards
-from scmrl.train.loop import TrainConfig, model_config, resolve_protocol, train
+from scmrl.train.config import TrainConfig, model_config, resolve_protocol
+from scmrl.train.loop import train
 from scmrl.data.transforms import BatchTransform
 
 TINY = dict(batch_size=32, lr=5e-3, warmup_epochs=1, embed_dim=32, heads=4, time_steps=2, image_size=32,

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from avdata.cli.train_app import eval_app, train_app
 from scmrl.train.report import CURVES_SIZE, confusion_size, read_metrics
 from scmrl.data.synthetic import make_synthetic_av_shards
-from scmrl.train.loop import TrainConfig, train
+from scmrl.train.config import TrainConfig
+from scmrl.train.loop import train
 from tests.httpserver import serve_dir
 
 TINY = dict(batch_size=32, lr=5e-3, warmup_epochs=1, embed_dim=32, heads=4, time_steps=2, image_size=32,
@@ -205,7 +206,7 @@ def test_bad_shards_give_a_clear_error(tmp_path):
 def test_default_workers_follow_the_cpus(monkeypatch):
     import os
 
-    from cli import train_app
+    from avdata.cli import train_app
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     assert train_app._default_workers(None) == 2  # 2 CPUs: no more loader workers than CPUs

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from scmrl.data.synthetic import make_synthetic_av_shards
-from scmrl.train.loop import TrainConfig, model_config, train
+from scmrl.train.config import TrainConfig, model_config
+from scmrl.train.loop import train
 from avdata.shards.location import open_location
 
 

@@ -54,7 +54,8 @@ def test_eval_cli_refuses_a_pickled_checkpoint(tmp_path):
 
 
 def test_resume_refuses_a_pickled_checkpoint(shards, tmp_path):
-    from scmrl.train.loop import TrainConfig, train
+    from scmrl.train.config import TrainConfig
+    from scmrl.train.loop import train
 
     marker = tmp_path / "ran"
     (tmp_path / "run").mkdir()
@@ -457,7 +458,8 @@ def test_a_huge_member_header_names_the_shard_in_the_trainer(shards, tmp_path):
     import time
 
     from scmrl.data.stream import ShardReadError
-    from scmrl.train.loop import TrainConfig, train
+    from scmrl.train.config import TrainConfig
+    from scmrl.train.loop import train
 
     folder = _copy(shards, tmp_path / "s")
     _set_member_size(folder / "train-000001.tar", 0, 10**12)
@@ -497,8 +499,9 @@ def test_a_full_disk_in_the_trainer_names_the_path_and_the_fix(shards, tmp_path,
     import builtins
 
     import avdata.atomic
-    from cli import errors
-    from scmrl.train.loop import TrainConfig, train
+    from avdata.cli import errors
+    from scmrl.train.config import TrainConfig
+    from scmrl.train.loop import train
 
     if what == "checkpoint":
         real = avdata.atomic.open_new

@@ -19,7 +19,8 @@ def val_fraction_option(default: float = 0.1) -> Any:
 
 
 def seed_option(default: int = 42) -> Any:
-    return opt(default, help="Seed of every random choice made while preparing (splits).")
+    return opt(default, help="Seed of every random choice made while preparing: the splits, and the random "
+               "order each split's samples are written in (recorded in manifest.json).")
 
 
 def spectrogram_option(default: str = "reference") -> Any:

@@ -1,8 +1,12 @@
 """The prepare engine: plan -> parallel processing -> shards per split -> manifest and dataset card.
 
-Determinism: items are assigned to shards from the plan alone (fixed count per shard, plan order), and
-results are consumed in plan order (the executor's futures in submission order), so the bytes do not
-depend on `jobs`.
+Order: the samples of each split are written in a seeded random order (the recipe's `seed` option, salted
+with the split's name; see `shuffled_split`), so that shards read in file order, even by a reader with a
+small shuffle buffer, give mixed classes, actors and sources rather than the recipe's listing order.
+
+Determinism: items are assigned to shards from the plan alone (fixed count per shard, shuffled plan
+order, see above), and results are consumed in that order (the executor's futures in submission order), so
+the bytes do not depend on `jobs`.
 
 Workers (`avdata.prepare.workers`): with --jobs > 1 a process pool, each result handed back as an
 `Outcome` in plan order.
@@ -29,6 +33,7 @@ from avdata.prepare.state import (missing_shards, raw_workdir, remove_stale_hand
                                   write_sidecar)
 from avdata.prepare.workers import NO_SPACE, Workers
 from avdata.progress import make_progress
+from avdata.prepare.splits import seeded_shuffle
 from avdata.shards.tar import ShardWriter, shard_name
 
 log = logging.getLogger("avdata.prepare.engine")
@@ -69,6 +74,13 @@ def parse_part(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def shuffled_split(items: list[WorkItem], seed: int, split: str) -> list[WorkItem]:
+    """A split's items in the seeded random order they are written in: a function of the seed, the split's
+    name and the set of keys only (not of the recipe's listing order or of --jobs/--part)."""
+    by_key = {it.key: it for it in items}
+    return [by_key[k] for k in seeded_shuffle(by_key, seed, f"order:{split}")]
+
+
 def build_plan_record(recipe: Recipe, plan: Plan, options: Any, samples_per_shard: int) -> dict[str, Any]:
     """Everything the manifest needs that the plan fixes, plus each shard's item keys."""
     if samples_per_shard < 1:
@@ -77,9 +89,10 @@ def build_plan_record(recipe: Recipe, plan: Plan, options: Any, samples_per_shar
     by_split: dict[str, list[WorkItem]] = {s: [] for s in order}
     for it in plan.items:
         by_split[it.split].append(it)
+    seed = int(getattr(options, "seed", 0))
     shards = []
     for split in order:
-        items = by_split[split]
+        items = shuffled_split(by_split[split], seed, split)
         for i in range(0, len(items), samples_per_shard):
             shards.append({"file": shard_name(split, i // samples_per_shard), "split": split,
                            "keys": [it.key for it in items[i:i + samples_per_shard]]})

@@ -23,8 +23,16 @@ rank has fewer shards than workers its workers read all of the rank's shards and
 `workers`-th sample; when there are fewer shards than ranks every (rank, worker) slot reads every shard
 and keeps every `world * workers`-th sample. The sample count of each slot is known in advance from the
 manifest (:meth:`ShardStream.batches_per_rank`), which the trainer uses to give every rank the same
-step schedule. Training batches are always full (:class:`FullBatches` merges the partial batch each
-worker ends with), so a rank drops fewer than one batch of samples per epoch; evaluation drops nothing.
+step schedule. Training batches are always full, so a rank drops fewer than one batch of samples per
+epoch; evaluation drops nothing.
+
+How training batches are mixed: `avdata prepare` writes each split in a seeded random order, but shards
+from elsewhere (or made before that) may be sorted by class. So each epoch (all seeded by seed + epoch,
+hence reproducible and resumable at epoch boundaries): the shard order is shuffled; each slot reads its
+shards several at a time, drawing each next sample from a random open shard (:func:`_interleaved`); and
+all samples of a rank, from all its workers, pass through one shuffle buffer in the main process
+(:class:`MixedBatches`, `--shuffle-buffer` samples, default :func:`default_shuffle_buffer`) from which
+every batch is drawn, so a batch is not the product of one worker's stream.
 A read error inside a DataLoader worker is passed to the main process as data (:class:`ShardFailure`)
 and raised there with its own message.
 
@@ -74,7 +82,6 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.filters import shuffle as wds_shuffle
 from webdataset.tariterators import group_by_keys
 
 from avdata.errors import AvdataError
@@ -89,7 +96,7 @@ log = logging.getLogger("scmrl.data.stream")
 
 __all__ = [
     "ShardSource", "ShardStream", "StreamConfig", "ShardReadError", "open_shards", "data_kind", "event_bins",
-    "slot_plan", "make_loader", "FullBatches", "collate", "decode_npy_view", "center_square", "choose_frames", "seeded_rng",
+    "slot_plan", "make_loader", "MixedBatches", "default_shuffle_buffer", "collate", "decode_npy_view", "center_square", "choose_frames", "seeded_rng",
 ]
 
 SHARD_NAME_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-\d+\.tar$")
@@ -414,8 +421,9 @@ class StreamConfig:
     time_steps: int = 4
     frames_per_step: bool = False
     seed: int = 42
-    train: bool = False  # training: per-epoch frame choice, shuffled shard order and buffer
-    shuffle_buffer: int = 1000  # per rank (split among its workers); training only
+    train: bool = False  # training: per-epoch frame choice, shuffled shard order, interleave and buffer
+    shuffle_buffer: int | None = None  # samples, for the whole loader of a rank; None: default_shuffle_buffer
+    interleave: int = 4  # training: shards a slot reads at once, samples drawn from them at random
     retries: int = 4  # attempts after the first failure to open/read a shard
     backoff: float = 0.5  # seconds before the first retry, doubled each time (max 8 s)
     with_keys: bool = False
@@ -439,6 +447,24 @@ def slot_plan(counts: Sequence[int], rank: int, world: int, worker: int, workers
     if n >= world:
         return idx[rank::world], workers, worker
     return idx, world * workers, rank * workers + worker
+
+
+def _share_group(n: int, rank: int, world: int, worker: int, workers: int) -> tuple:
+    """The slots that read the same shards in the same order (see :func:`slot_plan`): their interleaving
+    must be drawn from one seed so that each keeps its own every-k-th sample of one common sequence."""
+    if n >= world * workers:
+        return (rank, worker)
+    if n >= world:
+        return (rank,)
+    return ()
+
+
+def default_shuffle_buffer(samples: int) -> int:
+    """The training shuffle buffer for a rank that reads `samples` samples an epoch: a quarter of them,
+    at least 1,000 and at most 4,096 (about 1 GB of CREMA-D-format samples held in the main process;
+    with shards written in random order by `avdata prepare` a larger one buys little), never more than
+    the rank reads."""
+    return max(1, min(samples, min(4096, max(1000, samples // 4))))
 
 
 def _slot_count(counts: Sequence[int], plan: tuple[list[int], int, int]) -> int:
@@ -490,7 +516,7 @@ class ShardStream(IterableDataset):
         return sum(self.slot_samples(rank, w, nw) for w in range(nw))
 
     def batches_per_rank(self, batch_size: int, workers: int = 1) -> list[int]:
-        """Full training batches each rank yields this epoch (see :class:`FullBatches`)."""
+        """Full training batches each rank yields this epoch (see :class:`MixedBatches`)."""
         return [self.rank_samples(r, workers) // batch_size for r in range(self.world)]
 
     def __iter__(self) -> Iterator[tuple | "ShardFailure"]:
@@ -502,23 +528,26 @@ class ShardStream(IterableDataset):
             yield ShardFailure(type(exc).__name__, str(exc))
 
     def iter_slot(self, worker: int = 0, workers: int = 1) -> Iterator[tuple]:
-        """The samples of one (this rank, worker) slot; usable without a DataLoader (tests)."""
-        shards, mod, rem = self.plan(self.rank, worker, workers)
-        samples = self._converted(shards, mod, rem)
-        if self.cfg.train and self.cfg.shuffle_buffer > 1:
-            buf = max(1, self.cfg.shuffle_buffer // workers)
-            rng = seeded_rng(self.cfg.seed, self.epoch, "buffer", self.rank, worker)
-            samples = wds_shuffle(bufsize=buf, initial=buf, rng=rng)(samples)
-        return samples
+        """The samples of one (this rank, worker) slot; usable without a DataLoader (tests).
 
-    def _converted(self, shards: list[int], mod: int, rem: int) -> Iterator[tuple]:
-        i = 0
-        for s in shards:
-            for sample in self._read(self.entries[s]):
-                keep = i % mod == rem
-                i += 1
-                if keep:
-                    yield self._convert(sample)
+        Training: the slot's shards are read `interleave` at a time, each next sample drawn from one of the
+        open shards at random, weighted by the samples it has left (a uniformly random merge: shards each
+        holding one class give a class sequence like a random permutation). The shuffle buffer is not here
+        but in :class:`MixedBatches`, over all workers of the rank."""
+        shards, mod, rem = self.plan(self.rank, worker, workers)
+        counts = [int(self.entries[s]["num_samples"]) for s in shards]
+        offsets = [sum(counts[:i]) for i in range(len(shards))]
+        if self.cfg.train and self.cfg.interleave > 1 and len(shards) > 1:
+            group = _share_group(len(self.entries), self.rank, self.world, worker, workers)
+            rng = seeded_rng(self.cfg.seed, self.epoch, "interleave", *group)
+            indexed = _interleaved([self._indexed(s) for s in shards], counts, self.cfg.interleave, rng)
+        else:
+            indexed = ((i, j, sample) for i, s in enumerate(shards) for j, sample in self._indexed(s))
+        # which samples a slot keeps depends on their place in the slot's shards, not on the reading order
+        return (self._convert(sample) for i, j, sample in indexed if (offsets[i] + j) % mod == rem)
+
+    def _indexed(self, shard: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        return enumerate(self._read(self.entries[shard]))
 
     def _read(self, entry: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """One shard's samples (webdataset tar iteration + key grouping), with retries; never repeats."""
@@ -591,6 +620,28 @@ class ShardStream(IterableDataset):
         return out + (key,) if self.cfg.with_keys else out
 
 
+def _interleaved(readers: list[Iterator[tuple[int, Any]]], counts: list[int], width: int,
+                 rng: random.Random) -> Iterator[tuple[int, int, Any]]:
+    """(reader index, sample index, sample) from `readers` (opened lazily, in order, at most `width` at a
+    time), each next one from an open reader chosen at random with weight = the samples it has left."""
+    pending = list(range(len(readers)))[::-1]
+    open_: list[int] = []
+    left: dict[int, int] = {}
+    while open_ or pending:
+        while pending and len(open_) < width:
+            i = pending.pop()
+            open_.append(i)
+            left[i] = counts[i]
+        pick = rng.choices(range(len(open_)), weights=[max(1, left[i]) for i in open_])[0]
+        i = open_[pick]
+        item = next(readers[i], None)
+        if item is None:
+            open_.pop(pick)
+            continue
+        left[i] -= 1
+        yield (i, *item)
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).split(" @ <")[0]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -654,37 +705,98 @@ def _worker_init(_: int) -> None:
     cv2.setNumThreads(1)
 
 
-class FullBatches:
-    """Iterate a DataLoader whose workers batch their own samples, yielding only batches of exactly
-    `batch_size`: the partial batch each worker ends with is merged with the others', so a rank drops
-    fewer than `batch_size` samples per epoch whatever the number of workers."""
+class MixedBatches:
+    """Training batches for one rank: every sample its workers deliver goes through one shuffle buffer of
+    `buffer` samples (seeded by seed, epoch and rank), and batches of exactly `batch_size` are drawn from
+    it, so a batch mixes the streams of all workers. The rank's last partial batch (< batch_size samples)
+    is dropped, so every sample is used at most once per epoch and all but fewer than `batch_size` are.
 
-    def __init__(self, loader: DataLoader, batch_size: int) -> None:
-        self.loader, self.batch_size = loader, batch_size
+    The workers hand over chunks of a few samples (collated into shared memory); a sample stays a view of
+    its chunk until drawn, and drawn samples are stacked into the batch (one copy). A chunk is freed when
+    its last sample is drawn, so the buffer holds about 4 x `buffer` samples' memory with chunks of 32.
+    Without workers the samples arrive one by one and the buffer holds exactly `buffer`."""
+
+    def __init__(self, loader: DataLoader, stream: "ShardStream", batch_size: int, buffer: int,
+                 pin_memory: bool = False) -> None:
+        self.loader, self.stream, self.batch_size = loader, stream, batch_size
+        self.buffer, self.pin_memory = max(1, buffer), pin_memory
 
     def __iter__(self) -> Iterator[tuple]:
-        carry: list[tuple] = []
-        held = 0
-        for batch in _raise_failures(self.loader):
-            n = len(batch[2])
-            if n == self.batch_size:
-                yield batch
-                continue
-            carry.append(batch)
-            held += n
-            if held >= self.batch_size:
-                merged = _cat(carry)
-                yield tuple(m[:self.batch_size] for m in merged)
-                rest = tuple(m[self.batch_size:] for m in merged)
-                held -= self.batch_size
-                carry = [rest] if held else []
+        rng = seeded_rng(self.stream.cfg.seed, self.stream.epoch, "buffer", self.stream.rank)
+        buf: list[tuple] = []
+        out: list[tuple] = []
+        for rows in _rows(_raise_failures(self.loader)):
+            for row in rows:
+                if len(buf) < self.buffer:
+                    buf.append(row)
+                    continue
+                j = rng.randrange(len(buf))
+                out.append(buf[j])
+                buf[j] = row
+                if len(out) == self.batch_size:
+                    yield self._batch(out)
+                    out = []
+        rng.shuffle(buf)
+        for row in buf:
+            out.append(row)
+            if len(out) == self.batch_size:
+                yield self._batch(out)
+                out = []
+
+    def _batch(self, rows: list[tuple]) -> tuple:
+        fields = []
+        for k, parts in enumerate(zip(*rows)):
+            if k == 2:
+                fields.append(torch.tensor(parts, dtype=torch.long))
+            elif isinstance(parts[0], torch.Tensor):
+                first = parts[0]
+                res = torch.empty((len(parts), *first.shape), dtype=first.dtype, pin_memory=self.pin_memory)
+                if self.loader.num_workers:
+                    # numpy's single-threaded copy: torch.stack's parallel one spins against the busy
+                    # workers for CPU time (measured 20x slower on 2 cores with 2 workers)
+                    np.stack([t.numpy() for t in parts], out=res.numpy())
+                else:
+                    torch.stack(parts, out=res)
+                fields.append(res)
+            else:
+                fields.append(list(parts))
+        if self.pin_memory:
+            fields[2] = fields[2].pin_memory()
+        return tuple(fields)
 
 
-def _cat(batches: list[tuple]) -> tuple:
-    out = []
-    for parts in zip(*batches):
-        out.append(torch.cat(parts) if isinstance(parts[0], torch.Tensor) else [x for p in parts for x in p])
-    return tuple(out)
+def _rows(items: Iterable) -> Iterator[list[tuple]]:
+    """Samples from a loader that yields collated chunks (workers) or single samples (no workers)."""
+    for item in items:
+        if isinstance(item[2], list):  # a chunk: (audio[c], visual[c], [labels][, [keys]])
+            labels = item[2]
+            keys = item[3] if len(item) > 3 else None
+            yield [(item[0][i], item[1][i], labels[i]) + ((keys[i],) if keys is not None else ())
+                   for i in range(len(labels))]
+        else:
+            yield [item]
+
+
+def _collate_chunk(batch: list[tuple]) -> tuple | ShardFailure:
+    """A worker's chunk of training samples: stacked tensors, labels (and keys) as lists. Each tensor costs
+    a shared-memory segment and a file-descriptor hand-over (about a millisecond on the 2-core machine),
+    so the labels travel pickled."""
+    for b in batch:
+        if isinstance(b, ShardFailure):
+            return b
+    out = (_stack([b[0] for b in batch]), _stack([b[1] for b in batch]), [b[2] for b in batch])
+    return out + ([b[3] for b in batch],) if len(batch[0]) > 3 else out
+
+
+def _as_is(sample: Any) -> Any:
+    """The 'collate' of single samples (training without workers): the sample itself."""
+    return sample
+
+
+# samples a DataLoader worker hands over at a time in training (see MixedBatches): each hand-over costs
+# about a millisecond, so small chunks slow the loader (8: 0.6x, 32: 0.85x the speed of 128 on 2 cores),
+# while a buffered sample keeps its whole chunk alive (memory ~ H(CHUNK) = 1 + 1/2 + ... + 1/CHUNK x buffer)
+CHUNK = 32
 
 
 def make_loader(source: ShardSource, split: str, cfg: StreamConfig, batch_size: int, workers: int = 0,
@@ -692,11 +804,23 @@ def make_loader(source: ShardSource, split: str, cfg: StreamConfig, batch_size: 
     """Batches of one split for this rank, and the stream (call `stream.set_epoch(e)` before each epoch;
     the workers are started once and read the epoch from shared memory).
 
-    Training (`cfg.train`): only full batches; the rank's remainder (< batch_size) is dropped.
-    Evaluation: every sample, the last batches of each worker possibly smaller."""
+    Training (`cfg.train`): only full batches, drawn from one shuffle buffer over all workers
+    (:class:`MixedBatches`; `cfg.shuffle_buffer` samples, default :func:`default_shuffle_buffer`); the
+    rank's remainder (< batch_size) is dropped. Evaluation: every sample, in order, the last batches of
+    each worker possibly smaller."""
     ds = ShardStream(source, split, cfg, rank, world)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate, drop_last=False,
-                        pin_memory=pin_memory, worker_init_fn=_worker_init if workers else None,
-                        prefetch_factor=4 if workers else None, persistent_workers=workers > 0,
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    return (FullBatches(loader, batch_size) if cfg.train else CheckedBatches(loader)), ds
+    common = dict(num_workers=workers, worker_init_fn=_worker_init if workers else None,
+                  persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
+    if not cfg.train:
+        loader = DataLoader(ds, batch_size=batch_size, collate_fn=collate, drop_last=False, pin_memory=pin_memory,
+                            prefetch_factor=4 if workers else None, **common)
+        return CheckedBatches(loader), ds
+    buffer = cfg.shuffle_buffer
+    if buffer is None:
+        buffer = default_shuffle_buffer(ds.rank_samples(rank, max(1, workers)))
+    if workers:  # chunks of CHUNK samples; about 4 batches in flight per worker, as for evaluation
+        loader = DataLoader(ds, batch_size=CHUNK, collate_fn=_collate_chunk, drop_last=False,
+                            prefetch_factor=max(2, 4 * batch_size // CHUNK), **common)
+    else:
+        loader = DataLoader(ds, batch_size=None, collate_fn=_as_is, **common)
+    return MixedBatches(loader, ds, batch_size, buffer, pin_memory), ds

@@ -16,7 +16,7 @@ EMBEDDINGS = ("sps", "shallow")
 
 @dataclass
 class ModelConfig:
-    """Everything that fixes a network's architecture and its loss (REFERENCE.md sections 1-2).
+    """Everything that fixes a network's architecture and its loss (docs/reference.md §1-2).
 
     Defaults are the reference CREMA-D S-CMRL settings; values are checked on construction so a
     typo in a config file fails before any data is loaded.

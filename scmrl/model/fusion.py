@@ -1,6 +1,6 @@
 """Blocks on token tensors ``[T, B, C, N]``: the MLP block, the unimodal Spikformer block, the
 S-CMRL cross-modal residual block and the interaction blocks of the fusion baselines
-(REFERENCE.md section 1).
+(docs/reference.md §1).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Multi-step leaky integrate-and-fire (LIF) neurons over a time-first tensor ``[T, ...]``.
 
-Dynamics (S-CMRL / BrainCog ``MyNode``, REFERENCE.md section 1), per time step t with V_{-1} = 0::
+Dynamics (S-CMRL / BrainCog ``MyNode``, docs/reference.md §1), per time step t with V_{-1} = 0::
 
     H_t = V_{t-1} + (X_t - V_{t-1}) / tau      (computed as X_t / tau + (1 - 1/tau) V_{t-1})
     S_t = Heaviside(H_t - v_threshold)          (1 where H_t >= v_threshold)

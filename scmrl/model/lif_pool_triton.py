@@ -2,8 +2,8 @@
 
 Each SPS stage is conv -> BN -> LIF -> max-pool. Separately, the LIF writes full-size spikes, the pool
 reads them back and writes an int64 index per output (as many bytes as the bf16 input itself), and its
-backward zero-fills a full-size gradient, scatters into it and the LIF backward reads it again. On the
-H100 the pool took 15 of the 65 ms of a training step, three times the LIF. Here:
+backward zero-fills a full-size gradient, scatters into it and the LIF backward reads it again: on an
+H100 that separate pool costs 15 of a 65 ms training step, three times the LIF (BENCHMARKS.md). Here:
 
 * forward: one program per tile of pooling windows x channels runs the LIF of the window's 3x3
   neurons over all T steps in registers, writes the pooled spikes, the pre-spike membrane H of the

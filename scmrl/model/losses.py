@@ -1,5 +1,5 @@
 """Training losses: label-smoothed cross-entropy, the S-CMRL semantic alignment loss and the CMCI
-three-head loss (REFERENCE.md sections 1-2)."""
+three-head loss (docs/reference.md §1-2)."""
 
 from __future__ import annotations
 

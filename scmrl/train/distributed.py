@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -21,7 +22,7 @@ from avdata.errors import AvdataError
 log = logging.getLogger("scmrl.train.distributed")
 
 __all__ = ["DistContext", "resolve_device", "init_distributed", "wrap_ddp", "unwrap", "all_reduce_sum",
-           "sync_buffers", "barrier", "cleanup"]
+           "gather_sums", "broadcast_object", "sync_buffers", "barrier", "cleanup"]
 
 
 @dataclass
@@ -116,6 +117,28 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def gather_sums(sums: dict[str, float], ctx: DistContext) -> dict[str, float]:
+    """Sum dicts of floats over ranks (a rank with no batch has an empty dict)."""
+    if not ctx.distributed:
+        return dict(sums)
+    parts: list[dict[str, float]] = [{} for _ in range(ctx.world)]
+    dist.all_gather_object(parts, sums)
+    out: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def broadcast_object(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's `obj` on every rank (any picklable object)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.device.type == "cuda" else None)
+    return box[0]
 
 
 def sync_buffers(model: nn.Module, ctx: DistContext) -> None:

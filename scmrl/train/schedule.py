@@ -7,7 +7,7 @@ whatever the number of steps an epoch has (which can change with the number of r
 * epochs [warmup, epochs]: lr = min_lr + (peak - min_lr) * (1 + cos(pi * (e - warmup) / (epochs - warmup))) / 2,
   so the peak is reached exactly at the end of warm-up and min_lr at the end of training.
 
-The recipe (REFERENCE.md section 2): peak = 5e-3 * global batch / 1024 (6.25e-4 at batch 128), 5 warm-up
+The recipe (docs/reference.md §2): peak = 5e-3 * global batch / 1024 (6.25e-4 at batch 128), 5 warm-up
 epochs from 1e-6, minimum 1e-5, 100 epochs.
 
 :class:`EpochCosine` is the authors' stepping (``--protocol reference``): timm's ``CosineLRScheduler``

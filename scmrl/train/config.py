@@ -1,0 +1,191 @@
+"""What a training run is asked to do (`TrainConfig`, whose fields are also `scmrl-train`'s options) and the
+network it builds for given shards (`model_config`: per-dataset defaults from the manifest, then the options).
+
+Each field's help, flag and bounds live in its metadata (`avdata.cli.dataclass_options.opt`), so the CLI
+is generated from this one declaration. `EvalConfig` holds `scmrl-eval`'s options, sharing the fields the
+two commands have in common. This module imports no torch, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from avdata.cli.dataclass_options import opt
+
+from scmrl.train.protocol import PROTOCOLS, Protocol, get_protocol
+from scmrl.train.schedule import BASE_LR
+
+if TYPE_CHECKING:
+    from scmrl.data.stream import ShardSource
+    from scmrl.model.config import ModelConfig
+
+__all__ = ["TrainConfig", "EvalConfig", "LIBRARY_ONLY", "NOISE_ON", "DATASET_DEFAULTS", "resolve_protocol",
+           "model_config"]
+
+NOISE_ON = ("train", "eval", "both")
+
+# per dataset (manifest "dataset"): the paper's embedding size and alignment temperature (docs/reference.md §1)
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cremad": {"tau_s": 0.07, "embed_dim": 256},
+    "urbansound8k-av": {"tau_s": 0.08, "embed_dim": 64},
+    "mnistdvs-ntidigits": {"tau_s": 0.1, "embed_dim": 256},
+}
+STATIC_DEFAULTS = {"tau_s": 0.07, "embed_dim": 256, "time_steps": 4}
+EVENT_DEFAULTS = {"tau_s": 0.1, "embed_dim": 256}
+
+
+@dataclass
+class TrainConfig:
+    """A training run: the recipe of docs/reference.md §2 by default (see `scmrl.train.loop`)."""
+
+    shards: str = opt(help="Shards made by `avdata prepare`: a local folder, its http(s) URL, or .tar files "
+                      "(comma-separated or a glob; split read from <split>-NNNNNN.tar).")
+    out: str = opt(help="Run folder: checkpoint.pt, best.pt, metrics.jsonl, results.json, curves.png, "
+                   "confusion.png.")
+    model: str = opt("scmrl", help="scmrl | audio-only | visual-only | add | concat | weight-attention | sca | "
+                     "cmci.")
+    attention: str | None = opt(None, help="S-CMRL attention ablation: spatial | temporal | spatiotemporal; "
+                                "temporal-reference | spatiotemporal-reference: the authors' temporal layout "
+                                "(heads and time mixed). Default: spatiotemporal; with --protocol reference "
+                                "spatiotemporal-reference.")
+    residual_proj: bool = opt(True, help="Linear + LIF on the cross-modal residual; off builds the authors' "
+                              "models without their alignment loss (the ablation rows; also pass --sao-weight 0 "
+                              "for those).")
+    protocol: str = opt("ours", choices=PROTOCOLS, help="reference: train as the authors' code does (no "
+                        "validation split, float32, no decay on biases/norms, per-epoch cosine, PIL spectrogram "
+                        "resize, noise on training inputs; README: protocol table).")
+    epochs: int = opt(100, min=1, help="Training epochs.")
+    batch_size: int = opt(128, min=1, help="Batch per process (drop-last in training).")
+    lr: float | None = opt(None, help="Peak learning rate. Default: 5e-3 * global batch / 1024.")
+    base_lr: float = opt(BASE_LR, help="Peak learning rate per 1024 samples of global batch, when lr is None.")
+    weight_decay: float = opt(1e-4, help="AdamW weight decay.")
+    warmup_epochs: float = opt(5.0, min=0, help="Linear warm-up epochs (from 1e-6).")
+    warmup_lr: float = opt(1e-6, help="Learning rate at the start of the warm-up.")
+    min_lr: float = opt(1e-5, help="Learning rate at the end of the cosine decay.")
+    embed_dim: int | None = opt(None, help="Embedding size C. Default per dataset: CREMA-D 256, UrbanSound8K-AV "
+                                "64, MNISTDVS-NTIDIGITS 256.")
+    heads: int = opt(16, min=1, help="Attention heads.")
+    mlp_ratio: float = opt(4.0, help="Hidden size of the MLP blocks, in multiples of the embedding size.")
+    time_steps: int | None = opt(None, min=1, help="Time steps T. Default: 4; event data: its stored bins.")
+    image_size: int = opt(128, min=16, help="Side of the square spectrogram and image inputs (static data).")
+    alpha: float = opt(1.5, help="Cross-modal residual weight.")
+    tau_s: float | None = opt(None, help="Alignment-loss temperature. Default per dataset: 0.07 CREMA-D, "
+                              "0.08 UrbanSound8K-AV, 0.1 event data.")
+    sao_weight: float = opt(1.0, help="Weight of the semantic-alignment loss.")
+    label_smoothing: float = opt(0.1, help="Label smoothing of the cross-entropy.")
+    tau: float = opt(2.0, help="LIF membrane time constant.")
+    threshold: float = opt(1.0, help="LIF firing threshold.")
+    attn_threshold: float = opt(1.0, help="Threshold of the attention neurons (the reference asks for 0.5 but "
+                                "fires at 1.0).")
+    detach_membrane: bool = opt(True, help="Detach the membrane between time steps (as the reference).")
+    surrogate_alpha: float = opt(4.0, help="Steepness of the surrogate gradient of the spike.")
+    lif: str = opt("fused", help="LIF implementation: fused (one autograd Function over T; on CUDA Triton "
+                   "kernels, with the SPS max-pool fused in; SCMRL_LIF_TRITON=0 / SCMRL_LIF_POOL_TRITON=0 switch "
+                   "those off) | loop (the plain reference loop). Same values and gradients.")
+    frames_per_step: bool = opt(False, help="One stored frame per time step instead of one random frame repeated "
+                                "over T.")
+    noise_snr: float | None = opt(None, help="Add Gaussian noise at this SNR (dB) to the visual input.")
+    noise_on: str = opt("eval", choices=NOISE_ON, help="Where --noise-snr applies (--protocol reference: train).")
+    workers: int = opt(0, min=0, help="DataLoader worker processes per process and split (0: read in the "
+                       "training process).")
+    shuffle_buffer: int | None = opt(None, min=1, help="Training shuffle buffer in samples, one per process over "
+                                     "all its DataLoader workers; every batch is drawn from it. Default: a quarter "
+                                     "of the samples the process reads an epoch, at least 1,000 (or all of them) "
+                                     "and at most 4,096. 1 turns it off.")
+    device: str = opt("auto", help="auto | cpu | cuda.")
+    amp: bool = opt(True, help="bf16 autocast on CUDA (CPU always runs float32; --protocol reference: float32).")
+    seed: int = opt(42, help="Seed of initialisation, data order, frame choice and augmentation.")
+    resume: bool = opt(False, help="Continue the run in --out from its last checkpoint.")
+    init_from: str | None = opt(None, help="Start from the weights of this checkpoint (fine-tuning; e.g. one "
+                                "written by scmrl-convert); the architecture options must match it.")
+    max_steps: int | None = opt(None, min=1, help="Stop after this many optimizer steps in total (smoke runs); "
+                                "the run is evaluated and checkpointed.")
+    stop_after_epochs: int | None = opt(None, min=1, help="End this invocation after N epochs (a job time limit); "
+                                        "continue with --resume.")
+    eval_every: int = opt(1, min=1, help="Evaluate val/test every N epochs (and at the end).")
+    classes: list[str] | None = opt(None, help="Class names in label order, for .tar files without a "
+                                    "manifest.json beside them.")
+    io_retries: int = opt(4, min=0, help="Retries of a shard that cannot be opened or breaks off (remote "
+                          "shards), before the run stops.")
+    io_backoff: float = opt(0.5, min=0.0, help="Seconds before the first retry, doubled for each further one "
+                            "(at most 8 s).")
+
+    def __post_init__(self) -> None:
+        # paths are kept as plain strings: the config is stored in checkpoints, which hold no Python objects
+        self.out = str(Path(self.out))
+        if self.init_from is not None:
+            self.init_from = str(Path(self.init_from))
+        if self.noise_on not in NOISE_ON:
+            raise ValueError(f"noise_on must be train, eval or both, got {self.noise_on!r}")
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+        get_protocol(self.protocol)
+
+
+# fields the library takes but scmrl-train does not offer as flags (the recipe's fixed values)
+LIBRARY_ONLY = ("base_lr", "warmup_lr", "mlp_ratio", "surrogate_alpha")
+
+
+def _as_in_train(name: str, **changes: Any) -> Any:
+    """A field declared as TrainConfig's field `name` (default, help, flag, bounds), with `changes`."""
+    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    default = changes.pop("default", f.default)
+    return opt(default, **{**f.metadata, **changes})
+
+
+@dataclass
+class EvalConfig:
+    """What `scmrl-eval` evaluates: a saved model on a split of some shards."""
+
+    checkpoint: Path = opt(help="best.pt or checkpoint.pt from a scmrl-train run.")
+    shards: str = _as_in_train("shards")
+    split: str = opt("test", help="Split to evaluate: train | val | test.")
+    device: str = _as_in_train("device")
+    batch_size: int = _as_in_train("batch_size", help="Evaluation batch size.")
+    workers: int = _as_in_train("workers", default=2, help="DataLoader worker processes.")
+    noise_snr: float | None = _as_in_train("noise_snr")
+    classes: list[str] | None = _as_in_train("classes")
+
+
+def resolve_protocol(cfg: TrainConfig) -> tuple[TrainConfig, Protocol]:
+    """The config with the protocol's fixed settings applied (precision, where noise goes), and the protocol."""
+    proto = get_protocol(cfg.protocol)
+    changes: dict[str, Any] = {}
+    if not proto.amp:
+        changes["amp"] = False
+    if proto.noise_on is not None:
+        changes["noise_on"] = proto.noise_on
+    if cfg.attention is None:
+        changes["attention"] = proto.attention
+    return replace(cfg, **changes), proto
+
+
+def model_config(cfg: TrainConfig, source: ShardSource | dict[str, Any]) -> ModelConfig:
+    """The network for these shards (a ShardSource or a manifest): dataset defaults from the manifest,
+    overridden by the options."""
+    from scmrl.data.stream import data_kind, event_bins  # torch: imported when a model is built, not for --help
+    from scmrl.model.config import ModelConfig
+
+    manifest = source if isinstance(source, dict) else source.manifest
+    kind = data_kind(manifest)
+    d = {**(EVENT_DEFAULTS if kind == "events" else STATIC_DEFAULTS), **DATASET_DEFAULTS.get(manifest["dataset"], {})}
+    proto = get_protocol(cfg.protocol)
+    common = dict(num_classes=len(manifest["classes"]), model=cfg.model, attention=cfg.attention or proto.attention,
+                  residual_proj=cfg.residual_proj,
+                  embed_dim=cfg.embed_dim or d["embed_dim"], heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
+                  alpha=cfg.alpha, tau=cfg.tau, v_threshold=cfg.threshold, attn_threshold=cfg.attn_threshold,
+                  detach_membrane=cfg.detach_membrane, surrogate_alpha=cfg.surrogate_alpha,
+                  tau_s=cfg.tau_s if cfg.tau_s is not None else d["tau_s"], sao_weight=cfg.sao_weight,
+                  label_smoothing=cfg.label_smoothing, lif_impl=cfg.lif)
+    if kind == "events":
+        steps = cfg.time_steps or proto.event_time_steps or event_bins(manifest)
+        return ModelConfig(**common, time_steps=steps, audio_channels=1,
+                           visual_channels=2, audio_size=28, visual_size=28, embedding="shallow")
+    return ModelConfig(**common, time_steps=cfg.time_steps or d.get("time_steps", 4), audio_channels=1,
+                       visual_channels=3, audio_size=cfg.image_size, visual_size=cfg.image_size, embedding="sps")

@@ -1,0 +1,41 @@
+"""The data side of a run: the training loader (shuffled, a fresh order each epoch), one loader per
+evaluation split, and the batched on-device transform (augmentation, noise) they feed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scmrl.data.stream import ShardSource, StreamConfig, make_loader
+from scmrl.data.transforms import BatchTransform
+from scmrl.model.config import ModelConfig
+from scmrl.train.config import TrainConfig
+from scmrl.train.distributed import DistContext
+from scmrl.train.protocol import Protocol
+
+__all__ = ["RunData", "make_run_data"]
+
+
+@dataclass
+class RunData:
+    train_loader: Any
+    train_ds: Any  # its dataset: set_epoch, batches_per_rank
+    eval_loaders: dict[str, Any]  # split -> loader
+    transform: BatchTransform
+
+
+def make_run_data(source: ShardSource, eval_splits: list[str], cfg: TrainConfig, mcfg: ModelConfig,
+                  proto: Protocol, ctx: DistContext) -> RunData:
+    """Loaders of this rank's share of each split, as `cfg` and the protocol ask."""
+    pin = ctx.device.type == "cuda"
+    stream = dict(kind=source.kind, image_size=cfg.image_size, time_steps=mcfg.time_steps,
+                  frames_per_step=cfg.frames_per_step, seed=cfg.seed, retries=cfg.io_retries, backoff=cfg.io_backoff,
+                  spec_resize=proto.spec_resize)
+    train_loader, train_ds = make_loader(source, "train", StreamConfig(**stream, train=True,
+                                                                       shuffle_buffer=cfg.shuffle_buffer),
+                                         cfg.batch_size, cfg.workers, ctx.rank, ctx.world, pin)
+    eval_loaders = {s: make_loader(source, s, StreamConfig(**stream, train=False), cfg.batch_size, cfg.workers,
+                                   ctx.rank, ctx.world, pin)[0] for s in eval_splits}
+    transform = BatchTransform(source.kind, mcfg.time_steps, cfg.image_size, cfg.noise_snr, cfg.noise_on,
+                               noise=proto.noise)
+    return RunData(train_loader, train_ds, eval_loaders, transform)

@@ -1,0 +1,136 @@
+"""The shape of the code base: what the wheel installs, no import cycles, no oversized modules.
+
+These guard the layout of docs/architecture.md: a dataset is one package, each module has one job, and
+the installed distribution adds only the project's own top-level names.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("avdata", "scmrl", "cli")
+#: Longest a library module may be without saying at its top why it is longer.
+MAX_LINES = 350
+LONG_REASON = "Why this file is long:"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            rel = path.relative_to(ROOT).with_suffix("")
+            parts = list(rel.parts)
+            if parts[0] == "cli":
+                parts = ["avdata", *parts]
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
+    return out
+
+
+def _top_level_imports(path: Path, module: str, known: set[str]) -> set[str]:
+    """Modules of the project that `path` imports when it is imported (module level, not inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+
+    def resolve(name: str) -> str | None:
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    for node in tree.body:
+        if isinstance(node, ast.If):  # `if TYPE_CHECKING:` blocks do not run
+            continue
+        for sub in ast.walk(node):
+            if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                break
+            if isinstance(sub, ast.Import):
+                found.update(filter(None, (resolve(a.name) for a in sub.names)))
+            elif isinstance(sub, ast.ImportFrom) and sub.module and sub.level == 0:
+                for a in sub.names:
+                    hit = resolve(f"{sub.module}.{a.name}") or resolve(sub.module)
+                    if hit:
+                        found.add(hit)
+    found.discard(module)
+    return found
+
+
+def test_no_import_cycle_between_modules():
+    mods = _modules()
+    known = set(mods)
+    graph = {m: _top_level_imports(p, m, known) for m, p in mods.items()}
+    # a package's __init__ importing its own submodules is not a cycle of jobs; only module -> module edges count
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if m.startswith(n + ".") or n.startswith(m + "."):
+                continue  # package <-> its own submodule
+            if state.get(n) == 1:
+                cycles.append(stack[stack.index(n):] + [n])
+            elif n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_library_modules_are_small_or_say_why():
+    too_long = []
+    for pkg in ("avdata", "scmrl"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            if len(lines) > MAX_LINES and not any(LONG_REASON in line for line in lines[:30]):
+                too_long.append(f"{path.relative_to(ROOT)} ({len(lines)} lines)")
+    assert not too_long, (f"modules over {MAX_LINES} lines without '{LONG_REASON}' in their docstring: "
+                          + ", ".join(too_long))
+
+
+def test_no_citation_of_files_outside_the_repository():
+    bad = []
+    for pkg in ("avdata", "scmrl", "cli"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            if "REFERENCE.md" in path.read_text(encoding="utf-8"):
+                bad.append(str(path.relative_to(ROOT)))
+    assert not bad, f"cite docs/reference.md instead of REFERENCE.md: {bad}"
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
+def test_wheel_installs_only_the_projects_top_level_names(tmp_path):
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if f.split("/")[0] in ("avdata", "scmrl", "cli", "manifests") or f in ("setup.py", "pyproject.toml",
+                                                                               "README.md"):
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, src / f)
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                          "--no-index", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
+    if res.returncode != 0 and "invalid command 'bdist_wheel'" in res.stderr:
+        pytest.skip("this setuptools cannot build wheels without the wheel package")
+    assert res.returncode == 0, res.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"avdata", "scmrl"}, top
+    assert "avdata/cli/avdata_app.py" in names
+    assert "avdata/manifests/cremad/files.tsv" in names
+    top_level = [n for n in names if n.endswith("top_level.txt")]
+    if top_level:
+        assert set(zipfile.ZipFile(wheel).read(top_level[0]).decode().split()) == {"avdata", "scmrl"}

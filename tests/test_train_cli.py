@@ -1,0 +1,70 @@
+"""scmrl-train's and scmrl-eval's options are generated from TrainConfig / EvalConfig: every field is a flag
+with its help, and the flags reach the config unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from avdata.cli import train_app as cli
+from scmrl.train.config import LIBRARY_ONLY, EvalConfig, TrainConfig
+
+
+def _help(app) -> str:
+    r = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    assert r.exit_code == 0, r.output
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", r.output).replace("│", " ").split())
+
+
+@pytest.mark.parametrize("app, dc, skip", [(cli.train_app, TrainConfig, LIBRARY_ONLY), (cli.eval_app, EvalConfig, ())])
+def test_help_lists_every_field_with_its_help(app, dc, skip) -> None:
+    text = _help(app)
+    for f in dataclasses.fields(dc):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in skip:
+            assert flag not in text
+            continue
+        assert flag in text, flag
+        assert " ".join(f.metadata["help"].split()[:4]) in text, f.name
+    assert "Default: 5e-3 * global batch / 1024" in text or app is cli.eval_app  # not eaten as rich markup
+
+
+def _captured(monkeypatch, args: list[str]) -> TrainConfig:
+    import scmrl.train.loop
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(scmrl.train.loop, "train", seen.append)
+    r = CliRunner().invoke(cli.train_app, args)
+    assert r.exit_code == 0, r.output
+    return seen[0]
+
+
+def test_flags_reach_the_config(monkeypatch) -> None:
+    monkeypatch.setattr(cli, "_default_workers", lambda w: 3 if w is None else w)
+    cfg = _captured(monkeypatch, ["--shards", "s", "--out", "./o/"])
+    assert cfg == TrainConfig(shards="s", out="o", workers=3) and cfg.out == "o"  # as Path(...) gives it
+    cfg = _captured(monkeypatch, ["--shards", "s", "--out", "o", "--no-amp", "--classes", "a, b", "--workers", "0",
+                                  "--init-from", "x.pt", "--frames-per-step", "--resume", "--protocol", "reference",
+                                  "--lr", "0.01", "--time-steps", "8", "--noise-on", "both"])
+    assert cfg == TrainConfig(shards="s", out="o", amp=False, classes=["a", "b"], workers=0, init_from="x.pt",
+                              frames_per_step=True, resume=True, protocol="reference", lr=0.01, time_steps=8,
+                              noise_on="both")
+
+
+@pytest.mark.parametrize("args, flag", [(["--epochs", "0"], "--epochs"), (["--protocol", "theirs"], "--protocol"),
+                                        (["--noise-on", "never"], "--noise-on"), (["--image-size", "8"],
+                                                                                  "--image-size")])
+def test_bad_values_name_the_flag(args: list[str], flag: str) -> None:
+    r = CliRunner().invoke(cli.train_app, ["--shards", "s", "--out", "o", *args])
+    assert r.exit_code == 2 and flag in r.output
+
+
+def test_eval_config_shares_train_fields() -> None:
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name in ("shards", "device", "noise_snr", "classes"):
+        eval_field = next(f for f in dataclasses.fields(EvalConfig) if f.name == name)
+        assert dict(eval_field.metadata) == dict(train_fields[name].metadata)
+    assert EvalConfig(checkpoint="c", shards="s").workers == 2
