@@ -23,7 +23,7 @@ import webdataset as wds
 
 from avdata.shards.manifest import load_manifest, save_manifest, split_entry
 from avdata.prepare.engine import PrepareSettings, prepare
-from avdata.datasets.recipe import get_recipe
+from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import CremadOptions, all_clips
 from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions
 from avdata.datasets.urbansound8k_av.recipe import UrbanSoundOptions
