@@ -142,6 +142,8 @@ def build_verify_raw_command(name: str) -> Any:
         except AvdataError as exc:
             fail(exc)
         print_verify_summary(raw_dir, report)
+        if report.problems:
+            raise typer.Exit(1)
 
     command = command_from(download.options, body, exclude=("mirror",))
     return click_command(name, command, help="Check a raw copy against the pinned list: ok, missing, LFS pointer "
@@ -175,8 +177,8 @@ def print_verify_summary(raw_dir: Path, report: Any) -> None:
         for status in ("missing", "lfs-pointer", "size-mismatch", "hash-mismatch"):
             if report.counts[status]:
                 console.print(f"[yellow]fix ({status}):[/] {FIXES[status]}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
-    console.print(f"[green]ok:[/] {report.summary()}", highlight=False)
+    else:
+        console.print(f"[green]ok:[/] {report.summary()}", highlight=False)
 
 
 download_app = typer.Typer(
