@@ -100,8 +100,7 @@ def _open(path: Path):
         container.close()
         raise MediaError(path, "no video stream")
     stream = container.streams.video[0]
-    # One decoding thread: callers parallelise over clips with processes, and decoder threads only add
-    # start-up cost and (with frame threading) output delay.
+    # One decoding thread: callers parallelise over clips with processes; threads only add start-up cost.
     stream.thread_type = "SLICE"
     stream.codec_context.thread_count = 1
     return container
