@@ -21,8 +21,9 @@ import numpy as np
 
 from avdata.atomic import atomic_open
 from avdata.errors import AvdataError
+from avdata.samples import iter_samples, label_of
 from avdata.shards.location import open_location
-from avdata.shards.tar import decode_npy
+from avdata.shards.npy import decode_npy
 
 CELL_W_IN = 1.7  # inches per panel (a cell is two panels)
 ROW_H_IN = 1.9
@@ -112,8 +113,6 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
 def choose_samples(spec: str | Path, per_class: int, split: str | None = None
                    ) -> tuple[dict[str, Any], str, list[list[tuple[str, dict[str, np.ndarray]]]]]:
     """(manifest, split, rows): rows[class] = [(key, {field: array})] of its first `per_class` samples."""
-    from avdata.summary import iter_samples, label_of
-
     if not 1 <= per_class <= MAX_PER_CLASS:
         raise AvdataError(f"--show must be 1 to {MAX_PER_CLASS} samples per class, not {per_class}")
     loc = open_location(spec)

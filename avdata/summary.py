@@ -4,7 +4,7 @@
 the manifest, then streams through the samples (all of them, or the first K per split) to report every
 field's dtype and shape range, the value range of arrays, and clip durations found in the `json` field.
 Works the same on a local folder and on a folder behind an http(s) URL. `print_summary()` renders the
-result as rich tables; `contact_sheet()` (in `avdata.contact_sheet`) draws samples to a PNG.
+result as rich tables (`avdata.contact_sheet` draws samples to a PNG).
 """
 
 from __future__ import annotations
@@ -13,57 +13,17 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from avdata.errors import AvdataError
-from avdata.shards.location import ShardsLocation, open_location
 from avdata.progress import make_progress
-from avdata.shards.tar import decode_npy, iter_shard
+from avdata.samples import iter_samples, label_of
+from avdata.shards.location import ShardsLocation, open_location
+from avdata.shards.npy import decode_npy
 
 NUMERIC_KINDS = "biuf"
-
-
-# --- reading -----------------------------------------------------------------------------------------
-
-
-def iter_samples(loc: ShardsLocation, split: str, limit: int | None = None
-                 ) -> Iterator[tuple[str, str, dict[str, bytes]]]:
-    """(shard file, key, {field: bytes}) of a split in shard order; at most `limit` samples.
-
-    A shard that cannot be read to the end raises AvdataError naming it (run `avdata verify`).
-    """
-    import tarfile
-
-    n = 0
-    if limit is not None and limit <= 0:
-        return
-    for shard in loc.shards(split):
-        fileobj = loc.open(shard["file"])
-        try:
-            for key, fields in iter_shard(fileobj):
-                yield shard["file"], key, fields
-                n += 1
-                if limit is not None and n >= limit:
-                    return
-        except (tarfile.TarError, EOFError) as exc:
-            raise AvdataError(f"{loc.address(shard['file'])}: cannot be read to the end ({exc}); "
-                              "check the folder with `avdata verify`") from exc
-        finally:
-            fileobj.close()
-
-
-def label_of(fields: dict[str, bytes], meta: dict[str, Any] | None = None) -> int | None:
-    """The class index of a sample: its `cls` field, else the `label` of its json."""
-    if "cls" in fields:
-        try:
-            return int(fields["cls"].decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError):
-            return None
-    if meta and isinstance(meta.get("label"), int):
-        return meta["label"]
-    return None
 
 
 def duration_of(meta: Any) -> float | None:
@@ -381,9 +341,3 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
     else:
         console.print("no source clips were skipped")
 
-
-def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, split: str | None = None) -> Path:
-    """Draw the first `per_class` samples of each class to a PNG (see `avdata.contact_sheet`)."""
-    from avdata.contact_sheet import contact_sheet as _draw
-
-    return _draw(spec, out_png, per_class=per_class, split=split)

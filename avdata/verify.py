@@ -1,8 +1,8 @@
 """Check a shards folder against its manifest: every shard's byte count, sha256 and sample count.
 
 Works the same on a local folder and on the folder behind an http(s) URL (`avdata.shards.location`). Each shard
-is read once: the bytes go through sha256 and, at the same time, through a streaming tar reader that
-counts the samples, so a shard cut short is reported as such instead of crashing the check.
+is read once: the bytes go through sha256 and, at the same time, through the shard reader
+(`avdata.shards.reader`) that counts the samples, so a shard cut short is reported as such instead of crashing the check.
 `quick=True` compares sizes only (a file stat, or an HTTP HEAD request).
 """
 
@@ -21,6 +21,7 @@ from avdata.errors import AvdataError
 from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.manifest import MANIFEST_NAME, shard_files
 from avdata.progress import make_progress
+from avdata.shards.reader import TarCutShortError, TarHeaderError, iter_tar_files
 
 CHUNK = 1 << 20
 
@@ -83,66 +84,34 @@ class _HashingReader:
             pass
 
 
-class _EndAwareTarInfo(tarfile.TarInfo):
-    """Notes on the TarFile how its member list ended: at the end-of-archive zero block, cut short, or at
-    a damaged header.
-
-    tarfile itself stops quietly when the file ends at (or inside) a member header or meets a header with
-    a bad checksum, so such a shard would otherwise read as a valid, shorter tar.
-    """
-
-    @classmethod
-    def fromtarfile(cls, tarfile_obj):  # type: ignore[override]
-        try:
-            return super().fromtarfile(tarfile_obj)
-        except tarfile.EOFHeaderError:
-            tarfile_obj.avdata_end = "end-of-archive"
-            raise
-        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError):
-            tarfile_obj.avdata_end = "truncated tar: the file ends before the end-of-archive blocks"
-            raise
-        except tarfile.InvalidHeaderError as exc:
-            tarfile_obj.avdata_end = f"damaged tar: bad member header at byte {tarfile_obj.offset} ({exc})"
-            raise
-
-
 #: Member extensions that stock webdataset decodes with pickle (or torch.load) unless WDS_SECURE=1 is set.
 PICKLED_EXTENSIONS = ("pyd", "pickle", "pkl", "pth")
 
 
-def _count_samples(reader: _HashingReader, fields: set[str] | None = None) -> tuple[int | None, str | None]:
+def _count_samples(reader: _HashingReader, limit: int, fields: set[str] | None = None
+                   ) -> tuple[int | None, str | None]:
     """Samples in the tar streamed from `reader`, or (None, why) when it cannot be read to the end.
 
     Samples are counted as webdataset groups them: consecutive members with the same key (the member
     name up to its first dot). The field names met (what follows the key) are added to `fields`.
+    Member bytes are read past, never held: only the hash sees them.
     """
     n = 0
     current = None
     try:
-        with tarfile.open(fileobj=reader, mode="r|", tarinfo=_EndAwareTarInfo,  # type: ignore[arg-type]
-                          bufsize=CHUNK) as tar:
-            # (not reset here: opening already read the first header, which for an empty shard is the end)
-            for member in tar:
-                if not member.isfile():
-                    continue
-                f = tar.extractfile(member)
-                got = 0
-                while f is not None and (chunk := f.read(CHUNK)):
-                    got += len(chunk)
-                if got != member.size:
-                    raise EOFError(f"member {member.name} cut short ({got} of {member.size} bytes)")
-                key, _, fld = member.name.partition(".")
-                if fields is not None and not member.name.startswith("__"):
-                    fields.add(fld)
-                if key != current:
-                    n += 1
-                    current = key
-            end = getattr(tar, "avdata_end", None)
-    except (tarfile.TarError, EOFError) as exc:
-        why = str(exc) or type(exc).__name__
-        return None, f"unreadable tar after {n} sample(s): truncated or damaged ({why})"
-    if end != "end-of-archive":
-        return None, f"{end or 'truncated tar: no end-of-archive blocks'} (after {n} sample(s))"
+        for member in iter_tar_files(reader, limit=limit, skip=lambda _name: True):  # type: ignore[arg-type]
+            key, _, fld = member["fname"].partition(".")
+            if fields is not None:
+                fields.add(fld)
+            if key != current:
+                n += 1
+                current = key
+    except TarCutShortError as exc:
+        return None, f"truncated tar: the file ends before the end-of-archive blocks, after {n} sample(s) ({exc})"
+    except TarHeaderError as exc:
+        return None, f"damaged tar: bad member header after {n} sample(s) ({exc})"
+    except tarfile.TarError as exc:
+        return None, f"unreadable tar after {n} sample(s): damaged ({exc})"
     return n, None
 
 
@@ -209,7 +178,7 @@ def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport
     fields: set[str] = set()
     try:
         with opened:
-            count, tar_problem = _count_samples(reader, fields)
+            count, tar_problem = _count_samples(reader, int(shard["bytes"]), fields)
             reader.drain()  # the end-of-archive blocks and anything after them are part of the file too
     except (OSError, http.client.HTTPException) as exc:
         read_problem = f"read failed after {reader.n} bytes ({exc})"

@@ -14,7 +14,8 @@ import torch
 from avdata.errors import AvdataError
 from avdata.shards.manifest import new_manifest, save_manifest, split_entry
 from avdata.datasets.recipe import cls_bytes, sample_json
-from avdata.shards.tar import encode_npy, shard_name, write_shard
+from avdata.shards.npy import encode_npy
+from avdata.shards.tar import shard_name, write_shard
 from scmrl.data.stream import (ShardStream, StreamConfig, choose_frames, decode_npy_view, make_loader, open_shards,
                         slot_plan)
 from scmrl.data.synthetic import make_synthetic_av_shards

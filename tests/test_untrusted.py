@@ -429,7 +429,7 @@ def test_the_tar_reader_bounds_member_sizes(tmp_path):
     import io
     import tarfile
 
-    from scmrl.data.tar_reader import TarBoundsError, iter_tar_files
+    from avdata.shards.reader import TarBoundsError, iter_tar_files
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:

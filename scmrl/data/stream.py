@@ -90,7 +90,7 @@ from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.manifest import MANIFEST_NAME, load_manifest
 
 from scmrl.data.spec_resize import resize_spectrogram
-from scmrl.data.tar_reader import MemberSlice, TarBoundsError, iter_tar_files
+from avdata.shards.reader import MemberSlice, TarBoundsError, iter_tar_files
 
 log = logging.getLogger("scmrl.data.stream")
 

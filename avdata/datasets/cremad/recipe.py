@@ -17,7 +17,7 @@ from typing import Any
 from avdata.media.audio import audio_features
 from avdata.errors import AvdataError
 from avdata.datasets.recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
-from avdata.shards.tar import encode_npy
+from avdata.shards.npy import encode_npy
 from avdata.fetch.sources import manifest_dir, pinned_sources
 from avdata.prepare.splits import group_holdout, stratified_holdout
 from avdata.media.video import read_frames

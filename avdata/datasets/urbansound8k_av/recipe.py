@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from avdata.media.audio import audio_features
 from avdata.errors import AvdataError, MediaError
 from avdata.datasets.recipe import SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
-from avdata.shards.tar import encode_npy
+from avdata.shards.npy import encode_npy
 from avdata.prepare.splits import first_fraction, stratified_holdout
 from avdata.media.video import resize_short_side
 
