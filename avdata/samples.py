@@ -21,15 +21,15 @@ def iter_samples(loc: ShardsLocation, split: str, limit: int | None = None
     if limit is not None and limit <= 0:
         return
     for shard in loc.shards(split):
-        fileobj = loc.open(shard["file"])
+        fileobj = loc.open(shard.file)
         try:
-            for key, fields in iter_shard(fileobj, limit=shard["bytes"]):
-                yield shard["file"], key, fields
+            for key, fields in iter_shard(fileobj, limit=shard.bytes):
+                yield shard.file, key, fields
                 n += 1
                 if limit is not None and n >= limit:
                     return
         except (tarfile.TarError, EOFError) as exc:
-            raise AvdataError(f"{loc.address(shard['file'])}: cannot be read to the end ({exc}); "
+            raise AvdataError(f"{loc.address(shard.file)}: cannot be read to the end ({exc}); "
                               "check the folder with `avdata verify`") from exc
         finally:
             fileobj.close()

@@ -149,23 +149,22 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
         raise AvdataError("--sample must be at least 1")
     loc = open_location(spec)
     m = loc.manifest
-    names = list(m["splits"]) if not splits else list(dict.fromkeys(splits))
+    names = list(m.splits) if not splits else list(dict.fromkeys(splits))
     for name in names:
-        if name not in m["splits"]:
-            raise AvdataError(f"no split {name!r}; this folder has {', '.join(m['splits'])}")
-    classes = list(m["classes"])
+        m.split(name)  # AvdataError naming the splits there are
+    classes = list(m.classes)
     out: dict[str, Any] = {
         "location": loc.base,
-        "dataset": m["dataset"],
-        "tool": m["tool"],
-        "schema_version": m["schema_version"],
-        "options": m["options"],
+        "dataset": m.dataset,
+        "tool": m.tool,
+        "schema_version": m.schema_version,
+        "options": m.options,
         "classes": classes,
-        "features": m["features"],
+        "features": m.features,
         "sample_limit": sample,
         "splits": {},
     }
-    to_read = {n: (m["splits"][n]["num_samples"] if sample is None else min(sample, m["splits"][n]["num_samples"]))
+    to_read = {n: (m.splits[n].num_samples if sample is None else min(sample, m.splits[n].num_samples))
                for n in names}
     bar = make_progress("samples", disable=None if progress in (None, True) else True)
     with bar:
@@ -173,7 +172,7 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
         for name in names:
             bar.update(task, description=f"inspect {name}")
             out["splits"][name] = _summarize_split(loc, name, classes, sample, lambda: bar.advance(task))
-    total_samples = sum(m["splits"][n]["num_samples"] for n in names)
+    total_samples = sum(m.splits[n].num_samples for n in names)
     total_bytes = sum(out["splits"][n]["bytes"] for n in names)
     out["totals"] = {
         "num_samples": total_samples,
@@ -182,7 +181,7 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
         "bytes_per_sample": round(total_bytes / total_samples, 1) if total_samples else 0,
         "samples_read": sum(out["splits"][n]["read"]["samples"] for n in names),
     }
-    skipped = [s for s in m["skipped"] if not splits or s.get("split") in names]
+    skipped = [s for s in m.skipped if not splits or s.get("split") in names]
     reasons = Counter(s.get("reason", "") for s in skipped)
     out["skipped"] = {
         "count": len(skipped),
@@ -193,9 +192,8 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
 
 
 def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample: int | None, tick) -> dict[str, Any]:
-    entry = loc.manifest["splits"][name]
-    shards = entry["shards"]
-    nbytes = sum(int(s["bytes"]) for s in shards)
+    entry = loc.manifest.splits[name]
+    nbytes = sum(s.bytes for s in entry.shards)
     fields: dict[str, _FieldStats] = {}
     read_counts: Counter[str] = Counter()
     durations: list[float] = []
@@ -214,7 +212,7 @@ def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample:
         if d is not None:
             durations.append(d)
         tick()
-    complete = n == entry["num_samples"] and sample is None
+    complete = n == entry.num_samples and sample is None
     read = {
         "samples": n,
         "complete": complete,
@@ -224,15 +222,15 @@ def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample:
         "durations": _durations(durations),
     }
     if sample is None:
-        read["matches_manifest"] = (n == entry["num_samples"]
-                                    and all(read["class_counts"].get(c, 0) == entry["class_counts"].get(c, 0)
+        read["matches_manifest"] = (n == entry.num_samples
+                                    and all(read["class_counts"].get(c, 0) == entry.class_counts.get(c, 0)
                                             for c in classes))
     return {
-        "num_samples": entry["num_samples"],
-        "class_counts": dict(entry["class_counts"]),
-        "num_shards": len(shards),
+        "num_samples": entry.num_samples,
+        "class_counts": dict(entry.class_counts),
+        "num_shards": len(entry.shards),
         "bytes": nbytes,
-        "bytes_per_sample": round(nbytes / entry["num_samples"], 1) if entry["num_samples"] else 0,
+        "bytes_per_sample": round(nbytes / entry.num_samples, 1) if entry.num_samples else 0,
         "read": read,
     }
 

@@ -19,7 +19,7 @@ from typing import IO, Any, Callable
 
 from avdata.errors import AvdataError
 from avdata.shards.location import ShardsLocation, open_location
-from avdata.shards.manifest import MANIFEST_NAME, shard_files
+from avdata.shards.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from avdata.progress import make_progress
 from avdata.shards.reader import TarCutShortError, TarHeaderError, iter_tar_files
 
@@ -150,8 +150,8 @@ def _size_problem(expected: int, found: int) -> str:
     return f"size differs: expected {expected} bytes, found {found} ({found - expected} extra bytes)"
 
 
-def _check_quick(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport) -> int:
-    file = shard["file"]
+def _check_quick(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport) -> int:
+    file = shard.file
     if loc.remote:
         size = _remote_size(loc.address(file))
     else:
@@ -160,41 +160,41 @@ def _check_quick(loc: ShardsLocation, shard: dict[str, Any], report: VerifyRepor
     if isinstance(size, str):
         report.problems.append((file, size))
         return 0
-    if size != shard["bytes"]:
-        report.problems.append((file, _size_problem(shard["bytes"], size)))
+    if size != shard.bytes:
+        report.problems.append((file, _size_problem(shard.bytes, size)))
     return size
 
 
-def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport,
+def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
                 on_bytes: Callable[[int], None]) -> int:
-    file = shard["file"]
+    file = shard.file
     opened = _open_shard(loc, file)
     if isinstance(opened, str):
         report.problems.append((file, opened))
         return 0
-    reader = _HashingReader(opened, on_bytes, limit=int(shard["bytes"]) + 1)
+    reader = _HashingReader(opened, on_bytes, limit=shard.bytes + 1)
     tar_problem = read_problem = None
     count: int | None = None
     fields: set[str] = set()
     try:
         with opened:
-            count, tar_problem = _count_samples(reader, int(shard["bytes"]), fields)
+            count, tar_problem = _count_samples(reader, shard.bytes, fields)
             reader.drain()  # the end-of-archive blocks and anything after them are part of the file too
     except (OSError, http.client.HTTPException) as exc:
         read_problem = f"read failed after {reader.n} bytes ({exc})"
     if read_problem:
         report.problems.append((file, read_problem))
         return reader.n
-    if reader.n > shard["bytes"]:
-        report.problems.append((file, f"size differs: more than the expected {shard['bytes']} bytes "
+    if reader.n > shard.bytes:
+        report.problems.append((file, f"size differs: more than the expected {shard.bytes} bytes "
                                       "(stopped reading there)"))
-    elif reader.n != shard["bytes"]:
-        report.problems.append((file, _size_problem(shard["bytes"], reader.n)))
+    elif reader.n != shard.bytes:
+        report.problems.append((file, _size_problem(shard.bytes, reader.n)))
     else:
         digest = reader.sha.hexdigest()
-        if digest != shard["sha256"]:
-            report.problems.append((file, f"sha256 differs: expected {shard['sha256']}, got {digest}"))
-    unlisted = sorted(fields - set(loc.manifest.get("features", {})))
+        if digest != shard.sha256:
+            report.problems.append((file, f"sha256 differs: expected {shard.sha256}, got {digest}"))
+    unlisted = sorted(fields - set(loc.manifest.features))
     if unlisted:
         pickled = [f for f in unlisted if f.rsplit(".", 1)[-1].lower() in PICKLED_EXTENSIONS]
         warn = (f"members not listed in the manifest's features: {', '.join('.' + f for f in unlisted[:10])}"
@@ -206,29 +206,29 @@ def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport
         report.warnings.append((file, warn))
     if tar_problem:
         report.problems.append((file, tar_problem))
-    elif count != shard["num_samples"]:
-        report.problems.append((file, f"sample count differs: expected {shard['num_samples']}, found {count}"))
+    elif count != shard.num_samples:
+        report.problems.append((file, f"sample count differs: expected {shard.num_samples}, found {count}"))
     return reader.n
 
 
-def _check_manifest(manifest: dict[str, Any], splits: list[str], report: VerifyReport) -> None:
+def _check_manifest(manifest: Manifest, splits: list[str], report: VerifyReport) -> None:
     """The manifest's own sums: split sample counts vs its shards and its class counts."""
     for split in splits:
-        entry = manifest["splits"][split]
-        from_shards = sum(int(s["num_samples"]) for s in entry["shards"])
-        if entry["num_samples"] != from_shards:
-            report.problems.append((MANIFEST_NAME, f"split {split!r}: num_samples {entry['num_samples']} but its "
+        entry = manifest.splits[split]
+        from_shards = sum(s.num_samples for s in entry.shards)
+        if entry.num_samples != from_shards:
+            report.problems.append((MANIFEST_NAME, f"split {split!r}: num_samples {entry.num_samples} but its "
                                                    f"shards hold {from_shards}"))
-        from_classes = sum(int(n) for n in entry["class_counts"].values())
-        if from_classes != entry["num_samples"]:
+        from_classes = sum(entry.class_counts.values())
+        if from_classes != entry.num_samples:
             report.problems.append((MANIFEST_NAME, f"split {split!r}: class_counts add up to {from_classes}, "
-                                                   f"not num_samples {entry['num_samples']}"))
+                                                   f"not num_samples {entry.num_samples}"))
 
 
 def _extra_files(loc: ShardsLocation, report: VerifyReport) -> None:
     if loc.remote:
         return
-    known = {s["file"] for s in shard_files(loc.manifest)}
+    known = {s.file for _split, s in loc.manifest.shard_entries()}
     base = Path(loc.base)
     for p in sorted(base.glob("*.tar")):
         if p.name not in known:
@@ -247,17 +247,17 @@ def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool
     """
     loc = open_location(spec)
     manifest = loc.manifest
-    names = list(manifest["splits"]) if not splits else list(dict.fromkeys(splits))
-    entries = shard_files(manifest, names)  # raises AvdataError for an unknown split
+    names = list(manifest.splits) if not splits else list(dict.fromkeys(splits))
+    entries = [s for _split, s in manifest.shard_entries(names)]  # raises AvdataError for an unknown split
     report = VerifyReport(location=loc.base, splits=names, quick=quick)
     _check_manifest(manifest, names, report)
-    total = sum(int(s["bytes"]) for s in entries)
+    total = sum(s.bytes for s in entries)
     bar = make_progress("B", disable=None if progress in (None, True) else True)
     with bar:
         task = bar.add_task("verify (sizes)" if quick else "verify", total=total)
         for shard in entries:
-            expected = int(shard["bytes"])
-            bar.update(task, description=f"verify {shard['file']}")
+            expected = shard.bytes
+            bar.update(task, description=f"verify {shard.file}")
             advanced = [0]
 
             def on_bytes(n: int) -> None:

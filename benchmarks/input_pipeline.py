@@ -37,7 +37,9 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from scmrl.model.config import ModelConfig  # noqa: E402
-from scmrl.data.stream import StreamConfig, collate, make_loader, open_shards  # noqa: E402
+from avdata.shards.location import open_shards  # noqa: E402
+from scmrl.data.batching import collate, make_loader  # noqa: E402
+from scmrl.data.stream import StreamConfig  # noqa: E402
 from scmrl.train.distributed import resolve_device  # noqa: E402
 from scmrl.train.evaluate import autocast_for  # noqa: E402
 from scmrl.model.losses import compute_loss  # noqa: E402

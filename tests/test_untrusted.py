@@ -456,7 +456,7 @@ def test_the_tar_reader_bounds_member_sizes(tmp_path):
 def test_a_huge_member_header_names_the_shard_in_the_trainer(shards, tmp_path):
     import time
 
-    from scmrl.data.stream import ShardReadError
+    from scmrl.data.failures import ShardReadError
     from scmrl.train.loop import TrainConfig, train
 
     folder = _copy(shards, tmp_path / "s")

@@ -44,7 +44,11 @@ from avdata.progress import make_progress
 from scmrl.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from scmrl.model.config import ModelConfig
 from scmrl.train.cpu_memory import keep_freed_memory
-from scmrl.data.stream import ShardReadError, ShardSource, StreamConfig, data_kind, event_bins, make_loader, open_shards
+from avdata.shards.location import ShardsLocation, open_shards
+from avdata.shards.manifest import Manifest, data_kind, event_bins
+from scmrl.data.batching import make_loader
+from scmrl.data.failures import ShardReadError
+from scmrl.data.stream import StreamConfig
 from scmrl.train.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed, sync_buffers, wrap_ddp
 from scmrl.train.evaluate import autocast_for, evaluate
 from scmrl.model.losses import compute_loss
@@ -147,10 +151,11 @@ def resolve_protocol(cfg: TrainConfig) -> tuple[TrainConfig, Protocol]:
     return replace(cfg, **changes), proto
 
 
-def model_config(cfg: TrainConfig, source: ShardSource | dict[str, Any]) -> ModelConfig:
-    """The network for these shards (a ShardSource or a manifest): dataset defaults from the manifest,
+def model_config(cfg: TrainConfig, source: ShardsLocation | dict[str, Any]) -> ModelConfig:
+    """The network for these shards (a ShardsLocation or a manifest): dataset defaults from the manifest,
     overridden by the flags."""
-    manifest = source if isinstance(source, dict) else source.manifest
+    manifest = source if isinstance(source, (dict, Manifest)) else source.manifest
+    manifest = manifest.to_dict() if isinstance(manifest, Manifest) else manifest  # indexed as a dict below
     kind = data_kind(manifest)
     if kind == "events":
         d = {**EVENT_DEFAULTS, **DATASET_DEFAULTS.get(manifest["dataset"], {})}
@@ -211,7 +216,7 @@ def _gather_sums(sums: dict[str, float], ctx: DistContext) -> dict[str, float]:
     return out
 
 
-def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardSource) -> None:
+def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardsLocation) -> None:
     stored = ckpt.get("model_config", {})
     now = asdict(mcfg)
     diff = [f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now if stored.get(k) != now[k]]
@@ -261,7 +266,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         keep_freed_memory()  # about 20% faster steps on CPU (scmrl/cpu_memory.py)
     out = Path(cfg.out)
     source = open_shards(cfg.shards, cfg.classes)
-    manifest = source.manifest
+    manifest = source.manifest.to_dict()
     kind = source.kind
     if "train" not in source.splits:
         raise AvdataError(f"{cfg.shards}: no train split (it has {', '.join(source.splits)})")
