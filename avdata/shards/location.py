@@ -21,6 +21,7 @@ from typing import IO, Sequence
 from avdata.errors import AvdataError
 from avdata.fetch.urls import is_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest, ShardEntry, data_kind
+from avdata.shards.tar_list import cut_to_files, manifest_of_files, tar_list
 
 
 def read_url(url: str, timeout: float = 60.0, retries: int = 3) -> bytes:
@@ -114,14 +115,29 @@ def open_location(spec: str | Path) -> ShardsLocation:
     return ShardsLocation(str(path), Manifest.load(path), spec)
 
 
+def _manifest_beside(folder: str) -> Manifest | None:
+    """The manifest of the folder that holds shards given one by one, when it has a valid one."""
+    try:
+        if is_url(folder):
+            return open_location(folder).manifest
+        return Manifest.load(folder) if (Path(folder) / MANIFEST_NAME).exists() else None
+    except AvdataError:
+        return None
+
+
 def open_shards(spec: str | Path | Sequence[str | Path], classes: Sequence[str] | None = None) -> ShardsLocation:
     """A shards folder, its URL, or .tar files (a comma list, a glob, or a sequence; see
     `avdata.shards.tar_list`). `classes`, when given, must match the manifest's."""
-    from avdata.shards.tar_list import from_tar_list, tar_list
-
     files = tar_list(spec if isinstance(spec, (list, tuple)) else str(spec))
     if files is not None:
-        return from_tar_list(files, classes)
+        folders = {f.rsplit("/", 1)[0] if is_url(f) else str(Path(f).parent) for f in files}
+        beside = _manifest_beside(next(iter(folders))) if len(folders) == 1 else None
+        if beside is not None:
+            manifest, addresses = cut_to_files(beside, files, classes)
+        else:
+            manifest, addresses = manifest_of_files(files, classes)
+        base = next(iter(folders)) if len(folders) == 1 else "."
+        return ShardsLocation(base, manifest, f"{len(files)} shard file(s)", addresses)
     loc = open_location(str(spec))
     if classes is not None and list(classes) != loc.manifest.classes:
         raise AvdataError("the classes given differ from the manifest's")

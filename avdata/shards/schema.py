@@ -53,6 +53,14 @@ def _text_ok(value: Any, path: str, problems: list[str], empty: bool = False) ->
     return True
 
 
+def _object(value: Any, where: str, out: list[str], what: str = "") -> dict:
+    """`value` when it is a JSON object; otherwise the problem is noted and there is nothing to check."""
+    if isinstance(value, dict):
+        return value
+    out.append(f"{where}: must be an object{what}, not {_kind(value)}")
+    return {}
+
+
 def _key(name: str) -> str:
     return f".{name}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"[{json.dumps(name)}]"
 
@@ -94,17 +102,13 @@ def problems(manifest: Any) -> list[str]:
                 if name in seen:
                     out.append(f"$.classes[{i}]: {name!r} is listed twice")
                 seen.add(name)
-    features = manifest.get("features", {})
-    if not isinstance(features, dict):
-        out.append(f"$.features: must be an object, not {_kind(features)}")
-    else:
-        for name, spec in features.items():
-            where = f"$.features{_key(name)}"
-            _text_ok(name, where, out)
-            if not isinstance(spec, dict):
-                out.append(f"{where}: must be an object, not {_kind(spec)}")
-            elif "shape" in spec and not isinstance(spec["shape"], list):
-                out.append(f"{where}.shape: must be a list, not {_kind(spec['shape'])}")
+    for name, spec in _object(manifest.get("features", {}), "$.features", out).items():
+        where = f"$.features{_key(name)}"
+        _text_ok(name, where, out)
+        if not isinstance(spec, dict):
+            out.append(f"{where}: must be an object, not {_kind(spec)}")
+        elif "shape" in spec and not isinstance(spec["shape"], list):
+            out.append(f"{where}.shape: must be a list, not {_kind(spec['shape'])}")
     if "skipped" in manifest and not isinstance(manifest["skipped"], list):
         out.append(f"$.skipped: must be a list, not {_kind(manifest['skipped'])}")
     splits = manifest.get("splits", {})
@@ -123,26 +127,20 @@ def problems(manifest: Any) -> list[str]:
                 out.append(f"{where}: lacks {key!r}")
         if "num_samples" in entry:
             _count(entry["num_samples"], f"{where}.num_samples", out)
-        counts = entry.get("class_counts", {})
-        if not isinstance(counts, dict):
-            out.append(f"{where}.class_counts: must be an object (class name -> count), not {_kind(counts)}")
-        else:
-            for cls, n in counts.items():
-                _count(n, f"{where}.class_counts{_key(cls)}", out)
-        stats = entry.get("sample_stats", {})
-        if not isinstance(stats, dict):
-            out.append(f"{where}.sample_stats: must be an object (name -> figures), not {_kind(stats)}")
-        else:
-            for name, st in stats.items():
-                at = f"{where}.sample_stats{_key(name)}"
-                if not isinstance(st, dict):
-                    out.append(f"{at}: must be an object, not {_kind(st)}")
-                    continue
-                for k in STAT_KEYS:
-                    if k not in st:
-                        out.append(f"{at}: lacks {k!r}")
-                    elif not isinstance(st[k], (int, float)) or isinstance(st[k], bool):
-                        out.append(f"{at}.{k}: must be a number, not {_kind(st[k])}")
+        counts = _object(entry.get("class_counts", {}), f"{where}.class_counts", out, " (class name -> count)")
+        for cls, n in counts.items():
+            _count(n, f"{where}.class_counts{_key(cls)}", out)
+        stats = _object(entry.get("sample_stats", {}), f"{where}.sample_stats", out, " (name -> figures)")
+        for name, st in stats.items():
+            at = f"{where}.sample_stats{_key(name)}"
+            if not isinstance(st, dict):
+                out.append(f"{at}: must be an object, not {_kind(st)}")
+                continue
+            for k in STAT_KEYS:
+                if k not in st:
+                    out.append(f"{at}: lacks {k!r}")
+                elif not isinstance(st[k], (int, float)) or isinstance(st[k], bool):
+                    out.append(f"{at}.{k}: must be a number, not {_kind(st[k])}")
         shards = entry.get("shards", [])
         if not isinstance(shards, list):
             out.append(f"{where}.shards: must be a list, not {_kind(shards)}")

@@ -1,7 +1,7 @@
 """Shards given one by one (`--shards a.tar,b.tar` or a glob) instead of as a folder.
 
 The split of a shard is read from its name (`<split>-NNNNNN.tar`). When `manifest.json` lies beside
-them, its entries for those files are used; otherwise the class names must be given and a manifest is
+them (`avdata.shards.location.open_shards` looks), its entries for those files are used; otherwise the class names must be given and a manifest is
 made with `avdata.shards.manifest`'s constructors by reading each file once (sha256, byte and sample
 counts, class counts, and the first sample's field shapes).
 """
@@ -17,8 +17,7 @@ from typing import Any, Sequence
 
 from avdata.errors import AvdataError
 from avdata.fetch.urls import is_url
-from avdata.shards.location import ShardsLocation, open_location
-from avdata.shards.manifest import MANIFEST_NAME, Manifest, SplitEntry, new_manifest, split_entry
+from avdata.shards.manifest import Manifest, SplitEntry, new_manifest, split_entry
 from avdata.shards.npy import decode_npy_view
 from avdata.shards.reader import iter_shard
 
@@ -95,9 +94,10 @@ def scan_shard(path: str) -> tuple[dict[str, Any], dict[str, int], dict[str, lis
     return entry, counts, shapes
 
 
-def _beside(manifest: Manifest, files: list[str], folder: str, desc: str,
-            classes: Sequence[str] | None) -> ShardsLocation:
-    """The manifest beside the files, cut to them (a split given in part keeps no class counts)."""
+def cut_to_files(manifest: Manifest, files: list[str], classes: Sequence[str] | None
+                 ) -> tuple[Manifest, dict[str, str]]:
+    """The manifest beside the files cut to them (a split given in part keeps no class counts), and
+    each file's address."""
     by_file = {s.file: (split, s) for split, e in manifest.splits.items() for s in e.shards}
     chosen: dict[str, list] = {}
     addresses: dict[str, str] = {}
@@ -116,24 +116,11 @@ def _beside(manifest: Manifest, files: list[str], folder: str, desc: str,
         whole = manifest.splits[split]
         counts = whole.class_counts if shards == whole.shards else {}
         splits[split] = SplitEntry(sum(s.num_samples for s in shards), dict(counts), shards)
-    return ShardsLocation(folder, replace(manifest, splits=splits), desc, addresses)
+    return replace(manifest, splits=splits), addresses
 
 
-def from_tar_list(files: list[str], classes: Sequence[str] | None) -> ShardsLocation:
-    folders = {str(Path(f).parent) if not is_url(f) else f.rsplit("/", 1)[0] for f in files}
-    desc = f"{len(files)} shard file(s)"
-    if len(folders) == 1:
-        folder = next(iter(folders))
-        found: Manifest | None = None
-        try:
-            if is_url(folder):
-                found = open_location(folder).manifest
-            elif (Path(folder) / MANIFEST_NAME).exists():
-                found = Manifest.load(folder)
-        except AvdataError:
-            found = None
-        if found is not None:
-            return _beside(found, files, folder, desc, classes)
+def manifest_of_files(files: list[str], classes: Sequence[str] | None) -> tuple[Manifest, dict[str, str]]:
+    """A manifest made by reading local files with no manifest.json beside them, and each file's address."""
     if classes is None:
         raise AvdataError(f"no manifest.json beside {files[0]}: give the class names (--classes a,b,c) "
                           "or point --shards at the shards folder")
@@ -161,5 +148,4 @@ def from_tar_list(files: list[str], classes: Sequence[str] | None) -> ShardsLoca
     manifest = new_manifest("custom", {}, list(classes), features)
     for split, entries in shards.items():
         manifest["splits"][split] = split_entry(entries, class_counts.get(split, {}))
-    folder = next(iter(folders)) if len(folders) == 1 else "."
-    return ShardsLocation(folder, Manifest.from_dict(manifest, source=desc), desc, addresses)
+    return Manifest.from_dict(manifest, source=f"{len(files)} shard file(s)"), addresses

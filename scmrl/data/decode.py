@@ -61,7 +61,7 @@ def center_square(img: np.ndarray, side: int) -> np.ndarray:
     """The centre square of side = short side, resized to side x side (INTER_AREA down, LINEAR up).
 
     Where no resize is needed it is a view of `img`: the batch collation copies it once, into shared
-    memory (a second copy here made the data workers about a fifth slower on the H100 machine, BENCHMARKS.md)."""
+    memory; a second copy here costs the data workers about a fifth of their speed (BENCHMARKS.md)."""
     h, w = img.shape[:2]
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
