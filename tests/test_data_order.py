@@ -33,7 +33,7 @@ from avdata.datasets.mnistdvs_ntidigits.synth import make_mnistdvs_raw, make_nti
 from avdata.datasets.urbansound8k_av.synth import make_urbansound_raw
 from avdata.shards.location import open_shards
 from scmrl.data.batching import make_loader
-from scmrl.data.stream import StreamConfig
+from scmrl.data.config import StreamConfig
 
 RECIPES = ["mnistdvs-ntidigits", "urbansound8k-av", "cremad"]
 PER_SHARD = 16

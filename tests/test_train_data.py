@@ -21,7 +21,8 @@ from avdata.shards.npy import decode_npy_view
 from scmrl.data.batching import make_loader
 from scmrl.data.decode import choose_frames
 from scmrl.data.partition import slot_plan
-from scmrl.data.stream import ShardStream, StreamConfig
+from scmrl.data.config import StreamConfig
+from scmrl.data.stream import ShardStream
 from scmrl.data.synthetic import make_synthetic_av_shards
 
 

@@ -26,7 +26,8 @@ from avdata.shards.location import ShardsLocation
 from scmrl.data.failures import CheckedBatches, ShardFailure
 from scmrl.data.failures import raise_failures as _raise_failures
 from scmrl.data.rng import seeded_rng
-from scmrl.data.stream import ShardStream, StreamConfig
+from scmrl.data.config import StreamConfig
+from scmrl.data.stream import ShardStream
 
 __all__ = ["make_loader", "MixedBatches", "default_shuffle_buffer", "collate", "CHUNK"]
 

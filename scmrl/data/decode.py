@@ -20,7 +20,7 @@ the device (`scmrl.data.transforms`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -30,11 +30,9 @@ from torch import Tensor
 from avdata.shards.npy import MAX_NPY_HEADER, decode_npy_view, npy_header
 from avdata.shards.reader import MemberSlice
 
+from scmrl.data.config import StreamConfig
 from scmrl.data.rng import seeded_rng
 from scmrl.data.spec_resize import resize_spectrogram
-
-if TYPE_CHECKING:
-    from scmrl.data.stream import StreamConfig
 
 __all__ = ["ADAPTERS", "StaticAdapter", "EventAdapter", "frame_reader", "center_square", "choose_frames"]
 
@@ -97,7 +95,7 @@ class StaticAdapter:
         return name.endswith(".frames.npy")
 
     @staticmethod
-    def decode(sample: dict[str, Any], key: str, cfg: "StreamConfig", epoch: int) -> tuple[Tensor, Tensor]:
+    def decode(sample: dict[str, Any], key: str, cfg: StreamConfig, epoch: int) -> tuple[Tensor, Tensor]:
         count, frame = frame_reader(sample["frames.npy"])
         per_step = cfg.time_steps if cfg.frames_per_step else None
         idx = choose_frames(count, key, cfg.seed, epoch, cfg.train, per_step)
@@ -122,7 +120,7 @@ class EventAdapter:
         return False
 
     @staticmethod
-    def decode(sample: dict[str, Any], key: str, cfg: "StreamConfig", epoch: int) -> tuple[Tensor, Tensor]:
+    def decode(sample: dict[str, Any], key: str, cfg: StreamConfig, epoch: int) -> tuple[Tensor, Tensor]:
         visual = decode_npy_view(sample["visual.npy"]).astype(np.float32)
         audio = decode_npy_view(sample["audio.npy"]).astype(np.float32)
         t = cfg.time_steps

@@ -22,7 +22,6 @@ import logging
 import random
 import tarfile
 import time
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -34,6 +33,7 @@ from avdata.shards.location import ShardsLocation
 from avdata.shards.manifest import ShardEntry, event_bins
 from avdata.shards.reader import TarBoundsError, iter_tar_files
 
+from scmrl.data.config import StreamConfig
 from scmrl.data.decode import ADAPTERS
 from scmrl.data.failures import ShardFailure, ShardReadError, short_reason
 from scmrl.data.partition import share_group, slot_count, slot_plan
@@ -42,27 +42,6 @@ from scmrl.data.rng import seeded_rng
 log = logging.getLogger("scmrl.data.stream")
 
 __all__ = ["ShardStream", "StreamConfig"]
-
-
-@dataclass
-class StreamConfig:
-    kind: str  # static | events
-    image_size: int = 128  # spectrogram side (static data); the model's input side
-    base_size: int | None = None  # frame side handed to the device (default 2 * image_size = 256)
-    time_steps: int = 4
-    frames_per_step: bool = False
-    seed: int = 42
-    train: bool = False  # training: per-epoch frame choice, shuffled shard order, interleave and buffer
-    shuffle_buffer: int | None = None  # samples, for the whole loader of a rank; None: default_shuffle_buffer
-    interleave: int = 4  # training: shards a slot reads at once, samples drawn from them at random
-    retries: int = 4  # attempts after the first failure to open/read a shard
-    backoff: float = 0.5  # seconds before the first retry, doubled each time (max 8 s)
-    with_keys: bool = False
-    spec_resize: str = "linear"  # linear | pil-bilinear (scmrl.data.spec_resize)
-
-    @property
-    def frame_side(self) -> int:
-        return self.base_size or 2 * self.image_size
 
 
 class ShardStream(IterableDataset):

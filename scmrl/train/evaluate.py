@@ -18,7 +18,7 @@ from avdata.errors import AvdataError
 from avdata.shards.location import ShardsLocation, open_shards
 from scmrl.data.batching import make_loader
 from scmrl.data.failures import ShardReadError
-from scmrl.data.stream import StreamConfig
+from scmrl.data.config import StreamConfig
 from scmrl.train.distributed import DistContext, all_reduce_sum, resolve_device, unwrap
 from scmrl.data.transforms import BatchTransform, make_generator
 

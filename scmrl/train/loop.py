@@ -48,7 +48,7 @@ from avdata.shards.location import ShardsLocation, open_shards
 from avdata.shards.manifest import Manifest, data_kind, event_bins
 from scmrl.data.batching import make_loader
 from scmrl.data.failures import ShardReadError
-from scmrl.data.stream import StreamConfig
+from scmrl.data.config import StreamConfig
 from scmrl.train.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed, sync_buffers, wrap_ddp
 from scmrl.train.evaluate import autocast_for, evaluate
 from scmrl.model.losses import compute_loss
