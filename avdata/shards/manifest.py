@@ -239,25 +239,27 @@ class Manifest:
         return [(name, s) for name in names for s in self.split(name).shards]
 
 
+def _features(manifest: Manifest | dict[str, Any]) -> dict[str, Any]:
+    """The features of a Manifest, or of a plain (possibly partial) dict as the trainer still holds."""
+    return manifest.get("features", {}) if isinstance(manifest, dict) else manifest.features
+
+
 def data_kind(manifest: Manifest | dict[str, Any]) -> str:
     """'static' (frames + spectrogram) or 'events' (event-count bins): the two shard contracts the
     trainer reads (docs/reference.md), told apart by the manifest's features."""
-    if isinstance(manifest, dict):  # readers that still hold the plain dict (the trainer)
-        manifest = Manifest.from_dict(manifest)
-    feats = manifest.features
+    feats = _features(manifest)
     if "frames.npy" in feats and "spec.npy" in feats:
         return "static"
     if "visual.npy" in feats and "audio.npy" in feats:
         return "events"
-    raise AvdataError(f"shards of {manifest.dataset!r} have neither frames.npy + spec.npy nor "
+    dataset = manifest.get("dataset") if isinstance(manifest, dict) else manifest.dataset
+    raise AvdataError(f"shards of {dataset!r} have neither frames.npy + spec.npy nor "
                       f"visual.npy + audio.npy fields (they have: {', '.join(feats) or 'none'})")
 
 
 def event_bins(manifest: Manifest | dict[str, Any]) -> int:
     """Time bins of event shards (the first dimension of visual.npy)."""
-    if isinstance(manifest, dict):
-        manifest = Manifest.from_dict(manifest)
-    shape = manifest.features["visual.npy"].get("shape", [])
+    shape = _features(manifest)["visual.npy"].get("shape", [])
     if not shape or not isinstance(shape[0], int):
         raise AvdataError("the manifest does not say how many time bins visual.npy has")
     return int(shape[0])
