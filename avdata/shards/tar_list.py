@@ -1,15 +1,15 @@
 """Shards given one by one (`--shards a.tar,b.tar` or a glob) instead of as a folder.
 
 The split of a shard is read from its name (`<split>-NNNNNN.tar`). When `manifest.json` lies beside
-them (`avdata.shards.location.open_shards` looks), its entries for those files are used; otherwise the class names must be given and a manifest is
-made with `avdata.shards.manifest`'s constructors by reading each file once (sha256, byte and sample
-counts, class counts, and the first sample's field shapes).
+them (`avdata.shards.location.open_shards` looks), its entries for those files are used; otherwise the
+class names must be given and a manifest is made with `avdata.shards.manifest`'s constructors by
+reading each file (sample and class counts, the first sample's field shapes; sha256 via
+`avdata.hashing`).
 """
 
 from __future__ import annotations
 
 import glob as globlib
-import hashlib
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from avdata.errors import AvdataError
 from avdata.fetch.urls import is_url
+from avdata.hashing import sha256_file
 from avdata.shards.manifest import Manifest, SplitEntry, new_manifest, split_entry
 from avdata.shards.npy import decode_npy_view
 from avdata.shards.reader import iter_shard
@@ -57,40 +58,24 @@ def split_of(name: str) -> str:
     return m.group("split")
 
 
-class _Hashing:
-    """A file read through sha256 (the shard is read once, for its hash and its samples)."""
-
-    def __init__(self, f: Any) -> None:
-        self.f, self.sha, self.n = f, hashlib.sha256(), 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.f.read(size)
-        self.sha.update(data)
-        self.n += len(data)
-        return data
-
-
 def scan_shard(path: str) -> tuple[dict[str, Any], dict[str, int], dict[str, list[int]]]:
     """(manifest shard entry, class index counts, {field: shape of the first sample}) of a local tar."""
     counts: dict[str, int] = {}
     shapes: dict[str, list[int]] = {}
     n = 0
-    with open(path, "rb") as f:
-        reader = _Hashing(f)
-        for _key, fields in iter_shard(reader):  # type: ignore[arg-type]
-            n += 1
-            if "cls" in fields:
-                c = fields["cls"].decode().strip()
-                counts[c] = counts.get(c, 0) + 1
-            if n == 1:
-                for fld, data in fields.items():
-                    if fld.endswith(".npy"):
-                        shapes[fld] = list(decode_npy_view(data).shape)
-                    elif fld != "cls":
-                        shapes.setdefault(fld, [])
-        while reader.read(1 << 20):  # the end-of-archive blocks are part of the hash
-            pass
-    entry = {"file": Path(path).name, "bytes": reader.n, "sha256": reader.sha.hexdigest(), "num_samples": n}
+    for _key, fields in iter_shard(path):
+        n += 1
+        if "cls" in fields:
+            c = fields["cls"].decode().strip()
+            counts[c] = counts.get(c, 0) + 1
+        if n == 1:
+            for fld, data in fields.items():
+                if fld.endswith(".npy"):
+                    shapes[fld] = list(decode_npy_view(data).shape)
+                elif fld != "cls":
+                    shapes.setdefault(fld, [])
+    entry = {"file": Path(path).name, "bytes": Path(path).stat().st_size, "sha256": sha256_file(path),
+             "num_samples": n}
     return entry, counts, shapes
 
 
