@@ -1,4 +1,4 @@
-"""The shard format (docs/reference.md for the contracts of each kind of data):
+"""The shard format (what each dataset's shards hold: docs/reference.md §3):
 
 tar        the one shard writer (deterministic members, temporary name then rename)
 reader     the one shard reader (bounded, pread for members left in the file; iter_shard groups samples)

@@ -246,7 +246,7 @@ def _features(manifest: Manifest | dict[str, Any]) -> dict[str, Any]:
 
 def data_kind(manifest: Manifest | dict[str, Any]) -> str:
     """'static' (frames + spectrogram) or 'events' (event-count bins): the two shard contracts the
-    trainer reads (docs/reference.md), told apart by the manifest's features."""
+    trainer reads (docs/reference.md §3), told apart by the manifest's features."""
     feats = _features(manifest)
     if "frames.npy" in feats and "spec.npy" in feats:
         return "static"

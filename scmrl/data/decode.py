@@ -1,4 +1,4 @@
-"""Samples to tensors: one adapter per kind of data (docs/reference.md: the shard contracts), with the frame
+"""Samples to tensors: one adapter per kind of data (what each holds: docs/reference.md §3), with the frame
 choice and crop of the static kind. CPU work per sample is small on purpose; augmentation runs batched on
 the device (`scmrl.data.transforms`).
 
