@@ -21,21 +21,13 @@ __all__ = ["ShardReadError", "ShardFailure", "raise_failures", "CheckedBatches",
 class ShardReadError(AvdataError):
     """A shard could not be read after retries. The message names the shard URL and the way out.
 
-    Constructed from one message string so that it survives DataLoader workers (torch re-raises a
-    worker's exception as `type(exc)(message)` in the main process)."""
+    Constructed from one message string, so that a :class:`ShardFailure` can rebuild it in the main
+    process."""
 
     @classmethod
     def for_shard(cls, url: str, cause: BaseException | str, attempts: int) -> "ShardReadError":
         return cls(f"shard {url} could not be read after {attempts} attempts ({cause}); "
                    "check the server or disk, then rerun with --resume to continue from the last checkpoint")
-
-    def clean(self) -> "ShardReadError":
-        """The original message without the DataLoader's 'Caught ... in worker' traceback wrapper."""
-        text = str(self)
-        marker = f"{type(self).__name__}: "
-        if "Traceback" in text and marker in text:
-            text = text.rsplit(marker, 1)[1].strip()
-        return type(self)(text)
 
 
 def short_reason(exc: BaseException) -> str:

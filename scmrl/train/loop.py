@@ -255,7 +255,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     try:
         return _train(cfg, ctx)
     except ShardReadError as exc:
-        raise exc.clean() from None
+        raise exc from None  # its message is already clean (ShardFailure): no worker traceback to chain
     finally:
         cleanup(ctx)
 
@@ -443,7 +443,7 @@ def _train_epoch(ddp_model, model, opt, sched: WarmupCosine, loader, transform: 
                     sums[k] = sums.get(k, 0.0) + val * n
                 progress.advance(task)
     except ShardReadError as exc:
-        raise exc.clean() from None
+        raise exc from None  # its message is already clean (ShardFailure): no worker traceback to chain
     seconds = time.perf_counter() - t0
     progress.remove_task(task)
     all_reduce_sum(counts, ctx)
