@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from avdata.atomic import atomic_open
 from avdata.errors import AvdataError
+from avdata.samples import iter_samples, label_of
 from avdata.shards.location import open_location
-from avdata.shards.tar import decode_npy
+from avdata.shards.manifest import Manifest
+from avdata.shards.npy import decode_npy
 
 CELL_W_IN = 1.7  # inches per panel (a cell is two panels)
 ROW_H_IN = 1.9
@@ -110,21 +111,17 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
 
 
 def choose_samples(spec: str | Path, per_class: int, split: str | None = None
-                   ) -> tuple[dict[str, Any], str, list[list[tuple[str, dict[str, np.ndarray]]]]]:
+                   ) -> tuple[Manifest, str, list[list[tuple[str, dict[str, np.ndarray]]]]]:
     """(manifest, split, rows): rows[class] = [(key, {field: array})] of its first `per_class` samples."""
-    from avdata.summary import iter_samples, label_of
-
     if not 1 <= per_class <= MAX_PER_CLASS:
         raise AvdataError(f"--show must be 1 to {MAX_PER_CLASS} samples per class, not {per_class}")
     loc = open_location(spec)
     m = loc.manifest
-    if not m["splits"]:
+    if not m.splits:
         raise AvdataError(f"{loc.base}: the manifest lists no splits")
-    split = split or ("train" if "train" in m["splits"] else next(iter(m["splits"])))
-    if split not in m["splits"]:
-        raise AvdataError(f"no split {split!r}; this folder has {', '.join(m['splits'])}")
-    classes = m["classes"][:MAX_SHEET_CLASSES]  # a manifest may claim any number: draw a bounded sheet
-    counts = m["splits"][split]["class_counts"]
+    split = split or ("train" if "train" in m.splits else next(iter(m.splits)))
+    counts = m.split(split).class_counts
+    classes = m.classes[:MAX_SHEET_CLASSES]  # a manifest may claim any number: draw a bounded sheet
     want = [min(per_class, int(counts.get(c, per_class))) for c in classes]
     rows: list[list[tuple[str, dict[str, np.ndarray]]]] = [[] for _ in classes]
     if sum(want):
@@ -156,12 +153,12 @@ def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, spl
     from matplotlib.figure import Figure
 
     manifest, split, rows = choose_samples(spec, per_class, split)
-    classes = manifest["classes"][:MAX_SHEET_CLASSES]
-    shown = "" if len(manifest["classes"]) <= MAX_SHEET_CLASSES else (
-        f" (the first {MAX_SHEET_CLASSES} of {len(manifest['classes']):,} classes)")
+    classes = manifest.classes[:MAX_SHEET_CLASSES]
+    shown = "" if len(manifest.classes) <= MAX_SHEET_CLASSES else (
+        f" (the first {MAX_SHEET_CLASSES} of {len(manifest.classes):,} classes)")
     if shown:
         log.warning("contact sheet: drawing only the first %d of %d classes", MAX_SHEET_CLASSES,
-                    len(manifest["classes"]))
+                    len(manifest.classes))
     n_rows, n_cols = max(1, len(classes)), 2 * per_class
     width, height = n_cols * CELL_W_IN, HEADER_IN + n_rows * ROW_H_IN
     fig = Figure(figsize=(width, height), dpi=DPI)
@@ -169,7 +166,7 @@ def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, spl
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.04, top=1 - HEADER_IN / height,
                         wspace=0.15, hspace=0.4)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    fig.suptitle(f"{manifest['dataset']} / {split}: first {per_class} sample(s) per class{shown}",
+    fig.suptitle(f"{manifest.dataset} / {split}: first {per_class} sample(s) per class{shown}",
                  fontsize=9, y=1 - 0.12 / height)
     for r, cname in enumerate(classes):
         for c in range(per_class):

@@ -4,7 +4,7 @@
 the manifest, then streams through the samples (all of them, or the first K per split) to report every
 field's dtype and shape range, the value range of arrays, and clip durations found in the `json` field.
 Works the same on a local folder and on a folder behind an http(s) URL. `print_summary()` renders the
-result as rich tables; `contact_sheet()` (in `avdata.contact_sheet`) draws samples to a PNG.
+result as rich tables (`avdata.contact_sheet` draws samples to a PNG).
 """
 
 from __future__ import annotations
@@ -13,57 +13,17 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from avdata.errors import AvdataError
-from avdata.shards.location import ShardsLocation, open_location
 from avdata.progress import make_progress
-from avdata.shards.tar import decode_npy, iter_shard
+from avdata.samples import iter_samples, label_of
+from avdata.shards.location import ShardsLocation, open_location
+from avdata.shards.npy import decode_npy
 
 NUMERIC_KINDS = "biuf"
-
-
-# --- reading -----------------------------------------------------------------------------------------
-
-
-def iter_samples(loc: ShardsLocation, split: str, limit: int | None = None
-                 ) -> Iterator[tuple[str, str, dict[str, bytes]]]:
-    """(shard file, key, {field: bytes}) of a split in shard order; at most `limit` samples.
-
-    A shard that cannot be read to the end raises AvdataError naming it (run `avdata verify`).
-    """
-    import tarfile
-
-    n = 0
-    if limit is not None and limit <= 0:
-        return
-    for shard in loc.shards(split):
-        fileobj = loc.open(shard["file"])
-        try:
-            for key, fields in iter_shard(fileobj):
-                yield shard["file"], key, fields
-                n += 1
-                if limit is not None and n >= limit:
-                    return
-        except (tarfile.TarError, EOFError) as exc:
-            raise AvdataError(f"{loc.address(shard['file'])}: cannot be read to the end ({exc}); "
-                              "check the folder with `avdata verify`") from exc
-        finally:
-            fileobj.close()
-
-
-def label_of(fields: dict[str, bytes], meta: dict[str, Any] | None = None) -> int | None:
-    """The class index of a sample: its `cls` field, else the `label` of its json."""
-    if "cls" in fields:
-        try:
-            return int(fields["cls"].decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError):
-            return None
-    if meta and isinstance(meta.get("label"), int):
-        return meta["label"]
-    return None
 
 
 def duration_of(meta: Any) -> float | None:
@@ -189,23 +149,22 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
         raise AvdataError("--sample must be at least 1")
     loc = open_location(spec)
     m = loc.manifest
-    names = list(m["splits"]) if not splits else list(dict.fromkeys(splits))
+    names = list(m.splits) if not splits else list(dict.fromkeys(splits))
     for name in names:
-        if name not in m["splits"]:
-            raise AvdataError(f"no split {name!r}; this folder has {', '.join(m['splits'])}")
-    classes = list(m["classes"])
+        m.split(name)  # AvdataError naming the splits there are
+    classes = list(m.classes)
     out: dict[str, Any] = {
         "location": loc.base,
-        "dataset": m["dataset"],
-        "tool": m["tool"],
-        "schema_version": m["schema_version"],
-        "options": m["options"],
+        "dataset": m.dataset,
+        "tool": m.tool,
+        "schema_version": m.schema_version,
+        "options": m.options,
         "classes": classes,
-        "features": m["features"],
+        "features": m.features,
         "sample_limit": sample,
         "splits": {},
     }
-    to_read = {n: (m["splits"][n]["num_samples"] if sample is None else min(sample, m["splits"][n]["num_samples"]))
+    to_read = {n: (m.splits[n].num_samples if sample is None else min(sample, m.splits[n].num_samples))
                for n in names}
     bar = make_progress("samples", disable=None if progress in (None, True) else True)
     with bar:
@@ -213,7 +172,7 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
         for name in names:
             bar.update(task, description=f"inspect {name}")
             out["splits"][name] = _summarize_split(loc, name, classes, sample, lambda: bar.advance(task))
-    total_samples = sum(m["splits"][n]["num_samples"] for n in names)
+    total_samples = sum(m.splits[n].num_samples for n in names)
     total_bytes = sum(out["splits"][n]["bytes"] for n in names)
     out["totals"] = {
         "num_samples": total_samples,
@@ -222,7 +181,7 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
         "bytes_per_sample": round(total_bytes / total_samples, 1) if total_samples else 0,
         "samples_read": sum(out["splits"][n]["read"]["samples"] for n in names),
     }
-    skipped = [s for s in m["skipped"] if not splits or s.get("split") in names]
+    skipped = [s for s in m.skipped if not splits or s.get("split") in names]
     reasons = Counter(s.get("reason", "") for s in skipped)
     out["skipped"] = {
         "count": len(skipped),
@@ -233,9 +192,8 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
 
 
 def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample: int | None, tick) -> dict[str, Any]:
-    entry = loc.manifest["splits"][name]
-    shards = entry["shards"]
-    nbytes = sum(int(s["bytes"]) for s in shards)
+    entry = loc.manifest.splits[name]
+    nbytes = sum(s.bytes for s in entry.shards)
     fields: dict[str, _FieldStats] = {}
     read_counts: Counter[str] = Counter()
     durations: list[float] = []
@@ -254,7 +212,7 @@ def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample:
         if d is not None:
             durations.append(d)
         tick()
-    complete = n == entry["num_samples"] and sample is None
+    complete = n == entry.num_samples and sample is None
     read = {
         "samples": n,
         "complete": complete,
@@ -264,15 +222,15 @@ def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample:
         "durations": _durations(durations),
     }
     if sample is None:
-        read["matches_manifest"] = (n == entry["num_samples"]
-                                    and all(read["class_counts"].get(c, 0) == entry["class_counts"].get(c, 0)
+        read["matches_manifest"] = (n == entry.num_samples
+                                    and all(read["class_counts"].get(c, 0) == entry.class_counts.get(c, 0)
                                             for c in classes))
     return {
-        "num_samples": entry["num_samples"],
-        "class_counts": dict(entry["class_counts"]),
-        "num_shards": len(shards),
+        "num_samples": entry.num_samples,
+        "class_counts": dict(entry.class_counts),
+        "num_shards": len(entry.shards),
         "bytes": nbytes,
-        "bytes_per_sample": round(nbytes / entry["num_samples"], 1) if entry["num_samples"] else 0,
+        "bytes_per_sample": round(nbytes / entry.num_samples, 1) if entry.num_samples else 0,
         "read": read,
     }
 
@@ -381,9 +339,3 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
     else:
         console.print("no source clips were skipped")
 
-
-def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, split: str | None = None) -> Path:
-    """Draw the first `per_class` samples of each class to a PNG (see `avdata.contact_sheet`)."""
-    from avdata.contact_sheet import contact_sheet as _draw
-
-    return _draw(spec, out_png, per_class=per_class, split=split)

@@ -1,8 +1,8 @@
 """Check a shards folder against its manifest: every shard's byte count, sha256 and sample count.
 
 Works the same on a local folder and on the folder behind an http(s) URL (`avdata.shards.location`). Each shard
-is read once: the bytes go through sha256 and, at the same time, through a streaming tar reader that
-counts the samples, so a shard cut short is reported as such instead of crashing the check.
+is read once: the bytes go through sha256 and, at the same time, through the shard reader
+(`avdata.shards.reader`) that counts the samples, so a shard cut short is reported as such instead of crashing the check.
 `quick=True` compares sizes only (a file stat, or an HTTP HEAD request).
 """
 
@@ -19,8 +19,9 @@ from typing import IO, Any, Callable
 
 from avdata.errors import AvdataError
 from avdata.shards.location import ShardsLocation, open_location
-from avdata.shards.manifest import MANIFEST_NAME, shard_files
+from avdata.shards.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from avdata.progress import make_progress
+from avdata.shards.reader import TarCutShortError, TarHeaderError, iter_tar_files
 
 CHUNK = 1 << 20
 
@@ -83,66 +84,34 @@ class _HashingReader:
             pass
 
 
-class _EndAwareTarInfo(tarfile.TarInfo):
-    """Notes on the TarFile how its member list ended: at the end-of-archive zero block, cut short, or at
-    a damaged header.
-
-    tarfile itself stops quietly when the file ends at (or inside) a member header or meets a header with
-    a bad checksum, so such a shard would otherwise read as a valid, shorter tar.
-    """
-
-    @classmethod
-    def fromtarfile(cls, tarfile_obj):  # type: ignore[override]
-        try:
-            return super().fromtarfile(tarfile_obj)
-        except tarfile.EOFHeaderError:
-            tarfile_obj.avdata_end = "end-of-archive"
-            raise
-        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError):
-            tarfile_obj.avdata_end = "truncated tar: the file ends before the end-of-archive blocks"
-            raise
-        except tarfile.InvalidHeaderError as exc:
-            tarfile_obj.avdata_end = f"damaged tar: bad member header at byte {tarfile_obj.offset} ({exc})"
-            raise
-
-
 #: Member extensions that stock webdataset decodes with pickle (or torch.load) unless WDS_SECURE=1 is set.
 PICKLED_EXTENSIONS = ("pyd", "pickle", "pkl", "pth")
 
 
-def _count_samples(reader: _HashingReader, fields: set[str] | None = None) -> tuple[int | None, str | None]:
+def _count_samples(reader: _HashingReader, limit: int, fields: set[str] | None = None
+                   ) -> tuple[int | None, str | None]:
     """Samples in the tar streamed from `reader`, or (None, why) when it cannot be read to the end.
 
     Samples are counted as webdataset groups them: consecutive members with the same key (the member
     name up to its first dot). The field names met (what follows the key) are added to `fields`.
+    Member bytes are read past, never held: only the hash sees them.
     """
     n = 0
     current = None
     try:
-        with tarfile.open(fileobj=reader, mode="r|", tarinfo=_EndAwareTarInfo,  # type: ignore[arg-type]
-                          bufsize=CHUNK) as tar:
-            # (not reset here: opening already read the first header, which for an empty shard is the end)
-            for member in tar:
-                if not member.isfile():
-                    continue
-                f = tar.extractfile(member)
-                got = 0
-                while f is not None and (chunk := f.read(CHUNK)):
-                    got += len(chunk)
-                if got != member.size:
-                    raise EOFError(f"member {member.name} cut short ({got} of {member.size} bytes)")
-                key, _, fld = member.name.partition(".")
-                if fields is not None and not member.name.startswith("__"):
-                    fields.add(fld)
-                if key != current:
-                    n += 1
-                    current = key
-            end = getattr(tar, "avdata_end", None)
-    except (tarfile.TarError, EOFError) as exc:
-        why = str(exc) or type(exc).__name__
-        return None, f"unreadable tar after {n} sample(s): truncated or damaged ({why})"
-    if end != "end-of-archive":
-        return None, f"{end or 'truncated tar: no end-of-archive blocks'} (after {n} sample(s))"
+        for member in iter_tar_files(reader, limit=limit, skip=lambda _name: True):  # type: ignore[arg-type]
+            key, _, fld = member["fname"].partition(".")
+            if fields is not None:
+                fields.add(fld)
+            if key != current:
+                n += 1
+                current = key
+    except TarCutShortError as exc:
+        return None, f"truncated tar: the file ends before the end-of-archive blocks, after {n} sample(s) ({exc})"
+    except TarHeaderError as exc:
+        return None, f"damaged tar: bad member header after {n} sample(s) ({exc})"
+    except tarfile.TarError as exc:
+        return None, f"unreadable tar after {n} sample(s): damaged ({exc})"
     return n, None
 
 
@@ -181,8 +150,8 @@ def _size_problem(expected: int, found: int) -> str:
     return f"size differs: expected {expected} bytes, found {found} ({found - expected} extra bytes)"
 
 
-def _check_quick(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport) -> int:
-    file = shard["file"]
+def _check_quick(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport) -> int:
+    file = shard.file
     if loc.remote:
         size = _remote_size(loc.address(file))
     else:
@@ -191,41 +160,41 @@ def _check_quick(loc: ShardsLocation, shard: dict[str, Any], report: VerifyRepor
     if isinstance(size, str):
         report.problems.append((file, size))
         return 0
-    if size != shard["bytes"]:
-        report.problems.append((file, _size_problem(shard["bytes"], size)))
+    if size != shard.bytes:
+        report.problems.append((file, _size_problem(shard.bytes, size)))
     return size
 
 
-def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport,
+def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
                 on_bytes: Callable[[int], None]) -> int:
-    file = shard["file"]
+    file = shard.file
     opened = _open_shard(loc, file)
     if isinstance(opened, str):
         report.problems.append((file, opened))
         return 0
-    reader = _HashingReader(opened, on_bytes, limit=int(shard["bytes"]) + 1)
+    reader = _HashingReader(opened, on_bytes, limit=shard.bytes + 1)
     tar_problem = read_problem = None
     count: int | None = None
     fields: set[str] = set()
     try:
         with opened:
-            count, tar_problem = _count_samples(reader, fields)
+            count, tar_problem = _count_samples(reader, shard.bytes, fields)
             reader.drain()  # the end-of-archive blocks and anything after them are part of the file too
     except (OSError, http.client.HTTPException) as exc:
         read_problem = f"read failed after {reader.n} bytes ({exc})"
     if read_problem:
         report.problems.append((file, read_problem))
         return reader.n
-    if reader.n > shard["bytes"]:
-        report.problems.append((file, f"size differs: more than the expected {shard['bytes']} bytes "
+    if reader.n > shard.bytes:
+        report.problems.append((file, f"size differs: more than the expected {shard.bytes} bytes "
                                       "(stopped reading there)"))
-    elif reader.n != shard["bytes"]:
-        report.problems.append((file, _size_problem(shard["bytes"], reader.n)))
+    elif reader.n != shard.bytes:
+        report.problems.append((file, _size_problem(shard.bytes, reader.n)))
     else:
         digest = reader.sha.hexdigest()
-        if digest != shard["sha256"]:
-            report.problems.append((file, f"sha256 differs: expected {shard['sha256']}, got {digest}"))
-    unlisted = sorted(fields - set(loc.manifest.get("features", {})))
+        if digest != shard.sha256:
+            report.problems.append((file, f"sha256 differs: expected {shard.sha256}, got {digest}"))
+    unlisted = sorted(fields - set(loc.manifest.features))
     if unlisted:
         pickled = [f for f in unlisted if f.rsplit(".", 1)[-1].lower() in PICKLED_EXTENSIONS]
         warn = (f"members not listed in the manifest's features: {', '.join('.' + f for f in unlisted[:10])}"
@@ -237,29 +206,29 @@ def _check_full(loc: ShardsLocation, shard: dict[str, Any], report: VerifyReport
         report.warnings.append((file, warn))
     if tar_problem:
         report.problems.append((file, tar_problem))
-    elif count != shard["num_samples"]:
-        report.problems.append((file, f"sample count differs: expected {shard['num_samples']}, found {count}"))
+    elif count != shard.num_samples:
+        report.problems.append((file, f"sample count differs: expected {shard.num_samples}, found {count}"))
     return reader.n
 
 
-def _check_manifest(manifest: dict[str, Any], splits: list[str], report: VerifyReport) -> None:
+def _check_manifest(manifest: Manifest, splits: list[str], report: VerifyReport) -> None:
     """The manifest's own sums: split sample counts vs its shards and its class counts."""
     for split in splits:
-        entry = manifest["splits"][split]
-        from_shards = sum(int(s["num_samples"]) for s in entry["shards"])
-        if entry["num_samples"] != from_shards:
-            report.problems.append((MANIFEST_NAME, f"split {split!r}: num_samples {entry['num_samples']} but its "
+        entry = manifest.splits[split]
+        from_shards = sum(s.num_samples for s in entry.shards)
+        if entry.num_samples != from_shards:
+            report.problems.append((MANIFEST_NAME, f"split {split!r}: num_samples {entry.num_samples} but its "
                                                    f"shards hold {from_shards}"))
-        from_classes = sum(int(n) for n in entry["class_counts"].values())
-        if from_classes != entry["num_samples"]:
+        from_classes = sum(entry.class_counts.values())
+        if from_classes != entry.num_samples:
             report.problems.append((MANIFEST_NAME, f"split {split!r}: class_counts add up to {from_classes}, "
-                                                   f"not num_samples {entry['num_samples']}"))
+                                                   f"not num_samples {entry.num_samples}"))
 
 
 def _extra_files(loc: ShardsLocation, report: VerifyReport) -> None:
     if loc.remote:
         return
-    known = {s["file"] for s in shard_files(loc.manifest)}
+    known = {s.file for _split, s in loc.manifest.shard_entries()}
     base = Path(loc.base)
     for p in sorted(base.glob("*.tar")):
         if p.name not in known:
@@ -278,17 +247,17 @@ def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool
     """
     loc = open_location(spec)
     manifest = loc.manifest
-    names = list(manifest["splits"]) if not splits else list(dict.fromkeys(splits))
-    entries = shard_files(manifest, names)  # raises AvdataError for an unknown split
+    names = list(manifest.splits) if not splits else list(dict.fromkeys(splits))
+    entries = [s for _split, s in manifest.shard_entries(names)]  # raises AvdataError for an unknown split
     report = VerifyReport(location=loc.base, splits=names, quick=quick)
     _check_manifest(manifest, names, report)
-    total = sum(int(s["bytes"]) for s in entries)
+    total = sum(s.bytes for s in entries)
     bar = make_progress("B", disable=None if progress in (None, True) else True)
     with bar:
         task = bar.add_task("verify (sizes)" if quick else "verify", total=total)
         for shard in entries:
-            expected = int(shard["bytes"])
-            bar.update(task, description=f"verify {shard['file']}")
+            expected = shard.bytes
+            bar.update(task, description=f"verify {shard.file}")
             advanced = [0]
 
             def on_bytes(n: int) -> None:

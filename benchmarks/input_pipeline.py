@@ -3,7 +3,7 @@
 Three measurements on synthetic shards in the CREMA-D format with realistic sizes (frames uint8
 [3, 256, 341, 3], the reference spectrogram float32 [257, ~150]; about 0.94 MB per sample):
 
-  (1) pipeline: samples/s of `scmrl.data.stream.make_loader` (training mode: shard split, shuffle buffer, seeded
+  (1) pipeline: samples/s of `scmrl.data.batching.make_loader` (training mode: shard split, shuffle buffer, seeded
       frame pick, centre square, spectrogram resize to 128, collate to fixed-size tensors, full batches)
       from the shards on disk with N DataLoader workers (default 2), no model. The shards were just
       written, so they are read from the page cache: this measures CPU work, not the disk;
@@ -37,7 +37,9 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from scmrl.model.config import ModelConfig  # noqa: E402
-from scmrl.data.stream import StreamConfig, collate, make_loader, open_shards  # noqa: E402
+from avdata.shards.location import open_shards  # noqa: E402
+from scmrl.data.batching import collate, make_loader  # noqa: E402
+from scmrl.data.config import StreamConfig  # noqa: E402
 from scmrl.train.distributed import resolve_device  # noqa: E402
 from scmrl.train.evaluate import autocast_for  # noqa: E402
 from scmrl.model.losses import compute_loss  # noqa: E402

@@ -21,7 +21,8 @@ import yaml
 
 from avdata.shards.card import SIZE_BOUNDS, card_yaml, size_category
 from avdata.shards.manifest import load_manifest
-from avdata.shards.tar import decode_npy, iter_shard
+from avdata.shards.npy import decode_npy
+from avdata.shards.reader import iter_shard
 from tests.test_inspect_verify import make_av_folder, make_event_folder, make_toy_folder
 
 datasets = pytest.importorskip("datasets")

@@ -31,7 +31,9 @@ from avdata.shards.tar import shard_name, write_shard
 from avdata.datasets.cremad.synth import make_cremad_raw
 from avdata.datasets.mnistdvs_ntidigits.synth import make_mnistdvs_raw, make_ntidigits_h5
 from avdata.datasets.urbansound8k_av.synth import make_urbansound_raw
-from scmrl.data.stream import StreamConfig, make_loader, open_shards
+from avdata.shards.location import open_shards
+from scmrl.data.batching import make_loader
+from scmrl.data.config import StreamConfig
 
 RECIPES = ["mnistdvs-ntidigits", "urbansound8k-av", "cremad"]
 PER_SHARD = 16

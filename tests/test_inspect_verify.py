@@ -25,7 +25,8 @@ from avdata.shards.card import render_card
 from avdata.errors import AvdataError
 from avdata.shards.manifest import load_manifest, new_manifest, save_manifest, split_entry
 from avdata.datasets.recipe import CardInfo, cls_bytes, sample_json
-from avdata.shards.tar import encode_npy, shard_name, write_shard
+from avdata.shards.npy import encode_npy
+from avdata.shards.tar import shard_name, write_shard
 
 AV_CLASSES = ["dog_bark", "rain", "siren"]
 EVENT_CLASSES = ["zero", "one", "two", "three"]

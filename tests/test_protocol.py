@@ -157,7 +157,9 @@ def test_the_loader_resizes_spectrograms_as_the_protocol_says(tmp_path):
     import io
     import tarfile
 
-    from scmrl.data.stream import StreamConfig, make_loader, open_shards
+    from avdata.shards.location import open_shards
+    from scmrl.data.batching import make_loader
+    from scmrl.data.config import StreamConfig
 
     shards = make_synthetic_av_shards(tmp_path / "s", 0, 0, 4, per_shard=4, seed=2, spec_shape=(64, 24))
     with tarfile.open(shards / "test-000000.tar") as tar:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from avdata.shards.tar import ShardWriter
-from scmrl.data import tar_reader
-from scmrl.data.tar_reader import iter_tar_files
+from avdata.shards import reader as tar_reader
+from avdata.shards.reader import iter_tar_files
 
 
 def _tarfile_members(data: bytes) -> list[tuple[str, bytes]]:

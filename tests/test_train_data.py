@@ -14,9 +14,15 @@ import torch
 from avdata.errors import AvdataError
 from avdata.shards.manifest import new_manifest, save_manifest, split_entry
 from avdata.datasets.recipe import cls_bytes, sample_json
-from avdata.shards.tar import encode_npy, shard_name, write_shard
-from scmrl.data.stream import (ShardStream, StreamConfig, choose_frames, decode_npy_view, make_loader, open_shards,
-                        slot_plan)
+from avdata.shards.npy import encode_npy
+from avdata.shards.tar import shard_name, write_shard
+from avdata.shards.location import open_shards
+from avdata.shards.npy import decode_npy_view
+from scmrl.data.batching import make_loader
+from scmrl.data.decode import choose_frames
+from scmrl.data.partition import slot_plan
+from scmrl.data.config import StreamConfig
+from scmrl.data.stream import ShardStream
 from scmrl.data.synthetic import make_synthetic_av_shards
 
 
@@ -188,7 +194,7 @@ def test_npy_header_fast_path_matches_numpy() -> None:
 
     import numpy as np
 
-    from scmrl.data.stream import _NPY_HEADER_RE, _npy_header, decode_npy_view
+    from avdata.shards.npy import _NPY_HEADER_RE, decode_npy_view, npy_header as _npy_header
 
     arrays = [np.zeros((3, 256, 341, 3), np.uint8), np.arange(12, dtype=">f4").reshape(3, 4), np.float64(3.5),
               np.zeros((5,), np.int16), np.asfortranarray(np.ones((2, 3))), np.zeros((0, 4), np.float32)]

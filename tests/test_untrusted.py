@@ -430,7 +430,7 @@ def test_the_tar_reader_bounds_member_sizes(tmp_path):
     import io
     import tarfile
 
-    from scmrl.data.tar_reader import TarBoundsError, iter_tar_files
+    from avdata.shards.reader import TarBoundsError, iter_tar_files
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
@@ -457,7 +457,7 @@ def test_the_tar_reader_bounds_member_sizes(tmp_path):
 def test_a_huge_member_header_names_the_shard_in_the_trainer(shards, tmp_path):
     import time
 
-    from scmrl.data.stream import ShardReadError
+    from scmrl.data.failures import ShardReadError
     from scmrl.train.config import TrainConfig
     from scmrl.train.loop import train
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from avdata.datasets.recipe import CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
-from avdata.shards.tar import encode_npy
+from avdata.shards.npy import encode_npy
 from avdata.prepare.splits import stratified_holdout
 
 

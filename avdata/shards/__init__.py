@@ -1,1 +1,11 @@
-"""The shard format: tar reader and writer, manifest, dataset card, shards locations."""
+"""The shard format (what each dataset's shards hold: docs/reference.md §3):
+
+tar        the one shard writer (deterministic members, temporary name then rename)
+reader     the one shard reader (bounded, pread for members left in the file; iter_shard groups samples)
+npy        the one .npy codec (encode, decode, zero-copy view; no pickles, bounded headers)
+manifest   the typed manifest (Manifest, SplitEntry, ShardEntry): load, parse, save, the dict constructors
+schema     the manifest schema check (problems as JSON paths)
+location   a shards folder, its URL, or .tar files: ShardsLocation, open_location, open_shards
+tar_list   manifests for shards given one by one
+card       the dataset card (README.md) of a shards folder
+"""

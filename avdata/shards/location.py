@@ -1,20 +1,27 @@
-"""A shards folder given as a local path or an http(s) URL: its manifest and the address of each shard.
+"""A shards folder: a local path, an http(s) URL, or a list of .tar files; its manifest and how to open
+each shard.
 
-Everything that reads shards (inspect, verify, the trainer) goes through this, so a folder on disk and
-the same folder behind any static web server behave the same.
+Everything that reads shards (inspect, verify, the contact sheet, the trainer) goes through this, so a
+folder on disk and the same folder behind any static web server behave the same. Shards given one by one
+(`avdata.shards.tar_list`) get a real manifest too: the one beside them, cut to the files given, or one
+made by scanning the files.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Sequence
 
 from avdata.errors import AvdataError
 from avdata.fetch.urls import is_url
-from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, load_manifest, parse_manifest, shard_files
+from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest, ShardEntry, data_kind
+from avdata.shards.tar_list import cut_to_files, manifest_of_files, tar_list
 
 
 def read_url(url: str, timeout: float = 60.0, retries: int = 3) -> bytes:
@@ -26,29 +33,65 @@ def read_url(url: str, timeout: float = 60.0, retries: int = 3) -> bytes:
 
 @dataclass
 class ShardsLocation:
-    """Where a shards folder lives (`base` is a local folder path or a URL without trailing slash)."""
+    """Where a dataset's shards live. `base` is a local folder or a URL without trailing slash;
+    `addresses` maps a shard file to its own path or URL when the shards were given one by one.
+    Picklable (DataLoader workers open shards through it)."""
 
     base: str
-    manifest: dict[str, Any]
+    manifest: Manifest
+    description: str = ""
+    addresses: dict[str, str] = field(default_factory=dict)
+    timeout: float = 60.0
 
     @property
     def remote(self) -> bool:
         return is_url(self.base)
 
     def address(self, file: str) -> str:
+        if file in self.addresses:
+            return self.addresses[file]
         return f"{self.base}/{file}" if self.remote else str(Path(self.base) / file)
 
-    def shards(self, split: str) -> list[dict[str, Any]]:
-        """Shard entries of a split with an added `url` (a path or URL that webdataset opens)."""
-        return [{**s, "url": self.address(s["file"])} for s in shard_files(self.manifest, [split])]
+    def shards(self, split: str) -> list[ShardEntry]:
+        """The shard entries of a split, in order (AvdataError naming the splits there are)."""
+        if split not in self.manifest.splits:
+            raise AvdataError(f"{self.description or self.base}: no split {split!r} (it has "
+                              f"{', '.join(self.manifest.splits) or 'none'})")
+        return self.manifest.splits[split].shards
 
-    def open(self, file: str, timeout: float = 60.0) -> IO[bytes]:
-        if self.remote:
-            try:
-                return urllib.request.urlopen(self.address(file), timeout=timeout)
-            except (urllib.error.URLError, OSError) as exc:
-                raise AvdataError(f"{self.address(file)}: could not be opened ({exc})") from exc
-        return open(self.address(file), "rb")
+    def num_samples(self, split: str) -> int:
+        return sum(s.num_samples for s in self.shards(split))
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.manifest.splits)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest.classes)
+
+    @property
+    def kind(self) -> str:
+        return data_kind(self.manifest)
+
+    def open(self, file: str) -> IO[bytes]:
+        """Open one shard for streaming. Raises FileNotFoundError for a missing local file, AvdataError
+        naming the address (its cause the urllib error) for anything else a server does."""
+        address = self.address(file)
+        if not is_url(address):
+            return open(address, "rb", buffering=1 << 20)
+        try:
+            return urllib.request.urlopen(address, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            raise AvdataError(f"{address}: could not be opened (HTTP {exc.code})") from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise AvdataError(f"{address}: could not be opened ({getattr(exc, 'reason', exc)})") from exc
+
+    def fingerprint(self) -> str:
+        """A short id of the shard lists (resume checks it has not changed)."""
+        text = json.dumps({split: [(s.file, s.num_samples) for s in e.shards]
+                           for split, e in self.manifest.splits.items()}, sort_keys=True)
+        return f"{zlib.crc32(text.encode()):08x}"
 
 
 def open_location(spec: str | Path) -> ShardsLocation:
@@ -63,10 +106,39 @@ def open_location(spec: str | Path) -> ShardsLocation:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise AvdataError(f"{url}: not UTF-8 text ({exc}); is this a shards folder?") from exc
-        return ShardsLocation(base, parse_manifest(text, source=url))
+        return ShardsLocation(base, Manifest.parse(text, source=url), spec)
     path = Path(spec)
     if path.name == MANIFEST_NAME:
         path = path.parent
     if not path.exists():
         raise AvdataError(f"{path}: no such folder")
-    return ShardsLocation(str(path), load_manifest(path))
+    return ShardsLocation(str(path), Manifest.load(path), spec)
+
+
+def _manifest_beside(folder: str) -> Manifest | None:
+    """The manifest of the folder that holds shards given one by one, when it has a valid one."""
+    try:
+        if is_url(folder):
+            return open_location(folder).manifest
+        return Manifest.load(folder) if (Path(folder) / MANIFEST_NAME).exists() else None
+    except AvdataError:
+        return None
+
+
+def open_shards(spec: str | Path | Sequence[str | Path], classes: Sequence[str] | None = None) -> ShardsLocation:
+    """A shards folder, its URL, or .tar files (a comma list, a glob, or a sequence; see
+    `avdata.shards.tar_list`). `classes`, when given, must match the manifest's."""
+    files = tar_list(spec if isinstance(spec, (list, tuple)) else str(spec))
+    if files is not None:
+        folders = {f.rsplit("/", 1)[0] if is_url(f) else str(Path(f).parent) for f in files}
+        beside = _manifest_beside(next(iter(folders))) if len(folders) == 1 else None
+        if beside is not None:
+            manifest, addresses = cut_to_files(beside, files, classes)
+        else:
+            manifest, addresses = manifest_of_files(files, classes)
+        base = next(iter(folders)) if len(folders) == 1 else "."
+        return ShardsLocation(base, manifest, f"{len(files)} shard file(s)", addresses)
+    loc = open_location(str(spec))
+    if classes is not None and list(classes) != loc.manifest.classes:
+        raise AvdataError("the classes given differ from the manifest's")
+    return loc

@@ -14,20 +14,22 @@ fell outside the crop. Absent when the recipe measures nothing.
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avdata import __version__
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
+from avdata.shards.schema import SCHEMA_VERSION, problems, validate
 
-SCHEMA_VERSION = 1
+__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Manifest", "SplitEntry", "ShardEntry", "new_manifest", "split_entry",
+           "summarize_stat", "dumps", "save_manifest", "parse_manifest", "load_manifest", "problems", "validate",
+           "shard_files", "data_kind", "event_bins"]
+
 MANIFEST_NAME = "manifest.json"
 #: The most a manifest may weigh (a real one is kilobytes; ten thousand shards are a few megabytes).
 MAX_MANIFEST_SIZE = 64 << 20
-MAX_SHOWN = 20  # problems listed in the error; the count says how many there are
-REQUIRED_KEYS = ("schema_version", "dataset", "tool", "options", "classes", "features", "splits", "skipped")
 
 
 def new_manifest(
@@ -55,8 +57,6 @@ def split_entry(shards: list[dict[str, Any]], class_counts: dict[str, int]) -> d
         "shards": list(shards),
     }
 
-
-STAT_KEYS = ("samples", "min", "median", "mean", "max")
 
 
 def summarize_stat(values: list[float]) -> dict[str, float | int]:
@@ -116,174 +116,6 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     return parse_manifest(text, source=str(path))
 
 
-#: Names of splits and shard files: plain names, no folders, no control characters, not hidden.
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,254}$")
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-#: Far above any real dataset; a larger count is a damaged or hostile manifest.
-MAX_COUNT = 10**12
-MAX_CLASSES = 100_000
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _count(value: Any, path: str, problems: list[str], limit: int = MAX_COUNT) -> None:
-    if not _is_int(value):
-        problems.append(f"{path}: must be an integer, not {_kind(value)} ({value!r:.40})")
-    elif not 0 <= value <= limit:
-        problems.append(f"{path}: {value} is out of range (0..{limit})")
-
-
-def _text_ok(value: Any, path: str, problems: list[str], empty: bool = False) -> bool:
-    if not isinstance(value, str):
-        problems.append(f"{path}: must be a string, not {_kind(value)} ({value!r:.40})")
-        return False
-    if not value and not empty:
-        problems.append(f"{path}: must not be empty")
-        return False
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        problems.append(f"{path}: {value!r:.60} holds a control character (NUL, newline, ...)")
-        return False
-    return True
-
-
-def _key(name: str) -> str:
-    return f".{name}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"[{json.dumps(name)}]"
-
-
-def problems(manifest: Any) -> list[str]:
-    """Every way `manifest` breaks the schema (types, ranges, names), each as ``$.json.path: what``.
-
-    Every reader (verify, inspect, pull, the trainer) goes through this before touching a manifest, so a
-    damaged or hostile one is reported as a list of problems, never as a traceback deep inside a reader.
-    Consistency between fields (counts that add up, files that match) is verify's job."""
-    out: list[str] = []
-    if not isinstance(manifest, dict):
-        return [f"$: the manifest must be a JSON object, not {_kind(manifest)}"]
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        out.append(f"$: lacks {', '.join(missing)}")
-    if "schema_version" in manifest:
-        version = manifest["schema_version"]
-        if not _is_int(version):
-            out.append(f"$.schema_version: must be an integer, not {_kind(version)} ({version!r:.40})")
-        elif version < 1:
-            out.append(f"$.schema_version: {version} is out of range (1..{SCHEMA_VERSION})")
-    if "dataset" in manifest:
-        _text_ok(manifest["dataset"], "$.dataset", out)
-    for key in ("tool", "options"):
-        if key in manifest and not isinstance(manifest[key], dict):
-            out.append(f"$.{key}: must be an object, not {_kind(manifest[key])}")
-    classes = manifest.get("classes", [])
-    if not isinstance(classes, list):
-        out.append(f"$.classes: must be a list of class names, not {_kind(classes)} ({classes!r:.40})")
-        classes = []
-    elif len(classes) > MAX_CLASSES:
-        out.append(f"$.classes: {len(classes):,} classes is more than {MAX_CLASSES:,}")
-        classes = []
-    else:
-        seen: set[str] = set()
-        for i, name in enumerate(classes):
-            if _text_ok(name, f"$.classes[{i}]", out):
-                if name in seen:
-                    out.append(f"$.classes[{i}]: {name!r} is listed twice")
-                seen.add(name)
-    features = manifest.get("features", {})
-    if not isinstance(features, dict):
-        out.append(f"$.features: must be an object, not {_kind(features)}")
-    else:
-        for name, spec in features.items():
-            where = f"$.features{_key(name)}"
-            _text_ok(name, where, out)
-            if not isinstance(spec, dict):
-                out.append(f"{where}: must be an object, not {_kind(spec)}")
-            elif "shape" in spec and not isinstance(spec["shape"], list):
-                out.append(f"{where}.shape: must be a list, not {_kind(spec['shape'])}")
-    if "skipped" in manifest and not isinstance(manifest["skipped"], list):
-        out.append(f"$.skipped: must be a list, not {_kind(manifest['skipped'])}")
-    splits = manifest.get("splits", {})
-    if not isinstance(splits, dict):
-        out.append(f"$.splits: must be an object (split name -> entry), not {_kind(splits)}")
-        splits = {}
-    for split, entry in splits.items():
-        where = f"$.splits{_key(split)}"
-        if _text_ok(split, where, out) and not _PLAIN_NAME.match(split):
-            out.append(f"{where}: split name {split!r:.60} must be a plain name (letters, digits, _ - .)")
-        if not isinstance(entry, dict):
-            out.append(f"{where}: must be an object, not {_kind(entry)} ({entry!r:.40})")
-            continue
-        for key in ("num_samples", "class_counts", "shards"):
-            if key not in entry:
-                out.append(f"{where}: lacks {key!r}")
-        if "num_samples" in entry:
-            _count(entry["num_samples"], f"{where}.num_samples", out)
-        counts = entry.get("class_counts", {})
-        if not isinstance(counts, dict):
-            out.append(f"{where}.class_counts: must be an object (class name -> count), not {_kind(counts)}")
-        else:
-            for cls, n in counts.items():
-                _count(n, f"{where}.class_counts{_key(cls)}", out)
-        stats = entry.get("sample_stats", {})
-        if not isinstance(stats, dict):
-            out.append(f"{where}.sample_stats: must be an object (name -> figures), not {_kind(stats)}")
-        else:
-            for name, st in stats.items():
-                at = f"{where}.sample_stats{_key(name)}"
-                if not isinstance(st, dict):
-                    out.append(f"{at}: must be an object, not {_kind(st)}")
-                    continue
-                for k in STAT_KEYS:
-                    if k not in st:
-                        out.append(f"{at}: lacks {k!r}")
-                    elif not isinstance(st[k], (int, float)) or isinstance(st[k], bool):
-                        out.append(f"{at}.{k}: must be a number, not {_kind(st[k])}")
-        shards = entry.get("shards", [])
-        if not isinstance(shards, list):
-            out.append(f"{where}.shards: must be a list, not {_kind(shards)}")
-            continue
-        for i, shard in enumerate(shards):
-            at = f"{where}.shards[{i}]"
-            if not isinstance(shard, dict):
-                out.append(f"{at}: must be an object, not {_kind(shard)} ({shard!r:.40})")
-                continue
-            lacking = [k for k in ("file", "bytes", "sha256", "num_samples") if k not in shard]
-            if lacking:
-                out.append(f"{at}: lacks {', '.join(map(repr, lacking))}")
-            if "file" in shard and _text_ok(shard["file"], f"{at}.file", out) and not _PLAIN_NAME.match(
-                    shard["file"]):
-                out.append(f"{at}.file: shard file name {shard['file']!r:.80} must be a plain name "
-                           "(no folders, not hidden)")
-            if "bytes" in shard:
-                _count(shard["bytes"], f"{at}.bytes", out)
-            if "num_samples" in shard:
-                _count(shard["num_samples"], f"{at}.num_samples", out)
-            if "sha256" in shard and not (isinstance(shard["sha256"], str) and _SHA256.match(shard["sha256"])):
-                out.append(f"{at}.sha256: must be 64 hex digits, not {shard['sha256']!r:.80}")
-    return out
-
-
-def validate(manifest: Any, source: str = "manifest.json") -> None:
-    """Raise AvdataError listing every schema problem of `manifest` (see `problems`)."""
-    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if _is_int(version) and version > SCHEMA_VERSION:
-        raise AvdataError(
-            f"{source}: manifest schema_version {version} is newer than this avdata understands"
-            f" ({SCHEMA_VERSION}); upgrade avdata"
-        )
-    found = problems(manifest)
-    if found:
-        shown = found[:MAX_SHOWN]
-        more = f"\n  ... and {len(found) - MAX_SHOWN} more" if len(found) > MAX_SHOWN else ""
-        raise AvdataError(f"{source}: not a valid manifest ({len(found)} problem(s)); is it damaged, or "
-                          f"made by another tool?\n  " + "\n  ".join(shown) + more)
-
-
 def shard_files(manifest: dict[str, Any], splits: list[str] | None = None) -> list[dict[str, Any]]:
     """Shard entries of the given splits (all when None), each with its split added."""
     names = list(manifest["splits"]) if splits is None else splits
@@ -293,3 +125,141 @@ def shard_files(manifest: dict[str, Any], splits: list[str] | None = None) -> li
             raise AvdataError(f"no split {name!r}; this folder has {', '.join(manifest['splits'])}")
         out.extend({**s, "split": name} for s in manifest["splits"][name]["shards"])
     return out
+
+
+# --------------------------------------------------------------------------------------------- the type
+
+def _rest(d: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    """Keys this version does not model, kept so that a manifest round-trips to the same bytes."""
+    return {k: v for k, v in d.items() if k not in known}
+
+
+@dataclass
+class ShardEntry:
+    """One shard file of a split, as the manifest lists it."""
+
+    file: str
+    bytes: int
+    sha256: str
+    num_samples: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KEYS = ("file", "bytes", "sha256", "num_samples")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ShardEntry":
+        return cls(d["file"], d["bytes"], d["sha256"], d["num_samples"], _rest(d, cls._KEYS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "bytes": self.bytes, "sha256": self.sha256, "num_samples": self.num_samples,
+                **self.extra}
+
+
+@dataclass
+class SplitEntry:
+    """A split: its sample and class counts, its shards in order and, when measured, `sample_stats`."""
+
+    num_samples: int
+    class_counts: dict[str, int]
+    shards: list[ShardEntry]
+    sample_stats: dict[str, dict[str, float]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KEYS = ("num_samples", "class_counts", "shards", "sample_stats")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SplitEntry":
+        return cls(d["num_samples"], dict(d["class_counts"]), [ShardEntry.from_dict(s) for s in d["shards"]],
+                   d.get("sample_stats"), _rest(d, cls._KEYS))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"num_samples": self.num_samples, "class_counts": dict(self.class_counts),
+               "shards": [s.to_dict() for s in self.shards]}
+        if self.sample_stats is not None:
+            out["sample_stats"] = self.sample_stats
+        return {**out, **self.extra}
+
+
+@dataclass
+class Manifest:
+    """A checked manifest.json (see the module docstring; the schema is `avdata.shards.schema`).
+
+    `from_dict` refuses what `problems` finds, so readers index fields without further checks; `to_json`
+    writes the same bytes the dict functions above write."""
+
+    dataset: str
+    classes: list[str]
+    features: dict[str, dict[str, Any]]
+    splits: dict[str, SplitEntry]
+    options: dict[str, Any] = field(default_factory=dict)
+    tool: dict[str, Any] = field(default_factory=lambda: {"name": "avdata", "version": __version__})
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KEYS = ("schema_version", "dataset", "tool", "options", "classes", "features", "splits", "skipped")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = MANIFEST_NAME) -> "Manifest":
+        validate(d, source=source)
+        return cls(dataset=d["dataset"], classes=list(d["classes"]), features=d["features"],
+                   splits={name: SplitEntry.from_dict(e) for name, e in d["splits"].items()},
+                   options=d["options"], tool=d["tool"], skipped=d["skipped"], schema_version=d["schema_version"],
+                   extra=_rest(d, cls._KEYS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, "dataset": self.dataset, "tool": self.tool,
+                "options": self.options, "classes": list(self.classes), "features": self.features,
+                "splits": {name: e.to_dict() for name, e in self.splits.items()}, "skipped": self.skipped,
+                **self.extra}
+
+    def to_json(self) -> str:
+        return dumps(self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Manifest":
+        """`path`: a manifest file or a folder holding manifest.json (see `load_manifest`)."""
+        return cls.from_dict(load_manifest(path), source=str(path))
+
+    @classmethod
+    def parse(cls, text: str, source: str = MANIFEST_NAME) -> "Manifest":
+        return cls.from_dict(parse_manifest(text, source=source), source=source)
+
+    def save(self, directory: str | Path, name: str = MANIFEST_NAME) -> Path:
+        return save_manifest(directory, self.to_dict(), name)
+
+    def split(self, name: str) -> SplitEntry:
+        if name not in self.splits:
+            raise AvdataError(f"no split {name!r}; this folder has {', '.join(self.splits)}")
+        return self.splits[name]
+
+    def shard_entries(self, splits: list[str] | None = None) -> list[tuple[str, ShardEntry]]:
+        """(split, shard) of the given splits (all when None), in manifest order."""
+        names = list(self.splits) if splits is None else splits
+        return [(name, s) for name in names for s in self.split(name).shards]
+
+
+def _features(manifest: Manifest | dict[str, Any]) -> dict[str, Any]:
+    """The features of a Manifest, or of a plain (possibly partial) dict as the trainer still holds."""
+    return manifest.get("features", {}) if isinstance(manifest, dict) else manifest.features
+
+
+def data_kind(manifest: Manifest | dict[str, Any]) -> str:
+    """'static' (frames + spectrogram) or 'events' (event-count bins): the two shard contracts the
+    trainer reads (docs/reference.md §3), told apart by the manifest's features."""
+    feats = _features(manifest)
+    if "frames.npy" in feats and "spec.npy" in feats:
+        return "static"
+    if "visual.npy" in feats and "audio.npy" in feats:
+        return "events"
+    dataset = manifest.get("dataset") if isinstance(manifest, dict) else manifest.dataset
+    raise AvdataError(f"shards of {dataset!r} have neither frames.npy + spec.npy nor "
+                      f"visual.npy + audio.npy fields (they have: {', '.join(feats) or 'none'})")
+
+
+def event_bins(manifest: Manifest | dict[str, Any]) -> int:
+    """Time bins of event shards (the first dimension of visual.npy)."""
+    shape = _features(manifest)["visual.npy"].get("shape", [])
+    if not shape or not isinstance(shape[0], int):
+        raise AvdataError("the manifest does not say how many time bins visual.npy has")
+    return int(shape[0])

@@ -1,4 +1,4 @@
-"""The one shard writer and reader.
+"""The one shard writer (the reader is `avdata.shards.reader`).
 
 Shards are plain POSIX tar files that stock `webdataset` reads. To make them byte-identical on any
 machine every member gets mtime 0, uid/gid 0, empty user/group names and mode 0o644, members keep the
@@ -8,15 +8,12 @@ order the recipe gives, and a shard is written under a temporary name and rename
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Mapping, Sequence
-
-import numpy as np
+from typing import IO, Iterable, Mapping, Sequence
 
 from avdata.atomic import tmp_path
 
@@ -32,17 +29,6 @@ def check_key(key: str) -> None:
     """webdataset splits a member name at its first dot: keys must have none."""
     if not KEY_RE.match(key):
         raise ValueError(f"sample key {key!r} must contain only letters, digits, '_' and '-' (no dots)")
-
-
-def encode_npy(array: np.ndarray) -> bytes:
-    """np.save bytes: a deterministic, self-describing encoding that webdataset's decoder reads."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def decode_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -164,29 +150,3 @@ def write_shard(path: str | Path, samples: Iterable[tuple[str, Mapping[str, byte
         for key, fields in samples:
             w.write(key, fields)
         return w.close()
-
-
-def iter_shard(fileobj_or_path: str | Path | IO[bytes]) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield (key, {field: bytes}) in file order. Raises tarfile.ReadError / EOFError on a cut shard."""
-    if isinstance(fileobj_or_path, (str, Path)):
-        tar = tarfile.open(fileobj_or_path, mode="r:")
-    else:
-        tar = tarfile.open(fileobj=fileobj_or_path, mode="r|")
-    with tar:
-        current: str | None = None
-        fields: dict[str, bytes] = {}
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, field = member.name.partition(".")
-            f = tar.extractfile(member)
-            data = f.read() if f is not None else b""
-            if len(data) != member.size:
-                raise EOFError(f"member {member.name} cut short ({len(data)} of {member.size} bytes)")
-            if key != current:
-                if current is not None:
-                    yield current, fields
-                current, fields = key, {}
-            fields[field] = data
-        if current is not None:
-            yield current, fields

@@ -1,1 +1,11 @@
-"""Shards to batches: streaming, decoding, partitioning over ranks and workers, transforms."""
+"""Shards to batches (shards are found and read through `avdata.shards`):
+
+config      StreamConfig: what a stream delivers
+stream      ShardStream: one split's samples for a (rank, worker) slot, read with retries
+partition   slot_plan: which shards and samples each slot reads
+decode      one adapter per kind of data (static frames + spectrogram, events); frame choice and crop
+batching    collation, shared memory, MixedBatches (the training shuffle buffer), make_loader
+failures    ShardReadError, ShardFailure: how a worker's read error reaches the trainer
+rng         seeded_rng of the input pipeline
+transforms  batched augmentation and normalisation on the device
+"""

@@ -26,7 +26,8 @@ import numpy as np
 
 from avdata.shards.manifest import new_manifest, save_manifest, split_entry
 from avdata.datasets.recipe import cls_bytes, sample_json
-from avdata.shards.tar import encode_npy, shard_name, write_shard
+from avdata.shards.npy import encode_npy
+from avdata.shards.tar import shard_name, write_shard
 
 __all__ = ["CLASSES", "make_synthetic_av_shards"]
 

@@ -1,6 +1,6 @@
 """Batched input transforms on the target device (torch ops only, no torchvision, no per-sample loops).
 
-Static audio-visual data (batches from `scmrl.data.stream`: visual uint8 [B, base, base, 3], channels last,
+Static audio-visual data (batches from `scmrl.data.batching`: visual uint8 [B, base, base, 3], channels last,
 or [B, T, base, base, 3] with one frame per time step; audio float32 [B, 1, S, S]):
 
 * training: RandomResizedCrop(S, scale (0.08, 1), ratio (3/4, 4/3)) drawn per sample as torchvision

@@ -19,7 +19,7 @@ from scmrl.train.protocol import PROTOCOLS, Protocol, get_protocol
 from scmrl.train.schedule import BASE_LR
 
 if TYPE_CHECKING:
-    from scmrl.data.stream import ShardSource
+    from avdata.shards.location import ShardsLocation
     from scmrl.model.config import ModelConfig
 
 __all__ = ["TrainConfig", "EvalConfig", "LIBRARY_ONLY", "NOISE_ON", "DATASET_DEFAULTS", "resolve_protocol",
@@ -166,13 +166,14 @@ def resolve_protocol(cfg: TrainConfig) -> tuple[TrainConfig, Protocol]:
     return replace(cfg, **changes), proto
 
 
-def model_config(cfg: TrainConfig, source: ShardSource | dict[str, Any]) -> ModelConfig:
-    """The network for these shards (a ShardSource or a manifest): dataset defaults from the manifest,
+def model_config(cfg: TrainConfig, source: ShardsLocation | dict[str, Any]) -> ModelConfig:
+    """The network for these shards (a ShardsLocation or a manifest): dataset defaults from the manifest,
     overridden by the options."""
-    from scmrl.data.stream import data_kind, event_bins  # torch: imported when a model is built, not for --help
+    from avdata.shards.manifest import Manifest, data_kind, event_bins
     from scmrl.model.config import ModelConfig
 
-    manifest = source if isinstance(source, dict) else source.manifest
+    manifest = source if isinstance(source, (dict, Manifest)) else source.manifest
+    manifest = manifest.to_dict() if isinstance(manifest, Manifest) else manifest  # indexed as a dict below
     kind = data_kind(manifest)
     d = {**(EVENT_DEFAULTS if kind == "events" else STATIC_DEFAULTS), **DATASET_DEFAULTS.get(manifest["dataset"], {})}
     proto = get_protocol(cfg.protocol)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from scmrl.data.stream import ShardReadError
+from scmrl.data.failures import ShardReadError
 from scmrl.data.transforms import BatchTransform, make_generator
 from scmrl.model.config import ModelConfig
 from scmrl.model.losses import compute_loss
@@ -73,7 +73,7 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, loader, transform: BatchTra
                     sums[k] = sums.get(k, 0.0) + val * n
                 progress.advance(task)
     except ShardReadError as exc:
-        raise exc.clean() from None
+        raise exc from None  # its message is already clean (ShardFailure): no worker traceback to chain
     seconds = time.perf_counter() - t0
     progress.remove_task(task)
     all_reduce_sum(counts, ctx)

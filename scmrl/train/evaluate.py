@@ -15,7 +15,10 @@ from torch import nn
 
 from avdata.errors import AvdataError
 
-from scmrl.data.stream import ShardReadError, ShardSource, StreamConfig, make_loader, open_shards
+from avdata.shards.location import ShardsLocation, open_shards
+from scmrl.data.batching import make_loader
+from scmrl.data.failures import ShardReadError
+from scmrl.data.config import StreamConfig
 from scmrl.train.distributed import DistContext, all_reduce_sum, resolve_device, unwrap
 from scmrl.data.transforms import BatchTransform, make_generator
 
@@ -60,7 +63,7 @@ def evaluate(model: nn.Module, loader, transform: BatchTransform, classes: list[
             pred = logits.argmax(1)
             conf += torch.bincount(labels * k + pred, minlength=k * k)
     except ShardReadError as exc:
-        raise exc.clean() from None
+        raise exc from None  # its message is already clean (ShardFailure): no worker traceback to chain
     finally:
         net.train(was_training)
     all_reduce_sum(conf, ctx)
@@ -82,7 +85,7 @@ def evaluate_checkpoint(checkpoint: str, shards: str, split: str = "test", devic
             raise AvdataError(f"{checkpoint}: not a scmrl-train checkpoint (no {key!r})")
     mcfg = ModelConfig(**ckpt["model_config"])
     tcfg = ckpt["train_config"]
-    source: ShardSource = open_shards(shards, classes)
+    source: ShardsLocation = open_shards(shards, classes)
     if source.classes != list(ckpt["classes"]):
         raise AvdataError(f"{shards}: classes {source.classes} differ from the checkpoint's {list(ckpt['classes'])}")
     if split in source.splits and source.num_samples(split) == 0:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scmrl.data.stream import ShardSource, StreamConfig, make_loader
+from avdata.shards.location import ShardsLocation
+from scmrl.data.batching import make_loader
+from scmrl.data.config import StreamConfig
 from scmrl.data.transforms import BatchTransform
 from scmrl.model.config import ModelConfig
 from scmrl.train.config import TrainConfig
@@ -24,7 +26,7 @@ class RunData:
     transform: BatchTransform
 
 
-def make_run_data(source: ShardSource, eval_splits: list[str], cfg: TrainConfig, mcfg: ModelConfig,
+def make_run_data(source: ShardsLocation, eval_splits: list[str], cfg: TrainConfig, mcfg: ModelConfig,
                   proto: Protocol, ctx: DistContext) -> RunData:
     """Loaders of this rank's share of each split, as `cfg` and the protocol ask."""
     pin = ctx.device.type == "cuda"

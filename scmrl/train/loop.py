@@ -33,7 +33,8 @@ from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.progress import make_progress
 
-from scmrl.data.stream import ShardReadError, open_shards
+from avdata.shards.location import open_shards
+from scmrl.data.failures import ShardReadError
 from scmrl.model.models import build_model
 from scmrl.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, capture_rng, restore_rng, save_checkpoint
 from scmrl.train.config import TrainConfig, model_config, resolve_protocol
@@ -61,7 +62,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     try:
         return _train(cfg, ctx)
     except ShardReadError as exc:
-        raise exc.clean() from None
+        raise exc from None  # its message is already clean (ShardFailure): no worker traceback to chain
     finally:
         cleanup(ctx)
 
@@ -72,7 +73,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         keep_freed_memory()  # faster steps on CPU (scmrl.train.cpu_memory)
     out = Path(cfg.out)
     source = open_shards(cfg.shards, cfg.classes)
-    manifest = source.manifest
+    manifest = source.manifest.to_dict()
     kind = source.kind
     if "train" not in source.splits:
         raise AvdataError(f"{cfg.shards}: no train split (it has {', '.join(source.splits)})")

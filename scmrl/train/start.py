@@ -12,7 +12,7 @@ import torch
 
 from avdata.errors import AvdataError
 
-from scmrl.data.stream import ShardSource
+from avdata.shards.location import ShardsLocation
 from scmrl.model.config import ModelConfig
 from scmrl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from scmrl.train.config import TrainConfig
@@ -27,7 +27,7 @@ ARCHITECTURE = ("model", "attention", "residual_proj", "embedding", "embed_dim",
                 "num_classes", "audio_channels", "visual_channels")
 
 
-def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardSource,
+def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLocation,
                            ctx: DistContext) -> dict[str, Any] | None:
     """The checkpoint in `cfg.out` to continue from, or None for a fresh run. Rank 0 decides and reads;
     the other ranks receive its checkpoint (or its refusal)."""
@@ -50,7 +50,7 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardSou
     return ckpt
 
 
-def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardSource) -> None:
+def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardsLocation) -> None:
     stored = ckpt.get("model_config", {})
     now = asdict(mcfg)
     diff = [f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now if stored.get(k) != now[k]]

@@ -20,7 +20,7 @@ from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan,
                                     cls_bytes, sample_json)
 from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, audio_features, spectrogram_bins
-from avdata.shards.tar import encode_npy
+from avdata.shards.npy import encode_npy
 from avdata.fetch.sources import manifest_dir, pinned_sources
 from avdata.prepare.splits import group_holdout, stratified_holdout
 from avdata.media.video import read_frames

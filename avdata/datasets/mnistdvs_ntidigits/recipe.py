@@ -26,7 +26,7 @@ from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan,
                                     cls_bytes, sample_json)
 from avdata.errors import AvdataError, MediaError
 from avdata.media.events import bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
-from avdata.shards.tar import encode_npy
+from avdata.shards.npy import encode_npy
 from avdata.prepare.splits import seeded_shuffle, stratified_holdout
 
 CLASSES = [str(d) for d in range(10)]

@@ -23,7 +23,7 @@ from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan,
                                     cls_bytes, sample_json)
 from avdata.errors import AvdataError, MediaError
 from avdata.media.audio import audio_features, spectrogram_bins
-from avdata.shards.tar import encode_npy
+from avdata.shards.npy import encode_npy
 from avdata.prepare.splits import first_fraction, stratified_holdout
 from avdata.media.video import resize_short_side
 

@@ -1,4 +1,7 @@
-"""Stream the regular files of an uncompressed tar (a WebDataset shard) with one copy per file.
+"""The one shard reader: the regular files of an uncompressed tar (a WebDataset shard), one copy each.
+
+Everything that reads shards goes through here: verify (streamed through sha256), inspect and the
+contact sheet (`iter_shard`: samples as webdataset groups them), and the trainer (`iter_tar_files`).
 
 The training input pipeline reads about 1 MB per CREMA-D sample; Python's ``tarfile`` in stream mode
 copies each member three times (chunked reads, a join, a slice) and parses every header field, which
@@ -8,7 +11,8 @@ other tar writers read too), checks each header's checksum, and reads each membe
 own ``bytes`` object (``read(n)`` of a buffered file does not zero it first).
 
 A stream that ends inside a member or before the end-of-archive blocks raises ``tarfile.ReadError``
-naming what was cut short; the shard reader turns that into a retry and then a clear error.
+naming what was cut short (:class:`TarCutShortError`); the trainer turns that into a retry and then a
+clear error, verify into a "truncated" problem. A header with a bad checksum raises :class:`TarHeaderError`.
 
 Shards come from other people, so no header is believed beyond what the archive can hold: a member
 larger than what is left of the shard's declared size (the manifest's), or an extended header over
@@ -25,7 +29,8 @@ from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["iter_tar_files", "MemberSlice", "TarBoundsError", "stream_size"]
+__all__ = ["iter_tar_files", "iter_shard", "MemberSlice", "TarBoundsError", "TarCutShortError", "TarHeaderError",
+           "stream_size"]
 
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
@@ -36,6 +41,14 @@ MAX_EXTENDED_HEADER = 1 << 20
 
 class TarBoundsError(tarfile.ReadError):
     """A header claims more than the archive can hold: the shard is damaged or hostile (no retry helps)."""
+
+
+class TarCutShortError(tarfile.ReadError):
+    """The stream ended inside a member or before the end-of-archive blocks."""
+
+
+class TarHeaderError(tarfile.ReadError):
+    """A member header with a bad checksum: not a tar file, or a damaged one."""
 
 
 def stream_size(stream: IO[bytes]) -> int | None:
@@ -65,7 +78,7 @@ def _read_exact(stream: IO[bytes], size: int, what: str) -> bytes:
     while got < size:
         chunk = stream.read(size - got)
         if not chunk:
-            raise tarfile.ReadError(f"unexpected end of data in {what} ({got} of {size} bytes)")
+            raise TarCutShortError(f"unexpected end of data in {what} ({got} of {size} bytes)")
         parts.append(chunk)
         got += len(chunk)
     return b"".join(parts)
@@ -75,7 +88,7 @@ def _skip(stream: IO[bytes], size: int, what: str) -> None:
     while size > 0:
         chunk = stream.read(min(size, 1 << 20))
         if not chunk:
-            raise tarfile.ReadError(f"unexpected end of data in {what}")
+            raise TarCutShortError(f"unexpected end of data in {what}")
         size -= len(chunk)
 
 
@@ -150,12 +163,15 @@ def _local_fd(stream: IO[bytes]) -> int | None:
 
 
 def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
-                   limit: int | None = None) -> Iterator[dict[str, Any]]:
+                   limit: int | None = None, skip: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
     """The regular files of a tar stream in order, as ``{"fname": name, "data": bytes}`` (what
     webdataset's ``group_by_keys`` takes); directories, links and ``__meta__`` files are skipped.
 
     ``lazy(name)`` true and a local file: ``data`` is a :class:`MemberSlice` instead of the bytes (a cut
     short file is still caught, at the next header).
+
+    ``skip(name)`` true: the member's bytes are read past in chunks (never held whole) and ``data`` is
+    None (verify only counts samples).
 
     ``limit``: the most bytes the archive may hold (the manifest's size of the shard): a member beyond it
     raises TarBoundsError. One beyond what the stream holds (:func:`stream_size`) raises ReadError, as
@@ -172,7 +188,7 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
             raise TarBoundsError(f"{what} claims {size:,} bytes, more than the {max(limit - pos, 0):,} left in "
                                  f"the archive ({limit:,} bytes): a damaged or tampered shard")
         if actual is not None and size > actual - pos:  # a file cut short (or still arriving): may be retried
-            raise tarfile.ReadError(f"unexpected end of data in {what}: it claims {size:,} bytes, "
+            raise TarCutShortError(f"unexpected end of data in {what}: it claims {size:,} bytes, "
                                     f"{max(actual - pos, 0):,} are left")
 
     long_name: str | None = None
@@ -185,7 +201,7 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
             return  # end-of-archive block (a second one may follow; nothing after it is read)
         stored = _number(header[148:156])
         if stored != sum(header) - sum(header[148:156]) + 8 * 32:
-            raise tarfile.ReadError(f"bad header checksum at member {index}: not a tar file, or a damaged one")
+            raise TarHeaderError(f"bad header checksum at member {index}: not a tar file, or a damaged one")
         kind = bytes(header[156:157])
         name = _text(header[0:100])
         if header[257:262] == b"ustar" and header[345]:
@@ -213,9 +229,36 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
                 stream.seek(size + (-size % BLOCK), os.SEEK_CUR)
                 yield {"fname": name, "data": member}
                 continue
+            if skip is not None and skip(name):
+                _skip(stream, size + (-size % BLOCK), name)
+                if not name.startswith("__"):
+                    yield {"fname": name, "data": None}
+                continue
             data = _read_exact(stream, size, name)
             _skip(stream, -size % BLOCK, name)
             if not name.startswith("__"):
                 yield {"fname": name, "data": data}
         else:
             _skip(stream, size + (-size % BLOCK), name)
+
+
+def iter_shard(stream: IO[bytes] | str | os.PathLike, limit: int | None = None
+               ) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {field: bytes}) of a shard (an open stream or a path) in file order, grouped as webdataset
+    groups them (consecutive members with the same name up to its first dot). Raises tarfile.ReadError
+    on a cut or damaged shard."""
+    if isinstance(stream, (str, os.PathLike)):
+        with open(stream, "rb") as f:
+            yield from iter_shard(f, limit)
+        return
+    current: str | None = None
+    fields: dict[str, bytes] = {}
+    for member in iter_tar_files(stream, limit=limit):
+        key, _, field = member["fname"].partition(".")
+        if key != current:
+            if current is not None:
+                yield current, fields
+            current, fields = key, {}
+        fields[field] = member["data"]
+    if current is not None:
+        yield current, fields
