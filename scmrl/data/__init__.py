@@ -6,6 +6,5 @@ partition   slot_plan: which shards and samples each slot reads
 decode      one adapter per kind of data (static frames + spectrogram, events); frame choice and crop
 batching    collation, shared memory, MixedBatches (the training shuffle buffer), make_loader
 failures    ShardReadError, ShardFailure: how a worker's read error reaches the trainer
-rng         seeded_rng of the input pipeline
 transforms  batched augmentation and normalisation on the device
 """

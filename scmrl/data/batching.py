@@ -25,7 +25,7 @@ from avdata.shards.location import ShardsLocation
 
 from scmrl.data.failures import CheckedBatches, ShardFailure
 from scmrl.data.failures import raise_failures as _raise_failures
-from scmrl.data.rng import seeded_rng
+from avdata.rng import seeded_rng
 from scmrl.data.config import StreamConfig
 from scmrl.data.stream import ShardStream
 

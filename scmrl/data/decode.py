@@ -31,7 +31,7 @@ from avdata.shards.npy import MAX_NPY_HEADER, decode_npy_view, npy_header
 from avdata.shards.reader import MemberSlice
 
 from scmrl.data.config import StreamConfig
-from scmrl.data.rng import seeded_rng
+from avdata.rng import seeded_rng
 from scmrl.data.spec_resize import resize_spectrogram
 
 __all__ = ["ADAPTERS", "StaticAdapter", "EventAdapter", "frame_reader", "center_square", "choose_frames"]

@@ -37,7 +37,7 @@ from scmrl.data.config import StreamConfig
 from scmrl.data.decode import ADAPTERS
 from scmrl.data.failures import ShardFailure, ShardReadError, short_reason
 from scmrl.data.partition import share_group, slot_count, slot_plan
-from scmrl.data.rng import seeded_rng
+from avdata.rng import seeded_rng
 
 log = logging.getLogger("scmrl.data.stream")
 
