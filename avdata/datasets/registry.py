@@ -25,6 +25,7 @@ DATASETS: dict[str, str] = {
     "cremad": "avdata.datasets.cremad",
     "urbansound8k-av": "avdata.datasets.urbansound8k_av",
     "mnistdvs-ntidigits": "avdata.datasets.mnistdvs_ntidigits",
+    "ave": "avdata.datasets.ave",
 }
 
 _EXTRA_RECIPES: dict[str, str] = {}  # name -> "module:Class", added at run time
