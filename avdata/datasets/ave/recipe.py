@@ -41,7 +41,7 @@ from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan,
 from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, spectrogram_bins
 from avdata.media.video import read_frames
-from avdata.shards.tar import encode_npy
+from avdata.shards.npy import encode_npy
 
 #: AVE clips are ten seconds long, annotated in ten one-second segments.
 CLIP_SECONDS = 10
