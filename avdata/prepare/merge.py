@@ -76,6 +76,7 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
             stats[shard["split"]].setdefault(name, []).extend(values)
     for split in record["splits"]:
         manifest["splits"][split] = split_entry(by_split[split], counts[split])
+        manifest["splits"][split]["order"] = "shuffled"  # seeded random order: engine.shuffled_split
         if stats[split]:
             manifest["splits"][split]["sample_stats"] = {name: summarize_stat(v) for name, v in sorted(stats[split].items())}
     manifest["skipped"] = sorted(skipped, key=lambda s: (s.get("split", ""), s["key"]))

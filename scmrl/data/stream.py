@@ -423,6 +423,9 @@ class StreamConfig:
     seed: int = 42
     train: bool = False  # training: per-epoch frame choice, shuffled shard order, interleave and buffer
     shuffle_buffer: int | None = None  # samples, for the whole loader of a rank; None: default_shuffle_buffer
+    # training with workers: batches drawn from one buffer over all workers (MixedBatches)? None: only for
+    # shards not marked as written in random order (see make_loader)
+    mix_across_workers: bool | None = None
     interleave: int = 4  # training: shards a slot reads at once, samples drawn from them at random
     retries: int = 4  # attempts after the first failure to open/read a shard
     backoff: float = 0.5  # seconds before the first retry, doubled each time (max 8 s)
@@ -788,9 +791,80 @@ def _collate_chunk(batch: list[tuple]) -> tuple | ShardFailure:
     return out + ([b[3] for b in batch],) if len(batch[0]) > 3 else out
 
 
-def _as_is(sample: Any) -> Any:
-    """The 'collate' of single samples (training without workers): the sample itself."""
-    return sample
+def _shuffle_buffer(items: Iterable, size: int, rng: random.Random) -> Iterator:
+    """`items` through a shuffle buffer of `size`: each arriving item replaces a random held one, which is
+    passed on; the last `size` leave in random order. A ShardFailure is passed on at once."""
+    buf: list = []
+    for item in items:
+        if isinstance(item, ShardFailure):
+            yield item
+            return
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        j = rng.randrange(len(buf))
+        yield buf[j]
+        buf[j] = item
+    rng.shuffle(buf)
+    yield from buf
+
+
+class BufferedSlots(IterableDataset):
+    """The samples of each (rank, worker) slot of `stream` through a shuffle buffer of its own, of `buffer`
+    samples (the loader's whole buffer, not a share of it: at most `workers` x `buffer` samples in memory),
+    seeded by seed, epoch, rank and worker. Each worker then batches its own samples (DataLoader + collate
+    into shared memory), so the main process copies nothing: for shards written in random order (by
+    `avdata prepare`), where a worker's own stream is already mixed. See :func:`make_loader`."""
+
+    def __init__(self, stream: "ShardStream", buffer: int) -> None:
+        self.stream, self.buffer = stream, max(1, buffer)
+
+    def __iter__(self) -> Iterator:
+        info = get_worker_info()
+        wid = info.id if info is not None else 0
+        st = self.stream
+        rng = seeded_rng(st.cfg.seed, st.epoch, "buffer", st.rank, wid)
+        return _shuffle_buffer(iter(st), self.buffer, rng)
+
+
+class FullBatches:
+    """Batches of exactly `batch_size` from a DataLoader whose workers batch their own samples: the partial
+    batch each worker ends its epoch with is merged with the others' (concatenated, in worker order), so a
+    rank drops fewer than `batch_size` samples per epoch whatever the number of workers."""
+
+    def __init__(self, loader: DataLoader, batch_size: int) -> None:
+        self.loader, self.batch_size = loader, batch_size
+
+    def __iter__(self) -> Iterator[tuple]:
+        carry: list[tuple] = []
+        held = 0
+        for batch in _raise_failures(self.loader):
+            n = len(batch[2])
+            if n == self.batch_size:
+                yield batch
+                continue
+            carry.append(batch)
+            held += n
+            if held >= self.batch_size:
+                merged = _cat(carry)
+                yield tuple(m[:self.batch_size] for m in merged)
+                held -= self.batch_size
+                carry = [tuple(m[self.batch_size:] for m in merged)] if held else []
+
+
+def _cat(batches: list[tuple]) -> tuple:
+    return tuple(torch.cat(parts) if isinstance(parts[0], torch.Tensor) else [x for p in parts for x in p]
+                 for parts in zip(*batches))
+
+
+# the manifest's mark, per split, of samples written in seeded random order (`avdata prepare`, synthetic shards)
+SHUFFLED_ORDER = "shuffled"
+
+
+def written_shuffled(source: ShardSource, split: str) -> bool:
+    """Whether the manifest says this split's samples were written in a seeded random order."""
+    entry = source.manifest.get("splits", {}).get(split, {})
+    return isinstance(entry, dict) and entry.get("order") == SHUFFLED_ORDER
 
 
 # samples a DataLoader worker hands over at a time in training (see MixedBatches): each hand-over costs
@@ -804,10 +878,19 @@ def make_loader(source: ShardSource, split: str, cfg: StreamConfig, batch_size: 
     """Batches of one split for this rank, and the stream (call `stream.set_epoch(e)` before each epoch;
     the workers are started once and read the epoch from shared memory).
 
-    Training (`cfg.train`): only full batches, drawn from one shuffle buffer over all workers
-    (:class:`MixedBatches`; `cfg.shuffle_buffer` samples, default :func:`default_shuffle_buffer`); the
-    rank's remainder (< batch_size) is dropped. Evaluation: every sample, in order, the last batches of
-    each worker possibly smaller."""
+    Training (`cfg.train`): only full batches; the rank's remainder (< batch_size) is dropped. The shuffle
+    buffer is `cfg.shuffle_buffer` samples (default :func:`default_shuffle_buffer`). Two ways to batch:
+
+    * shards whose manifest marks the split as written in random order (:func:`written_shuffled`), and
+      any shards without workers: each worker (or the process) shuffles its own slot through a buffer of
+      that size and batches it itself (:class:`BufferedSlots`, :class:`FullBatches`); a worker's stream
+      is then already mixed, and the batches reach the trainer with no copy in the main process;
+    * other shards with workers (they may be sorted by class), or `cfg.mix_across_workers=True`: all
+      workers' samples go through one buffer in the main process (:class:`MixedBatches`), so that a batch
+      draws from every worker's stream; this costs a copy of every sample in the main process (about
+      0.6x the samples/s with 2 workers on 2 cores, BENCHMARKS.md).
+
+    Evaluation: every sample, in order, the last batches of each worker possibly smaller."""
     ds = ShardStream(source, split, cfg, rank, world)
     common = dict(num_workers=workers, worker_init_fn=_worker_init if workers else None,
                   persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
@@ -818,9 +901,12 @@ def make_loader(source: ShardSource, split: str, cfg: StreamConfig, batch_size: 
     buffer = cfg.shuffle_buffer
     if buffer is None:
         buffer = default_shuffle_buffer(ds.rank_samples(rank, max(1, workers)))
-    if workers:  # chunks of CHUNK samples; about 4 batches in flight per worker, as for evaluation
-        loader = DataLoader(ds, batch_size=CHUNK, collate_fn=_collate_chunk, drop_last=False,
-                            prefetch_factor=max(2, 4 * batch_size // CHUNK), **common)
-    else:
-        loader = DataLoader(ds, batch_size=None, collate_fn=_as_is, **common)
+    across = cfg.mix_across_workers if cfg.mix_across_workers is not None else not written_shuffled(source, split)
+    if not workers or not across:
+        loader = DataLoader(BufferedSlots(ds, buffer), batch_size=batch_size, collate_fn=collate, drop_last=False,
+                            pin_memory=pin_memory, prefetch_factor=4 if workers else None, **common)
+        return FullBatches(loader, batch_size), ds
+    # chunks of CHUNK samples; about 4 batches in flight per worker, as for evaluation
+    loader = DataLoader(ds, batch_size=CHUNK, collate_fn=_collate_chunk, drop_last=False,
+                        prefetch_factor=max(2, 4 * batch_size // CHUNK), **common)
     return MixedBatches(loader, ds, batch_size, buffer, pin_memory), ds

@@ -111,5 +111,6 @@ def make_synthetic_av_shards(out_dir: str | Path, n_train: int = 256, n_val: int
                                       "json": sample_json({"key": key, "label": label, "split": split}), **fields}))
             shards.append(write_shard(out / shard_name(split, j // per_shard), samples).to_dict())
         manifest["splits"][split] = split_entry(shards, counts)
+        manifest["splits"][split]["order"] = "shuffled"  # labels drawn as a random permutation
     save_manifest(out, manifest)
     return out
