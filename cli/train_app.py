@@ -82,8 +82,10 @@ def train_cmd(
                                           "and split (0: read in the training process; default: 4, or the "
                                           "number of CPUs when fewer)."),
     shuffle_buffer: Optional[int] = typer.Option(None, "--shuffle-buffer", min=1, help="Training shuffle buffer "
-                                                 "in samples, one per process over all its DataLoader workers; every "
-                                                 "batch is drawn from it. Default: a quarter of the samples the "
+                                                 "in samples: for shards written in random order (avdata prepare) "
+                                                 "each DataLoader worker's own, of this size; for other shards one "
+                                                 "per process over all its workers, every batch drawn from it. "
+                                                 "Default: a quarter of the samples the "
                                                  "process reads an epoch, at least 1,000 (or all of them) and at "
                                                  "most 4,096. 1 turns it off."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),

@@ -26,13 +26,17 @@ manifest (:meth:`ShardStream.batches_per_rank`), which the trainer uses to give 
 step schedule. Training batches are always full, so a rank drops fewer than one batch of samples per
 epoch; evaluation drops nothing.
 
-How training batches are mixed: `avdata prepare` writes each split in a seeded random order, but shards
-from elsewhere (or made before that) may be sorted by class. So each epoch (all seeded by seed + epoch,
-hence reproducible and resumable at epoch boundaries): the shard order is shuffled; each slot reads its
-shards several at a time, drawing each next sample from a random open shard (:func:`_interleaved`); and
-all samples of a rank, from all its workers, pass through one shuffle buffer in the main process
-(:class:`MixedBatches`, `--shuffle-buffer` samples, default :func:`default_shuffle_buffer`) from which
-every batch is drawn, so a batch is not the product of one worker's stream.
+How training batches are mixed (all seeded by seed + epoch, hence reproducible and resumable at epoch
+boundaries; the shard order is shuffled every epoch): `avdata prepare` writes each split in a seeded random
+order and marks it so in the manifest (:func:`written_shuffled`). Such shards are read one at a time and
+each slot passes its samples through a shuffle buffer of `--shuffle-buffer` samples (default
+:func:`default_shuffle_buffer`; the whole size in every worker, not a share of it) and batches them in its
+worker (:class:`BufferedSlots`), a worker's stream being already mixed; the workers' last partial batches
+are merged (:class:`FullBatches`). Shards not so marked (from elsewhere, or made before) may be sorted
+by class: each slot reads them several at a time, drawing each next sample from a random open shard
+(:func:`_interleaved`), and with workers all samples of a rank pass through one shuffle buffer in the
+main process (:class:`MixedBatches`) from which every batch is drawn, so that a batch is not the product
+of one worker's stream (at the cost of a copy of every sample in the main process).
 A read error inside a DataLoader worker is passed to the main process as data (:class:`ShardFailure`)
 and raised there with its own message.
 
@@ -73,7 +77,7 @@ import re
 import tarfile
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
@@ -426,7 +430,8 @@ class StreamConfig:
     # training with workers: batches drawn from one buffer over all workers (MixedBatches)? None: only for
     # shards not marked as written in random order (see make_loader)
     mix_across_workers: bool | None = None
-    interleave: int = 4  # training: shards a slot reads at once, samples drawn from them at random
+    interleave: int = 4  # training: shards a slot reads at once, samples drawn from them at random (1 for
+    # shards marked as written in random order: see make_loader)
     retries: int = 4  # attempts after the first failure to open/read a shard
     backoff: float = 0.5  # seconds before the first retry, doubled each time (max 8 s)
     with_keys: bool = False
@@ -464,9 +469,9 @@ def _share_group(n: int, rank: int, world: int, worker: int, workers: int) -> tu
 
 def default_shuffle_buffer(samples: int) -> int:
     """The training shuffle buffer for a rank that reads `samples` samples an epoch: a quarter of them,
-    at least 1,000 and at most 4,096 (about 1 GB of CREMA-D-format samples held in the main process;
-    with shards written in random order by `avdata prepare` a larger one buys little), never more than
-    the rank reads."""
+    at least 1,000 and at most 4,096 (about 1 GB of CREMA-D-format samples, held in the main process, or
+    in each worker for shards written in random order, where a worker holds no more than it reads; with
+    such shards a larger one buys little), never more than the rank reads."""
     return max(1, min(samples, min(4096, max(1000, samples // 4))))
 
 
@@ -709,9 +714,10 @@ def _worker_init(_: int) -> None:
 
 
 class MixedBatches:
-    """Training batches for one rank: every sample its workers deliver goes through one shuffle buffer of
-    `buffer` samples (seeded by seed, epoch and rank), and batches of exactly `batch_size` are drawn from
-    it, so a batch mixes the streams of all workers. The rank's last partial batch (< batch_size samples)
+    """Training batches for one rank, for shards that may be sorted by class (see :func:`make_loader`):
+    every sample its workers deliver goes through one shuffle buffer of `buffer` samples (seeded by seed,
+    epoch and rank), and batches of exactly `batch_size` are drawn from it, so a batch mixes the streams
+    of all workers. The rank's last partial batch (< batch_size samples)
     is dropped, so every sample is used at most once per epoch and all but fewer than `batch_size` are.
 
     The workers hand over chunks of a few samples (collated into shared memory); a sample stays a view of
@@ -890,7 +896,13 @@ def make_loader(source: ShardSource, split: str, cfg: StreamConfig, batch_size: 
       draws from every worker's stream; this costs a copy of every sample in the main process (about
       0.6x the samples/s with 2 workers on 2 cores, BENCHMARKS.md).
 
+    Shards marked as written in random order are read one at a time (`interleave=1`): interleaving buys
+    them no mixing and cost about 10% of the CPU time per sample (BENCHMARKS.md).
+
     Evaluation: every sample, in order, the last batches of each worker possibly smaller."""
+    shuffled = written_shuffled(source, split)
+    if cfg.train and shuffled:
+        cfg = replace(cfg, interleave=1)
     ds = ShardStream(source, split, cfg, rank, world)
     common = dict(num_workers=workers, worker_init_fn=_worker_init if workers else None,
                   persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
@@ -901,7 +913,7 @@ def make_loader(source: ShardSource, split: str, cfg: StreamConfig, batch_size: 
     buffer = cfg.shuffle_buffer
     if buffer is None:
         buffer = default_shuffle_buffer(ds.rank_samples(rank, max(1, workers)))
-    across = cfg.mix_across_workers if cfg.mix_across_workers is not None else not written_shuffled(source, split)
+    across = cfg.mix_across_workers if cfg.mix_across_workers is not None else not shuffled
     if not workers or not across:
         loader = DataLoader(BufferedSlots(ds, buffer), batch_size=batch_size, collate_fn=collate, drop_last=False,
                             pin_memory=pin_memory, prefetch_factor=4 if workers else None, **common)

@@ -110,7 +110,7 @@ class TrainConfig:
     noise_snr: float | None = None  # dB, on the visual input
     noise_on: str = "eval"  # train | eval | both
     workers: int = 0  # DataLoader workers per process
-    shuffle_buffer: int | None = None  # samples per process, over all its workers; None: from the split's size
+    shuffle_buffer: int | None = None  # samples (scmrl.data.stream.make_loader); None: from the split's size
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA
     seed: int = 42
