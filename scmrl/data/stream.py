@@ -717,8 +717,8 @@ class MixedBatches:
     """Training batches for one rank, for shards that may be sorted by class (see :func:`make_loader`):
     every sample its workers deliver goes through one shuffle buffer of `buffer` samples (seeded by seed,
     epoch and rank), and batches of exactly `batch_size` are drawn from it, so a batch mixes the streams
-    of all workers. The rank's last partial batch (< batch_size samples)
-    is dropped, so every sample is used at most once per epoch and all but fewer than `batch_size` are.
+    of all workers. The rank's last partial batch (< batch_size samples) is dropped, so every sample is
+    used at most once per epoch and all but fewer than `batch_size` are.
 
     The workers hand over chunks of a few samples (collated into shared memory); a sample stays a view of
     its chunk until drawn, and drawn samples are stacked into the batch (one copy). A chunk is freed when
@@ -894,7 +894,7 @@ def make_loader(source: ShardSource, split: str, cfg: StreamConfig, batch_size: 
     * other shards with workers (they may be sorted by class), or `cfg.mix_across_workers=True`: all
       workers' samples go through one buffer in the main process (:class:`MixedBatches`), so that a batch
       draws from every worker's stream; this costs a copy of every sample in the main process (about
-      0.6x the samples/s with 2 workers on 2 cores, BENCHMARKS.md).
+      0.7x the samples per CPU-second with 2 workers on 2 cores, BENCHMARKS.md).
 
     Shards marked as written in random order are read one at a time (`interleave=1`): interleaving buys
     them no mixing and cost about 10% of the CPU time per sample (BENCHMARKS.md).
