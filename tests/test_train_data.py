@@ -69,7 +69,7 @@ def test_every_sample_exactly_once_across_2_ranks_x_2_workers(tmp_path, n_shards
     assert len(union) == n and set(union) == {f"train_{i:06d}" for i in range(n)}
     assert all(len(s) > 0 for s in slots)
     if train:  # another epoch: the same set; a different order when there are shards to shuffle and
-        # interleave (with one shard the batches are mixed by the rank's buffer, MixedBatches: tested below)
+        # interleave (with one shard the batches are mixed by the shuffle buffers of make_loader alone)
         again = _keys(src, "train", 2, 2, epoch=4, train=True)
         assert sorted(k for s in again for k in s) == sorted(union) and (again != slots or n_shards == 1)
 

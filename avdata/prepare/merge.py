@@ -17,7 +17,7 @@ from avdata.atomic import atomic_write_text, tmp_path
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
 from avdata.prepare.state import load_plan, missing_shards, plan_path, read_sidecar, sidecar_dir, sidecar_path
-from avdata.shards.manifest import new_manifest, save_manifest, split_entry, summarize_stat
+from avdata.shards.manifest import SHUFFLED_ORDER, new_manifest, save_manifest, split_entry, summarize_stat
 
 log = logging.getLogger("avdata.prepare.merge")
 
@@ -56,6 +56,7 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
             stats[shard["split"]].setdefault(name, []).extend(values)
     for split in record["splits"]:
         manifest["splits"][split] = split_entry(by_split[split], counts[split])
+        manifest["splits"][split]["order"] = SHUFFLED_ORDER  # seeded random order: engine.shuffled_split
         if stats[split]:
             manifest["splits"][split]["sample_stats"] = {name: summarize_stat(v) for name, v in sorted(stats[split].items())}
     manifest["skipped"] = sorted(skipped, key=lambda s: (s.get("split", ""), s["key"]))

@@ -23,11 +23,13 @@ from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.shards.schema import SCHEMA_VERSION, problems, validate
 
-__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Manifest", "SplitEntry", "ShardEntry", "new_manifest", "split_entry",
+__all__ = ["MANIFEST_NAME", "SHUFFLED_ORDER", "SCHEMA_VERSION", "Manifest", "SplitEntry", "ShardEntry", "new_manifest", "split_entry",
            "summarize_stat", "dumps", "save_manifest", "parse_manifest", "load_manifest", "problems", "validate",
            "shard_files", "data_kind", "event_bins"]
 
 MANIFEST_NAME = "manifest.json"
+#: A split entry's `order` when its samples were written in a seeded random order (`avdata prepare`).
+SHUFFLED_ORDER = "shuffled"
 #: The most a manifest may weigh (a real one is kilobytes; ten thousand shards are a few megabytes).
 MAX_MANIFEST_SIZE = 64 << 20
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from avdata.shards.manifest import new_manifest, save_manifest, split_entry
+from avdata.shards.manifest import SHUFFLED_ORDER, new_manifest, save_manifest, split_entry
 from avdata.datasets.recipe import cls_bytes, sample_json
 from avdata.shards.npy import encode_npy
 from avdata.shards.tar import shard_name, write_shard
@@ -112,5 +112,6 @@ def make_synthetic_av_shards(out_dir: str | Path, n_train: int = 256, n_val: int
                                       "json": sample_json({"key": key, "label": label, "split": split}), **fields}))
             shards.append(write_shard(out / shard_name(split, j // per_shard), samples).to_dict())
         manifest["splits"][split] = split_entry(shards, counts)
+        manifest["splits"][split]["order"] = SHUFFLED_ORDER  # labels drawn as a random permutation
     save_manifest(out, manifest)
     return out

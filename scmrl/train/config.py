@@ -91,10 +91,11 @@ class TrainConfig:
     noise_on: str = opt("eval", choices=NOISE_ON, help="Where --noise-snr applies (--protocol reference: train).")
     workers: int = opt(0, min=0, help="DataLoader worker processes per process and split (0: read in the "
                        "training process).")
-    shuffle_buffer: int | None = opt(None, min=1, help="Training shuffle buffer in samples, one per process over "
-                                     "all its DataLoader workers; every batch is drawn from it. Default: a quarter "
-                                     "of the samples the process reads an epoch, at least 1,000 (or all of them) "
-                                     "and at most 4,096. 1 turns it off.")
+    shuffle_buffer: int | None = opt(None, min=1, help="Training shuffle buffer in samples: for shards written in "
+                                     "random order (avdata prepare) each DataLoader worker's own, of this size; for "
+                                     "other shards one per process over all its workers, every batch drawn from it. "
+                                     "Default: a quarter of the samples the process reads an epoch, at least 1,000 "
+                                     "(or all of them) and at most 4,096. 1 turns it off.")
     device: str = opt("auto", help="auto | cpu | cuda.")
     amp: bool = opt(True, help="bf16 autocast on CUDA (CPU always runs float32; --protocol reference: float32).")
     seed: int = opt(42, help="Seed of initialisation, data order, frame choice and augmentation.")
