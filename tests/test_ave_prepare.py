@@ -19,7 +19,7 @@ from avdata.datasets.ave.annotations import CATEGORIES, HEADER, SPLIT_FILES
 from avdata.datasets.ave.recipe import AveOptions, AveRecipe
 from avdata.datasets.ave.synth import REAL_FPS, make_ave_raw, video_encoder, write_ave_zip, write_mp4
 from avdata.errors import AvdataError
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.prepare.splits import seeded_shuffle
 from avdata.datasets.registry import get_recipe

@@ -18,7 +18,7 @@ import webdataset as wds
 from avdata.media.audio import spectrogram
 from avdata.datasets.ave.annotations import CATEGORIES, HEADER, SPLIT_FILES, parse_rows, read_rows
 from avdata.datasets.ave.recipe import AveOptions, AveRecipe
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.media.video import resize_short_side
 from tests.ave_helpers import decode_audio_mono, full_decode_per_second

@@ -11,7 +11,7 @@ import pytest
 import webdataset as wds
 from typer.testing import CliRunner
 
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions, assign_splits, perceived

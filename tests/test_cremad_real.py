@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from avdata.media import video
 from avdata.hashing import sha256_file
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions, demographics, perceived

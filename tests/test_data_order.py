@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from avdata.shards.manifest import load_manifest, save_manifest, split_entry
+from avdata.shards.manifest import Manifest, SplitEntry
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import CremadOptions, all_clips
@@ -61,16 +62,16 @@ def _make(recipe: str, root: Path) -> Path:
 
 def _class_sorted_copy(src: Path, dst: Path) -> Path:
     """The same train samples rewritten sorted by class (then key), as `prepare` used to write them."""
-    m = load_manifest(src)
-    urls = [str(src / s["file"]) for s in m["splits"]["train"]["shards"]]
+    m = Manifest.load(src)
+    urls = [str(src / s.file) for s in m.splits["train"].shards]
     samples = sorted(((int(s["cls"]), s["__key__"], {k: v for k, v in s.items() if not k.startswith("__")})
                       for s in wds.WebDataset(urls, shardshuffle=False)), key=lambda t: t[:2])
     dst.mkdir(parents=True)
     shards = [write_shard(dst / shard_name("train", i // PER_SHARD),
-                          [(key, fields) for _, key, fields in samples[i:i + PER_SHARD]]).to_dict()
+                          [(key, fields) for _, key, fields in samples[i:i + PER_SHARD]])
               for i in range(0, len(samples), PER_SHARD)]
-    m["splits"] = {"train": split_entry(shards, m["splits"]["train"]["class_counts"])}
-    save_manifest(dst, m)
+    m.splits = {"train": SplitEntry.of_shards(shards, m.splits["train"].class_counts)}
+    m.save(dst)
     return dst
 
 

@@ -7,7 +7,7 @@ import pytest
 import webdataset as wds
 from typer.testing import CliRunner
 
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.cli.avdata_app import app
 from avdata.media.events import bin_dvs, reduce_to_sensor
 from avdata.datasets.mnistdvs_ntidigits.synth import make_mnistdvs_raw, make_ntidigits_h5
@@ -109,13 +109,14 @@ def test_crop_share_survives_parts_and_jobs(tmp_path):
 
 def test_sample_stats_summary_and_schema():
     from avdata.errors import AvdataError
-    from avdata.shards.manifest import new_manifest, split_entry, summarize_stat, validate
+    from avdata.shards.manifest import Manifest, SplitEntry, summarize_stat
+    from avdata.shards.schema import validate
 
     assert summarize_stat([0.3, 0.1, 0.2, 0.4]) == {"samples": 4, "min": 0.1, "median": 0.25, "mean": 0.25, "max": 0.4}
     assert summarize_stat([0.5])["median"] == 0.5
-    m = new_manifest("x", {}, ["a"], {})
-    m["splits"]["train"] = {**split_entry([], {"a": 0}), "sample_stats": {"crop_dropped_share": summarize_stat([0.1])}}
-    validate(m)
+    m = Manifest("x", ["a"], {}, {"train": SplitEntry.of_shards([], {"a": 0}, {"crop_dropped_share": summarize_stat([0.1])})})
+    m.check()
+    m = m.to_dict()
     m["splits"]["train"]["sample_stats"]["crop_dropped_share"] = {"min": 0.1}
     with pytest.raises(AvdataError, match=r"sample_stats.crop_dropped_share: lacks 'samples'"):
         validate(m)

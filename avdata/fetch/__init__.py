@@ -8,5 +8,6 @@
 - `session`: what one run's transfers share: settings, progress bar, early stop, log throttle.
 - `results`: `RemoteFile`, `FileResult`, `DownloadReport` and the errors.
 - `urls`: `is_url`, `join_url`, `redact`.
+- `unpack`: `unpack_zip`, the one zip extractor (no paths outside the target, no links, bounded, resumable).
 - `sources`, `lfs`, `verify_raw`: pinned source lists, Git LFS stubs, checking a raw copy.
 """

@@ -20,6 +20,7 @@ from scmrl.train.schedule import BASE_LR
 
 if TYPE_CHECKING:
     from avdata.shards.location import ShardsLocation
+    from avdata.shards.manifest import Manifest
     from scmrl.model.config import ModelConfig
 
 __all__ = ["TrainConfig", "EvalConfig", "LIBRARY_ONLY", "NOISE_ON", "DATASET_DEFAULTS", "resolve_protocol",
@@ -167,18 +168,17 @@ def resolve_protocol(cfg: TrainConfig) -> tuple[TrainConfig, Protocol]:
     return replace(cfg, **changes), proto
 
 
-def model_config(cfg: TrainConfig, source: ShardsLocation | dict[str, Any]) -> ModelConfig:
-    """The network for these shards (a ShardsLocation or a manifest): dataset defaults from the manifest,
+def model_config(cfg: TrainConfig, source: ShardsLocation | Manifest) -> ModelConfig:
+    """The network for these shards (a ShardsLocation or its Manifest): dataset defaults from the manifest,
     overridden by the options."""
     from avdata.shards.manifest import Manifest, data_kind, event_bins
     from scmrl.model.config import ModelConfig
 
-    manifest = source if isinstance(source, (dict, Manifest)) else source.manifest
-    manifest = manifest.to_dict() if isinstance(manifest, Manifest) else manifest  # indexed as a dict below
+    manifest = source if isinstance(source, Manifest) else source.manifest
     kind = data_kind(manifest)
-    d = {**(EVENT_DEFAULTS if kind == "events" else STATIC_DEFAULTS), **DATASET_DEFAULTS.get(manifest["dataset"], {})}
+    d = {**(EVENT_DEFAULTS if kind == "events" else STATIC_DEFAULTS), **DATASET_DEFAULTS.get(manifest.dataset, {})}
     proto = get_protocol(cfg.protocol)
-    common = dict(num_classes=len(manifest["classes"]), model=cfg.model, attention=cfg.attention or proto.attention,
+    common = dict(num_classes=len(manifest.classes), model=cfg.model, attention=cfg.attention or proto.attention,
                   residual_proj=cfg.residual_proj,
                   embed_dim=cfg.embed_dim or d["embed_dim"], heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
                   alpha=cfg.alpha, tau=cfg.tau, v_threshold=cfg.threshold, attn_threshold=cfg.attn_threshold,

@@ -34,7 +34,7 @@ from typing import Any
 from avdata.cli.dataclass_options import opt
 from avdata.datasets.ave.annotations import ANNOTATIONS, CATEGORIES, SPLIT_FILES, TEXT_FILES, read_rows
 from avdata.datasets.ave.audio_track import audio_track_features
-from avdata.datasets.ave.unpack import unpack_zip
+from avdata.fetch.unpack import unpack_zip
 from avdata.datasets.options import spectrogram_option
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
                                     cls_bytes, sample_json)

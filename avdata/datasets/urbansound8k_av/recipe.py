@@ -22,6 +22,7 @@ from avdata.datasets.options import seed_option, spectrogram_option, val_fractio
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
                                     cls_bytes, sample_json)
 from avdata.errors import AvdataError, MediaError
+from avdata.fetch.unpack import unpack_zip
 from avdata.media.audio import audio_features, spectrogram_bins
 from avdata.shards.npy import encode_npy
 from avdata.prepare.splits import first_fraction, stratified_holdout
@@ -110,14 +111,7 @@ class UrbanSound8kAVRecipe(Recipe):
     def prepare_raw(self, raw: Path, workdir: Path, options: Any) -> Path:
         if raw.is_file() and zipfile.is_zipfile(raw):
             target = workdir / "urbansound8k-av"
-            done = target / ".unpacked"
-            if not done.exists():
-                with zipfile.ZipFile(raw) as zf:
-                    bad = zf.testzip()
-                    if bad is not None:
-                        raise AvdataError(f"{raw}: member {bad} is corrupt; download the zip again")
-                    zf.extractall(target)
-                done.write_text(raw.name + "\n")
+            unpack_zip(raw, target)  # refuses members outside target and links; resumes; once per zip
             return target
         if raw.is_file():
             raise AvdataError(f"{raw}: not a zip file; pass the Kaggle zip or the folder it unpacks to")
