@@ -14,7 +14,7 @@ from avdata.cli.errors import fail
 
 ShardsArg = typer.Argument(..., metavar="SHARDS",
                            help="Shards folder: a local path, or the URL of a folder served as-is: "
-                           "http(s)://, s3://BUCKET/PATH, gs://BUCKET/PATH, hf://datasets/OWNER/NAME[/FOLDER].")
+                           "http(s)://, s3://BUCKET/PATH, gs://BUCKET/PATH, hf://datasets/OWNER/NAME/FOLDER.")
 
 
 def inspect_cmd(

@@ -52,7 +52,7 @@ def pull_cmd(
     url: str = typer.Argument(..., metavar="URL", help="Address of a shards folder (the folder or its "
                               "manifest.json): http(s)://... from `avdata serve` or any web server, "
                               "s3://BUCKET/PATH, gs://BUCKET/PATH, a Hugging Face dataset repository "
-                              "(hf://datasets/OWNER/NAME[@REVISION][/FOLDER]), or a local folder path."),
+                              "(hf://datasets/OWNER/NAME, or hf://datasets/OWNER/NAME@REVISION/FOLDER), or a local folder path."),
     to: Path = typer.Option(..., "--to", help="Folder to pull into (created). A rerun resumes and skips shards "
                             "already verified."),
     split: Optional[list[str]] = typer.Option(None, "--split", help="Only this split's shards (repeat for "
@@ -93,7 +93,7 @@ def push_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="A shards folder made by `avdata prepare` (or "
                                      "`avdata pull`)."),
     url: str = typer.Argument(..., metavar="URL", help="Where to upload it: s3://BUCKET/PATH, gs://BUCKET/PATH "
-                              "or hf://datasets/OWNER/NAME[/FOLDER] (an existing dataset repository)."),
+                              "or hf://datasets/OWNER/NAME/FOLDER (an existing dataset repository)."),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="Objects uploaded at once (one at a time to the Hub)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Push even when URL already holds another dataset "
                                    "(its manifest is replaced)."),
@@ -103,10 +103,13 @@ def push_cmd(
 
     Shards first, manifest.json last, so a reader never sees a manifest naming missing shards.
     A rerun resumes: objects already there with the right size are skipped.
-    Credentials come from the store's usual places (AWS_* variables or ~/.aws for s3://,
-    GOOGLE_APPLICATION_CREDENTIALS or gcloud for gs://, HF_TOKEN or `hf auth login` for hf://);
-    AWS_ENDPOINT_URL points s3:// at an S3-compatible server (MinIO, Ceph).
+
+    Credentials come from each store's usual places: AWS_* variables or ~/.aws for s3:// (AWS_ENDPOINT_URL
+    for an S3-compatible server: MinIO, Ceph), GOOGLE_APPLICATION_CREDENTIALS or gcloud for gs://,
+    HF_TOKEN or `hf auth login` for hf://.
     """
+    from rich.markup import escape
+
     from avdata.share.push import push
 
     setup_logging(verbose)
@@ -115,7 +118,8 @@ def push_cmd(
     except AvdataError as exc:
         fail(exc)
         return
-    console.print(f"pushed [bold]{directory}[/] to [bold]{report.url}[/]: {report.summary()}", highlight=False)
+    console.print(f"pushed [bold]{escape(str(directory))}[/] to [bold]{escape(report.url)}[/]: {report.summary()}",
+                  highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -143,6 +143,8 @@ def test_read_verify_inspect_and_pull_from_s3(env, pushed, shards, tmp_path):
     remote = [s[-1] for s in ShardStream(open_shards(pushed), "val", cfg).iter_slot()]
     local = [s[-1] for s in ShardStream(open_shards(shards), "val", cfg).iter_slot()]
     assert remote == local and len(remote) == N_VAL
+    listed = open_shards(f"{pushed}/val-000000.tar")  # shards given one by one: the manifest beside them
+    assert listed.num_samples("val") == N_VAL and listed.address("val-000000.tar") == f"{pushed}/val-000000.tar"
 
 
 def test_a_deleted_shard_is_named(env, pushed, tmp_path):
