@@ -82,6 +82,7 @@ def test_push_verifies_first_writes_the_manifest_last_and_resumes(env, shards, t
         return real_put(self, lpath, rpath, **kw)
 
     monkeypatch.setattr(s3fs.S3FileSystem, "put_file", dying_put)
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec binds the sync methods when an instance is made
     from avdata.share.push import push
 
     with pytest.raises(ConnectionError):
@@ -90,6 +91,7 @@ def test_push_verifies_first_writes_the_manifest_last_and_resumes(env, shards, t
     with pytest.raises(AvdataError, match="not found"):  # a reader sees no dataset rather than a partial one
         open_location("s3://bkt/a")
     monkeypatch.setattr(s3fs.S3FileSystem, "put_file", real_put)
+    s3fs.S3FileSystem.clear_instance_cache()
 
     r = _push(str(shards), "s3://bkt/a/")
     assert r.exit_code == 0, r.output
@@ -178,13 +180,16 @@ def test_bounds_hold_for_object_storage(env, pushed, shards, monkeypatch):
                                                "(stopped reading there)"]
 
 
-def test_missing_extra_or_credentials_are_named(env, pushed, monkeypatch):
+def test_missing_extra_or_credentials_are_named(env, pushed, shards, monkeypatch):
     monkeypatch.setitem(sys.modules, "s3fs", None)
     with pytest.raises(AvdataError, match=r'needs the s3fs package: pip install "avdata-scmrl\[s3\]"'):
         open_location(pushed)
     monkeypatch.setitem(sys.modules, "gcsfs", None)
     with pytest.raises(AvdataError, match=r'pip install "avdata-scmrl\[gcs\]"'):
         open_location("gs://bucket/shards")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    r = _push(str(shards), "hf://datasets/lab/syn")
+    assert r.exit_code == 2 and 'pip install "avdata-scmrl[hf]"' in r.output
     monkeypatch.undo()
 
     import s3fs

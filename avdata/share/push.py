@@ -83,6 +83,7 @@ def push(folder: str | Path, url: str, jobs: int = 4, progress: bool | None = No
     if not is_object_url(url):
         raise AvdataError(f"{url}: push uploads to object storage (s3://BUCKET/PATH, gs://BUCKET/PATH, "
                           "hf://datasets/OWNER/NAME); to share over http, run `avdata serve` on the folder")
+    filesystem(url)  # a missing extra is named before the folder is read
     checked = verify_shards(folder, progress=progress)
     if not checked.ok:
         first = "; ".join(f"{f}: {w}" for f, w in checked.problems[:3])
