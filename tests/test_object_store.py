@@ -179,6 +179,16 @@ def test_bounds_hold_for_object_storage(env, pushed, shards, monkeypatch):
                                                f"{(shards / 'val-000000.tar').stat().st_size} bytes "
                                                "(stopped reading there)"]
 
+    # a member header claiming more than the shard holds stops the trainer's reader before it reads on
+    data = bytearray((shards / "test-000000.tar").read_bytes())
+    data[124:136] = b"77777777777\0"  # 8 GiB
+    data[148:156] = b"        "
+    data[148:156] = b"%06o\0 " % sum(data[:512])
+    env.client.put_object(Bucket="bkt", Key="ds/test-000000.tar", Body=bytes(data))
+    stream = ShardStream(open_shards(pushed), "test", StreamConfig(kind="static", image_size=32, time_steps=1))
+    with pytest.raises(ShardReadError, match=r"s3://bkt/ds/test-000000.tar is damaged or tampered with.*8,589,934,591"):
+        next(iter(stream.iter_slot()))
+
 
 def test_missing_extra_or_credentials_are_named(env, pushed, shards, monkeypatch):
     monkeypatch.setitem(sys.modules, "s3fs", None)
