@@ -42,8 +42,9 @@ EVENT_DEFAULTS = {"tau_s": 0.1, "embed_dim": 256}
 class TrainConfig:
     """A training run: the recipe of docs/reference.md §2 by default (see `scmrl.train.loop`)."""
 
-    shards: str = opt(help="Shards made by `avdata prepare`: a local folder, its http(s) URL, or .tar files "
-                      "(comma-separated or a glob; split read from <split>-NNNNNN.tar).")
+    shards: str = opt(help="Shards made by `avdata prepare`: a local folder, its URL (http(s)://, s3://, gs://, "
+                      "hf://datasets/OWNER/NAME), or .tar files (comma-separated or a glob; split read from "
+                      "<split>-NNNNNN.tar).")
     out: str = opt(help="Run folder: checkpoint.pt, best.pt, metrics.jsonl, results.json, curves.png, "
                    "confusion.png.")
     model: str = opt("scmrl", help="scmrl | audio-only | visual-only | add | concat | weight-attention | sca | "
