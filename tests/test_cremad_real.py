@@ -204,7 +204,7 @@ def test_vp6_with_several_key_frames_starts_at_the_last_one(tmp_path, mode, k, m
 
 def test_prepare_the_real_clips(raw, decoded, tmp_path):
     out = tmp_path / "shards"
-    prepare(get_recipe("cremad"), raw, out, CremadOptions(val_fraction=0.0),
+    prepare(get_recipe("cremad"), raw, out, CremadOptions(val_fraction=0.0, frame_format="npy"),
             PrepareSettings(samples_per_shard=4, jobs=2, progress=False))
     m = load_manifest(out)
     assert m["skipped"] == [] and sum(e["num_samples"] for e in m["splits"].values()) == 6

@@ -22,6 +22,7 @@ from avdata import __version__
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.shards.schema import SCHEMA_VERSION, problems, validate
+from avdata.shards.frames import has_frames
 
 __all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Manifest", "SplitEntry", "ShardEntry", "new_manifest", "split_entry",
            "summarize_stat", "dumps", "save_manifest", "parse_manifest", "load_manifest", "problems", "validate",
@@ -248,12 +249,12 @@ def data_kind(manifest: Manifest | dict[str, Any]) -> str:
     """'static' (frames + spectrogram) or 'events' (event-count bins): the two shard contracts the
     trainer reads (docs/reference.md §3), told apart by the manifest's features."""
     feats = _features(manifest)
-    if "frames.npy" in feats and "spec.npy" in feats:
+    if has_frames(feats) and "spec.npy" in feats:
         return "static"
     if "visual.npy" in feats and "audio.npy" in feats:
         return "events"
     dataset = manifest.get("dataset") if isinstance(manifest, dict) else manifest.dataset
-    raise AvdataError(f"shards of {dataset!r} have neither frames.npy + spec.npy nor "
+    raise AvdataError(f"shards of {dataset!r} have neither frames (frames.npy or frames.<i>.jpg) + spec.npy nor "
                       f"visual.npy + audio.npy fields (they have: {', '.join(feats) or 'none'})")
 
 
