@@ -25,6 +25,7 @@ from avdata.shards.reader import iter_shard
 from avdata.shards.tar import write_shard
 from avdata.shards.tar_list import manifest_of_files
 from avdata.summary import summarize
+from avdata.verify import verify_shards
 from scmrl.data.config import StreamConfig
 from scmrl.data.stream import ShardStream
 from scmrl.data.synthetic import make_synthetic_av_shards
@@ -142,13 +143,15 @@ def test_trainer_reads_both_layouts_alike(made):
         assert (a - a2).abs().max() <= SPEC16_MAX_ERROR
 
 
-def test_inspect_contact_sheet_and_bare_tars_read_jpeg_and_npy(made, tmp_path):
+def test_inspect_verify_contact_sheet_and_bare_tars_read_jpeg_and_npy(made, tmp_path):
     for name in ("npy", "jpeg16"):
         split = summarize(made[name])["splits"]["train"]["read"]
         frames = split["fields"]["frames.npy" if name == "npy" else JPEG_FRAMES]
         assert frames["count"] == split["samples"] and frames["dtype"] == "uint8" and frames["errors"] == 0
         assert frames["shape_max"][1:] == [256, 341, 3] and 1 <= frames["shape_min"][0] <= frames["shape_max"][0] <= 3
         assert not any(f.startswith("frames.0") for f in split["fields"])
+        report = verify_shards(made[name])
+        assert report.ok and not report.warnings, (report.problems, report.warnings)
         png = contact_sheet(made[name], tmp_path / f"{name}.png", per_class=1)
         assert png.stat().st_size > 10_000
         tars = [str(p) for p in sorted(made[name].glob("train-*.tar"))]

@@ -97,7 +97,10 @@ def read_all_frames(fields: Mapping[str, bytes]) -> tuple[str, np.ndarray] | Non
 def group_jpeg_frames(fields: Mapping[str, bytes]) -> dict[str, Any]:
     """A sample's fields with its JPEG frame members gathered, in frame order, into one list under
     ``frames.<i>.jpg`` (where they first appear), so tools that look at fields see one frames field."""
-    names = set(jpeg_frame_names(fields))
+    try:
+        names = set(jpeg_frame_names(fields))
+    except ValueError:  # frames missing from the numbering: shown as they are, one field each
+        names = set()
     if not names:
         return dict(fields)
     out: dict[str, Any] = {}
