@@ -18,6 +18,7 @@ from typing import IO, Any, Callable
 
 from avdata.errors import AvdataError
 from avdata.fetch.transport import remote_size
+from avdata.shards.frames import JPEG_FRAMES, is_jpeg_frame
 from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from avdata.progress import make_progress
@@ -193,7 +194,8 @@ def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
         digest = reader.sha.hexdigest()
         if digest != shard.sha256:
             report.problems.append((file, f"sha256 differs: expected {shard.sha256}, got {digest}"))
-    unlisted = sorted(fields - set(loc.manifest.features))
+    listed = set(loc.manifest.features)
+    unlisted = sorted(f for f in fields - listed if not (JPEG_FRAMES in listed and is_jpeg_frame(f)))
     if unlisted:
         pickled = [f for f in unlisted if f.rsplit(".", 1)[-1].lower() in PICKLED_EXTENSIONS]
         warn = (f"members not listed in the manifest's features: {', '.join('.' + f for f in unlisted[:10])}"

@@ -22,6 +22,7 @@ from avdata import __version__
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.shards.schema import SCHEMA_VERSION, validate
+from avdata.shards.frames import has_frames
 
 __all__ = ["MANIFEST_NAME", "SHUFFLED_ORDER", "MAX_MANIFEST_SIZE", "SCHEMA_VERSION", "Manifest", "SplitEntry", "ShardEntry",
            "summarize_stat", "data_kind", "event_bins"]
@@ -219,11 +220,11 @@ def data_kind(manifest: Manifest) -> str:
     """'static' (frames + spectrogram) or 'events' (event-count bins): the two shard contracts the
     trainer reads (docs/reference.md §3), told apart by the manifest's features."""
     feats = manifest.features
-    if "frames.npy" in feats and "spec.npy" in feats:
+    if has_frames(feats) and "spec.npy" in feats:
         return "static"
     if "visual.npy" in feats and "audio.npy" in feats:
         return "events"
-    raise AvdataError(f"shards of {manifest.dataset!r} have neither frames.npy + spec.npy nor "
+    raise AvdataError(f"shards of {manifest.dataset!r} have neither frames (frames.npy or frames.<i>.jpg) + spec.npy nor "
                       f"visual.npy + audio.npy fields (they have: {', '.join(feats) or 'none'})")
 
 

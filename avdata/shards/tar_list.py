@@ -19,6 +19,8 @@ from avdata.errors import AvdataError
 from avdata.fetch.urls import is_url
 from avdata.hashing import sha256_file
 from avdata.shards.manifest import Manifest, ShardEntry, SplitEntry
+from avdata.shards.frames import JPEG_FRAMES, jpeg_frame_names
+from avdata.shards.jpeg import jpeg_size
 from avdata.shards.npy import decode_npy_view
 from avdata.shards.reader import iter_shard
 
@@ -69,10 +71,13 @@ def scan_shard(path: str) -> tuple[ShardEntry, dict[str, int], dict[str, list[in
             c = fields["cls"].decode().strip()
             counts[c] = counts.get(c, 0) + 1
         if n == 1:
+            jpegs = jpeg_frame_names(fields)
+            if jpegs:  # K JPEG members are one feature, [K, H, W, 3]
+                shapes[JPEG_FRAMES] = [len(jpegs), *jpeg_size(fields[jpegs[0]])]
             for fld, data in fields.items():
                 if fld.endswith(".npy"):
                     shapes[fld] = list(decode_npy_view(data).shape)
-                elif fld != "cls":
+                elif fld != "cls" and fld not in jpegs:
                     shapes.setdefault(fld, [])
     entry = ShardEntry(Path(path).name, Path(path).stat().st_size, sha256_file(path), n)
     return entry, counts, shapes
@@ -127,8 +132,9 @@ def manifest_of_files(files: list[str], classes: Sequence[str] | None) -> tuple[
             totals[name] = totals.get(name, 0) + k
         for fld, shape in shapes.items():
             features.setdefault(fld, {"shape": shape})
-    if "frames.npy" in features:  # several frame counts across clips: the first sample's is not the rule
-        features["frames.npy"]["shape"] = ["K", *features["frames.npy"]["shape"][1:]]
+    for frames in ("frames.npy", JPEG_FRAMES):  # frame counts vary across clips: the first one's is no rule
+        if frames in features:
+            features[frames]["shape"] = ["K", *features[frames]["shape"][1:]]
     manifest = Manifest(dataset="custom", classes=list(classes), features=features, splits={
         split: SplitEntry.of_shards(entries, class_counts.get(split, {})) for split, entries in shards.items()})
     return manifest.check(source=f"{len(files)} shard file(s)"), addresses
