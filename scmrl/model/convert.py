@@ -226,8 +226,8 @@ def load_reference_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise AvdataError(
             f"{path}: cannot be read as plain tensors ({type(exc).__name__}); the authors' training script "
             "saves its argparse options beside the weights, which only an unrestricted load can read. If you "
-            "trust the file, extract the weights first: python -c \"import torch; c = torch.load('IN', "
-            "weights_only=False); torch.save(c['state_dict'], 'OUT')\" and convert OUT"
+            "trust the file, extract its state_dict into a file of plain tensors first (README: \"Checkpoints "
+            "made with the authors' code\") and convert that"
         ) from exc
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
