@@ -87,8 +87,11 @@ def plan(dest: Path, options: UrbanSoundDownloadOptions) -> list[DownloadPlan]:
         log.info("sending the Kaggle credentials of %s to %s (--mirror)", creds[0], url)
     files = [RemoteFile(URBANSOUND_FILE, url=url, check=zip_check)]
     return [DownloadPlan("urbansound8k-av", url, files, headers, record_sums=True,
-                         hint="Kaggle answered with an error: check that the token is valid and that you "
-                              f"accepted the dataset's terms at https://www.kaggle.com/datasets/{KAGGLE_DATASET}."
+                         hint="The Kaggle API could not be reached or refused the request: check the network; "
+                              "if Kaggle answered (HTTP 401/403), check that the token is valid and that you "
+                              f"accepted the dataset's terms at https://www.kaggle.com/datasets/{KAGGLE_DATASET}; "
+                              "or download the zip there by hand and pass it to `avdata prepare urbansound8k-av "
+                              "--raw ZIP`."
                          if mirror is None else "")]
 
 
