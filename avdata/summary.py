@@ -278,17 +278,24 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
                       soft_wrap=True)
 
     classes = s["classes"]
-    counts = Table(title="samples per split and class (manifest)")
+    sizes = Table(title="samples, shards and bytes per split (manifest)")
     for col in ("split", "samples", "shards", "bytes", "bytes/sample"):
-        counts.add_column(col, justify="left" if col == "split" else "right")
-    for c in classes:
-        counts.add_column(c, justify="right")
+        sizes.add_column(col, justify="left" if col == "split" else "right", no_wrap=True)
     for name, sp in s["splits"].items():
-        counts.add_row(name, str(sp["num_samples"]), str(sp["num_shards"]), human_bytes(sp["bytes"]),
-                       human_bytes(sp["bytes_per_sample"]), *(str(sp["class_counts"].get(c, 0)) for c in classes))
+        sizes.add_row(name, str(sp["num_samples"]), str(sp["num_shards"]), human_bytes(sp["bytes"]),
+                      human_bytes(sp["bytes_per_sample"]))
     t = s["totals"]
-    counts.add_row("[bold]total[/]", str(t["num_samples"]), str(t["num_shards"]), human_bytes(t["bytes"]),
-                   human_bytes(t["bytes_per_sample"]), *("" for _ in classes))
+    sizes.add_row("[bold]total[/]", str(t["num_samples"]), str(t["num_shards"]), human_bytes(t["bytes"]),
+                  human_bytes(t["bytes_per_sample"]))
+    console.print(sizes)
+    # one row per class: AVE's 28 classes or UrbanSound's long names do not fit as columns of a terminal
+    counts = Table(title="samples per split and class (manifest)")
+    counts.add_column("label", justify="right", no_wrap=True)
+    counts.add_column("class")
+    for name in s["splits"]:
+        counts.add_column(name, justify="right", no_wrap=True)
+    for i, c in enumerate(classes):
+        counts.add_row(str(i), c, *(str(sp["class_counts"].get(c, 0)) for sp in s["splits"].values()))
     console.print(counts)
 
     for name, sp in s["splits"].items():
