@@ -114,13 +114,15 @@ def print_summary(result: Any) -> None:
         console.print("part done; the manifest is written once all parts are (`avdata merge`)")
         return
     m = result.manifest
+    # one row per class: AVE's 28 classes or UrbanSound's long names do not fit as columns of a terminal
     table = Table(title=f"{m.dataset}: samples per split and class")
-    table.add_column("split")
-    table.add_column("samples", justify="right")
-    for c in m.classes:
-        table.add_column(c, justify="right")
-    for split, entry in m.splits.items():
-        table.add_row(split, str(entry.num_samples), *(str(entry.class_counts[c]) for c in m.classes))
+    table.add_column("label", justify="right", no_wrap=True)
+    table.add_column("class")
+    for split in m.splits:
+        table.add_column(split, justify="right", no_wrap=True)
+    for i, c in enumerate(m.classes):
+        table.add_row(str(i), c, *(str(entry.class_counts[c]) for entry in m.splits.values()))
+    table.add_row("", "[bold]all[/]", *(str(entry.num_samples) for entry in m.splits.values()))
     console.print(table)
     for split, entry in m.splits.items():
         for name, st in (entry.sample_stats or {}).items():
@@ -129,7 +131,8 @@ def print_summary(result: Any) -> None:
     if m.skipped:
         console.print(f"[yellow]{len(m.skipped)} clip(s) skipped[/] (listed in manifest.json):")
         for s in m.skipped:
-            console.print(f"  {s['key']} ({s.get('split', '')}): {s['path']}: {s['reason']}", markup=False)
+            where = f" ({s['split']})" if s.get("split") else ""
+            console.print(f"  {s['key']}{where}: {s['path']}: {s['reason']}", markup=False)
 
 
 def _recipe_names() -> list[str]:
