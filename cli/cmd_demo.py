@@ -31,8 +31,12 @@ def demo(
     for file, what in res["problems"]:
         console.print(f"  {file}: {what}", markup=False, highlight=False)
     console.print(f"raw data:      {res['raw']}\nshards:        {res['shards']}\ncontact sheet: {res['contact_sheet']}")
-    console.print(f"next: avdata inspect {res['shards']}   |   scmrl-train --shards {res['shards']} "
-                  f"--out {out}/run --epochs 2 --batch-size 4 --embed-dim 32 --heads 4")
+    # one command a line, never wrapped, so each can be copied as it is
+    console.print("next:")
+    for command in (f"avdata inspect {res['shards']}",
+                    f"scmrl-train --shards {res['shards']} --out {out}/run --epochs 2 --batch-size 4 --embed-dim 32 "
+                    "--heads 4"):
+        console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
     if not res["verified"]:
         raise typer.Exit(1)
 
