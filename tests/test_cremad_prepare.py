@@ -195,6 +195,8 @@ def test_demo_as_the_readme_runs_it(tmp_path, monkeypatch):
     assert "verify: all shards OK" in res.output and "6 clip(s) skipped" in res.output
     m = load_manifest(tmp_path / "demo" / "shards")
     assert sum(e["num_samples"] for e in m["splits"].values()) == 24 and len(m["skipped"]) == 6
+    # the suggested scmrl-train run selects its epoch on val: it must not be empty
+    assert m["splits"]["val"]["num_samples"] > 0
     from PIL import Image
 
     with Image.open(tmp_path / "demo" / "contact_sheet.png") as im:
