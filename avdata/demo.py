@@ -28,7 +28,8 @@ def run_demo(out: Path, clips: int = 24, jobs: int = 2, seed: int = 0) -> dict[s
     log.info("generating %d CREMA-D-format clips (FLV + WAV) under %s", clips, raw)
     made = make_cremad_raw(raw, n_clips=clips, seed=seed, with_bad=True)
     log.info("preparing shards into %s", shards)
-    result: PrepareResult = prepare(get_recipe("cremad"), raw, shards, CremadOptions(val_fraction=0.3),  # 0.3: val keeps clips beside the broken ones
+    # val 0.3: the split keeps clips beside the deliberately broken ones, so a training run can select on it
+    result: PrepareResult = prepare(get_recipe("cremad"), raw, shards, CremadOptions(val_fraction=0.3),
                                     PrepareSettings(samples_per_shard=8, jobs=jobs, overwrite=True))
     report = verify_shards(str(shards))
     contact_sheet(str(shards), png, per_class=2)
