@@ -4,6 +4,7 @@ local `--jobs 1` run, and the same again when a worker is killed in the middle o
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -110,6 +111,19 @@ def test_without_scheduler_a_local_cluster_of_jobs_workers_is_started(tmp_path):
     toy(raw, tmp_path / "dask", executor="dask", jobs=2)
     assert folder_bytes(tmp_path / "one") == folder_bytes(tmp_path / "dask")
     assert not leftovers(tmp_path / "dask")
+
+
+def test_an_unreachable_scheduler_is_named(tmp_path):
+    pytest.importorskip("distributed", reason=NO_DASK)
+    import dask
+
+    raw = make_toy_raw(tmp_path / "raw")
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(AvdataError, match=f"--scheduler tcp://127.0.0.1:{port}: cannot reach a Dask scheduler"):
+            toy(raw, tmp_path / "out", executor="dask", scheduler=f"tcp://127.0.0.1:{port}")
 
 
 def test_a_worker_that_does_not_see_out_says_it_must_be_shared(tmp_path):

@@ -78,7 +78,7 @@ def build_shards(recipe: Recipe, raw_dir: Path, out: Path, options: Any, setting
     cluster = None
     if settings.scheduler:
         try:
-            client = distributed.Client(settings.scheduler, timeout="30s")
+            client = distributed.Client(settings.scheduler)  # waits distributed.comm.timeouts.connect (30 s)
         except (OSError, TimeoutError) as exc:
             raise AvdataError(f"--scheduler {settings.scheduler}: cannot reach a Dask scheduler there ({exc}); "
                               "start one with `dask scheduler` (it prints its address)") from exc
@@ -161,13 +161,13 @@ def _build_shard(ref: tuple[str, str], raw_dir: str, out: str, run_dir: str, opt
     """One task: the shard's samples in plan order, written as a local run writes them; returns its size."""
     from avdata.datasets.registry import get_recipe
     from avdata.prepare import engine
-    from avdata.prepare.state import load_plan, sidecar_path
+    from avdata.prepare.state import sidecar_path
     from avdata.prepare.workers import _init_worker, _work
 
     with _LOCK:
         _ensure_recipe(ref)
         host = socket.gethostname()
-        if not Path(out, ".avdata", "plan.json").is_file() or load_plan(Path(out)).get("fingerprint") != fingerprint:
+        if _plan_fingerprint(Path(out)) != fingerprint:
             raise AvdataError(f"--out {out} is not the client's folder on worker {host}: with --executor dask the "
                               "workers write the shards there, so it must be a shared file system at the same path")
         if not Path(raw_dir).is_dir():
@@ -192,6 +192,21 @@ def _build_shard(ref: tuple[str, str], raw_dir: str, out: str, run_dir: str, opt
             return size
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _plan_fingerprint(out: Path) -> str | None:
+    """The fingerprint of the plan in `out` as this worker sees it (None: no plan there); read once per process
+    and plan file, since a big run's plan lists every key."""
+    from avdata.prepare.state import load_plan, plan_path
+
+    try:
+        st = plan_path(out).stat()
+    except OSError:
+        return None
+    memo = (str(out), st.st_size, st.st_mtime_ns)
+    if _READY.get("plan", (None,))[0] != memo:
+        _READY["plan"] = (memo, load_plan(out).get("fingerprint"))
+    return _READY["plan"][1]
 
 
 def _ensure_recipe(ref: tuple[str, str]) -> None:
