@@ -7,9 +7,10 @@ Variants, alternating, --repeat times each (medians; the machine is shared):
   (b) dask, cold: `--executor dask --jobs N`, which starts and stops a local cluster of N worker processes;
   (c) dask, warm: `--executor dask --scheduler ADDRESS` on a cluster of N workers started once beforehand
       (a lab's running cluster: what a shard costs the engine, without the start-up).
-Wall time, and CPU time of all processes (this one, which holds the scheduler of (b) and (c), its finished
-children, and the running workers of (c) as they report it). Every variant's shards and manifest are checked
-to be byte-identical to (a)'s.
+Each run is its own process (as the command is; its start-up is in every variant's figures). Wall time, and
+CPU time of that process with every descendant it reaped (pool or cluster workers), plus, for (c), the
+running workers' as they report it (the scheduler of (c) lives in this process and is not counted). Every variant's shards and manifest are checked
+to be byte-identical to (a)'s. A pause (--settle) after each variant lets a stopped cluster's processes exit.
 
     python benchmarks/prepare_dask.py --clips 192 --samples-per-shard 16 --jobs 2 --repeat 3
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_cremad import machine, make_real_raw  # noqa: E402
 
 
-def own_cpu() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+def children_cpu() -> float:
+    """CPU time of finished children and the descendants they reaped (pool workers, cluster workers)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return kids.ru_utime + kids.ru_stime
 
 
 def workers_cpu(client) -> float:
@@ -43,17 +46,29 @@ def workers_cpu(client) -> float:
     return sum(client.run(cpu).values()) if client is not None else 0.0
 
 
-def run(raw: Path, out: Path, per_shard: int, jobs: int, executor: str, scheduler: str | None, client) -> tuple[float, float]:
-    from avdata.datasets.cremad.recipe import CremadOptions
-    from avdata.datasets.registry import get_recipe
-    from avdata.prepare.engine import PrepareSettings, prepare
+RUN = """
+import sys
+from pathlib import Path
+from avdata.datasets.cremad.recipe import CremadOptions
+from avdata.datasets.registry import get_recipe
+from avdata.prepare.engine import PrepareSettings, prepare
+if __name__ == "__main__":
+    raw, out, per_shard, jobs, executor, scheduler = sys.argv[1:]
+    prepare(get_recipe("cremad"), Path(raw), Path(out), CremadOptions(),
+            PrepareSettings(samples_per_shard=int(per_shard), jobs=int(jobs), overwrite=True, progress=False,
+                            executor=executor, scheduler=scheduler or None))
+"""
 
-    c0, w0, t0 = own_cpu(), workers_cpu(client), time.perf_counter()
-    prepare(get_recipe("cremad"), raw, out, CremadOptions(),
-            PrepareSettings(samples_per_shard=per_shard, jobs=jobs, overwrite=True, progress=False,
-                            executor=executor, scheduler=scheduler))
+
+def run(raw: Path, out: Path, per_shard: int, jobs: int, executor: str, scheduler: str | None, client) -> tuple[float, float]:
+    """One prepare as its own process, as the command runs (its interpreter start-up included, the same for all)."""
+    script = out.parent / "run_prepare.py"
+    script.write_text(RUN)
+    c0, w0, t0 = children_cpu(), workers_cpu(client), time.perf_counter()
+    subprocess.run([sys.executable, str(script), str(raw), str(out), str(per_shard), str(jobs), executor,
+                    scheduler or ""], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
-    return wall, own_cpu() - c0 + workers_cpu(client) - w0
+    return wall, children_cpu() - c0 + workers_cpu(client) - w0
 
 
 def folder(out: Path) -> dict[str, bytes]:
@@ -66,6 +81,7 @@ def main() -> None:
     ap.add_argument("--samples-per-shard", type=int, default=16)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds of pause between variants (not timed)")
     args = ap.parse_args()
     import distributed
 
@@ -89,6 +105,7 @@ def main() -> None:
                     got = folder(out)
                     reference = reference or got
                     assert got == reference, f"{name}: output differs from the local run"
+                    time.sleep(args.settle)  # let a stopped cluster's processes exit before the next variant
                     print(f"round {r + 1} {name}: {times[name][-1][0]:.2f} s wall, {times[name][-1][1]:.2f} s CPU",
                           flush=True)
         finally:
