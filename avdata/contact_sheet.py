@@ -3,7 +3,7 @@
 Each cell shows the sample's visual field and its audio field side by side, titled with the class name
 and the sample key. Fields are drawn by kind, found from their shape and dtype (any recipe works):
 
-- video frames [K,H,W,3] uint8: the middle frame; an image [H,W,3]: as is;
+- video frames [K,H,W,3] uint8 (frames.npy, or the K members frames.<i>.jpg): the middle frame; an image [H,W,3]: as is;
 - DVS events [T,2,H,W] counts (channel 0 OFF, 1 ON): summed over T, ON minus OFF in red/blue;
 - a spectrogram [F,T] float: an image with a colormap, low frequencies at the bottom;
 - cochlea events [T,C] counts: channels up, time along, as an image.
@@ -23,6 +23,8 @@ from avdata.errors import AvdataError
 from avdata.samples import iter_samples, label_of
 from avdata.shards.location import open_location
 from avdata.shards.manifest import Manifest
+from avdata.shards.frames import JPEG_FRAMES, group_jpeg_frames
+from avdata.shards.jpeg import decode_jpeg
 from avdata.shards.npy import decode_npy
 
 CELL_W_IN = 1.7  # inches per panel (a cell is two panels)
@@ -130,10 +132,11 @@ def choose_samples(spec: str | Path, per_class: int, split: str | None = None
             if label is None or not 0 <= label < len(classes) or len(rows[label]) >= want[label]:
                 continue
             arrays = {}
-            for name, data in fields.items():
-                if name.endswith(".npy"):
+            for name, data in group_jpeg_frames(fields).items():
+                if name.endswith(".npy") or name == JPEG_FRAMES:
                     try:
-                        arrays[name] = decode_npy(data)
+                        arrays[name] = (decode_npy(data) if name.endswith(".npy")
+                                        else np.stack([decode_jpeg(d) for d in data]))
                     except Exception:  # an undecodable field is drawn as missing
                         continue
             rows[label].append((key, arrays))

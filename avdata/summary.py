@@ -21,6 +21,8 @@ from avdata.errors import AvdataError
 from avdata.progress import make_progress
 from avdata.samples import iter_samples, label_of
 from avdata.shards.location import ShardsLocation, open_location
+from avdata.shards.frames import JPEG_FRAMES, group_jpeg_frames
+from avdata.shards.jpeg import decode_jpeg
 from avdata.shards.npy import decode_npy
 
 NUMERIC_KINDS = "biuf"
@@ -47,7 +49,7 @@ def duration_of(meta: Any) -> float | None:
 class _FieldStats:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.kind = "npy" if name.endswith(".npy") else ("cls" if name == "cls" else
+        self.kind = "npy" if name.endswith(".npy") else "jpeg" if name == JPEG_FRAMES else ("cls" if name == "cls" else
                                                             "json" if name.endswith("json") else "bytes")
         self.count = 0
         self.bytes = 0
@@ -60,12 +62,12 @@ class _FieldStats:
         self.nonfinite = 0
         self.errors = 0
 
-    def add(self, data: bytes) -> Any:
+    def add(self, data: bytes | list[bytes]) -> Any:
         self.count += 1
-        self.bytes += len(data)
-        if self.kind == "npy":
+        self.bytes += sum(map(len, data)) if self.kind == "jpeg" else len(data)  # jpeg: the K frames' members
+        if self.kind in ("npy", "jpeg"):
             try:
-                arr = decode_npy(data)
+                arr = decode_npy(data) if self.kind == "npy" else np.stack([decode_jpeg(d) for d in data])
             except Exception:
                 self.errors += 1
                 return None
@@ -114,14 +116,14 @@ class _FieldStats:
     def to_dict(self, samples: int) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "count": self.count, "missing": samples - self.count,
                              "bytes": self.bytes, "mean_bytes": round(self.bytes / self.count, 1) if self.count else 0}
-        if self.kind == "npy":
+        if self.kind in ("npy", "jpeg"):
             dtypes = sorted(self.dtypes)
             d.update({"dtype": dtypes[0] if len(dtypes) == 1 else ",".join(dtypes), "dtypes": dtypes,
                       "ndim": max(self.ndims) if self.ndims else None,
                       "ndim_varies": len(self.ndims) > 1,
                       "shape_min": self.shape_min, "shape_max": self.shape_max,
                       "nonfinite": self.nonfinite})
-        if self.kind in ("npy", "cls"):
+        if self.kind in ("npy", "jpeg", "cls"):
             d.update({"value_min": self.vmin, "value_max": self.vmax})
         d["errors"] = self.errors
         return d
@@ -201,7 +203,7 @@ def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample:
     for _file, _key, sample_fields in iter_samples(loc, name, limit=sample):
         n += 1
         meta = None
-        for field_name, data in sample_fields.items():
+        for field_name, data in group_jpeg_frames(sample_fields).items():
             stats = fields.setdefault(field_name, _FieldStats(field_name))
             value = stats.add(data)
             if stats.kind == "json":

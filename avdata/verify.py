@@ -1,7 +1,7 @@
 """Check a shards folder against its manifest: every shard's byte count, sha256 and sample count.
 
-Works the same on a local folder and on the folder behind an http(s) URL (`avdata.shards.location`). Each shard
-is read once: the bytes go through sha256 and, at the same time, through the shard reader
+Works the same on a local folder and on the folder behind a remote URL (http(s), s3, gs, hf;
+`avdata.shards.location`). Each shard is read once: the bytes go through sha256 and, at the same time, through the shard reader
 (`avdata.shards.reader`) that counts the samples, so a shard cut short is reported as such instead of crashing the check.
 `quick=True` compares sizes only (a file stat, or an HTTP HEAD request).
 """
@@ -12,12 +12,13 @@ import hashlib
 import http.client
 import tarfile
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
 from avdata.errors import AvdataError
+from avdata.fetch.transport import remote_size
+from avdata.shards.frames import JPEG_FRAMES, is_jpeg_frame
 from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from avdata.progress import make_progress
@@ -131,17 +132,16 @@ def _open_shard(loc: ShardsLocation, file: str) -> IO[bytes] | str:
 
 
 def _remote_size(url: str, timeout: float = 60.0) -> int | str:
-    """Content-Length from a HEAD request, or the problem text."""
+    """The size from a HEAD request (or the object's metadata), or the problem text."""
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout) as resp:
-            length = resp.headers.get("Content-Length")
+        length = remote_size(url, timeout)
     except urllib.error.HTTPError as exc:
         return "missing (HTTP 404)" if exc.code == 404 else f"cannot be read (HTTP {exc.code})"
     except (urllib.error.URLError, OSError) as exc:
         return f"cannot be read ({exc})"
     if length is None:
         return "server sends no Content-Length; run without --quick"
-    return int(length)
+    return length
 
 
 def _size_problem(expected: int, found: int) -> str:
@@ -194,7 +194,8 @@ def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
         digest = reader.sha.hexdigest()
         if digest != shard.sha256:
             report.problems.append((file, f"sha256 differs: expected {shard.sha256}, got {digest}"))
-    unlisted = sorted(fields - set(loc.manifest.features))
+    listed = set(loc.manifest.features)
+    unlisted = sorted(f for f in fields - listed if not (JPEG_FRAMES in listed and is_jpeg_frame(f)))
     if unlisted:
         pickled = [f for f in unlisted if f.rsplit(".", 1)[-1].lower() in PICKLED_EXTENSIONS]
         warn = (f"members not listed in the manifest's features: {', '.join('.' + f for f in unlisted[:10])}"

@@ -7,8 +7,8 @@ for the same steps, with its own code:
   old: a copy of the code before shuffled shards and mixed batches (`--old-tree`, e.g. made with
        `git archive <commit> | tar -x -C DIR`): shards written class by class, a shuffle buffer split among
        the DataLoader workers, each batch from one worker;
-  new: this tree: shards in seeded random order, interleaved shard reading, one buffer per process from
-       which every batch is drawn.
+  new: this tree: shards in seeded random order (marked so in the manifest), each DataLoader worker
+       batching its own samples through a buffer of the whole `--shuffle-buffer` size.
 
 The shards are cut at `--samples-per-shard` (default 60 = two classes' train samples, as the recipe's 1,000
 per shard holds about two classes of the reference's 500 per class) and the buffer is `--shuffle-buffer`
@@ -38,6 +38,12 @@ if str(ROOT) not in sys.path:
 from avdata.datasets.mnistdvs_ntidigits.synth import make_mnistdvs_raw, make_ntidigits_h5  # noqa: E402
 
 
+def _cli(tree: Path, module: str) -> str:
+    """The import path of a CLI module in `tree`: `avdata.cli.*` (installed by setup.py) or, in trees from
+    before that layout, the top-level `cli.*`."""
+    return f"avdata.cli.{module}" if (tree / "setup.py").exists() else f"cli.{module}"
+
+
 def _run(tree: Path, module_call: str, args: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": str(tree), "AVDATA_NO_PROGRESS": "1"}
     code = f"import sys; sys.argv = ['x'] + sys.argv[1:]; {module_call}"
@@ -49,14 +55,14 @@ def _run(tree: Path, module_call: str, args: list[str]) -> None:
 def run_variant(tree: Path, raw: Path, work: Path, a: argparse.Namespace, seed: int) -> float:
     shards = work / "shards"
     if not (shards / "manifest.json").exists():
-        _run(tree, "from avdata.cli.avdata_app import main; main()",
+        _run(tree, f"from {_cli(tree, 'avdata_app')} import main; main()",
              ["prepare", "mnistdvs-ntidigits", "--raw", str(raw), "--out", str(shards), "--bins", "4",
               "--per-class", str(a.per_class), "--val-fraction", "0", "--samples-per-shard", str(a.samples_per_shard)])
     out = work / f"run-{seed}"
     shutil.rmtree(out, ignore_errors=True)
     train_samples = 10 * (a.per_class // 2)
     epochs = -(-a.steps * a.batch // (train_samples - a.workers * a.batch))
-    _run(tree, "from avdata.cli.train_app import main_train; main_train()",
+    _run(tree, f"from {_cli(tree, 'train_app')} import main_train; main_train()",
          ["--shards", str(shards), "--out", str(out), "--device", "cpu", "--workers", str(a.workers),
           "--batch-size", str(a.batch), "--max-steps", str(a.steps), "--epochs", str(epochs),
           "--eval-every", "1000", "--lr", "1e-2", "--warmup-epochs", "1", "--embed-dim", "32", "--heads", "4",
@@ -94,7 +100,7 @@ def main() -> None:
     print(f"| stream | test accuracy after {a.steps} steps (seeds {', '.join(map(str, a.seeds))}) | median |")
     print("|---|---|---|")
     for name, label in (("old", "old: class-ordered shards, per-worker buffers"),
-                        ("new", "new: shuffled shards, interleave, one buffer")):
+                        ("new", "new: shuffled shards, a full-size buffer in each worker")):
         print(f"| {label} | {', '.join(f'{x:.3f}' for x in acc[name])} | {statistics.median(acc[name]):.3f} |")
 
 

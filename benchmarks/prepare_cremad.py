@@ -9,8 +9,10 @@ vary by 10-30%):
   (b) decode every frame and convert each to RGB, one process (what a frame-dump pipeline pays);
   (c) decode only the frames prepare needs (every packet up to the last kept frame: one key frame per
       clip), no conversion, one process and --jobs processes: the limit for prepare;
-  (d) avdata prepare cremad --jobs 1 and --jobs N (shards, manifest, card included).
-Target: (d) with --jobs 2 within 1.1x of (c) on 2 processes.
+  (d) avdata prepare cremad --jobs 1 and --jobs N (shards, manifest, card included; default options, so
+      JPEG frames), and --jobs N --frame-format npy (no JPEG encoding).
+Targets: (d) with --jobs 2 within 1.1x of (c) on 2 processes; (d) with --jobs 2 at or below 0.56x of (a)
+(issue #16, JPEG encoding included). Also printed: shard bytes / raw FLV + WAV bytes (issue #16: <= 1.0).
 --real N --decoder-options instead times FFmpeg's decoder settings (frame/slice threads, skip_frame) on
 the same clips against the default and checks that each leaves every frame bit-identical.
 
@@ -187,15 +189,22 @@ def timed_pool(fn, tasks, jobs: int) -> float:
     return time.perf_counter() - t0
 
 
-def timed_prepare(raw: Path, shards: Path, jobs: int) -> float:
+def timed_prepare(raw: Path, shards: Path, jobs: int, **options) -> float:
     from avdata.prepare.engine import PrepareSettings, prepare
     from avdata.datasets.registry import get_recipe
     from avdata.datasets.cremad.recipe import CremadOptions
 
     t0 = time.perf_counter()
-    prepare(get_recipe("cremad"), raw, shards, CremadOptions(),
+    prepare(get_recipe("cremad"), raw, shards, CremadOptions(**options),
             PrepareSettings(jobs=jobs, overwrite=True, progress=False))
     return time.perf_counter() - t0
+
+
+def size_ratio(raw: Path, shards: Path) -> str:
+    """Shard bytes (tar files) / raw bytes (FLV + WAV) of a prepared folder."""
+    raw_b = sum(p.stat().st_size for d in ("VideoFlash", "AudioWAV") for p in (raw / d).iterdir())
+    tar_b = sum(p.stat().st_size for p in shards.glob("*.tar"))
+    return f"{tar_b / raw_b:.2f} ({tar_b / 1e6:.1f} MB of shards / {raw_b / 1e6:.1f} MB of FLV + WAV)"
 
 
 def machine() -> str:
@@ -216,6 +225,8 @@ def run_real(n: int, jobs: int, repeat: int, work: Path) -> None:
         f"decode needed frames, {jobs} processes": lambda: timed_pool(decode_needed, videos, jobs),
         "avdata prepare cremad --jobs 1": lambda: timed_prepare(raw, shards, 1),
         f"avdata prepare cremad --jobs {jobs}": lambda: timed_prepare(raw, shards, jobs),
+        f"avdata prepare cremad --jobs {jobs} --frame-format npy": lambda: timed_prepare(
+            raw, work / "shards_npy", jobs, frame_format="npy"),
     }
     runs: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
@@ -242,7 +253,11 @@ def run_real(n: int, jobs: int, repeat: int, work: Path) -> None:
     print(f"wall: prepare --jobs 1 / needed-frames decode (1 process) = {p1 / limit1:.2f}x; "
           f"prepare --jobs {jobs} / needed-frames decode ({jobs} processes) = {pn / limitn:.2f}x (target <= 1.1x)")
     print(f"wall: prepare --jobs 1 / decode every frame (1 process) = {p1 / full:.2f}x; "
-          f"prepare --jobs {jobs} / decode every frame (1 process) = {pn / full:.2f}x")
+          f"prepare --jobs {jobs} / decode every frame (1 process) = {pn / full:.2f}x (issue #16: <= 0.56x, "
+          f"JPEG encoding included; with --frame-format npy "
+          f"{med[f'avdata prepare cremad --jobs {jobs} --frame-format npy'] / full:.2f}x)")
+    print(f"shard bytes / raw bytes, default options (JPEG q95 frames, float32 spectrogram): "
+          f"{size_ratio(raw, shards)}; --frame-format npy: {size_ratio(raw, work / 'shards_npy')}")
     c_lim = mcpu["decode needed frames, 1 process"]
     print(f"CPU time (robust to other load): prepare --jobs 1 / needed-frames decode = "
           f"{mcpu['avdata prepare cremad --jobs 1'] / c_lim:.2f}x; prepare --jobs {jobs} / needed-frames decode = "
@@ -318,6 +333,8 @@ def run_generated(args, work: Path) -> None:
     gop = f"key frame every {args.gop} frames" if args.gop else "one key frame per clip"
     print(f"GENERATED clips: {n} (Sorenson FLV1, 480x360, 29.97 fps, 1.5-4 s, {gop}), generated in {gen_s:.1f} s; "
           f"jobs: {args.jobs}; medians of {len(prep_runs)} runs")
+    print(f"shard bytes / raw bytes with default options (JPEG q95 frames, float32 spectrogram): "
+          f"{size_ratio(raw, shards)}")
     print(f"decode-only runs: {' '.join(f'{x:.2f}' for x in decode_runs)}; "
           f"prepare runs: {' '.join(f'{x:.2f}' for x in prep_runs)}")
     print()

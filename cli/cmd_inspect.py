@@ -13,7 +13,8 @@ from avdata.progress import console
 from avdata.cli.errors import fail
 
 ShardsArg = typer.Argument(..., metavar="SHARDS",
-                           help="Shards folder: a local path, or the http(s) URL of a folder served as-is.")
+                           help="Shards folder: a local path, or the URL of a folder served as-is: "
+                           "http(s)://, s3://BUCKET/PATH, gs://BUCKET/PATH, hf://datasets/OWNER/NAME/FOLDER.")
 
 
 def inspect_cmd(

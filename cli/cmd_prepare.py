@@ -132,21 +132,21 @@ def print_summary(result: Any) -> None:
         console.print("part done; the manifest is written once all parts are (`avdata merge`)")
         return
     m = result.manifest
-    table = Table(title=f"{m['dataset']}: samples per split and class")
+    table = Table(title=f"{m.dataset}: samples per split and class")
     table.add_column("split")
     table.add_column("samples", justify="right")
-    for c in m["classes"]:
+    for c in m.classes:
         table.add_column(c, justify="right")
-    for split, entry in m["splits"].items():
-        table.add_row(split, str(entry["num_samples"]), *(str(entry["class_counts"][c]) for c in m["classes"]))
+    for split, entry in m.splits.items():
+        table.add_row(split, str(entry.num_samples), *(str(entry.class_counts[c]) for c in m.classes))
     console.print(table)
-    for split, entry in m["splits"].items():
-        for name, st in entry.get("sample_stats", {}).items():
+    for split, entry in m.splits.items():
+        for name, st in (entry.sample_stats or {}).items():
             console.print(f"{split} {name}: min {st['min']:.4f}, median {st['median']:.4f}, max {st['max']:.4f} "
                           f"(mean {st['mean']:.4f}) over {st['samples']} samples", markup=False, soft_wrap=True)
-    if m["skipped"]:
-        console.print(f"[yellow]{len(m['skipped'])} clip(s) skipped[/] (listed in manifest.json):")
-        for s in m["skipped"]:
+    if m.skipped:
+        console.print(f"[yellow]{len(m.skipped)} clip(s) skipped[/] (listed in manifest.json):")
+        for s in m.skipped:
             console.print(f"  {s['key']} ({s.get('split', '')}): {s['path']}: {s['reason']}", markup=False)
 
 
@@ -177,8 +177,8 @@ def merge_cmd(
         manifest = merge(out, parts) if parts else assemble(out)
     except AvdataError as exc:
         fail(exc)
-    total = sum(s["num_samples"] for s in manifest["splits"].values())
-    console.print(f"merged {out}: {total} samples in {len(manifest['splits'])} split(s)")
+    total = sum(s.num_samples for s in manifest.splits.values())
+    console.print(f"merged {out}: {total} samples in {len(manifest.splits)} split(s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""`avdata serve DIR` and `avdata pull URL --to DIR`: sharing a prepared shards folder."""
+"""`avdata serve DIR`, `avdata pull URL --to DIR` and `avdata push DIR URL`: sharing a prepared shards folder."""
 
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def serve_cmd(
 
 def pull_cmd(
     url: str = typer.Argument(..., metavar="URL", help="Address of a shards folder (the folder or its "
-                              "manifest.json): http(s)://... from `avdata serve`, nginx, S3, a Hugging Face "
-                              "dataset repository (https://huggingface.co/datasets/OWNER/NAME/resolve/main), "
-                              "or a local folder path."),
+                              "manifest.json): http(s)://... from `avdata serve` or any web server, "
+                              "s3://BUCKET/PATH, gs://BUCKET/PATH, a Hugging Face dataset repository "
+                              "(hf://datasets/OWNER/NAME, or hf://datasets/OWNER/NAME@REVISION/FOLDER), or a local folder path."),
     to: Path = typer.Option(..., "--to", help="Folder to pull into (created). A rerun resumes and skips shards "
                             "already verified."),
     split: Optional[list[str]] = typer.Option(None, "--split", help="Only this split's shards (repeat for "
@@ -89,6 +89,40 @@ def pull_cmd(
         raise typer.Exit(1)
 
 
+def push_cmd(
+    directory: Path = typer.Argument(..., metavar="DIR", help="A shards folder made by `avdata prepare` (or "
+                                     "`avdata pull`)."),
+    url: str = typer.Argument(..., metavar="URL", help="Where to upload it: s3://BUCKET/PATH, gs://BUCKET/PATH "
+                              "or hf://datasets/OWNER/NAME/FOLDER (an existing dataset repository)."),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="Objects uploaded at once (one at a time to the Hub)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Push even when URL already holds another dataset "
+                                   "(its manifest is replaced)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what is uploaded or skipped."),
+) -> None:
+    """Upload a shards folder to object storage, after verifying it (sha256, sizes, sample counts).
+
+    Shards first, manifest.json last, so a reader never sees a manifest naming missing shards.
+    A rerun resumes: objects already there with the right size are skipped.
+
+    Credentials come from each store's usual places: AWS_* variables or ~/.aws for s3:// (AWS_ENDPOINT_URL
+    for an S3-compatible server: MinIO, Ceph), GOOGLE_APPLICATION_CREDENTIALS or gcloud for gs://,
+    HF_TOKEN or `hf auth login` for hf://.
+    """
+    from rich.markup import escape
+
+    from avdata.share.push import push
+
+    setup_logging(verbose)
+    try:
+        report = push(directory, url, jobs=jobs, overwrite=overwrite)
+    except AvdataError as exc:
+        fail(exc)
+        return
+    console.print(f"pushed [bold]{escape(str(directory))}[/] to [bold]{escape(report.url)}[/]: {report.summary()}",
+                  highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve_cmd)
     app.command("pull")(pull_cmd)
+    app.command("push")(push_cmd)

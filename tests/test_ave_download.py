@@ -1,11 +1,9 @@
 """`avdata download ave --mirror URL` against a loopback server serving a generated AVE.zip and the four
-lists, through the project's download engine; and the zip unpacked without trusting it."""
+lists, through the project's download engine, then unpacked (the extractor itself: tests/test_unpack.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import struct
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,9 +12,7 @@ from typer.testing import CliRunner
 from avdata.datasets.ave.annotations import TEXT_FILES
 from avdata.datasets.ave.recipe import AveOptions, AveRecipe
 from avdata.datasets.ave.synth import make_ave_raw, write_ave_zip
-from avdata.datasets.ave.unpack import unpack_zip
 from avdata.datasets.download_plan import download_dataset, read_sha256sums
-from avdata.errors import AvdataError
 from avdata.cli.avdata_app import app
 from tests.httpserver import serve_dir
 
@@ -87,70 +83,3 @@ def test_html_instead_of_a_list_fails_and_nothing_is_unpacked(mirror, tmp_path):
     assert [r.path for r in report.failed] == ["testSet.txt"]
     assert "HTML page" in report.failed[0].reason
     assert not (dest / "testSet.txt").exists() and not (dest / "AVE").exists()
-
-
-# ------------------------------------------------------------------------------------------ unpack_zip
-
-
-def _zip(path: Path, members: list[tuple[str, bytes]], link: str | None = None) -> Path:
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members:
-            zf.writestr(name, data)
-        if link:
-            info = zipfile.ZipInfo(link)
-            info.external_attr = (0o120777 << 16)
-            zf.writestr(info, "/etc/passwd")
-    return path
-
-
-@pytest.mark.parametrize("name", ["../evil.mp4", "AVE/../../evil.mp4", "/tmp/evil.mp4", "C:/evil.mp4",
-                                  "AVE\\..\\..\\evil.mp4"])
-def test_unpack_refuses_paths_outside_the_target(tmp_path, name):
-    z = _zip(tmp_path / "a.zip", [("AVE/ok.mp4", b"x" * 10), (name, b"evil")])
-    with pytest.raises(AvdataError, match="outside the target"):
-        unpack_zip(z, tmp_path / "t")
-    assert not list(tmp_path.rglob("evil.mp4")) and not (tmp_path / "t" / "AVE" / "ok.mp4").exists()
-
-
-def test_unpack_refuses_links_duplicates_and_too_much(tmp_path):
-    with pytest.raises(AvdataError, match="is a link"):
-        unpack_zip(_zip(tmp_path / "l.zip", [("a.mp4", b"1")], link="AVE/l.mp4"), tmp_path / "t1")
-    with pytest.warns(UserWarning):  # zipfile warns about the duplicate name it is asked to write
-        z = _zip(tmp_path / "d.zip", [("AVE/a.mp4", b"1"), ("AVE/a.mp4", b"2")])
-    with pytest.raises(AvdataError, match="occurs twice"):
-        unpack_zip(z, tmp_path / "t2")
-    z = _zip(tmp_path / "big.zip", [("AVE/a.mp4", b"\0" * 5000), ("AVE/b.mp4", b"\0" * 5000)])
-    with pytest.raises(AvdataError, match="more than the 8,000 allowed"):
-        unpack_zip(z, tmp_path / "t3", max_bytes=8000)
-    assert not list((tmp_path / "t3").rglob("*.mp4"))
-
-
-def test_unpack_stops_at_the_declared_size_and_names_a_corrupt_member(tmp_path):
-    z = _zip(tmp_path / "lie.zip", [("AVE/a.mp4", b"y" * 1000)])
-    data = bytearray(z.read_bytes())
-    cd = data.index(b"PK\x01\x02")
-    data[cd + 24:cd + 28] = struct.pack("<I", 10)  # central directory: declares 10 bytes, holds 1,000
-    z.write_bytes(bytes(data))
-    with pytest.raises(AvdataError, match="corrupt"):
-        unpack_zip(z, tmp_path / "t")
-    assert not list((tmp_path / "t").rglob("a.mp4*"))
-    cut = tmp_path / "cut.zip"
-    cut.write_bytes(_zip(tmp_path / "whole.zip", [("AVE/a.mp4", bytes(range(256)) * 400)]).read_bytes()[:5000])
-    with pytest.raises(AvdataError, match="download it again"):
-        unpack_zip(cut, tmp_path / "t2")
-
-
-def test_unpack_keeps_selects_and_resumes(tmp_path):
-    z = _zip(tmp_path / "ok.zip", [("AVE/a.mp4", b"a" * 100), ("AVE/b.mp4", b"b" * 50), ("__MACOSX/AVE/._a.mp4", b"m"),
-                                   ("notes.pdf", b"%PDF")])
-    keep = lambda n: n.endswith(".mp4") and not n.startswith("__MACOSX")  # noqa: E731
-    t = tmp_path / "t"
-    assert unpack_zip(z, t, keep=keep) == ["AVE/a.mp4", "AVE/b.mp4"]
-    assert (t / "AVE" / "a.mp4").read_bytes() == b"a" * 100 and not (t / "notes.pdf").exists()
-    assert not list(t.rglob("*.part"))
-    (t / "AVE" / "b.mp4").unlink()
-    assert unpack_zip(z, t, keep=keep) == ["AVE/a.mp4", "AVE/b.mp4"]  # the marker says done
-    assert not (t / "AVE" / "b.mp4").exists()
-    next(t.glob(".unpacked-*")).unlink()
-    unpack_zip(z, t, keep=keep)
-    assert (t / "AVE" / "b.mp4").read_bytes() == b"b" * 50

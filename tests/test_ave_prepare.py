@@ -19,7 +19,7 @@ from avdata.datasets.ave.annotations import CATEGORIES, HEADER, SPLIT_FILES
 from avdata.datasets.ave.recipe import AveOptions, AveRecipe
 from avdata.datasets.ave.synth import REAL_FPS, make_ave_raw, video_encoder, write_ave_zip, write_mp4
 from avdata.errors import AvdataError
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.prepare.splits import seeded_shuffle
 from avdata.datasets.registry import get_recipe
@@ -46,7 +46,7 @@ def raw(tmp_path_factory) -> tuple[Path, dict]:
 def prepared(raw, tmp_path_factory) -> Path:
     root, _ = raw
     out = tmp_path_factory.mktemp("ave_shards")
-    prepare(get_recipe("ave"), root, out, AveOptions(short_side=SHORT),
+    prepare(get_recipe("ave"), root, out, AveOptions(short_side=SHORT, frame_format="npy"),
             PrepareSettings(samples_per_shard=2, progress=False))
     return out
 
@@ -161,7 +161,7 @@ def test_zip_input_gives_the_same_shards_and_cli(raw, prepared, tmp_path):
     zpath = write_ave_zip(root, tmp_path / "AVE.zip")
     out = tmp_path / "from_zip"
     res = CliRunner().invoke(app, ["prepare", "ave", "--raw", str(zpath), "--out", str(out), "--short-side",
-                                   str(SHORT), "--samples-per-shard", "2"])
+                                   str(SHORT), "--samples-per-shard", "2", "--frame-format", "npy"])
     assert res.exit_code == 0, res.output
     def shas(d: Path) -> list[tuple[str, str]]:
         return [(s["file"], s["sha256"]) for e in load_manifest(d)["splits"].values() for s in e["shards"]]

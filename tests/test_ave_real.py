@@ -18,7 +18,7 @@ import webdataset as wds
 from avdata.media.audio import spectrogram
 from avdata.datasets.ave.annotations import CATEGORIES, HEADER, SPLIT_FILES, parse_rows, read_rows
 from avdata.datasets.ave.recipe import AveOptions, AveRecipe
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.media.video import resize_short_side
 from tests.ave_helpers import decode_audio_mono, full_decode_per_second
@@ -75,7 +75,7 @@ def prepared(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     raw = tmp_path_factory.mktemp("ave_real_raw")
     rows = make_raw(raw, header=False)
     out = tmp_path_factory.mktemp("ave_real_shards")
-    prepare(AveRecipe(), raw, out, AveOptions(short_side=SHORT), PrepareSettings(samples_per_shard=2, progress=False))
+    prepare(AveRecipe(), raw, out, AveOptions(short_side=SHORT, frame_format="npy"), PrepareSettings(samples_per_shard=2, progress=False))
     return raw, out, rows
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from avdata.datasets.ave.annotations import CATEGORIES
 from avdata.datasets.ave.recipe import AveOptions, AveRecipe
 from avdata.datasets.ave.synth import make_ave_raw
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.cli.train_app import train_app
 

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from avdata.shards.card import SIZE_BOUNDS, card_yaml, size_category
-from avdata.shards.manifest import load_manifest
+from avdata.shards.manifest import Manifest, ShardEntry, SplitEntry
+from tests.manifests import load_manifest
 from avdata.shards.npy import decode_npy
 from avdata.shards.reader import iter_shard
 from tests.test_inspect_verify import make_av_folder, make_event_folder, make_toy_folder
@@ -167,6 +168,7 @@ def test_size_category_uses_hub_values():
     assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K"
     assert size_category(20_000_000) == "10M<n<100M" and size_category(10**13) == "n>1T"
     assert [name for _, name in SIZE_BOUNDS] == sizes[1:-1]
-    manifest = {"splits": {"train": {"num_samples": 3, "shards": [{"file": "train-000000.tar"}]}}}
+    manifest = Manifest("toy", ["a"], {}, {"train": SplitEntry.of_shards([ShardEntry("train-000000.tar", 10240, "0" * 64, 3)],
+                                                                        {"a": 3})})
     card = {"license_id": "cc0-1.0", "title": "t", "task_categories": ["audio-classification"]}
     assert card_yaml(manifest, card)["size_categories"] == ["n<1K"]

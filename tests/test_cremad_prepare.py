@@ -11,7 +11,7 @@ import pytest
 import webdataset as wds
 from typer.testing import CliRunner
 
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions, assign_splits, perceived
@@ -48,7 +48,14 @@ def published_split() -> dict[str, str]:
 
 def read_split(out: Path, manifest: dict, split: str) -> list[dict]:
     urls = [str(out / s["file"]) for s in manifest["splits"][split]["shards"]]
-    return list(wds.WebDataset(urls, shardshuffle=False).decode())
+    return list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8"))
+
+
+def frames_of(sample: dict) -> np.ndarray:
+    """The default layout: one frames.<i>.jpg member per frame, each decoded by webdataset."""
+    k = sum(1 for name in sample if name.startswith("frames.") and name.endswith(".jpg"))
+    assert k and "frames.npy" not in sample
+    return np.stack([sample[f"frames.{i}.jpg"] for i in range(k)])
 
 
 def test_samples_fields_and_values(prepared, raw_tree):
@@ -66,7 +73,7 @@ def test_samples_fields_and_values(prepared, raw_tree):
             # split membership follows the published CSVs (val is carved from train)
             assert standard[key] == ("train" if split == "val" else split)
             assert s["cls"] == EMOTIONS.index(key.split("_")[2]) == meta["label"]
-            frames, spec = s["frames.npy"], s["spec.npy"]
+            frames, spec = frames_of(s), s["spec.npy"]
             assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[1:] == (64, 85, 3)
             # the first frame of each second: frames at t = 0, 1, ..., none missed and none past the end
             # (the container's duration may include the audio's tail, so it is not compared with ceil())
@@ -140,7 +147,7 @@ def test_cli_prepare_and_strict(raw_tree, tmp_path):
     m = load_manifest(tmp_path / "a")
     assert m["options"]["frames"] == 2
     s = read_split(tmp_path / "a", m, "train")[0]
-    assert s["frames.npy"].shape[0] == 2
+    assert frames_of(s).shape[0] == 2
     res = runner.invoke(app, ["prepare", "cremad", "--raw", str(raw), "--out", str(tmp_path / "b"), "--strict"])
     assert res.exit_code == 2
     assert "--strict" in res.output

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from avdata.media import video
 from avdata.hashing import sha256_file
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions, demographics, perceived
@@ -204,7 +204,7 @@ def test_vp6_with_several_key_frames_starts_at_the_last_one(tmp_path, mode, k, m
 
 def test_prepare_the_real_clips(raw, decoded, tmp_path):
     out = tmp_path / "shards"
-    prepare(get_recipe("cremad"), raw, out, CremadOptions(val_fraction=0.0),
+    prepare(get_recipe("cremad"), raw, out, CremadOptions(val_fraction=0.0, frame_format="npy"),
             PrepareSettings(samples_per_shard=4, jobs=2, progress=False))
     m = load_manifest(out)
     assert m["skipped"] == [] and sum(e["num_samples"] for e in m["splits"].values()) == 6
@@ -296,3 +296,26 @@ def test_download_mp3_and_flv_from_a_mirror_of_the_real_files(raw, tmp_path):
 
     wave, sr = load_audio(dest / "AudioMP3" / f"{MP3_CLIPS[0]}.mp3")
     assert sr == 44100 and 1.5 < len(wave) / sr < 3.5 and np.abs(wave).max() > 0.05
+
+
+def test_default_shards_are_smaller_than_the_raw_files(raw, tmp_path):
+    """Issue #16: with default options (JPEG frames) the shards of the real clips take no more bytes than
+    their FLV + WAV files, and the frames stay within the documented JPEG error of the lossless ones."""
+    from avdata.shards.jpeg import decode_jpeg
+    from avdata.shards.npy import decode_npy
+    from avdata.shards.reader import iter_shard
+
+    outs = {}
+    for fmt in ("jpeg", "npy"):
+        outs[fmt] = tmp_path / fmt
+        prepare(get_recipe("cremad"), raw, outs[fmt], CremadOptions(val_fraction=0.0, frame_format=fmt),
+                PrepareSettings(samples_per_shard=4, jobs=1, progress=False))
+    raw_bytes = sum(p.stat().st_size for d in ("VideoFlash", "AudioWAV") for p in (raw / d).iterdir())
+    tars = {fmt: sorted(out.glob("*.tar")) for fmt, out in outs.items()}
+    ratio = sum(p.stat().st_size for p in tars["jpeg"]) / raw_bytes
+    assert ratio <= 1.0, ratio
+    assert sum(p.stat().st_size for p in tars["npy"]) / raw_bytes > 2 * ratio
+    lossless = {k: decode_npy(f["frames.npy"]) for t in tars["npy"] for k, f in iter_shard(t)}
+    errors = [np.abs(decode_jpeg(f[f"frames.{i}.jpg"]).astype(int) - frame).mean()
+              for t in tars["jpeg"] for k, f in iter_shard(t) for i, frame in enumerate(lossless[k])]
+    assert len(errors) == sum(len(v) for v in lossless.values()) and np.mean(errors) <= 1.5, np.mean(errors)

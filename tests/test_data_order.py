@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from avdata.shards.manifest import load_manifest, save_manifest, split_entry
+from avdata.shards.manifest import Manifest, SplitEntry
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import CremadOptions, all_clips
@@ -34,6 +35,7 @@ from avdata.datasets.urbansound8k_av.synth import make_urbansound_raw
 from avdata.shards.location import open_shards
 from scmrl.data.batching import make_loader
 from scmrl.data.config import StreamConfig
+from scmrl.data.batching import FullBatches, MixedBatches
 
 RECIPES = ["mnistdvs-ntidigits", "urbansound8k-av", "cremad"]
 PER_SHARD = 16
@@ -60,16 +62,16 @@ def _make(recipe: str, root: Path) -> Path:
 
 def _class_sorted_copy(src: Path, dst: Path) -> Path:
     """The same train samples rewritten sorted by class (then key), as `prepare` used to write them."""
-    m = load_manifest(src)
-    urls = [str(src / s["file"]) for s in m["splits"]["train"]["shards"]]
+    m = Manifest.load(src)
+    urls = [str(src / s.file) for s in m.splits["train"].shards]
     samples = sorted(((int(s["cls"]), s["__key__"], {k: v for k, v in s.items() if not k.startswith("__")})
                       for s in wds.WebDataset(urls, shardshuffle=False)), key=lambda t: t[:2])
     dst.mkdir(parents=True)
     shards = [write_shard(dst / shard_name("train", i // PER_SHARD),
-                          [(key, fields) for _, key, fields in samples[i:i + PER_SHARD]]).to_dict()
+                          [(key, fields) for _, key, fields in samples[i:i + PER_SHARD]])
               for i in range(0, len(samples), PER_SHARD)]
-    m["splits"] = {"train": split_entry(shards, m["splits"]["train"]["class_counts"])}
-    save_manifest(dst, m)
+    m.splits = {"train": SplitEntry.of_shards(shards, m.splits["train"].class_counts)}
+    m.save(dst)
     return dst
 
 
@@ -169,3 +171,26 @@ def test_batch_order_is_reproducible_and_new_each_epoch(prepared):
     for run in (a, c):  # 8 batches of 12 of the 100 samples, each at most once; which 4 are left over varies
         keys = [k for _, ks in run[0] for k in ks]
         assert len(keys) == len(set(keys)) == 96
+
+
+def test_workers_batch_alone_only_shards_written_shuffled(prepared, tmp_path):
+    """Shards whose manifest marks them as written in random order are batched in each worker (its own
+    buffer, no copy in the main process); others, with workers, through one buffer over all workers."""
+    out = prepared["mnistdvs-ntidigits"]
+    sorted_ = _class_sorted_copy(out, tmp_path / "sorted")
+    assert load_manifest(out)["splits"]["train"]["order"] == "shuffled"
+    assert "order" not in load_manifest(sorted_)["splits"]["train"]
+
+    def loader(shards: Path, workers: int, across: bool | None = None):
+        cfg = StreamConfig(kind="events", time_steps=4, train=True, mix_across_workers=across)
+        return make_loader(open_shards(shards), "train", cfg, 12, workers)[0]
+
+    assert isinstance(loader(out, 2), FullBatches) and isinstance(loader(sorted_, 2), MixedBatches)
+    assert isinstance(loader(sorted_, 0), FullBatches)  # one stream: its buffer is the rank's
+    assert isinstance(loader(out, 2, across=True), MixedBatches)
+    assert isinstance(loader(sorted_, 2, across=False), FullBatches)
+    # the cross-worker path is reproducible too, and new each epoch
+    _, a = _epoch_labels(sorted_, 2, 1, 12, None, epoch=1)
+    _, b = _epoch_labels(sorted_, 2, 1, 12, None, epoch=1)
+    _, c = _epoch_labels(sorted_, 2, 1, 12, None, epoch=2)
+    assert a == b and a != c

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from avdata.cli.avdata_app import app
 from avdata.datasets import registry
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from tests.toy_recipe import make_toy_raw
 
 WIDE = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}

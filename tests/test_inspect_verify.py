@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from avdata.atomic import atomic_write_text
 from avdata.shards.card import render_card
 from avdata.errors import AvdataError
-from avdata.shards.manifest import load_manifest, new_manifest, save_manifest, split_entry
+from avdata.shards.manifest import Manifest, SplitEntry
+from tests.manifests import load_manifest
 from avdata.datasets.recipe import CardInfo, cls_bytes, sample_json
 from avdata.shards.npy import encode_npy
 from avdata.shards.tar import shard_name, write_shard
@@ -69,7 +70,7 @@ def build_folder(out: Path, dataset: str, classes: list[str], make_sample, layou
     from dataclasses import asdict
 
     out.mkdir(parents=True, exist_ok=True)
-    manifest = new_manifest(dataset, {"samples_per_shard": per_shard}, classes, features)
+    manifest = Manifest(dataset, classes, features, options={"samples_per_shard": per_shard})
     i = 0
     for split, n in layout.items():
         samples = []
@@ -79,11 +80,11 @@ def build_folder(out: Path, dataset: str, classes: list[str], make_sample, layou
             samples.append(make_sample(i, label, split))
             counts[classes[label]] += 1
             i += 1
-        shards = [write_shard(out / shard_name(split, k // per_shard), samples[k:k + per_shard]).to_dict()
+        shards = [write_shard(out / shard_name(split, k // per_shard), samples[k:k + per_shard])
                   for k in range(0, n, per_shard)]
-        manifest["splits"][split] = split_entry(shards, counts)
-    manifest["skipped"] = list(skipped or [])
-    save_manifest(out, manifest)
+        manifest.splits[split] = SplitEntry.of_shards(shards, counts)
+    manifest.skipped = list(skipped or [])
+    manifest.save(out)
     atomic_write_text(out / "README.md", render_card(manifest, asdict(card)))
     return out
 

@@ -6,7 +6,7 @@ import shutil
 
 from typer.testing import CliRunner
 
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.datasets.mnistdvs_ntidigits.synth import make_mnistdvs_raw, make_ntidigits_h5
 from avdata.datasets.urbansound8k_av.synth import make_urbansound_raw
 from avdata.cli.avdata_app import app

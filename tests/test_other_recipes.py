@@ -7,7 +7,7 @@ import pytest
 import webdataset as wds
 from typer.testing import CliRunner
 
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.cli.avdata_app import app
 from avdata.media.events import bin_dvs, reduce_to_sensor
 from avdata.datasets.mnistdvs_ntidigits.synth import make_mnistdvs_raw, make_ntidigits_h5
@@ -17,7 +17,7 @@ from avdata.datasets.urbansound8k_av.synth import CLASSES, make_urbansound_raw
 
 def read_all(out, m, split):
     urls = [str(out / s["file"]) for s in m["splits"][split]["shards"]]
-    return list(wds.WebDataset(urls, shardshuffle=False).decode())
+    return list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8"))
 
 
 def test_urbansound_from_zip_pairs_splits_and_skips(tmp_path):
@@ -36,7 +36,7 @@ def test_urbansound_from_zip_pairs_splits_and_skips(tmp_path):
     names = sorted(s["json"]["name"] for s in test if s["cls"] == 0)
     assert names == ["100000-0-0-7", "100000-0-0-8", "100000-0-0-9"] or len(names) == 3
     s = test[0]
-    assert s["frames.npy"].shape == (1, 32, 43, 3) and s["spec.npy"].shape[0] == 257
+    assert s["frames.0.jpg"].shape == (32, 43, 3) and "frames.1.jpg" not in s and s["spec.npy"].shape[0] == 257
     # varied rates and channels were resampled to 22,050 Hz and mixed down: 0.5 s -> 1 + 11025 // 353 frames
     assert all(abs(x["spec.npy"].shape[1] - 32) <= 1 for x in test)
     assert {x["json"]["audio"]["source_channels"] for x in test} == {1, 2}
@@ -109,13 +109,14 @@ def test_crop_share_survives_parts_and_jobs(tmp_path):
 
 def test_sample_stats_summary_and_schema():
     from avdata.errors import AvdataError
-    from avdata.shards.manifest import new_manifest, split_entry, summarize_stat, validate
+    from avdata.shards.manifest import Manifest, SplitEntry, summarize_stat
+    from avdata.shards.schema import validate
 
     assert summarize_stat([0.3, 0.1, 0.2, 0.4]) == {"samples": 4, "min": 0.1, "median": 0.25, "mean": 0.25, "max": 0.4}
     assert summarize_stat([0.5])["median"] == 0.5
-    m = new_manifest("x", {}, ["a"], {})
-    m["splits"]["train"] = {**split_entry([], {"a": 0}), "sample_stats": {"crop_dropped_share": summarize_stat([0.1])}}
-    validate(m)
+    m = Manifest("x", ["a"], {}, {"train": SplitEntry.of_shards([], {"a": 0}, {"crop_dropped_share": summarize_stat([0.1])})})
+    m.check()
+    m = m.to_dict()
     m["splits"]["train"]["sample_stats"]["crop_dropped_share"] = {"min": 0.1}
     with pytest.raises(AvdataError, match=r"sample_stats.crop_dropped_share: lacks 'samples'"):
         validate(m)

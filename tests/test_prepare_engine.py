@@ -9,7 +9,7 @@ import pytest
 import webdataset as wds
 
 from avdata.errors import AvdataError
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, parse_part, prepare
 from avdata.datasets.registry import get_recipe, register_recipe
 from tests.toy_recipe import ToyOptions, make_toy_raw

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from avdata.errors import AvdataError
 from avdata.prepare.protocol import resolve_prepare_protocol
+from avdata.shards.manifest import Manifest
 from avdata.cli.avdata_app import app as avdata_app
 from scmrl.train.checkpoint import load_checkpoint
 from scmrl.model.config import ModelConfig
@@ -120,7 +121,7 @@ def test_per_dataset_settings_and_attention(dataset, t, c, tau):
     static = dataset != "mnistdvs-ntidigits"
     feats = ({"frames.npy": {}, "spec.npy": {}} if static else {"visual.npy": {"shape": [32, 2, 28, 28]},
                                                                   "audio.npy": {}})
-    manifest = {"dataset": dataset, "classes": ["a", "b"], "features": feats}
+    manifest = Manifest(dataset, ["a", "b"], feats)
     ref = model_config(TrainConfig(shards="s", out="o", protocol="reference"), manifest)
     assert (ref.time_steps, ref.embed_dim, ref.tau_s) == (t, c, tau)
     assert ref.attention == "spatiotemporal-reference"

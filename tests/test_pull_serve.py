@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
-from avdata.shards.manifest import new_manifest, save_manifest, split_entry
+from avdata.shards.manifest import Manifest, ShardEntry, SplitEntry
 from avdata.share.pull import pull
 from avdata.share.serve import make_server, parse_range
 from avdata.cli.avdata_app import app
@@ -40,9 +40,9 @@ def shards_dir(tmp_path_factory) -> Path:
     """A tiny shards folder in the manifest schema: train (2 shards), test (1 shard), a dataset card."""
     root = tmp_path_factory.mktemp("shards")
     splits = {"train": [["a0", "a1", "a2"], ["a3", "a4"]], "test": [["b0", "b1"]]}
-    manifest = new_manifest("toy", {"seed": 42}, ["0", "1"],
-                            {"cls": {"dtype": "int", "shape": [], "meaning": "class index"},
-                             "bin": {"dtype": "uint8", "shape": ["n"], "meaning": "random bytes"}})
+    manifest = Manifest("toy", ["0", "1"], {"cls": {"dtype": "int", "shape": [], "meaning": "class index"},
+                                             "bin": {"dtype": "uint8", "shape": ["n"], "meaning": "random bytes"}},
+                        options={"seed": 42})
     for split, shard_keys in splits.items():
         shards = []
         counts = {"0": 0, "1": 0}
@@ -54,10 +54,9 @@ def shards_dir(tmp_path_factory) -> Path:
                 counts[str(j % 2)] += 1
             name = f"{split}-{i:06d}.tar"
             (root / name).write_bytes(_tar(members))
-            shards.append({"file": name, "bytes": (root / name).stat().st_size,
-                           "sha256": sha256_file(root / name), "num_samples": len(keys)})
-        manifest["splits"][split] = split_entry(shards, counts)
-    save_manifest(root, manifest)
+            shards.append(ShardEntry(name, (root / name).stat().st_size, sha256_file(root / name), len(keys)))
+        manifest.splits[split] = SplitEntry.of_shards(shards, counts)
+    manifest.save(root)
     (root / "README.md").write_text("---\nlicense: mit\n---\n# toy\n")
     return root
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from avdata.media.audio import SPEC_PRESETS, audio_features, load_audio, resample, spectrogram
 from avdata.media.events import bin_dvs, read_aedat2, reduce_to_sensor
-from avdata.shards.manifest import load_manifest
+from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.datasets.registry import get_recipe
 from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions

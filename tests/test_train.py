@@ -135,17 +135,17 @@ def test_max_steps_stops_a_smoke_run(small_shards, tmp_path):
 
 
 def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards, tmp_path):
-    from avdata.shards.manifest import load_manifest, save_manifest, split_entry
+    from avdata.shards.manifest import Manifest, SplitEntry
     from avdata.shards.tar import write_shard
 
     folder = tmp_path / "noval"
     shutil.copytree(small_shards, folder)
-    m = load_manifest(folder)
-    for shard in m["splits"].pop("val")["shards"]:
-        (folder / shard["file"]).unlink()
+    m = Manifest.load(folder)
+    for shard in m.splits.pop("val").shards:
+        (folder / shard.file).unlink()
     # as prepare leaves it when every validation clip was skipped: one empty shard
-    m["splits"]["val"] = split_entry([write_shard(folder / "val-000000.tar", []).to_dict()], {c: 0 for c in m["classes"]})
-    save_manifest(folder, m)
+    m.splits["val"] = SplitEntry.of_shards([write_shard(folder / "val-000000.tar", [])], {c: 0 for c in m.classes})
+    m.save(folder)
     res = train(TrainConfig(shards=str(folder), out=str(tmp_path / "r"), epochs=1, max_steps=2, **TINY))
     assert res["val_best_epoch"] is None and res["test_acc_at_val_best_epoch"] is None
     assert res["selection"].startswith("no validation split") and res["best_test_acc_over_epochs"] is not None

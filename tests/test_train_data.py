@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from avdata.errors import AvdataError
-from avdata.shards.manifest import new_manifest, save_manifest, split_entry
+from avdata.shards.manifest import Manifest, SplitEntry
 from avdata.datasets.recipe import cls_bytes, sample_json
 from avdata.shards.npy import encode_npy
 from avdata.shards.tar import shard_name, write_shard
@@ -29,7 +29,7 @@ from scmrl.data.synthetic import make_synthetic_av_shards
 def _frame_shards(out: Path, n: int, per_shard: int, frames: int = 5, side: int = 64) -> Path:
     """Static shards whose frame k is filled with the value 10 * (k + 1): the picked frame can be read back."""
     rng = np.random.default_rng(0)
-    m = new_manifest("frames-test", {}, ["a", "b"], {"cls": {}, "json": {}, "frames.npy": {}, "spec.npy": {}})
+    m = Manifest("frames-test", ["a", "b"], {"cls": {}, "json": {}, "frames.npy": {}, "spec.npy": {}})
     shards = []
     for j in range(0, n, per_shard):
         samples = []
@@ -38,9 +38,9 @@ def _frame_shards(out: Path, n: int, per_shard: int, frames: int = 5, side: int 
             spec = rng.normal(size=(40, 17 + i % 5)).astype(np.float32)
             samples.append((f"clip{i:04d}", {"cls": cls_bytes(i % 2), "json": sample_json({"i": i}),
                                              "frames.npy": encode_npy(img), "spec.npy": encode_npy(spec)}))
-        shards.append(write_shard(out / shard_name("train", j // per_shard), samples).to_dict())
-    m["splits"]["train"] = split_entry(shards, {"a": (n + 1) // 2, "b": n // 2})
-    save_manifest(out, m)
+        shards.append(write_shard(out / shard_name("train", j // per_shard), samples))
+    m.splits["train"] = SplitEntry.of_shards(shards, {"a": (n + 1) // 2, "b": n // 2})
+    m.save(out)
     return out
 
 
@@ -69,7 +69,7 @@ def test_every_sample_exactly_once_across_2_ranks_x_2_workers(tmp_path, n_shards
     assert len(union) == n and set(union) == {f"train_{i:06d}" for i in range(n)}
     assert all(len(s) > 0 for s in slots)
     if train:  # another epoch: the same set; a different order when there are shards to shuffle and
-        # interleave (with one shard the batches are mixed by the rank's buffer, MixedBatches: tested below)
+        # interleave (with one shard the batches are mixed by the shuffle buffers of make_loader alone)
         again = _keys(src, "train", 2, 2, epoch=4, train=True)
         assert sorted(k for s in again for k in s) == sorted(union) and (again != slots or n_shards == 1)
 

@@ -133,7 +133,7 @@ def test_manifest_validation_reports_every_problem_with_its_path(shards):
     import copy
     import json
 
-    from avdata.shards.manifest import problems, validate
+    from avdata.shards.schema import problems, validate
 
     m = json.loads((shards / "manifest.json").read_text())
     assert problems(m) == []

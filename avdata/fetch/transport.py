@@ -1,7 +1,9 @@
 """Opening a source and reading from it under the project's rules for untrusted servers.
 
-A source is an http(s) URL or a local path (or file:// URL): both answer like an HTTP response, with
-`Range: bytes=N-` honoured, so the transfer code has one path for both. Reads take whatever one socket
+A source is an http(s) URL, a local path (or file:// URL), an object in object storage (`s3://`, `gs://`:
+`avdata.fetch.objstore`) or a file of a Hugging Face dataset repository (`hf://datasets/...`: fetched from
+its http(s) download URL, `avdata.fetch.hub`): all answer like an HTTP response, with `Range: bytes=N-`
+honoured, so the transfer code has one path for all. Reads take whatever one socket
 read gives (`read_some`) so that a trickle is seen by the stall rule (`StallWatch`) rather than waited
 out. `read_small` fetches a manifest-sized file into memory under the same caps and deadlines.
 """
@@ -19,7 +21,8 @@ from typing import Any, Mapping
 
 from avdata import __version__
 from avdata.errors import AvdataError
-from avdata.fetch.urls import is_url, join_url, redact
+from avdata.fetch.hub import hub_request, is_hub_url
+from avdata.fetch.urls import is_object_url, is_url, join_url, redact
 
 USER_AGENT = f"avdata/{__version__} (python-urllib)"
 READ_CHUNK = 1 << 18  # 256 KiB per read from the socket
@@ -61,16 +64,25 @@ class LocalResponse:
         self.close()
 
 
+def _range_start(headers: Mapping[str, str]) -> int:
+    rng = headers.get("Range", "")
+    return int(rng[len("bytes="):].rstrip("-")) if rng.startswith("bytes=") else 0
+
+
 def open_source(url: str, headers: Mapping[str, str], timeout: float):
-    """Open `url` (http(s), file:// or a local path) with `headers`; HTTP errors raise HTTPError for both.
-    An Authorization header is never forwarded to another host on a redirect."""
+    """Open `url` (http(s), s3/gs/hf, file:// or a local path) with `headers`; HTTP errors raise HTTPError
+    for all. An Authorization header is never forwarded to another host on a redirect."""
+    if is_hub_url(url):
+        url, headers = hub_request(url, dict(headers))
+    elif is_object_url(url):
+        from avdata.fetch.objstore import open_object
+
+        return open_object(url, _range_start(headers), timeout)
     if not is_url(url):
         path = Path(join_url(url, "")) if url.startswith("file://") else Path(url)
-        rng = headers.get("Range", "")
-        offset = int(rng[len("bytes="):].rstrip("-")) if rng.startswith("bytes=") else 0
         if not path.is_file():
             raise urllib.error.HTTPError(url, 404, "Not Found", email.message.Message(), None)
-        return LocalResponse(path, offset)
+        return LocalResponse(path, _range_start(headers))
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     for key, value in headers.items():
         if key.lower() == "authorization":
@@ -78,6 +90,23 @@ def open_source(url: str, headers: Mapping[str, str], timeout: float):
         else:
             req.add_header(key, value)
     return urllib.request.urlopen(req, timeout=timeout)
+
+
+def remote_size(url: str, timeout: float = 60.0) -> int | None:
+    """The size of a remote file without reading it (HEAD, or the object's metadata); None when the
+    server does not say. HTTP errors raise HTTPError, as `open_source` does."""
+    if is_object_url(url) and not is_hub_url(url):
+        from avdata.fetch.objstore import object_size
+
+        return object_size(url, timeout)
+    headers: dict[str, str] = {}
+    if is_hub_url(url):
+        url, headers = hub_request(url, headers)
+    req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
+    for key, value in headers.items():
+        req.add_unredirected_header(key, value)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return header_int(resp.headers.get("Content-Length"))
 
 
 def content_range(value: str | None) -> tuple[int | None, int | None, int | None]:

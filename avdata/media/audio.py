@@ -37,7 +37,7 @@ import soundfile as sf
 import soxr
 
 from avdata.errors import MediaError
-from avdata.fetch.lfs import is_lfs_pointer
+from avdata.media.files import require_media_file
 
 SPEC_PRESETS: dict[str, dict[str, Any]] = {
     "reference": {"sr": 22050, "n_fft": 512, "hop": 353, "eps": 1e-7, "mel": None,
@@ -75,13 +75,7 @@ def wav_data_sizes(path: str | Path) -> tuple[int, int] | None:
 
 
 def _check_file(path: Path, allow_truncated: bool) -> None:
-    if not path.is_file():
-        raise MediaError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
-    if is_lfs_pointer(path):
-        raise MediaError(path, "Git LFS pointer stub, not the audio: run `git lfs pull` in the clone "
-                               "or download with `avdata download cremad`")
+    require_media_file(path, "audio")
     sizes = wav_data_sizes(path)
     # 0 and 0xFFFFFFFF are what streaming writers leave when they cannot seek back: not a truncation.
     if (not allow_truncated and sizes is not None and sizes[0] not in (0, 0xFFFFFFFF)

@@ -49,7 +49,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from avdata.errors import MediaError
-from avdata.fetch.lfs import is_lfs_pointer
+from avdata.media.files import require_media_file
 
 #: A clip is "truncated" when its frames end before this fraction of the declared duration AND at least
 #: TRUNCATED_MIN_GAP_S seconds early (a container's duration may exceed the video's by a few audio
@@ -74,15 +74,6 @@ class VideoInfo:
     has_audio: bool
 
 
-def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise MediaError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
-    if is_lfs_pointer(path):
-        raise MediaError(path, "Git LFS pointer stub, not the video: run `git lfs pull` in the clone "
-                               "or download with `avdata download cremad`")
-
 
 def _why(exc: Exception) -> str:
     """The decoder's message without the file path (reasons go into manifests, which hold no paths)."""
@@ -91,7 +82,7 @@ def _why(exc: Exception) -> str:
 
 
 def _open(path: Path):
-    _check_file(path)
+    require_media_file(path, "video")
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:

@@ -34,6 +34,7 @@ from avdata.prepare.state import (missing_shards, raw_workdir, remove_stale_hand
 from avdata.prepare.workers import NO_SPACE, Workers
 from avdata.progress import make_progress
 from avdata.prepare.splits import seeded_shuffle
+from avdata.shards.manifest import Manifest
 from avdata.shards.tar import ShardWriter, shard_name
 
 log = logging.getLogger("avdata.prepare.engine")
@@ -60,7 +61,7 @@ class PrepareResult:
     written: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
-    manifest: dict[str, Any] | None = None
+    manifest: Manifest | None = None
 
 
 def parse_part(text: str | None) -> tuple[int, int] | None:
@@ -189,7 +190,7 @@ def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> 
     # shards were hashed when written or checked above; no need to read them all again
     result.manifest = assemble(out, command=command, check_hashes=False)
     result.complete = True
-    result.skipped = result.manifest["skipped"]
+    result.skipped = result.manifest.skipped
     return result
 
 

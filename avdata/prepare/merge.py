@@ -11,18 +11,17 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 from avdata.atomic import atomic_write_text, tmp_path
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
 from avdata.prepare.state import load_plan, missing_shards, plan_path, read_sidecar, sidecar_dir, sidecar_path
-from avdata.shards.manifest import new_manifest, save_manifest, split_entry, summarize_stat
+from avdata.shards.manifest import SHUFFLED_ORDER, Manifest, ShardEntry, SplitEntry, summarize_stat
 
 log = logging.getLogger("avdata.prepare.merge")
 
 
-def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -> dict[str, Any]:
+def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -> Manifest:
     """Write manifest.json and the dataset card from the plan and the shard sidecars."""
     out = Path(out)
     record = load_plan(out)
@@ -32,11 +31,9 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
             f"{out}: {len(missing)} shard(s) not made yet, e.g. {missing[0]}; run the remaining "
             "`avdata prepare ... --part i/N` jobs (or rerun without --part) first"
         )
-    manifest = new_manifest(record["dataset"], record["options"], record["classes"], record["features"])
-    manifest["tool"]["version"] = record["tool_version"]
     skipped = list(record["plan_skipped"])
     sources: dict[str, str] = {}
-    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in record["splits"]}
+    by_split: dict[str, list[ShardEntry]] = {s: [] for s in record["splits"]}
     counts: dict[str, dict[str, int]] = {s: {c: 0 for c in record["classes"]} for s in record["splits"]}
     stats: dict[str, dict[str, list[float]]] = {s: {} for s in record["splits"]}
     for shard in record["shards"]:
@@ -47,22 +44,23 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
         tar = out / shard["file"]
         if tar.stat().st_size != info["bytes"] or (check_hashes and sha256_file(tar) != info["sha256"]):
             raise AvdataError(f"{tar}: does not match its record (changed or cut short); delete it and rerun prepare")
-        by_split[shard["split"]].append(info)
+        by_split[shard["split"]].append(ShardEntry.from_dict(info))
         for c, n in side["class_counts"].items():
             counts[shard["split"]][c] += n
         skipped.extend(side["skipped"])
         sources.update(side["sources"])
         for name, values in side.get("stats", {}).items():
             stats[shard["split"]].setdefault(name, []).extend(values)
-    for split in record["splits"]:
-        manifest["splits"][split] = split_entry(by_split[split], counts[split])
-        if stats[split]:
-            manifest["splits"][split]["sample_stats"] = {name: summarize_stat(v) for name, v in sorted(stats[split].items())}
-    manifest["skipped"] = sorted(skipped, key=lambda s: (s.get("split", ""), s["key"]))
-    manifest["sources"] = {"sha256": dict(sorted(sources.items()))}
-    if record.get("notes"):
-        manifest["notes"] = record["notes"]
-    save_manifest(out, manifest)
+    splits = {split: SplitEntry.of_shards(by_split[split], counts[split], {
+        name: summarize_stat(v) for name, v in sorted(stats[split].items())} or None) for split in record["splits"]}
+    for entry in splits.values():
+        entry.extra["order"] = SHUFFLED_ORDER  # seeded random order: engine.shuffled_split
+    manifest = Manifest(dataset=record["dataset"], classes=list(record["classes"]), features=record["features"],
+                        splits=splits, options=record["options"],
+                        tool={"name": "avdata", "version": record["tool_version"]},
+                        skipped=sorted(skipped, key=lambda s: (s.get("split", ""), s["key"])),
+                        sources={"sha256": dict(sorted(sources.items()))}, notes=record.get("notes") or None)
+    manifest.save(out)
     from avdata.shards.card import render_card
 
     atomic_write_text(out / "README.md", render_card(manifest, record["card"], command))
@@ -70,7 +68,7 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
     return manifest
 
 
-def merge(out: Path, parts: list[Path], command: str | None = None) -> dict[str, Any]:
+def merge(out: Path, parts: list[Path], command: str | None = None) -> Manifest:
     """Copy the shards and sidecars of part folders made elsewhere into `out`, then assemble."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

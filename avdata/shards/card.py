@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from avdata.shards.manifest import Manifest
+
 # The Hub's size_categories values (datasets/utils/resources/size_categories.json); anything else fails
 # the Hub's metadata validation.
 SIZE_BOUNDS = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -25,10 +27,10 @@ def size_category(n: int) -> str:
     return "n>1T"
 
 
-def normalized_command(manifest: dict[str, Any]) -> str:
+def normalized_command(manifest: Manifest) -> str:
     """The prepare command that reproduces this folder, with the machine-specific paths as placeholders."""
-    parts = ["avdata", "prepare", manifest["dataset"], "--raw", "RAW", "--out", "OUT"]
-    for key, value in sorted(manifest["options"].items()):
+    parts = ["avdata", "prepare", manifest.dataset, "--raw", "RAW", "--out", "OUT"]
+    for key, value in sorted(manifest.options.items()):
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             parts.append(flag if value else "--no-" + key.replace("_", "-"))
@@ -41,8 +43,8 @@ def normalized_command(manifest: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def card_yaml(manifest: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
-    total = sum(s["num_samples"] for s in manifest["splits"].values())
+def card_yaml(manifest: Manifest, card: dict[str, Any]) -> dict[str, Any]:
+    total = sum(s.num_samples for s in manifest.splits.values())
     return {
         "license": card["license_id"],
         "pretty_name": card["title"],
@@ -51,16 +53,16 @@ def card_yaml(manifest: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
         "tags": ["webdataset", "avdata", *card.get("tags", ())],
         "configs": [{
             "config_name": "default",
-            "data_files": [{"split": split, "path": [s["file"] for s in entry["shards"]]}
-                           for split, entry in manifest["splits"].items()],
+            "data_files": [{"split": split, "path": [s.file for s in entry.shards]}
+                           for split, entry in manifest.splits.items()],
         }],
     }
 
 
-def render_card(manifest: dict[str, Any], card: dict[str, Any], command: str | None = None) -> str:
+def render_card(manifest: Manifest, card: dict[str, Any], command: str | None = None) -> str:
     """README.md text for a shards folder (deterministic: no dates, no absolute paths)."""
     header = yaml.safe_dump(card_yaml(manifest, card), sort_keys=False, allow_unicode=True)
-    classes = manifest["classes"]
+    classes = manifest.classes
     lines = [
         "---", header.rstrip("\n"), "---", "",
         f"# {card['title']}", "",
@@ -69,23 +71,23 @@ def render_card(manifest: dict[str, Any], card: dict[str, Any], command: str | N
         "| split | samples | shards | " + " | ".join(classes) + " |",
         "|---|---|---|" + "---|" * len(classes),
     ]
-    for split, entry in manifest["splits"].items():
-        counts = " | ".join(str(entry["class_counts"].get(c, 0)) for c in classes)
-        lines.append(f"| {split} | {entry['num_samples']} | {len(entry['shards'])} | {counts} |")
-    stats = [(split, name, st) for split, entry in manifest["splits"].items()
-             for name, st in entry.get("sample_stats", {}).items()]
+    for split, entry in manifest.splits.items():
+        counts = " | ".join(str(entry.class_counts.get(c, 0)) for c in classes)
+        lines.append(f"| {split} | {entry.num_samples} | {len(entry.shards)} | {counts} |")
+    stats = [(split, name, st) for split, entry in manifest.splits.items()
+             for name, st in (entry.sample_stats or {}).items()]
     if stats:  # e.g. the share of events a crop dropped: a user should see it before training on the shards
         lines += ["", "Measured on each sample (per-sample values in its json):", ""]
         lines += [f"- {split} `{name}`: min {st['min']}, median {st['median']}, mean {st['mean']}, max {st['max']}"
                   for split, name, st in stats]
     lines += ["", "Classes (index: name): " + ", ".join(f"{i}: {c}" for i, c in enumerate(classes)), "",
               "## Sample fields", "", "| field | dtype | shape | meaning |", "|---|---|---|---|"]
-    for name, feat in manifest["features"].items():
+    for name, feat in manifest.features.items():
         shape = "[" + ", ".join(str(d) for d in feat.get("shape", [])) + "]" if feat.get("shape") else ""
         lines.append(f"| `{name}` | {feat.get('dtype', '')} | {shape} | {feat.get('meaning', '')} |")
-    skipped = manifest["skipped"]
+    skipped = manifest.skipped
     lines += ["", "## How it was made", "",
-              f"Made by avdata {manifest['tool']['version']} with:", "", "```",
+              f"Made by avdata {manifest.tool['version']} with:", "", "```",
               command or normalized_command(manifest), "```", "",
               "Every option used, the sha256 and byte count of every shard and the sha256 of every source "
               "file are in `manifest.json`. Check a copy with `avdata verify <folder>`.", ""]

@@ -1,9 +1,13 @@
-"""A shards folder: a local path, an http(s) URL, or a list of .tar files; its manifest and how to open
-each shard.
+"""A shards folder: a local path, a remote URL (http(s), `s3://`, `gs://`, `hf://datasets/...`), or a list
+of .tar files; its manifest and how to open each shard.
 
-Everything that reads shards (inspect, verify, the contact sheet, the trainer) goes through this, so a
-folder on disk and the same folder behind any static web server behave the same. Shards given one by one
-(`avdata.shards.tar_list`) get a real manifest too: the one beside them, cut to the files given, or one
+Everything that reads shards (inspect, verify, pull, the contact sheet, the trainer) goes through this, so a
+folder on disk and the same folder behind any web server, bucket or dataset repository behave the same,
+under the same bounds: the manifest is read whole only up to MAX_MANIFEST_SIZE (`read_url`), and a shard is
+opened (`ShardsLocation.open`) as a stream that declares its size, which the one tar reader holds every
+member header against, as well as against the manifest's size of the shard. Remote addresses are opened by
+`avdata.fetch.transport.open_source` (object storage through `avdata.fetch.objstore`). Shards given one by
+one (`avdata.shards.tar_list`) get a real manifest too: the one beside them, cut to the files given, or one
 made by scanning the files.
 """
 
@@ -12,7 +16,6 @@ from __future__ import annotations
 import http.client
 import json
 import urllib.error
-import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,8 @@ from avdata.shards.tar_list import cut_to_files, manifest_of_files, tar_list
 
 
 def read_url(url: str, timeout: float = 60.0, retries: int = 3) -> bytes:
-    """GET a manifest-sized file, bounded (see `avdata.fetch.transport.read_small`); names the URL when it fails."""
+    """GET a manifest-sized file from any remote URL, bounded (see `avdata.fetch.transport.read_small`);
+    names the URL when it fails."""
     from avdata.fetch.transport import read_small
 
     return read_small(url, MAX_MANIFEST_SIZE, timeout=timeout, retries=retries, what="manifest")
@@ -75,13 +79,16 @@ class ShardsLocation:
         return data_kind(self.manifest)
 
     def open(self, file: str) -> IO[bytes]:
-        """Open one shard for streaming. Raises FileNotFoundError for a missing local file, AvdataError
-        naming the address (its cause the urllib error) for anything else a server does."""
+        """Open one shard for streaming (a local file, or a response whose Content-Length the tar reader
+        bounds members by). Raises FileNotFoundError for a missing local file, AvdataError naming the
+        address (its cause the urllib error, HTTP 404 for a missing object) for anything else a server does."""
+        from avdata.fetch.transport import open_source
+
         address = self.address(file)
         if not is_url(address):
             return open(address, "rb", buffering=1 << 20)
         try:
-            return urllib.request.urlopen(address, timeout=self.timeout)
+            return open_source(address, {}, self.timeout)
         except urllib.error.HTTPError as exc:
             raise AvdataError(f"{address}: could not be opened (HTTP {exc.code})") from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
@@ -95,7 +102,8 @@ class ShardsLocation:
 
 
 def open_location(spec: str | Path) -> ShardsLocation:
-    """Open a shards folder: a local folder, its manifest.json, or an http(s) URL of either."""
+    """Open a shards folder: a local folder, its manifest.json, or a remote URL of either (http(s), s3://,
+    gs://, hf://datasets/...)."""
     spec = str(spec)
     if is_url(spec):
         base = spec[: -len(MANIFEST_NAME)] if spec.endswith("/" + MANIFEST_NAME) else spec

@@ -21,42 +21,17 @@ from typing import Any
 from avdata import __version__
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
-from avdata.shards.schema import SCHEMA_VERSION, problems, validate
+from avdata.shards.schema import SCHEMA_VERSION, validate
+from avdata.shards.frames import has_frames
 
-__all__ = ["MANIFEST_NAME", "SCHEMA_VERSION", "Manifest", "SplitEntry", "ShardEntry", "new_manifest", "split_entry",
-           "summarize_stat", "dumps", "save_manifest", "parse_manifest", "load_manifest", "problems", "validate",
-           "shard_files", "data_kind", "event_bins"]
+__all__ = ["MANIFEST_NAME", "SHUFFLED_ORDER", "MAX_MANIFEST_SIZE", "SCHEMA_VERSION", "Manifest", "SplitEntry", "ShardEntry",
+           "summarize_stat", "data_kind", "event_bins"]
 
 MANIFEST_NAME = "manifest.json"
+#: A split entry's `order` when its samples were written in a seeded random order (`avdata prepare`).
+SHUFFLED_ORDER = "shuffled"
 #: The most a manifest may weigh (a real one is kilobytes; ten thousand shards are a few megabytes).
 MAX_MANIFEST_SIZE = 64 << 20
-
-
-def new_manifest(
-    dataset: str,
-    options: dict[str, Any],
-    classes: list[str],
-    features: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "dataset": dataset,
-        "tool": {"name": "avdata", "version": __version__},
-        "options": dict(options),
-        "classes": list(classes),
-        "features": features,
-        "splits": {},
-        "skipped": [],
-    }
-
-
-def split_entry(shards: list[dict[str, Any]], class_counts: dict[str, int]) -> dict[str, Any]:
-    return {
-        "num_samples": sum(int(s["num_samples"]) for s in shards),
-        "class_counts": dict(class_counts),
-        "shards": list(shards),
-    }
-
 
 
 def summarize_stat(values: list[float]) -> dict[str, float | int]:
@@ -71,32 +46,21 @@ def summarize_stat(values: list[float]) -> dict[str, float | int]:
             "mean": round(sum(v) / n, 6), "max": round(v[-1], 6)}
 
 
-def dumps(manifest: dict[str, Any]) -> str:
-    """Canonical text: sorted keys, 2-space indent, trailing newline."""
-    return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def save_manifest(directory: str | Path, manifest: dict[str, Any], name: str = MANIFEST_NAME) -> Path:
-    validate(manifest, source=str(directory))
-    path = Path(directory) / name
-    atomic_write_text(path, dumps(manifest))
-    return path
-
-
-def parse_manifest(text: str, source: str = "manifest.json") -> dict[str, Any]:
+def _parse_json(text: str, source: str) -> Any:
     try:
-        manifest = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise AvdataError(f"{source}: not valid JSON ({exc}); the file may be cut short, fetch it again") from exc
     except RecursionError as exc:
         raise AvdataError(f"{source}: nested too deeply to be a manifest") from exc
-    validate(manifest, source=source)
-    return manifest
 
 
-def load_manifest(path: str | Path) -> dict[str, Any]:
-    """Load `path` (a manifest file or a folder holding manifest.json) and check its schema."""
-    path = Path(path)
+def _canonical(d: dict[str, Any]) -> str:
+    return json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _read_text(path: Path) -> tuple[str, Path]:
+    """The text of `path` (a manifest file or a folder holding manifest.json), bounded, and the file read."""
     if path.is_dir():
         path = path / MANIFEST_NAME
     if not path.exists():
@@ -110,21 +74,9 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
         raise AvdataError(f"{path}: larger than {MAX_MANIFEST_SIZE:,} bytes, far more than any manifest; "
                           "is this the right folder?")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8"), path
     except UnicodeDecodeError as exc:
         raise AvdataError(f"{path}: not UTF-8 text ({exc}); is this a shards folder?") from exc
-    return parse_manifest(text, source=str(path))
-
-
-def shard_files(manifest: dict[str, Any], splits: list[str] | None = None) -> list[dict[str, Any]]:
-    """Shard entries of the given splits (all when None), each with its split added."""
-    names = list(manifest["splits"]) if splits is None else splits
-    out = []
-    for name in names:
-        if name not in manifest["splits"]:
-            raise AvdataError(f"no split {name!r}; this folder has {', '.join(manifest['splits'])}")
-        out.extend({**s, "split": name} for s in manifest["splits"][name]["shards"])
-    return out
 
 
 # --------------------------------------------------------------------------------------------- the type
@@ -168,6 +120,12 @@ class SplitEntry:
     _KEYS = ("num_samples", "class_counts", "shards", "sample_stats")
 
     @classmethod
+    def of_shards(cls, shards: list[ShardEntry], class_counts: dict[str, int],
+                  sample_stats: dict[str, dict[str, float]] | None = None) -> "SplitEntry":
+        """A split made of `shards`: its sample count is theirs."""
+        return cls(sum(s.num_samples for s in shards), dict(class_counts), list(shards), sample_stats)
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SplitEntry":
         return cls(d["num_samples"], dict(d["class_counts"]), [ShardEntry.from_dict(s) for s in d["shards"]],
                    d.get("sample_stats"), _rest(d, cls._KEYS))
@@ -184,49 +142,68 @@ class SplitEntry:
 class Manifest:
     """A checked manifest.json (see the module docstring; the schema is `avdata.shards.schema`).
 
-    `from_dict` refuses what `problems` finds, so readers index fields without further checks; `to_json`
-    writes the same bytes the dict functions above write."""
+    `from_dict` refuses what the schema check finds, so readers index fields without further checks;
+    `save` checks before writing. `sources` (sha256 per source file) and `notes` (facts the recipe's plan
+    adds, e.g. coverage) are written only when set; keys this version does not model stay in `extra`, so
+    a manifest round-trips to the same bytes."""
 
     dataset: str
     classes: list[str]
     features: dict[str, dict[str, Any]]
-    splits: dict[str, SplitEntry]
+    splits: dict[str, SplitEntry] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     tool: dict[str, Any] = field(default_factory=lambda: {"name": "avdata", "version": __version__})
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    sources: dict[str, Any] | None = None
+    notes: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _KEYS = ("schema_version", "dataset", "tool", "options", "classes", "features", "splits", "skipped")
+    _KEYS = ("schema_version", "dataset", "tool", "options", "classes", "features", "splits", "skipped", "sources",
+             "notes")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = MANIFEST_NAME) -> "Manifest":
         validate(d, source=source)
         return cls(dataset=d["dataset"], classes=list(d["classes"]), features=d["features"],
                    splits={name: SplitEntry.from_dict(e) for name, e in d["splits"].items()},
-                   options=d["options"], tool=d["tool"], skipped=d["skipped"], schema_version=d["schema_version"],
-                   extra=_rest(d, cls._KEYS))
+                   options=d["options"], tool=d["tool"], skipped=d["skipped"], sources=d.get("sources"),
+                   notes=d.get("notes"), schema_version=d["schema_version"], extra=_rest(d, cls._KEYS))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": self.schema_version, "dataset": self.dataset, "tool": self.tool,
-                "options": self.options, "classes": list(self.classes), "features": self.features,
-                "splits": {name: e.to_dict() for name, e in self.splits.items()}, "skipped": self.skipped,
-                **self.extra}
+        out = {"schema_version": self.schema_version, "dataset": self.dataset, "tool": self.tool,
+               "options": self.options, "classes": list(self.classes), "features": self.features,
+               "splits": {name: e.to_dict() for name, e in self.splits.items()}, "skipped": self.skipped}
+        for key in ("sources", "notes"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return {**out, **self.extra}
 
     def to_json(self) -> str:
-        return dumps(self.to_dict())
+        """Canonical text: sorted keys, 2-space indent, trailing newline (no timestamps, no paths)."""
+        return _canonical(self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":
-        """`path`: a manifest file or a folder holding manifest.json (see `load_manifest`)."""
-        return cls.from_dict(load_manifest(path), source=str(path))
+        """`path`: a manifest file or a folder holding manifest.json; bounded, then checked."""
+        text, file = _read_text(Path(path))
+        return cls.parse(text, source=str(file))
 
     @classmethod
     def parse(cls, text: str, source: str = MANIFEST_NAME) -> "Manifest":
-        return cls.from_dict(parse_manifest(text, source=source), source=source)
+        return cls.from_dict(_parse_json(text, source), source=source)
+
+    def check(self, source: str = MANIFEST_NAME) -> "Manifest":
+        """This manifest, after the schema check a manifest.json read from disk gets (AvdataError names
+        every problem)."""
+        validate(self.to_dict(), source=source)
+        return self
 
     def save(self, directory: str | Path, name: str = MANIFEST_NAME) -> Path:
-        return save_manifest(directory, self.to_dict(), name)
+        """Check, then write `directory/name` atomically."""
+        path = Path(directory) / name
+        atomic_write_text(path, self.check(source=str(directory)).to_json())
+        return path
 
     def split(self, name: str) -> SplitEntry:
         if name not in self.splits:
@@ -239,27 +216,21 @@ class Manifest:
         return [(name, s) for name in names for s in self.split(name).shards]
 
 
-def _features(manifest: Manifest | dict[str, Any]) -> dict[str, Any]:
-    """The features of a Manifest, or of a plain (possibly partial) dict as the trainer still holds."""
-    return manifest.get("features", {}) if isinstance(manifest, dict) else manifest.features
-
-
-def data_kind(manifest: Manifest | dict[str, Any]) -> str:
+def data_kind(manifest: Manifest) -> str:
     """'static' (frames + spectrogram) or 'events' (event-count bins): the two shard contracts the
     trainer reads (docs/reference.md §3), told apart by the manifest's features."""
-    feats = _features(manifest)
-    if "frames.npy" in feats and "spec.npy" in feats:
+    feats = manifest.features
+    if has_frames(feats) and "spec.npy" in feats:
         return "static"
     if "visual.npy" in feats and "audio.npy" in feats:
         return "events"
-    dataset = manifest.get("dataset") if isinstance(manifest, dict) else manifest.dataset
-    raise AvdataError(f"shards of {dataset!r} have neither frames.npy + spec.npy nor "
+    raise AvdataError(f"shards of {manifest.dataset!r} have neither frames (frames.npy or frames.<i>.jpg) + spec.npy nor "
                       f"visual.npy + audio.npy fields (they have: {', '.join(feats) or 'none'})")
 
 
-def event_bins(manifest: Manifest | dict[str, Any]) -> int:
+def event_bins(manifest: Manifest) -> int:
     """Time bins of event shards (the first dimension of visual.npy)."""
-    shape = _features(manifest)["visual.npy"].get("shape", [])
+    shape = manifest.features["visual.npy"].get("shape", [])
     if not shape or not isinstance(shape[0], int):
         raise AvdataError("the manifest does not say how many time bins visual.npy has")
     return int(shape[0])

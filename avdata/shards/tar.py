@@ -11,11 +11,11 @@ import hashlib
 import os
 import re
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Mapping, Sequence
 
 from avdata.atomic import tmp_path
+from avdata.shards.manifest import ShardEntry
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 FIELD_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
@@ -55,17 +55,6 @@ def encode_sample(key: str, fields: Mapping[str, bytes]) -> list[bytes]:
         header = _tarinfo(f"{key}.{field}", len(data)).tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
         parts += [header, data, bytes(-len(data) % tarfile.BLOCKSIZE)]
     return parts
-
-
-@dataclass
-class ShardInfo:
-    file: str
-    bytes: int
-    sha256: str
-    num_samples: int
-
-    def to_dict(self) -> dict:
-        return {"file": self.file, "bytes": self.bytes, "sha256": self.sha256, "num_samples": self.num_samples}
 
 
 WRITEBACK_BYTES = 8 << 20
@@ -123,7 +112,7 @@ class ShardWriter:
             self._sha.update(part)
             self._size += len(part)
 
-    def close(self) -> ShardInfo:
+    def close(self) -> ShardEntry:
         # end of archive as tarfile writes it: two zero blocks, then zeros up to a whole 10 KiB record
         end = self._size + 2 * tarfile.BLOCKSIZE
         self._emit(bytes(end - self._size + (-end % tarfile.RECORDSIZE)))
@@ -131,7 +120,7 @@ class ShardWriter:
         os.fsync(self._fileobj.fileno())
         self._fileobj.close()
         os.replace(self.tmp, self.path)
-        return ShardInfo(self.path.name, self._size, self._sha.hexdigest(), self.num_samples)
+        return ShardEntry(self.path.name, self._size, self._sha.hexdigest(), self.num_samples)
 
     def abort(self) -> None:
         self._fileobj.close()
@@ -145,7 +134,7 @@ class ShardWriter:
             self.abort()
 
 
-def write_shard(path: str | Path, samples: Iterable[tuple[str, Mapping[str, bytes]]]) -> ShardInfo:
+def write_shard(path: str | Path, samples: Iterable[tuple[str, Mapping[str, bytes]]]) -> ShardEntry:
     with ShardWriter(path) as w:
         for key, fields in samples:
             w.write(key, fields)

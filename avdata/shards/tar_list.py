@@ -2,7 +2,7 @@
 
 The split of a shard is read from its name (`<split>-NNNNNN.tar`). When `manifest.json` lies beside
 them (`avdata.shards.location.open_shards` looks), its entries for those files are used; otherwise the
-class names must be given and a manifest is made with `avdata.shards.manifest`'s constructors by
+class names must be given and a `Manifest` is made by
 reading each file (sample and class counts, the first sample's field shapes; sha256 via
 `avdata.hashing`).
 """
@@ -18,7 +18,9 @@ from typing import Any, Sequence
 from avdata.errors import AvdataError
 from avdata.fetch.urls import is_url
 from avdata.hashing import sha256_file
-from avdata.shards.manifest import Manifest, SplitEntry, new_manifest, split_entry
+from avdata.shards.manifest import Manifest, ShardEntry, SplitEntry
+from avdata.shards.frames import JPEG_FRAMES, jpeg_frame_names
+from avdata.shards.jpeg import jpeg_size
 from avdata.shards.npy import decode_npy_view
 from avdata.shards.reader import iter_shard
 
@@ -58,7 +60,7 @@ def split_of(name: str) -> str:
     return m.group("split")
 
 
-def scan_shard(path: str) -> tuple[dict[str, Any], dict[str, int], dict[str, list[int]]]:
+def scan_shard(path: str) -> tuple[ShardEntry, dict[str, int], dict[str, list[int]]]:
     """(manifest shard entry, class index counts, {field: shape of the first sample}) of a local tar."""
     counts: dict[str, int] = {}
     shapes: dict[str, list[int]] = {}
@@ -69,13 +71,15 @@ def scan_shard(path: str) -> tuple[dict[str, Any], dict[str, int], dict[str, lis
             c = fields["cls"].decode().strip()
             counts[c] = counts.get(c, 0) + 1
         if n == 1:
+            jpegs = jpeg_frame_names(fields)
+            if jpegs:  # K JPEG members are one feature, [K, H, W, 3]
+                shapes[JPEG_FRAMES] = [len(jpegs), *jpeg_size(fields[jpegs[0]])]
             for fld, data in fields.items():
                 if fld.endswith(".npy"):
                     shapes[fld] = list(decode_npy_view(data).shape)
-                elif fld != "cls":
+                elif fld != "cls" and fld not in jpegs:
                     shapes.setdefault(fld, [])
-    entry = {"file": Path(path).name, "bytes": Path(path).stat().st_size, "sha256": sha256_file(path),
-             "num_samples": n}
+    entry = ShardEntry(Path(path).name, Path(path).stat().st_size, sha256_file(path), n)
     return entry, counts, shapes
 
 
@@ -111,7 +115,7 @@ def manifest_of_files(files: list[str], classes: Sequence[str] | None) -> tuple[
                           "or point --shards at the shards folder")
     if any(is_url(f) for f in files):
         raise AvdataError("shard URLs without a manifest.json beside them cannot be sized; serve the manifest too")
-    shards: dict[str, list[dict[str, Any]]] = {}
+    shards: dict[str, list[ShardEntry]] = {}
     features: dict[str, Any] = {}
     class_counts: dict[str, dict[str, int]] = {}
     addresses: dict[str, str] = {}
@@ -121,16 +125,16 @@ def manifest_of_files(files: list[str], classes: Sequence[str] | None) -> tuple[
         split = split_of(Path(f).name)
         entry, counts, shapes = scan_shard(f)
         shards.setdefault(split, []).append(entry)
-        addresses[entry["file"]] = f
+        addresses[entry.file] = f
         totals = class_counts.setdefault(split, {})
         for c, k in counts.items():
             name = classes[int(c)] if c.isdigit() and int(c) < len(classes) else c
             totals[name] = totals.get(name, 0) + k
         for fld, shape in shapes.items():
             features.setdefault(fld, {"shape": shape})
-    if "frames.npy" in features:  # several frame counts across clips: the first sample's is not the rule
-        features["frames.npy"]["shape"] = ["K", *features["frames.npy"]["shape"][1:]]
-    manifest = new_manifest("custom", {}, list(classes), features)
-    for split, entries in shards.items():
-        manifest["splits"][split] = split_entry(entries, class_counts.get(split, {}))
-    return Manifest.from_dict(manifest, source=f"{len(files)} shard file(s)"), addresses
+    for frames in ("frames.npy", JPEG_FRAMES):  # frame counts vary across clips: the first one's is no rule
+        if frames in features:
+            features[frames]["shape"] = ["K", *features[frames]["shape"][1:]]
+    manifest = Manifest(dataset="custom", classes=list(classes), features=features, splits={
+        split: SplitEntry.of_shards(entries, class_counts.get(split, {})) for split, entries in shards.items()})
+    return manifest.check(source=f"{len(files)} shard file(s)"), addresses

@@ -19,7 +19,7 @@ from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, Re
 from avdata.fetch.urls import is_url, join_url
 from avdata.errors import AvdataError
 from avdata.shards.location import read_url
-from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, parse_manifest, shard_files
+from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
 
 log = logging.getLogger("avdata.share.pull")
 
@@ -89,18 +89,18 @@ def pull(
         text = raw_manifest.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise AvdataError(f"{join_url(base, MANIFEST_NAME)}: not UTF-8 text ({exc}); is this a shards folder?") from exc
-    manifest = parse_manifest(text, source=join_url(base, MANIFEST_NAME))
-    all_splits = list(manifest["splits"])
+    manifest = Manifest.parse(text, source=join_url(base, MANIFEST_NAME))
+    all_splits = list(manifest.splits)
     chosen = list(dict.fromkeys(splits)) if splits else all_splits
-    entries = shard_files(manifest, chosen)  # raises AvdataError naming the splits that exist
-    files = [RemoteFile(path=e["file"], size=int(e["bytes"]), sha256=str(e["sha256"]).lower()) for e in entries]
+    entries = manifest.shard_entries(chosen)  # raises AvdataError naming the splits that exist
+    files = [RemoteFile(path=e.file, size=e.bytes, sha256=e.sha256.lower()) for _split, e in entries]
 
     local_manifest = to / MANIFEST_NAME
     drop_link(local_manifest)
     held = _dataset_in(local_manifest) if local_manifest.exists() else None
-    if held is not None and held != manifest["dataset"] and not overwrite:
+    if held is not None and held != manifest.dataset and not overwrite:
         raise AvdataError(f"{to} already holds the dataset {held!r} (its {MANIFEST_NAME}), not "
-                          f"{manifest['dataset']!r}; choose another --to folder, or pass --overwrite to replace it "
+                          f"{manifest.dataset!r}; choose another --to folder, or pass --overwrite to replace it "
                           "(its shards would stay beside the new ones)")
     to.mkdir(parents=True, exist_ok=True)
     if local_manifest.exists() and local_manifest.read_bytes() != raw_manifest:
@@ -136,5 +136,5 @@ def pull(
                 f"whose shards are absent from {to}.")
         log.info("%s", note)
         report.notes.append(note)
-    log.info("pulled %s into %s: %s", manifest.get("dataset", "?"), to, report.summary())
+    log.info("pulled %s into %s: %s", manifest.dataset, to, report.summary())
     return report

@@ -1,5 +1,17 @@
-"""Samples to batches: collation (into shared memory in workers), the training shuffle buffer over all
-workers of a rank (:class:`MixedBatches`), and the DataLoader set-up (:func:`make_loader`).
+"""Samples to batches: collation (into shared memory in workers), the training shuffle buffers, and the
+DataLoader set-up (:func:`make_loader`).
+
+How training batches are mixed (all seeded by seed + epoch, hence reproducible and resumable at epoch
+boundaries; the shard order is shuffled every epoch): `avdata prepare` writes each split in a seeded random
+order and marks it so in the manifest (:func:`written_shuffled`). Such shards are read one at a time and
+each slot passes its samples through a shuffle buffer of `--shuffle-buffer` samples (the whole size in
+every worker, not a share of it) and batches them in its worker (:class:`BufferedSlots`), a worker's
+stream being already mixed; the workers' last partial batches are merged (:class:`FullBatches`). Shards
+not so marked (from elsewhere, or made before) may be sorted by class: each slot reads several at a time,
+drawing each next sample from a random open shard, and with workers all samples of a rank pass through
+one shuffle buffer in the main process (:class:`MixedBatches`) from which every batch is drawn, so that a
+batch is not the product of one worker's stream (at the cost of a copy of every sample in the main
+process).
 
 Batches are tuples `(audio, visual, labels)`:
 static: audio float32 [B, 1, S, S], visual uint8 [B, base, base, 3] (or [B, T, base, base, 3] with
@@ -13,15 +25,18 @@ is raised here.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+import random
+from dataclasses import replace
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from avdata.shards.location import ShardsLocation
+from avdata.shards.manifest import SHUFFLED_ORDER
 
 from scmrl.data.failures import CheckedBatches, ShardFailure
 from scmrl.data.failures import raise_failures as _raise_failures
@@ -29,14 +44,15 @@ from avdata.rng import seeded_rng
 from scmrl.data.config import StreamConfig
 from scmrl.data.stream import ShardStream
 
-__all__ = ["make_loader", "MixedBatches", "default_shuffle_buffer", "collate", "CHUNK"]
+__all__ = ["make_loader", "MixedBatches", "BufferedSlots", "FullBatches", "written_shuffled", "default_shuffle_buffer",
+           "collate", "CHUNK"]
 
 
 def default_shuffle_buffer(samples: int) -> int:
     """The training shuffle buffer for a rank that reads `samples` samples an epoch: a quarter of them,
-    at least 1,000 and at most 4,096 (about 1 GB of CREMA-D-format samples held in the main process;
-    with shards written in random order by `avdata prepare` a larger one buys little), never more than
-    the rank reads."""
+    at least 1,000 and at most 4,096 (about 1 GB of CREMA-D-format samples, held in the main process, or
+    in each worker for shards written in random order, where a worker holds no more than it reads; with
+    such shards a larger one buys little), never more than the rank reads."""
     return max(1, min(samples, min(4096, max(1000, samples // 4))))
 
 
@@ -152,9 +168,76 @@ def _collate_chunk(batch: list[tuple]) -> tuple | ShardFailure:
     return out + ([b[3] for b in batch],) if len(batch[0]) > 3 else out
 
 
-def _as_is(sample: Any) -> Any:
-    """The 'collate' of single samples (training without workers): the sample itself."""
-    return sample
+def _shuffle_buffer(items: Iterable, size: int, rng: random.Random) -> Iterator:
+    """`items` through a shuffle buffer of `size`: each arriving item replaces a random held one, which is
+    passed on; the last `size` leave in random order. A ShardFailure is passed on at once."""
+    buf: list = []
+    for item in items:
+        if isinstance(item, ShardFailure):
+            yield item
+            return
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        j = rng.randrange(len(buf))
+        yield buf[j]
+        buf[j] = item
+    rng.shuffle(buf)
+    yield from buf
+
+
+class BufferedSlots(IterableDataset):
+    """The samples of each (rank, worker) slot of `stream` through a shuffle buffer of its own, of `buffer`
+    samples (the loader's whole buffer, not a share of it: at most `workers` x `buffer` samples in memory),
+    seeded by seed, epoch, rank and worker. Each worker then batches its own samples (DataLoader + collate
+    into shared memory), so the main process copies nothing: for shards written in random order (by
+    `avdata prepare`), where a worker's own stream is already mixed. See :func:`make_loader`."""
+
+    def __init__(self, stream: ShardStream, buffer: int) -> None:
+        self.stream, self.buffer = stream, max(1, buffer)
+
+    def __iter__(self) -> Iterator:
+        info = get_worker_info()
+        wid = info.id if info is not None else 0
+        st = self.stream
+        rng = seeded_rng(st.cfg.seed, st.epoch, "buffer", st.rank, wid)
+        return _shuffle_buffer(iter(st), self.buffer, rng)
+
+
+class FullBatches:
+    """Batches of exactly `batch_size` from a DataLoader whose workers batch their own samples: the partial
+    batch each worker ends its epoch with is merged with the others' (concatenated, in worker order), so a
+    rank drops fewer than `batch_size` samples per epoch whatever the number of workers."""
+
+    def __init__(self, loader: DataLoader, batch_size: int) -> None:
+        self.loader, self.batch_size = loader, batch_size
+
+    def __iter__(self) -> Iterator[tuple]:
+        carry: list[tuple] = []
+        held = 0
+        for batch in _raise_failures(self.loader):
+            n = len(batch[2])
+            if n == self.batch_size:
+                yield batch
+                continue
+            carry.append(batch)
+            held += n
+            if held >= self.batch_size:
+                merged = _cat(carry)
+                yield tuple(m[:self.batch_size] for m in merged)
+                held -= self.batch_size
+                carry = [tuple(m[self.batch_size:] for m in merged)] if held else []
+
+
+def _cat(batches: list[tuple]) -> tuple:
+    return tuple(torch.cat(parts) if isinstance(parts[0], torch.Tensor) else [x for p in parts for x in p]
+                 for parts in zip(*batches))
+
+
+def written_shuffled(source: ShardsLocation, split: str) -> bool:
+    """Whether the manifest says this split's samples were written in a seeded random order."""
+    entry = source.manifest.splits.get(split)
+    return entry is not None and entry.extra.get("order") == SHUFFLED_ORDER
 
 
 # samples a DataLoader worker hands over at a time in training (see MixedBatches): each hand-over costs
@@ -168,10 +251,25 @@ def make_loader(source: ShardsLocation, split: str, cfg: StreamConfig, batch_siz
     """Batches of one split for this rank, and the stream (call `stream.set_epoch(e)` before each epoch;
     the workers are started once and read the epoch from shared memory).
 
-    Training (`cfg.train`): only full batches, drawn from one shuffle buffer over all workers
-    (:class:`MixedBatches`; `cfg.shuffle_buffer` samples, default :func:`default_shuffle_buffer`); the
-    rank's remainder (< batch_size) is dropped. Evaluation: every sample, in order, the last batches of
-    each worker possibly smaller."""
+    Training (`cfg.train`): only full batches; the rank's remainder (< batch_size) is dropped. The shuffle
+    buffer is `cfg.shuffle_buffer` samples (default :func:`default_shuffle_buffer`). Two ways to batch:
+
+    * shards whose manifest marks the split as written in random order (:func:`written_shuffled`), and
+      any shards without workers: each worker (or the process) shuffles its own slot through a buffer of
+      that size and batches it itself (:class:`BufferedSlots`, :class:`FullBatches`); a worker's stream
+      is then already mixed, and the batches reach the trainer with no copy in the main process;
+    * other shards with workers (they may be sorted by class), or `cfg.mix_across_workers=True`: all
+      workers' samples go through one buffer in the main process (:class:`MixedBatches`), so that a batch
+      draws from every worker's stream; this costs a copy of every sample in the main process (about
+      0.7x the samples per CPU-second with 2 workers on 2 cores, BENCHMARKS.md).
+
+    Shards marked as written in random order are read one at a time (`interleave=1`): interleaving buys
+    them no mixing and cost about 10% of the CPU time per sample (BENCHMARKS.md).
+
+    Evaluation: every sample, in order, the last batches of each worker possibly smaller."""
+    shuffled = written_shuffled(source, split)
+    if cfg.train and shuffled:
+        cfg = replace(cfg, interleave=1)
     ds = ShardStream(source, split, cfg, rank, world)
     common = dict(num_workers=workers, worker_init_fn=_worker_init if workers else None,
                   persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
@@ -182,9 +280,12 @@ def make_loader(source: ShardsLocation, split: str, cfg: StreamConfig, batch_siz
     buffer = cfg.shuffle_buffer
     if buffer is None:
         buffer = default_shuffle_buffer(ds.rank_samples(rank, max(1, workers)))
-    if workers:  # chunks of CHUNK samples; about 4 batches in flight per worker, as for evaluation
-        loader = DataLoader(ds, batch_size=CHUNK, collate_fn=_collate_chunk, drop_last=False,
-                            prefetch_factor=max(2, 4 * batch_size // CHUNK), **common)
-    else:
-        loader = DataLoader(ds, batch_size=None, collate_fn=_as_is, **common)
+    across = cfg.mix_across_workers if cfg.mix_across_workers is not None else not shuffled
+    if not workers or not across:
+        loader = DataLoader(BufferedSlots(ds, buffer), batch_size=batch_size, collate_fn=collate, drop_last=False,
+                            pin_memory=pin_memory, prefetch_factor=4 if workers else None, **common)
+        return FullBatches(loader, batch_size), ds
+    # chunks of CHUNK samples; about 4 batches in flight per worker, as for evaluation
+    loader = DataLoader(ds, batch_size=CHUNK, collate_fn=_collate_chunk, drop_last=False,
+                        prefetch_factor=max(2, 4 * batch_size // CHUNK), **common)
     return MixedBatches(loader, ds, batch_size, buffer, pin_memory), ds

@@ -15,7 +15,11 @@ class StreamConfig:
     seed: int = 42
     train: bool = False  # training: per-epoch frame choice, shuffled shard order, interleave and buffer
     shuffle_buffer: int | None = None  # samples, for the whole loader of a rank; None: default_shuffle_buffer
-    interleave: int = 4  # training: shards a slot reads at once, samples drawn from them at random
+    # training with workers: batches drawn from one buffer over all workers (MixedBatches)? None: only for
+    # shards not marked as written in random order (scmrl.data.batching.make_loader)
+    mix_across_workers: bool | None = None
+    interleave: int = 4  # training: shards a slot reads at once, samples drawn from them at random (1 for
+    # shards marked as written in random order)
     retries: int = 4  # attempts after the first failure to open/read a shard
     backoff: float = 0.5  # seconds before the first retry, doubled each time (max 8 s)
     with_keys: bool = False

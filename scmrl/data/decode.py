@@ -2,8 +2,9 @@
 choice and crop of the static kind. CPU work per sample is small on purpose; augmentation runs batched on
 the device (`scmrl.data.transforms`).
 
-* static (`frames.npy` uint8 [K, H, W, 3], `spec.npy` float32 [F, T]): the frame is picked from a
-  zero-copy view of the stored array (training: a random stored frame, drawn anew every epoch from
+* static (`frames.npy` uint8 [K, H, W, 3] or K `frames.<i>.jpg` members, `spec.npy` float32 or float16
+  [F, T]): the frame is picked from a zero-copy view of the stored array, or only its JPEG is read and
+  decoded (training: a random stored frame, drawn anew every epoch from
   (seed, epoch, key); evaluation: one fixed seeded frame per clip (seed, key); `frames_per_step`: one
   frame per time step, sorted random in training, evenly spaced in evaluation). The centre square of
   side = the frame's short side is cut and resized to `base_size` x `base_size` (default 256, the
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avdata.shards.frames import is_jpeg_frame, jpeg_frame_names
+from avdata.shards.jpeg import decode_jpeg
 from avdata.shards.npy import MAX_NPY_HEADER, decode_npy_view, npy_header
 from avdata.shards.reader import MemberSlice
 
@@ -37,9 +40,25 @@ from scmrl.data.spec_resize import resize_spectrogram
 __all__ = ["ADAPTERS", "StaticAdapter", "EventAdapter", "frame_reader", "center_square", "choose_frames"]
 
 
-def frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], np.ndarray]]:
-    """(K, frame(i) -> [H, W, 3]) of a ``frames.npy`` field ([K, H, W, 3], or one [H, W, 3] frame).
-    For a member left in the file only the frames asked for are read (a third of the bytes for K=3)."""
+def frame_reader(sample: dict[str, Any]) -> tuple[int, Callable[[int], np.ndarray]]:
+    """(K, frame(i) -> [H, W, 3]) of a sample's stored frames, in either layout (`avdata.shards.frames`):
+    ``frames.npy`` ([K, H, W, 3], or one [H, W, 3] frame) or K ``frames.<i>.jpg`` members, of which
+    only the ones asked for are read (when left in the file) and decoded."""
+    if "frames.npy" not in sample:
+        names = jpeg_frame_names(sample)
+        if not names:
+            raise KeyError("frames.npy or frames.<i>.jpg")
+        return len(names), lambda i: _jpeg_frame(sample[names[i]])
+    return npy_frame_reader(sample["frames.npy"])
+
+
+def _jpeg_frame(field: bytes | MemberSlice) -> np.ndarray:
+    return decode_jpeg(field.read_array(0, field.size) if isinstance(field, MemberSlice) else field)
+
+
+def npy_frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], np.ndarray]]:
+    """`frame_reader` of a ``frames.npy`` field. For a member left in the file only the frames asked
+    for are read (a third of the bytes for K=3)."""
     if isinstance(field, MemberSlice):
         head = field.read(0, min(field.size, MAX_NPY_HEADER))
         shape, fortran, dtype, offset = npy_header(head)
@@ -87,16 +106,16 @@ def choose_frames(k: int, key: str, seed: int, epoch: int, train: bool, per_step
 
 
 class StaticAdapter:
-    """frames.npy + spec.npy -> (spectrogram [1, S, S] float32, frame [side, side, 3] or [T, side, side, 3] uint8)."""
+    """frames + spec.npy -> (spectrogram [1, S, S] float32, frame [side, side, 3] or [T, side, side, 3] uint8)."""
 
     @staticmethod
     def lazy(name: str) -> bool:
         """Members read on demand (local shards): the stored frames, of which one (or T) is used."""
-        return name.endswith(".frames.npy")
+        return name.endswith(".frames.npy") or is_jpeg_frame(name)
 
     @staticmethod
     def decode(sample: dict[str, Any], key: str, cfg: StreamConfig, epoch: int) -> tuple[Tensor, Tensor]:
-        count, frame = frame_reader(sample["frames.npy"])
+        count, frame = frame_reader(sample)
         per_step = cfg.time_steps if cfg.frames_per_step else None
         idx = choose_frames(count, key, cfg.seed, epoch, cfg.train, per_step)
         side = cfg.frame_side

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from avdata.shards.manifest import new_manifest, save_manifest, split_entry
+from avdata.shards.manifest import SHUFFLED_ORDER, Manifest, SplitEntry
 from avdata.datasets.recipe import cls_bytes, sample_json
 from avdata.shards.npy import encode_npy
 from avdata.shards.tar import shard_name, write_shard
@@ -93,7 +93,8 @@ def make_synthetic_av_shards(out_dir: str | Path, n_train: int = 256, n_val: int
     options = {"kind": kind, "seed": seed, "frame_shape": list(frame_shape), "frames": frames,
                "spec_shape": list(spec_shape), "bins": bins, "per_shard": per_shard, "signal": signal,
                "vary_frames": vary_frames}
-    manifest = new_manifest(dataset or f"synthetic-{kind}", options, CLASSES, features)
+    manifest = Manifest(dataset=dataset or f"synthetic-{kind}", classes=list(CLASSES), features=features,
+                        options=options)
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         if n <= 0:
             continue
@@ -110,7 +111,8 @@ def make_synthetic_av_shards(out_dir: str | Path, n_train: int = 256, n_val: int
                           else _event_sample(label, rng, bins, signal))
                 samples.append((key, {"cls": cls_bytes(label),
                                       "json": sample_json({"key": key, "label": label, "split": split}), **fields}))
-            shards.append(write_shard(out / shard_name(split, j // per_shard), samples).to_dict())
-        manifest["splits"][split] = split_entry(shards, counts)
-    save_manifest(out, manifest)
+            shards.append(write_shard(out / shard_name(split, j // per_shard), samples))
+        manifest.splits[split] = SplitEntry.of_shards(shards, counts)
+        manifest.splits[split].extra["order"] = SHUFFLED_ORDER  # labels drawn as a random permutation
+    manifest.save(out)
     return out

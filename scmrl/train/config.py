@@ -20,6 +20,7 @@ from scmrl.train.schedule import BASE_LR
 
 if TYPE_CHECKING:
     from avdata.shards.location import ShardsLocation
+    from avdata.shards.manifest import Manifest
     from scmrl.model.config import ModelConfig
 
 __all__ = ["TrainConfig", "EvalConfig", "LIBRARY_ONLY", "NOISE_ON", "DATASET_DEFAULTS", "resolve_protocol",
@@ -41,8 +42,9 @@ EVENT_DEFAULTS = {"tau_s": 0.1, "embed_dim": 256}
 class TrainConfig:
     """A training run: the recipe of docs/reference.md §2 by default (see `scmrl.train.loop`)."""
 
-    shards: str = opt(help="Shards made by `avdata prepare`: a local folder, its http(s) URL, or .tar files "
-                      "(comma-separated or a glob; split read from <split>-NNNNNN.tar).")
+    shards: str = opt(help="Shards made by `avdata prepare`: a local folder, its URL (http(s)://, s3://, gs://, "
+                      "hf://datasets/OWNER/NAME), or .tar files (comma-separated or a glob; split read from "
+                      "<split>-NNNNNN.tar).")
     out: str = opt(help="Run folder: checkpoint.pt, best.pt, metrics.jsonl, results.json, curves.png, "
                    "confusion.png.")
     model: str = opt("scmrl", help="scmrl | audio-only | visual-only | add | concat | weight-attention | sca | "
@@ -91,10 +93,11 @@ class TrainConfig:
     noise_on: str = opt("eval", choices=NOISE_ON, help="Where --noise-snr applies (--protocol reference: train).")
     workers: int = opt(0, min=0, help="DataLoader worker processes per process and split (0: read in the "
                        "training process).")
-    shuffle_buffer: int | None = opt(None, min=1, help="Training shuffle buffer in samples, one per process over "
-                                     "all its DataLoader workers; every batch is drawn from it. Default: a quarter "
-                                     "of the samples the process reads an epoch, at least 1,000 (or all of them) "
-                                     "and at most 4,096. 1 turns it off.")
+    shuffle_buffer: int | None = opt(None, min=1, help="Training shuffle buffer in samples: for shards written in "
+                                     "random order (avdata prepare) each DataLoader worker's own, of this size; for "
+                                     "other shards one per process over all its workers, every batch drawn from it. "
+                                     "Default: a quarter of the samples the process reads an epoch, at least 1,000 "
+                                     "(or all of them) and at most 4,096. 1 turns it off.")
     device: str = opt("auto", help="auto | cpu | cuda.")
     amp: bool = opt(True, help="bf16 autocast on CUDA (CPU always runs float32; --protocol reference: float32).")
     seed: int = opt(42, help="Seed of initialisation, data order, frame choice and augmentation.")
@@ -166,18 +169,17 @@ def resolve_protocol(cfg: TrainConfig) -> tuple[TrainConfig, Protocol]:
     return replace(cfg, **changes), proto
 
 
-def model_config(cfg: TrainConfig, source: ShardsLocation | dict[str, Any]) -> ModelConfig:
-    """The network for these shards (a ShardsLocation or a manifest): dataset defaults from the manifest,
+def model_config(cfg: TrainConfig, source: ShardsLocation | Manifest) -> ModelConfig:
+    """The network for these shards (a ShardsLocation or its Manifest): dataset defaults from the manifest,
     overridden by the options."""
     from avdata.shards.manifest import Manifest, data_kind, event_bins
     from scmrl.model.config import ModelConfig
 
-    manifest = source if isinstance(source, (dict, Manifest)) else source.manifest
-    manifest = manifest.to_dict() if isinstance(manifest, Manifest) else manifest  # indexed as a dict below
+    manifest = source if isinstance(source, Manifest) else source.manifest
     kind = data_kind(manifest)
-    d = {**(EVENT_DEFAULTS if kind == "events" else STATIC_DEFAULTS), **DATASET_DEFAULTS.get(manifest["dataset"], {})}
+    d = {**(EVENT_DEFAULTS if kind == "events" else STATIC_DEFAULTS), **DATASET_DEFAULTS.get(manifest.dataset, {})}
     proto = get_protocol(cfg.protocol)
-    common = dict(num_classes=len(manifest["classes"]), model=cfg.model, attention=cfg.attention or proto.attention,
+    common = dict(num_classes=len(manifest.classes), model=cfg.model, attention=cfg.attention or proto.attention,
                   residual_proj=cfg.residual_proj,
                   embed_dim=cfg.embed_dim or d["embed_dim"], heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
                   alpha=cfg.alpha, tau=cfg.tau, v_threshold=cfg.threshold, attn_threshold=cfg.attn_threshold,

@@ -5,7 +5,9 @@ epoch's metrics summed over ranks. Under DDP, ranks whose share holds fewer batc
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -17,6 +19,7 @@ from scmrl.model.losses import compute_loss
 from scmrl.train.config import TrainConfig
 from scmrl.train.distributed import DistContext, all_reduce_sum, gather_sums
 from scmrl.train.evaluate import autocast_for
+from scmrl.train.loaders import RECORD_KEYS_ENV
 from scmrl.train.schedule import WarmupCosine
 
 __all__ = ["train_epoch", "loss_probe"]
@@ -49,6 +52,8 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, loader, transform: BatchTra
         from torch.distributed.algorithms.join import Join
 
         join = Join([ddp_model])
+    record = os.environ.get(RECORD_KEYS_ENV)
+    keys: list[str] = []
     t0 = time.perf_counter()
     try:
         with join:
@@ -59,6 +64,8 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, loader, transform: BatchTra
                 for g in opt.param_groups:
                     g["lr"] = lr
                 audio, visual, labels = (t.to(device, non_blocking=True) for t in batch[:3])
+                if record and len(batch) > 3:
+                    keys.extend(batch[3])
                 a, v = transform(audio, visual, True, gen)
                 opt.zero_grad(set_to_none=True)
                 with autocast_for(device, cfg.amp):
@@ -76,6 +83,9 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, loader, transform: BatchTra
         raise exc from None  # its message is already clean (ShardFailure): no worker traceback to chain
     seconds = time.perf_counter() - t0
     progress.remove_task(task)
+    if record:
+        Path(record).mkdir(parents=True, exist_ok=True)
+        (Path(record) / f"keys-epoch{epoch + 1}-rank{ctx.rank}.txt").write_text("".join(k + "\n" for k in keys))
     all_reduce_sum(counts, ctx)
     sums = gather_sums(sums, ctx)
     seen, correct = int(counts[0]), int(counts[1])

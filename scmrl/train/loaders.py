@@ -3,6 +3,7 @@ evaluation split, and the batched on-device transform (augmentation, noise) they
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,11 @@ from scmrl.train.config import TrainConfig
 from scmrl.train.distributed import DistContext
 from scmrl.train.protocol import Protocol
 
-__all__ = ["RunData", "make_run_data"]
+__all__ = ["RunData", "make_run_data", "RECORD_KEYS_ENV"]
+
+#: A folder where every rank writes the keys of the training samples it used, one file per epoch and rank
+#: (`keys-epoch{E}-rank{R}.txt`): to check that ranks and nodes split the data as documented (tests).
+RECORD_KEYS_ENV = "SCMRL_RECORD_KEYS"
 
 
 @dataclass
@@ -34,7 +39,8 @@ def make_run_data(source: ShardsLocation, eval_splits: list[str], cfg: TrainConf
                   frames_per_step=cfg.frames_per_step, seed=cfg.seed, retries=cfg.io_retries, backoff=cfg.io_backoff,
                   spec_resize=proto.spec_resize)
     train_loader, train_ds = make_loader(source, "train", StreamConfig(**stream, train=True,
-                                                                       shuffle_buffer=cfg.shuffle_buffer),
+                                                                       shuffle_buffer=cfg.shuffle_buffer,
+                                                                       with_keys=bool(os.environ.get(RECORD_KEYS_ENV))),
                                          cfg.batch_size, cfg.workers, ctx.rank, ctx.world, pin)
     eval_loaders = {s: make_loader(source, s, StreamConfig(**stream, train=False), cfg.batch_size, cfg.workers,
                                    ctx.rank, ctx.world, pin)[0] for s in eval_splits}

@@ -73,7 +73,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         keep_freed_memory()  # faster steps on CPU (scmrl.train.cpu_memory)
     out = Path(cfg.out)
     source = open_shards(cfg.shards, cfg.classes)
-    manifest = source.manifest.to_dict()
+    manifest = source.manifest
     kind = source.kind
     if "train" not in source.splits:
         raise AvdataError(f"{cfg.shards}: no train split (it has {', '.join(source.splits)})")
@@ -122,7 +122,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     if ctx.main:
         write_metrics(metrics_path, state["history"])
         log.info("%s on %s (%s): %d train samples, %s; %d classes; T=%d; embed %d; peak lr %.3g; %d process(es) on %s",
-                 mcfg.model, manifest["dataset"], kind, source.num_samples("train"),
+                 mcfg.model, manifest.dataset, kind, source.num_samples("train"),
                  ", ".join(f"{s} {source.num_samples(s)}" for s in eval_splits) or "no val/test split",
                  mcfg.num_classes, mcfg.time_steps, mcfg.embed_dim, peak, ctx.world, device)
 
@@ -165,7 +165,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                 payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
                            "state": state, "epoch": state["epoch"], "step": state["step"], "rng": capture_rng(),
                            "model_config": asdict(mcfg), "train_config": asdict(cfg), "classes": source.classes,
-                           "dataset": manifest["dataset"], "shards_fingerprint": source.fingerprint()}
+                           "dataset": manifest.dataset, "shards_fingerprint": source.fingerprint()}
                 save_checkpoint(ckpt_path, payload)
                 if improved:
                     save_checkpoint(out / BEST_NAME, {k: payload[k] for k in (
@@ -173,11 +173,11 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
             if stop:
                 break
 
-    results = run_results(state, mcfg, manifest, eval_splits)
+    results = run_results(state, mcfg, manifest.dataset, eval_splits)
     if ctx.main:
         atomic_write_text(out / RESULTS_NAME, json.dumps(results, indent=2) + "\n")
         if state["history"]:
-            plot_curves(state["history"], out / CURVES_NAME, f"{mcfg.model} on {manifest['dataset']}")
+            plot_curves(state["history"], out / CURVES_NAME, f"{mcfg.model} on {manifest.dataset}")
         conf = state["confusion_at_best_val"] if "val" in eval_splits else state["confusion_last"]
         if conf is not None:
             which = (f"epoch {state['best_val_epoch']} (validation-best)" if "val" in eval_splits

@@ -41,11 +41,11 @@ def update_best(state: dict[str, Any], row: dict[str, Any]) -> bool:
     return improved
 
 
-def run_results(state: dict[str, Any], mcfg: ModelConfig, manifest: dict[str, Any], eval_splits: list[str]) -> dict:
+def run_results(state: dict[str, Any], mcfg: ModelConfig, dataset: str, eval_splits: list[str]) -> dict:
     """The contents of results.json."""
     last_test = next((r["test_acc"] for r in reversed(state["history"]) if r.get("test_acc") is not None), None)
     return {
-        "dataset": manifest["dataset"],
+        "dataset": dataset,
         "model": mcfg.model,
         "attention": mcfg.attention,
         "epochs": state["epoch"],

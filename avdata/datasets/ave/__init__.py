@@ -5,6 +5,5 @@
 - `recipe`: `avdata prepare ave` (frames + spectrogram shards with the official splits);
 - `audio_track`: the spectrogram of an MP4's own AAC track;
 - `sources`: `avdata download ave --mirror URL` (`DOWNLOADS`; the official copy is on Google Drive, see there);
-- `unpack`: unpacking the zip without trusting it;
 - `synth`: real-format H.264/AAC MP4s with B-frames and the lists, for tests and demos.
 """

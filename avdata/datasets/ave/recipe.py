@@ -34,14 +34,14 @@ from typing import Any
 from avdata.cli.dataclass_options import opt
 from avdata.datasets.ave.annotations import ANNOTATIONS, CATEGORIES, SPLIT_FILES, TEXT_FILES, read_rows
 from avdata.datasets.ave.audio_track import audio_track_features
-from avdata.datasets.ave.unpack import unpack_zip
-from avdata.datasets.options import spectrogram_option
+from avdata.fetch.unpack import unpack_zip
+from avdata.datasets.options import frame_format_option, jpeg_quality_option, spec_dtype_option, spectrogram_option
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
                                     cls_bytes, sample_json)
 from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, spectrogram_bins
 from avdata.media.video import read_frames
-from avdata.shards.npy import encode_npy
+from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
 
 #: AVE clips are ten seconds long, annotated in ten one-second segments.
 CLIP_SECONDS = 10
@@ -62,6 +62,9 @@ class AveOptions:
                              "frame of each of its 10 seconds.")
     short_side: int = opt(256, min=16, help="Resize stored frames so the short side is this.")
     spectrogram: str = spectrogram_option()
+    frame_format: str = frame_format_option()
+    jpeg_quality: int = jpeg_quality_option()
+    spec_dtype: str = spec_dtype_option()
     seed: int = opt(42, help="Seed of the random order each split's samples are written in (the splits "
                     "themselves are AVE's official lists; recorded in manifest.json).")
 
@@ -191,11 +194,11 @@ class AveRecipe(Recipe):
                     + ", ".join(f"{c} {i}" for i, c in enumerate(CATEGORIES))},
             "json": {"dtype": "json", "shape": [], "meaning": "video id, label, category, split, quality, event "
                      "start and end (s), split list row, source sha256s, video and audio facts"},
-            "frames.npy": {"dtype": "uint8", "shape": ["K", "H", "W", 3],
-                           "meaning": f"RGB video frames, {frames}, resized to short side {options.short_side}"},
-            "spec.npy": {"dtype": "float32", "shape": [bins, "T"],
-                         "meaning": f"{options.spectrogram} log spectrogram of the MP4's AAC track (mixed down, "
-                                    f"resampled to {rate:,} Hz; see avdata.media.audio.SPEC_PRESETS)"},
+            **frames_feature(options.frame_format, options.jpeg_quality, ["K", "H", "W", 3],
+                             f"RGB video frames, {frames}, resized to short side {options.short_side}"),
+            **spec_feature(options.spec_dtype, bins,
+                           f"{options.spectrogram} log spectrogram of the MP4's AAC track (mixed down, "
+                           f"resampled to {rate:,} Hz; see avdata.media.audio.SPEC_PRESETS)"),
         }
 
     @staticmethod
@@ -226,8 +229,8 @@ class AveRecipe(Recipe):
         return {
             "cls": cls_bytes(item.label),
             "json": sample_json(meta),
-            "frames.npy": encode_npy(frames),
-            "spec.npy": encode_npy(spec),
+            **frame_fields(frames, opts.frame_format, opts.jpeg_quality),
+            **spec_field(spec, opts.spec_dtype),
         }
 
 

@@ -12,7 +12,7 @@ it) as the mirror: `avdata download ave --to raw/ave --mirror FOLDER_OR_URL`.
 The download goes through the project's one engine (`avdata.fetch.download.fetch_files`: resumable, retried,
 checked: the zip must be a zip, each list must parse as an AVE list, not an HTML page). No checksums are
 published, so the sha256 of what was fetched is recorded in `<dest>/SHA256SUMS`. Then `AVE.zip` is unpacked
-into `<dest>` (videos and lists only, safely: `unpack.unpack_zip`), which is what `avdata prepare ave --raw`
+into `<dest>` (videos and lists only, safely: `avdata.fetch.unpack.unpack_zip`), which is what `avdata prepare ave --raw`
 reads; the zip is kept, so a rerun checks it and does nothing more.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from avdata.cli.dataclass_options import opt
 from avdata.datasets.ave.annotations import TEXT_FILES, read_rows
 from avdata.datasets.ave.recipe import ZIP_NAME, wanted_member
-from avdata.datasets.ave.unpack import unpack_zip
+from avdata.fetch.unpack import unpack_zip
 from avdata.datasets.download_plan import Download, DownloadPlan, zip_check
 from avdata.errors import AvdataError
 from avdata.fetch.download import DownloadReport, RemoteFile

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from avdata.cli.dataclass_options import opt
-from avdata.datasets.options import seed_option, spectrogram_option, val_fraction_option
+from avdata.datasets.options import (frame_format_option, jpeg_quality_option, seed_option, spec_dtype_option,
+                                     spectrogram_option, val_fraction_option)
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
                                     cls_bytes, sample_json)
 from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, audio_features, spectrogram_bins
-from avdata.shards.npy import encode_npy
+from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
 from avdata.fetch.sources import manifest_dir, pinned_sources
 from avdata.prepare.splits import group_holdout, stratified_holdout
 from avdata.media.video import read_frames
@@ -73,6 +74,9 @@ class CremadOptions:
     short_side: int = opt(256, min=16, help="Resize stored frames so the short side is this (256 lets "
                           "Resize(256)+CenterCrop(128) run at train time).")
     spectrogram: str = spectrogram_option()
+    frame_format: str = frame_format_option()
+    jpeg_quality: int = jpeg_quality_option()
+    spec_dtype: str = spec_dtype_option()
     known_bad: str = opt("skip", choices=("skip", "keep"), help="The 4 clips CREMA-D's README lists as "
                          "broken: skip (and record) or keep (process them like any clip).")
 
@@ -233,9 +237,9 @@ class CremadRecipe(Recipe):
             "cls": {"dtype": "int", "shape": [], "meaning": "class index (ANG 0, DIS 1, FEA 2, HAP 3, NEU 4, SAD 5)"},
             "json": {"dtype": "json", "shape": [], "meaning": "clip id, label, split, actor, sentence, level, "
                      "demographics, perceived-emotion votes, source sha256s, durations"},
-            "frames.npy": {"dtype": "uint8", "shape": ["K", "H", "W", 3],
-                           "meaning": f"RGB video frames, {frames}, resized to short side {options.short_side}"},
-            "spec.npy": {"dtype": "float32", "shape": [bins, "T"], "meaning": spec},
+            **frames_feature(options.frame_format, options.jpeg_quality, ["K", "H", "W", 3],
+                             f"RGB video frames, {frames}, resized to short side {options.short_side}"),
+            **spec_feature(options.spec_dtype, bins, spec),
         }
 
     @staticmethod
@@ -274,8 +278,8 @@ class CremadRecipe(Recipe):
         return {
             "cls": cls_bytes(item.label),
             "json": sample_json(meta),
-            "frames.npy": encode_npy(frames),
-            "spec.npy": encode_npy(spec),
+            **frame_fields(frames, opts.frame_format, opts.jpeg_quality),
+            **spec_field(spec, opts.spec_dtype),
         }
 
 

@@ -11,7 +11,6 @@ counterpart and is dropped; 'z' is 0.
 from __future__ import annotations
 
 import re
-import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +24,7 @@ from avdata.datasets.options import seed_option, val_fraction_option
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
                                     cls_bytes, sample_json)
 from avdata.errors import AvdataError, MediaError
+from avdata.fetch.unpack import unpack_zip
 from avdata.media.events import bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
 from avdata.shards.npy import encode_npy
 from avdata.prepare.splits import seeded_shuffle, stratified_holdout
@@ -132,17 +132,12 @@ class MnistDvsNTidigitsRecipe(Recipe):
         if not zips:
             return raw
         target = workdir / "mnistdvs"
+
+        def chosen_scale(name: str) -> bool:
+            return bool((m := AEDAT_RE.search(name)) and int(m.group(3)) == options.scale)
+
         for z in zips:
-            done = target / f".{z.stem}.scale{options.scale}"
-            if done.exists():
-                continue
-            with zipfile.ZipFile(z) as zf:
-                members = [m for m in zf.namelist()
-                           if (mt := AEDAT_RE.search(m)) and int(mt.group(3)) == options.scale]
-                for m in members:
-                    zf.extract(m, target)
-            done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text(f"{len(members)}\n")
+            unpack_zip(z, target, keep=chosen_scale)  # safely (avdata.fetch.unpack); once per zip and scale
         h5 = find_h5(raw)
         link = target / h5.name
         if not link.exists():

@@ -18,12 +18,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from avdata.cli.dataclass_options import opt
-from avdata.datasets.options import seed_option, spectrogram_option, val_fraction_option
+from avdata.datasets.options import (frame_format_option, jpeg_quality_option, seed_option, spec_dtype_option,
+                                     spectrogram_option, val_fraction_option)
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
                                     cls_bytes, sample_json)
 from avdata.errors import AvdataError, MediaError
+from avdata.fetch.unpack import unpack_zip
 from avdata.media.audio import audio_features, spectrogram_bins
-from avdata.shards.npy import encode_npy
+from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
 from avdata.prepare.splits import first_fraction, stratified_holdout
 from avdata.media.video import resize_short_side
 
@@ -54,6 +56,9 @@ class UrbanSoundOptions:
     seed: int = seed_option()
     short_side: int = opt(256, min=16, help="Resize images so the short side is this.")
     spectrogram: str = spectrogram_option()
+    frame_format: str = frame_format_option()
+    jpeg_quality: int = jpeg_quality_option()
+    spec_dtype: str = spec_dtype_option()
 
 
 def sample_key(cls: str, stem: str) -> str:
@@ -110,14 +115,7 @@ class UrbanSound8kAVRecipe(Recipe):
     def prepare_raw(self, raw: Path, workdir: Path, options: Any) -> Path:
         if raw.is_file() and zipfile.is_zipfile(raw):
             target = workdir / "urbansound8k-av"
-            done = target / ".unpacked"
-            if not done.exists():
-                with zipfile.ZipFile(raw) as zf:
-                    bad = zf.testzip()
-                    if bad is not None:
-                        raise AvdataError(f"{raw}: member {bad} is corrupt; download the zip again")
-                    zf.extractall(target)
-                done.write_text(raw.name + "\n")
+            unpack_zip(raw, target)  # refuses members outside target and links; resumes; once per zip
             return target
         if raw.is_file():
             raise AvdataError(f"{raw}: not a zip file; pass the Kaggle zip or the folder it unpacks to")
@@ -160,10 +158,10 @@ class UrbanSound8kAVRecipe(Recipe):
         return {
             "cls": {"dtype": "int", "shape": [], "meaning": "class index: " + ", ".join(CLASSES)},
             "json": {"dtype": "json", "shape": [], "meaning": "name, class, split, source sha256s, audio info"},
-            "frames.npy": {"dtype": "uint8", "shape": [1, "H", "W", 3],
-                           "meaning": f"the paired image, RGB, short side {options.short_side}"},
-            "spec.npy": {"dtype": "float32", "shape": [bins, "T"],
-                         "meaning": f"{options.spectrogram} log spectrogram of the sound (resampled, mixed down)"},
+            **frames_feature(options.frame_format, options.jpeg_quality, [1, "H", "W", 3],
+                             f"the paired image, RGB, short side {options.short_side}"),
+            **spec_feature(options.spec_dtype, bins,
+                           f"{options.spectrogram} log spectrogram of the sound (resampled, mixed down)"),
         }
 
     @staticmethod
@@ -177,7 +175,7 @@ class UrbanSound8kAVRecipe(Recipe):
                 "split": item.split, "sources": dict(sorted(ctx.source_sha256.items())),
                 "audio": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ainfo.items()}}
         return {"cls": cls_bytes(item.label), "json": sample_json(meta),
-                "frames.npy": encode_npy(image[None]), "spec.npy": encode_npy(spec)}
+                **frame_fields(image[None], opts.frame_format, opts.jpeg_quality), **spec_field(spec, opts.spec_dtype)}
 
 
 RECIPE = UrbanSound8kAVRecipe

@@ -1,4 +1,5 @@
-"""Unpacking a downloaded zip without trusting it.
+"""Unpacking a zip without trusting it: the one extractor every dataset's zips go through (AVE.zip,
+the UrbanSound8K-AV Kaggle zip, the MNIST-DVS `grabbed_data<d>.zip`), on download or on `prepare --raw`.
 
 A zip from a mirror may name members outside the target (`../x`, `/etc/x`, `C:\\x`), hold links, claim
 small sizes and inflate to far more, or be cut off. `unpack_zip` therefore:
@@ -8,15 +9,15 @@ small sizes and inflate to far more, or be cut off. `unpack_zip` therefore:
 - refuses links and encrypted members, and names that occur twice;
 - bounds the total by the sizes the zip declares (`max_bytes`, and the free disk space), and never writes
   more than a member declares (zipfile stops there; the CRC check then fails for a lying member);
-- writes each member as `<name>.part`, renamed once complete and CRC-checked, so a member is never half
-  present under its name; members already there with their declared size are kept (a rerun resumes), and
-  a marker file records a finished unpack so a rerun does nothing.
-
-Nothing AVE-specific lives here: the other datasets' zips could go through it too.
+- writes each member as `<name>.part` (created afresh, never through a link planted under that name),
+  renamed once complete and CRC-checked, so a member is never half present under its name; members
+  already there with their declared size are kept (a rerun resumes), and a marker file records a
+  finished unpack of that zip and that choice of members, so a rerun does nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
@@ -25,9 +26,10 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from avdata.atomic import atomic_write_text, open_new
 from avdata.errors import AvdataError
 
-#: Default bound on what one zip may unpack to (the AVE zip unpacks to a few GB).
+#: Default bound on what one zip may unpack to (the AVE zip unpacks to a few GB, UrbanSound8K-AV's to about 7).
 MAX_UNPACKED_BYTES = 64 * 2**30
 MAX_MEMBERS = 200_000
 _COPY_CHUNK = 1 << 20
@@ -52,9 +54,12 @@ def _marker(zpath: Path, target: Path) -> Path:
     return target / f".unpacked-{zpath.name}"
 
 
-def _stamp(zpath: Path) -> str:
+def _stamp(zpath: Path, names: list[str]) -> str:
+    """What a finished unpack was of: the zip (name, size, time) and the members chosen (another `keep`,
+    e.g. another MNIST-DVS scale, is another unpack)."""
     st = zpath.stat()
-    return f"{zpath.name} {st.st_size} {st.st_mtime_ns}\n"
+    chosen = hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{zpath.name} {st.st_size} {st.st_mtime_ns} {len(names)} {chosen}\n"
 
 
 def unpack_zip(
@@ -94,7 +99,8 @@ def unpack_zip(
             seen.add(rel.as_posix())
             chosen.append((info, rel))
         names = sorted(rel.as_posix() for _, rel in chosen)
-        if marker.is_file() and marker.read_text() == _stamp(zpath):
+        stamp = _stamp(zpath, names)
+        if marker.is_file() and marker.read_text() == stamp:
             return names
         total = sum(i.file_size for i, _ in chosen)
         if total > max_bytes:
@@ -109,7 +115,7 @@ def unpack_zip(
                               "free some space or unpack elsewhere")
         for info, rel in todo:
             _unpack_member(zf, info, rel, target, root, zpath)
-    marker.write_text(_stamp(zpath))
+    atomic_write_text(marker, stamp)
     return names
 
 
@@ -122,7 +128,7 @@ def _unpack_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: PurePosixPat
     part = dest.with_name(dest.name + ".part")
     written = 0
     try:
-        with zf.open(info) as src, open(part, "wb") as out:
+        with zf.open(info) as src, open_new(part) as out:
             while chunk := src.read(_COPY_CHUNK):
                 written += len(chunk)
                 if written > info.file_size:  # zipfile stops at the declared size; this is a second guard

@@ -1,0 +1,137 @@
+"""Object storage (`s3://`, `gs://`; `hf://` for uploads) through fsspec, answering like an HTTP response.
+
+An object opened here looks to its reader like an http(s) response (`avdata.fetch.transport.open_source`):
+status 200, or 206 for a range; `Content-Length` and `Content-Range` headers; `read(n)`. A missing object
+raises HTTPError 404 and a refused one 403. So the download engine, `read_small` and the shard readers
+treat every remote the same way, with the same size caps, range resume, stall rule and retries.
+
+Each store's library is an optional extra (`pip install "avdata-scmrl[s3]"`, `[gcs]`, `[hf]`); without it,
+or without credentials, the error names what to install or set. Credentials come from where each store's
+own tools look: S3 from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, `AWS_PROFILE` and
+~/.aws/credentials, ~/.aws/config (an S3-compatible server, MinIO or Ceph, by `AWS_ENDPOINT_URL` or
+`endpoint_url` in the profile); Google Cloud Storage from `GOOGLE_APPLICATION_CREDENTIALS` or
+`gcloud auth application-default login` (public buckets need none; `STORAGE_EMULATOR_HOST` for an
+emulator); the Hub from `HF_TOKEN` or `hf auth login`.
+"""
+
+from __future__ import annotations
+
+import email.message
+import importlib
+import urllib.error
+from typing import Any
+
+from avdata.errors import AvdataError
+
+__all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES"]
+
+#: scheme -> (fsspec protocol, the package it needs, the extra that installs it, where credentials come from)
+STORES: dict[str, tuple[str, str, str, str]] = {
+    "s3": ("s3", "s3fs", "s3", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or ~/.aws/credentials "
+           "(and AWS_ENDPOINT_URL for an S3-compatible server)"),
+    "gs": ("gcs", "gcsfs", "gcs", "GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`"),
+    "gcs": ("gcs", "gcsfs", "gcs", "GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`"),
+    "hf": ("hf", "huggingface_hub", "hf", "HF_TOKEN, or `hf auth login`"),
+}
+#: Bytes fetched per request while a shard is streamed (fsspec's read-ahead block).
+BLOCK_SIZE = 8 << 20
+
+
+def _store(url: str) -> tuple[str, str, str, str]:
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in STORES:
+        raise AvdataError(f"{url}: not an object storage URL (s3://, gs://, hf://)")
+    return STORES[scheme]
+
+
+def filesystem(url: str, timeout: float = 60.0) -> tuple[Any, str]:
+    """The fsspec filesystem for `url` and the path inside it; AvdataError naming the extra to install."""
+    protocol, package, extra, _ = _store(url)
+    try:
+        importlib.import_module(package)
+        import fsspec
+    except ImportError as exc:
+        raise AvdataError(f"{url}: reading or writing {url.split('://')[0]}:// needs the {package} package: "
+                          f'pip install "avdata-scmrl[{extra}]"') from exc
+    options: dict[str, Any] = {}
+    if protocol == "s3":  # bounded waits: a silent server is retried, then reported, never waited on forever
+        options["config_kwargs"] = {"connect_timeout": min(timeout, 30.0), "read_timeout": timeout,
+                                    "retries": {"max_attempts": 3, "mode": "standard"}}
+    elif protocol == "gcs":
+        options["timeout"] = timeout
+    fs = fsspec.filesystem(protocol, **options)
+    return fs, fs._strip_protocol(url)
+
+
+def credential_error(url: str, exc: BaseException) -> AvdataError | None:
+    """An AvdataError naming where credentials come from, when `exc` says there are none."""
+    name = type(exc).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError",
+                "RefreshError", "LocalTokenNotFoundError"):
+        return AvdataError(f"{url}: no usable credentials ({exc}); set {_store(url)[3]}")
+    return None
+
+
+def _http_error(url: str, code: int, reason: str) -> urllib.error.HTTPError:
+    return urllib.error.HTTPError(url, code, reason, email.message.Message(), None)
+
+
+def _call(url: str, fn, *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args)` with a store's errors turned into the HTTP-like ones readers expect."""
+    try:
+        return fn(*args, **kwargs)
+    except FileNotFoundError as exc:
+        raise _http_error(url, 404, "Not Found (no such object)") from exc
+    except PermissionError as exc:
+        raise _http_error(url, 403, f"Forbidden ({exc}); check the credentials: {_store(url)[3]}") from exc
+    except Exception as exc:
+        cred = credential_error(url, exc)
+        if cred is not None:
+            raise cred from exc
+        raise
+
+
+def object_size(url: str, timeout: float = 60.0) -> int:
+    """The size of one object; HTTPError 404 when there is none."""
+    fs, path = filesystem(url, timeout)
+    info = _call(url, fs.info, path)
+    if info.get("type") == "directory":
+        raise _http_error(url, 404, "Not Found (a folder, not an object)")
+    return int(info["size"])
+
+
+class ObjectResponse:
+    """An object read from `offset` on, answering like an HTTP response (200, or 206 for a range)."""
+
+    def __init__(self, url: str, offset: int = 0, timeout: float = 60.0) -> None:
+        fs, path = filesystem(url, timeout)
+        self._f = _call(url, fs.open, path, "rb", block_size=BLOCK_SIZE, cache_type="readahead")
+        size = int(self._f.size)
+        self.headers = email.message.Message()
+        if offset and offset >= size:
+            self._f.close()
+            hdrs = email.message.Message()
+            hdrs["Content-Range"] = f"bytes */{size}"
+            raise urllib.error.HTTPError(url, 416, "Range Not Satisfiable", hdrs, None)
+        self.url = url
+        self._f.seek(offset)
+        self.status = 206 if offset else 200
+        self.headers["Content-Length"] = str(size - offset)
+        if offset:
+            self.headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
+
+    def read(self, n: int = -1) -> bytes:
+        return _call(self.url, self._f.read, n)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "ObjectResponse":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_object(url: str, offset: int = 0, timeout: float = 60.0) -> ObjectResponse:
+    return ObjectResponse(url, offset, timeout)

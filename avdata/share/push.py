@@ -1,0 +1,151 @@
+"""Upload a prepared shards folder to object storage (`s3://`, `gs://`, `hf://datasets/...`), verified first.
+
+Why prepare locally and then push, instead of `prepare --out s3://...`: `avdata prepare` resumes, runs
+`--part`s and checks its work through files on a local disk (the `.avdata/` state folder, shard sidecars,
+temporary names renamed when complete), none of which object storage has (no rename, no appends, no
+partial objects); and a bucket is the place readers find a dataset, so nothing should appear there before
+the whole folder verifies. A push is cheap to repeat, so the two steps cost little more than one.
+
+Order matters, as for `avdata pull`: the shards first, then the dataset card, and manifest.json LAST, so
+a reader never sees a manifest that names shards not yet there. When the destination already holds a
+different manifest.json, it is removed first (the shards it names are about to be replaced). Each object
+appears whole or not at all (a PUT, or a multipart upload completed at the end), so an interrupted push
+leaves no half-written object; a rerun skips the objects already there with the right size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avdata.errors import AvdataError
+from avdata.fetch.objstore import STORES, credential_error, filesystem, object_size
+from avdata.fetch.urls import is_object_url
+from avdata.progress import make_progress
+from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
+from avdata.verify import verify_shards
+
+log = logging.getLogger("avdata.share.push")
+
+CARD_NAME = "README.md"
+
+
+@dataclass
+class PushReport:
+    """What `push` did: objects uploaded and skipped (already there with the right size), bytes sent."""
+
+    url: str
+    uploaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+
+    def summary(self) -> str:
+        return (f"{len(self.uploaded)} uploaded ({self.bytes_sent:,} bytes), {len(self.skipped)} already there")
+
+
+def _remote_size(url: str) -> int | None:
+    try:
+        return object_size(url)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise AvdataError(f"{url}: cannot be read ({exc.reason})") from exc
+
+
+def _remote_dataset(fs, path: str) -> tuple[bytes | None, str | None]:
+    """The manifest already at the destination (bytes, dataset name), or (None, None)."""
+    if not fs.exists(path):
+        return None, None
+    with fs.open(path, "rb") as f:
+        data = f.read(MAX_MANIFEST_SIZE + 1)
+    try:
+        found = json.loads(data) if len(data) <= MAX_MANIFEST_SIZE else None
+    except (ValueError, RecursionError):
+        found = None
+    return data, str(found.get("dataset")) if isinstance(found, dict) else None
+
+
+def push(folder: str | Path, url: str, jobs: int = 4, progress: bool | None = None,
+         overwrite: bool = False) -> PushReport:
+    """Verify the shards folder `folder` (sha256, sizes, sample counts), then upload it to `url`: shards,
+    card, manifest last; objects already there with the right size are skipped (a rerun resumes).
+
+    A destination that holds another dataset is refused unless `overwrite`. Raises AvdataError when the
+    folder does not verify, the URL is not object storage, or the store refuses."""
+    folder = Path(folder)
+    url = url.rstrip("/")
+    if url.endswith("/" + MANIFEST_NAME):
+        url = url[: -len(MANIFEST_NAME) - 1]
+    if not is_object_url(url):
+        raise AvdataError(f"{url}: push uploads to object storage (s3://BUCKET/PATH, gs://BUCKET/PATH, "
+                          "hf://datasets/OWNER/NAME); to share over http, run `avdata serve` on the folder")
+    filesystem(url)  # a missing extra is named before the folder is read
+    checked = verify_shards(folder, progress=progress)
+    if not checked.ok:
+        first = "; ".join(f"{f}: {w}" for f, w in checked.problems[:3])
+        raise AvdataError(f"{folder} does not verify ({len(checked.problems)} problem(s): {first}); nothing was "
+                          f"uploaded. See `avdata verify {folder}`, and prepare or pull the folder again")
+    try:
+        return _upload(folder, url, jobs, progress, overwrite)
+    except PermissionError as exc:
+        raise AvdataError(f"{url}: access denied ({exc}); check the credentials: {STORES[_scheme(url)][3]}") from exc
+    except Exception as exc:
+        cred = credential_error(url, exc)
+        if cred is not None:
+            raise cred from exc
+        raise
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower()
+
+
+def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite: bool) -> PushReport:
+    manifest_bytes = (folder / MANIFEST_NAME).read_bytes()
+    manifest = Manifest.parse(manifest_bytes.decode("utf-8"), source=str(folder / MANIFEST_NAME))
+    fs, root = filesystem(url)
+    remote_manifest, held = _remote_dataset(fs, f"{root}/{MANIFEST_NAME}")
+    if held is not None and held != manifest.dataset and not overwrite:
+        raise AvdataError(f"{url} already holds the dataset {held!r}, not {manifest.dataset!r}; choose another URL, "
+                          "or pass --overwrite to replace it")
+    if remote_manifest is not None and remote_manifest != manifest_bytes:
+        log.info("%s/%s differs from the one pushed; removing it until the push completes", url, MANIFEST_NAME)
+        fs.rm_file(f"{root}/{MANIFEST_NAME}")
+
+    names = [s.file for _split, s in manifest.shard_entries()]
+    if (folder / CARD_NAME).is_file():
+        names.append(CARD_NAME)
+    report = PushReport(url)
+    todo = []
+    for name in names:
+        size = (folder / name).stat().st_size
+        if _remote_size(f"{url}/{name}") == size:
+            report.skipped.append(name)
+        else:
+            todo.append((name, size))
+    # the Hub makes one commit per file: uploads to it go one at a time
+    workers = 1 if _scheme(url) == "hf" else max(1, jobs)
+    bar = make_progress("B", disable=None if progress in (None, True) else True)
+    with bar, ThreadPoolExecutor(workers) as pool:
+        task = bar.add_task(f"push -> {url}", total=sum(s for _n, s in todo))
+
+        def upload(item: tuple[str, int]) -> None:
+            name, size = item
+            fs.put_file(str(folder / name), f"{root}/{name}")
+            bar.advance(task, size)
+
+        for (name, size), _ in zip(todo, pool.map(upload, todo)):
+            report.uploaded.append(name)
+            report.bytes_sent += size
+        if remote_manifest != manifest_bytes:
+            fs.pipe_file(f"{root}/{MANIFEST_NAME}", manifest_bytes)
+            report.uploaded.append(MANIFEST_NAME)
+            report.bytes_sent += len(manifest_bytes)
+        else:
+            report.skipped.append(MANIFEST_NAME)
+    log.info("pushed %s to %s: %s", manifest.dataset, url, report.summary())
+    return report

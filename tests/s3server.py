@@ -1,0 +1,102 @@
+"""An S3-compatible server on 127.0.0.1 for tests: moto's standalone server in a child process.
+
+    with moto_s3(tmp_path) as s3:
+        s3.env        # AWS_* variables that point boto3/s3fs at it (set them in the tests' processes)
+        s3.client     # a boto3 client for it (create buckets, delete objects)
+
+Credentials are fixed test values and config files point at empty files, so nothing of the user's AWS
+set-up is read; the server is stopped (and its process group killed) at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+
+def skip_without_s3() -> None:
+    """Skip (with the reason) where the s3 extra or moto's server mode is not installed."""
+    if importlib.util.find_spec("s3fs") is None:
+        pytest.skip('the s3 extra is not installed: pip install -e ".[s3]"')
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
+        pytest.skip('moto\'s server mode is not installed: pip install "moto[server]"')
+
+
+@dataclass
+class S3:
+    endpoint: str
+    env: dict[str, str]
+    client: Any
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_s3(tmp: Path, timeout: float = 30.0) -> Iterator[S3]:
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    empty = tmp / "aws-empty"
+    empty.write_text("")
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "AWS_CONFIG_FILE": str(empty), "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto server did not start on {endpoint} (exit {proc.poll()})")
+                time.sleep(0.2)
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                              aws_secret_access_key="testing", region_name="us-east-1")
+        yield S3(endpoint, env, client)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def s3_env(s3: S3) -> Iterator[None]:
+    """The server's AWS_* variables set in this process (and fsspec's cached clients dropped before and
+    after, so no client made for other settings is reused)."""
+    import s3fs
+
+    mp = pytest.MonkeyPatch()
+    for k, v in s3.env.items():
+        mp.setenv(k, v)
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        mp.delenv(k, raising=False)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        mp.undo()
