@@ -24,7 +24,18 @@ _COMMON: list[tuple[str, Any, Any]] = [
     ("jobs", int, typer.Option(1, "--jobs", "-j", min=1, help="Parallel worker processes. Output bytes do not "
                                "depend on it.")),
     ("part", Optional[str], typer.Option(None, "--part", help="Prepare only part i/N (0-based i) of the shards, "
-                                         "e.g. for a cluster array job; then `avdata merge` the outputs.")),
+                                         "e.g. for a cluster array job; then `avdata merge` the outputs. 'auto': i "
+                                         "and N from a Slurm array (SLURM_ARRAY_TASK_ID/COUNT) or a Kubernetes "
+                                         "Indexed Job (JOB_COMPLETION_INDEX, with --part-count).")),
+    ("part_count", Optional[int], typer.Option(None, "--part-count", min=1, help="N for --part auto where the "
+                                               "scheduler does not say it (Kubernetes); default: $AVDATA_PART_COUNT.")),
+    ("executor", str, typer.Option("local", "--executor", help="local (a process pool of --jobs) or dask (each "
+                                   "shard a task of a Dask cluster; needs the [dask] extra). Output bytes do not "
+                                   "depend on it.")),
+    ("scheduler", Optional[str], typer.Option(None, "--scheduler", help="With --executor dask: a running Dask "
+                                              "scheduler's address (tcp://host:8786); without it a local cluster "
+                                              "of --jobs worker processes is started. --raw and --out must be on "
+                                              "a file system shared with every worker.")),
     ("strict", bool, typer.Option(False, "--strict", help="Stop at the first bad clip instead of skipping and "
                                   "recording it.")),
     ("overwrite", bool, typer.Option(False, "--overwrite", help="Replace shards in --out that were made with "
@@ -67,8 +78,9 @@ def build_prepare_command(name: str) -> Any:
 
     recipe = recipe_class(name)
 
-    def body(options: Any, *, raw: Path, out: Path, jobs: int, part: Optional[str], strict: bool,
-             overwrite: bool, verbose: bool, samples_per_shard: int, protocol: str | None = None) -> None:
+    def body(options: Any, *, raw: Path, out: Path, jobs: int, part: Optional[str], part_count: Optional[int],
+             executor: str, scheduler: Optional[str], strict: bool, overwrite: bool, verbose: bool,
+             samples_per_shard: int, protocol: str | None = None) -> None:
         if recipe.reference is not None:
             from avdata.prepare.protocol import resolve_prepare_protocol
 
@@ -78,7 +90,8 @@ def build_prepare_command(name: str) -> Any:
             except AvdataError as exc:
                 fail(exc)
             options = dataclasses.replace(options, val_fraction=val)
-        _run(name, raw, out, options, jobs, samples_per_shard, part, strict, overwrite, verbose)
+        _run(name, raw, out, options, jobs, samples_per_shard, part, strict, overwrite, verbose,
+             part_count=part_count, executor=executor, scheduler=scheduler)
 
     body.__signature__ = inspect.Signature(_parameters(recipe))  # type: ignore[attr-defined]
     command = command_from(recipe.options_type, body, overrides=_protocol_overrides(recipe))
@@ -86,15 +99,20 @@ def build_prepare_command(name: str) -> Any:
 
 
 def _run(recipe_name: str, raw: Path, out: Path, options: Any, jobs: int, samples_per_shard: int,
-         part: Optional[str], strict: bool, overwrite: bool, verbose: bool) -> None:
+         part: Optional[str], strict: bool, overwrite: bool, verbose: bool, part_count: Optional[int] = None,
+         executor: str = "local", scheduler: Optional[str] = None) -> None:
     from avdata.datasets.registry import get_recipe
     from avdata.prepare import engine
+    from avdata.prepare.array_job import resolve_part
     from avdata.prepare.lifeline import Terminated, sigterm_as_interrupt
 
     setup_logging(verbose)
     try:
         settings = engine.PrepareSettings(samples_per_shard=samples_per_shard, jobs=jobs,
-                                          part=engine.parse_part(part), strict=strict, overwrite=overwrite)
+                                          part=resolve_part(part, part_count), strict=strict, overwrite=overwrite,
+                                          executor=executor, scheduler=scheduler)
+        if scheduler and executor != "dask":
+            raise AvdataError("--scheduler is the address of a Dask scheduler: it goes with --executor dask")
         with sigterm_as_interrupt():  # `kill` stops it as Ctrl-C does: workers stopped, finished shards kept
             result = engine.prepare(get_recipe(recipe_name), raw, out, options, settings)
     except AvdataError as exc:

@@ -46,7 +46,13 @@ class ToyRecipe(Recipe):
     @staticmethod
     def process(item: WorkItem, ctx: ItemContext) -> dict[str, bytes]:
         text = (ctx.raw / item.sources["text"]).read_text()
-        if text.startswith("die") and os.getpid() != int(text.split()[1]):  # a worker killed mid-clip
+        if text.startswith("die-once"):  # a worker killed mid-clip the first time only (no marker file yet)
+            marker = Path(text.split()[1])
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+            text = " ".join(text.split()[2:])
+        if text.startswith("die ") and os.getpid() != int(text.split()[1]):  # a worker killed mid-clip
             os.kill(os.getpid(), signal.SIGKILL)
         if text.startswith("sleep"):  # a slow clip: lets a test stop the run while workers are busy
             time.sleep(float(text.split()[1]))

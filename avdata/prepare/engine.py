@@ -50,6 +50,8 @@ class PrepareSettings:
     strict: bool = False
     overwrite: bool = False
     progress: bool = True
+    executor: str = "local"  # or "dask": each shard a task of a Dask cluster (avdata.prepare.dask_executor)
+    scheduler: str | None = None  # the Dask scheduler's address; None: a local cluster of `jobs` workers
 
 
 @dataclass
@@ -129,9 +131,13 @@ def prepare(
     raw, out = Path(raw), Path(out)
     if not raw.exists():
         raise AvdataError(f"{raw}: raw data not found; pass the folder you downloaded into (--raw)")
+    if settings.executor != "local":
+        from avdata.prepare.dask_executor import check_executor
+
+        check_executor(settings.executor)  # before planning: a missing extra fails at once
     out.mkdir(parents=True, exist_ok=True)
     raw_dir = recipe.prepare_raw(raw, raw_workdir(out), options)
-    workers = Workers(recipe, raw_dir, options, settings.jobs, out)
+    workers = Workers(recipe, raw_dir, options, settings.jobs if settings.executor == "local" else 1, out)
     try:
         return _prepare(recipe, raw, raw_dir, out, options, settings, command, workers)
     finally:
@@ -167,7 +173,11 @@ def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> 
         log.info("keeping %d finished shard(s) that match their records", len(result.kept))
 
     todo = [items_by_key[k] for s in pending for k in s["keys"]]
-    if todo:
+    if todo and settings.executor == "dask":
+        from avdata.prepare.dask_executor import build_shards
+
+        build_shards(recipe, raw_dir, out, options, settings, pending, items_by_key, result, record["fingerprint"])
+    elif todo:
         _write_pending(recipe, out, settings, pending, todo, workers.run(todo), result)
 
     from avdata.prepare.merge import assemble
