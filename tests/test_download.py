@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from avdata.datasets import download_plan as dr
 from avdata.datasets.cremad.sources import select_cremad
 from avdata.datasets.mnistdvs_ntidigits import sources as events_sources
+from avdata.datasets.urbansound8k_av import sources as us8k_sources
 from avdata.fetch import transfer
 from avdata.fetch.download import DiskFullError, DownloadError, RemoteFile, fetch_files, fetch_url
 from avdata.fetch.session import LFS_ABORT_AFTER
@@ -380,8 +381,9 @@ def test_kaggle_with_credentials_sends_auth(tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     _make_zip(mirror / "urbansound8k-av.zip", {"Dataset_v3_sound/dog_bark/1.wav": os.urandom(5000)})
-    with serve_dir(mirror) as url:
-        res = runner.invoke(app, ["download", "urbansound8k-av", "--to", str(tmp_path / "raw"), "--mirror", url])
+    with serve_dir(mirror) as url:  # the "Kaggle API" on loopback: the token goes there
+        monkeypatch.setattr(us8k_sources, "kaggle_url", lambda: url + "/urbansound8k-av.zip")
+        res = runner.invoke(app, ["download", "urbansound8k-av", "--to", str(tmp_path / "raw")])
         assert res.exit_code == 0, res.output
         auth = url.requests[0]["headers"].get("Authorization")
     assert auth == "Basic " + base64.b64encode(b"alice:s3cret").decode()
@@ -400,7 +402,8 @@ def test_credentials_not_forwarded_on_redirect(tmp_path, monkeypatch):
     _make_zip(store / "urbansound8k-av.zip", {"a.txt": os.urandom(100_000)})
     out = tmp_path / "raw"
     with serve_dir(store, drop_after=30_000) as storage, serve_dir(store, redirect_to=storage) as api:
-        rep = dr.download_dataset("urbansound8k-av", out, mirror=api, backoff=0.01, progress=False)
+        monkeypatch.setattr(us8k_sources, "kaggle_url", lambda: api + "/urbansound8k-av.zip")
+        rep = dr.download_dataset("urbansound8k-av", out, backoff=0.01, progress=False)
         assert rep.ok
         assert [r["status"] for r in api.requests] == [302, 302]
         assert all(r["headers"].get("Authorization", "").startswith("Basic ") for r in api.requests)
@@ -414,3 +417,17 @@ def test_cremad_only_options_rejected_elsewhere(tmp_path):
         dr.plan_download("mnistdvs", tmp_path, limit=3)
     res = runner.invoke(app, ["download", "nosuch", "--to", str(tmp_path)])
     assert res.exit_code == 2 and "unknown dataset" in res.output
+
+
+def test_kaggle_token_is_never_sent_to_a_mirror(tmp_path, monkeypatch):
+    """A --mirror is someone else's server: the Kaggle key stays home."""
+    _no_kaggle(monkeypatch, tmp_path)
+    monkeypatch.setenv("KAGGLE_USERNAME", "carol")
+    monkeypatch.setenv("KAGGLE_KEY", "k3y")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    _make_zip(mirror / "urbansound8k-av.zip", {"a.txt": os.urandom(1000)})
+    with serve_dir(mirror) as url:
+        res = runner.invoke(app, ["download", "urbansound8k-av", "--to", str(tmp_path / "raw"), "--mirror", url])
+        assert res.exit_code == 0, res.output
+        assert url.requests and not any("Authorization" in r["headers"] for r in url.requests)

@@ -26,11 +26,16 @@ KAGGLE_URL = f"https://www.kaggle.com/api/v1/datasets/download/{KAGGLE_DATASET}"
 URBANSOUND_FILE = "urbansound8k-av.zip"
 
 
+def kaggle_url() -> str:
+    """The Kaggle API address of the dataset (module-level so tests can point it at a loopback server)."""
+    return KAGGLE_URL
+
+
 @dataclass
 class UrbanSoundDownloadOptions:
     """The flags of `avdata download urbansound8k-av`."""
 
-    mirror: str | None = opt(None, help=MIRROR_HELP + " It replaces the Kaggle API address; a URL ending in "
+    mirror: str | None = opt(None, help=MIRROR_HELP + " It replaces the Kaggle API address (and gets no Kaggle token); a URL ending in "
                              ".zip is used as is.")
 
 
@@ -77,14 +82,13 @@ def plan(dest: Path, options: UrbanSoundDownloadOptions) -> list[DownloadPlan]:
     if creds is None and mirror is None:
         raise AvdataError(kaggle_missing_message(Path(dest)))
     if mirror is None:
-        url = KAGGLE_URL
+        url = kaggle_url()
     elif mirror.rstrip("/").rsplit("/", 1)[-1].lower().endswith(".zip"):
         url = mirror
     else:
         url = join_url(mirror, URBANSOUND_FILE)
-    headers = {"Authorization": _basic_auth(*creds)} if creds else {}
-    if creds and mirror is not None:
-        log.info("sending the Kaggle credentials of %s to %s (--mirror)", creds[0], url)
+    # the Kaggle token goes to the Kaggle API only: whoever runs a mirror must not receive the key
+    headers = {"Authorization": _basic_auth(*creds)} if creds and mirror is None else {}
     files = [RemoteFile(URBANSOUND_FILE, url=url, check=zip_check)]
     return [DownloadPlan("urbansound8k-av", url, files, headers, record_sums=True,
                          hint="The Kaggle API could not be reached or refused the request: check the network; "
