@@ -35,8 +35,8 @@ def kaggle_url() -> str:
 class UrbanSoundDownloadOptions:
     """The flags of `avdata download urbansound8k-av`."""
 
-    mirror: str | None = opt(None, help=MIRROR_HELP + " It replaces the Kaggle API address (and gets no Kaggle token); a URL ending in "
-                             ".zip is used as is.")
+    mirror: str | None = opt(None, help=MIRROR_HELP + " It replaces the Kaggle API address and gets no Kaggle "
+                             "token; a URL ending in .zip is used as is.")
 
 
 def kaggle_credentials() -> tuple[str, str] | None:
