@@ -146,6 +146,11 @@ def print_summary(result: Any) -> None:
         for name, st in (entry.sample_stats or {}).items():
             console.print(f"{split} {name}: min {st['min']:.4f}, median {st['median']:.4f}, max {st['max']:.4f} "
                           f"(mean {st['mean']:.4f}) over {st['samples']} samples", markup=False, soft_wrap=True)
+    notes = m.notes or {}
+    found, expected = notes.get("clips_found"), notes.get("clips_expected")
+    if isinstance(found, int) and isinstance(expected, int) and found < expected:
+        console.print(f"[yellow]only {found:,} of the {expected:,} clips the dataset lists are in the raw folder[/]: "
+                      "a partial copy (or the wrong --raw); `avdata verify-raw` names what is missing")
     if m.skipped:
         console.print(f"[yellow]{len(m.skipped)} clip(s) skipped[/] (listed in manifest.json):")
         for s in m.skipped:
