@@ -8,6 +8,7 @@
 - `objstore`: s3://, gs:// (and hf:// uploads) through fsspec, answering like an HTTP response.
 - `hub`: hf://datasets/... addresses mapped onto the Hub's download URLs, with the user's token.
 - `disk`: the `.part` file without following symlinks; a full disk.
+- `responses`: a local file or storage object answering like an HTTP response (ranges, 416).
 - `session`: what one run's transfers share: settings, progress bar, early stop, log throttle.
 - `results`: `RemoteFile`, `FileResult`, `DownloadReport` and the errors.
 - `urls`: `is_url`, `join_url`, `redact`.

@@ -22,6 +22,7 @@ import urllib.error
 from typing import Any
 
 from avdata.errors import AvdataError
+from avdata.fetch.responses import FileResponse
 
 __all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES"]
 
@@ -100,37 +101,16 @@ def object_size(url: str, timeout: float = 60.0) -> int:
     return int(info["size"])
 
 
-class ObjectResponse:
+class ObjectResponse(FileResponse):
     """An object read from `offset` on, answering like an HTTP response (200, or 206 for a range)."""
 
     def __init__(self, url: str, offset: int = 0, timeout: float = 60.0) -> None:
         fs, path = filesystem(url, timeout)
-        self._f = _call(url, fs.open, path, "rb", block_size=BLOCK_SIZE, cache_type="readahead")
-        size = int(self._f.size)
-        self.headers = email.message.Message()
-        if offset and offset >= size:
-            self._f.close()
-            hdrs = email.message.Message()
-            hdrs["Content-Range"] = f"bytes */{size}"
-            raise urllib.error.HTTPError(url, 416, "Range Not Satisfiable", hdrs, None)
-        self.url = url
-        self._f.seek(offset)
-        self.status = 206 if offset else 200
-        self.headers["Content-Length"] = str(size - offset)
-        if offset:
-            self.headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
+        f = _call(url, fs.open, path, "rb", block_size=BLOCK_SIZE, cache_type="readahead")
+        super().__init__(url, f, int(f.size), offset)
 
     def read(self, n: int = -1) -> bytes:
         return _call(self.url, self._f.read, n)
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> "ObjectResponse":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def open_object(url: str, offset: int = 0, timeout: float = 60.0) -> ObjectResponse:

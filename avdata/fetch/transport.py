@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from avdata import __version__
 from avdata.errors import AvdataError
 from avdata.fetch.hub import hub_request, is_hub_url
+from avdata.fetch.responses import FileResponse
 from avdata.fetch.urls import is_object_url, is_url, join_url, redact
 
 USER_AGENT = f"avdata/{__version__} (python-urllib)"
@@ -34,34 +35,11 @@ STALL_BYTES = 16 << 10
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<?xml version")
 
 
-class LocalResponse:
+class LocalResponse(FileResponse):
     """A local file answering like an HTTP response (200, or 206 for a range)."""
 
     def __init__(self, path: Path, offset: int) -> None:
-        size = path.stat().st_size
-        self.headers = email.message.Message()
-        if offset and offset >= size:
-            hdrs = email.message.Message()
-            hdrs["Content-Range"] = f"bytes */{size}"
-            raise urllib.error.HTTPError(str(path), 416, "Range Not Satisfiable", hdrs, None)
-        self._f = open(path, "rb")
-        self._f.seek(offset)
-        self.status = 206 if offset else 200
-        self.headers["Content-Length"] = str(size - offset)
-        if offset:
-            self.headers["Content-Range"] = f"bytes {offset}-{size - 1}/{size}"
-
-    def read(self, n: int = -1) -> bytes:
-        return self._f.read(n)
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> "LocalResponse":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        super().__init__(str(path), open(path, "rb"), path.stat().st_size, offset)
 
 
 def _range_start(headers: Mapping[str, str]) -> int:
