@@ -30,5 +30,5 @@ python3 -c "from scmrl.data.synthetic import make_synthetic_av_shards as m; m('/
 python3 -m avdata.cli.train_app --shards /tmp/syn --out /tmp/run1 --device cuda --epochs 6 --batch-size 32 \
   --embed-dim 64 --heads 4 --image-size 64 --lr 2e-3 --warmup-epochs 1 2>&1 | tee "$OUT/train_cuda.txt" | tail -25
 step "torchrun, 1 process, NCCL"
-torchrun --standalone --nproc_per_node 1 -m avdata.cli.train_app_module --shards /tmp/syn --out /tmp/run2 --device cuda \
+torchrun --standalone --nproc_per_node 1 -m avdata.cli.train_app --shards /tmp/syn --out /tmp/run2 --device cuda \
   --epochs 2 --batch-size 32 --embed-dim 64 --heads 4 --image-size 64 2>&1 | tee "$OUT/train_torchrun.txt" | tail -12

@@ -7,6 +7,7 @@ the installed distribution adds only the project's own top-level names.
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -138,3 +139,18 @@ def test_wheel_installs_only_the_projects_top_level_names(tmp_path):
     top_level = [n for n in names if n.endswith("top_level.txt")]
     if top_level:
         assert set(zipfile.ZipFile(wheel).read(top_level[0]).decode().split()) == {"avdata", "scmrl"}
+
+
+def test_a_source_checkout_runs_without_an_install():
+    """PYTHONPATH=checkout (a GPU machine that cannot pip-install, a benchmark of another tree) finds the
+    cli/ and manifests/ folders as avdata.cli and avdata.manifests, as the wheel installs them."""
+    code = ("import sys; sys.meta_path = [m for m in sys.meta_path if 'ditable' not in repr(m)]; "
+            "import avdata.cli.avdata_app as a, avdata.manifests as m; "
+            "from avdata.fetch.sources import pinned_sources; "
+            "print(a.__file__); print(list(m.__path__)[0]); print(len(pinned_sources('cremad')))")
+    res = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    app, manifests, n = res.stdout.split()
+    assert Path(app) == ROOT / "cli" / "avdata_app.py" and Path(manifests) == ROOT / "manifests"
+    assert int(n) == 22326
