@@ -103,21 +103,9 @@ class MixedBatches:
 
     def __iter__(self) -> Iterator[tuple]:
         rng = seeded_rng(self.stream.cfg.seed, self.stream.epoch, "buffer", self.stream.rank)
-        buf: list[tuple] = []
+        rows = (row for chunk in _rows(_raise_failures(self.loader)) for row in chunk)
         out: list[tuple] = []
-        for rows in _rows(_raise_failures(self.loader)):
-            for row in rows:
-                if len(buf) < self.buffer:
-                    buf.append(row)
-                    continue
-                j = rng.randrange(len(buf))
-                out.append(buf[j])
-                buf[j] = row
-                if len(out) == self.batch_size:
-                    yield self._batch(out)
-                    out = []
-        rng.shuffle(buf)
-        for row in buf:
+        for row in _shuffle_buffer(rows, self.buffer, rng):
             out.append(row)
             if len(out) == self.batch_size:
                 yield self._batch(out)
