@@ -94,7 +94,7 @@ class MixedBatches:
     The workers hand over chunks of a few samples (collated into shared memory); a sample stays a view of
     its chunk until drawn, and drawn samples are stacked into the batch (one copy). A chunk is freed when
     its last sample is drawn, so the buffer holds about 4 x `buffer` samples' memory with chunks of 32.
-    Without workers the samples arrive one by one and the buffer holds exactly `buffer`."""
+    Used with DataLoader workers only (without them :class:`BufferedSlots` mixes as well)."""
 
     def __init__(self, loader: DataLoader, stream: "ShardStream", batch_size: int, buffer: int,
                  pin_memory: bool = False) -> None:
@@ -103,9 +103,8 @@ class MixedBatches:
 
     def __iter__(self) -> Iterator[tuple]:
         rng = seeded_rng(self.stream.cfg.seed, self.stream.epoch, "buffer", self.stream.rank)
-        rows = (row for chunk in _rows(_raise_failures(self.loader)) for row in chunk)
         out: list[tuple] = []
-        for row in _shuffle_buffer(rows, self.buffer, rng):
+        for row in _shuffle_buffer(_rows(_raise_failures(self.loader)), self.buffer, rng):
             out.append(row)
             if len(out) == self.batch_size:
                 yield self._batch(out)
@@ -119,12 +118,9 @@ class MixedBatches:
             elif isinstance(parts[0], torch.Tensor):
                 first = parts[0]
                 res = torch.empty((len(parts), *first.shape), dtype=first.dtype, pin_memory=self.pin_memory)
-                if self.loader.num_workers:
-                    # numpy's single-threaded copy: torch.stack's parallel one spins against the busy
-                    # workers for CPU time (measured 20x slower on 2 cores with 2 workers)
-                    np.stack([t.numpy() for t in parts], out=res.numpy())
-                else:
-                    torch.stack(parts, out=res)
+                # numpy's single-threaded copy: torch.stack's parallel one spins against the busy workers
+                # for CPU time (measured 20x slower on 2 cores with 2 workers)
+                np.stack([t.numpy() for t in parts], out=res.numpy())
                 fields.append(res)
             else:
                 fields.append(list(parts))
@@ -133,16 +129,13 @@ class MixedBatches:
         return tuple(fields)
 
 
-def _rows(items: Iterable) -> Iterator[list[tuple]]:
-    """Samples from a loader that yields collated chunks (workers) or single samples (no workers)."""
-    for item in items:
-        if isinstance(item[2], list):  # a chunk: (audio[c], visual[c], [labels][, [keys]])
-            labels = item[2]
-            keys = item[3] if len(item) > 3 else None
-            yield [(item[0][i], item[1][i], labels[i]) + ((keys[i],) if keys is not None else ())
-                   for i in range(len(labels))]
-        else:
-            yield [item]
+def _rows(chunks: Iterable) -> Iterator[tuple]:
+    """The samples of the collated chunks the workers hand over: (audio[c], visual[c], [labels][, [keys]])."""
+    for chunk in chunks:
+        labels = chunk[2]
+        keys = chunk[3] if len(chunk) > 3 else None
+        for i in range(len(labels)):
+            yield (chunk[0][i], chunk[1][i], labels[i]) + ((keys[i],) if keys is not None else ())
 
 
 def _collate_chunk(batch: list[tuple]) -> tuple | ShardFailure:
