@@ -48,7 +48,9 @@ class WorkItem:
 class Plan:
     items: list[WorkItem]
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"key","split","path","reason"}
-    notes: dict[str, Any] = field(default_factory=dict)  # extra facts for the manifest (coverage, ...)
+    # extra facts for the manifest; `clips_expected` / `clips_found` (any recipe may set them) make the
+    # prepare summary warn when the raw folder holds only part of the dataset
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
