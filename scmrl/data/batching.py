@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from avdata.shards.location import ShardsLocation
 from avdata.shards.manifest import SHUFFLED_ORDER
 
+from scmrl.data.batch_ring import RingBatches, SlotLoader, identity, slots_for
 from scmrl.data.failures import CheckedBatches, ShardFailure
 from scmrl.data.failures import raise_failures as _raise_failures
 from avdata.rng import seeded_rng
@@ -149,16 +150,28 @@ def _collate_chunk(batch: list[tuple]) -> tuple | ShardFailure:
     return out + ([b[3] for b in batch],) if len(batch[0]) > 3 else out
 
 
-def _shuffle_buffer(items: Iterable, size: int, rng: random.Random) -> Iterator:
+def _shuffle_buffer(items: Iterable, size: int, rng: random.Random, initial: int | None = None) -> Iterator:
     """`items` through a shuffle buffer of `size`: each arriving item replaces a random held one, which is
-    passed on; the last `size` leave in random order. A ShardFailure is passed on at once."""
+    passed on; the last `size` leave in random order. A ShardFailure is passed on at once.
+
+    `initial` < `size`: the first item leaves once `initial` are held, and until the buffer is full two
+    arrive for each one that leaves (it fills while it yields), so an epoch's first batch does not wait
+    for the whole buffer to be read and decoded."""
+    initial = size if initial is None else max(1, min(initial, size))
     buf: list = []
+    arrived = 0
     for item in items:
         if isinstance(item, ShardFailure):
             yield item
             return
+        arrived += 1
         if len(buf) < size:
             buf.append(item)
+            # growing: one leaves for every second arrival once `initial` are held
+            if len(buf) > initial and arrived % 2 == 0:
+                j = rng.randrange(len(buf))
+                buf[j], buf[-1] = buf[-1], buf[j]
+                yield buf.pop()
             continue
         j = rng.randrange(len(buf))
         yield buf[j]
@@ -174,15 +187,15 @@ class BufferedSlots(IterableDataset):
     into shared memory), so the main process copies nothing: for shards written in random order (by
     `avdata prepare`), where a worker's own stream is already mixed. See :func:`make_loader`."""
 
-    def __init__(self, stream: ShardStream, buffer: int) -> None:
-        self.stream, self.buffer = stream, max(1, buffer)
+    def __init__(self, stream: ShardStream, buffer: int, initial: int | None = None) -> None:
+        self.stream, self.buffer, self.initial = stream, max(1, buffer), initial
 
     def __iter__(self) -> Iterator:
         info = get_worker_info()
         wid = info.id if info is not None else 0
         st = self.stream
         rng = seeded_rng(st.cfg.seed, st.epoch, "buffer", st.rank, wid)
-        return _shuffle_buffer(iter(st), self.buffer, rng)
+        return _shuffle_buffer(iter(st), self.buffer, rng, self.initial)
 
 
 class FullBatches:
@@ -227,6 +240,18 @@ def written_shuffled(source: ShardsLocation, split: str) -> bool:
 CHUNK = 32
 
 
+# batches a DataLoader asks of its workers ahead of the one being used (each a whole batch in a slot)
+PREFETCH = 2
+
+
+def _slot_loader(samples: IterableDataset, batch_size: int, workers: int, pin_memory: bool,
+                 common: dict) -> SlotLoader:
+    """Workers batch their own samples into reused shared-memory slots (`scmrl.data.batch_ring`)."""
+    ring = RingBatches(samples, batch_size, workers, slots_for(PREFETCH, workers))
+    loader = DataLoader(ring, batch_size=None, collate_fn=identity, prefetch_factor=PREFETCH, **common)
+    return SlotLoader(loader, ring, pin_memory)
+
+
 def make_loader(source: ShardsLocation, split: str, cfg: StreamConfig, batch_size: int, workers: int = 0,
                 rank: int = 0, world: int = 1, pin_memory: bool = False) -> tuple[Iterable, ShardStream]:
     """Batches of one split for this rank, and the stream (call `stream.set_epoch(e)` before each epoch;
@@ -255,17 +280,21 @@ def make_loader(source: ShardsLocation, split: str, cfg: StreamConfig, batch_siz
     common = dict(num_workers=workers, worker_init_fn=_worker_init if workers else None,
                   persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
     if not cfg.train:
-        loader = DataLoader(ds, batch_size=batch_size, collate_fn=collate, drop_last=False, pin_memory=pin_memory,
-                            prefetch_factor=4 if workers else None, **common)
-        return CheckedBatches(loader), ds
+        if workers:
+            return CheckedBatches(_slot_loader(ds, batch_size, workers, pin_memory, common)), ds
+        return CheckedBatches(DataLoader(ds, batch_size=batch_size, collate_fn=collate, pin_memory=pin_memory,
+                                             **common)), ds
     buffer = cfg.shuffle_buffer
     if buffer is None:
         buffer = default_shuffle_buffer(ds.rank_samples(rank, max(1, workers)))
     across = cfg.mix_across_workers if cfg.mix_across_workers is not None else not shuffled
-    if not workers or not across:
-        loader = DataLoader(BufferedSlots(ds, buffer), batch_size=batch_size, collate_fn=collate, drop_last=False,
-                            pin_memory=pin_memory, prefetch_factor=4 if workers else None, **common)
-        return FullBatches(loader, batch_size), ds
+    # shards written in random order: the buffer fills while it yields, so an epoch starts at once
+    slots = BufferedSlots(ds, buffer, initial=batch_size if shuffled else None)
+    if not workers:
+        return FullBatches(DataLoader(slots, batch_size=batch_size, collate_fn=collate, pin_memory=pin_memory,
+                                      **common), batch_size), ds
+    if not across:
+        return FullBatches(_slot_loader(slots, batch_size, workers, pin_memory, common), batch_size), ds
     # chunks of CHUNK samples; about 4 batches in flight per worker, as for evaluation
     loader = DataLoader(ds, batch_size=CHUNK, collate_fn=_collate_chunk, drop_last=False,
                         prefetch_factor=max(2, 4 * batch_size // CHUNK), **common)
