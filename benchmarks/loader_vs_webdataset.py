@@ -5,7 +5,8 @@ from the six genuine CREMA-D videos (see `benchmarks/prepare_cremad.py --real`),
 Both pipelines deliver the same training batches of the train split: (spectrogram float32 [B, 1, 128,
 128], one stored frame per clip as its centre square uint8 [B, 256, 256, 3], labels [B]), batch 128 (the
 trainer's default), shard order shuffled each epoch, samples through a shuffle buffer, full batches only,
-`--workers` DataLoader workers (persistent, as the trainer's), one thread per worker.
+`--workers` DataLoader workers (persistent, as the trainer's), one thread per worker, glibc's heap
+thresholds raised as `scmrl-train` does on CPU (`scmrl.train.cpu_memory`; for both pipelines).
 
 * ours: `scmrl.data.batching.make_loader` exactly as `scmrl-train` sets it up (default shuffle buffer);
 * stock: what the webdataset documentation teaches, `wds.WebDataset(urls, shardshuffle=..)
@@ -15,10 +16,11 @@ trainer's default), shard order shuffled each epoch, samples through a shuffle b
 Each run is a fresh process (worker start-up included in its CPU time, not in its samples/s): one
 warm-up epoch, then `--epochs` timed epochs; the two pipelines alternate, the order swapped every round,
 and the medians are compared. Prints samples/s, samples per CPU-second (all processes of the run) and the
-ratios, and a markdown row for BENCHMARKS.md.
+ratios, the time from the start of an epoch to its first batch, and a markdown row for BENCHMARKS.md.
 
     python benchmarks/loader_vs_webdataset.py --clips 1200 --workers 2 --rounds 5
     python benchmarks/loader_vs_webdataset.py --shards shards/cremad --workers 0
+    git archive <commit> | tar -x -C /tmp/old   # and add --old /tmp/old: that tree's loader too
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# `--child old --old TREE`: the loader of another code tree (an older commit), for before/after figures
+_TREE = sys.argv[sys.argv.index("--old") + 1] if "--child" in sys.argv and "--old" in sys.argv else str(ROOT)
+sys.path.insert(0, _TREE)
 
 BATCH = 128
 IMAGE = 128  # spectrogram side, the model's input side
@@ -100,26 +103,32 @@ def child(kind: str, shards: str, workers: int, epochs: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+    # as scmrl-train on CPU: freed large blocks stay in the heap (scmrl.train.cpu_memory); in both runs, so
+    # that stock's batches get the same allocator
+    from scmrl.train.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()
 
     def cpu() -> float:
         return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
                                                      resource.getrusage(resource.RUSAGE_CHILDREN)))
 
     c0 = cpu()
-    make = ours if kind == "ours" else stock
-    n, seconds, shape = 0, 0.0, None
+    make = stock if kind == "stock" else ours
+    n, seconds, firsts = 0, 0.0, []
     for e, loader in enumerate(make(shards, workers, epochs + 1)):
         t0 = time.perf_counter()
-        m = 0
+        m, first = 0, None
         for batch in loader:
             m += len(batch[2])
-            shape = (tuple(batch[0].shape), tuple(batch[1].shape), batch[1].dtype)
+            first = time.perf_counter() - t0 if first is None else first
         if e:
             n, seconds = n + m, seconds + time.perf_counter() - t0
+            firsts.append(first)
     del loader
     gc.collect()
     time.sleep(0.5)  # let persistent workers exit, so their CPU time is counted
-    print(f"{n / seconds:.1f} {n * (epochs + 1) / epochs / (cpu() - c0):.1f} {shape}")
+    print(f"{n / seconds:.1f} {n * (epochs + 1) / epochs / (cpu() - c0):.1f} {statistics.median(firsts):.3f}")
 
 
 def prepare_real(clips: int, work: Path) -> Path:
@@ -133,12 +142,12 @@ def prepare_real(clips: int, work: Path) -> Path:
     return shards
 
 
-def run(kind: str, shards: Path, workers: int, epochs: int) -> tuple[float, float]:
+def run(kind: str, shards: Path, workers: int, epochs: int, old: str | None) -> tuple[float, float, float]:
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--shards", str(shards),
-                          "--workers", str(workers), "--epochs", str(epochs)],
+                          "--workers", str(workers), "--epochs", str(epochs)] + (["--old", old] if kind == "old" else []),
                          check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
-    rate, per_cpu, shape = out.split(" ", 2)
-    return float(rate), float(per_cpu)
+    rate, per_cpu, first = out.split()
+    return float(rate), float(per_cpu), float(first)
 
 
 def main() -> None:
@@ -148,28 +157,35 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs per run (after one warm-up)")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--child", choices=["ours", "stock"], help=argparse.SUPPRESS)
+    ap.add_argument("--old", help="also time the loader of this code tree (e.g. an older commit)")
+    ap.add_argument("--child", choices=["ours", "stock", "old"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.shards, args.workers, args.epochs)
         return
     with tempfile.TemporaryDirectory(prefix="loader-bench-") as tmp:
         shards = Path(args.shards) if args.shards else prepare_real(args.clips, Path(tmp))
-        results: dict[str, list[tuple[float, float]]] = {"ours": [], "stock": []}
+        kinds = ["ours", "stock"] + (["old"] if args.old else [])
+        results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in kinds}
         for r in range(args.rounds):
-            for kind in (("ours", "stock") if r % 2 == 0 else ("stock", "ours")):
-                results[kind].append(run(kind, shards, args.workers, args.epochs))
-                print(f"round {r + 1} {kind:5s}: {results[kind][-1][0]:7.1f} samples/s, "
-                      f"{results[kind][-1][1]:6.1f} per CPU-second", flush=True)
-    med = {k: (statistics.median(v[0] for v in vals), statistics.median(v[1] for v in vals))
-           for k, vals in results.items()}
+            for kind in (kinds if r % 2 == 0 else kinds[::-1]):
+                results[kind].append(run(kind, shards, args.workers, args.epochs, args.old))
+                rate, per_cpu, first = results[kind][-1]
+                print(f"round {r + 1} {kind:5s}: {rate:7.1f} samples/s, {per_cpu:6.1f} per CPU-second, "
+                      f"first batch after {first:.2f} s", flush=True)
+    med = {k: tuple(statistics.median(v[i] for v in vals) for i in range(3)) for k, vals in results.items()}
     ratio, cpu_ratio = med["ours"][0] / med["stock"][0], med["ours"][1] / med["stock"][1]
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
-    print(f"ours : {med['ours'][0]:.1f} samples/s, {med['ours'][1]:.1f} per CPU-second (median of {args.rounds})")
-    print(f"stock: {med['stock'][0]:.1f} samples/s, {med['stock'][1]:.1f} per CPU-second")
+    for k in kinds:
+        print(f"{k:5s}: {med[k][0]:.1f} samples/s, {med[k][1]:.1f} per CPU-second, first batch of an epoch after "
+              f"{med[k][2]:.2f} s (medians of {args.rounds})")
     print(f"ratio ours / stock: {ratio:.2f}x samples/s, {cpu_ratio:.2f}x per CPU-second")
-    print(f"| {args.workers} | {med['ours'][0]:.0f} | {med['stock'][0]:.0f} | **{ratio:.2f}x** | {cpu_ratio:.2f}x |")
+    if args.old:
+        print(f"ours / old ({args.old}): {med['ours'][0] / med['old'][0]:.2f}x samples/s, "
+              f"{med['ours'][1] / med['old'][1]:.2f}x per CPU-second")
+    print(f"| {args.workers} | {med['ours'][0]:.0f} | {med['stock'][0]:.0f} | **{ratio:.2f}x** | {cpu_ratio:.2f}x | "
+          f"{med['ours'][2]:.2f} / {med['stock'][2]:.2f} s |")
 
 
 if __name__ == "__main__":

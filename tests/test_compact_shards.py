@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import webdataset as wds
@@ -73,6 +74,9 @@ def test_codec_round_trip_bytes_and_bounds():
     assert np.abs(back.astype(int) - img).mean() < 2.0
     assert np.abs(decode_jpeg(encode_jpeg(img, 50)).astype(int) - img).mean() > np.abs(back.astype(int) - img).mean()
     assert "OpenCV" in encoder() and "JPEG" in encoder()
+    # the direct-to-RGB decode gives the pixels of a BGR decode converted (R and B not swapped)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(back, bgr[..., ::-1])
     with pytest.raises(ValueError, match="not a JPEG"):
         decode_jpeg(b"\x93NUMPY garbage")
     huge = bytearray(data)  # a header claiming 60000 x 60000 pixels is refused before decoding

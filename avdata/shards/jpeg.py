@@ -77,10 +77,19 @@ def decode_jpeg(data: bytes | memoryview | np.ndarray) -> np.ndarray:
     h, w, _ = jpeg_size(memoryview(buf))
     if h * w > MAX_JPEG_PIXELS or not h or not w:
         raise ValueError(f"JPEG of {w}x{h} pixels refused (at most {MAX_JPEG_PIXELS:,} pixels)")
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if _DECODE_RGB is not None:  # straight to RGB, and no EXIF orientation: a stored frame is its pixels
+        img = cv2.imdecode(buf, _DECODE_RGB)
+        if img is None:
+            raise ValueError("undecodable JPEG")
+        return img
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise ValueError("undecodable JPEG")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+# OpenCV >= 4.10 decodes to RGB itself (the same pixels as decoding to BGR and converting, tested)
+_DECODE_RGB = (cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION) if hasattr(cv2, "IMREAD_COLOR_RGB") else None
 
 
 @lru_cache(maxsize=None)

@@ -118,7 +118,8 @@ class ShardStream(IterableDataset):
         else:
             indexed = ((i, j, sample) for i, s in enumerate(shards) for j, sample in self._indexed(s))
         # which samples a slot keeps depends on their place in the slot's shards, not on the reading order
-        return (self._convert(sample) for i, j, sample in indexed if (offsets[i] + j) % mod == rem)
+        epoch = self.epoch  # read once: it is a shared tensor, slow to index per sample
+        return (self._convert(sample, epoch) for i, j, sample in indexed if (offsets[i] + j) % mod == rem)
 
     def _indexed(self, shard: int) -> Iterator[tuple[int, dict[str, Any]]]:
         return enumerate(self._read(self.entries[shard]))
@@ -160,11 +161,11 @@ class ShardStream(IterableDataset):
     def _lazy(self, name: str) -> bool:
         return self.adapter.lazy(name)
 
-    def _convert(self, sample: dict[str, Any]) -> tuple:
+    def _convert(self, sample: dict[str, Any], epoch: int) -> tuple:
         key = sample["__key__"]
         try:
             label = int(bytes(sample["cls"]).decode().strip())
-            audio, visual = self.adapter.decode(sample, key, self.cfg, self.epoch)
+            audio, visual = self.adapter.decode(sample, key, self.cfg, epoch)
             out: tuple = (audio, visual, label)
         except (KeyError, ValueError) as exc:
             raise AvdataError(f"sample {key} of {sample.get('__url__')}: bad or missing field ({exc})") from exc
