@@ -1,5 +1,6 @@
-"""Samples to batches: collation (into shared memory in workers), the training shuffle buffers, and the
-DataLoader set-up (:func:`make_loader`).
+"""Samples to batches: collation, the training shuffle buffers, and the DataLoader set-up
+(:func:`make_loader`); with workers, batches made in a worker reach the main process through reused
+shared-memory slots (`scmrl.data.batch_ring`).
 
 How training batches are mixed (all seeded by seed + epoch, hence reproducible and resumable at epoch
 boundaries; the shard order is shuffled every epoch): `avdata prepare` writes each split in a seeded random
@@ -183,9 +184,11 @@ def _shuffle_buffer(items: Iterable, size: int, rng: random.Random, initial: int
 class BufferedSlots(IterableDataset):
     """The samples of each (rank, worker) slot of `stream` through a shuffle buffer of its own, of `buffer`
     samples (the loader's whole buffer, not a share of it: at most `workers` x `buffer` samples in memory),
-    seeded by seed, epoch, rank and worker. Each worker then batches its own samples (DataLoader + collate
-    into shared memory), so the main process copies nothing: for shards written in random order (by
-    `avdata prepare`), where a worker's own stream is already mixed. See :func:`make_loader`."""
+    seeded by seed, epoch, rank and worker. Each worker then batches its own samples (into its reused
+    shared-memory slots, `scmrl.data.batch_ring`), so the main process copies each batch once and mixes
+    nothing: for shards written in random order (by `avdata prepare`), where a worker's own stream is
+    already mixed. With `initial`, the buffer fills while it yields (see :func:`_shuffle_buffer`).
+    See :func:`make_loader`."""
 
     def __init__(self, stream: ShardStream, buffer: int, initial: int | None = None) -> None:
         self.stream, self.buffer, self.initial = stream, max(1, buffer), initial
