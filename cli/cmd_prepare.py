@@ -125,6 +125,7 @@ def _run(recipe_name: str, raw: Path, out: Path, options: Any, jobs: int, sample
 
 def print_summary(result: Any) -> None:
     """Per-split counts and every skipped clip with its reason, on the console (a PrepareResult)."""
+    from rich.markup import escape
     from rich.table import Table
 
     console.print(f"[bold]{result.out}[/]: {len(result.written)} shard(s) written, {len(result.kept)} kept")
@@ -151,6 +152,8 @@ def print_summary(result: Any) -> None:
     if isinstance(found, int) and isinstance(expected, int) and found < expected:
         console.print(f"[yellow]only {found:,} of the {expected:,} clips the dataset lists are in the raw folder[/]: "
                       "a partial copy (or the wrong --raw); `avdata verify-raw` names what is missing")
+    for warning in notes.get("warnings") or []:
+        console.print(f"[yellow]note:[/] {escape(str(warning))}")
     if m.skipped:
         console.print(f"[yellow]{len(m.skipped)} clip(s) skipped[/] (listed in manifest.json):")
         for s in m.skipped:

@@ -120,3 +120,29 @@ def test_sample_stats_summary_and_schema():
     m["splits"]["train"]["sample_stats"]["crop_dropped_share"] = {"min": 0.1}
     with pytest.raises(AvdataError, match=r"sample_stats.crop_dropped_share: lacks 'samples'"):
         validate(m)
+
+
+def test_a_smaller_subset_than_asked_is_said_not_silent(tmp_path):
+    """--per-class beyond the recordings there are, and a --val-fraction too small to hold out one sample,
+    each give a note in manifest.json and in the summary (the run itself goes on)."""
+    raw = tmp_path / "raw"
+    make_mnistdvs_raw(raw, per_class=3, scales=(8,))
+    make_ntidigits_h5(raw, per_class=2)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["prepare", "mnistdvs-ntidigits", "--raw", str(raw), "--out", str(out),
+                                   "--bins", "4", "--scale", "8", "--per-class", "10", "--val-fraction", "0.05"])
+    assert res.exit_code == 0, res.output
+    m = load_manifest(out)
+    assert m["splits"]["train"]["num_samples"] == 10  # 3 recordings a digit: 1 train, 1 test (one left over)
+    warnings = m["notes"]["warnings"]
+    assert len(warnings) == 2 and "val" not in m["splits"]
+    assert "--per-class 10: only 3 (digit 0)" in warnings[0] and "3 (digit 9)" in warnings[0]
+    assert "--val-fraction 0.05 held out no sample" in warnings[1]
+    flat = " ".join(res.output.split())
+    assert "note: --per-class 10: only 3 (digit 0)" in flat and "--val-fraction 0.05 held out no sample" in flat
+    # asking for no more than there is gives no note
+    res = CliRunner().invoke(app, ["prepare", "mnistdvs-ntidigits", "--raw", str(raw), "--out", str(out),
+                                   "--bins", "4", "--scale", "8", "--per-class", "2", "--val-fraction", "0",
+                                   "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "warnings" not in load_manifest(out)["notes"] and "note:" not in res.output

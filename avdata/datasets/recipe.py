@@ -49,8 +49,14 @@ class Plan:
     items: list[WorkItem]
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"key","split","path","reason"}
     # extra facts for the manifest; `clips_expected` / `clips_found` (any recipe may set them) make the
-    # prepare summary warn when the raw folder holds only part of the dataset
+    # prepare summary warn when the raw folder holds only part of the dataset, and every line of
+    # `warnings` (see :meth:`warn`) is shown by the summary: nothing asked for is cut short silently
     notes: dict[str, Any] = field(default_factory=dict)
+
+    def warn(self, message: str) -> None:
+        """Record that the plan gives less than the options asked for (kept in manifest.json, shown by the
+        prepare summary)."""
+        self.notes.setdefault("warnings", []).append(message)
 
 
 @dataclass

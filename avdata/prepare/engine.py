@@ -149,6 +149,10 @@ def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> 
     plan = recipe.plan(raw_dir, options)
     if not plan.items:
         raise AvdataError(f"{raw}: no usable {recipe.name} clips found (is this the right folder?)")
+    fraction = getattr(options, "val_fraction", 0.0) or 0.0
+    if fraction > 0 and not any(it.split == "val" for it in plan.items):
+        plan.warn(f"--val-fraction {fraction} held out no sample (too few per class to round to one): "
+                  "no val split; raise it, or pass 0 to say so")
     record = build_plan_record(recipe, plan, options, settings.samples_per_shard)
     save_plan(out, record, settings.overwrite)
     for stale in out.glob("*.tmp"):

@@ -164,6 +164,11 @@ class MnistDvsNTidigitsRecipe(Recipe):
         audio = {split: ntidigits_index(raw / h5_rel, split) for split in ("train", "test")}
         pairs: list[tuple[str, str, int, str, str, str]] = []  # key, split, digit, aedat, audio id, audio split
         notes: dict[str, Any] = {"visual_per_class": {}, "audio_per_class": {}}
+        plan = Plan([], [], notes)
+        short = {d: len(recordings[d]) for d in range(10) if len(recordings[d]) < options.per_class}
+        if short:
+            plan.warn(f"--per-class {options.per_class}: only " + ", ".join(f"{n} (digit {d})" for d, n in short.items())
+                      + f" MNIST-DVS scale{options.scale} recordings found; all of those are used")
         for d in range(10):
             chosen = seeded_shuffle(recordings[d], options.seed, f"mnistdvs:{d}")[: options.per_class]
             half = len(chosen) // 2
@@ -176,10 +181,10 @@ class MnistDvsNTidigitsRecipe(Recipe):
                 for i, rec in enumerate(part):
                     pairs.append((f"{split}_{d}_{i:04d}", split, d, rec, ids[i % len(ids)], split))
         val = stratified_holdout([(p[0], p[2]) for p in pairs if p[1] == "train"], options.val_fraction, options.seed)
-        items = [WorkItem(key, "val" if key in val else split, d, {"visual": rec, "audio": h5_rel},
-                          {"audio_id": aid, "audio_split": asplit, "visual_file": rec})
-                 for key, split, d, rec, aid, asplit in pairs]
-        return Plan(items, [], notes)
+        plan.items = [WorkItem(key, "val" if key in val else split, d, {"visual": rec, "audio": h5_rel},
+                               {"audio_id": aid, "audio_split": asplit, "visual_file": rec})
+                      for key, split, d, rec, aid, asplit in pairs]
+        return plan
 
     def features(self, options: EventOptions) -> dict[str, dict[str, Any]]:
         t = options.bins
