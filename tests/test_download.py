@@ -159,13 +159,13 @@ def test_always_corrupt_is_reported_and_never_kept(served, tmp_path):
     bad = bytearray((src / f.path).read_bytes())
     bad[777] ^= 0xFF
     with serve_dir(src, corrupt_byte_at=777) as url:
-        rep = fetch_files(url, [f], tmp_path, retries=2, **FAST)
-        assert len(url.requests) == 3
+        rep = fetch_files(url, [f], tmp_path, retries=4, **FAST)
+        assert len(url.requests) == 2  # the same wrong bytes twice: not retried further
     assert not rep.ok and len(rep.failed) == 1
     r = rep.failed[0]
     assert r.kind == "checksum" and r.expected_sha256 == f.sha256
     assert r.actual_sha256 == hashlib.sha256(bad).hexdigest()
-    assert f.sha256 in r.reason and r.actual_sha256 in r.reason
+    assert f.sha256 in r.reason and r.actual_sha256 in r.reason and "twice the same bytes" in r.reason
     assert not (tmp_path / f.path).exists() and not (tmp_path / (f.path + ".part")).exists()
 
 
@@ -431,3 +431,38 @@ def test_kaggle_token_is_never_sent_to_a_mirror(tmp_path, monkeypatch):
         res = runner.invoke(app, ["download", "urbansound8k-av", "--to", str(tmp_path / "raw"), "--mirror", url])
         assert res.exit_code == 0, res.output
         assert url.requests and not any("Authorization" in r["headers"] for r in url.requests)
+
+
+def test_a_file_the_server_declares_smaller_is_refused_at_once(served, tmp_path):
+    """Another version of the file (its Content-Length below the listed size) is not retried."""
+    src, files, _ = served
+    f = files[1]
+    longer = SourceFile(f.path, f.size + 100, f.sha256)
+    with serve_dir(src) as url:
+        rep = fetch_files(url, [longer], tmp_path, retries=4, **FAST)
+        assert len(url.requests) == 1
+    r = rep.failed[0]
+    assert r.kind == "size" and f"declares {f.size:,} bytes, fewer than the {f.size + 100:,}" in r.reason
+    assert not list(tmp_path.rglob("*.flv*"))
+
+
+def test_a_host_that_does_not_exist_is_not_retried(served, tmp_path, monkeypatch):
+    """No such host (EAI_NONAME) stops at once; a temporary DNS failure (EAI_AGAIN) is retried."""
+    import urllib.error
+
+    src, files, _ = served
+    calls = []
+
+    def resolve(errno_):
+        def fail(url, headers, timeout):
+            calls.append(url)
+            raise urllib.error.URLError(socket.gaierror(errno_, "name lookup failed"))
+        return fail
+
+    monkeypatch.setattr(transfer, "open_source", resolve(socket.EAI_NONAME))
+    rep = fetch_files("http://no-such-host.invalid", [files[0]], tmp_path, retries=3, **FAST)
+    assert len(calls) == 1 and "no such host" in rep.failed[0].reason and "--mirror" in rep.failed[0].reason
+    calls.clear()
+    monkeypatch.setattr(transfer, "open_source", resolve(socket.EAI_AGAIN))
+    rep = fetch_files("http://flaky-dns.example", [files[0]], tmp_path, retries=2, **FAST)
+    assert len(calls) == 3 and not rep.ok

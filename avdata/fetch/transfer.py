@@ -12,10 +12,12 @@ import contextlib
 import http.client
 import logging
 import os
+import socket
 import urllib.error
 from pathlib import Path
 
 from avdata.fetch.checks import check_present, check_received
+from avdata.fetch.lfs import MAX_POINTER_SIZE
 from avdata.fetch.disk import (DiskFullError, disk_full, drop_link, is_disk_full, open_part, part_path,
                                unlink_missing_ok)
 from avdata.fetch.results import AttemptFailed, FileResult, RemoteFile
@@ -83,6 +85,7 @@ class Transfer:
             self.bar.grow(-self.part.stat().st_size)  # already received in an earlier run
         counted_failures = 0
         attempt = 0
+        wrong: set[str] = set()  # digests of complete bodies that were not the file
         while True:
             attempt += 1
             res.attempts = attempt
@@ -108,6 +111,14 @@ class Transfer:
             except AttemptFailed as f:
                 res.reason, res.kind, res.http_status = f.reason, f.kind, f.http_status
                 res.expected_sha256, res.actual_sha256 = f.expected_sha256, f.actual_sha256
+                if f.kind in ("checksum", "md5", "size", "invalid") and f.actual_sha256 is not None:
+                    if f.actual_sha256 in wrong:  # the same wrong bytes again: not a transfer error
+                        res.kind = f.kind
+                        res.reason = (f"{f.reason}, twice the same bytes: the mirror holds another file than the "
+                                      "list pins (another version of it, or the wrong --mirror)")
+                        cfg.log(logging.ERROR, "%s: %s", spec.path, res.reason)
+                        return res
+                    wrong.add(f.actual_sha256)
                 if f.fatal:
                     if f.kind != "stopped":
                         cfg.log(logging.ERROR, "%s: %s", spec.path, f.reason)
@@ -163,6 +174,10 @@ class Transfer:
             return  # a 416 meaning "you already have it all"
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, socket.gaierror) and reason.errno == socket.EAI_NONAME:
+                # the name does not exist (a temporary DNS failure, EAI_AGAIN, is retried)
+                raise AttemptFailed(f"could not connect to {redact(self.url)}: no such host ({reason}); check the "
+                                    "address (--mirror)", "network", fatal=True) from exc
             raise AttemptFailed(f"could not connect to {redact(self.url)} ({reason})", "network") from exc
         with resp:
             status = getattr(resp, "status", None) or 200
@@ -185,6 +200,12 @@ class Transfer:
                 raise AttemptFailed(f"unexpected HTTP {status} from {redact(self.url)}", "http", http_status=status)
             cap = spec.size if spec.size is not None else spec.max_size
             start_at = offset if mode == "ab" else 0
+            # (a body small enough to be a Git LFS pointer is received and named as such by the checks)
+            if spec.size is not None and length is not None and MAX_POINTER_SIZE < start_at + length < spec.size:
+                self._discard("the server declares less than the expected size")
+                raise AttemptFailed(f"the server declares {start_at + length:,} bytes, fewer than the {spec.size:,} "
+                                    "the list gives: another file (another version, or the wrong --mirror)", "size",
+                                    fatal=True)
             if length is not None and start_at + length > cap:
                 self._discard("the server declares more than the expected size")
                 whose = "the manifest/list gives" if spec.size is not None else "allowed for a file of undeclared size"
