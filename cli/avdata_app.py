@@ -8,13 +8,13 @@ import importlib
 import typer
 
 from avdata.cli.errors import run
+from avdata.cli.help_format import WholeHelpGroup, typer_app
 
-app = typer.Typer(
+app = typer_app(
     name="avdata",
+    cls=WholeHelpGroup,
     help="Turn raw audio-visual and neuromorphic datasets into verified, shareable WebDataset shards.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 # Command modules; each defines register(app).

@@ -11,6 +11,7 @@ import typer
 
 from avdata.cli.dataset_group import click_command, dataset_group
 from avdata.cli.errors import fail
+from avdata.cli.help_format import typer_app
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
 
@@ -181,12 +182,12 @@ def print_verify_summary(raw_dir: Path, report: Any) -> None:
         console.print(f"[green]ok:[/] {report.summary()}", highlight=False)
 
 
-download_app = typer.Typer(
+download_app = typer_app(
     cls=dataset_group(_download_names, build_download_command),
     help="Download a dataset's raw files, verified by size and sha256 (or the checksum its source publishes).",
     no_args_is_help=True,
 )
-verify_raw_app = typer.Typer(
+verify_raw_app = typer_app(
     cls=dataset_group(_verify_names, build_verify_raw_command, unknown="no pinned file list for dataset"),
     help="Check a raw copy against a dataset's pinned file list.",
     no_args_is_help=True,

@@ -12,6 +12,7 @@ import typer
 
 from avdata.cli.dataset_group import click_command, dataset_group
 from avdata.cli.errors import fail
+from avdata.cli.help_format import typer_app
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
 
@@ -167,7 +168,7 @@ def _recipe_names() -> list[str]:
     return recipe_names()
 
 
-prepare_app = typer.Typer(
+prepare_app = typer_app(
     cls=dataset_group(_recipe_names, build_prepare_command),
     help="Convert raw data into WebDataset shards per split, with manifest.json and a dataset card.",
     no_args_is_help=True,

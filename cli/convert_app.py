@@ -10,9 +10,9 @@ import typer
 from avdata.errors import AvdataError
 from avdata.progress import console
 from avdata.cli.errors import fail, run
+from avdata.cli.help_format import typer_app
 
-convert_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                          help="Turn a checkpoint of the authors' S-CMRL code into one scmrl-eval reads.")
+convert_app = typer_app(help="Turn a checkpoint of the authors' S-CMRL code into one scmrl-eval reads.")
 
 
 @convert_app.command()

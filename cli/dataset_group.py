@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 import typer
+from avdata.cli.help_format import WholeHelpGroup, typer_app
 from typer.core import TyperGroup
 
 __all__ = ["dataset_group", "click_command"]
@@ -14,16 +15,16 @@ __all__ = ["dataset_group", "click_command"]
 
 def click_command(name: str, function: Callable[..., Any], help: str | None = None) -> Any:
     """The (Click) command Typer makes of `function` (e.g. one from `dataclass_options.command_from`)."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app = typer_app()
     app.command(name, help=help)(function)
     return typer.main.get_command(app)
 
 
 def dataset_group(names: Callable[[], Iterable[str]], build: Callable[[str], Any],
                   unknown: str = "unknown dataset") -> type[TyperGroup]:
-    """A TyperGroup class (for `typer.Typer(cls=...)`) listing `names()` and building each with `build`."""
+    """A TyperGroup class (for `typer_app(cls=...)`) listing `names()` and building each with `build`."""
 
-    class DatasetGroup(TyperGroup):
+    class DatasetGroup(WholeHelpGroup):
         _built: dict[str, Any] = {}
 
         def list_commands(self, ctx: Any) -> list[str]:

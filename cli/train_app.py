@@ -21,12 +21,11 @@ from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
 from avdata.cli.dataclass_options import options_command
 from avdata.cli.errors import fail, run
+from avdata.cli.help_format import typer_app
 from scmrl.train.config import LIBRARY_ONLY, EvalConfig, TrainConfig
 
-train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                        help="Train S-CMRL (or a baseline) on shards made by `avdata prepare`.")
-eval_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                       help="Evaluate a model saved by scmrl-train on a split of some shards.")
+train_app = typer_app(help="Train S-CMRL (or a baseline) on shards made by `avdata prepare`.")
+eval_app = typer_app(help="Evaluate a model saved by scmrl-train on a split of some shards.")
 
 
 def _default_workers(workers: int | None) -> int:

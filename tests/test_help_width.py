@@ -1,0 +1,92 @@
+"""`--help` of every command shows every option name (and every sub-command's summary) whole, on an
+80-column terminal (click's plain layout, wrapped) and on a wide one (Typer's rich panels); see
+avdata.cli.help_format."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Run in a fresh interpreter per width: the layout is chosen when the apps are made (at import).
+WALK = r"""
+import json, click, typer
+from typer.testing import CliRunner
+from avdata.cli.avdata_app import app
+from avdata.cli.train_app import train_app, eval_app
+from avdata.cli.convert_app import convert_app
+
+def walk(cmd, ctx, path, out):
+    out.append(path)
+    if hasattr(cmd, "list_commands"):
+        for name in cmd.list_commands(ctx):
+            walk(cmd.get_command(ctx, name), ctx, path + [name], out)
+
+runner = CliRunner()
+result = {}
+for prog, a in (("avdata", app), ("scmrl-train", train_app), ("scmrl-eval", eval_app), ("scmrl-convert", convert_app)):
+    top = typer.main.get_command(a)
+    paths = []
+    walk(top, click.Context(top), [], paths)
+    for p in paths:
+        r = runner.invoke(a, p + ["--help"], terminal_width=COLUMNS, catch_exceptions=False)
+        result[" ".join([prog] + p)] = r.output
+print(json.dumps(result))
+"""
+
+
+def _helps(columns: int) -> dict[str, str]:
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(ROOT)}
+    code = WALK.replace("COLUMNS", str(columns))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def _option_names() -> dict[str, set[str]]:
+    """Every long option of every command, from click itself."""
+    import click
+    import typer
+
+    from avdata.cli.avdata_app import app
+    from avdata.cli.convert_app import convert_app
+    from avdata.cli.train_app import eval_app, train_app
+
+    names: dict[str, set[str]] = {}
+
+    def walk(cmd, ctx, path):
+        names[" ".join(path)] = {o for p in cmd.params for o in [*p.opts, *p.secondary_opts]
+                                 if o.startswith("--") and not getattr(p, "hidden", False)}
+        if hasattr(cmd, "list_commands"):
+            for name in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, name), ctx, path + [name])
+
+    for prog, a in (("avdata", app), ("scmrl-train", train_app), ("scmrl-eval", eval_app),
+                    ("scmrl-convert", convert_app)):
+        top = typer.main.get_command(a)
+        walk(top, click.Context(top), [prog])
+    return names
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_every_option_name_is_shown_whole(columns):
+    helps = _helps(columns)
+    names = _option_names()
+    assert set(helps) == set(names) and len(helps) >= 20  # every command and every dataset sub-command
+    assert "avdata prepare cremad" in helps and "scmrl-train" in helps
+    for command, text in helps.items():
+        words = set(re.findall(r"--[a-z0-9][a-z0-9-]*", text))
+        missing = names[command] - words
+        assert not missing, f"{command} --help at {columns} columns does not show {sorted(missing)} whole"
+        if columns == 80:
+            assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, command
+            assert "..." not in text.split("Commands:")[-1] or "Commands:" not in text, command  # whole summaries
+    # wide terminals keep Typer's panels; narrow ones get click's plain layout
+    assert ("╭─ Options" in helps["scmrl-train"]) == (columns >= 120)
