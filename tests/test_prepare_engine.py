@@ -72,6 +72,24 @@ def test_deterministic_across_jobs_and_parts(tmp_path):
     assert "manifest.json" in a and sum(n.endswith(".tar") for n in a) == 8  # train 15 -> 4, val 5 -> 2, test 6 -> 2
 
 
+def test_part_runs_sharing_one_folder_leave_each_others_files_alone(tmp_path):
+    """A --part run starting while another writes into the same --out removes only its own leftovers."""
+    raw = make_toy_raw(tmp_path / "raw")
+    run(raw, tmp_path / "one")
+    out = tmp_path / "parts"
+    run(raw, out, part=(0, 2))
+    shards = json.loads((out / ".avdata" / "plan.json").read_text())["shards"]
+    theirs = out / (shards[1]["file"] + ".tmp")  # part 1/2 writing its first shard right now
+    mine = out / (shards[0]["file"] + ".tmp")  # left by a killed part-0 run
+    theirs.write_bytes(b"half a shard")
+    mine.write_bytes(b"junk")
+    run(raw, out, part=(0, 2))
+    assert theirs.read_bytes() == b"half a shard" and not mine.exists()
+    theirs.unlink()  # part 1 ends (here: is run again)
+    assert run(raw, out, part=(1, 2)).complete
+    assert folder_bytes(out) == folder_bytes(tmp_path / "one")
+
+
 def written_keys(out: Path, split: str) -> list[str]:
     """A split's sample keys as stock webdataset reads its shards in file order."""
     urls = [str(out / s["file"]) for s in load_manifest(out)["splits"][split]["shards"]]

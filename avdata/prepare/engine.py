@@ -27,6 +27,7 @@ from typing import Any
 
 from avdata import __version__
 from avdata.datasets.recipe import Plan, Recipe, WorkItem, options_dict
+from avdata.atomic import tmp_path
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_bytes
 from avdata.prepare.state import (missing_shards, raw_workdir, remove_stale_handoffs, save_plan, shard_done,
@@ -155,8 +156,6 @@ def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> 
                   "no val split; raise it, or pass 0 to say so")
     record = build_plan_record(recipe, plan, options, settings.samples_per_shard)
     save_plan(out, record, settings.overwrite)
-    for stale in out.glob("*.tmp"):
-        stale.unlink()
     remove_stale_handoffs(out)
 
     shards = record["shards"]
@@ -165,6 +164,10 @@ def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> 
         mine = [s for k, s in enumerate(shards) if k % n == i]
     else:
         mine = shards
+    # what a killed run left half-written; a --part run removes only its own shards' files, since other
+    # parts may be writing theirs into the same folder right now
+    for stale in ([tmp_path(out / s["file"]) for s in mine] if settings.part else out.glob("*.tmp")):
+        stale.unlink(missing_ok=True)
     items_by_key = {it.key: it for it in plan.items}
     result = PrepareResult(out=out, complete=False)
     pending = []
