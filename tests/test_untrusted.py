@@ -283,6 +283,51 @@ def test_the_stall_rule_in_the_engine(tmp_path):
     assert "1,024 bytes every 0.5s" in rep.failed[0].reason
 
 
+def test_the_trainer_gives_up_on_a_trickling_shard_server(shards, tmp_path):
+    """Shards streamed over http obey the stall rule too: a server that sends a byte now and then (never
+    silent long enough for the socket timeout) is a read error naming the shard, not a hang."""
+    import time
+
+    from avdata.shards.location import open_shards
+    from scmrl.data.config import StreamConfig
+    from scmrl.data.failures import ShardReadError
+    from scmrl.data.stream import ShardStream
+    from tests.httpserver import serve_script, trickle
+
+    size = (shards / "train-000000.tar").stat().st_size
+    with serve_script(_folder_server(shards, {"train-000000.tar": lambda h: trickle(h, length=size, every=0.05,
+                                                                                    seconds=20)})) as url:
+        src = open_shards(url)
+        src.stall_seconds, src.stall_bytes = 0.5, 4096
+        stream = ShardStream(src, "train", StreamConfig(kind="static", image_size=16, retries=1, backoff=0.01))
+        t0 = time.monotonic()
+        with pytest.raises(ShardReadError, match="train-000000.tar.*stalled"):
+            list(stream.iter_slot())
+        assert time.monotonic() - t0 < 5
+
+
+def test_the_stall_rule_counts_only_time_spent_reading():
+    """A reader that pauses between reads (a data worker whose batches wait to be taken) is not stalled."""
+    import io
+    import time
+
+    from avdata.fetch.transport import StallGuard
+
+    class Slow(io.BytesIO):
+        def read1(self, n=-1):
+            time.sleep(0.02)
+            return super().read1(min(n, 10))
+
+    paused = StallGuard(io.BytesIO(b"x" * 100), seconds=0.1, min_bytes=50)
+    for _ in range(5):
+        assert paused.read(10) == b"x" * 10
+        time.sleep(0.05)  # 0.25 s of pauses, no time spent waiting on the server
+    slow = StallGuard(Slow(b"x" * 1000), seconds=0.1, min_bytes=100)  # 500 bytes/s: too slow
+    with pytest.raises(TimeoutError, match=r"stalled: \d\d bytes in 0\.\ds of waiting"):
+        for _ in range(100):
+            slow.read(10)
+
+
 @pytest.mark.parametrize("how", ["endless", "huge-length"])
 def test_a_manifest_is_read_bounded_by_every_reader(shards, tmp_path, how):
     from typer.testing import CliRunner

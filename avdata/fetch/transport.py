@@ -148,6 +148,56 @@ class StallWatch:
         return None
 
 
+class StallGuard:
+    """A response whose reads obey the stall rule: fewer than `min_bytes` in `seconds` spent waiting in
+    `read` raises TimeoutError. Only time inside `read` counts, so a reader that pauses between reads (a
+    trainer's data worker waiting for its batches to be taken) is not taken for a stalled server, while a
+    server that trickles a byte now and then, never long enough silent for the socket timeout, is."""
+
+    def __init__(self, raw, seconds: float = STALL_SECONDS, min_bytes: int = STALL_BYTES, what: str = "") -> None:
+        self.raw, self.seconds, self.min_bytes, self.what = raw, seconds, min_bytes, what
+        self.waited, self.got = 0.0, 0
+
+    def read(self, n: int = -1) -> bytes:
+        """n bytes (fewer only at the end), all bytes for n < 0. Read a piece at a time (`read1`: whatever
+        has arrived), so that the rule is checked while a large read is still waiting."""
+        read1 = getattr(self.raw, "read1", None)
+        if read1 is None:
+            return self._counted(self.raw.read, n)
+        parts, got = [], 0
+        while n < 0 or got < n:
+            chunk = self._counted(read1, (n - got) if n >= 0 else 1 << 16)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _counted(self, read, n: int) -> bytes:
+        t0 = time.monotonic()
+        data = read(n)
+        self.waited += time.monotonic() - t0
+        self.got += len(data)
+        if self.seconds > 0 and self.waited >= self.seconds:
+            if self.got < self.min_bytes:
+                raise TimeoutError(f"{self.what or 'server'} stalled: {self.got:,} bytes in {self.waited:.1f}s of "
+                                   f"waiting (the rule is at least {self.min_bytes:,} bytes every {self.seconds:g}s)")
+            self.waited, self.got = 0.0, 0
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.raw, name)
+
+    def __enter__(self) -> "StallGuard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def read_small(url: str, limit: int = MAX_UNDECLARED_SIZE, timeout: float = 60.0, retries: int = 3,
                what: str = "file", stall_seconds: float = STALL_SECONDS, stall_bytes: int = STALL_BYTES) -> bytes:
     """GET a small file (a manifest) into memory: at most `limit` bytes, under the stall rule, with a few

@@ -45,7 +45,9 @@ class ShardsLocation:
     manifest: Manifest
     description: str = ""
     addresses: dict[str, str] = field(default_factory=dict)
-    timeout: float = 60.0
+    timeout: float = 60.0  # seconds a read may wait for any byte
+    stall_seconds: float = 60.0  # and at least stall_bytes must arrive in each stall_seconds of waiting
+    stall_bytes: int = 16 << 10
 
     @property
     def remote(self) -> bool:
@@ -82,13 +84,14 @@ class ShardsLocation:
         """Open one shard for streaming (a local file, or a response whose Content-Length the tar reader
         bounds members by). Raises FileNotFoundError for a missing local file, AvdataError naming the
         address (its cause the urllib error, HTTP 404 for a missing object) for anything else a server does."""
-        from avdata.fetch.transport import open_source
+        from avdata.fetch.transport import StallGuard, open_source
 
         address = self.address(file)
         if not is_url(address):
             return open(address, "rb", buffering=1 << 20)
         try:
-            return open_source(address, {}, self.timeout)
+            return StallGuard(open_source(address, {}, self.timeout), self.stall_seconds, self.stall_bytes,
+                              what=address)
         except urllib.error.HTTPError as exc:
             raise AvdataError(f"{address}: could not be opened (HTTP {exc.code})") from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
