@@ -20,6 +20,9 @@ def serve_cmd(
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds a connection may stay silent "
                                   "(a request not finished, a body not read) before it is closed."),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, help="Connections served at once; "
+                                        "more are answered 503 (retry later), so idle connections cannot pile "
+                                        "up threads."),
 ) -> None:
     """Serve a folder over HTTP with Range support until Ctrl-C.
 
@@ -33,7 +36,7 @@ def serve_cmd(
 
     setup_logging(False)
     try:
-        server = make_server(directory, host, port, timeout=timeout)
+        server = make_server(directory, host, port, timeout=timeout, max_connections=max_connections)
     except AvdataError as exc:
         fail(exc)
         return

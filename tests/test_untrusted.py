@@ -687,6 +687,42 @@ def test_serve_closes_silent_connections(shards):
         server.server_close()
 
 
+def test_serve_caps_connections_at_once(shards, tmp_path):
+    """Idle connections beyond --max-connections get 503 with Retry-After (and no thread); a freed slot
+    serves again."""
+    import socket
+    import threading
+    import time
+
+    from avdata.share.serve import make_server
+
+    server = make_server(shards, "127.0.0.1", 0, timeout=30, max_connections=3)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    idle = []
+    try:
+        threads_before = threading.active_count()
+        for _ in range(3):  # connected, never send anything: each holds a slot
+            idle.append(socket.create_connection(server.server_address[:2], timeout=5))
+        time.sleep(0.3)
+        for _ in range(20):
+            with socket.create_connection(server.server_address[:2], timeout=5) as s:
+                s.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: x\r\n\r\n")
+                reply = s.recv(256)
+            assert reply.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in reply
+        assert threading.active_count() <= threads_before + 3  # a thread per held slot, none for the rest
+        idle.pop().close()
+        time.sleep(0.3)
+        with socket.create_connection(server.server_address[:2], timeout=5) as s:
+            s.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in idle:
+            s.close()
+        server.shutdown()
+        server.server_close()
+
+
 # ------------------------------------------------------------------------------------------ inspect, verify
 
 

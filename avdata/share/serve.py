@@ -10,6 +10,7 @@ import logging
 import mimetypes
 import os
 import re
+import threading
 import urllib.parse
 from email.utils import formatdate
 from functools import partial
@@ -154,23 +155,64 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
                 log.debug("%s: client went away", self.path)
 
 
+#: Connections served at once by default; each holds a thread (and up to a read buffer) until it ends.
+MAX_CONNECTIONS = 64
+
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+         b"Connection: close\r\n\r\n")
+
+
+class CappedThreadingHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once: a stranger opening thousands of idle
+    connections would otherwise get a thread for each. A connection over the cap is answered 503 with
+    Retry-After (clients of this project retry those) and closed, without a thread."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple, handler: Any, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 def make_server(directory: str | Path, host: str = "127.0.0.1", port: int = 8000,
-                timeout: float = CONNECTION_TIMEOUT) -> ThreadingHTTPServer:
+                timeout: float = CONNECTION_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> ThreadingHTTPServer:
     """A threaded server for `directory` (not started: call serve_forever). Port 0 picks a free port.
-    `timeout`: seconds a connection may stay silent before it is closed."""
+    `timeout`: seconds a connection may stay silent before it is closed; `max_connections`: served at once
+    (more are answered 503)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise AvdataError(f"{directory}: no such folder to serve")
     if not timeout > 0:
         raise AvdataError(f"the connection timeout must be more than 0 seconds, not {timeout}")
+    if max_connections < 1:
+        raise AvdataError(f"--max-connections must be at least 1, not {max_connections}")
     timed = type("TimedRangeRequestHandler", (RangeRequestHandler,), {"timeout": float(timeout)})
     handler = partial(timed, directory=directory)
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        return CappedThreadingHTTPServer((host, port), handler, max_connections)
     except OSError as exc:
         raise AvdataError(f"cannot listen on {host}:{port} ({exc}); choose another --port") from exc
-    server.daemon_threads = True
-    return server
 
 
 def server_url(server: ThreadingHTTPServer) -> str:
