@@ -91,6 +91,12 @@ def test_resize_short_side(clip, tmp_path):
     frames, times, info = read_frames(tall, short_side=48)
     assert frames.shape == (2, 64, 48, 3) and times == [0.0, 1.0] and not info.has_audio
     assert resize_short_side(np.zeros((128, 96, 3), np.uint8), 48).shape == (64, 48, 3)
+    # written into `out` when it fits (how read_frames fills its [K, H, W, 3] array), else a new array
+    for side, want in ((60, small[2]), (None, native[2])):
+        out = np.zeros_like(want)
+        assert resize_short_side(native[2], side, out) is out and np.array_equal(out, want)
+    wrong = np.zeros((10, 10, 3), np.uint8)
+    assert np.array_equal(resize_short_side(native[2], 60, wrong), small[2]) and not wrong.any()
 
 
 def _h264_with_b_frames(path: Path, n: int = 40, fps: int = 20) -> None:

@@ -139,15 +139,24 @@ def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def resize_short_side(rgb: np.ndarray, short_side: int | None) -> np.ndarray:
+def resize_short_side(rgb: np.ndarray, short_side: int | None, out: np.ndarray | None = None) -> np.ndarray:
     """An HxWxC uint8 image resized so min(H, W) == short_side, aspect kept (None: unchanged). Bit-exact
-    bilinear down to half size and for enlarging, area filter for stronger shrinking (see module doc)."""
+    bilinear down to half size and for enlarging, area filter for stronger shrinking (see module doc).
+    `out`: written there when it has the result's shape (saves stacking the frames of a clip after)."""
     h, w = rgb.shape[:2]
     size = _target_size(w, h, short_side)
+    fits = out is not None and out.shape == (size[1], size[0], *rgb.shape[2:]) and out.dtype == rgb.dtype
     if size == (w, h):
+        if fits:
+            np.copyto(out, rgb)
+            return out
         return rgb
     strong_shrink = 2 * size[0] < w or 2 * size[1] < h
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR_EXACT)
+    how = cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR_EXACT
+    if fits:
+        cv2.resize(rgb, size, dst=out, interpolation=how)
+        return out
+    return cv2.resize(rgb, size, interpolation=how)
 
 
 _local = threading.local()
@@ -157,8 +166,9 @@ _local = threading.local()
 _SWS_BITEXACT_BILINEAR = 0x2 | 0x80000
 
 
-def _rgb(frame, short_side: int | None) -> np.ndarray:
-    """RGB uint8 at the native size through a reused reformatter, then resized (see module docstring)."""
+def _rgb(frame, short_side: int | None, out: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 at the native size through a reused reformatter, then resized (see module docstring), into
+    `out` when it has the right shape."""
     # One per thread and process: a forked child must not reuse its parent's swscale context.
     cached = getattr(_local, "reformatter", None)
     if cached is None or cached[0] != os.getpid():
@@ -166,7 +176,7 @@ def _rgb(frame, short_side: int | None) -> np.ndarray:
     # threads=1: swscale's default (0 = one thread per CPU) oversubscribes the per-clip worker processes
     # and leaves a thread pool that a fork cannot inherit.
     rgb = cached[1].reformat(frame, format="rgb24", interpolation=_SWS_BITEXACT_BILINEAR, threads=1).to_ndarray()
-    return resize_short_side(rgb, short_side)
+    return resize_short_side(rgb, short_side, out)
 
 
 def select_per_second(times: list[float] | np.ndarray) -> list[int]:
@@ -237,6 +247,9 @@ def _fast_path(packets, tb: float, stream, mode: str, k: int | None, short_side:
     else:
         need = [True] * len(packets)
     kept: dict[int, np.ndarray] = {}
+    # the kept frames go straight into one [K, H, W, 3] array (in time order) when they share a size
+    row = {p: i for i, p in enumerate(sorted(chosen))}
+    out: np.ndarray | None = None
     decoded = 0
     skipping = False
     try:
@@ -254,7 +267,10 @@ def _fast_path(packets, tb: float, stream, mode: str, k: int | None, short_side:
                 resumed = False
                 decoded += 1
                 if frame.pts in chosen and frame.pts not in kept:
-                    kept[frame.pts] = _rgb(frame, short_side)
+                    if out is None:
+                        w, h = _target_size(frame.width, frame.height, short_side)
+                        out = np.empty((len(chosen), h, w, 3), dtype=np.uint8)
+                    kept[frame.pts] = _rgb(frame, short_side, out[row[frame.pts]])
             if len(kept) == len(chosen):
                 break
     except av.error.FFmpegError as exc:
@@ -265,7 +281,10 @@ def _fast_path(packets, tb: float, stream, mode: str, k: int | None, short_side:
     if len(kept) != len(chosen):
         return None
     keys = sorted(kept)
-    return [kept[p] for p in keys], [chosen[p] for p in keys], times[-1], len(packets)
+    frames = [kept[p] for p in keys]
+    if out is None or not all(f.base is out for f in frames):  # a size changed mid-stream
+        out = np.stack(frames)
+    return out, [chosen[p] for p in keys], times[-1], len(packets)
 
 
 def _slow_path(path: Path, mode: str, k: int | None, short_side: int | None, fps: float):
@@ -319,14 +338,14 @@ def read_frames(
         except av.error.FFmpegError as exc:
             raise MediaError(path, f"undecodable video ({_why(exc)})") from exc
     kept, times, last_t, n_frames = result
-    if not kept:
+    if not len(kept):
         raise MediaError(path, "no frame could be decoded")
     end = last_t + 1.0 / info.fps
     if is_truncated(end, info.duration_s):
         expected = round(info.duration_s * info.fps)
         raise MediaError(path, f"truncated: holds {n_frames} frames of {expected} expected "
                                f"(frames end at {end:.2f} s of a declared {info.duration_s:.2f} s)")
-    return np.stack(kept), times, info
+    return (kept if isinstance(kept, np.ndarray) else np.stack(kept)), times, info
 
 
 def decode_all_frames_count(path: str | Path) -> int:
