@@ -24,61 +24,44 @@ from avdata.cli.train_app import train_app, eval_app
 from avdata.cli.convert_app import convert_app
 
 def walk(cmd, ctx, path, out):
-    out.append(path)
+    out.append((path, cmd))
     if hasattr(cmd, "list_commands"):
         for name in cmd.list_commands(ctx):
             walk(cmd.get_command(ctx, name), ctx, path + [name], out)
 
+def options(cmd):
+    return sorted({o for p in cmd.params for o in [*p.opts, *p.secondary_opts]
+                   if o.startswith("--") and not getattr(p, "hidden", False)})
+
 runner = CliRunner()
 result = {}
+names = {}
 for prog, a in (("avdata", app), ("scmrl-train", train_app), ("scmrl-eval", eval_app), ("scmrl-convert", convert_app)):
     top = typer.main.get_command(a)
     paths = []
     walk(top, click.Context(top), [], paths)
-    for p in paths:
+    for p, cmd in paths:
         r = runner.invoke(a, p + ["--help"], terminal_width=COLUMNS, catch_exceptions=False)
         result[" ".join([prog] + p)] = r.output
-print(json.dumps(result))
+        names[" ".join([prog] + p)] = options(cmd)
+print(json.dumps({"helps": result, "names": names}))
 """
 
 
-def _helps(columns: int) -> dict[str, str]:
+def _helps(columns: int) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """Each command's --help and its long options (from click itself), in a fresh interpreter that sees
+    only the registry's datasets (tests of this process may have added some)."""
     env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(ROOT)}
     code = WALK.replace("COLUMNS", str(columns))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout)
-
-
-def _option_names() -> dict[str, set[str]]:
-    """Every long option of every command, from click itself."""
-    import click
-    import typer
-
-    from avdata.cli.avdata_app import app
-    from avdata.cli.convert_app import convert_app
-    from avdata.cli.train_app import eval_app, train_app
-
-    names: dict[str, set[str]] = {}
-
-    def walk(cmd, ctx, path):
-        names[" ".join(path)] = {o for p in cmd.params for o in [*p.opts, *p.secondary_opts]
-                                 if o.startswith("--") and not getattr(p, "hidden", False)}
-        if hasattr(cmd, "list_commands"):
-            for name in cmd.list_commands(ctx):
-                walk(cmd.get_command(ctx, name), ctx, path + [name])
-
-    for prog, a in (("avdata", app), ("scmrl-train", train_app), ("scmrl-eval", eval_app),
-                    ("scmrl-convert", convert_app)):
-        top = typer.main.get_command(a)
-        walk(top, click.Context(top), [prog])
-    return names
+    got = json.loads(out.stdout)
+    return got["helps"], {k: set(v) for k, v in got["names"].items()}
 
 
 @pytest.mark.parametrize("columns", [80, 120])
 def test_every_option_name_is_shown_whole(columns):
-    helps = _helps(columns)
-    names = _option_names()
+    helps, names = _helps(columns)
     assert set(helps) == set(names) and len(helps) >= 20  # every command and every dataset sub-command
     assert "avdata prepare cremad" in helps and "scmrl-train" in helps
     for command, text in helps.items():

@@ -1,5 +1,8 @@
 """Probing and decoding video frames with PyAV.
 
+Why this file is long: the key-frame-aware fast path and the full-decode fallback share the probing,
+the frame choice and the conversion; apart, each would reach into the other's internals.
+
 How frames are read (`read_frames`):
 
 1. The container is demuxed once: every video packet is kept (compressed, small) with its timestamp.
