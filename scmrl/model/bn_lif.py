@@ -2,7 +2,7 @@
 
 Apart, batch norm saves its input X, the LIF its membrane H (as big as X, or T times bigger when a static
 input's first stage is expanded over T) and the max-pool its input spikes (as big as H) plus an int64 index
-per output. Here one node saves X, the batch statistics and the pool index (as int32); backward recomputes
+per output. Here one node saves X, the batch statistics and the pool index; backward recomputes
 the normalised Y and H from X with the same kernels in the same order as forward (so bit for bit the same
 H) before the LIF, pool and batch-norm backward. Forward values and gradients are exactly those of
 ``BatchNorm -> LIF -> MaxPool2d`` in sequence; the price is recomputing one batch norm and the membrane in
@@ -51,8 +51,6 @@ class _BNLIF(torch.autograd.Function):
         if pool:
             spikes = h.ge_(v_threshold)  # H is not kept: its buffer becomes the spikes
             out, index = torch.ops.aten.max_pool2d_with_indices(spikes.flatten(0, 1), *_POOL)
-            # a plane's positions fit in int32 while H * W < 2**31
-            index = index.to(torch.int32) if spikes[0, 0, 0].numel() < 2**31 else index
         else:
             out = h.ge_(v_threshold)  # H is not kept: its buffer becomes the spikes
         ctx.save_for_backward(x, weight, bias, mean, invstd, index)
@@ -68,7 +66,7 @@ class _BNLIF(torch.autograd.Function):
         del y
         if pool:
             # H stands in for the spikes: the pool's backward reads only the shape and layout of its input
-            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, h.flatten(0, 1), *_POOL, index.long())
+            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, h.flatten(0, 1), *_POOL, index)
         g = lif_input_grad(h, grad.view_as(h), *lif, reuse_h=True)
         del h, grad
         g = g.sum(0) if repeated else g.flatten(0, 1)
