@@ -144,14 +144,16 @@ def _typed(opts: dict[str, str]) -> dict:
 def _ours(args: argparse.Namespace):
     import torch
 
+    from scmrl.model import lif_compiled
     from scmrl.model.losses import compute_loss
     from scmrl.model.models import build_model
     from scmrl.train.cpu_memory import keep_freed_memory
     from scmrl.train.optim import build_optimizer
 
     cfg, proto, mcfg = ours_config(args)
-    if args.device == "cpu":
+    if args.device == "cpu":  # as scmrl.train.loop does on CPU
         keep_freed_memory()
+        lif_compiled.enable(cfg.compile)
     torch.manual_seed(0)
     net = build_model(mcfg).train()
     opt = build_optimizer(net, 1e-3, cfg.weight_decay, proto.exclude_1d_decay)
@@ -175,9 +177,10 @@ def worker(args: argparse.Namespace) -> dict:
     audio = torch.randn(args.batch, 1, args.size, args.size, generator=g)
     visual = torch.randn(args.batch, 3, args.size, args.size, generator=g)
     labels = torch.arange(args.batch) % CLASSES
-    times = []
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: torch, model, data
+    times, cpu = [], []
     for i in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         loss = step_loss(audio, visual, labels)
         loss.backward()
@@ -185,9 +188,10 @@ def worker(args: argparse.Namespace) -> dict:
         float(loss.detach())
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+            cpu.append(time.process_time() - c0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"samples_per_s": args.batch / statistics.median(times), "ms": 1000 * statistics.median(times),
-            "max_rss_mib": rss}
+            "cpu_ms": 1000 * statistics.median(cpu), "max_rss_mib": rss, "base_rss_mib": base}
 
 
 def check(args: argparse.Namespace) -> dict:
@@ -252,6 +256,7 @@ def main() -> None:
     if args.role:
         print(json.dumps(worker(args)))
         return
+    load = os.getloadavg()
     ref = Path(args.reference)
     if not (ref / "braincog" / "model_zoo" / "spikformer.py").is_file():
         raise SystemExit(f"{ref}: not a checkout of Brain-Cog-Lab/S-CMRL (no braincog/model_zoo/spikformer.py)")
@@ -267,18 +272,21 @@ def main() -> None:
             for role in ("ours", "theirs"):
                 runs[role].append(_spawn(role, args, []))
                 res = runs[role][-1]
-                print(f"round {r + 1} {role:6s}: {res['samples_per_s']:6.2f} samples/s ({res['ms']:.0f} ms/step), "
-                      f"max RSS {res['max_rss_mib']:.0f} MiB", flush=True)
-    med = {k: {m: statistics.median(x[m] for x in v) for m in ("samples_per_s", "max_rss_mib")}
+                print(f"round {r + 1} {role:6s}: {res['samples_per_s']:6.2f} samples/s ({res['ms']:.0f} ms/step, "
+                      f"{res['cpu_ms']:.0f} CPU-ms), max RSS {res['max_rss_mib']:.0f} MiB (before the first step "
+                      f"{res['base_rss_mib']:.0f})", flush=True)
+    med = {k: {m: statistics.median(x[m] for x in v) for m in ("samples_per_s", "cpu_ms", "max_rss_mib")}
            for k, v in runs.items()}
     speed = med["ours"]["samples_per_s"] / med["theirs"]["samples_per_s"]
+    per_cpu = med["theirs"]["cpu_ms"] / med["ours"]["cpu_ms"]
     mem = med["ours"]["max_rss_mib"] / med["theirs"]["max_rss_mib"]
     import torch
 
     opts = ", ".join(args.ours_option) or "scmrl-train defaults"
     print(f"\nours ({opts}): {med['ours']['samples_per_s']:.2f} samples/s, {med['ours']['max_rss_mib']:.0f} MiB; "
           f"theirs: {med['theirs']['samples_per_s']:.2f} samples/s, {med['theirs']['max_rss_mib']:.0f} MiB")
-    print(f"speed ours/theirs {speed:.2f}x, peak RSS ours/theirs {mem:.2f}x")
+    print(f"load average (1 min) {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+    print(f"speed ours/theirs {speed:.2f}x (per CPU-second {per_cpu:.2f}x), peak RSS ours/theirs {mem:.2f}x")
     print("\n| torch | CPU | threads | batch | ours samples/s | theirs samples/s | speed | ours RSS MiB | theirs RSS MiB "
           "| RSS ratio |\n|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {torch.__version__} | {platform.processor() or platform.machine()} ({os.cpu_count()} cores) | "

@@ -8,8 +8,8 @@ H) before the LIF, pool and batch-norm backward. Forward values and gradients ar
 ``BatchNorm -> LIF -> MaxPool2d`` in sequence; the price is recomputing one batch norm and the membrane in
 backward. On CPU this takes the S-CMRL step's peak memory down by about a fifth (BENCHMARKS.md).
 
-Used in training by the fused LIF where the Triton kernels are not (CPU; scmrl.model.embedding and
-scmrl.model.attention); inference and the ``loop`` LIF run the modules one after another.
+Used in training on CPU by the fused LIF (scmrl.model.embedding and scmrl.model.attention); CUDA keeps its
+Triton kernels, and inference and the ``loop`` LIF run the modules one after another.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from scmrl.model import lif_triton
-from scmrl.model.lif import LIF, lif_input_grad, membrane
+from scmrl.model import lif_compiled
+from scmrl.model.lif import LIF, empty_steps, lif_input_grad, membrane
 
 __all__ = ["applies", "bn_lif"]
 
@@ -45,14 +45,16 @@ class _BNLIF(torch.autograd.Function):
         steps, repeated, pool = shape
         tau, v_threshold = lif[:2]
         y, mean, invstd = _normalise(x, weight, bias, (running_mean, running_var), factor, eps)
-        h = membrane(_spread(y, steps, repeated), tau, v_threshold)
-        del y
+        z = _spread(y, steps, repeated)
+        spikes = lif_compiled.spikes(z, tau, v_threshold) if lif[3] else None
+        if spikes is None:
+            spikes = membrane(z, tau, v_threshold).ge_(v_threshold)  # H is not kept: its buffer becomes the spikes
+        del y, z
         index = None
         if pool:
-            spikes = h.ge_(v_threshold)  # H is not kept: its buffer becomes the spikes
             out, index = torch.ops.aten.max_pool2d_with_indices(spikes.flatten(0, 1), *_POOL)
         else:
-            out = h.ge_(v_threshold)  # H is not kept: its buffer becomes the spikes
+            out = spikes
         ctx.save_for_backward(x, weight, bias, mean, invstd, index)
         ctx.cfg = (eps, shape, lif)
         return out
@@ -62,13 +64,15 @@ class _BNLIF(torch.autograd.Function):
         x, weight, bias, mean, invstd, index = ctx.saved_tensors
         eps, (steps, repeated, pool), lif = ctx.cfg
         y = _normalise(x, weight, bias, (None, None), 0.0, eps)[0]  # the same Y as forward, bit for bit
-        h = membrane(_spread(y, steps, repeated), lif[0], lif[1])
-        del y
+        z = _spread(y, steps, repeated)
         if pool:
-            # H stands in for the spikes: the pool's backward reads only the shape and layout of its input
-            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, h.flatten(0, 1), *_POOL, index)
-        g = lif_input_grad(h, grad.view_as(h), *lif, reuse_h=True)
-        del h, grad
+            # the pool's backward reads only the shape and layout of its input: an unfilled stand-in will do
+            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, empty_steps(z).flatten(0, 1), *_POOL, index)
+        grad = grad.view(z.shape)
+        g = lif_compiled.input_grad(z, grad, *lif[:3]) if lif[3] else None
+        if g is None:
+            g = lif_input_grad(membrane(z, lif[0], lif[1]), grad, *lif, reuse_h=True)
+        del y, z, grad
         g = g.sum(0) if repeated else g.flatten(0, 1)
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
             g, x, weight, None, None, mean, invstd, True, eps, list(ctx.needs_input_grad[:3]))
@@ -76,17 +80,17 @@ class _BNLIF(torch.autograd.Function):
 
 
 def applies(bn: nn.Module, lif: LIF, x: Tensor) -> bool:
-    """Whether :func:`bn_lif` stands in for ``bn`` then ``lif`` on ``x``: training with autograd, the fused
-    LIF, a batch norm that tracks running statistics with an affine map, no Triton kernels for ``x``."""
+    """Whether :func:`bn_lif` stands in for ``bn`` then ``lif`` on ``x``: training with autograd on CPU (CUDA
+    keeps its kernels), the fused LIF, a plain batch norm that tracks running statistics with an affine map."""
     return (
         lif.impl == "fused"
-        and isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        and x.device.type == "cpu"
+        and type(bn) in (nn.BatchNorm1d, nn.BatchNorm2d)  # not SyncBatchNorm: its statistics span processes
         and bn.training
         and bn.track_running_stats
         and bn.affine
         and torch.is_grad_enabled()
         and (x.requires_grad or bn.weight.requires_grad)
-        and not lif_triton.available(x)
     )
 
 

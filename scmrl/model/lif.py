@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from scmrl.model import lif_triton
 from scmrl.model.kernel_check import passes_self_check
 
-__all__ = ["LIF", "LIFSpec", "lif_fused", "lif_loop", "LIF_IMPLS", "membrane", "lif_input_grad"]
+__all__ = ["LIF", "LIFSpec", "lif_fused", "lif_loop", "LIF_IMPLS", "membrane", "lif_input_grad", "empty_steps"]
 
 LIF_IMPLS = ("fused", "loop")
 
@@ -91,7 +91,7 @@ def lif_loop(
 def membrane(x: Tensor, tau: float, v_threshold: float) -> Tensor:
     """Pre-spike membrane H for every step, in one new buffer, updated in place step by step."""
     decay = 1.0 - 1.0 / tau
-    h = torch.div(x, tau, out=_like_step(x))  # X_t / tau for all t at once
+    h = torch.div(x, tau, out=empty_steps(x))  # X_t / tau for all t at once
     for t in range(1, x.shape[0]):
         prev = h[t - 1]
         # V_{t-1} = H_{t-1} * (H_{t-1} < th);  H_t += decay * V_{t-1}
@@ -99,7 +99,7 @@ def membrane(x: Tensor, tau: float, v_threshold: float) -> Tensor:
     return h
 
 
-def _like_step(x: Tensor) -> Tensor:
+def empty_steps(x: Tensor) -> Tensor:
     """A new dense ``[T, ...]`` buffer whose steps have the memory layout of ``x[0]`` (e.g. channels-last),
     also when ``x`` is one step expanded over T (stride 0), where ``empty_like`` would fall back to NCHW."""
     if x.shape[0] == 0:
