@@ -144,7 +144,6 @@ def _typed(opts: dict[str, str]) -> dict:
 def _ours(args: argparse.Namespace):
     import torch
 
-    from scmrl.model import lif_compiled
     from scmrl.model.losses import compute_loss
     from scmrl.model.models import build_model
     from scmrl.train.cpu_memory import keep_freed_memory
@@ -153,7 +152,10 @@ def _ours(args: argparse.Namespace):
     cfg, proto, mcfg = ours_config(args)
     if args.device == "cpu":  # as scmrl.train.loop does on CPU
         keep_freed_memory()
-        lif_compiled.enable(cfg.compile)
+        if getattr(cfg, "compile", False):  # (a checkout from before the option has no such field)
+            from scmrl.model import lif_compiled
+
+            lif_compiled.enable(True)
     torch.manual_seed(0)
     net = build_model(mcfg).train()
     opt = build_optimizer(net, 1e-3, cfg.weight_decay, proto.exclude_1d_decay)
