@@ -77,10 +77,11 @@ class SpikingPatchEmbed(nn.Module):
         self.stages = nn.ModuleList(_ConvBNLIF2d(chans[i], chans[i + 1], lif, pool=True) for i in range(depth))
         self.rpe = _ConvBNLIF2d(embed_dim, embed_dim, lif, pool=False)
 
-    #: Activation layout: channels-last (NHWC: what cuDNN's and oneDNN's convolutions, batch norm and pooling
-    #: are fastest in) or NCHW; ``None`` picks channels-last on CUDA.  Values are the same up to the float
+    #: Activation layout: channels-last (NHWC, what cuDNN's convolutions, batch norm and pooling are
+    #: fastest in) or NCHW; ``None`` picks channels-last on CUDA.  Values are the same up to the float
     #: rounding of the convolutions, which can flip a spike whose membrane is within rounding of the
-    #: threshold; on CPU, NCHW computes the authors' numbers bit for bit (``ModelConfig.channels_last``).
+    #: threshold: on CPU, NCHW computes the authors' numbers bit for bit (tests/test_parity.py), and
+    #: channels-last gained nothing measurable in the whole step there (BENCHMARKS.md).
     channels_last: bool | None = None
 
     def forward(self, x: Tensor) -> Tensor:

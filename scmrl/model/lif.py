@@ -92,10 +92,13 @@ def membrane(x: Tensor, tau: float, v_threshold: float) -> Tensor:
     """Pre-spike membrane H for every step, in one new buffer, updated in place step by step."""
     decay = 1.0 - 1.0 / tau
     h = torch.div(x, tau, out=empty_steps(x))  # X_t / tau for all t at once
+    below = torch.empty_like(h[0]) if x.shape[0] > 1 else None  # (H < th) as 0./1. in h's dtype
     for t in range(1, x.shape[0]):
         prev = h[t - 1]
-        # V_{t-1} = H_{t-1} * (H_{t-1} < th);  H_t += decay * V_{t-1}
-        h[t].addcmul_(prev, prev < v_threshold, value=decay)
+        # V_{t-1} = H_{t-1} * (H_{t-1} < th);  H_t += decay * V_{t-1}.  Writing the mask straight into a
+        # float buffer saves the bool tensor and its conversion that addcmul_ would make of it.
+        torch.lt(prev, v_threshold, out=below)
+        h[t].addcmul_(prev, below, value=decay)
     return h
 
 
