@@ -2,7 +2,7 @@
 
 Apart, batch norm saves its input X, the LIF its membrane H (as big as X, or T times bigger when a static
 input's first stage is expanded over T) and the max-pool its input spikes (as big as H) plus an int64 index
-per output. Here one node saves X, the batch statistics and the pool index; backward recomputes
+per output. Here one node saves X, the batch statistics and the pool index (as int32); backward recomputes
 the normalised Y and H from X with the same kernels in the same order as forward (so bit for bit the same
 H) before the LIF, pool and batch-norm backward. Forward values and gradients are exactly those of
 ``BatchNorm -> LIF -> MaxPool2d`` in sequence; the price is recomputing one batch norm and the membrane in
@@ -53,6 +53,8 @@ class _BNLIF(torch.autograd.Function):
         index = None
         if pool:
             out, index = torch.ops.aten.max_pool2d_with_indices(spikes.flatten(0, 1), *_POOL)
+            if spikes[0, 0, 0].numel() < 2**31:  # positions within a plane: int32 holds them in half the bytes
+                index = index.to(torch.int32)
         else:
             out = spikes
         ctx.save_for_backward(x, weight, bias, mean, invstd, index)
@@ -67,7 +69,7 @@ class _BNLIF(torch.autograd.Function):
         z = _spread(y, steps, repeated)
         if pool:
             # the pool's backward reads only the shape and layout of its input: an unfilled stand-in will do
-            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, empty_steps(z).flatten(0, 1), *_POOL, index)
+            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, empty_steps(z).flatten(0, 1), *_POOL, index.long())
         grad = grad.view(z.shape)
         g = lif_compiled.input_grad(z, grad, *lif[:3]) if lif[3] else None
         if g is None:
