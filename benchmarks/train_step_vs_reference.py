@@ -262,6 +262,10 @@ def main() -> None:
     ref = Path(args.reference)
     if not (ref / "braincog" / "model_zoo" / "spikformer.py").is_file():
         raise SystemExit(f"{ref}: not a checkout of Brain-Cog-Lab/S-CMRL (no braincog/model_zoo/spikformer.py)")
+    import importlib.util
+
+    if importlib.util.find_spec("einops") is None:
+        raise SystemExit("their code imports einops: `pip install einops` (in a throwaway environment) first")
     with tempfile.TemporaryDirectory(prefix="scmrl-ref-shims-") as tmp:
         args.shims = tmp
         write_shims(Path(tmp))
