@@ -1,6 +1,7 @@
 """Where a training step of the reference S-CMRL configuration spends its time (torch.profiler table).
 
     python benchmarks/profile_step.py --device cuda --batch 128 [--lif loop]
+    python benchmarks/profile_step.py --device cpu --batch 8 --threads 2
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from scmrl.model.config import ModelConfig  # noqa: E402
 from scmrl.train.evaluate import autocast_for  # noqa: E402
 from scmrl.model.losses import compute_loss  # noqa: E402
 from scmrl.model.models import build_model  # noqa: E402
+from scmrl.train.cpu_memory import keep_freed_memory  # noqa: E402
 
 
 def main() -> None:
@@ -29,8 +31,13 @@ def main() -> None:
     ap.add_argument("--lif", default="fused", choices=("fused", "loop"))
     ap.add_argument("--no-amp", dest="amp", action="store_false")
     ap.add_argument("--rows", type=int, default=35)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
+    if dev.type == "cpu":
+        keep_freed_memory()  # as scmrl-train on CPU
     cfg = ModelConfig(num_classes=6, lif_impl=args.lif)
     net = build_model(cfg).to(dev).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)

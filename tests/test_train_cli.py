@@ -48,10 +48,10 @@ def test_flags_reach_the_config(monkeypatch) -> None:
     assert cfg == TrainConfig(shards="s", out="o", workers=3) and cfg.out == "o"  # as Path(...) gives it
     cfg = _captured(monkeypatch, ["--shards", "s", "--out", "o", "--no-amp", "--classes", "a, b", "--workers", "0",
                                   "--init-from", "x.pt", "--frames-per-step", "--resume", "--protocol", "reference",
-                                  "--lr", "0.01", "--time-steps", "8", "--noise-on", "both"])
+                                  "--lr", "0.01", "--time-steps", "8", "--noise-on", "both", "--compile"])
     assert cfg == TrainConfig(shards="s", out="o", amp=False, classes=["a", "b"], workers=0, init_from="x.pt",
                               frames_per_step=True, resume=True, protocol="reference", lr=0.01, time_steps=8,
-                              noise_on="both")
+                              noise_on="both", compile=True)
 
 
 @pytest.mark.parametrize("args, flag", [(["--epochs", "0"], "--epochs"), (["--protocol", "theirs"], "--protocol"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from scmrl.model import bn_lif
 from scmrl.model.lif import LIF, LIFSpec
 
 __all__ = [
@@ -48,8 +49,10 @@ class ConvBNLIF1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         steps = x.shape[0]
-        y = self.bn(self.conv(x.flatten(0, 1)))
-        return self.lif(y.unflatten(0, (steps, -1)))
+        y = self.conv(x.flatten(0, 1))
+        if bn_lif.applies(self.bn, self.lif, y):  # one node that does not keep the membrane (CPU training)
+            return bn_lif.bn_lif(self.bn, self.lif, y, steps)
+        return self.lif(self.bn(y).unflatten(0, (steps, -1)))
 
 
 def _product(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:

@@ -3,7 +3,9 @@
 Convolutions, batch norm and pooling run on ``[T*B, ...]`` (time folded into batch, one big conv
 instead of T small ones); only the LIF neurons see the time axis.  A static input repeated over T
 (an expanded view) goes through the first convolution once, not T times.  With the fused LIF on CUDA,
-each stage's LIF and max-pool run as one kernel pair (:mod:`scmrl.model.lif_pool_triton`).
+each stage's LIF and max-pool run as one kernel pair (:mod:`scmrl.model.lif_pool_triton`); elsewhere, in
+training, batch norm, LIF and pool run as one autograd node that keeps neither H nor the spikes
+(:mod:`scmrl.model.bn_lif`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from scmrl.model import lif_pool_triton
+from scmrl.model import bn_lif, lif_pool_triton
 from scmrl.model.lif import LIFSpec
 
 __all__ = ["SpikingPatchEmbed", "SPS", "ShallowSPS", "build_embedding", "pooled_side", "num_tokens"]
@@ -42,13 +44,19 @@ class _ConvBNLIF2d(nn.Module):
     def forward(self, x: Tensor, steps: int, repeated: bool = False) -> Tensor:
         """``x [T*B, ...]``, or with ``repeated`` the one ``[B, ...]`` input of every step (a static image
         over T): then conv and BN run once (same batch statistics) and the LIF reads the result T times."""
-        y = self.bn(self.conv(x))
+        pool = isinstance(self.pool, nn.MaxPool2d)
+        x = self.conv(x)
+        if bn_lif.applies(self.bn, self.lif, x):  # one node that does not keep H and the spikes (CPU training)
+            out = bn_lif.bn_lif(self.bn, self.lif, x, steps, repeated, pool)
+            return out if pool else out.flatten(0, 1)
+        y = self.bn(x)
         y = y.expand(steps, *y.shape) if repeated else y.unflatten(0, (steps, -1))
-        if isinstance(self.pool, nn.MaxPool2d) and self.lif.impl == "fused" and lif_pool_triton.available(y):
-            lif = self.lif  # one kernel pair for LIF + pool (CUDA); same values and gradients
+        lif = self.lif
+        if pool and lif.impl == "fused" and lif_pool_triton.available(y):
+            # one kernel pair for LIF + pool (CUDA); same values and gradients
             pooled = lif_pool_triton.lif_maxpool(y, lif.tau, lif.v_threshold, lif.surrogate_alpha, lif.detach_membrane)
             return pooled.flatten(0, 1)
-        return self.pool(self.lif(y).flatten(0, 1))
+        return self.pool(lif(y).flatten(0, 1))
 
 
 class SpikingPatchEmbed(nn.Module):
@@ -70,7 +78,10 @@ class SpikingPatchEmbed(nn.Module):
         self.rpe = _ConvBNLIF2d(embed_dim, embed_dim, lif, pool=False)
 
     #: Activation layout: channels-last (NHWC, what cuDNN's convolutions, batch norm and pooling are
-    #: fastest in) or the default; ``None`` picks channels-last on CUDA.  Values are the same either way.
+    #: fastest in) or NCHW; ``None`` picks channels-last on CUDA.  Values are the same up to the float
+    #: rounding of the convolutions, which can flip a spike whose membrane is within rounding of the
+    #: threshold: on CPU, NCHW computes the authors' numbers bit for bit (tests/test_parity.py), and
+    #: channels-last gained nothing measurable in the whole step there (BENCHMARKS.md).
     channels_last: bool | None = None
 
     def forward(self, x: Tensor) -> Tensor:

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from scmrl.model import lif_triton
 from scmrl.model.kernel_check import passes_self_check
 
-__all__ = ["LIF", "LIFSpec", "lif_fused", "lif_loop", "LIF_IMPLS"]
+__all__ = ["LIF", "LIFSpec", "lif_fused", "lif_loop", "LIF_IMPLS", "membrane", "lif_input_grad", "empty_steps"]
 
 LIF_IMPLS = ("fused", "loop")
 
@@ -88,15 +88,27 @@ def lif_loop(
 # ----------------------------------------------------------------------------------------------
 # Fused implementation: one autograd node for the whole time loop.
 # ----------------------------------------------------------------------------------------------
-def _membrane(x: Tensor, tau: float, v_threshold: float) -> Tensor:
+def membrane(x: Tensor, tau: float, v_threshold: float) -> Tensor:
     """Pre-spike membrane H for every step, in one new buffer, updated in place step by step."""
     decay = 1.0 - 1.0 / tau
-    h = x / tau  # X_t / tau for all t at once
+    h = torch.div(x, tau, out=empty_steps(x))  # X_t / tau for all t at once
+    below = torch.empty_like(h[0]) if x.shape[0] > 1 else None  # (H < th) as 0./1. in h's dtype
     for t in range(1, x.shape[0]):
         prev = h[t - 1]
-        # V_{t-1} = H_{t-1} * (H_{t-1} < th);  H_t += decay * V_{t-1}
-        h[t].addcmul_(prev, prev < v_threshold, value=decay)
+        # V_{t-1} = H_{t-1} * (H_{t-1} < th);  H_t += decay * V_{t-1}.  Writing the mask straight into a
+        # float buffer saves the bool tensor and its conversion that addcmul_ would make of it.
+        torch.lt(prev, v_threshold, out=below)
+        h[t].addcmul_(prev, below, value=decay)
     return h
+
+
+def empty_steps(x: Tensor) -> Tensor:
+    """A new dense ``[T, ...]`` buffer whose steps have the memory layout of ``x[0]`` (e.g. channels-last),
+    also when ``x`` is one step expanded over T (stride 0), where ``empty_like`` would fall back to NCHW."""
+    if x.shape[0] == 0:
+        return torch.empty_like(x)
+    step = torch.empty_like(x[0])  # keeps a dense step's strides, else contiguous ones
+    return torch.empty_strided(x.shape, (step.numel(), *step.stride()), dtype=x.dtype, device=x.device)
 
 
 class _LIFFused(torch.autograd.Function):
@@ -104,7 +116,7 @@ class _LIFFused(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, x: Tensor, tau: float, v_threshold: float, alpha: float, detach_membrane: bool
     ) -> Tensor:
-        h = _membrane(x, tau, v_threshold)
+        h = membrane(x, tau, v_threshold)
         spikes = torch.empty_like(h)
         torch.ge(h, v_threshold, out=spikes)  # writes 0./1. straight into the output dtype
         ctx.save_for_backward(h)
@@ -116,20 +128,28 @@ class _LIFFused(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
         (h,) = ctx.saved_tensors
-        tau, v_threshold, alpha, detach_membrane = ctx.cfg
-        # One buffer g, three passes: g = sig(alpha (h - th)); g = grad_s * g (1 - g); g *= alpha / tau
-        # (the 1/tau is dH/dX).  ``h`` itself is left untouched so retain_graph keeps working.
-        # alpha*h - alpha*th in one pass (a CPU 0-dim tensor acts as a scalar on every device).
-        g = torch.add(torch.tensor(-alpha * v_threshold, dtype=h.dtype), h, alpha=alpha)
-        g.sigmoid_()
-        torch.ops.aten.sigmoid_backward.grad_input(grad_s, g, grad_input=g)
-        g.mul_(alpha / tau)
-        if not detach_membrane:
-            # dL/dX_t = g_t + decay * (H_t < th) * dL/dX_{t+1}   (reverse in time)
-            decay = 1.0 - 1.0 / tau
-            for t in range(h.shape[0] - 2, -1, -1):
-                g[t].addcmul_(g[t + 1], h[t] < v_threshold, value=decay)
-        return g, None, None, None, None
+        return lif_input_grad(h, grad_s, *ctx.cfg), None, None, None, None
+
+
+def lif_input_grad(h: Tensor, grad_s: Tensor, tau: float, v_threshold: float, alpha: float,
+                   detach_membrane: bool, reuse_h: bool = False) -> Tensor:
+    """dL/dX of the LIF from its pre-spike membrane ``h`` and the spikes' gradient ``grad_s`` (same shape).
+
+    With ``reuse_h`` (and a detached membrane, where H is read once) the result is written over ``h``."""
+    # One buffer g, three passes: g = sig(alpha (h - th)); g = grad_s * g (1 - g); g *= alpha / tau
+    # (the 1/tau is dH/dX).  Unless reused, ``h`` is left untouched so retain_graph keeps working.
+    # alpha*h - alpha*th in one pass (a CPU 0-dim tensor acts as a scalar on every device).
+    out = h if reuse_h and detach_membrane else None
+    g = torch.add(torch.tensor(-alpha * v_threshold, dtype=h.dtype), h, alpha=alpha, out=out)
+    g.sigmoid_()
+    torch.ops.aten.sigmoid_backward.grad_input(grad_s, g, grad_input=g)
+    g.mul_(alpha / tau)
+    if not detach_membrane:
+        # dL/dX_t = g_t + decay * (H_t < th) * dL/dX_{t+1}   (reverse in time)
+        decay = 1.0 - 1.0 / tau
+        for t in range(h.shape[0] - 2, -1, -1):
+            g[t].addcmul_(g[t + 1], h[t] < v_threshold, value=decay)
+    return g
 
 
 def _triton_checked(device: torch.device) -> bool:
@@ -160,7 +180,7 @@ def lif_fused(
         return lif_triton.lif_triton(x, float(tau), float(v_threshold), float(surrogate_alpha), bool(detach_membrane))
     if not (x.requires_grad and torch.is_grad_enabled()):
         # inference: nothing to save, so the membrane buffer is turned into the output in place
-        return _membrane(x, float(tau), float(v_threshold)).ge_(float(v_threshold))
+        return membrane(x, float(tau), float(v_threshold)).ge_(float(v_threshold))
     return _LIFFused.apply(x, float(tau), float(v_threshold), float(surrogate_alpha), bool(detach_membrane))
 
 

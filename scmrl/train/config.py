@@ -87,6 +87,9 @@ class TrainConfig:
     lif: str = opt("fused", help="LIF implementation: fused (one autograd Function over T; on CUDA Triton "
                    "kernels, with the SPS max-pool fused in; SCMRL_LIF_TRITON=0 / SCMRL_LIF_POOL_TRITON=0 switch "
                    "those off) | loop (the plain reference loop). Same values and gradients.")
+    compile: bool = opt(False, help="CPU training: compile the LIF neurons' elementwise passes with torch.compile "
+                        "(inductor, needs a C++ compiler; a few seconds per layer in the first step). Same spikes, "
+                        "gradients to float rounding; without a working compiler it warns and runs as without.")
     frames_per_step: bool = opt(False, help="One stored frame per time step instead of one random frame repeated "
                                 "over T.")
     noise_snr: float | None = opt(None, help="Add Gaussian noise at this SNR (dB) to the visual input.")

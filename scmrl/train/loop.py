@@ -35,6 +35,7 @@ from avdata.progress import make_progress
 
 from avdata.shards.location import open_shards
 from scmrl.data.failures import ShardReadError
+from scmrl.model import lif_compiled
 from scmrl.model.models import build_model
 from scmrl.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, capture_rng, restore_rng, save_checkpoint
 from scmrl.train.config import TrainConfig, model_config, resolve_protocol
@@ -71,6 +72,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     device = ctx.device
     if device.type == "cpu":
         keep_freed_memory()  # faster steps on CPU (scmrl.train.cpu_memory)
+        lif_compiled.enable(cfg.compile)
     out = Path(cfg.out)
     source = open_shards(cfg.shards, cfg.classes)
     manifest = source.manifest
