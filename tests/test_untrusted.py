@@ -6,6 +6,7 @@ timeouts; hostile files are made here."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -650,18 +651,38 @@ def test_prepare_workers_exit_when_the_parent_dies(tmp_path, how):
 # ------------------------------------------------------------------------------------------ serve
 
 
-def test_serve_closes_silent_connections(shards):
-    import socket
+@contextlib.contextmanager
+def _serving(folder: Path, **options):
+    """`avdata serve`'s server on a free port, running in a thread; its sockets are closed after."""
     import threading
-    import time
 
     from avdata.share.serve import make_server
 
-    server = make_server(shards, "127.0.0.1", 0, timeout=0.5)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    socks = []
+    server = make_server(folder, "127.0.0.1", 0, **options)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    socks: list = []
     try:
+        yield server, socks
+    finally:
+        for s in socks:
+            s.close()
+        server.shutdown()
+        server.server_close()
+
+
+def _manifest_status(server) -> bytes:
+    import socket
+
+    with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        s.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return s.recv(64)
+
+
+def test_serve_closes_silent_connections(shards):
+    import socket
+    import time
+
+    with _serving(shards, timeout=0.5) as (server, socks):
         for _ in range(10):  # half-sent requests that never finish
             s = socket.create_connection(server.server_address[:2], timeout=5)
             s.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: x\r\n")
@@ -677,50 +698,28 @@ def test_serve_closes_silent_connections(shards):
             except TimeoutError:  # still held open
                 pass
         assert closed == len(socks)
-        with socket.create_connection(server.server_address[:2], timeout=5) as s:  # still serving
-            s.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            assert s.recv(64).startswith(b"HTTP/1.1 200")
-    finally:
-        for s in socks:
-            s.close()
-        server.shutdown()
-        server.server_close()
+        assert _manifest_status(server).startswith(b"HTTP/1.1 200")  # still serving
 
 
-def test_serve_caps_connections_at_once(shards, tmp_path):
+def test_serve_caps_connections_at_once(shards):
     """Idle connections beyond --max-connections get 503 with Retry-After (and no thread); a freed slot
     serves again."""
     import socket
     import threading
     import time
 
-    from avdata.share.serve import make_server
-
-    server = make_server(shards, "127.0.0.1", 0, timeout=30, max_connections=3)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    idle = []
-    try:
+    with _serving(shards, timeout=30, max_connections=3) as (server, idle):
         threads_before = threading.active_count()
         for _ in range(3):  # connected, never send anything: each holds a slot
             idle.append(socket.create_connection(server.server_address[:2], timeout=5))
         time.sleep(0.3)
         for _ in range(20):
-            with socket.create_connection(server.server_address[:2], timeout=5) as s:
-                s.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: x\r\n\r\n")
-                reply = s.recv(256)
+            reply = _manifest_status(server)
             assert reply.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in reply
         assert threading.active_count() <= threads_before + 3  # a thread per held slot, none for the rest
         idle.pop().close()
         time.sleep(0.3)
-        with socket.create_connection(server.server_address[:2], timeout=5) as s:
-            s.sendall(b"GET /manifest.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            assert s.recv(64).startswith(b"HTTP/1.1 200")
-    finally:
-        for s in idle:
-            s.close()
-        server.shutdown()
-        server.server_close()
+        assert _manifest_status(server).startswith(b"HTTP/1.1 200")
 
 
 # ------------------------------------------------------------------------------------------ inspect, verify
