@@ -64,10 +64,13 @@ def identity(item: object) -> object:
 class RingBatches(IterableDataset):
     """Batches of `batch_size` samples of `samples` (tuples: tensor, tensor, label[, key]), made in each
     worker into its own slots; the last batch of a worker's epoch may be smaller. Read them with
-    :func:`read_slots`. Made in the main process before the workers start (the slot states are shared)."""
+    :func:`read_slots`. Made in the main process before the workers start (the slot states are shared).
+    `keep`: slots are kept from one epoch to the next (training); else a worker lets go of its slots when
+    its epoch ends (evaluation, which runs now and then: its slots would hold shared memory in between)."""
 
-    def __init__(self, samples: IterableDataset, batch_size: int, workers: int, slots: int) -> None:
-        self.samples, self.batch_size, self.slots = samples, batch_size, slots
+    def __init__(self, samples: IterableDataset, batch_size: int, workers: int, slots: int,
+                 keep: bool = True) -> None:
+        self.samples, self.batch_size, self.slots, self.keep = samples, batch_size, slots, keep
         self.state = torch.zeros(max(1, workers), slots, dtype=torch.int32).share_memory_()
         self._buffers: dict[int, tuple[Tensor, ...]] = {}  # in each worker: slot -> its tensors
         self._sent: set[int] = set()  # in each worker: slots whose tensors went to the main process
@@ -91,6 +94,9 @@ class RingBatches(IterableDataset):
                 rows = []
         if rows:
             yield self._fill(wid, state, rows)
+        if not self.keep:  # the main process's copies stay valid: it maps the memory itself
+            self._buffers.clear()
+            self._sent.clear()
 
     def _fill(self, wid: int, state: np.ndarray, rows: list[tuple]) -> SlotBatch:
         k = _free_slot(state)
@@ -158,4 +164,6 @@ class SlotLoader:
         self.cache: dict[tuple[int, int], tuple[Tensor, ...]] = {}
 
     def __iter__(self) -> Iterator[tuple | ShardFailure]:
-        return read_slots(self.loader, self.ring, self.cache, self.pin_memory)
+        yield from read_slots(self.loader, self.ring, self.cache, self.pin_memory)
+        if not self.ring.keep:  # the workers made new slots for their next epoch
+            self.cache.clear()

@@ -248,9 +248,10 @@ PREFETCH = 2
 
 
 def _slot_loader(samples: IterableDataset, batch_size: int, workers: int, pin_memory: bool,
-                 common: dict) -> SlotLoader:
-    """Workers batch their own samples into reused shared-memory slots (`scmrl.data.batch_ring`)."""
-    ring = RingBatches(samples, batch_size, workers, slots_for(PREFETCH, workers))
+                 common: dict, keep: bool = True) -> SlotLoader:
+    """Workers batch their own samples into reused shared-memory slots (`scmrl.data.batch_ring`), kept
+    between epochs when `keep`."""
+    ring = RingBatches(samples, batch_size, workers, slots_for(PREFETCH, workers), keep)
     loader = DataLoader(ring, batch_size=None, collate_fn=identity, prefetch_factor=PREFETCH, **common)
     return SlotLoader(loader, ring, pin_memory)
 
@@ -284,7 +285,7 @@ def make_loader(source: ShardsLocation, split: str, cfg: StreamConfig, batch_siz
                   persistent_workers=workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
     if not cfg.train:
         if workers:
-            return CheckedBatches(_slot_loader(ds, batch_size, workers, pin_memory, common)), ds
+            return CheckedBatches(_slot_loader(ds, batch_size, workers, pin_memory, common, keep=False)), ds
         return CheckedBatches(DataLoader(ds, batch_size=batch_size, collate_fn=collate, pin_memory=pin_memory,
                                              **common)), ds
     buffer = cfg.shuffle_buffer
