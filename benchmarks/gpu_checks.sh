@@ -3,7 +3,8 @@
 # the GPU, and short real runs of scmrl-train on CUDA (single process, bf16) and under torchrun (NCCL).
 # The GPU image has torch, Triton, typer, rich and OpenCV but not webdataset: put its wheels in .whl/
 # first (pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl webdataset braceexpand).
-# Results go to $OUT (or ./gpu-results).
+# SCMRL_REFERENCE=<checkout of Brain-Cog-Lab/S-CMRL> adds the training step against the authors' code at
+# batch 128 (their code also needs einops: add its wheel to .whl/). Results go to $OUT (or ./gpu-results).
 set -uo pipefail
 OUT=${OUT:-gpu-results}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -25,6 +26,11 @@ step "where the fused training step spends its time"
 python3 benchmarks/profile_step.py --device cuda --rows 25 2>&1 | tee "$OUT/profile_step.txt" | tail -30
 step "input pipeline benchmark"
 python3 benchmarks/input_pipeline.py --device cuda --model-batch 128 --samples 2048 --epochs 3 ${PIPE_ARGS:-} 2>&1 | tee "$OUT/input_pipeline.txt"
+if [ -n "${SCMRL_REFERENCE:-}" ]; then  # a checkout of the authors' repository (and einops, e.g. in .whl/)
+  step "training step against the authors' code, batch 128"
+  python3 benchmarks/train_step_vs_reference.py --reference "$SCMRL_REFERENCE" --device cuda --batch 128 \
+    --check --rounds 2 2>&1 | tee "$OUT/train_step_vs_reference.txt" | tail -8
+fi
 step "scmrl-train on CUDA (synthetic task)"
 python3 -c "from scmrl.data.synthetic import make_synthetic_av_shards as m; m('/tmp/syn', n_train=512, n_val=128, n_test=128)"
 python3 -m avdata.cli.train_app --shards /tmp/syn --out /tmp/run1 --device cuda --epochs 6 --batch-size 32 \

@@ -3,6 +3,7 @@
     git clone https://github.com/Brain-Cog-Lab/S-CMRL /tmp/S-CMRL     # outside this repository
     pip install einops                                               # their code needs it (throwaway venv)
     python benchmarks/train_step_vs_reference.py --reference /tmp/S-CMRL
+    python benchmarks/train_step_vs_reference.py --reference /tmp/S-CMRL --device cuda --batch 128  # a GPU
 
 CREMA-D configuration (C 256, 16 heads, T 4, 128x128 spectrogram and RGB frame, 6 classes), batch 8,
 2 threads, float32, forward + loss + backward + AdamW on both sides:
@@ -88,12 +89,18 @@ def _theirs(args: argparse.Namespace):
 
     from scmrl.train.optim import build_optimizer
 
+    import contextlib
+
     net_cls = _import_reference(Path(args.reference), Path(args.shims))
     torch.manual_seed(0)
     net = net_cls(step=args.time_steps, num_classes=CLASSES, in_channels=3, embed_dims=args.embed_dim,
                   num_heads=args.heads, img_size_h=args.size, img_size_w=args.size, interaction="Add",
                   cross_attn=True, attn_method="SpatialTemporal", alpha=1.5, contrastive=True).train()
+    net = net.to(args.device)
     opt = build_optimizer(net, 1e-3, 1e-4, exclude_1d=True)
+    # their training script runs float32 unless given --amp; --theirs-amp runs them under bf16 autocast
+    precision = (torch.autocast("cuda", dtype=torch.bfloat16) if args.theirs_amp and args.device == "cuda"
+                 else contextlib.nullcontext())
 
     def loss_fn(out, labels):
         logits, fa, fv = out
@@ -107,7 +114,11 @@ def _theirs(args: argparse.Namespace):
     def prepare(audio, visual):  # [B, C, H, W] -> their [B, T, C, H, W] (materialised, as their loop)
         return [repeat(x, "b c w h -> b t c w h", t=args.time_steps).float() for x in (audio, visual)]
 
-    return net, opt, lambda a, v, y: loss_fn(net(prepare(a, v)), y)
+    def step_loss(a, v, y):
+        with precision:
+            return loss_fn(net(prepare(a, v)), y)
+
+    return net, opt, step_loss
 
 
 def ours_config(args: argparse.Namespace):
@@ -156,14 +167,18 @@ def _ours(args: argparse.Namespace):
             from scmrl.model import lif_compiled
 
             lif_compiled.enable(True)
+    from scmrl.train.evaluate import autocast_for
+
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    net = build_model(mcfg).train()
+    net = build_model(mcfg).train().to(device)
     opt = build_optimizer(net, 1e-3, cfg.weight_decay, proto.exclude_1d_decay)
     t = mcfg.time_steps
 
     def step_loss(a, v, y):
         a, v = (x.unsqueeze(0).expand(t, *x.shape) for x in (a, v))  # as scmrl.data.transforms.static_inputs
-        return compute_loss(mcfg, net(a, v), y)[0]
+        with autocast_for(device, cfg.amp):  # bf16 on CUDA by default, as scmrl-train; float32 on CPU
+            return compute_loss(mcfg, net(a, v), y)[0]
 
     return net, opt, step_loss
 
@@ -176,9 +191,9 @@ def worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     net, opt, step_loss = (_ours if args.worker == "ours" else _theirs)(args)
     g = torch.Generator().manual_seed(1)
-    audio = torch.randn(args.batch, 1, args.size, args.size, generator=g)
-    visual = torch.randn(args.batch, 3, args.size, args.size, generator=g)
-    labels = torch.arange(args.batch) % CLASSES
+    audio = torch.randn(args.batch, 1, args.size, args.size, generator=g).to(args.device)
+    visual = torch.randn(args.batch, 3, args.size, args.size, generator=g).to(args.device)
+    labels = (torch.arange(args.batch) % CLASSES).to(args.device)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: torch, model, data
     times, cpu = [], []
     for i in range(args.warmup + args.steps):
@@ -192,8 +207,9 @@ def worker(args: argparse.Namespace) -> dict:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else None
     return {"samples_per_s": args.batch / statistics.median(times), "ms": 1000 * statistics.median(times),
-            "cpu_ms": 1000 * statistics.median(cpu), "max_rss_mib": rss, "base_rss_mib": base}
+            "cpu_ms": 1000 * statistics.median(cpu), "max_rss_mib": rss, "base_rss_mib": base, "max_gpu_mib": gpu}
 
 
 def check(args: argparse.Namespace) -> dict:
@@ -224,8 +240,8 @@ def _spawn(role: str, args: argparse.Namespace, extra: list[str]) -> dict:
            "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     cmd = [sys.executable, __file__, "--reference", args.reference, "--shims", args.shims, "--role", role,
            *extra, *[f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
-                     ("batch", "threads", "size", "embed_dim", "heads", "time_steps", "steps", "warmup")],
-           *[f"--ours-option={o}" for o in args.ours_option]]
+                     ("batch", "threads", "size", "embed_dim", "heads", "time_steps", "steps", "warmup", "device")],
+           *(["--theirs-amp"] if args.theirs_amp else []), *[f"--ours-option={o}" for o in args.ours_option]]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
         raise SystemExit(f"{role} {' '.join(extra)} failed:\n{res.stderr[-3000:]}")
@@ -244,7 +260,10 @@ def main() -> None:
     ap.add_argument("--embed-dim", type=int, default=256)
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--time-steps", type=int, default=4)
-    ap.add_argument("--device", default="cpu", choices=("cpu",))
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="cuda: ours as scmrl-train runs there (bf16 autocast, Triton kernels where they build), "
+                         "theirs in float32 as their script runs by default; the memory compared is the GPU's peak")
+    ap.add_argument("--theirs-amp", action="store_true", help="run their model under bf16 autocast too (CUDA)")
     ap.add_argument("--ours-option", action="append", default=[], metavar="FIELD=VALUE",
                     help="a scmrl-train option for our side, e.g. compile=true (repeatable)")
     ap.add_argument("--check", action="store_true", help="first compare both losses on one batch, same weights")
@@ -281,7 +300,10 @@ def main() -> None:
                 print(f"round {r + 1} {role:6s}: {res['samples_per_s']:6.2f} samples/s ({res['ms']:.0f} ms/step, "
                       f"{res['cpu_ms']:.0f} CPU-ms), max RSS {res['max_rss_mib']:.0f} MiB (before the first step "
                       f"{res['base_rss_mib']:.0f})", flush=True)
-    med = {k: {m: statistics.median(x[m] for x in v) for m in ("samples_per_s", "cpu_ms", "max_rss_mib")}
+    # on CUDA the memory compared is the GPU's peak (torch.cuda.max_memory_allocated), shown in the RSS columns
+    mem_key = "max_gpu_mib" if args.device == "cuda" else "max_rss_mib"
+    med = {k: {m: statistics.median(x[src] for x in v) for m, src in
+               (("samples_per_s", "samples_per_s"), ("cpu_ms", "cpu_ms"), ("max_rss_mib", mem_key))}
            for k, v in runs.items()}
     speed = med["ours"]["samples_per_s"] / med["theirs"]["samples_per_s"]
     per_cpu = med["theirs"]["cpu_ms"] / med["ours"]["cpu_ms"]
@@ -292,7 +314,10 @@ def main() -> None:
     print(f"\nours ({opts}): {med['ours']['samples_per_s']:.2f} samples/s, {med['ours']['max_rss_mib']:.0f} MiB; "
           f"theirs: {med['theirs']['samples_per_s']:.2f} samples/s, {med['theirs']['max_rss_mib']:.0f} MiB")
     print(f"load average (1 min) {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
-    print(f"speed ours/theirs {speed:.2f}x (per CPU-second {per_cpu:.2f}x), peak RSS ours/theirs {mem:.2f}x")
+    what = "peak GPU memory" if args.device == "cuda" else "peak RSS"
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores"
+    print(f"device: {where}; speed ours/theirs {speed:.2f}x (per CPU-second {per_cpu:.2f}x), {what} ours/theirs "
+          f"{mem:.2f}x" + ("; theirs under bf16 autocast" if args.theirs_amp else ""))
     print("\n| torch | CPU | threads | batch | ours samples/s | theirs samples/s | speed | ours RSS MiB | theirs RSS MiB "
           "| RSS ratio |\n|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {torch.__version__} | {platform.processor() or platform.machine()} ({os.cpu_count()} cores) | "
