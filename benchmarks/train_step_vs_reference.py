@@ -221,6 +221,7 @@ def check(args: argparse.Namespace) -> dict:
     from scmrl.model.models import build_model
 
     torch.set_num_threads(args.threads)
+    args.device, args.theirs_amp = "cpu", False  # the same numbers are checked in float32 on the CPU
     net, _, their_loss = _theirs(args)
     _, _, mcfg = ours_config(args)
     mcfg.attention = "spatiotemporal-reference"  # their block's layout (scmrl.model.convert's default)
