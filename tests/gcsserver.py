@@ -12,17 +12,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 import urllib.request
 from typing import Iterator
 
 import pytest
 
-from tests.s3server import _free_port
+from tests.childserver import child_server
 
 
 def skip_without_gcs() -> None:
@@ -43,33 +39,15 @@ def make_bucket(url: str, name: str) -> None:
 def gcs_emulator(timeout: float = 30.0) -> Iterator[str]:
     import gcsfs
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                             "--port", str(port), "--in-memory"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = lambda port: [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",  # noqa: E731
+                            "--port", str(port), "--in-memory"]
     mp = pytest.MonkeyPatch()
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/storage/v1/b?project=test", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"GCS emulator did not start on {url} (exit {proc.poll()})")
-                time.sleep(0.2)
+    with child_server(command, "/storage/v1/b?project=test", "GCS emulator", timeout) as url:
         mp.setenv("STORAGE_EMULATOR_HOST", url)
         mp.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
         gcsfs.GCSFileSystem.clear_instance_cache()
-        yield url
-    finally:
-        gcsfs.GCSFileSystem.clear_instance_cache()
-        mp.undo()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            yield url
+        finally:
+            gcsfs.GCSFileSystem.clear_instance_cache()
+            mp.undo()

@@ -20,7 +20,8 @@ from avdata.cli.train_app import eval_app
 from avdata.shards.reader import iter_shard
 from scmrl.data.synthetic import make_synthetic_av_shards
 from scmrl.train.report import read_metrics
-from tests.s3server import _free_port, moto_s3, s3_env, skip_without_s3
+from tests.childserver import free_port as _free_port
+from tests.s3server import moto_s3, s3_env, skip_without_s3
 
 ROOT = Path(__file__).resolve().parents[1]
 # 4 training shards of 32: each node's rank reads 2 of them, one per loader worker (64 samples, 4 batches)
