@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from avdata import __version__
 from avdata.errors import AvdataError
@@ -126,11 +126,15 @@ def socket_timeout(timeout: float, stall_seconds: float) -> float:
 
 
 class StallWatch:
-    """The minimum-progress rule: fewer than `min_bytes` in any `seconds`-long window aborts an attempt."""
+    """The minimum-progress rule: fewer than `min_bytes` in any `seconds`-long window aborts an attempt.
+    Windows are measured on `clock`: wall time by default; a :class:`StallGuard` passes the time its reads
+    have spent waiting."""
 
-    def __init__(self, seconds: float, min_bytes: int) -> None:
+    def __init__(self, seconds: float, min_bytes: int, clock: Callable[[], float] | None = None) -> None:
         self.seconds, self.min_bytes = seconds, min_bytes
-        self.start = time.monotonic()
+        self.waiting = clock is not None
+        self.clock = clock or time.monotonic
+        self.start = self.clock()
         self.got = 0
 
     def add(self, n: int) -> str | None:
@@ -138,25 +142,28 @@ class StallWatch:
         if self.seconds <= 0:
             return None
         self.got += n
-        now = time.monotonic()
+        now = self.clock()
         if now - self.start < self.seconds:
             return None
         if self.got < self.min_bytes:
-            return (f"stalled: {self.got:,} bytes in {now - self.start:.0f}s (the rule is at least "
-                    f"{self.min_bytes:,} bytes every {self.seconds:g}s; see --stall-timeout)")
+            spent = f"{now - self.start:.1f}s of waiting" if self.waiting else f"{now - self.start:.0f}s"
+            hint = "" if self.waiting else "; see --stall-timeout"
+            return (f"stalled: {self.got:,} bytes in {spent} (the rule is at least {self.min_bytes:,} bytes "
+                    f"every {self.seconds:g}s{hint})")
         self.start, self.got = now, 0
         return None
 
 
 class StallGuard:
-    """A response whose reads obey the stall rule: fewer than `min_bytes` in `seconds` spent waiting in
-    `read` raises TimeoutError. Only time inside `read` counts, so a reader that pauses between reads (a
-    trainer's data worker waiting for its batches to be taken) is not taken for a stalled server, while a
+    """A response whose reads obey the stall rule (:class:`StallWatch`) on the time spent waiting in `read`:
+    too few bytes raise TimeoutError. Only time inside `read` counts, so a reader that pauses between reads
+    (a trainer's data worker waiting for its batches to be taken) is not taken for a stalled server, while a
     server that trickles a byte now and then, never long enough silent for the socket timeout, is."""
 
     def __init__(self, raw, seconds: float = STALL_SECONDS, min_bytes: int = STALL_BYTES, what: str = "") -> None:
-        self.raw, self.seconds, self.min_bytes, self.what = raw, seconds, min_bytes, what
-        self.waited, self.got = 0.0, 0
+        self.raw, self.what = raw, what
+        self.waited = 0.0
+        self.watch = StallWatch(seconds, min_bytes, clock=lambda: self.waited)
 
     def read(self, n: int = -1) -> bytes:
         """n bytes (fewer only at the end), all bytes for n < 0. Read a piece at a time (`read1`: whatever
@@ -177,12 +184,9 @@ class StallGuard:
         t0 = time.monotonic()
         data = read(n)
         self.waited += time.monotonic() - t0
-        self.got += len(data)
-        if self.seconds > 0 and self.waited >= self.seconds:
-            if self.got < self.min_bytes:
-                raise TimeoutError(f"{self.what or 'server'} stalled: {self.got:,} bytes in {self.waited:.1f}s of "
-                                   f"waiting (the rule is at least {self.min_bytes:,} bytes every {self.seconds:g}s)")
-            self.waited, self.got = 0.0, 0
+        stalled = self.watch.add(len(data))
+        if stalled:
+            raise TimeoutError(f"{self.what or 'server'} {stalled}")
         return data
 
     def close(self) -> None:
