@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from avdata.errors import AvdataError
+from avdata.fetch.transport import STALL_BYTES, STALL_SECONDS
 from avdata.fetch.urls import is_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest, ShardEntry, data_kind
 from avdata.shards.tar_list import cut_to_files, manifest_of_files, tar_list
@@ -46,8 +47,8 @@ class ShardsLocation:
     description: str = ""
     addresses: dict[str, str] = field(default_factory=dict)
     timeout: float = 60.0  # seconds a read may wait for any byte
-    stall_seconds: float = 60.0  # and at least stall_bytes must arrive in each stall_seconds of waiting
-    stall_bytes: int = 16 << 10
+    stall_seconds: float = STALL_SECONDS  # and at least stall_bytes must arrive in each stall_seconds of waiting
+    stall_bytes: int = STALL_BYTES
 
     @property
     def remote(self) -> bool:
