@@ -362,6 +362,17 @@ def _no_kaggle(monkeypatch, home: Path) -> None:
     monkeypatch.setenv("HOME", str(home))
 
 
+def _kaggle_user_and_zip(monkeypatch, tmp_path: Path, user: str, folder: str, size: int) -> Path:
+    """Kaggle credentials for `user` in the environment, and a folder holding an urbansound8k-av.zip."""
+    _no_kaggle(monkeypatch, tmp_path)
+    monkeypatch.setenv("KAGGLE_USERNAME", user)
+    monkeypatch.setenv("KAGGLE_KEY", "k3y")
+    site = tmp_path / folder
+    site.mkdir()
+    _make_zip(site / "urbansound8k-av.zip", {"a.txt": os.urandom(size)})
+    return site
+
+
 def test_kaggle_missing_credentials(tmp_path, monkeypatch):
     _no_kaggle(monkeypatch, tmp_path)
     with pytest.raises(AvdataError) as info:
@@ -394,12 +405,7 @@ def test_kaggle_with_credentials_sends_auth(tmp_path, monkeypatch):
 
 def test_credentials_not_forwarded_on_redirect(tmp_path, monkeypatch):
     """Kaggle answers with a redirect to a storage host: the Range header follows, the credentials do not."""
-    _no_kaggle(monkeypatch, tmp_path)
-    monkeypatch.setenv("KAGGLE_USERNAME", "bob")
-    monkeypatch.setenv("KAGGLE_KEY", "k3y")
-    store = tmp_path / "store"
-    store.mkdir()
-    _make_zip(store / "urbansound8k-av.zip", {"a.txt": os.urandom(100_000)})
+    store = _kaggle_user_and_zip(monkeypatch, tmp_path, "bob", "store", 100_000)
     out = tmp_path / "raw"
     with serve_dir(store, drop_after=30_000) as storage, serve_dir(store, redirect_to=storage) as api:
         monkeypatch.setattr(us8k_sources, "kaggle_url", lambda: api + "/urbansound8k-av.zip")
@@ -421,12 +427,7 @@ def test_cremad_only_options_rejected_elsewhere(tmp_path):
 
 def test_kaggle_token_is_never_sent_to_a_mirror(tmp_path, monkeypatch):
     """A --mirror is someone else's server: the Kaggle key stays home."""
-    _no_kaggle(monkeypatch, tmp_path)
-    monkeypatch.setenv("KAGGLE_USERNAME", "carol")
-    monkeypatch.setenv("KAGGLE_KEY", "k3y")
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    _make_zip(mirror / "urbansound8k-av.zip", {"a.txt": os.urandom(1000)})
+    mirror = _kaggle_user_and_zip(monkeypatch, tmp_path, "carol", "mirror", 1000)
     with serve_dir(mirror) as url:
         res = runner.invoke(app, ["download", "urbansound8k-av", "--to", str(tmp_path / "raw"), "--mirror", url])
         assert res.exit_code == 0, res.output
