@@ -307,8 +307,8 @@ def _slow_path(path: Path, mode: str, k: int | None, short_side: int | None, fps
         t0 = times[order[0]]
         rel = [times[i] - t0 for i in order]
         pick = _select(mode, k, rel)
-        return ([_rgb(frames[order[i]], short_side) for i in pick], [round(rel[i], 6) for i in pick], rel[-1],
-                len(frames))
+        kept = np.stack([_rgb(frames[order[i]], short_side) for i in pick])
+        return kept, [round(rel[i], 6) for i in pick], rel[-1], len(frames)
     finally:
         container.close()
 
@@ -348,7 +348,7 @@ def read_frames(
         expected = round(info.duration_s * info.fps)
         raise MediaError(path, f"truncated: holds {n_frames} frames of {expected} expected "
                                f"(frames end at {end:.2f} s of a declared {info.duration_s:.2f} s)")
-    return (kept if isinstance(kept, np.ndarray) else np.stack(kept)), times, info
+    return kept, times, info
 
 
 def decode_all_frames_count(path: str | Path) -> int:
