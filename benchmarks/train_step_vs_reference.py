@@ -301,7 +301,7 @@ def main() -> None:
                 print(f"round {r + 1} {role:6s}: {res['samples_per_s']:6.2f} samples/s ({res['ms']:.0f} ms/step, "
                       f"{res['cpu_ms']:.0f} CPU-ms), max RSS {res['max_rss_mib']:.0f} MiB (before the first step "
                       f"{res['base_rss_mib']:.0f})", flush=True)
-    # on CUDA the memory compared is the GPU's peak (torch.cuda.max_memory_allocated), shown in the RSS columns
+    # on CUDA the memory compared is the GPU's peak (torch.cuda.max_memory_allocated)
     mem_key = "max_gpu_mib" if args.device == "cuda" else "max_rss_mib"
     med = {k: {m: statistics.median(x[src] for x in v) for m, src in
                (("samples_per_s", "samples_per_s"), ("cpu_ms", "cpu_ms"), ("max_rss_mib", mem_key))}
@@ -319,9 +319,12 @@ def main() -> None:
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores"
     print(f"device: {where}; speed ours/theirs {speed:.2f}x (per CPU-second {per_cpu:.2f}x), {what} ours/theirs "
           f"{mem:.2f}x" + ("; theirs under bf16 autocast" if args.theirs_amp else ""))
-    print("\n| torch | CPU | threads | batch | ours samples/s | theirs samples/s | speed | ours RSS MiB | theirs RSS MiB "
-          "| RSS ratio |\n|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {torch.__version__} | {platform.processor() or platform.machine()} ({os.cpu_count()} cores) | "
+    col = "GPU peak" if args.device == "cuda" else "RSS"
+    dev = torch.cuda.get_device_name() if args.device == "cuda" else \
+        f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    print(f"\n| torch | device | threads | batch | ours samples/s | theirs samples/s | speed | ours {col} MiB | "
+          f"theirs {col} MiB | {col} ratio |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {torch.__version__} | {dev} | "
           f"{args.threads} | {args.batch} | {med['ours']['samples_per_s']:.2f} | {med['theirs']['samples_per_s']:.2f} "
           f"| **{speed:.2f}x** | {med['ours']['max_rss_mib']:.0f} | {med['theirs']['max_rss_mib']:.0f} | "
           f"**{mem:.2f}x** |")
