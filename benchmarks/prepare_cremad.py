@@ -8,10 +8,11 @@ vary by 10-30%):
   (a) decode every frame, one process, no RGB conversion (the decoder's own cost);
   (b) decode every frame and convert each to RGB, one process (what a frame-dump pipeline pays);
   (c) decode only the frames prepare needs (every packet up to the last kept frame: one key frame per
-      clip), no conversion, one process and --jobs processes: the limit for prepare;
+      clip), no conversion, one process and --jobs processes: the limit for prepare; and the same with
+      --jobs processes reading the FLV with avdata's own FLV reader (no FFmpeg probe), as prepare does;
   (d) avdata prepare cremad --jobs 1 and --jobs N (shards, manifest, card included; default options, so
       JPEG frames), and --jobs N --frame-format npy (no JPEG encoding).
-Targets: (d) with --jobs 2 within 1.1x of (c) on 2 processes; (d) with --jobs 2 at or below 0.56x of (a)
+Targets: (d) with --jobs 2 within 1.1x of (c) on 2 processes (printed against both forms of (c)); (d) with --jobs 2 at or below 0.56x of (a)
 (issue #16, JPEG encoding included). Also printed: shard bytes / raw FLV + WAV bytes (issue #16: <= 1.0).
 --real N --decoder-options instead times FFmpeg's decoder settings (frame/slice threads, skip_frame) on
 the same clips against the default and checks that each leaves every frame bit-identical.
@@ -104,6 +105,20 @@ def decode_needed(video: str) -> int:
         for packet in packets[:last + 1]:
             n += len(stream.decode(packet))
         return n + len(stream.decode(None))
+
+
+def decode_needed_flv(video: str) -> int:
+    """`decode_needed`, the packets read by avdata's FLV reader and handed to the same decoder, as
+    prepare reads CREMA-D (no FFmpeg probe)."""
+    from avdata.media.flv import read_flv_video
+    from avdata.media.video import flv_decoder, select_per_second
+
+    ctx, packets = flv_decoder(read_flv_video(video))
+    last = select_per_second([(p.pts - packets[0].pts) / 1000 for p in packets])[-1]
+    n = 0
+    for packet in packets[:last + 1]:
+        n += len(ctx.decode(packet))
+    return n + len(ctx.decode(None))
 
 
 #: FFmpeg decoder settings tried on VP6 (--decoder-options): (thread_type, thread_count, skip_frame).
@@ -223,6 +238,8 @@ def run_real(n: int, jobs: int, repeat: int, work: Path) -> None:
         "decode every frame + RGB each, 1 process": lambda: timed_serial(decode_all_rgb, videos),
         "decode needed frames, 1 process": lambda: timed_serial(decode_needed, videos),
         f"decode needed frames, {jobs} processes": lambda: timed_pool(decode_needed, videos, jobs),
+        f"decode needed frames, FLV read directly, {jobs} processes": lambda: timed_pool(
+            decode_needed_flv, videos, jobs),
         "avdata prepare cremad --jobs 1": lambda: timed_prepare(raw, shards, 1),
         f"avdata prepare cremad --jobs {jobs}": lambda: timed_prepare(raw, shards, jobs),
         f"avdata prepare cremad --jobs {jobs} --frame-format npy": lambda: timed_prepare(
@@ -251,7 +268,8 @@ def run_real(n: int, jobs: int, repeat: int, work: Path) -> None:
     p1, pn = med["avdata prepare cremad --jobs 1"], med[f"avdata prepare cremad --jobs {jobs}"]
     full = med["decode every frame, 1 process"]
     print(f"wall: prepare --jobs 1 / needed-frames decode (1 process) = {p1 / limit1:.2f}x; "
-          f"prepare --jobs {jobs} / needed-frames decode ({jobs} processes) = {pn / limitn:.2f}x (target <= 1.1x)")
+          f"prepare --jobs {jobs} / needed-frames decode ({jobs} processes) = {pn / limitn:.2f}x (target <= 1.1x); "
+          f"against that decode with the FLV read directly {pn / med[f'decode needed frames, FLV read directly, {jobs} processes']:.2f}x")
     print(f"wall: prepare --jobs 1 / decode every frame (1 process) = {p1 / full:.2f}x; "
           f"prepare --jobs {jobs} / decode every frame (1 process) = {pn / full:.2f}x (issue #16: <= 0.56x, "
           f"JPEG encoding included; with --frame-format npy "

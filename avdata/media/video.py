@@ -5,7 +5,10 @@ the frame choice and the conversion; apart, each would reach into the other's in
 
 How frames are read (`read_frames`):
 
-1. The container is demuxed once: every video packet is kept (compressed, small) with its timestamp.
+1. The container is demuxed once: every video packet is kept (compressed, small) with its timestamp. A
+   plain FLV (CREMA-D) is read by `avdata.media.flv` and its packets go straight to FFmpeg's decoder:
+   opening it with FFmpeg would first probe it by decoding (about 1.5 ms of a real clip's 27); any other
+   file, or an FLV that reader does not take, is demuxed by FFmpeg.
 2. The frames to keep are chosen from those timestamps before anything is decoded:
    - mode "per_second": for s = 0, 1, 2, ... the first frame whose time (relative to the first frame) is
      >= s, as the reference keeps frame index s * fps of a constant-rate clip; a gap longer than a second
@@ -53,6 +56,7 @@ from av.video.reformatter import VideoReformatter
 
 from avdata.errors import MediaError
 from avdata.media.files import require_media_file
+from avdata.media.flv import FlvVideo, read_flv_video
 
 #: A clip is "truncated" when its frames end before this fraction of the declared duration AND at least
 #: TRUNCATED_MIN_GAP_S seconds early (a container's duration may exceed the video's by a few audio
@@ -233,9 +237,9 @@ def packets_to_decode(keyframes: list[bool], chosen: list[int]) -> list[bool]:
     return need
 
 
-def _fast_path(packets, tb: float, stream, mode: str, k: int | None, short_side: int | None, path: Path):
-    """Choose frames from packet timestamps, decode only what they need. None when the decoded frames do
-    not line up with the packets (the caller then decodes everything)."""
+def _fast_path(packets, tb: float, ctx, mode: str, k: int | None, short_side: int | None, path: Path):
+    """Choose frames from packet timestamps, decode only what they need (with decoder `ctx`). None when the
+    decoded frames do not line up with the packets (the caller then decodes everything)."""
     pts = [p.pts for p in packets]
     if any(p is None for p in pts) or len(set(pts)) != len(pts):
         return None
@@ -244,7 +248,6 @@ def _fast_path(packets, tb: float, stream, mode: str, k: int | None, short_side:
     times = [(p - t0) * tb for p in order]
     picked = _select(mode, k, times)
     chosen = {order[i]: round(times[i], 6) for i in picked}
-    ctx = stream.codec_context
     if ctx.name in KEYFRAME_SAFE and not ctx.has_b_frames and pts == order:
         need = packets_to_decode([p.is_keyframe for p in packets], picked)
     else:
@@ -264,7 +267,7 @@ def _fast_path(packets, tb: float, stream, mode: str, k: int | None, short_side:
             if skipping:  # resume at a key frame with a clean decoder
                 ctx.flush_buffers()
                 skipping = False
-            for frame in stream.decode(packet):
+            for frame in ctx.decode(packet):
                 if resumed and not frame.key_frame:
                     return None  # the container called it a key frame; the decoder disagrees
                 resumed = False
@@ -313,6 +316,60 @@ def _slow_path(path: Path, mode: str, k: int | None, short_side: int | None, fps
         container.close()
 
 
+def _ffmpeg_read(path: Path, mode: str, k: int | None, short_side: int | None):
+    """`read_frames` through FFmpeg's demuxer: the fast path, or every frame when it gives up."""
+    container = _open(path)
+    try:
+        info = _info(container, path)
+        stream = container.streams.video[0]
+        tb = float(stream.time_base) if stream.time_base else 0.0
+        try:
+            packets = [p for p in container.demux(stream) if p.size]
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"unreadable video stream ({_why(exc)})") from exc
+        result = _fast_path(packets, tb, stream.codec_context, mode, k, short_side, path) if packets and tb else None
+    finally:
+        container.close()
+    if result is None:
+        try:
+            result = _slow_path(path, mode, k, short_side, info.fps)
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"undecodable video ({_why(exc)})") from exc
+    return result, info
+
+
+def flv_decoder(flv: FlvVideo):
+    """FFmpeg's decoder for an FLV read by `avdata.media.flv` (one thread, as `_open` sets), and its
+    packets as PyAV packets."""
+    ctx = av.CodecContext.create(flv.codec, "r")
+    if flv.extradata:
+        ctx.extradata = flv.extradata
+    ctx.thread_type = "SLICE"
+    ctx.thread_count = 1
+    packets = []
+    for pts, key, data in flv.packets:
+        packet = av.Packet(data)
+        packet.pts = packet.dts = pts
+        packet.is_keyframe = key
+        packets.append(packet)
+    return ctx, packets
+
+
+def _flv_fast_path(flv: FlvVideo, mode: str, k: int | None, short_side: int | None, path: Path):
+    """The fast path on packets read by `avdata.media.flv` (no FFmpeg probe), or None: then FFmpeg reads the
+    file, and words any error. The decoder and its input are FFmpeg's own, so are the frames."""
+    ctx, packets = flv_decoder(flv)
+    try:
+        result = _fast_path(packets, 0.001, ctx, mode, k, short_side, path)  # FLV counts milliseconds
+    except MediaError:
+        return None
+    if result is None or not ctx.width or not ctx.height:
+        return None
+    info = VideoInfo(codec=ctx.name, width=ctx.width, height=ctx.height, fps=flv.fps, duration_s=flv.duration_s,
+                     num_frames=None, has_audio=flv.has_audio)
+    return result, info
+
+
 def read_frames(
     path: str | Path, mode: str = "per_second", k: int | None = None, short_side: int | None = 256
 ) -> tuple[np.ndarray, list[float], VideoInfo]:
@@ -323,23 +380,12 @@ def read_frames(
         raise ValueError(f"mode must be 'per_second' or 'even', got {mode!r}")
     if mode == "even" and (k is None or k < 1):
         raise ValueError("mode 'even' needs k >= 1")
-    container = _open(path)
-    try:
-        info = _info(container, path)
-        stream = container.streams.video[0]
-        tb = float(stream.time_base) if stream.time_base else 0.0
-        try:
-            packets = [p for p in container.demux(stream) if p.size]
-        except av.error.FFmpegError as exc:
-            raise MediaError(path, f"unreadable video stream ({_why(exc)})") from exc
-        result = _fast_path(packets, tb, stream, mode, k, short_side, path) if packets and tb else None
-    finally:
-        container.close()
-    if result is None:
-        try:
-            result = _slow_path(path, mode, k, short_side, info.fps)
-        except av.error.FFmpegError as exc:
-            raise MediaError(path, f"undecodable video ({_why(exc)})") from exc
+    flv = read_flv_video(path) if path.suffix.lower() == ".flv" else None
+    from_flv = _flv_fast_path(flv, mode, k, short_side, path) if flv is not None else None
+    if from_flv is not None:
+        result, info = from_flv
+    else:
+        result, info = _ffmpeg_read(path, mode, k, short_side)
     kept, times, last_t, n_frames = result
     if not len(kept):
         raise MediaError(path, "no frame could be decoded")
