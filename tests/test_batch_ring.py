@@ -104,3 +104,29 @@ def test_shuffle_buffer_filling_while_yielding_starts_early_and_keeps_every_item
     assert sorted(rest) == items and sorted(out_full) == items  # nothing lost or repeated
     assert rest != items and rest != out_full  # shuffled, differently from the fill-first order
     assert list(_shuffle_buffer(iter(items), 200, random.Random(0), initial=500)) == out_full  # capped at size
+
+
+def test_workers_start_an_epoch_when_its_iterator_is_made(shards):
+    """The trainer makes the next epoch's iterator before evaluating: by then the workers must already be
+    filling slots with that epoch's batches, and the batches must be the epoch's own (same order as made
+    at the moment they are asked for)."""
+    import time
+
+    from scmrl.data.batch_ring import FULL
+
+    src = open_shards(shards)
+    ref_loader, ref_ds = make_loader(src, "train", _cfg(True), 8, workers=2)
+    ref_ds.set_epoch(1)
+    ref = [b[3] for b in ref_loader]
+    loader, ds = make_loader(src, "train", _cfg(True), 8, workers=2)
+    ds.set_epoch(0)
+    assert sum(len(b[2]) for b in loader) == 144
+    ds.set_epoch(1)
+    batches = iter(loader)  # nothing asked for yet
+    state = loader.loader.ring.state
+    deadline = time.monotonic() + 60
+    while not (state == FULL).any(dim=1).all() and time.monotonic() < deadline:  # each worker; no fixed wait
+        time.sleep(0.02)
+    assert (state == FULL).any(dim=1).all(), "the workers did not start the epoch before its first batch was asked for"
+    ds.set_epoch(2)  # what the trainer does after the epoch; too late to change the one already started
+    assert [b[3] for b in batches] == ref

@@ -126,6 +126,37 @@ def test_resume_continues_exactly(small_shards, tmp_path):
     assert strip(ra) == strip(rb)
 
 
+def test_next_epoch_is_read_while_evaluating_in_the_same_order(small_shards, tmp_path, monkeypatch):
+    """The next epoch's iterator is made before evaluation (its workers fill their first batches while the
+    model evaluates); each epoch's samples, in order, are those of that epoch's loader asked in turn."""
+    import scmrl.train.loop as loop
+    from scmrl.train.loaders import RECORD_KEYS_ENV
+
+    made, at_eval = [], []
+
+    def capture(*args):
+        made.append((args, loop_make(*args)))
+        return made[-1][1]
+
+    def evaluating(*args, **kwargs):
+        at_eval.append(made[0][1].train_ds.epoch)
+        return loop_evaluate(*args, **kwargs)
+
+    loop_make, loop_evaluate = loop.make_run_data, loop.evaluate
+    monkeypatch.setattr(loop, "make_run_data", capture)
+    monkeypatch.setattr(loop, "evaluate", evaluating)
+    monkeypatch.setenv(RECORD_KEYS_ENV, str(tmp_path / "keys"))
+    train(TrainConfig(shards=str(small_shards), out=str(tmp_path / "r"), epochs=3, **{**TINY, "workers": 2,
+                                                                                         "batch_size": 16}))
+    # val and test after each epoch: the train stream is already on the next epoch, except after the last
+    assert at_eval == [1, 1, 2, 2, 2, 2]
+    fresh = loop_make(*made[0][0])  # the same loaders, asked one epoch at a time
+    for epoch in range(3):
+        fresh.train_ds.set_epoch(epoch)
+        expected = [k for batch in fresh.train_loader for k in batch[3]]
+        assert (tmp_path / "keys" / f"keys-epoch{epoch + 1}-rank0.txt").read_text().split() == expected
+
+
 def test_max_steps_stops_a_smoke_run(small_shards, tmp_path):
     res = train(TrainConfig(shards=str(small_shards), out=str(tmp_path / "m"), epochs=5, max_steps=3, **TINY))
     assert res["steps"] == 3 and res["epochs"] == 1 and res["stopped_by_max_steps"]

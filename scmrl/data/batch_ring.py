@@ -164,6 +164,11 @@ class SlotLoader:
         self.cache: dict[tuple[int, int], tuple[Tensor, ...]] = {}
 
     def __iter__(self) -> Iterator[tuple | ShardFailure]:
-        yield from read_slots(self.loader, self.ring, self.cache, self.pin_memory)
+        # the DataLoader's iterator is made now, not at the first batch asked for: its workers start on the
+        # epoch at once (the trainer makes the next epoch's iterator before evaluating)
+        return self._read(iter(self.loader))
+
+    def _read(self, batches: Iterator) -> Iterator[tuple | ShardFailure]:
+        yield from read_slots(batches, self.ring, self.cache, self.pin_memory)
         if not self.ring.keep:  # the workers made new slots for their next epoch
             self.cache.clear()

@@ -104,9 +104,13 @@ class MixedBatches:
         self.buffer, self.pin_memory = max(1, buffer), pin_memory
 
     def __iter__(self) -> Iterator[tuple]:
+        # the loader's iterator is made now, so its workers start on the epoch before the first batch is asked for
         rng = seeded_rng(self.stream.cfg.seed, self.stream.epoch, "buffer", self.stream.rank)
+        return self._batches(iter(self.loader), rng)
+
+    def _batches(self, chunks: Iterator, rng: random.Random) -> Iterator[tuple]:
         out: list[tuple] = []
-        for row in _shuffle_buffer(_rows(_raise_failures(self.loader)), self.buffer, rng):
+        for row in _shuffle_buffer(_rows(_raise_failures(chunks)), self.buffer, rng):
             out.append(row)
             if len(out) == self.batch_size:
                 yield self._batch(out)
@@ -210,9 +214,12 @@ class FullBatches:
         self.loader, self.batch_size = loader, batch_size
 
     def __iter__(self) -> Iterator[tuple]:
+        return self._full(iter(self.loader))  # made now: the workers start on the epoch at once
+
+    def _full(self, batches: Iterator) -> Iterator[tuple]:
         carry: list[tuple] = []
         held = 0
-        for batch in _raise_failures(self.loader):
+        for batch in _raise_failures(batches):
             n = len(batch[2])
             if n == self.batch_size:
                 yield batch

@@ -61,4 +61,4 @@ class CheckedBatches:
         self.loader = loader
 
     def __iter__(self) -> Iterator[tuple]:
-        return raise_failures(self.loader)
+        return raise_failures(iter(self.loader))  # made now: the workers start at once

@@ -37,9 +37,10 @@ def loss_probe(mcfg: ModelConfig, device: torch.device) -> Callable[[torch.nn.Mo
     return run
 
 
-def train_epoch(ddp_model, opt, sched: WarmupCosine, loader, transform: BatchTransform, mcfg: ModelConfig,
+def train_epoch(ddp_model, opt, sched: WarmupCosine, batches, transform: BatchTransform, mcfg: ModelConfig,
                 cfg: TrainConfig, ctx: DistContext, epoch: int, steps: int, cap: int, progress) -> dict[str, Any]:
-    """Train for `cap` of the epoch's `steps` batches; the epoch's row of metrics (summed over ranks)."""
+    """Train for `cap` of the epoch's `steps` batches (`batches`: the epoch's iterator of the training
+    loader); the epoch's row of metrics (summed over ranks)."""
     device = ctx.device
     ddp_model.train()
     gen = make_generator(device, cfg.seed, "train", epoch, ctx.rank)
@@ -57,7 +58,7 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, loader, transform: BatchTra
     t0 = time.perf_counter()
     try:
         with join:
-            for i, batch in enumerate(loader):
+            for i, batch in enumerate(batches):
                 if i >= cap:
                     break
                 lr = sched.lr_at_step(epoch, i, steps)

@@ -130,23 +130,33 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
 
     last_epoch = cfg.epochs if cfg.stop_after_epochs is None else min(cfg.epochs, state["epoch"] + cfg.stop_after_epochs)
     progress = make_progress("batch", disable=None if ctx.main else True)
+    # The next epoch's batches are asked for before evaluating, so the loader's workers read and decode its
+    # first batches while the model evaluates (the order is the same: it depends on seed and epoch only).
+    upcoming = None
     with progress:
         for epoch in range(state["epoch"], last_epoch):
             if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
                 break
-            data.train_ds.set_epoch(epoch)
+            if upcoming is None:
+                data.train_ds.set_epoch(epoch)
             per_rank = data.train_ds.batches_per_rank(cfg.batch_size, cfg.workers)
             steps = max(per_rank)
             if steps == 0:
                 raise AvdataError(f"the train split holds too few samples for one batch of {cfg.batch_size} per "
                                   f"process ({source.num_samples('train')} samples, {ctx.world} process(es), "
                                   f"{max(1, cfg.workers)} worker(s) each); lower --batch-size or --workers")
+            batches = upcoming if upcoming is not None else iter(data.train_loader)
+            upcoming = None
             cap = steps if cfg.max_steps is None else min(steps, cfg.max_steps - state["step"])
-            row = train_epoch(ddp_model, opt, sched, data.train_loader, data.transform, mcfg, cfg, ctx, epoch, steps,
+            row = train_epoch(ddp_model, opt, sched, batches, data.transform, mcfg, cfg, ctx, epoch, steps,
                               cap, progress)
+            del batches
             state["step"] += cap
             row["step"] = state["step"]
             stop = cfg.max_steps is not None and state["step"] >= cfg.max_steps
+            if epoch + 1 < last_epoch and not stop:
+                data.train_ds.set_epoch(epoch + 1)
+                upcoming = iter(data.train_loader)
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == last_epoch or stop:
                 sync_buffers(model, ctx)
                 t0 = time.perf_counter()
