@@ -39,7 +39,7 @@ class FlvVideo:
 
     codec: str
     extradata: bytes | None
-    packets: list[tuple[int, bool, bytes]]
+    packets: list[tuple[int, bool, memoryview]]
     fps: float
     duration_s: float
     has_audio: bool
@@ -143,15 +143,18 @@ def _parse(buf: bytes) -> FlvVideo:
     meta: dict[str, object] | None = None
     codec_id: int | None = None
     extradata: bytes | None = None
-    packets: list[tuple[int, bool, bytes]] = []
+    packets: list[tuple[int, bool, memoryview]] = []
     audio = False
-    while pos < len(buf):
-        if pos + 11 > len(buf):
+    view = memoryview(buf)  # payloads are handed on as views: no copy until the decoder's packet
+    n = len(buf)
+    while pos < n:
+        if pos + 11 > n:
             raise _Irregular("cut tag header")
-        kind, size = buf[pos], int.from_bytes(buf[pos + 1:pos + 4], "big")
-        ts = int.from_bytes(buf[pos + 4:pos + 7], "big") | (buf[pos + 7] << 24)
+        head, stamp = struct.unpack_from(">II", buf, pos)  # type + size; timestamp (24 bits) + its high byte
+        kind, size = head >> 24, head & 0xFFFFFF
+        ts = (stamp >> 8) | ((stamp & 0xFF) << 24)
         start, end = pos + 11, pos + 11 + size
-        if end + 4 > len(buf) or kind & 0x20:  # cut short, or encrypted
+        if end + 4 > n or kind & 0x20:  # cut short, or encrypted
             raise _Irregular("tag")
         if kind == _TAG_SCRIPT:
             found = _on_metadata(buf[start:end])
@@ -176,7 +179,7 @@ def _parse(buf: bytes) -> FlvVideo:
             if packets and ts <= packets[-1][0]:
                 raise _Irregular("timestamps")
             if body < end:
-                packets.append((ts, frame_type == 1, buf[body:end]))
+                packets.append((ts, frame_type == 1, view[body:end]))
         else:
             raise _Irregular("tag type")
         pos = end + 4
