@@ -185,7 +185,7 @@ def _parse(buf: bytes) -> FlvVideo:
         pos = end + 4
     if codec_id is None or not packets or meta is None:
         raise _Irregular("no video or no metadata")
-    if bool(flags & 0x04) != audio:  # header and tags disagree about audio: let FFmpeg decide
+    if bool(flags & 0x04) != audio or not flags & 0x01:  # header and tags disagree: let FFmpeg decide
         raise _Irregular("audio flag")
     rate, duration = meta.get("framerate"), meta.get("duration")
     if not isinstance(rate, float) or not 0.5 <= rate <= 1000 or not isinstance(duration, float) \
