@@ -392,7 +392,8 @@ def read_frames(
     end = last_t + 1.0 / info.fps
     if is_truncated(end, info.duration_s):
         expected = round(info.duration_s * info.fps)
-        raise MediaError(path, f"truncated: holds {n_frames} frames of {expected} expected "
+        frames = f"{n_frames} frame{'' if n_frames == 1 else 's'}"
+        raise MediaError(path, f"truncated: holds {frames} of {expected} expected "
                                f"(frames end at {end:.2f} s of a declared {info.duration_s:.2f} s)")
     return kept, times, info
 
