@@ -190,6 +190,23 @@ def test_bounds_hold_for_object_storage(env, pushed, shards, monkeypatch):
         next(iter(stream.iter_slot()))
 
 
+def test_a_repush_replaces_shards_of_the_same_size_with_other_content(env, tmp_path):
+    """Prepared again with another seed: some shards keep their name and size (tar pads to 10 KiB) but not
+    their bytes. Only a content hash may let a push keep an object, never its size."""
+    a = make_synthetic_av_shards(tmp_path / "a", 64, 16, 16, per_shard=16, frame_shape=(32, 40))
+    b = make_synthetic_av_shards(tmp_path / "b", 64, 16, 16, per_shard=16, frame_shape=(32, 40), seed=9)
+    same_size = [p.name for p in a.glob("*.tar") if p.stat().st_size == (b / p.name).stat().st_size]
+    assert same_size and all((a / n).read_bytes() != (b / n).read_bytes() for n in same_size)
+    assert _push(str(a), "s3://bkt/again").exit_code == 0
+    r = _push(str(b), "s3://bkt/again")
+    assert r.exit_code == 0 and "0 already there" in r.output, r.output
+    for p in b.iterdir():
+        assert env.client.get_object(Bucket="bkt", Key=f"again/{p.name}")["Body"].read() == p.read_bytes(), p.name
+    assert verify_shards("s3://bkt/again", progress=False).ok
+    assert env.client.head_object(Bucket="bkt", Key="again/train-000000.tar")["Metadata"] == {
+        "sha256": json.loads((b / "manifest.json").read_text())["splits"]["train"]["shards"][0]["sha256"]}
+
+
 def test_missing_extra_or_credentials_are_named(env, pushed, shards, monkeypatch):
     monkeypatch.setitem(sys.modules, "s3fs", None)
     with pytest.raises(AvdataError, match=r'needs the s3fs package: pip install "avdata-scmrl\[s3\]"'):

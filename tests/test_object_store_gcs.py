@@ -74,3 +74,15 @@ def test_a_deleted_gs_shard_is_named(gcs, shards):
     cfg = StreamConfig(kind="static", image_size=32, time_steps=1, retries=0)
     with pytest.raises(ShardReadError, match="train-000001.tar"):
         list(ShardStream(open_shards("gs://bkt/gone"), "train", cfg).iter_slot())
+
+
+def test_a_repush_replaces_gs_shards_of_the_same_size_with_other_content(gcs, tmp_path):
+    a = make_synthetic_av_shards(tmp_path / "a", 64, 16, 16, per_shard=16, frame_shape=(32, 40))
+    b = make_synthetic_av_shards(tmp_path / "b", 64, 16, 16, per_shard=16, frame_shape=(32, 40), seed=9)
+    assert any(p.stat().st_size == (b / p.name).stat().st_size for p in a.glob("*.tar"))
+    assert CliRunner().invoke(app, ["push", str(a), "gs://bkt/again"]).exit_code == 0
+    r = CliRunner().invoke(app, ["push", str(b), "gs://bkt/again"])
+    assert r.exit_code == 0 and "0 already there" in r.output, r.output
+    assert verify_shards("gs://bkt/again", progress=False).ok
+    r = CliRunner().invoke(app, ["push", str(b), "gs://bkt/again"])  # and a rerun keeps them all
+    assert r.exit_code == 0 and "0 uploaded" in r.output, r.output

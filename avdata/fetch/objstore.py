@@ -60,16 +60,34 @@ def filesystem(url: str, timeout: float = 60.0) -> tuple[Any, str]:
                                     "retries": {"max_attempts": 3, "mode": "standard"}}
     elif protocol == "gcs":
         options["timeout"] = timeout
+    elif protocol == "hf":  # the Hub the hf:// readers use (HF_ENDPOINT read now, not when the library loaded)
+        from avdata.fetch.hub import endpoint
+
+        options["endpoint"] = endpoint()
     fs = fsspec.filesystem(protocol, **options)
     return fs, fs._strip_protocol(url)
 
 
-def credential_error(url: str, exc: BaseException) -> AvdataError | None:
-    """An AvdataError naming where credentials come from, when `exc` says there are none."""
+def store_error(url: str, exc: BaseException) -> AvdataError | None:
+    """An AvdataError that says what to do, for a store library's error that has a known cause: no
+    credentials, or (the Hub) offline mode, a repository or revision that does not exist. None otherwise."""
     name = type(exc).__name__
     if name in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError",
                 "RefreshError", "LocalTokenNotFoundError"):
         return AvdataError(f"{url}: no usable credentials ({exc}); set {_store(url)[3]}")
+    if name == "OfflineModeIsEnabled":
+        return AvdataError(f"{url}: huggingface_hub is in offline mode (HF_HUB_OFFLINE is set); unset it to reach "
+                           "the Hub")
+    if name in ("RepositoryNotFoundError", "RevisionNotFoundError"):
+        from avdata.fetch.hub import parse_hub_url
+
+        where = parse_hub_url(url)
+        if name == "RevisionNotFoundError":
+            return AvdataError(f"{url}: the dataset repository {where.repo_id} has no revision {where.revision!r}; "
+                               f"create the branch first (`hf repo branch create {where.repo_id} {where.revision} "
+                               "--repo-type dataset`)")
+        return AvdataError(f"{url}: no dataset repository {where.repo_id} on the Hub, or no access to it: create it "
+                           f"(`hf repo create {where.repo_id} --repo-type dataset`) and check {_store(url)[3]}")
     return None
 
 
@@ -86,9 +104,9 @@ def _call(url: str, fn, *args: Any, **kwargs: Any) -> Any:
     except PermissionError as exc:
         raise _http_error(url, 403, f"Forbidden ({exc}); check the credentials: {_store(url)[3]}") from exc
     except Exception as exc:
-        cred = credential_error(url, exc)
-        if cred is not None:
-            raise cred from exc
+        known = store_error(url, exc)
+        if known is not None:
+            raise known from exc
         raise
 
 

@@ -10,20 +10,27 @@ Order matters, as for `avdata pull`: the shards first, then the dataset card, an
 a reader never sees a manifest that names shards not yet there. When the destination already holds a
 different manifest.json, it is removed first (the shards it names are about to be replaced). Each object
 appears whole or not at all (a PUT, or a multipart upload completed at the end), so an interrupted push
-leaves no half-written object; a rerun skips the objects already there with the right size.
+leaves no half-written object.
+
+A rerun skips an object already there only when its content is known to be ours, not merely its size (a
+dataset prepared again with other options or another seed can have shards of the very same sizes): on S3
+and GCS each object is written with its sha256 in the object's metadata and compared by it; the Hub keeps
+a content hash of every file itself (the LFS sha256, or git's blob id of a small file), compared with the
+local file's. An object without such a record is uploaded again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from avdata.errors import AvdataError
-from avdata.fetch.objstore import STORES, credential_error, filesystem, object_size
+from avdata.fetch.objstore import STORES, filesystem, store_error
+from avdata.hashing import CHUNK, sha256_file
 from avdata.fetch.urls import is_object_url
 from avdata.progress import make_progress
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
@@ -36,7 +43,7 @@ CARD_NAME = "README.md"
 
 @dataclass
 class PushReport:
-    """What `push` did: objects uploaded and skipped (already there with the right size), bytes sent."""
+    """What `push` did: objects uploaded and skipped (already there with the same content), bytes sent."""
 
     url: str
     uploaded: list[str] = field(default_factory=list)
@@ -47,13 +54,58 @@ class PushReport:
         return (f"{len(self.uploaded)} uploaded ({self.bytes_sent:,} bytes), {len(self.skipped)} already there")
 
 
-def _remote_size(url: str) -> int | None:
+#: the object metadata key holding a pushed object's sha256 (S3 and GCS)
+SHA_KEY = "sha256"
+
+
+def _git_blob_id(path: Path) -> str:
+    """git's id of a file's content (sha1 of "blob <size>\0" + bytes): what the Hub lists for a file not
+    stored in LFS."""
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _already_there(fs, scheme: str, remote: str, local: Path, size: int, sha256: str) -> bool:
+    """Whether `remote` holds exactly `local` (whose sha256 is `sha256`), by a content hash the store
+    keeps, not by size alone."""
     try:
-        return object_size(url)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        raise AvdataError(f"{url}: cannot be read ({exc.reason})") from exc
+        info = fs.info(remote)
+    except FileNotFoundError:
+        return False
+    if info.get("type", "file") != "file" or info.get("size") != size:
+        return False
+    if scheme == "hf":
+        lfs = info.get("lfs") or {}
+        if lfs.get("sha256"):
+            return lfs["sha256"] == sha256
+        return bool(info.get("blob_id")) and info["blob_id"] == _git_blob_id(local)
+    meta = fs.metadata(remote) if scheme == "s3" else info.get("metadata")
+    return isinstance(meta, dict) and meta.get(SHA_KEY) == sha256
+
+
+def _require_hub_revision(url: str) -> None:
+    """The Hub's RepositoryNotFoundError / RevisionNotFoundError (see `store_error`) when the dataset
+    repository or the revision of an hf:// URL does not exist."""
+    from huggingface_hub import HfApi
+
+    from avdata.fetch.hub import endpoint, hub_token, parse_hub_url
+
+    where = parse_hub_url(url)
+    HfApi(endpoint=endpoint(), token=hub_token()).repo_info(where.repo_id, repo_type="dataset",
+                                                            revision=where.revision)
+
+
+def _put(fs, scheme: str, local: Path, remote: str, sha256: str) -> None:
+    """Upload one file whole, with its sha256 in the object's metadata where the store keeps metadata."""
+    if scheme == "s3":
+        fs.put_file(str(local), remote, Metadata={SHA_KEY: sha256})
+    elif scheme in ("gs", "gcs"):
+        fs.put_file(str(local), remote, metadata={SHA_KEY: sha256})
+    else:
+        fs.put_file(str(local), remote)
 
 
 def _remote_dataset(fs, path: str) -> tuple[bytes | None, str | None]:
@@ -72,7 +124,7 @@ def _remote_dataset(fs, path: str) -> tuple[bytes | None, str | None]:
 def push(folder: str | Path, url: str, jobs: int = 4, progress: bool | None = None,
          overwrite: bool = False) -> PushReport:
     """Verify the shards folder `folder` (sha256, sizes, sample counts), then upload it to `url`: shards,
-    card, manifest last; objects already there with the right size are skipped (a rerun resumes).
+    card, manifest last; objects already there with the same content are skipped (a rerun resumes).
 
     A destination that holds another dataset is refused unless `overwrite`. Raises AvdataError when the
     folder does not verify, the URL is not object storage, or the store refuses."""
@@ -94,9 +146,9 @@ def push(folder: str | Path, url: str, jobs: int = 4, progress: bool | None = No
     except PermissionError as exc:
         raise AvdataError(f"{url}: access denied ({exc}); check the credentials: {STORES[_scheme(url)][3]}") from exc
     except Exception as exc:
-        cred = credential_error(url, exc)
-        if cred is not None:
-            raise cred from exc
+        known = store_error(url, exc)
+        if known is not None:
+            raise known from exc
         raise
 
 
@@ -108,6 +160,9 @@ def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite:
     manifest_bytes = (folder / MANIFEST_NAME).read_bytes()
     manifest = Manifest.parse(manifest_bytes.decode("utf-8"), source=str(folder / MANIFEST_NAME))
     fs, root = filesystem(url)
+    scheme = _scheme(url)
+    if scheme == "hf":  # HfFileSystem reads a missing repository or branch as "no such file": ask first
+        _require_hub_revision(url)
     remote_manifest, held = _remote_dataset(fs, f"{root}/{MANIFEST_NAME}")
     if held is not None and held != manifest.dataset and not overwrite:
         raise AvdataError(f"{url} already holds the dataset {held!r}, not {manifest.dataset!r}; choose another URL, "
@@ -116,26 +171,26 @@ def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite:
         log.info("%s/%s differs from the one pushed; removing it until the push completes", url, MANIFEST_NAME)
         fs.rm_file(f"{root}/{MANIFEST_NAME}")
 
-    names = [s.file for _split, s in manifest.shard_entries()]
+    sha = {s.file: s.sha256 for _split, s in manifest.shard_entries()}
     if (folder / CARD_NAME).is_file():
-        names.append(CARD_NAME)
+        sha[CARD_NAME] = sha256_file(folder / CARD_NAME)
     report = PushReport(url)
     todo = []
-    for name in names:
+    for name, digest in sha.items():
         size = (folder / name).stat().st_size
-        if _remote_size(f"{url}/{name}") == size:
+        if _already_there(fs, scheme, f"{root}/{name}", folder / name, size, digest):
             report.skipped.append(name)
         else:
             todo.append((name, size))
     # the Hub makes one commit per file: uploads to it go one at a time
-    workers = 1 if _scheme(url) == "hf" else max(1, jobs)
+    workers = 1 if scheme == "hf" else max(1, jobs)
     bar = make_progress("B", disable=None if progress in (None, True) else True)
     with bar, ThreadPoolExecutor(workers) as pool:
         task = bar.add_task(f"push -> {url}", total=sum(s for _n, s in todo))
 
         def upload(item: tuple[str, int]) -> None:
             name, size = item
-            fs.put_file(str(folder / name), f"{root}/{name}")
+            _put(fs, scheme, folder / name, f"{root}/{name}", sha[name])
             bar.advance(task, size)
 
         for (name, size), _ in zip(todo, pool.map(upload, todo)):
