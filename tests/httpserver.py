@@ -40,6 +40,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def send_whole(handler: BaseHTTPRequestHandler, status: int, body: bytes = b"",
+               headers: dict[str, str] | None = None) -> None:
+    """An answer with its whole body (none for HEAD) and its Content-Length."""
+    handler.send_response(status)
+    for k, v in (headers or {}).items():
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
 @dataclass
 class Faults:
     drop_after: int | None = None
@@ -108,13 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _simple(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         self._log(status, len(body) if self.command != "HEAD" else 0)
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        send_whole(self, status, body, headers)
 
     def do_HEAD(self) -> None:
         self.do_GET()

@@ -29,6 +29,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
+from tests.httpserver import send_whole
+
 
 class Hub(str):
     """The server's base URL, with its repositories (repo id -> {revision: {path: bytes}}), their commit
@@ -59,14 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
               content_type: str = "application/json") -> None:
         self.hub.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
                                   "status": status})
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        send_whole(self, status, body, {"Content-Type": content_type, **(headers or {})})
 
     def _json(self, value: Any, status: int = 200) -> None:
         self._send(status, json.dumps(value).encode())
