@@ -34,8 +34,10 @@ from tests.httpserver import send_whole
 
 class Hub(str):
     """The server's base URL, with its repositories (repo id -> {revision: {path: bytes}}), their commit
-    shas, the request log (method, path, headers, status) and the server."""
+    shas, the request log (method, path, headers, status) and the server. `lfs = True`: files are listed as
+    the Hub lists files kept in LFS (with the content's sha256), as it does for shards of real size."""
 
+    lfs: bool
     repos: dict[str, dict[str, dict[str, bytes]]]
     shas: dict[tuple[str, str], str]
     requests: list[dict[str, Any]]
@@ -95,8 +97,15 @@ class _Handler(BaseHTTPRequestHandler):
                 folder = "/".join(([prefix] if prefix else []) + parts[:depth])
                 out.setdefault(folder, {"type": "directory", "oid": _oid(folder.encode()), "path": folder})
             if recursive or len(parts) == 1:
-                out[path] = {"type": "file", "oid": _oid(data), "size": len(data), "path": path}
+                out[path] = self._file(path, data)
         return list(out.values())
+
+    def _file(self, path: str, data: bytes) -> dict[str, Any]:
+        entry: dict[str, Any] = {"type": "file", "oid": _oid(data), "size": len(data), "path": path}
+        if self.hub.lfs:  # the git blob is then the LFS pointer; the content's hash is the LFS oid
+            entry["oid"] = _oid(b"lfs pointer " + hashlib.sha256(data).hexdigest().encode())
+            entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+        return entry
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -163,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
             for p in paths:
                 p = p.strip("/")
                 if p in files:
-                    out.append({"type": "file", "oid": _oid(files[p]), "size": len(files[p]), "path": p})
+                    out.append(self._file(p, files[p]))
                 elif any(f.startswith(p + "/") for f in files):
                     out.append({"type": "directory", "oid": _oid(p.encode()), "path": p})
             self._json(out)
@@ -202,7 +211,7 @@ def hub_server() -> Iterator[Hub]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     hub = Hub(f"http://127.0.0.1:{server.server_address[1]}")
-    hub.repos, hub.shas, hub.requests, hub.server = {}, {}, [], server
+    hub.lfs, hub.repos, hub.shas, hub.requests, hub.server = False, {}, {}, [], server
     handler.hub = hub
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

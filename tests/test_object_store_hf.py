@@ -114,6 +114,12 @@ def test_a_repush_replaces_hub_files_of_the_same_size_with_other_content(hub, tm
     assert all(held[f"shards/{p.name}"] == p.read_bytes() for p in b.iterdir())
     r = _push(str(b), URL)  # git's blob ids match now: nothing to send
     assert r.exit_code == 0 and "0 uploaded" in r.output, r.output
+    hub.lfs = True  # files listed as LFS files, by the sha256 of their content, as the Hub lists shards
+    r = _push(str(b), URL)
+    assert r.exit_code == 0 and "0 uploaded" in r.output, r.output
+    r = _push(str(a), URL)
+    assert r.exit_code == 0 and "0 already there" in r.output, r.output
+    assert all(held[f"shards/{p.name}"] == p.read_bytes() for p in a.iterdir())
 
 
 def test_hub_errors_say_what_to_do(hub, shards, monkeypatch):
