@@ -160,6 +160,7 @@ def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite:
     manifest_bytes = (folder / MANIFEST_NAME).read_bytes()
     manifest = Manifest.parse(manifest_bytes.decode("utf-8"), source=str(folder / MANIFEST_NAME))
     fs, root = filesystem(url)
+    fs.invalidate_cache()  # fsspec keeps listings per filesystem instance: what is there now decides
     scheme = _scheme(url)
     if scheme == "hf":  # HfFileSystem reads a missing repository or branch as "no such file": ask first
         _require_hub_revision(url)
