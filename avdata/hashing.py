@@ -18,20 +18,32 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _update(path: str | Path, hashes: list, advance: Callable[[int], object] | None = None) -> None:
+    """Feed a file to `hashes` in one read, chunk by chunk."""
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            for h in hashes:
+                h.update(chunk)
+            if advance is not None:
+                advance(len(chunk))
+
+
 def file_digests(path: str | Path, md5: bool = False,
                  advance: Callable[[int], object] | None = None) -> tuple[str, str | None]:
     """Hex sha256 of a file and, when `md5`, its hex md5 from the same single read (else None).
     `advance(n)` is called after each chunk, for a progress bar over bytes."""
     sha = hashlib.sha256()
     m = hashlib.md5() if md5 else None
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            sha.update(chunk)
-            if m is not None:
-                m.update(chunk)
-            if advance is not None:
-                advance(len(chunk))
+    _update(path, [sha] if m is None else [sha, m], advance)
     return sha.hexdigest(), (m.hexdigest() if m is not None else None)
+
+
+def git_blob_id(path: str | Path) -> str:
+    """git's id of a file's content, sha1 of "blob <size>\0" + bytes (what the Hub lists for a file it
+    does not keep in LFS)."""
+    h = hashlib.sha1(b"blob %d\0" % Path(path).stat().st_size)
+    _update(path, [h])
+    return h.hexdigest()
 
 
 def sha256_file(path: str | Path, advance: Callable[[int], object] | None = None) -> str:

@@ -19,12 +19,15 @@ from __future__ import annotations
 import email.message
 import importlib
 import urllib.error
+from pathlib import Path
 from typing import Any
 
 from avdata.errors import AvdataError
 from avdata.fetch.responses import FileResponse
+from avdata.hashing import git_blob_id
 
-__all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES"]
+__all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES", "upload_target", "holds_file",
+           "upload_file"]
 
 #: scheme -> (fsspec protocol, the package it needs, the extra that installs it, where credentials come from)
 STORES: dict[str, tuple[str, str, str, str]] = {
@@ -117,6 +120,58 @@ def object_size(url: str, timeout: float = 60.0) -> int:
     if info.get("type") == "directory":
         raise _http_error(url, 404, "Not Found (a folder, not an object)")
     return int(info["size"])
+
+
+#: the object metadata key holding an uploaded object's sha256 (S3 and GCS)
+SHA_KEY = "sha256"
+
+
+def upload_target(url: str) -> tuple[Any, str]:
+    """The filesystem and path to upload to `url`, with no listing cached from earlier calls; for the Hub,
+    its RepositoryNotFoundError / RevisionNotFoundError (see `store_error`) first, since its filesystem
+    reads a missing repository or branch as a missing file."""
+    fs, root = filesystem(url)
+    fs.invalidate_cache()
+    if _store(url)[0] == "hf":
+        from huggingface_hub import HfApi
+
+        from avdata.fetch.hub import parse_hub_url
+
+        where = parse_hub_url(url)
+        HfApi(endpoint=fs.endpoint, token=fs.token).repo_info(where.repo_id, repo_type="dataset",
+                                                              revision=where.revision)
+    return fs, root
+
+
+def holds_file(fs, url: str, path: str, local: Path, sha256: str) -> bool:
+    """Whether object `path` holds exactly `local` (whose sha256 is `sha256`), by a content hash the store
+    keeps, never by size alone: on S3 and GCS the sha256 `upload_file` wrote into the object's metadata, on
+    the Hub its LFS sha256 or git's blob id."""
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return False
+    if info.get("type", "file") != "file" or info.get("size") != local.stat().st_size:
+        return False
+    protocol = _store(url)[0]
+    if protocol == "hf":
+        lfs = info.get("lfs") or {}
+        if lfs.get("sha256"):
+            return lfs["sha256"] == sha256
+        return bool(info.get("blob_id")) and info["blob_id"] == git_blob_id(local)
+    meta = fs.metadata(path) if protocol == "s3" else info.get("metadata")
+    return isinstance(meta, dict) and meta.get(SHA_KEY) == sha256
+
+
+def upload_file(fs, url: str, local: Path, path: str, sha256: str) -> None:
+    """Upload one file whole, with its sha256 in the object's metadata where the store keeps metadata."""
+    protocol = _store(url)[0]
+    if protocol == "s3":
+        fs.put_file(str(local), path, Metadata={SHA_KEY: sha256})
+    elif protocol == "gcs":
+        fs.put_file(str(local), path, metadata={SHA_KEY: sha256})
+    else:
+        fs.put_file(str(local), path)
 
 
 class ObjectResponse(FileResponse):

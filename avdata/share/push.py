@@ -16,12 +16,12 @@ A rerun skips an object already there only when its content is known to be ours,
 dataset prepared again with other options or another seed can have shards of the very same sizes): on S3
 and GCS each object is written with its sha256 in the object's metadata and compared by it; the Hub keeps
 a content hash of every file itself (the LFS sha256, or git's blob id of a small file), compared with the
-local file's. An object without such a record is uploaded again.
+local file's. An object without such a record is uploaded again. What each store keeps and how it is
+read and written: `avdata.fetch.objstore` (`upload_target`, `holds_file`, `upload_file`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avdata.errors import AvdataError
-from avdata.fetch.objstore import STORES, filesystem, store_error
-from avdata.hashing import CHUNK, sha256_file
+from avdata.fetch.objstore import STORES, filesystem, holds_file, store_error, upload_file, upload_target
+from avdata.hashing import sha256_file
 from avdata.fetch.urls import is_object_url
 from avdata.progress import make_progress
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
@@ -52,60 +52,6 @@ class PushReport:
 
     def summary(self) -> str:
         return (f"{len(self.uploaded)} uploaded ({self.bytes_sent:,} bytes), {len(self.skipped)} already there")
-
-
-#: the object metadata key holding a pushed object's sha256 (S3 and GCS)
-SHA_KEY = "sha256"
-
-
-def _git_blob_id(path: Path) -> str:
-    """git's id of a file's content (sha1 of "blob <size>\0" + bytes): what the Hub lists for a file not
-    stored in LFS."""
-    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _already_there(fs, scheme: str, remote: str, local: Path, size: int, sha256: str) -> bool:
-    """Whether `remote` holds exactly `local` (whose sha256 is `sha256`), by a content hash the store
-    keeps, not by size alone."""
-    try:
-        info = fs.info(remote)
-    except FileNotFoundError:
-        return False
-    if info.get("type", "file") != "file" or info.get("size") != size:
-        return False
-    if scheme == "hf":
-        lfs = info.get("lfs") or {}
-        if lfs.get("sha256"):
-            return lfs["sha256"] == sha256
-        return bool(info.get("blob_id")) and info["blob_id"] == _git_blob_id(local)
-    meta = fs.metadata(remote) if scheme == "s3" else info.get("metadata")
-    return isinstance(meta, dict) and meta.get(SHA_KEY) == sha256
-
-
-def _require_hub_revision(url: str) -> None:
-    """The Hub's RepositoryNotFoundError / RevisionNotFoundError (see `store_error`) when the dataset
-    repository or the revision of an hf:// URL does not exist."""
-    from huggingface_hub import HfApi
-
-    from avdata.fetch.hub import endpoint, hub_token, parse_hub_url
-
-    where = parse_hub_url(url)
-    HfApi(endpoint=endpoint(), token=hub_token()).repo_info(where.repo_id, repo_type="dataset",
-                                                            revision=where.revision)
-
-
-def _put(fs, scheme: str, local: Path, remote: str, sha256: str) -> None:
-    """Upload one file whole, with its sha256 in the object's metadata where the store keeps metadata."""
-    if scheme == "s3":
-        fs.put_file(str(local), remote, Metadata={SHA_KEY: sha256})
-    elif scheme in ("gs", "gcs"):
-        fs.put_file(str(local), remote, metadata={SHA_KEY: sha256})
-    else:
-        fs.put_file(str(local), remote)
 
 
 def _remote_dataset(fs, path: str) -> tuple[bytes | None, str | None]:
@@ -159,11 +105,7 @@ def _scheme(url: str) -> str:
 def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite: bool) -> PushReport:
     manifest_bytes = (folder / MANIFEST_NAME).read_bytes()
     manifest = Manifest.parse(manifest_bytes.decode("utf-8"), source=str(folder / MANIFEST_NAME))
-    fs, root = filesystem(url)
-    fs.invalidate_cache()  # fsspec keeps listings per filesystem instance: what is there now decides
-    scheme = _scheme(url)
-    if scheme == "hf":  # HfFileSystem reads a missing repository or branch as "no such file": ask first
-        _require_hub_revision(url)
+    fs, root = upload_target(url)
     remote_manifest, held = _remote_dataset(fs, f"{root}/{MANIFEST_NAME}")
     if held is not None and held != manifest.dataset and not overwrite:
         raise AvdataError(f"{url} already holds the dataset {held!r}, not {manifest.dataset!r}; choose another URL, "
@@ -178,20 +120,19 @@ def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite:
     report = PushReport(url)
     todo = []
     for name, digest in sha.items():
-        size = (folder / name).stat().st_size
-        if _already_there(fs, scheme, f"{root}/{name}", folder / name, size, digest):
+        if holds_file(fs, url, f"{root}/{name}", folder / name, digest):
             report.skipped.append(name)
         else:
-            todo.append((name, size))
+            todo.append((name, (folder / name).stat().st_size))
     # the Hub makes one commit per file: uploads to it go one at a time
-    workers = 1 if scheme == "hf" else max(1, jobs)
+    workers = 1 if _scheme(url) == "hf" else max(1, jobs)
     bar = make_progress("B", disable=None if progress in (None, True) else True)
     with bar, ThreadPoolExecutor(workers) as pool:
         task = bar.add_task(f"push -> {url}", total=sum(s for _n, s in todo))
 
         def upload(item: tuple[str, int]) -> None:
             name, size = item
-            _put(fs, scheme, folder / name, f"{root}/{name}", sha[name])
+            upload_file(fs, url, folder / name, f"{root}/{name}", sha[name])
             bar.advance(task, size)
 
         for (name, size), _ in zip(todo, pool.map(upload, todo)):
