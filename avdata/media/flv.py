@@ -125,13 +125,11 @@ def _amf_value(buf: bytes, pos: int, depth: int) -> tuple[object, int]:
 
 
 def _on_metadata(payload: bytes) -> dict[str, object] | None:
-    try:
-        name, pos = _amf_value(payload, 0, 0)
-        if name != "onMetaData":
-            return None
-        meta, _ = _amf_value(payload, pos, 0)
-    except (struct.error, IndexError) as exc:
-        raise _Irregular("metadata") from exc
+    """onMetaData's values, or None for another script tag (bounds errors are caught by the caller)."""
+    name, pos = _amf_value(payload, 0, 0)
+    if name != "onMetaData":
+        return None
+    meta, _ = _amf_value(payload, pos, 0)
     return meta if isinstance(meta, dict) else None
 
 

@@ -97,11 +97,14 @@ def _open(path: Path):
     if not container.streams.video:
         container.close()
         raise MediaError(path, "no video stream")
-    stream = container.streams.video[0]
-    # One decoding thread: callers parallelise over clips with processes; threads only add start-up cost.
-    stream.thread_type = "SLICE"
-    stream.codec_context.thread_count = 1
+    _one_thread(container.streams.video[0].codec_context)
     return container
+
+
+def _one_thread(ctx) -> None:
+    """One decoding thread: callers parallelise over clips with processes; threads only add start-up cost."""
+    ctx.thread_type = "SLICE"
+    ctx.thread_count = 1
 
 
 def _info(container, path: Path) -> VideoInfo:
@@ -339,13 +342,11 @@ def _ffmpeg_read(path: Path, mode: str, k: int | None, short_side: int | None):
 
 
 def flv_decoder(flv: FlvVideo):
-    """FFmpeg's decoder for an FLV read by `avdata.media.flv` (one thread, as `_open` sets), and its
-    packets as PyAV packets."""
+    """FFmpeg's decoder for an FLV read by `avdata.media.flv`, and its packets as PyAV packets."""
     ctx = av.CodecContext.create(flv.codec, "r")
     if flv.extradata:
         ctx.extradata = flv.extradata
-    ctx.thread_type = "SLICE"
-    ctx.thread_count = 1
+    _one_thread(ctx)
     packets = []
     for pts, key, data in flv.packets:
         packet = av.Packet(data)
