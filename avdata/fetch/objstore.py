@@ -26,7 +26,7 @@ from avdata.errors import AvdataError
 from avdata.fetch.responses import FileResponse
 from avdata.hashing import git_blob_id
 
-__all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES", "upload_target", "holds_file",
+__all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES", "store_info", "upload_target", "holds_file",
            "upload_file"]
 
 #: scheme -> (fsspec protocol, the package it needs, the extra that installs it, where credentials come from)
@@ -41,7 +41,8 @@ STORES: dict[str, tuple[str, str, str, str]] = {
 BLOCK_SIZE = 8 << 20
 
 
-def _store(url: str) -> tuple[str, str, str, str]:
+def store_info(url: str) -> tuple[str, str, str, str]:
+    """`STORES`' row for the URL's scheme: fsspec protocol, package, extra, where credentials come from."""
     scheme = url.split("://", 1)[0].lower()
     if scheme not in STORES:
         raise AvdataError(f"{url}: not an object storage URL (s3://, gs://, hf://)")
@@ -50,7 +51,7 @@ def _store(url: str) -> tuple[str, str, str, str]:
 
 def filesystem(url: str, timeout: float = 60.0) -> tuple[Any, str]:
     """The fsspec filesystem for `url` and the path inside it; AvdataError naming the extra to install."""
-    protocol, package, extra, _ = _store(url)
+    protocol, package, extra, _ = store_info(url)
     try:
         importlib.import_module(package)
         import fsspec
@@ -77,7 +78,7 @@ def store_error(url: str, exc: BaseException) -> AvdataError | None:
     name = type(exc).__name__
     if name in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError",
                 "RefreshError", "LocalTokenNotFoundError"):
-        return AvdataError(f"{url}: no usable credentials ({exc}); set {_store(url)[3]}")
+        return AvdataError(f"{url}: no usable credentials ({exc}); set {store_info(url)[3]}")
     if name == "OfflineModeIsEnabled":
         return AvdataError(f"{url}: huggingface_hub is in offline mode (HF_HUB_OFFLINE is set); unset it to reach "
                            "the Hub")
@@ -90,7 +91,7 @@ def store_error(url: str, exc: BaseException) -> AvdataError | None:
                                f"create the branch first (`hf repo branch create {where.repo_id} {where.revision} "
                                "--repo-type dataset`)")
         return AvdataError(f"{url}: no dataset repository {where.repo_id} on the Hub, or no access to it: create it "
-                           f"(`hf repo create {where.repo_id} --repo-type dataset`) and check {_store(url)[3]}")
+                           f"(`hf repo create {where.repo_id} --repo-type dataset`) and check {store_info(url)[3]}")
     return None
 
 
@@ -105,7 +106,7 @@ def _call(url: str, fn, *args: Any, **kwargs: Any) -> Any:
     except FileNotFoundError as exc:
         raise _http_error(url, 404, "Not Found (no such object)") from exc
     except PermissionError as exc:
-        raise _http_error(url, 403, f"Forbidden ({exc}); check the credentials: {_store(url)[3]}") from exc
+        raise _http_error(url, 403, f"Forbidden ({exc}); check the credentials: {store_info(url)[3]}") from exc
     except Exception as exc:
         known = store_error(url, exc)
         if known is not None:
@@ -132,7 +133,7 @@ def upload_target(url: str) -> tuple[Any, str]:
     reads a missing repository or branch as a missing file."""
     fs, root = filesystem(url)
     fs.invalidate_cache()
-    if _store(url)[0] == "hf":
+    if store_info(url)[0] == "hf":
         from huggingface_hub import HfApi
 
         from avdata.fetch.hub import parse_hub_url
@@ -153,7 +154,7 @@ def holds_file(fs, url: str, path: str, local: Path, sha256: str) -> bool:
         return False
     if info.get("type", "file") != "file" or info.get("size") != local.stat().st_size:
         return False
-    protocol = _store(url)[0]
+    protocol = store_info(url)[0]
     if protocol == "hf":
         lfs = info.get("lfs") or {}
         if lfs.get("sha256"):
@@ -165,7 +166,7 @@ def holds_file(fs, url: str, path: str, local: Path, sha256: str) -> bool:
 
 def upload_file(fs, url: str, local: Path, path: str, sha256: str) -> None:
     """Upload one file whole, with its sha256 in the object's metadata where the store keeps metadata."""
-    protocol = _store(url)[0]
+    protocol = store_info(url)[0]
     if protocol == "s3":
         fs.put_file(str(local), path, Metadata={SHA_KEY: sha256})
     elif protocol == "gcs":

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avdata.errors import AvdataError
-from avdata.fetch.objstore import STORES, filesystem, holds_file, store_error, upload_file, upload_target
+from avdata.fetch.objstore import filesystem, holds_file, store_error, store_info, upload_file, upload_target
 from avdata.hashing import sha256_file
 from avdata.fetch.urls import is_object_url
 from avdata.progress import make_progress
@@ -90,16 +90,12 @@ def push(folder: str | Path, url: str, jobs: int = 4, progress: bool | None = No
     try:
         return _upload(folder, url, jobs, progress, overwrite)
     except PermissionError as exc:
-        raise AvdataError(f"{url}: access denied ({exc}); check the credentials: {STORES[_scheme(url)][3]}") from exc
+        raise AvdataError(f"{url}: access denied ({exc}); check the credentials: {store_info(url)[3]}") from exc
     except Exception as exc:
         known = store_error(url, exc)
         if known is not None:
             raise known from exc
         raise
-
-
-def _scheme(url: str) -> str:
-    return url.split("://", 1)[0].lower()
 
 
 def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite: bool) -> PushReport:
@@ -125,7 +121,7 @@ def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite:
         else:
             todo.append((name, (folder / name).stat().st_size))
     # the Hub makes one commit per file: uploads to it go one at a time
-    workers = 1 if _scheme(url) == "hf" else max(1, jobs)
+    workers = 1 if store_info(url)[0] == "hf" else max(1, jobs)
     bar = make_progress("B", disable=None if progress in (None, True) else True)
     with bar, ThreadPoolExecutor(workers) as pool:
         task = bar.add_task(f"push -> {url}", total=sum(s for _n, s in todo))
