@@ -5,14 +5,17 @@ Each is a dataclass field made with `opt`, whose metadata `avdata prepare <name>
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from avdata.cli.dataclass_options import opt
+from avdata.datasets.recipe import NOT_RECORDED
 from avdata.media.audio import SPEC_PRESETS
+from avdata.media.budget import DEFAULT_MAX_DECODED_MB
 from avdata.shards.frames import DEFAULT_JPEG_QUALITY, FRAME_FORMATS, SPEC_DTYPES
 
 __all__ = ["val_fraction_option", "seed_option", "spectrogram_option", "frame_format_option", "jpeg_quality_option",
-           "spec_dtype_option"]
+           "spec_dtype_option", "max_decoded_mb_option"]
 
 
 def val_fraction_option(default: float = 0.1) -> Any:
@@ -44,3 +47,13 @@ def jpeg_quality_option(default: int = DEFAULT_JPEG_QUALITY) -> Any:
 def spec_dtype_option(default: str = "float32") -> Any:
     return opt(default, choices=SPEC_DTYPES, help="dtype of the stored spectrogram: float16 halves its bytes "
                "(error at most 0.008 after the trainer's 128x128 resize).")
+
+
+def max_decoded_mb_option(default: int = DEFAULT_MAX_DECODED_MB) -> Any:
+    """A run limit, not a choice of output: kept out of manifest.json and the plan's fingerprint (an
+    accepted clip's bytes do not depend on it), as --jobs is."""
+    field = opt(default, min=16, help="Budget of what one raw file may decode to, in MB: a file whose header "
+                "declares more (audio samples after resampling, kept video frames x pixels, image pixels) is "
+                "skipped and recorded in manifest.json, so each worker process's decoded arrays stay within "
+                "about this much memory. To admit a skipped clip, raise it and rerun with --overwrite.")
+    return dataclasses.field(default=default, metadata={**field.metadata, NOT_RECORDED: True})

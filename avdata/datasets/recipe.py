@@ -120,9 +120,18 @@ class Recipe:
         return raw
 
 
+#: Metadata key of an option field that limits a run without shaping its output (`--max-decoded-mb`): left
+#: out of `options_dict`, so of manifest.json and of the plan's fingerprint.
+NOT_RECORDED = "not_recorded"
+
+
 def options_dict(options: Any) -> dict[str, Any]:
-    """Options as a plain JSON-able dict (dataclass fields, sorted)."""
+    """Options as a plain JSON-able dict (dataclass fields, sorted), without NOT_RECORDED fields."""
     d = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
+    if dataclasses.is_dataclass(options):
+        for f in dataclasses.fields(options):
+            if f.metadata.get(NOT_RECORDED):
+                d.pop(f.name, None)
     return json.loads(json.dumps(d, sort_keys=True))
 
 

@@ -9,6 +9,10 @@ small sizes and inflate to far more, or be cut off. `unpack_zip` therefore:
 - refuses links and encrypted members, and names that occur twice;
 - bounds the total by the sizes the zip declares (`max_bytes`, and the free disk space), and never writes
   more than a member declares (zipfile stops there; the CRC check then fails for a lying member);
+- bounds the compression ratio (`max_ratio`), of each member and of the chosen members together against
+  the zip's size, once past `RATIO_MIN_BYTES`: media and event recordings deflate by a few times at most,
+  a zip bomb by a thousand (2.7 MB of zip holding 1.5 GB of zeros); callers pass `keep` so that members
+  the dataset does not use are never written at all;
 - writes each member as `<name>.part` (created afresh, never through a link planted under that name),
   renamed once complete and CRC-checked, so a member is never half present under its name; members
   already there with their declared size are kept (a rerun resumes), and a marker file records a
@@ -32,6 +36,11 @@ from avdata.errors import AvdataError
 #: Default bound on what one zip may unpack to (the AVE zip unpacks to a few GB, UrbanSound8K-AV's to about 7).
 MAX_UNPACKED_BYTES = 64 * 2**30
 MAX_MEMBERS = 200_000
+#: Largest compression ratio (declared size / compressed size) unpacked: real media and event files
+#: deflate by under 5x; deflate's own maximum is about 1032x (runs of one byte).
+MAX_RATIO = 100
+#: Sizes below which the ratio is not checked (small text lists compress far better than media; harmless).
+RATIO_MIN_BYTES = 8 * 2**20
 _COPY_CHUNK = 1 << 20
 
 
@@ -67,6 +76,7 @@ def unpack_zip(
     target: str | Path,
     keep: Callable[[str], bool] = lambda name: True,
     max_bytes: int = MAX_UNPACKED_BYTES,
+    max_ratio: float = MAX_RATIO,
 ) -> list[str]:
     """Unpack the members of `zpath` whose name passes `keep` into `target` (see the module docstring).
     Returns the relative paths unpacked or already present, sorted. AvdataError names the zip, the member
@@ -106,6 +116,7 @@ def unpack_zip(
         if total > max_bytes:
             raise AvdataError(f"{zpath}: would unpack to {total:,} bytes, more than the {max_bytes:,} allowed; "
                               "not the dataset's zip, or raise the limit")
+        _check_ratio(zpath, chosen, total, max_ratio)
         todo = [(i, rel) for i, rel in chosen
                 if not ((target / rel).is_file() and (target / rel).stat().st_size == i.file_size)]
         need = sum(i.file_size for i, _ in todo)
@@ -117,6 +128,23 @@ def unpack_zip(
             _unpack_member(zf, info, rel, target, root, zpath)
     atomic_write_text(marker, stamp)
     return names
+
+
+def _check_ratio(zpath: Path, chosen: list[tuple[zipfile.ZipInfo, PurePosixPath]], total: int,
+                 max_ratio: float) -> None:
+    """AvdataError when a chosen member, or all of them against the zip's size, inflate more than
+    `max_ratio` times (sizes under RATIO_MIN_BYTES pass)."""
+    why = ("a zip bomb, or not the dataset's zip: download it again from a trusted copy")
+    for info, _ in chosen:
+        if info.file_size > RATIO_MIN_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
+            ratio = info.file_size / max(info.compress_size, 1)
+            raise AvdataError(f"{zpath}: member {info.filename!r} would inflate {ratio:,.0f}:1 ({info.file_size:,} "
+                              f"bytes from {info.compress_size:,}), more than the {max_ratio:,.0f}:1 allowed; {why}")
+    size = zpath.stat().st_size
+    if total > RATIO_MIN_BYTES and total > max_ratio * max(size, 1):
+        raise AvdataError(f"{zpath}: its {len(chosen):,} members would inflate {total / max(size, 1):,.0f}:1 "
+                          f"({total:,} bytes from a {size:,}-byte zip), more than the {max_ratio:,.0f}:1 allowed; "
+                          f"{why}")
 
 
 def _unpack_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: PurePosixPath, target: Path, root: Path,

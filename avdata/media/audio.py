@@ -23,6 +23,9 @@ Presets (`SPEC_PRESETS`):
 Unusable files raise `MediaError`: missing, empty, Git LFS pointer stub, not a sound file, zero samples,
 all NaN/inf, and a truncated WAV (the header's data-chunk size exceeds what the file holds; libsndfile
 silently reads the shorter data). `allow_truncated=True` reads the samples that are there instead.
+Before any sample is read, the header's rate, channels and frame count are checked against the decoded-size
+budget (`avdata.media.budget`: a sane sample rate, and the read, resampled and transformed arrays within
+`max_bytes`), so a tiny file at 1 Hz cannot resample to gigabytes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import soundfile as sf
 import soxr
 
 from avdata.errors import MediaError
+from avdata.media.budget import DEFAULT_MAX_DECODED_BYTES, audio_bytes, check_decoded, check_sample_rate
 from avdata.media.files import require_media_file
 
 SPEC_PRESETS: dict[str, dict[str, Any]] = {
@@ -83,11 +87,17 @@ def _check_file(path: Path, allow_truncated: bool) -> None:
         raise MediaError(path, f"truncated WAV: header declares {sizes[0]} bytes of audio, file holds {sizes[1]}")
 
 
-def _read(path: Path, allow_truncated: bool) -> tuple[np.ndarray, int]:
-    """[n, channels] float32 and the rate."""
+def _read(path: Path, allow_truncated: bool, max_bytes: int, target_sr: int | None,
+          stft: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, int]:
+    """[n, channels] float32 and the rate, once the header's facts fit the budget (resampled to `target_sr`,
+    then an STFT of (n_fft, hop), see `avdata.media.budget.audio_bytes`)."""
     _check_file(path, allow_truncated)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            check_sample_rate(path, f.samplerate)
+            check_decoded(path, f"{f.frames:,} samples x {f.channels} channels at {f.samplerate:,} Hz",
+                          audio_bytes(f.frames, f.channels, f.samplerate, target_sr, *stft), max_bytes)
+            data, sr = f.read(dtype="float32", always_2d=True), f.samplerate
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         raise MediaError(path, "not a readable sound file (" + str(exc).replace(str(path), "<file>") + ")") from exc
     if data.shape[0] == 0:
@@ -115,11 +125,13 @@ def resample(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
 
 
 def load_audio(path: str | Path, target_sr: int | None = None, mono: bool = True,
-               allow_truncated: bool = False) -> tuple[np.ndarray, int]:
+               allow_truncated: bool = False,
+               max_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> tuple[np.ndarray, int]:
     """float32 samples ([n] mixed down by the channel mean when mono, else [channels, n]) and their rate,
-    resampled to target_sr when given. Isolated NaN/inf samples become 0."""
+    resampled to target_sr when given. Isolated NaN/inf samples become 0. OverBudget (a MediaError) when
+    the header declares more than `max_bytes` of decoded samples."""
     path = Path(path)
-    data, sr = _read(path, allow_truncated)
+    data, sr = _read(path, allow_truncated, max_bytes, target_sr)
     wave = data.mean(axis=1, dtype=np.float32) if mono else np.ascontiguousarray(data.T)
     wave = np.nan_to_num(wave, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
     if target_sr is not None and target_sr != sr:
@@ -168,16 +180,18 @@ def spectrogram(wave: np.ndarray, sr: int, preset: str = "reference") -> np.ndar
     return np.log(mag + np.float32(p["eps"])).astype(np.float32)
 
 
-def audio_features(path: str | Path, preset: str = "reference",
-                   allow_truncated: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+def audio_features(path: str | Path, preset: str = "reference", allow_truncated: bool = False,
+                   max_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> tuple[np.ndarray, dict[str, Any]]:
     """Load, mix down, resample and transform one file; also return facts for the sample's json:
-    duration_s (after resampling), source_sample_rate, source_channels, preset."""
+    duration_s (after resampling), source_sample_rate, source_channels, preset. OverBudget (a MediaError)
+    when the header declares more than `max_bytes` of samples and spectrogram working arrays."""
     if preset not in SPEC_PRESETS:
         raise ValueError(f"unknown spectrogram preset {preset!r}; choose one of {', '.join(SPEC_PRESETS)}")
     path = Path(path)
-    data, src_sr = _read(path, allow_truncated)
+    p = SPEC_PRESETS[preset]
+    data, src_sr = _read(path, allow_truncated, max_bytes, p["sr"], (p["n_fft"], p["hop"]))
     wave = np.nan_to_num(data.mean(axis=1, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    sr = SPEC_PRESETS[preset]["sr"]
+    sr = p["sr"]
     wave = resample(wave, src_sr, sr)
     spec = spectrogram(wave, sr, preset)
     facts = {"duration_s": float(len(wave) / sr), "source_sample_rate": src_sr,

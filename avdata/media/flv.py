@@ -133,7 +133,7 @@ def _on_metadata(payload: bytes) -> dict[str, object] | None:
     return meta if isinstance(meta, dict) else None
 
 
-def _parse(buf: bytes) -> FlvVideo:
+def _parse(buf: bytes, packet_limit: int | None = None) -> FlvVideo:
     if len(buf) < 13 or buf[:3] != b"FLV" or buf[3] != 1:
         raise _Irregular("header")
     flags = buf[4]
@@ -178,6 +178,8 @@ def _parse(buf: bytes) -> FlvVideo:
                 raise _Irregular("timestamps")
             if body < end:
                 packets.append((ts, frame_type == 1, view[body:end]))
+                if packet_limit is not None and len(packets) > packet_limit:
+                    raise _Irregular("more packets than the budget")  # FFmpeg's demux then refuses the file
         else:
             raise _Irregular("tag type")
         pos = end + 4
@@ -194,9 +196,10 @@ def _parse(buf: bytes) -> FlvVideo:
     return FlvVideo(_CODECS[codec_id], extradata, packets, fps, int(duration * 1_000_000) / 1_000_000, audio)
 
 
-def read_flv_video(path: str | Path) -> FlvVideo | None:
+def read_flv_video(path: str | Path, packet_limit: int | None = None) -> FlvVideo | None:
     """The video packets and facts of a plain FLV (see the module docstring), or None: then open the
-    file with FFmpeg. Never raises for the file's content; an unreadable file gives None too."""
+    file with FFmpeg. Never raises for the file's content; an unreadable file gives None too, and so does
+    one of more than `packet_limit` video packets (the decoded-size budget's: `avdata.media.budget`)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -206,6 +209,6 @@ def read_flv_video(path: str | Path) -> FlvVideo | None:
     if len(buf) > MAX_BYTES:
         return None
     try:
-        return _parse(buf)
+        return _parse(buf, packet_limit)
     except (_Irregular, struct.error, IndexError):
         return None

@@ -29,7 +29,11 @@ How frames are read (`read_frames`):
 
 Errors (`MediaError`, reason without the path): file missing, empty, a Git LFS pointer stub, not a video
 container, no video stream, frame rate 0 or unknown, nothing decodable, and "truncated": the frames end
-well before the duration the container declares (see `is_truncated`).
+well before the duration the container declares (see `is_truncated`). `OverBudget` (`avdata.media.budget`)
+when the kept frames x their pixels, the working frames and the demuxed packets would pass `max_bytes`:
+decided from the packets' timestamps and the picture size before the kept frames' array is allocated (an
+FLV of tiny skip frames one second apart keeps one frame per second), and counted as the full-decode
+fallback holds frames.
 
 Conversion and resizing: libswscale converts YUV to RGB at the native size through a reused
 reformatter (0.05 ms per 480x360 frame; `to_ndarray("rgb24")` builds a new one each call, 0.19 ms), then
@@ -55,6 +59,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from avdata.errors import MediaError
+from avdata.media.budget import DEFAULT_MAX_DECODED_BYTES, OverBudget, check_decoded, max_packets, video_bytes
 from avdata.media.files import require_media_file
 from avdata.media.flv import FlvVideo, read_flv_video
 
@@ -142,7 +147,8 @@ def probe_video(path: str | Path) -> VideoInfo:
         container.close()
 
 
-def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+def target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) after `resize_short_side`: known before decoding, so budgets can count it."""
     if not short_side:
         return width, height
     scale = short_side / min(width, height)
@@ -154,7 +160,7 @@ def resize_short_side(rgb: np.ndarray, short_side: int | None, out: np.ndarray |
     bilinear down to half size and for enlarging, area filter for stronger shrinking (see module doc).
     `out`: written there when it has the result's shape (saves stacking the frames of a clip after)."""
     h, w = rgb.shape[:2]
-    size = _target_size(w, h, short_side)
+    size = target_size(w, h, short_side)
     fits = out is not None and out.shape == (size[1], size[0], *rgb.shape[2:]) and out.dtype == rgb.dtype
     if size == (w, h):
         if fits:
@@ -240,9 +246,20 @@ def packets_to_decode(keyframes: list[bool], chosen: list[int]) -> list[bool]:
     return need
 
 
-def _fast_path(packets, tb: float, ctx, mode: str, k: int | None, short_side: int | None, path: Path):
+def _check_frames(path: Path, kept: int, width: int, height: int, short_side: int | None, packets: int,
+                  max_bytes: int) -> None:
+    """OverBudget when `kept` frames of width x height (resized for `short_side`) and the working frames pass
+    `max_bytes`."""
+    out_w, out_h = target_size(width, height, short_side)
+    check_decoded(path, f"{kept:,} kept frames of {out_w}x{out_h} (from {width}x{height}, {packets:,} packets)",
+                  video_bytes(kept, out_w, out_h, width, height, packets), max_bytes)
+
+
+def _fast_path(packets, tb: float, ctx, mode: str, k: int | None, short_side: int | None, path: Path,
+               max_bytes: int = DEFAULT_MAX_DECODED_BYTES):
     """Choose frames from packet timestamps, decode only what they need (with decoder `ctx`). None when the
-    decoded frames do not line up with the packets (the caller then decodes everything)."""
+    decoded frames do not line up with the packets (the caller then decodes everything). OverBudget before
+    any decoding when the picture size is known (FFmpeg's probe), else at the first decoded frame."""
     pts = [p.pts for p in packets]
     if any(p is None for p in pts) or len(set(pts)) != len(pts):
         return None
@@ -251,6 +268,8 @@ def _fast_path(packets, tb: float, ctx, mode: str, k: int | None, short_side: in
     times = [(p - t0) * tb for p in order]
     picked = _select(mode, k, times)
     chosen = {order[i]: round(times[i], 6) for i in picked}
+    if ctx.width and ctx.height:
+        _check_frames(path, len(chosen), ctx.width, ctx.height, short_side, len(packets), max_bytes)
     if ctx.name in KEYFRAME_SAFE and not ctx.has_b_frames and pts == order:
         need = packets_to_decode([p.is_keyframe for p in packets], picked)
     else:
@@ -277,7 +296,9 @@ def _fast_path(packets, tb: float, ctx, mode: str, k: int | None, short_side: in
                 decoded += 1
                 if frame.pts in chosen and frame.pts not in kept:
                     if out is None:
-                        w, h = _target_size(frame.width, frame.height, short_side)
+                        _check_frames(path, len(chosen), frame.width, frame.height, short_side, len(packets),
+                                      max_bytes)
+                        w, h = target_size(frame.width, frame.height, short_side)
                         out = np.empty((len(chosen), h, w, 3), dtype=np.uint8)
                     kept[frame.pts] = _rgb(frame, short_side, out[row[frame.pts]])
             if len(kept) == len(chosen):
@@ -296,15 +317,21 @@ def _fast_path(packets, tb: float, ctx, mode: str, k: int | None, short_side: in
     return out, [chosen[p] for p in keys], times[-1], len(packets)
 
 
-def _slow_path(path: Path, mode: str, k: int | None, short_side: int | None, fps: float):
-    """Decode every frame (kept as YUV), then choose among what was actually decoded."""
+def _slow_path(path: Path, mode: str, k: int | None, short_side: int | None, fps: float,
+               max_bytes: int = DEFAULT_MAX_DECODED_BYTES):
+    """Decode every frame (kept as YUV), then choose among what was actually decoded; OverBudget as soon as
+    the frames held pass `max_bytes`."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
         tb = float(stream.time_base) if stream.time_base else 0.0
         frames, times = [], []
+        held = 0
         for n, frame in enumerate(container.decode(stream)):
             t = frame.pts * tb if frame.pts is not None and tb else n / fps
+            held += sum(p.buffer_size for p in frame.planes)
+            check_decoded(path, f"every frame ({n + 1:,} decoded so far, the full decode a damaged clip needs)",
+                          held, max_bytes)
             frames.append(frame)
             times.append(t)
         if not frames:
@@ -319,23 +346,37 @@ def _slow_path(path: Path, mode: str, k: int | None, short_side: int | None, fps
         container.close()
 
 
-def _ffmpeg_read(path: Path, mode: str, k: int | None, short_side: int | None):
+def _demux(container, stream, path: Path, max_bytes: int) -> list:
+    """The stream's non-empty packets; OverBudget once their count alone passes `max_bytes`."""
+    limit = max_packets(max_bytes)
+    packets = []
+    try:
+        for p in container.demux(stream):
+            if p.size:
+                packets.append(p)
+                if len(packets) > limit:
+                    check_decoded(path, f"more than {limit:,} packets", video_bytes(0, 0, 0, 0, 0, len(packets)),
+                                  max_bytes)
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"unreadable video stream ({_why(exc)})") from exc
+    return packets
+
+
+def _ffmpeg_read(path: Path, mode: str, k: int | None, short_side: int | None, max_bytes: int):
     """`read_frames` through FFmpeg's demuxer: the fast path, or every frame when it gives up."""
     container = _open(path)
     try:
         info = _info(container, path)
         stream = container.streams.video[0]
         tb = float(stream.time_base) if stream.time_base else 0.0
-        try:
-            packets = [p for p in container.demux(stream) if p.size]
-        except av.error.FFmpegError as exc:
-            raise MediaError(path, f"unreadable video stream ({_why(exc)})") from exc
-        result = _fast_path(packets, tb, stream.codec_context, mode, k, short_side, path) if packets and tb else None
+        packets = _demux(container, stream, path, max_bytes)
+        result = (_fast_path(packets, tb, stream.codec_context, mode, k, short_side, path, max_bytes)
+                  if packets and tb else None)
     finally:
         container.close()
     if result is None:
         try:
-            result = _slow_path(path, mode, k, short_side, info.fps)
+            result = _slow_path(path, mode, k, short_side, info.fps, max_bytes)
         except av.error.FFmpegError as exc:
             raise MediaError(path, f"undecodable video ({_why(exc)})") from exc
     return result, info
@@ -356,12 +397,15 @@ def flv_decoder(flv: FlvVideo):
     return ctx, packets
 
 
-def _flv_fast_path(flv: FlvVideo, mode: str, k: int | None, short_side: int | None, path: Path):
+def _flv_fast_path(flv: FlvVideo, mode: str, k: int | None, short_side: int | None, path: Path, max_bytes: int):
     """The fast path on packets read by `avdata.media.flv` (no FFmpeg probe), or None: then FFmpeg reads the
-    file, and words any error. The decoder and its input are FFmpeg's own, so are the frames."""
+    file, and words any error (but a budget's: the file is refused here). The decoder and its input are
+    FFmpeg's own, so are the frames."""
     ctx, packets = flv_decoder(flv)
     try:
-        result = _fast_path(packets, 0.001, ctx, mode, k, short_side, path)  # FLV counts milliseconds
+        result = _fast_path(packets, 0.001, ctx, mode, k, short_side, path, max_bytes)  # FLV counts milliseconds
+    except OverBudget:
+        raise
     except MediaError:
         return None
     if result is None or not ctx.width or not ctx.height:
@@ -372,21 +416,23 @@ def _flv_fast_path(flv: FlvVideo, mode: str, k: int | None, short_side: int | No
 
 
 def read_frames(
-    path: str | Path, mode: str = "per_second", k: int | None = None, short_side: int | None = 256
+    path: str | Path, mode: str = "per_second", k: int | None = None, short_side: int | None = 256,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> tuple[np.ndarray, list[float], VideoInfo]:
     """Frames as uint8 [K, H, W, 3] RGB (short side resized to `short_side`; None keeps the size), their
-    times in seconds from the first frame, and the probe info. See the module docstring for the modes."""
+    times in seconds from the first frame, and the probe info. See the module docstring for the modes;
+    OverBudget (a MediaError) when the clip would decode to more than `max_bytes`."""
     path = Path(path)
     if mode not in ("per_second", "even"):
         raise ValueError(f"mode must be 'per_second' or 'even', got {mode!r}")
     if mode == "even" and (k is None or k < 1):
         raise ValueError("mode 'even' needs k >= 1")
-    flv = read_flv_video(path) if path.suffix.lower() == ".flv" else None
-    from_flv = _flv_fast_path(flv, mode, k, short_side, path) if flv is not None else None
+    flv = read_flv_video(path, max_packets(max_bytes)) if path.suffix.lower() == ".flv" else None
+    from_flv = _flv_fast_path(flv, mode, k, short_side, path, max_bytes) if flv is not None else None
     if from_flv is not None:
         result, info = from_flv
     else:
-        result, info = _ffmpeg_read(path, mode, k, short_side)
+        result, info = _ffmpeg_read(path, mode, k, short_side, max_bytes)
     kept, times, last_t, n_frames = result
     if not len(kept):
         raise MediaError(path, "no frame could be decoded")

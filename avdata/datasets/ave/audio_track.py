@@ -15,6 +15,7 @@ import numpy as np
 
 from avdata.errors import MediaError
 from avdata.media.audio import SPEC_PRESETS, resample, spectrogram
+from avdata.media.budget import DEFAULT_MAX_DECODED_BYTES, audio_bytes, check_decoded, check_sample_rate
 
 _INT_SCALE = {"s16": 32768.0, "s16p": 32768.0, "s32": 2147483648.0, "s32p": 2147483648.0}
 
@@ -33,10 +34,12 @@ def _planar(frame) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def read_audio_track(path: str | Path) -> tuple[np.ndarray, int, dict[str, Any]]:
+def read_audio_track(path: str | Path, max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+                     stft: tuple[int | None, int, int] = (None, 0, 1)) -> tuple[np.ndarray, int, dict[str, Any]]:
     """Mono float32 samples of the first audio stream (channel mean), its rate, and facts for the
     sample's json (codec, source_sample_rate, source_channels). MediaError when there is none or it
-    cannot be decoded."""
+    cannot be decoded; OverBudget (a MediaError) as soon as the samples decoded so far, resampled and
+    transformed as `stft` (target rate, n_fft, hop) says, would pass `max_bytes` (`avdata.media.budget`)."""
     path = Path(path)
     try:
         container = av.open(str(path))
@@ -48,8 +51,13 @@ def read_audio_track(path: str | Path) -> tuple[np.ndarray, int, dict[str, Any]]
         stream = container.streams.audio[0]
         stream.codec_context.thread_count = 1
         chunks, rate, channels = [], stream.codec_context.sample_rate, stream.codec_context.channels
+        total = 0
         try:
             for frame in container.decode(stream):
+                check_sample_rate(path, frame.sample_rate)
+                total += frame.samples
+                check_decoded(path, f"an audio track of {total:,}+ samples at {frame.sample_rate:,} Hz",
+                              audio_bytes(total, 1, frame.sample_rate, *stft), max_bytes)
                 data = _planar(frame)
                 rate, channels = frame.sample_rate, data.shape[0]
                 chunks.append(data.mean(axis=0, dtype=np.float32))
@@ -67,13 +75,15 @@ def read_audio_track(path: str | Path) -> tuple[np.ndarray, int, dict[str, Any]]
     return wave, int(rate), {"codec": codec, "source_sample_rate": int(rate), "source_channels": int(channels)}
 
 
-def audio_track_features(path: str | Path, preset: str = "reference") -> tuple[np.ndarray, dict[str, Any]]:
+def audio_track_features(path: str | Path, preset: str = "reference",
+                         max_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> tuple[np.ndarray, dict[str, Any]]:
     """The preset's log spectrogram of a video's audio track, and facts for the sample's json (the same
-    keys as `avdata.media.audio.audio_features`, plus the codec)."""
+    keys as `avdata.media.audio.audio_features`, plus the codec); OverBudget past `max_bytes`."""
     if preset not in SPEC_PRESETS:
         raise ValueError(f"unknown spectrogram preset {preset!r}; choose one of {', '.join(SPEC_PRESETS)}")
-    wave, src_sr, facts = read_audio_track(path)
-    sr = SPEC_PRESETS[preset]["sr"]
+    p = SPEC_PRESETS[preset]
+    wave, src_sr, facts = read_audio_track(path, max_bytes, (p["sr"], p["n_fft"], p["hop"]))
+    sr = p["sr"]
     wave = resample(wave, src_sr, sr)
     spec = spectrogram(wave, sr, preset)
     return spec, {**facts, "duration_s": float(len(wave) / sr), "preset": preset}

@@ -41,6 +41,8 @@ from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan,
 from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, spectrogram_bins
 from avdata.media.video import read_frames
+from avdata.datasets.options import max_decoded_mb_option
+from avdata.media.budget import mb_bytes
 from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
 
 #: AVE clips are ten seconds long, annotated in ten one-second segments.
@@ -65,6 +67,7 @@ class AveOptions:
     frame_format: str = frame_format_option()
     jpeg_quality: int = jpeg_quality_option()
     spec_dtype: str = spec_dtype_option()
+    max_decoded_mb: int = max_decoded_mb_option()
     seed: int = opt(42, help="Seed of the random order each split's samples are written in (the splits "
                     "themselves are AVE's official lists; recorded in manifest.json).")
 
@@ -206,13 +209,15 @@ class AveRecipe(Recipe):
         opts: AveOptions = ctx.options
         video = ctx.raw / item.sources["video"]
         mode = "per_second" if opts.frames is None else "even"
-        frames, times, vinfo = read_frames(video, mode=mode, k=opts.frames, short_side=opts.short_side)
+        budget = mb_bytes(opts.max_decoded_mb)
+        frames, times, vinfo = read_frames(video, mode=mode, k=opts.frames, short_side=opts.short_side,
+                                           max_bytes=budget)
         if opts.frames is None:
             inside = [i for i, t in enumerate(times) if t < CLIP_SECONDS - 1e-6]
             frames, times = frames[inside], [times[i] for i in inside]
         if frames.shape[0] == 0:
             raise SkipSample("video decoded to zero frames", item.sources["video"])
-        spec, ainfo = audio_track_features(video, preset=opts.spectrogram)
+        spec, ainfo = audio_track_features(video, preset=opts.spectrogram, max_bytes=budget)
         if spec.shape[1] == 0:
             raise SkipSample("audio track too short for one spectrogram frame", item.sources["video"])
         meta = {

@@ -25,6 +25,8 @@ from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_
 from avdata.fetch.sources import manifest_dir, pinned_sources
 from avdata.prepare.splits import group_holdout, stratified_holdout
 from avdata.media.video import read_frames
+from avdata.datasets.options import max_decoded_mb_option
+from avdata.media.budget import mb_bytes
 
 EMOTIONS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
 EMOTION_NAMES = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
@@ -77,6 +79,7 @@ class CremadOptions:
     frame_format: str = frame_format_option()
     jpeg_quality: int = jpeg_quality_option()
     spec_dtype: str = spec_dtype_option()
+    max_decoded_mb: int = max_decoded_mb_option()
     known_bad: str = opt("skip", choices=("skip", "keep"), help="The 4 clips CREMA-D's README lists as "
                          "broken: skip (and record) or keep (process them like any clip).")
 
@@ -247,10 +250,12 @@ class CremadRecipe(Recipe):
         opts: CremadOptions = ctx.options
         video, audio = ctx.raw / item.sources["video"], ctx.raw / item.sources["audio"]
         mode = "per_second" if opts.frames is None else "even"
-        frames, times, vinfo = read_frames(video, mode=mode, k=opts.frames, short_side=opts.short_side)
+        budget = mb_bytes(opts.max_decoded_mb)
+        frames, times, vinfo = read_frames(video, mode=mode, k=opts.frames, short_side=opts.short_side,
+                                           max_bytes=budget)
         if frames.shape[0] == 0:
             raise SkipSample("video decoded to zero frames", item.sources["video"])
-        spec, ainfo = audio_features(audio, preset=opts.spectrogram)
+        spec, ainfo = audio_features(audio, preset=opts.spectrogram, max_bytes=budget)
         p = parse_clip(item.key)
         pinned = pinned_sha256()
         meta = {

@@ -14,20 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
 from avdata.cli.dataclass_options import opt
 from avdata.datasets.options import (frame_format_option, jpeg_quality_option, seed_option, spec_dtype_option,
                                      spectrogram_option, val_fraction_option)
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
                                     cls_bytes, sample_json)
-from avdata.errors import AvdataError, MediaError
+from avdata.errors import AvdataError
 from avdata.fetch.unpack import unpack_zip
 from avdata.media.audio import audio_features, spectrogram_bins
 from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
 from avdata.prepare.splits import first_fraction, stratified_holdout
-from avdata.media.video import resize_short_side
+from avdata.media.image import load_image
+from avdata.datasets.options import max_decoded_mb_option
+from avdata.media.budget import mb_bytes
 
 CLASSES = ["air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling", "engine_idling",
            "gun_shot", "jackhammer", "siren", "street_music"]
@@ -59,6 +58,7 @@ class UrbanSoundOptions:
     frame_format: str = frame_format_option()
     jpeg_quality: int = jpeg_quality_option()
     spec_dtype: str = spec_dtype_option()
+    max_decoded_mb: int = max_decoded_mb_option()
 
 
 def sample_key(cls: str, stem: str) -> str:
@@ -76,16 +76,11 @@ def find_root(raw: Path) -> Path:
     )
 
 
-def load_image(path: Path, short_side: int) -> np.ndarray:
-    """RGB uint8 [H, W, 3] with the short side resized to `short_side` (INTER_AREA down, LINEAR up)."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise MediaError(path, f"not a readable image ({exc})") from exc
-    if min(arr.shape[:2]) == 0:
-        raise MediaError(path, "empty image")
-    return resize_short_side(arr, short_side)
+def used_member(name: str) -> bool:
+    """Zip members the plan reads: images under Dataset_v3_vision/ and WAVs under Dataset_v3_sound/."""
+    parts = name.split("/")
+    suffix = "." + parts[-1].rsplit(".", 1)[-1].lower() if "." in parts[-1] else ""
+    return (VISION in parts[:-1] and suffix in IMAGE_EXT) or (SOUND in parts[:-1] and suffix == ".wav")
 
 
 class UrbanSound8kAVRecipe(Recipe):
@@ -115,7 +110,9 @@ class UrbanSound8kAVRecipe(Recipe):
     def prepare_raw(self, raw: Path, workdir: Path, options: Any) -> Path:
         if raw.is_file() and zipfile.is_zipfile(raw):
             target = workdir / "urbansound8k-av"
-            unpack_zip(raw, target)  # refuses members outside target and links; resumes; once per zip
+            # only the pairs' files: nothing else the zip holds is written (a member the plan never reads
+            # could be a zip bomb); refuses members outside target and links; resumes; once per zip
+            unpack_zip(raw, target, keep=used_member)
             return target
         if raw.is_file():
             raise AvdataError(f"{raw}: not a zip file; pass the Kaggle zip or the folder it unpacks to")
@@ -167,8 +164,9 @@ class UrbanSound8kAVRecipe(Recipe):
     @staticmethod
     def process(item: WorkItem, ctx: ItemContext) -> dict[str, bytes]:
         opts: UrbanSoundOptions = ctx.options
-        image = load_image(ctx.raw / item.sources["image"], opts.short_side)
-        spec, ainfo = audio_features(ctx.raw / item.sources["audio"], preset=opts.spectrogram)
+        budget = mb_bytes(opts.max_decoded_mb)
+        image = load_image(ctx.raw / item.sources["image"], opts.short_side, max_bytes=budget)
+        spec, ainfo = audio_features(ctx.raw / item.sources["audio"], preset=opts.spectrogram, max_bytes=budget)
         if spec.size == 0:
             raise SkipSample("sound too short for one spectrogram frame", item.sources["audio"])
         meta = {"key": item.key, "name": item.meta["name"], "label": item.label, "label_name": item.meta["class"],

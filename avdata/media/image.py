@@ -1,0 +1,60 @@
+"""Reading a still image (UrbanSound8K-AV's JPEGs and PNGs) within the decoded-size budget.
+
+Why its own reader: PIL decodes a 13000x13000 PNG of 493 KB to 500 MB and converts it to RGB (another
+500 MB), and refuses one over 179 million pixels with `DecompressionBombError`, which is not bad input to
+its callers but an internal error. Here the header's size (read by `Image.open` without decoding) is
+checked against `avdata.media.budget` first, so PIL's own limit is lifted while opening (the budget is the
+one rule, and `--max-decoded-mb` raises it); then the image is decoded, converted and resized.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from avdata.errors import MediaError
+from avdata.media.budget import DEFAULT_MAX_DECODED_BYTES, check_decoded, image_bytes
+from avdata.media.files import require_media_file
+from avdata.media.video import resize_short_side, target_size
+
+__all__ = ["load_image"]
+
+
+@contextlib.contextmanager
+def _budget_not_pil_limit() -> Iterator[None]:
+    """PIL's pixel limit (a process-wide setting) lifted while a header is read: the budget decides."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def load_image(path: str | Path, short_side: int, max_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> np.ndarray:
+    """RGB uint8 [H, W, 3] with the short side resized to `short_side` (INTER_AREA down, LINEAR up).
+    MediaError for an unreadable or empty image; OverBudget (a MediaError) when decoding, converting and
+    resizing it would pass `max_bytes`, decided from its header before decoding."""
+    path = Path(path)
+    require_media_file(path, "image")
+    try:
+        with _budget_not_pil_limit(), Image.open(path) as im:
+            width, height = im.size
+            if min(width, height) == 0:
+                raise MediaError(path, "empty image")
+            out_w, out_h = target_size(width, height, short_side)
+            check_decoded(path, f"a {width}x{height} {im.mode} image (resized to {out_w}x{out_h})",
+                          image_bytes(width, height, len(im.getbands()), out_w, out_h), max_bytes)
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise MediaError(path, f"not a readable image ({exc})") from exc
+    if min(arr.shape[:2]) == 0:
+        raise MediaError(path, "empty image")
+    return resize_short_side(arr, short_side)
