@@ -362,7 +362,8 @@ def _demux(container, stream, path: Path, max_bytes: int) -> list:
     return packets
 
 
-def _ffmpeg_read(path: Path, mode: str, k: int | None, short_side: int | None, max_bytes: int):
+def _ffmpeg_read(path: Path, mode: str, k: int | None, short_side: int | None,
+                 max_bytes: int = DEFAULT_MAX_DECODED_BYTES):
     """`read_frames` through FFmpeg's demuxer: the fast path, or every frame when it gives up."""
     container = _open(path)
     try:
@@ -397,7 +398,8 @@ def flv_decoder(flv: FlvVideo):
     return ctx, packets
 
 
-def _flv_fast_path(flv: FlvVideo, mode: str, k: int | None, short_side: int | None, path: Path, max_bytes: int):
+def _flv_fast_path(flv: FlvVideo, mode: str, k: int | None, short_side: int | None, path: Path,
+                   max_bytes: int = DEFAULT_MAX_DECODED_BYTES):
     """The fast path on packets read by `avdata.media.flv` (no FFmpeg probe), or None: then FFmpeg reads the
     file, and words any error (but a budget's: the file is refused here). The decoder and its input are
     FFmpeg's own, so are the frames."""
