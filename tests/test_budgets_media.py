@@ -261,9 +261,13 @@ def test_max_decoded_mb_flag_skips_then_admits(cremad_raw, tmp_path):
     assert res.exit_code == 0, res.output
     assert "more than --max-decoded-mb 16" in skipped_reasons(tmp_path / "a")[f"VideoFlash/{bomb}.flv"]
     assert samples(tmp_path / "a") == 3
-    res = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--max-decoded-mb", "64"])
+    # the budget is no part of the plan: a rerun resumes (the skip stands) unless told to redo the shards
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--max-decoded-mb", "64"])
     assert res.exit_code == 0, res.output
-    assert samples(tmp_path / "b") == 4 and not skipped_reasons(tmp_path / "b")
+    assert samples(tmp_path / "a") == 3
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--max-decoded-mb", "64", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert samples(tmp_path / "a") == 4 and not skipped_reasons(tmp_path / "a")
 
 
 # --- the readers' rules, directly ------------------------------------------------------------------------
