@@ -25,6 +25,8 @@ import pytest
 from typer.testing import CliRunner
 
 from avdata.cli.avdata_app import app
+from avdata.datasets.ave.audio_track import audio_track_features
+from avdata.datasets.ave.synth import write_mp4
 from avdata.datasets.cremad.recipe import CremadOptions
 from avdata.datasets.cremad.synth import make_cremad_raw
 from avdata.datasets.recipe import options_dict
@@ -301,6 +303,15 @@ def test_full_decode_fallback_counts_the_frames_it_holds(tmp_path):
     assert frames.shape == (50, 160, 160, 3)
     with pytest.raises(OverBudget, match=r"every frame \(\d+ decoded so far"):
         _slow_path(flv, "per_second", None, None, 1.0, max_bytes=400_000)  # about 10 YUV frames
+
+
+def test_ave_audio_track_is_counted_as_it_decodes(tmp_path):
+    mp4 = tmp_path / "clip.mp4"
+    write_mp4(mp4, 3, duration=2.0, width=32, height=32)
+    spec, facts = audio_track_features(mp4)
+    assert facts["source_sample_rate"] == 44100 and spec.shape[0] == 257
+    with pytest.raises(OverBudget, match=r"an audio track of [\d,]+\+ samples at 44,100 Hz would decode to"):
+        audio_track_features(mp4, max_bytes=2 * 2**20)  # 2 s resample to 44,100 samples: about 3 MB
 
 
 def test_option_is_in_help_and_left_out_of_the_record():
