@@ -36,7 +36,7 @@ from avdata.datasets.ziputil import ZIP_TIME
 from avdata.errors import AvdataError
 from avdata.fetch.unpack import unpack_zip
 from avdata.media.audio import audio_features, load_audio
-from avdata.media.budget import DEFAULT_MAX_DECODED_MB, OverBudget, mb_bytes
+from avdata.media.budget import DEFAULT_MAX_DECODED_MB, PACKET_BYTES, OverBudget, mb_bytes
 from avdata.media.image import load_image
 from avdata.media.video import _slow_path, read_frames
 
@@ -321,3 +321,11 @@ def test_option_is_in_help_and_left_out_of_the_record():
         assert options.max_decoded_mb == DEFAULT_MAX_DECODED_MB
         assert "max_decoded_mb" not in options_dict(options)
         assert options_dict(dataclasses.replace(options, max_decoded_mb=4096)) == options_dict(options)
+
+
+def test_demuxed_packets_are_counted(tmp_path):
+    mp4 = tmp_path / "clip.mp4"
+    write_mp4(mp4, 1, duration=2.0, width=32, height=32)
+    assert read_frames(mp4, short_side=None)[0].shape[1:] == (32, 32, 3)
+    with pytest.raises(OverBudget, match=r"demuxed packets would decode to"):
+        read_frames(mp4, short_side=None, max_bytes=8 * PACKET_BYTES)

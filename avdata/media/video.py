@@ -59,7 +59,8 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from avdata.errors import MediaError
-from avdata.media.budget import DEFAULT_MAX_DECODED_BYTES, OverBudget, check_decoded, max_packets, video_bytes
+from avdata.media.budget import (DEFAULT_MAX_DECODED_BYTES, PACKET_BYTES, OverBudget, check_decoded, max_packets,
+                                 video_bytes)
 from avdata.media.files import require_media_file
 from avdata.media.flv import FlvVideo, read_flv_video
 
@@ -347,16 +348,16 @@ def _slow_path(path: Path, mode: str, k: int | None, short_side: int | None, fps
 
 
 def _demux(container, stream, path: Path, max_bytes: int) -> list:
-    """The stream's non-empty packets; OverBudget once their count alone passes `max_bytes`."""
-    limit = max_packets(max_bytes)
+    """The stream's non-empty packets; OverBudget once they (payloads and bookkeeping) pass `max_bytes`."""
     packets = []
+    held = 0
     try:
         for p in container.demux(stream):
             if p.size:
                 packets.append(p)
-                if len(packets) > limit:
-                    check_decoded(path, f"more than {limit:,} packets", video_bytes(0, 0, 0, 0, 0, len(packets)),
-                                  max_bytes)
+                held += p.size + PACKET_BYTES
+                if held > max_bytes:
+                    check_decoded(path, f"{len(packets):,}+ demuxed packets", held, max_bytes)
     except av.error.FFmpegError as exc:
         raise MediaError(path, f"unreadable video stream ({_why(exc)})") from exc
     return packets
