@@ -134,7 +134,7 @@ def _check_ratio(zpath: Path, chosen: list[tuple[zipfile.ZipInfo, PurePosixPath]
                  max_ratio: float) -> None:
     """AvdataError when a chosen member, or all of them against the zip's size, inflate more than
     `max_ratio` times (sizes under RATIO_MIN_BYTES pass)."""
-    why = ("a zip bomb, or not the dataset's zip: download it again from a trusted copy")
+    why = "a zip bomb, or not the dataset's zip: download it again from a trusted copy"
     for info, _ in chosen:
         if info.file_size > RATIO_MIN_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
             ratio = info.file_size / max(info.compress_size, 1)
