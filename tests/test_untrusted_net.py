@@ -163,3 +163,160 @@ def test_a_range_of_thousands_of_digits_is_answered_not_a_traceback(tmp_path, ca
         thread.join(timeout=5)
     assert answers == [(416, "bytes */100", len("range not satisfiable\n")), (206, "bytes 1-99/100", 99)]
     assert "Traceback" not in capfd.readouterr().err  # the server thread's errors go to stderr
+
+
+# --- secrets in URLs, and user:pass@ URLs -------------------------------------------------------------------
+
+def test_redact_hides_passwords_and_secret_query_values():
+    from avdata.fetch.urls import redact
+
+    assert redact("https://bob:hunter2@host:8443/d/f.tar?token=abc123&part=2#x") == \
+        "https://***@host:8443/d/f.tar?token=***&part=2#x"
+    presigned = ("https://b.s3.amazonaws.com/k.tar?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F2026"
+                 "&X-Amz-Signature=deadbeef&X-Amz-Security-Token=tok&sig=s1&api_key=k1&access_token=t1&v=3")
+    shown = redact(presigned)
+    for secret in ("AKIA", "deadbeef", "=tok", "s1", "k1", "t1"):
+        assert secret not in shown, shown
+    assert shown.endswith("&v=3") and "X-Amz-Signature=***" in shown
+    assert redact("http://host/a.tar") == "http://host/a.tar" and redact("/data/a.tar") == "/data/a.tar"
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    """A CREMA-D-shaped raw tree of two small files and its pinned list."""
+    from avdata.hashing import sha256_file
+
+    root = tmp_path_factory.mktemp("mirror")
+    rels = ["AudioWAV/1001_DFA_ANG_XX.wav", "VideoFlash/1001_DFA_ANG_XX.flv"]
+    for i, rel in enumerate(rels):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(bytes([i]) * (20_000 + i))
+    tsv = root.parent / "files.tsv"
+    tsv.write_text("path\tsize\tsha256\n" + "".join(f"{r}\t{(root / r).stat().st_size}\t{sha256_file(root / r)}\n"
+                                                    for r in rels))
+    return root, tsv
+
+
+def _download(url: str, to: Path, tsv: Path):
+    from avdata.cli.avdata_app import app
+
+    return CliRunner().invoke(app, ["download", "cremad", "--to", str(to), "--mirror", url, "--sources", str(tsv),
+                                    "--retries", "0", "--backoff", "0", "-v"])
+
+
+def test_download_verbose_never_prints_a_token_and_keeps_it_on_every_request(mirror, tmp_path, caplog):
+    from tests.httpserver import serve_dir
+
+    root, tsv = mirror
+    with serve_dir(root, status_for={"VideoFlash/1001_DFA_ANG_XX.flv": 403}) as url:
+        with caplog.at_level(logging.DEBUG):
+            r = _download(url + "/?token=SECRET-T0KEN&region=eu", tmp_path / "raw", tsv)
+    shown = r.output + caplog.text
+    assert "SECRET-T0KEN" not in shown and "token=***" in shown, shown
+    assert "access denied (HTTP 403)" in " ".join(r.output.split())
+    paths = sorted(q["path"] for q in url.requests)
+    assert paths == ["/AudioWAV/1001_DFA_ANG_XX.wav?token=SECRET-T0KEN&region=eu",
+                     "/VideoFlash/1001_DFA_ANG_XX.flv?token=SECRET-T0KEN&region=eu"]
+    assert (tmp_path / "raw" / "AudioWAV" / "1001_DFA_ANG_XX.wav").stat().st_size == 20_000
+
+
+def test_a_user_and_password_in_the_url_are_sent_as_basic_auth_and_never_shown(mirror, tmp_path, caplog):
+    import base64
+
+    from tests.httpserver import serve_dir
+
+    root, tsv = mirror
+    with serve_dir(root, status_for={"VideoFlash/1001_DFA_ANG_XX.flv": 500}) as url:
+        with caplog.at_level(logging.DEBUG):
+            r = _download(url.replace("http://", "http://bob:p%40ss-W0RD@"), tmp_path / "raw", tsv)
+    shown = r.output + caplog.text
+    assert "W0RD" not in shown and "http://***@127.0.0.1" in shown, shown
+    assert "Name or service not known" not in shown and "no such host" not in shown
+    expected = "Basic " + base64.b64encode(b"bob:p@ss-W0RD").decode()
+    assert [q["headers"].get("Authorization") for q in url.requests] == [expected, expected]
+    assert (tmp_path / "raw" / "AudioWAV" / "1001_DFA_ANG_XX.wav").stat().st_size == 20_000
+    assert "HTTP 500" in " ".join(r.output.split())
+
+
+def test_basic_auth_is_not_forwarded_on_a_redirect_to_another_host(mirror, tmp_path):
+    from avdata.fetch.download import fetch_url
+    from tests.httpserver import serve_dir
+
+    root, _ = mirror
+    with serve_dir(root) as storage, serve_dir(root, redirect_to=storage) as front:
+        fetch_url(front.replace("http://", "http://bob:pw@") + "/AudioWAV/1001_DFA_ANG_XX.wav",
+                  tmp_path / "a.wav", progress=False)
+    assert front.requests[0]["headers"].get("Authorization", "").startswith("Basic ")
+    assert [q["headers"].get("Authorization") for q in storage.requests] == [None]
+    assert (tmp_path / "a.wav").stat().st_size == 20_000
+
+
+# --- the overall deadline of a streamed shard read ----------------------------------------------------------
+
+class _Drip(io.BytesIO):
+    """A response that gives `per_read` bytes per read, each read taking `seconds` on the fake clock."""
+
+    def __init__(self, data: bytes, per_read: int, seconds: float, clock: list[float]) -> None:
+        super().__init__(data)
+        self.per_read, self.seconds, self.clock = per_read, seconds, clock
+        self.reads = 0
+
+    def read1(self, n: int = -1) -> bytes:
+        self.reads += 1
+        self.clock[0] += self.seconds
+        return super().read1(min(n, self.per_read))
+
+
+def test_a_drip_just_above_the_stall_rule_meets_the_overall_deadline():
+    """16 KiB + 1 every 60 s passes every stall window forever; the average-rate deadline ends it (counted on
+    an injected clock: no waiting)."""
+    from avdata.fetch.transport import READ_GRACE_SECONDS, READ_MIN_RATE, StallGuard
+
+    now = [0.0]
+    drip = _Drip(b"\0" * (64 << 20), per_read=(16 << 10) + 1, seconds=60.0, clock=now)
+    guard = StallGuard(drip, what="http://bob:pw@host/train-000003.tar?token=SECRET", clock=lambda: now[0])
+    with pytest.raises(TimeoutError) as err:
+        while guard.read(1 << 20):
+            pass
+    message = str(err.value)
+    assert message.startswith("http://***@host/train-000003.tar?token=***: too slow: ")
+    assert f"a read may take {READ_GRACE_SECONDS:g}s plus 1s per {READ_MIN_RATE:,} bytes" in message
+    assert drip.reads == 6  # the first read past the 300 s grace: 6 x 60 s
+    fast = StallGuard(_Drip(b"\0" * (4 << 20), per_read=1 << 20, seconds=1.0, clock=now), clock=lambda: now[0])
+    assert len(fast.read(-1)) == 4 << 20  # 1 MiB/s: far above the floor, never stopped
+
+
+def test_the_trainer_gives_up_on_a_dripping_shard_naming_it(tmp_path, monkeypatch):
+    """End to end through the trainer's shard stream, with the deadline made small (0.3 s, 2 KB/s) and a
+    loopback server sending a byte every 10 ms (the stall rule, 16 KiB a minute, never fires)."""
+    import urllib.parse
+
+    from avdata.fetch import transport
+    from avdata.shards.location import open_shards
+    from scmrl.data.config import StreamConfig
+    from scmrl.data.failures import ShardReadError
+    from scmrl.data.stream import ShardStream
+    from scmrl.data.synthetic import make_synthetic_av_shards
+    from tests.httpserver import serve_script, trickle
+
+    shards = make_synthetic_av_shards(tmp_path / "s", 8, 0, 0, per_shard=8, seed=1)
+    size = (shards / "train-000000.tar").stat().st_size
+
+    def respond(h):
+        name = urllib.parse.unquote(h.path.split("?")[0]).lstrip("/")
+        if name == "train-000000.tar":
+            return trickle(h, length=size, every=0.01, seconds=10)
+        data = (shards / name).read_bytes()
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    monkeypatch.setattr(transport, "READ_GRACE_SECONDS", 0.3)
+    monkeypatch.setattr(transport, "READ_MIN_RATE", 2000)
+    with serve_script(respond) as url:
+        src = open_shards(url)
+        stream = ShardStream(src, "train", StreamConfig(kind="static", image_size=16, retries=1, backoff=0.01))
+        with pytest.raises(ShardReadError, match=r"train-000000\.tar could not be read after 2 attempts "
+                                                 r"\(TimeoutError: .*too slow: \d+ bytes in 0\.\ds of waiting"):
+            list(stream.iter_slot())

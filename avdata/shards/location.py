@@ -23,7 +23,7 @@ from typing import IO, Sequence
 
 from avdata.errors import AvdataError
 from avdata.fetch.transport import STALL_BYTES, STALL_SECONDS
-from avdata.fetch.urls import is_url
+from avdata.fetch.urls import is_url, redact
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest, ShardEntry, data_kind
 from avdata.shards.tar_list import cut_to_files, manifest_of_files, tar_list
 
@@ -94,9 +94,9 @@ class ShardsLocation:
             return StallGuard(open_source(address, {}, self.timeout), self.stall_seconds, self.stall_bytes,
                               what=address)
         except urllib.error.HTTPError as exc:
-            raise AvdataError(f"{address}: could not be opened (HTTP {exc.code})") from exc
+            raise AvdataError(f"{redact(address)}: could not be opened (HTTP {exc.code})") from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise AvdataError(f"{address}: could not be opened ({getattr(exc, 'reason', exc)})") from exc
+            raise AvdataError(f"{redact(address)}: could not be opened ({getattr(exc, 'reason', exc)})") from exc
 
     def fingerprint(self) -> str:
         """A short id of the shard lists (resume checks it has not changed)."""
@@ -117,7 +117,7 @@ def open_location(spec: str | Path) -> ShardsLocation:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise AvdataError(f"{url}: not UTF-8 text ({exc}); is this a shards folder?") from exc
+            raise AvdataError(f"{redact(url)}: not UTF-8 text ({exc}); is this a shards folder?") from exc
         return ShardsLocation(base, Manifest.parse(text, source=url), spec)
     path = Path(spec)
     if path.name == MANIFEST_NAME:
