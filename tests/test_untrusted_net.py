@@ -320,3 +320,19 @@ def test_the_trainer_gives_up_on_a_dripping_shard_naming_it(tmp_path, monkeypatc
         with pytest.raises(ShardReadError, match=r"train-000000\.tar could not be read after 2 attempts "
                                                  r"\(TimeoutError: .*too slow: \d+ bytes in 0\.\ds of waiting"):
             list(stream.iter_slot())
+
+
+def test_a_shards_url_with_a_password_opens_with_basic_auth_and_shows_none(tmp_path):
+    from avdata.shards.location import open_shards
+    from scmrl.data.synthetic import make_synthetic_av_shards
+    from tests.httpserver import serve_dir
+
+    shards = make_synthetic_av_shards(tmp_path / "s", 8, 0, 0, per_shard=8, seed=1)
+    with serve_dir(shards) as url:
+        src = open_shards(url.replace("http://", "http://bob:S3CRET@"))
+        with src.open("train-000000.tar") as f:
+            assert len(f.read()) == (shards / "train-000000.tar").stat().st_size
+        with pytest.raises(AvdataError) as err:
+            src.shards("nosuch")
+    assert str(err.value).startswith("http://***@127.0.0.1:") and "S3CRET" not in str(err.value)
+    assert {q["headers"].get("Authorization") for q in url.requests} == {"Basic Ym9iOlMzQ1JFVA=="}

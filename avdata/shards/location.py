@@ -118,7 +118,7 @@ def open_location(spec: str | Path) -> ShardsLocation:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise AvdataError(f"{redact(url)}: not UTF-8 text ({exc}); is this a shards folder?") from exc
-        return ShardsLocation(base, Manifest.parse(text, source=url), spec)
+        return ShardsLocation(base, Manifest.parse(text, source=redact(url)), redact(spec))
     path = Path(spec)
     if path.name == MANIFEST_NAME:
         path = path.parent
