@@ -68,6 +68,33 @@ def test_a_deflated_bomb_is_refused_by_every_entry_point_before_torch_load(bomb,
     assert not (tmp_path / "o.pt").exists()
 
 
+def test_the_check_reads_only_the_zip_directory(bomb):
+    """The refusal of the 64 MiB bomb costs kilobytes of memory, not the member's size."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(AvdataError, match="refused before loading"):
+            check_archive(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 << 10, peak
+
+
+def test_a_directory_of_too_many_members_is_refused_from_its_end_record(tmp_path, monkeypatch):
+    from scmrl.train import checkpoint
+
+    monkeypatch.setattr(checkpoint, "MAX_MEMBERS", 10)
+    with zipfile.ZipFile(tmp_path / "wide.pt", "w") as zf:
+        zf.writestr("archive/data.pkl", b"")
+        for i in range(10):
+            zf.writestr(f"archive/data/{i}", b"")
+    with pytest.raises(AvdataError, match=r"wide\.pt: refused before loading: its zip directory lists 11 members, "
+                                          r"more than the 10"):
+        check_archive(tmp_path / "wide.pt")
+
+
 def test_many_small_deflated_members_are_refused_by_their_total(tmp_path, no_torch_load):
     plain = tmp_path / "plain.pt"
     torch.save({f"t{i}": torch.zeros(MiB // 4) for i in range(40)}, plain)  # 40 x 1 MiB, each under the slack

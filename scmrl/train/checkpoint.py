@@ -133,25 +133,26 @@ def check_archive(path: str | Path) -> None:
     """Refuse (AvdataError naming the file) a torch zip checkpoint whose directory does not look like one
     torch.save writes: members under one folder, a data.pkl, tensor storages `data/<n>` and a few tiny
     bookkeeping files, unpacking to no more than MAX_UNPACKED_RATIO x the file's size. Only the zip
-    directory is read. A file that is not a zip is left to torch.load (the legacy format stores tensors
-    as they are: nothing in it unpacks)."""
+    directory is read. A file that does not start like a zip is left to torch.load, as torch does (the
+    legacy format stores tensors as they are: nothing in it unpacks)."""
     path = Path(path)
     size = path.stat().st_size
     try:
         with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # torch's own test for its zip format
+                return
             end = zipfile._EndRecData(f)  # the end record alone: how many members the directory lists
         if end is None:
-            return
+            raise zipfile.BadZipFile("no end of central directory record")
         if end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:
             raise AvdataError(f"{path}: refused before loading: its zip directory lists "
                               f"{end[zipfile._ECD_ENTRIES_TOTAL]:,} members, more than the {MAX_MEMBERS:,} a "
                               "checkpoint may hold")
         with zipfile.ZipFile(path) as zf:
             members = zf.infolist()
-    except zipfile.BadZipFile:
-        return
-    except (OSError, ValueError, EOFError) as exc:
-        raise AvdataError(f"{path}: not a readable checkpoint (its zip directory: {exc})") from exc
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise AvdataError(f"{path}: not a readable torch checkpoint (its zip directory: {exc}); is the file "
+                          "complete?") from exc
     problem = _archive_problem(members, size)
     if problem:
         raise AvdataError(f"{path}: refused before loading: {problem}. A checkpoint written by torch.save is "
