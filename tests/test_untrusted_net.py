@@ -363,3 +363,23 @@ def test_a_shards_url_with_a_password_opens_with_basic_auth_and_shows_none(tmp_p
             src.shards("nosuch")
     assert str(err.value).startswith("http://***@127.0.0.1:") and "S3CRET" not in str(err.value)
     assert {q["headers"].get("Authorization") for q in url.requests} == {"Basic Ym9iOlMzQ1JFVA=="}
+
+
+def test_a_shards_url_with_a_token_query_reads_and_shows_no_token(tmp_path):
+    """inspect / the trainer: the query goes on every file's address (manifest and shards); what is shown
+    (the summary's location, messages) carries *** instead."""
+    from avdata.shards.location import open_shards
+    from avdata.summary import summarize
+    from scmrl.data.synthetic import make_synthetic_av_shards
+    from tests.httpserver import serve_dir
+
+    shards = make_synthetic_av_shards(tmp_path / "s", 8, 0, 0, per_shard=8, seed=1)
+    with serve_dir(shards) as url:
+        spec = url + "/manifest.json?token=SECRETQ&v=1"
+        src = open_shards(spec)
+        with src.open("train-000000.tar") as f:
+            assert len(f.read()) == (shards / "train-000000.tar").stat().st_size
+        shown = summarize(spec)["location"]
+    assert shown == url + "?token=***&v=1"
+    assert [q["path"] for q in url.requests][:2] == ["/manifest.json?token=SECRETQ&v=1",
+                                                    "/train-000000.tar?token=SECRETQ&v=1"]
