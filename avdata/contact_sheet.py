@@ -120,7 +120,7 @@ def choose_samples(spec: str | Path, per_class: int, split: str | None = None
     loc = open_location(spec)
     m = loc.manifest
     if not m.splits:
-        raise AvdataError(f"{loc.base}: the manifest lists no splits")
+        raise AvdataError(f"{loc.shown}: the manifest lists no splits")
     split = split or ("train" if "train" in m.splits else next(iter(m.splits)))
     counts = m.split(split).class_counts
     classes = m.classes[:MAX_SHEET_CLASSES]  # a manifest may claim any number: draw a bounded sheet

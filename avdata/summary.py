@@ -156,7 +156,7 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
         m.split(name)  # AvdataError naming the splits there are
     classes = list(m.classes)
     out: dict[str, Any] = {
-        "location": loc.base,
+        "location": loc.shown,
         "dataset": m.dataset,
         "tool": m.tool,
         "schema_version": m.schema_version,

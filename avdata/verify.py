@@ -250,7 +250,7 @@ def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool
     manifest = loc.manifest
     names = list(manifest.splits) if not splits else list(dict.fromkeys(splits))
     entries = [s for _split, s in manifest.shard_entries(names)]  # raises AvdataError for an unknown split
-    report = VerifyReport(location=loc.base, splits=names, quick=quick)
+    report = VerifyReport(location=loc.shown, splits=names, quick=quick)
     _check_manifest(manifest, names, report)
     total = sum(s.bytes for s in entries)
     bar = make_progress("B", disable=None if progress in (None, True) else True)

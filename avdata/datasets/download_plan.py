@@ -18,6 +18,7 @@ from avdata.cli.dataclass_options import opt
 from avdata.errors import AvdataError
 from avdata.fetch.download import DownloadReport, RemoteFile, fetch_files
 from avdata.fetch.sources import SourceFile
+from avdata.fetch.urls import redact
 
 log = logging.getLogger("avdata.fetch.download")
 
@@ -70,7 +71,7 @@ def zip_check(path: Path) -> str | None:
 
 
 def mirror_hint(base: str) -> str:
-    return f"Could not fetch from {base}; check the address (--mirror) and your connection."
+    return f"Could not fetch from {redact(base)}; check the address (--mirror) and your connection."
 
 
 def read_sha256sums(dest: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@
 - `responses`: a local file or storage object answering like an HTTP response (ranges, 416).
 - `session`: what one run's transfers share: settings, progress bar, early stop, log throttle.
 - `results`: `RemoteFile`, `FileResult`, `DownloadReport` and the errors.
-- `urls`: `is_url`, `join_url`, `redact`.
+- `urls`: `is_url`, `join_url`, `redact` (no credentials in what is shown), `basic_auth` (user:pass@ URLs).
 - `unpack`: `unpack_zip`, the one zip extractor (no paths outside the target, no links, bounded, resumable).
 - `sources`, `lfs`, `verify_raw`: pinned source lists, Git LFS stubs, checking a raw copy.
 """

@@ -23,7 +23,7 @@ from avdata import __version__
 from avdata.errors import AvdataError
 from avdata.fetch.hub import hub_request, is_hub_url
 from avdata.fetch.responses import FileResponse
-from avdata.fetch.urls import is_object_url, is_url, join_url, redact
+from avdata.fetch.urls import basic_auth, is_object_url, is_url, join_url, redact
 
 USER_AGENT = f"avdata/{__version__} (python-urllib)"
 READ_CHUNK = 1 << 18  # 256 KiB per read from the socket
@@ -32,6 +32,10 @@ MAX_UNDECLARED_SIZE = 64 << 20
 #: The stall rule's defaults: an attempt that receives fewer than STALL_BYTES in STALL_SECONDS is aborted.
 STALL_SECONDS = 60.0
 STALL_BYTES = 16 << 10
+#: The overall deadline of a streamed read (`StallGuard`): a server that drips just above the stall rule
+#: must still finish in READ_GRACE_SECONDS plus one second per READ_MIN_RATE bytes received, of waiting.
+READ_GRACE_SECONDS = 300.0
+READ_MIN_RATE = 16 << 10
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<?xml version")
 
 
@@ -49,7 +53,8 @@ def _range_start(headers: Mapping[str, str]) -> int:
 
 def open_source(url: str, headers: Mapping[str, str], timeout: float):
     """Open `url` (http(s), s3/gs/hf, file:// or a local path) with `headers`; HTTP errors raise HTTPError
-    for all. An Authorization header is never forwarded to another host on a redirect."""
+    for all. `user:pass@` in an http(s) URL is sent as basic auth. An Authorization header is never
+    forwarded to another host on a redirect."""
     if is_hub_url(url):
         url, headers = hub_request(url, dict(headers))
     elif is_object_url(url):
@@ -61,13 +66,24 @@ def open_source(url: str, headers: Mapping[str, str], timeout: float):
         if not path.is_file():
             raise urllib.error.HTTPError(url, 404, "Not Found", email.message.Message(), None)
         return LocalResponse(path, _range_start(headers))
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    req = _request(url, headers)
+    return urllib.request.urlopen(req, timeout=timeout)
+
+
+def _request(url: str, headers: Mapping[str, str], method: str | None = None) -> urllib.request.Request:
+    """An http(s) request for `url` with `headers`; the URL's `user:pass@` becomes basic auth (unless an
+    Authorization header is given), and Authorization is never sent on to a redirect's host."""
+    url, auth = basic_auth(url)
+    headers = dict(headers)
+    if auth is not None and not any(k.lower() == "authorization" for k in headers):
+        headers["Authorization"] = auth
+    req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT})
     for key, value in headers.items():
         if key.lower() == "authorization":
             req.add_unredirected_header(key, value)
         else:
             req.add_header(key, value)
-    return urllib.request.urlopen(req, timeout=timeout)
+    return req
 
 
 def remote_size(url: str, timeout: float = 60.0) -> int | None:
@@ -80,10 +96,7 @@ def remote_size(url: str, timeout: float = 60.0) -> int | None:
     headers: dict[str, str] = {}
     if is_hub_url(url):
         url, headers = hub_request(url, headers)
-    req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
-    for key, value in headers.items():
-        req.add_unredirected_header(key, value)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    with urllib.request.urlopen(_request(url, headers, "HEAD"), timeout=timeout) as resp:
         return header_int(resp.headers.get("Content-Length"))
 
 
@@ -158,11 +171,22 @@ class StallGuard:
     """A response whose reads obey the stall rule (:class:`StallWatch`) on the time spent waiting in `read`:
     too few bytes raise TimeoutError. Only time inside `read` counts, so a reader that pauses between reads
     (a trainer's data worker waiting for its batches to be taken) is not taken for a stalled server, while a
-    server that trickles a byte now and then, never long enough silent for the socket timeout, is."""
+    server that trickles a byte now and then, never long enough silent for the socket timeout, is.
 
-    def __init__(self, raw, seconds: float = STALL_SECONDS, min_bytes: int = STALL_BYTES, what: str = "") -> None:
-        self.raw, self.what = raw, what
+    The whole read has a deadline too: after `grace` seconds of waiting, the bytes received must keep an
+    average of `min_rate` bytes per second waited (so a body of N bytes takes at most grace + N / min_rate
+    seconds); a server that sends just enough for each stall window gives up there with TimeoutError.
+    `clock` measures the waiting (injected by tests)."""
+
+    def __init__(self, raw, seconds: float = STALL_SECONDS, min_bytes: int = STALL_BYTES, what: str = "",
+                 grace: float | None = None, min_rate: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.raw, self.what = raw, redact(what)
         self.waited = 0.0
+        self.got = 0
+        self.grace = READ_GRACE_SECONDS if grace is None else grace
+        self.min_rate = READ_MIN_RATE if min_rate is None else min_rate
+        self.clock = clock
         self.watch = StallWatch(seconds, min_bytes, clock=lambda: self.waited)
 
     def read(self, n: int = -1) -> bytes:
@@ -181,12 +205,18 @@ class StallGuard:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _counted(self, read, n: int) -> bytes:
-        t0 = time.monotonic()
+        t0 = self.clock()
         data = read(n)
-        self.waited += time.monotonic() - t0
+        self.waited += self.clock() - t0
+        self.got += len(data)
         stalled = self.watch.add(len(data))
         if stalled:
             raise TimeoutError(f"{self.what or 'server'} {stalled}")
+        if self.min_rate > 0 and self.waited > self.grace + self.got / self.min_rate:
+            raise TimeoutError(
+                f"{self.what or 'server'}: too slow: {self.got:,} bytes in {self.waited:.1f}s of waiting; gave up "
+                f"(a read may take {self.grace:g}s plus 1s per {self.min_rate:,.0f} bytes, an average the server "
+                "kept below, though it never stalled for long)")
         return data
 
     def close(self) -> None:

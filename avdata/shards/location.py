@@ -23,7 +23,7 @@ from typing import IO, Sequence
 
 from avdata.errors import AvdataError
 from avdata.fetch.transport import STALL_BYTES, STALL_SECONDS
-from avdata.fetch.urls import is_url
+from avdata.fetch.urls import is_url, join_url, redact
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest, ShardEntry, data_kind
 from avdata.shards.tar_list import cut_to_files, manifest_of_files, tar_list
 
@@ -54,15 +54,20 @@ class ShardsLocation:
     def remote(self) -> bool:
         return is_url(self.base)
 
+    @property
+    def shown(self) -> str:
+        """`base` as messages and summaries show it: no password, no token (`avdata.fetch.urls.redact`)."""
+        return redact(self.base)
+
     def address(self, file: str) -> str:
         if file in self.addresses:
             return self.addresses[file]
-        return f"{self.base}/{file}" if self.remote else str(Path(self.base) / file)
+        return join_url(self.base, file) if self.remote else str(Path(self.base) / file)
 
     def shards(self, split: str) -> list[ShardEntry]:
         """The shard entries of a split, in order (AvdataError naming the splits there are)."""
         if split not in self.manifest.splits:
-            raise AvdataError(f"{self.description or self.base}: no split {split!r} (it has "
+            raise AvdataError(f"{self.description or self.shown}: no split {split!r} (it has "
                               f"{', '.join(self.manifest.splits) or 'none'})")
         return self.manifest.splits[split].shards
 
@@ -94,9 +99,9 @@ class ShardsLocation:
             return StallGuard(open_source(address, {}, self.timeout), self.stall_seconds, self.stall_bytes,
                               what=address)
         except urllib.error.HTTPError as exc:
-            raise AvdataError(f"{address}: could not be opened (HTTP {exc.code})") from exc
+            raise AvdataError(f"{redact(address)}: could not be opened (HTTP {exc.code})") from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise AvdataError(f"{address}: could not be opened ({getattr(exc, 'reason', exc)})") from exc
+            raise AvdataError(f"{redact(address)}: could not be opened ({getattr(exc, 'reason', exc)})") from exc
 
     def fingerprint(self) -> str:
         """A short id of the shard lists (resume checks it has not changed)."""
@@ -110,15 +115,16 @@ def open_location(spec: str | Path) -> ShardsLocation:
     gs://, hf://datasets/...)."""
     spec = str(spec)
     if is_url(spec):
-        base = spec[: -len(MANIFEST_NAME)] if spec.endswith("/" + MANIFEST_NAME) else spec
-        base = base.rstrip("/")
-        url = f"{base}/{MANIFEST_NAME}"
+        head, sep, query = spec.partition("?")  # a query (?token=...) goes on every file's address
+        head = head[: -len(MANIFEST_NAME)] if head.endswith("/" + MANIFEST_NAME) else head
+        base = head.rstrip("/") + sep + query
+        url = join_url(base, MANIFEST_NAME)
         raw = read_url(url)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise AvdataError(f"{url}: not UTF-8 text ({exc}); is this a shards folder?") from exc
-        return ShardsLocation(base, Manifest.parse(text, source=url), spec)
+            raise AvdataError(f"{redact(url)}: not UTF-8 text ({exc}); is this a shards folder?") from exc
+        return ShardsLocation(base, Manifest.parse(text, source=redact(url)), redact(spec))
     path = Path(spec)
     if path.name == MANIFEST_NAME:
         path = path.parent

@@ -16,7 +16,7 @@ from typing import Sequence
 from avdata.atomic import atomic_write_bytes
 from avdata.fetch.disk import drop_link
 from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files
-from avdata.fetch.urls import is_url, join_url
+from avdata.fetch.urls import is_url, join_url, redact
 from avdata.errors import AvdataError
 from avdata.shards.location import read_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
@@ -88,7 +88,7 @@ def pull(
     try:
         text = raw_manifest.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise AvdataError(f"{join_url(base, MANIFEST_NAME)}: not UTF-8 text ({exc}); is this a shards folder?") from exc
+        raise AvdataError(f"{redact(join_url(base, MANIFEST_NAME))}: not UTF-8 text ({exc}); is this a shards folder?") from exc
     manifest = Manifest.parse(text, source=join_url(base, MANIFEST_NAME))
     all_splits = list(manifest.splits)
     chosen = list(dict.fromkeys(splits)) if splits else all_splits
@@ -110,7 +110,7 @@ def pull(
         local_manifest.unlink()
         (to / CARD_NAME).unlink(missing_ok=True)
 
-    log.info("pulling %d shard(s) of split(s) %s from %s to %s", len(files), ", ".join(chosen), base, to)
+    log.info("pulling %d shard(s) of split(s) %s from %s to %s", len(files), ", ".join(chosen), redact(base), to)
     stall = dict(stall_seconds=stall_seconds, stall_bytes=stall_bytes)
     report = fetch_files(base, files, to, jobs=jobs, retries=retries, backoff=backoff, timeout=timeout,
                          progress=progress, description=f"pull -> {to.name or to}", **stall)
@@ -119,7 +119,7 @@ def pull(
                        backoff=backoff, timeout=timeout, progress=False, **stall)
     for r in card.failed:
         if r.http_status == 404:
-            log.info("no %s (dataset card) at %s", CARD_NAME, base)
+            log.info("no %s (dataset card) at %s", CARD_NAME, redact(base))
         else:
             report.failed.append(r)
     report.fetched += card.fetched

@@ -29,6 +29,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys
 
 from avdata.errors import AvdataError
+from avdata.fetch.urls import redact
 from avdata.shards.location import ShardsLocation
 from avdata.shards.manifest import ShardEntry, event_bins
 from avdata.shards.reader import TarBoundsError, iter_tar_files
@@ -126,7 +127,7 @@ class ShardStream(IterableDataset):
 
     def _read(self, entry: ShardEntry) -> Iterator[dict[str, Any]]:
         """One shard's samples (webdataset tar iteration + key grouping), with retries; never repeats."""
-        url = self.source.address(entry.file)
+        url = redact(self.source.address(entry.file))  # for messages only: no credentials shown
         expected = entry.num_samples
         done = 0
         failures = 0

@@ -6,12 +6,19 @@ can rebuild the network from the file alone).
 Checkpoints are shared, so reading one must never run code: everything in them is a tensor, number,
 string, list, tuple or dict (the RNG states too), and they are read with ``torch.load(weights_only=True)``.
 Checkpoints written before the RNG states were stored as tensors hold numpy arrays; they are read through
-a narrow allow-list of the numpy types such a state needs, and nothing else."""
+a narrow allow-list of the numpy types such a state needs, and nothing else.
+
+Before any of that, `check_archive` reads the file's zip directory (a torch checkpoint is a zip) and
+refuses one whose members would unpack to far more than the file holds: torch allocates each member's
+declared size up front, so a few MB of deflated zeros would otherwise take gigabytes of memory before
+any check on the content could run."""
 
 from __future__ import annotations
 
 import pickle
 import random
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +28,8 @@ import torch
 from avdata.atomic import atomic_open
 from avdata.errors import AvdataError
 
-__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "save_checkpoint", "load_checkpoint", "capture_rng", "restore_rng"]
+__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "save_checkpoint", "load_checkpoint", "check_archive", "capture_rng",
+           "restore_rng"]
 
 CHECKPOINT_NAME = "checkpoint.pt"  # the latest epoch (resume)
 BEST_NAME = "best.pt"  # the validation-best epoch (weights and configs only)
@@ -108,25 +116,106 @@ def _legacy_numpy_globals() -> list[Any]:
     return found
 
 
+#: torch.save stores members uncompressed; a re-zipped checkpoint of float weights deflates to ~0.9x. So all
+#: members together may unpack to at most this multiple of the file's size (plus ARCHIVE_SLACK) ...
+MAX_UNPACKED_RATIO = 4
+ARCHIVE_SLACK = 16 << 20
+#: ... and no member of more than ARCHIVE_SLACK bytes may deflate better than this (zeros do: ~1000x).
+MAX_MEMBER_RATIO = 20
+#: The bookkeeping members beside data.pkl and data/<n> (version, byteorder, .data/serialization_id) are tiny.
+MAX_SMALL_MEMBER = 4096
+#: More members than any model's tensors; the zip directory of millions would itself take gigabytes to read.
+MAX_MEMBERS = 200_000
+_TENSOR_MEMBER = re.compile(r"data/\d+")
+
+
+def check_archive(path: str | Path) -> None:
+    """Refuse (AvdataError naming the file) a torch zip checkpoint whose directory does not look like one
+    torch.save writes: members under one folder, a data.pkl, tensor storages `data/<n>` and a few tiny
+    bookkeeping files, unpacking to no more than MAX_UNPACKED_RATIO x the file's size. Only the zip
+    directory is read. A file that does not start like a zip is left to torch.load, as torch does (the
+    legacy format stores tensors as they are: nothing in it unpacks)."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # torch's own test for its zip format
+                return
+            end = zipfile._EndRecData(f)  # the end record alone: how many members the directory lists
+        if end is None:
+            raise zipfile.BadZipFile("no end of central directory record")
+        if end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:
+            raise AvdataError(f"{path}: refused before loading: its zip directory lists "
+                              f"{end[zipfile._ECD_ENTRIES_TOTAL]:,} members, more than the {MAX_MEMBERS:,} a "
+                              "checkpoint may hold")
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise AvdataError(f"{path}: not a readable torch checkpoint (its zip directory: {exc}); is the file "
+                          "complete?") from exc
+    problem = _archive_problem(members, size)
+    if problem:
+        raise AvdataError(f"{path}: refused before loading: {problem}. A checkpoint written by torch.save is "
+                          "not like this; it was damaged, or made to exhaust memory")
+
+
+def _archive_problem(members: list[zipfile.ZipInfo], size: int) -> str | None:
+    """What is wrong with a checkpoint's zip directory, or None."""
+    folders = {m.filename.split("/", 1)[0] for m in members}
+    if len(folders) != 1 or any("/" not in m.filename for m in members):
+        return f"its members are not under one folder ({', '.join(sorted(folders)[:3])})"
+    (folder,) = folders
+    names = [m.filename[len(folder) + 1:] for m in members]
+    if "data.pkl" not in names:
+        return f"no {folder}/data.pkl (the member a torch checkpoint is read from)"
+    total = 0
+    for m, name in zip(members, names):
+        total += m.file_size
+        if name != "data.pkl" and not _TENSOR_MEMBER.fullmatch(name) and m.file_size > MAX_SMALL_MEMBER:
+            return f"member {m.filename} ({m.file_size:,} bytes) is not one a torch checkpoint holds"
+        if m.file_size > ARCHIVE_SLACK and m.file_size > MAX_MEMBER_RATIO * max(m.compress_size, 1):
+            return (f"member {m.filename} unpacks to {m.file_size:,} bytes from {m.compress_size:,} "
+                    f"(more than {MAX_MEMBER_RATIO}x)")
+    budget = MAX_UNPACKED_RATIO * size + ARCHIVE_SLACK
+    if total > budget:
+        return (f"its members unpack to {total:,} bytes, more than {budget:,} ({MAX_UNPACKED_RATIO}x the file's "
+                f"{size:,} bytes plus {ARCHIVE_SLACK >> 20} MiB)")
+    return None
+
+
+def unpickling_reason(exc: pickle.UnpicklingError) -> tuple[bool, str]:
+    """(whether the file asks for a global, i.e. would run code; torch's one-line reason). torch's own
+    message also advises loading with weights_only=False, advice never passed on for a stranger's file."""
+    text = str(exc)
+    reason = "its pickle holds more than plain data"
+    for line in text.splitlines():
+        line = line.split("WeightsUnpickler error:", 1)[-1].split(". Please", 1)[0]
+        line = line.split(" was not an allowed global", 1)[0].strip()
+        if line and not any(m in line for m in ("weights_only", "Weights only", "documentation", "file an issue")):
+            reason = line
+            break
+    runs_code = "GLOBAL" in text or "Unsupported global" in text
+    return runs_code, reason[:200]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint without running code from it (``weights_only=True``); a file that asks to run
     anything else is refused with a message naming it."""
     path = Path(path)
     if not path.exists():
         raise AvdataError(f"{path}: no such checkpoint")
+    check_archive(path)
     try:
         with torch.serialization.safe_globals(_legacy_numpy_globals()):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
-            first = next((line.strip() for line in text.splitlines() if "Unsupported" in line
-                          or "GLOBAL" in line), "")
+        runs_code, reason = unpickling_reason(exc)
+        if runs_code:
             raise AvdataError(
-                f"{path}: refused: this checkpoint holds objects that would run code when loaded ({first}); "
+                f"{path}: refused: this checkpoint holds objects that would run code when loaded ({reason}); "
                 "scmrl checkpoints hold only tensors, numbers and strings. Load only checkpoints you made or "
                 "trust; this one was not made by scmrl, or was tampered with") from exc
-        raise AvdataError(f"{path}: not a readable checkpoint ({exc})") from exc
+        raise AvdataError(f"{path}: not a readable checkpoint ({reason})") from exc
     except Exception as exc:  # a truncated or foreign file
         raise AvdataError(f"{path}: not a readable checkpoint ({exc})") from exc
     if not isinstance(ckpt, dict):
