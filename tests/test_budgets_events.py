@@ -22,7 +22,7 @@ from avdata.datasets.urbansound8k_av.recipe import UrbanSound8kAVRecipe, UrbanSo
 from avdata.datasets.urbansound8k_av.synth import make_urbansound_raw
 from avdata.errors import MediaError
 from avdata.media import event_budget
-from avdata.media.events import (DVS_EVENT, EventRangeError, bin_dvs, read_aedat2, reduce_to_sensor, time_bins,
+from avdata.media.events import (DVS_EVENT, EventRangeError, bin_channels, bin_dvs, read_aedat2, reduce_to_sensor, time_bins,
                                  write_aedat2)
 from avdata.media.ntidigits import NTidigitsFile, read_ntidigits
 from tests.manifests import load_manifest
@@ -181,8 +181,8 @@ def test_a_bin_over_uint16_and_channel_64_skip_their_clips(tmp_path):
 
 
 def test_peak_memory_per_event_keeps_a_worker_under_1_gb(tmp_path):
-    """Reading, reducing and binning a recording costs a fixed number of bytes per event, so the events
-    budget bounds a worker: measured at 200,000 events and scaled to the budget."""
+    """Reading and binning costs a fixed number of bytes per event, so the events budget bounds a worker:
+    both modalities measured at 200,000 events and scaled to the budget."""
     n = 200_000
     rng = np.random.default_rng(0)
     ev = np.zeros(n, DVS_EVENT)
@@ -190,14 +190,20 @@ def test_peak_memory_per_event_keeps_a_worker_under_1_gb(tmp_path):
     ev["x"], ev["y"], ev["p"] = rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n)
     write_aedat2(tmp_path / "a.aedat", ev)
     del ev
-    tracemalloc.start()
-    try:
-        events = read_aedat2(tmp_path / "a.aedat")
-        bin_dvs(reduce_to_sensor(events, 28), 16, 28)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak / n * event_budget.MAX_EVENTS_PER_FILE < 0.5e9
+    h5 = make_ntidigits_h5(tmp_path, per_class=1)
+    replace_dataset(h5, f"train_addresses/{TRAIN_3}", lambda g, k: g.create_dataset(
+        k, data=rng.integers(0, 64, n).astype(np.int16)))
+    replace_dataset(h5, f"train_timestamps/{TRAIN_3}", lambda g, k: g.create_dataset(k, data=rng.uniform(0, 1, n)))
+    peaks = []
+    for read_and_bin in (lambda: bin_dvs(reduce_to_sensor(read_aedat2(tmp_path / "a.aedat"), 28), 16, 28),
+                         lambda: bin_channels(*NTidigitsFile(h5).sample("train", TRAIN_3)[::-1], 16, 64)):
+        tracemalloc.start()
+        try:
+            assert read_and_bin().sum() == n
+            peaks.append(tracemalloc.get_traced_memory()[1] / n * event_budget.MAX_EVENTS_PER_FILE)
+        finally:
+            tracemalloc.stop()
+    assert peaks[0] < 0.4e9 and peaks[1] < 0.3e9 and sum(peaks) < 0.6e9
 
 
 def test_event_readers_refuse_what_cannot_be_binned(tmp_path):
@@ -244,3 +250,20 @@ def test_urbansound_names_that_map_to_one_key_are_skipped_naming_both(tmp_path):
     assert res.exit_code == 0, res.output
     m = load_manifest(out)
     assert written(m) == 31 and len(m["skipped"]) == 2
+
+
+def test_a_corrupt_chunk_skips_its_clip(tmp_path):
+    raw = event_raw(tmp_path)
+    h5 = raw / "n-tidigits.hdf5"
+    replace_dataset(h5, f"test_timestamps/{TEST_5}", lambda g, k: g.create_dataset(
+        k, data=np.linspace(0, 0.45, 800), chunks=(800,), compression="gzip"))
+    with h5py.File(h5) as f:
+        chunk = f[f"test_timestamps/{TEST_5}"].id.get_chunk_info(0)
+    with open(h5, "r+b") as f:  # the deflate stream's bytes overwritten: its filter fails on reading
+        f.seek(chunk.byte_offset)
+        f.write(b"\xff" * chunk.size)
+    m = prepare(raw, tmp_path / "out")
+    (skip,) = m["skipped"]
+    assert written(m) == 19 and skip["path"] == "n-tidigits.hdf5"
+    assert skip["reason"].startswith(f"'test_timestamps/{TEST_5}' cannot be read (")
+    assert skip["reason"].endswith("); download the file again")

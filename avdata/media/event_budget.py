@@ -3,10 +3,10 @@ HDF5 dataset's declared shape before anything is allocated: one hostile file the
 (recorded in the manifest with the reason), not the worker's memory or the run.
 
 Why these numbers: a real MNIST-DVS recording holds 10,000-23,000 events and an N-TIDIGITS18 utterance a few
-thousand; the budgets allow about 200 times that. Reading, reducing and binning one recording peaks at about
-110 bytes per event (the AEDAT bytes, the event table, its reduced copy, the int64 bin indices), so
-`MAX_EVENTS_PER_FILE` keeps a worker's peak for one clip under about 0.5 GB, and a worker with both
-modalities of a pair under 1 GB (`tests/test_budgets_events.py` measures it).
+thousand; the budgets allow about 200 times that. Reading, reducing and binning a recording peaks at
+about 75 bytes per event (the AEDAT bytes, the event table, its reduced copy, the int64 bin indices), an
+N-TIDIGITS18 sample at about 50, so at `MAX_EVENTS_PER_FILE` one pair costs a worker about 0.5 GB: with
+`--jobs N`, plan on 1 GB per worker (`tests/test_budgets_events.py` measures it).
 """
 
 from __future__ import annotations

@@ -61,7 +61,15 @@ class NTidigitsFile:
         if text is None or (text.length or 0) > event_budget.MAX_H5_LABEL_BYTES:
             raise MediaError(self.path, f"'{split}_labels' holds {ds.dtype} values, not sample id strings of at "
                                         f"most {event_budget.MAX_H5_LABEL_BYTES} bytes")
-        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in ds[()]]
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+                for x in self._read(ds, f"{split}_labels")]
+
+    def _read(self, ds: h5py.Dataset, shown: str) -> np.ndarray:
+        """A checked dataset's values; HDF5's own errors (a corrupt chunk, a failed filter) name the object."""
+        try:
+            return np.asarray(ds[()])
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise MediaError(self.path, f"'{shown}' cannot be read ({exc}); download the file again") from exc
 
     def group(self, split: str, part: str) -> h5py.Group:
         """`{split}_{part}`, the group of every sample's addresses or timestamps."""
@@ -78,8 +86,8 @@ class NTidigitsFile:
         t_ds = self._sample_dataset(split, "timestamps", sid, where)
         if a_ds.shape != t_ds.shape:
             raise MediaError(self.path, f"{where}: {a_ds.size} addresses but {t_ds.size} timestamps")
-        addresses = np.asarray(a_ds[()]).astype(np.int64)
-        timestamps = np.asarray(t_ds[()], dtype=np.float64)
+        addresses = self._read(a_ds, f"{split}_addresses/{sid}").astype(np.int64)
+        timestamps = self._read(t_ds, f"{split}_timestamps/{sid}").astype(np.float64)
         if addresses.size and (addresses.min() < 0 or addresses.max() >= N_CHANNELS):
             bad = int(addresses.max() if addresses.max() >= N_CHANNELS else addresses.min())
             raise MediaError(self.path, f"{where}: channel {bad} outside the cochlea's {N_CHANNELS} channels "
