@@ -7,6 +7,7 @@ outside bytes out of the shards and keep memory bounded."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tracemalloc
 from pathlib import Path
@@ -100,6 +101,31 @@ def test_external_storage_external_link_and_virtual_dataset_are_refused(tmp_path
             "refused") in reasons
     data = shard_bytes(out)
     assert data and secret_ts[:1].tobytes() not in data and secret_ts[-1:].tobytes() not in data
+
+
+def test_an_id_that_is_a_path_through_an_external_link_is_refused(tmp_path):
+    """'ext/data-3' looked up in train_addresses would follow the link 'ext' (only a path's last part can
+    be checked without following it), so an id holding '/' is refused."""
+    raw = event_raw(tmp_path)
+    h5 = raw / "n-tidigits.hdf5"
+    secret_ts = np.linspace(0.123456789, 0.4, 800)
+    other = tmp_path / "outside" / "other.h5"
+    other.parent.mkdir()
+    with h5py.File(other, "w") as f:
+        f.create_dataset("data-3", data=np.full(800, 61, dtype="<i2"))
+        f.create_dataset("ts/data-3", data=secret_ts)
+    with h5py.File(h5, "a") as f:
+        ids = [*f["train_labels"][()], b"ext/data-3"]
+        del f["train_labels"]
+        f.create_dataset("train_labels", data=np.array(ids))
+        f["train_addresses/ext"] = h5py.ExternalLink(str(other), "/")
+        f["train_timestamps/ext"] = h5py.ExternalLink(str(other), "/ts")
+    out = tmp_path / "out"
+    m = prepare(raw, out, "--keep-events")
+    (skip,) = m["skipped"]
+    assert written(m) == 19 and skip["path"] == "n-tidigits.hdf5"
+    assert skip["reason"] == "sample 'ext/data-3' of the train split: the id is not a plain name; refused"
+    assert secret_ts[:1].tobytes() not in shard_bytes(out)
 
 
 def test_huge_unallocated_datasets_are_refused_before_reading(tmp_path):
@@ -211,6 +237,9 @@ def test_event_readers_refuse_what_cannot_be_binned(tmp_path):
         time_bins(np.array([0.0, np.nan, 1.0]), 4)
     # integer spans too long for (t - lo) * bins in int64 are binned in float64, never wrapped negative
     assert time_bins(np.array([0, 1 << 61, 1 << 62]), 1024).tolist() == [0, 512, 1023]
+    os.mkfifo(tmp_path / "fifo.aedat")  # opening it would wait for a writer forever
+    with pytest.raises(MediaError, match="not a regular file"):
+        read_aedat2(tmp_path / "fifo.aedat")
     path = tmp_path / "long.aedat"
     path.write_bytes(b"#!AER-DAT2.0\r\n" + b"#" * (2 << 20))
     with pytest.raises(MediaError, match="header longer than 1,048,576 bytes"):

@@ -17,6 +17,7 @@ read by `avdata.media.ntidigits`.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +56,12 @@ def read_aedat2(path: str | Path, allow_truncated: bool = False, drop_external: 
     """
     path = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, /dev/zero never end
+            raise MediaError(path, "not a regular file")
         with open(path, "rb") as f:
             head = f.read(HEADER_LIMIT)
             pos = _header_end(path, head)
-            size = os.fstat(f.fileno()).st_size
-            n, extra = divmod(size - pos, 8)
+            n, extra = divmod(max(os.fstat(f.fileno()).st_size - pos, 0), 8)
             if extra and not allow_truncated:
                 raise MediaError(path, f"truncated: {extra} trailing bytes after {n} whole events")
             event_budget.check_event_count(path, n)

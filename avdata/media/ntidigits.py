@@ -17,6 +17,8 @@ and recorded, or, for the label list the plan needs, the run stops with that mes
 from __future__ import annotations
 
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -41,6 +43,8 @@ class NTidigitsFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
+            if not stat.S_ISREG(os.stat(self.path).st_mode):  # a FIFO would block the open
+                raise MediaError(self.path, "not a regular file")
             self.file = h5py.File(self.path, "r")
         except (OSError, ValueError) as exc:
             raise MediaError(self.path, f"not a readable HDF5 file ({exc}); download it again") from exc
@@ -82,6 +86,8 @@ class NTidigitsFile:
     def sample(self, split: str, sid: str) -> tuple[np.ndarray, np.ndarray]:
         """int64 channel addresses (0..63) and float64 timestamps (s, finite) of one sample."""
         where = f"sample {sid!r} of the {split} split"
+        if "/" in sid or sid in ("", ".", ".."):  # a path: its first parts' links would be followed
+            raise MediaError(self.path, f"{where}: the id is not a plain name; refused")
         a_ds = self._sample_dataset(split, "addresses", sid, where)
         t_ds = self._sample_dataset(split, "timestamps", sid, where)
         if a_ds.shape != t_ds.shape:
