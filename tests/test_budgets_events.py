@@ -15,16 +15,30 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from avdata.cli.avdata_app import app
 from typer.testing import CliRunner
 
-from avdata.cli.avdata_app import app
-from avdata.datasets.mnistdvs_ntidigits.synth import make_mnistdvs_raw, make_ntidigits_h5
-from avdata.datasets.urbansound8k_av.recipe import UrbanSound8kAVRecipe, UrbanSoundOptions
+from avdata.datasets.mnistdvs_ntidigits.synth import (
+    make_mnistdvs_raw,
+    make_ntidigits_h5,
+)
+from avdata.datasets.urbansound8k_av.recipe import (
+    UrbanSound8kAVRecipe,
+    UrbanSoundOptions,
+)
 from avdata.datasets.urbansound8k_av.synth import make_urbansound_raw
 from avdata.errors import MediaError
 from avdata.media import event_budget
-from avdata.media.events import (DVS_EVENT, EventRangeError, bin_channels, bin_dvs, read_aedat2, reduce_to_sensor, time_bins,
-                                 write_aedat2)
+from avdata.media.events import (
+    DVS_EVENT,
+    EventRangeError,
+    bin_channels,
+    bin_dvs,
+    read_aedat2,
+    reduce_to_sensor,
+    time_bins,
+    write_aedat2,
+)
 from avdata.media.ntidigits import NTidigitsFile, read_ntidigits
 from tests.manifests import load_manifest
 
@@ -149,8 +163,8 @@ def test_huge_unallocated_datasets_are_refused_before_reading(tmp_path):
     reasons = sorted(s["reason"] for s in m["skipped"])
     assert reasons == [
         f"'test_addresses/{TEST_5}' has 1,073,741,824-byte chunks, over the budget of 67,108,864; not read",
-        f"'train_addresses/{TRAIN_3}' declares 4,000,000,000 elements, over the budget of 4,000,000 (a real "
-        "file holds far fewer); not read"]
+        (f"'train_addresses/{TRAIN_3}' declares 4,000,000,000 elements, over the budget of 4,000,000 (a real "
+         "file holds far fewer); not read")]
 
 
 def test_a_label_list_over_budget_stops_planning_with_the_file_named(tmp_path):
@@ -172,7 +186,7 @@ def test_a_label_list_over_budget_stops_planning_with_the_file_named(tmp_path):
 
 def test_aedat_over_the_events_budget_is_skipped_without_reading_it(tmp_path):
     raw = event_raw(tmp_path)
-    victim = sorted(raw.glob("grabbed_data4/scale8/*.aedat"))[0]
+    victim = min(raw.glob("grabbed_data4/scale8/*.aedat"))
     header = b"#!AER-DAT2.0\r\n# 100 MB of events\r\n"
     with open(victim, "wb") as f:  # 100 MB of events (12.5 million, sparse on disk): the budget is 4 million
         f.write(header)
@@ -191,7 +205,7 @@ def test_aedat_over_the_events_budget_is_skipped_without_reading_it(tmp_path):
 
 def test_a_bin_over_uint16_and_channel_64_skip_their_clips(tmp_path):
     raw = event_raw(tmp_path)
-    victim = sorted(raw.glob("grabbed_data6/scale8/*.aedat"))[0]
+    victim = min(raw.glob("grabbed_data6/scale8/*.aedat"))
     ev = np.zeros(70_000, DVS_EVENT)  # one pixel, one instant: 70,000 counts in one bin
     ev["x"], ev["y"], ev["p"] = 64, 64, 1
     write_aedat2(victim, ev)
@@ -260,7 +274,7 @@ def test_event_readers_refuse_what_cannot_be_binned(tmp_path):
 def test_urbansound_names_that_map_to_one_key_are_skipped_naming_both(tmp_path):
     root = make_urbansound_raw(tmp_path / "raw", per_class=3, unpaired=0, top=None)
     vis, snd = root / "Dataset_v3_vision" / "dog_bark", root / "Dataset_v3_sound" / "dog_bark"
-    first = sorted(vis.glob("*.jpg"))[0].stem
+    first = min(vis.glob("*.jpg")).stem
     for name in ("1 2", "1_2"):
         shutil.copy(vis / f"{first}.jpg", vis / f"{name}.jpg")
         shutil.copy(snd / f"{first}.wav", snd / f"{name}.wav")
