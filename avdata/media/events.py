@@ -1,6 +1,5 @@
 """Event data: our own AEDAT 2.0 reader and writer (tonic 1.7's read_dvs_128 swaps x and y and fails on
-real headers), sensor reduction, and binning events into T time windows
-as integer counts.
+real headers), sensor reduction, and binning events into T time windows as integer counts.
 
 AEDAT 2.0 (jAER): ASCII header lines starting with '#' (the first is `#!AER-DAT2.0`), then big-endian
 uint32 pairs (address, timestamp in microseconds). DVS128 address bits: x = (a & 0xFE) >> 1,
@@ -30,11 +29,6 @@ AEDAT2_MAGIC = b"#!AER-DAT2.0"
 EXTERNAL_EVENT_BIT = 0x8000
 HEADER_LIMIT = 1 << 20  # bytes of '#' lines read before the events; a real header is about 200
 
-
-class EventRangeError(ValueError):
-    """Events that cannot be binned as the shard format says: a count over a bin's uint16, a coordinate or
-    channel outside the sensor. Bad input, not a bug: a recipe skips the clip with this message."""
-
 AEDAT2_HEADER = [
     "#!AER-DAT2.0",
     "# This is a raw AE data file - do not edit",
@@ -43,6 +37,11 @@ AEDAT2_HEADER = [
     "# created Thu Jan 01 00:00:00 CET 2015",
     "# AEChip: ch.unizh.ini.jaer.chip.retina.DVS128",
 ]
+
+
+class EventRangeError(ValueError):
+    """Events that cannot be binned as the shard format says: a count over a bin's uint16, a coordinate or
+    channel outside the sensor. Bad input, not a bug: a recipe skips the clip with this message."""
 
 
 def read_aedat2(path: str | Path, allow_truncated: bool = False, drop_external: bool = True) -> np.ndarray:
@@ -69,8 +68,6 @@ def read_aedat2(path: str | Path, allow_truncated: bool = False, drop_external: 
             body = f.read(n * 8)
     except FileNotFoundError as exc:
         raise MediaError(path, "file not found") from exc
-    except IsADirectoryError as exc:
-        raise MediaError(path, "a folder, not an AEDAT file") from exc
     except OSError as exc:
         raise MediaError(path, f"cannot read ({exc.strerror})") from exc
     if len(body) != n * 8:
