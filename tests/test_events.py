@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from avdata.errors import MediaError
-from avdata.media.events import (AEDAT2_HEADER, DVS_EVENT, bin_channels, bin_dvs, dvs128_address, read_aedat2, read_ntidigits,
-                           reduce_to_sensor, time_bins, write_aedat2)
+from avdata.media.events import (AEDAT2_HEADER, DVS_EVENT, bin_channels, bin_dvs, dvs128_address, read_aedat2,
+                                 reduce_to_sensor, time_bins, write_aedat2)
+from avdata.media.ntidigits import read_ntidigits
 from avdata.datasets.mnistdvs_ntidigits.synth_ntidigits import make_ntidigits_h5
 
 

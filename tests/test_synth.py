@@ -16,7 +16,8 @@ from PIL import Image
 
 from avdata.media.audio import audio_features, load_audio
 from avdata.errors import MediaError
-from avdata.media.events import read_aedat2, read_ntidigits
+from avdata.media.events import read_aedat2
+from avdata.media.ntidigits import read_ntidigits
 from avdata.hashing import sha256_file
 from avdata.fetch.sources import manifest_dir
 from avdata.datasets.cremad.synth import COLOURS, EMOTIONS, TONES_HZ, make_cremad_raw, pick_clips, write_source_list

@@ -1,6 +1,5 @@
 """Event data: our own AEDAT 2.0 reader and writer (tonic 1.7's read_dvs_128 swaps x and y and fails on
-real headers), the N-TIDIGITS18 HDF5 layout, sensor reduction, and binning events into T time windows
-as integer counts.
+real headers), sensor reduction, and binning events into T time windows as integer counts.
 
 AEDAT 2.0 (jAER): ASCII header lines starting with '#' (the first is `#!AER-DAT2.0`), then big-endian
 uint32 pairs (address, timestamp in microseconds). DVS128 address bits: x = (a & 0xFE) >> 1,
@@ -10,21 +9,25 @@ event and is dropped by default. Origin at the lower left, as the sensor reports
 Binning (`time_bins`): T equal windows over [t_min, t_max] of the sample, the last one closed (the last
 event lands in bin T - 1); integer timestamps are binned with exact integer arithmetic, float ones
 (N-TIDIGITS seconds) in float64. All counts come from one `np.bincount`, no Python loop over events.
+Budgets (events per file, counts per bin) are in `avdata.media.event_budget`; N-TIDIGITS18's HDF5 file is
+read by `avdata.media.ntidigits`.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
-from typing import Iterator
 
-import h5py
 import numpy as np
 
 from avdata.errors import MediaError
+from avdata.media import event_budget
 
 DVS_EVENT = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])
 AEDAT2_MAGIC = b"#!AER-DAT2.0"
 EXTERNAL_EVENT_BIT = 0x8000
+HEADER_LIMIT = 1 << 20  # bytes of '#' lines read before the events; a real header is about 200
 
 AEDAT2_HEADER = [
     "#!AER-DAT2.0",
@@ -36,41 +39,43 @@ AEDAT2_HEADER = [
 ]
 
 
+class EventRangeError(ValueError):
+    """Events that cannot be binned as the shard format says: a count over a bin's uint16, a coordinate or
+    channel outside the sensor. Bad input, not a bug: a recipe skips the clip with this message."""
+
+
 def read_aedat2(path: str | Path, allow_truncated: bool = False, drop_external: bool = True) -> np.ndarray:
     """DVS128 events (DVS_EVENT: t in us relative to the first event, x, y, p) of an AEDAT 2.0 file.
 
     A file that ends inside an event (size not a whole number of 8-byte events after the header) raises
     MediaError("truncated: ...") unless allow_truncated, which drops the partial event. Timestamps that
-    wrap around 2**32 us are unwrapped.
+    wrap around 2**32 us are unwrapped. The header is read in a bounded piece and the event count comes
+    from the file's size, so a file over `event_budget.MAX_EVENTS_PER_FILE` is refused (MediaError)
+    before its body is read.
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, /dev/zero never end
+            raise MediaError(path, "not a regular file")
+        with open(path, "rb") as f:
+            head = f.read(HEADER_LIMIT)
+            pos = _header_end(path, head)
+            n, extra = divmod(max(os.fstat(f.fileno()).st_size - pos, 0), 8)
+            if extra and not allow_truncated:
+                raise MediaError(path, f"truncated: {extra} trailing bytes after {n} whole events")
+            event_budget.check_event_count(path, n)
+            f.seek(pos)
+            body = f.read(n * 8)
     except FileNotFoundError as exc:
         raise MediaError(path, "file not found") from exc
     except OSError as exc:
         raise MediaError(path, f"cannot read ({exc.strerror})") from exc
-    if data.startswith(b"version https://git-lfs"):
-        raise MediaError(path, "Git LFS pointer stub, not the recording")
-    if not data.startswith(b"#!AER-DAT"):
-        raise MediaError(path, "not an AEDAT file (no '#!AER-DAT' first line)")
-    if not data.startswith(AEDAT2_MAGIC):
-        raise MediaError(path, f"unsupported AEDAT version {data[:16]!r}; only 2.0 is read")
-    pos = 0
-    while pos < len(data) and data[pos:pos + 1] == b"#":
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            raise MediaError(path, "header never ends (file cut inside the header)")
-        pos = nl + 1
-    body = memoryview(data)[pos:]
-    extra = len(body) % 8
-    if extra:
-        if not allow_truncated:
-            raise MediaError(path, f"truncated: {extra} trailing bytes after {len(body) // 8} whole events")
-        body = body[: len(body) - extra]
+    if len(body) != n * 8:
+        raise MediaError(path, "file shrank while being read")
     raw = np.frombuffer(body, dtype=">u4").reshape(-1, 2)
     addr = raw[:, 0].astype(np.uint32)
     ts = raw[:, 1].astype(np.int64)
+    del raw, body
     if len(ts) > 1:
         back = np.diff(ts) < -(1 << 31)  # the 32-bit microsecond counter wrapped
         if back.any():
@@ -85,6 +90,27 @@ def read_aedat2(path: str | Path, allow_truncated: bool = False, drop_external: 
     out["p"] = addr & 1
     out["t"] = ts - ts[0] if len(ts) else ts
     return out
+
+
+def _header_end(path: Path, head: bytes) -> int:
+    """Offset of the first event: after the '#' lines at the start of `head` (the file's first bytes)."""
+    if head.startswith(b"version https://git-lfs"):
+        raise MediaError(path, "Git LFS pointer stub, not the recording")
+    if not head.startswith(b"#!AER-DAT"):
+        raise MediaError(path, "not an AEDAT file (no '#!AER-DAT' first line)")
+    if not head.startswith(AEDAT2_MAGIC):
+        raise MediaError(path, f"unsupported AEDAT version {head[:16]!r}; only 2.0 is read")
+    pos = 0
+    while pos < len(head) and head[pos:pos + 1] == b"#":
+        nl = head.find(b"\n", pos)
+        if nl < 0:
+            if len(head) < HEADER_LIMIT:
+                raise MediaError(path, "header never ends (file cut inside the header)")
+            raise MediaError(path, f"header longer than {HEADER_LIMIT:,} bytes (a real one is about 200)")
+        pos = nl + 1
+    if pos == len(head) == HEADER_LIMIT:
+        raise MediaError(path, f"header longer than {HEADER_LIMIT:,} bytes (a real one is about 200)")
+    return pos
 
 
 def dvs128_address(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -135,13 +161,14 @@ def reduce_to_sensor(events: np.ndarray, size: int = 28, method: str = "downsamp
 
 def time_bins(t: np.ndarray, bins: int) -> np.ndarray:
     """int64 bin index of each time: `bins` equal windows over [t.min(), t.max()], the last one closed.
-    Integer times use exact integer arithmetic ((t - lo) * bins // (hi - lo)); floats use float64."""
+    Integer times use exact integer arithmetic ((t - lo) * bins // (hi - lo)) where int64 holds the product;
+    floats (and integer spans too long for that) use float64. A NaN or infinite time is EventRangeError."""
     if bins < 1:
         raise ValueError("bins must be >= 1")
     t = np.asarray(t)
     if t.size == 0:
         return np.zeros(0, dtype=np.int64)
-    if np.issubdtype(t.dtype, np.integer):
+    if np.issubdtype(t.dtype, np.integer) and int(t.max()) - int(t.min()) <= (1 << 62) // bins:
         ti = t.astype(np.int64)
         lo, hi = int(ti.min()), int(ti.max())
         if hi <= lo:
@@ -149,6 +176,8 @@ def time_bins(t: np.ndarray, bins: int) -> np.ndarray:
         idx = (ti - lo) * bins // (hi - lo)
     else:
         tf = t.astype(np.float64)
+        if not np.isfinite(tf).all():
+            raise EventRangeError("a timestamp is NaN or infinite")
         lo, hi = tf.min(), tf.max()
         if not hi > lo:
             return np.zeros(t.size, dtype=np.int64)
@@ -158,8 +187,9 @@ def time_bins(t: np.ndarray, bins: int) -> np.ndarray:
 
 def _counts(flat: np.ndarray, length: int) -> np.ndarray:
     counts = np.bincount(flat, minlength=length)
-    if counts.size and counts.max() > np.iinfo(np.uint16).max:
-        raise ValueError("an event count exceeds 65535 in one bin; use more bins")
+    if counts.size and counts.max() > event_budget.MAX_COUNT_PER_BIN:
+        raise EventRangeError(f"{int(counts.max()):,} events in one bin, over the uint16 count of "
+                              f"{event_budget.MAX_COUNT_PER_BIN}; more --bins may fit them")
     return counts.astype(np.uint16)
 
 
@@ -169,9 +199,9 @@ def bin_dvs(events: np.ndarray, bins: int, size: int) -> np.ndarray:
     y = events["y"].astype(np.int64)
     p = events["p"].astype(np.int64)
     if x.size and (x.min() < 0 or y.min() < 0 or x.max() >= size or y.max() >= size):
-        raise ValueError(f"event coordinates outside the {size}x{size} sensor; reduce_to_sensor first")
+        raise EventRangeError(f"event coordinates outside the {size}x{size} sensor; reduce_to_sensor first")
     if p.size and (p.min() < 0 or p.max() > 1):
-        raise ValueError("polarity must be 0 or 1")
+        raise EventRangeError("polarity must be 0 or 1")
     b = time_bins(events["t"], bins)
     flat = ((b * 2 + p) * size + y) * size + x
     return _counts(flat, bins * 2 * size * size).reshape(bins, 2, size, size)
@@ -181,39 +211,9 @@ def bin_channels(timestamps: np.ndarray, addresses: np.ndarray, bins: int, n_cha
     """uint16 [bins, n_channels] counts of cochlea events per time window and channel."""
     addresses = np.asarray(addresses).astype(np.int64)
     if len(addresses) != len(timestamps):
-        raise ValueError(f"{len(addresses)} addresses but {len(timestamps)} timestamps")
+        raise EventRangeError(f"{len(addresses)} addresses but {len(timestamps)} timestamps")
     if addresses.size and (addresses.min() < 0 or addresses.max() >= n_channels):
-        raise ValueError(f"channel addresses outside 0..{n_channels - 1}")
+        raise EventRangeError(f"channel addresses {int(addresses.min())}..{int(addresses.max())} outside the "
+                              f"{n_channels}-channel range 0..{n_channels - 1}")
     b = time_bins(timestamps, bins)
     return _counts(b * n_channels + addresses, bins * n_channels).reshape(bins, n_channels)
-
-
-def ntidigits_label(sample_id: str) -> str:
-    """The spoken digit string of an N-TIDIGITS18 id: its last '-' field ('o' = oh, 'z' = zero)."""
-    return sample_id.split("-")[-1]
-
-
-def read_ntidigits(h5_path: str | Path, split: str) -> Iterator[tuple[str, str, np.ndarray, np.ndarray]]:
-    """(sample id, digit string, int64 channel addresses, float64 timestamps in s) of every sample of a
-    split, in the order of `{split}_labels`; the layout is `{split}_labels` (byte-string ids),
-    `{split}_addresses/<id>` and `{split}_timestamps/<id>` (as tonic's NTIDIGITS18 reads it)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    try:
-        f = h5py.File(h5_path, "r")
-    except OSError as exc:
-        raise MediaError(h5_path, f"not a readable HDF5 file ({exc})") from exc
-    with f:
-        for name in (f"{split}_labels", f"{split}_addresses", f"{split}_timestamps"):
-            if name not in f:
-                raise MediaError(h5_path, f"not the N-TIDIGITS18 layout: no '{name}'")
-        addr_g, ts_g = f[f"{split}_addresses"], f[f"{split}_timestamps"]
-        for raw_id in f[f"{split}_labels"][()]:
-            sid = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            if sid not in addr_g or sid not in ts_g:
-                raise MediaError(h5_path, f"sample {sid!r} lacks addresses or timestamps")
-            addr = np.asarray(addr_g[sid][()]).astype(np.int64)
-            ts = np.asarray(ts_g[sid][()], dtype=np.float64)
-            if addr.shape != ts.shape:
-                raise MediaError(h5_path, f"sample {sid!r}: {addr.size} addresses but {ts.size} timestamps")
-            yield sid, ntidigits_label(sid), addr, ts

@@ -16,16 +16,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from avdata.cli.dataclass_options import opt
 from avdata.datasets.options import seed_option, val_fraction_option
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
                                     cls_bytes, sample_json)
-from avdata.errors import AvdataError, MediaError
+from avdata.errors import AvdataError
 from avdata.fetch.unpack import unpack_zip
-from avdata.media.events import bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
+from avdata.media.events import EventRangeError, bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
+from avdata.media.ntidigits import NTidigitsFile, ntidigits_label
 from avdata.shards.npy import encode_npy
 from avdata.prepare.splits import seeded_shuffle, stratified_holdout
 
@@ -78,24 +78,17 @@ def find_h5(raw: Path) -> Path:
 
 
 @lru_cache(maxsize=4)
-def _h5(path: str) -> h5py.File:
-    return h5py.File(path, "r")
+def _h5(path: str) -> NTidigitsFile:
+    return NTidigitsFile(path)
 
 
 def ntidigits_index(h5_path: Path, split: str) -> list[tuple[str, int]]:
     """(sample id, class) of every isolated-digit sample of a split, sorted by id."""
-    key = f"{split}_labels"
-    try:
-        with h5py.File(h5_path, "r") as f:  # not the cached handle: worker processes fork after this
-            if key not in f:
-                raise AvdataError(f"{h5_path}: no '{key}' dataset; is this the N-TIDIGITS18 file?")
-            labels = f[key][()]
-    except OSError as exc:
-        raise AvdataError(f"{h5_path}: not a readable HDF5 file ({exc}); download it again") from exc
+    with NTidigitsFile(h5_path) as f:  # not the cached handle: worker processes fork after this
+        ids = f.ids(split)
     out = []
-    for raw_id in labels:
-        sid = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-        d = digit_of(sid.split("-")[-1])
+    for sid in ids:
+        d = digit_of(ntidigits_label(sid))
         if d is not None:
             out.append((sid, d))
     return sorted(out)
@@ -218,18 +211,18 @@ class MnistDvsNTidigitsRecipe(Recipe):
             dropped = round(1.0 - len(reduced) / len(events), 6)
             crop = {"visual_events_kept": int(len(reduced)), "crop_dropped_share": dropped}
             ctx.stats["crop_dropped_share"] = dropped
-        visual = bin_dvs(reduced, opts.bins, 28)
-        f = _h5(str(ctx.raw / item.sources["audio"]))
         split, sid = item.meta["audio_split"], item.meta["audio_id"]
+        addresses, timestamps = _h5(str(ctx.raw / item.sources["audio"])).sample(split, sid)  # checked, budgeted
+        if addresses.size == 0:
+            raise SkipSample(f"N-TIDIGITS sample {sid} holds no events", item.sources["audio"])
         try:
-            addresses = np.asarray(f[f"{split}_addresses"][sid][()])
-            timestamps = np.asarray(f[f"{split}_timestamps"][sid][()], dtype=np.float64)
-        except KeyError as exc:
-            raise MediaError(ctx.raw / item.sources["audio"], f"sample {sid!r} lacks addresses or timestamps") from exc
-        if addresses.size == 0 or addresses.size != timestamps.size:
-            raise SkipSample(f"N-TIDIGITS sample {sid} has {addresses.size} addresses and {timestamps.size} "
-                             "timestamps", item.sources["audio"])
-        audio = bin_channels(timestamps, addresses, opts.bins, 64)
+            visual = bin_dvs(reduced, opts.bins, 28)
+        except EventRangeError as exc:
+            raise SkipSample(f"MNIST-DVS recording: {exc}", item.sources["visual"]) from exc
+        try:
+            audio = bin_channels(timestamps, addresses, opts.bins, 64)
+        except EventRangeError as exc:
+            raise SkipSample(f"N-TIDIGITS sample {sid}: {exc}", item.sources["audio"]) from exc
         meta = {"key": item.key, "label": item.label, "label_name": CLASSES[item.label], "split": item.split,
                 "visual_file": item.sources["visual"], "audio_id": sid, "audio_split": split,
                 "visual_events": int(len(events)), **crop, "audio_events": int(addresses.size),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,22 @@ def used_member(name: str) -> bool:
     return (VISION in parts[:-1] and suffix in IMAGE_EXT) or (SOUND in parts[:-1] and suffix == ".wav")
 
 
+def _by_stem(paths: list[Path], suffixes: tuple[str, ...], cls: str, where: Callable[[Path], str],
+             skipped: list[dict[str, Any]]) -> dict[str, Path]:
+    """name stem -> file, for the files with one of `suffixes`; a second file of the same stem (x.jpg and
+    x.png) is recorded in `skipped` rather than silently replacing the first."""
+    out: dict[str, Path] = {}
+    for p in paths:
+        if p.suffix.lower() not in suffixes:
+            continue
+        if p.stem in out:
+            skipped.append({"key": sample_key(cls, p.stem), "split": "", "path": where(p),
+                            "reason": f"a second file named {p.stem!r}: {where(out[p.stem])} is used"})
+            continue
+        out[p.stem] = p
+    return out
+
+
 class UrbanSound8kAVRecipe(Recipe):
     name = "urbansound8k-av"
     classes = CLASSES
@@ -123,18 +140,28 @@ class UrbanSound8kAVRecipe(Recipe):
         rel = root.relative_to(raw)
         pairs: list[tuple[str, int, str, str, str]] = []  # key, label, stem, image, sound
         skipped: list[dict[str, Any]] = []
+
+        def where(path: Path) -> str:
+            return (rel / path.relative_to(root)).as_posix()
+
         for label, cls in enumerate(CLASSES):
-            images = {p.stem: p for p in sorted((root / VISION / cls).glob("*")) if p.suffix.lower() in IMAGE_EXT}
-            sounds = {p.stem: p for p in sorted((root / SOUND / cls).glob("*")) if p.suffix.lower() == ".wav"}
+            images = _by_stem(sorted((root / VISION / cls).glob("*")), IMAGE_EXT, cls, where, skipped)
+            sounds = _by_stem(sorted((root / SOUND / cls).glob("*")), (".wav",), cls, where, skipped)
             for stem in sorted(set(images) ^ set(sounds)):
                 present = images.get(stem) or sounds.get(stem)
                 other = "sound" if stem in images else "image"
                 skipped.append({"key": sample_key(cls, stem), "split": "", "reason": f"unpaired: no {other} with this name",
-                                "path": str((rel / present.relative_to(root)).as_posix())})
+                                "path": where(present)})
+            used: dict[str, str] = {}  # key -> the image that has it
             for stem in sorted(set(images) & set(sounds)):
-                pairs.append((sample_key(cls, stem), label, stem,
-                              (rel / images[stem].relative_to(root)).as_posix(),
-                              (rel / sounds[stem].relative_to(root)).as_posix()))
+                key, image = sample_key(cls, stem), where(images[stem])
+                if key in used:  # names differing only in characters a key cannot hold ('1 2', '1_2')
+                    skipped.append({"key": key, "split": "", "path": image,
+                                    "reason": f"duplicate sample key: {image} and {used[key]} both map to "
+                                              f"{key!r}; rename one of them to keep both"})
+                    continue
+                used[key] = image
+                pairs.append((key, label, stem, image, where(sounds[stem])))
         if not pairs:
             raise AvdataError(f"{root}: no image/sound pairs found")
         split_of: dict[str, str] = {}
