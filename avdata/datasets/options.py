@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.media.audio import SPEC_PRESETS
 from avdata.shards.frames import DEFAULT_JPEG_QUALITY, FRAME_FORMATS, SPEC_DTYPES
 

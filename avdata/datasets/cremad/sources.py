@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.datasets.download_plan import MIRROR_HELP, Download, DownloadPlan
 from avdata.errors import AvdataError
 from avdata.fetch.sources import SourceFile, load_source_list, pinned_sources
