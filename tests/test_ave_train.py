@@ -18,7 +18,7 @@ from avdata.datasets.ave.recipe import AveOptions, AveRecipe
 from avdata.datasets.ave.synth import make_ave_raw
 from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
-from avdata.cli.train_app import train_app
+from scmrl.cli.train_app import train_app
 
 LABELS = [0, 9, 18, 27]
 PER_CLASS = 4

@@ -45,7 +45,7 @@ def test_a_checkpoint_with_a_pickled_payload_does_not_run(tmp_path):
 def test_eval_cli_refuses_a_pickled_checkpoint(tmp_path):
     from typer.testing import CliRunner
 
-    from avdata.cli.train_app import eval_app
+    from scmrl.cli.train_app import eval_app
 
     marker = tmp_path / "ran"
     torch.save({"model": {}, "model_config": _Payload(marker)}, tmp_path / "evil.pt")
@@ -161,7 +161,7 @@ def test_every_reader_reports_a_hostile_manifest_without_a_traceback(shards, tmp
     from typer.testing import CliRunner
 
     from avdata.cli.avdata_app import app
-    from avdata.cli.train_app import train_app
+    from scmrl.cli.train_app import train_app
 
     folder = _copy(shards, tmp_path / "hostile")
     _edit_manifest(folder, _hostile_manifest)
@@ -334,7 +334,7 @@ def test_a_manifest_is_read_bounded_by_every_reader(shards, tmp_path, how):
     from typer.testing import CliRunner
 
     from avdata.cli.avdata_app import app
-    from avdata.cli.train_app import train_app
+    from scmrl.cli.train_app import train_app
     from tests.httpserver import endless_body, serve_script
 
     respond = endless_body if how == "endless" else (lambda h: endless_body(h, length=10**13, seconds=2))

@@ -27,7 +27,7 @@ from avdata.errors import AvdataError, MediaError
 from avdata.fetch.unpack import unpack_zip
 from avdata.media.events import bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
 from avdata.shards.npy import encode_npy
-from avdata.prepare.splits import seeded_shuffle, stratified_holdout
+from avdata.datasets.splits import seeded_shuffle, stratified_holdout
 
 CLASSES = [str(d) for d in range(10)]
 DIGIT_OF = {"z": 0, **{str(d): d for d in range(1, 10)}, "0": 0}

@@ -26,7 +26,7 @@ from avdata.errors import AvdataError, MediaError
 from avdata.fetch.unpack import unpack_zip
 from avdata.media.audio import audio_features, spectrogram_bins
 from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
-from avdata.prepare.splits import first_fraction, stratified_holdout
+from avdata.datasets.splits import first_fraction, stratified_holdout
 from avdata.media.video import resize_short_side
 
 CLASSES = ["air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling", "engine_idling",

@@ -1,4 +1,4 @@
-"""`scmrl-convert REF_CKPT OUT`: parse options and call `scmrl.model.convert.convert_checkpoint`."""
+"""`scmrl-convert REF_CKPT OUT`: parse options and call `scmrl.train.convert.convert_checkpoint`."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def convert_cmd(
                                             "or temporal-reference (the weights cannot tell); two-branch blocks: "
                                             "spatiotemporal-reference (default)."),
 ) -> None:
-    """Map the authors' parameter names and layout onto this package's model (scmrl.model.convert)."""
-    from scmrl.model.convert import DATASET_PRESETS, convert_checkpoint, dataset_classes
+    """Map the authors' parameter names and layout onto this package's model (scmrl.train.convert)."""
+    from scmrl.train.convert import DATASET_PRESETS, convert_checkpoint, dataset_classes
 
     try:
         if dataset not in DATASET_PRESETS:

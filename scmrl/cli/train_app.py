@@ -3,7 +3,7 @@
 Their options are generated from `scmrl.train.config.TrainConfig` and `EvalConfig` (help, flags, bounds
 in the fields' metadata); only the CLI's own options (--verbose, eval's outputs) are declared here.
 
-Multi-GPU / multi-node: `torchrun --nproc_per_node 8 -m avdata.cli.train_app --shards ... --out ...`.
+Multi-GPU / multi-node: `torchrun --nproc_per_node 8 -m scmrl.cli.train_app --shards ... --out ...`.
 """
 
 from __future__ import annotations
