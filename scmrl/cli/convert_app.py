@@ -11,6 +11,7 @@ from avdata.errors import AvdataError
 from avdata.progress import console
 from avdata.cli.errors import fail, run
 from avdata.cli.help_format import typer_app
+from scmrl.cli.torch_check import require_torch
 
 convert_app = typer_app(help="Turn a checkpoint of the authors' S-CMRL code into one scmrl-eval reads.")
 
@@ -32,6 +33,7 @@ def convert_cmd(
                                             "spatiotemporal-reference (default)."),
 ) -> None:
     """Map the authors' parameter names and layout onto this package's model (scmrl.train.convert)."""
+    require_torch("scmrl-convert")
     from scmrl.train.convert import DATASET_PRESETS, convert_checkpoint, dataset_classes
 
     try:
