@@ -30,10 +30,10 @@ if [ -n "${SCMRL_REFERENCE:-}" ]; then  # a checkout of the authors' repository 
 fi
 step "scmrl-train on CUDA (synthetic task)"
 python3 -c "from scmrl.data.synthetic import make_synthetic_av_shards as m; m('/tmp/syn', n_train=512, n_val=128, n_test=128)"
-timeout 120 python3 -m avdata.cli.train_app --shards /tmp/syn --out /tmp/run1 --device cuda --epochs 6 --batch-size 32 \
+timeout 120 python3 -m scmrl.cli.train_app --shards /tmp/syn --out /tmp/run1 --device cuda --epochs 6 --batch-size 32 \
   --embed-dim 64 --heads 4 --image-size 64 --lr 2e-3 --warmup-epochs 1 2>&1 | tee "$OUT/train_cuda.txt" | tail -25
 step "torchrun, 1 process, NCCL"
-timeout 90 torchrun --standalone --nproc_per_node 1 -m avdata.cli.train_app --shards /tmp/syn --out /tmp/run2 --device cuda \
+timeout 90 torchrun --standalone --nproc_per_node 1 -m scmrl.cli.train_app --shards /tmp/syn --out /tmp/run2 --device cuda \
   --epochs 2 --batch-size 32 --embed-dim 64 --heads 4 --image-size 64 2>&1 | tee "$OUT/train_torchrun.txt" | tail -12
 step "input pipeline benchmark"
 timeout 120 python3 benchmarks/input_pipeline.py --device cuda --model-batch 128 --samples 2048 --epochs 3 ${PIPE_ARGS:-} 2>&1 | tee "$OUT/input_pipeline.txt"

@@ -20,7 +20,7 @@ Their code imports a few timm / torchvision names it does not use for this model
 are written to a temporary folder (nothing of theirs, timm's or torchvision's is copied). Each model runs in
 fresh subprocesses (peak RSS, `ru_maxrss`, is per model), alternating ours / theirs over `--rounds`;
 figures are medians of samples/s over the timed steps after `--warmup` steps. `--check` first runs both
-models with the same weights (theirs mapped by `scmrl.model.convert`) on one batch and compares the loss.
+models with the same weights (theirs mapped by `scmrl.train.convert`) on one batch and compares the loss.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def check(args: argparse.Namespace) -> dict:
     """Same weights and batch through both models (ours with the authors' temporal layout): the two losses."""
     import torch
 
-    from scmrl.model.convert import convert_state_dict
+    from scmrl.train.convert import convert_state_dict
     from scmrl.model.losses import compute_loss
     from scmrl.model.models import build_model
 
@@ -224,7 +224,7 @@ def check(args: argparse.Namespace) -> dict:
     args.device, args.theirs_amp = "cpu", False  # the same numbers are checked in float32 on the CPU
     net, _, their_loss = _theirs(args)
     _, _, mcfg = ours_config(args)
-    mcfg.attention = "spatiotemporal-reference"  # their block's layout (scmrl.model.convert's default)
+    mcfg.attention = "spatiotemporal-reference"  # their block's layout (scmrl.train.convert's default)
     ours = build_model(mcfg).train()
     ours.load_state_dict(convert_state_dict(net.state_dict(), mcfg))
     g = torch.Generator().manual_seed(2)

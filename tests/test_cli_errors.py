@@ -42,7 +42,7 @@ def test_run_turns_an_oserror_into_exit_status_2(capsys: pytest.CaptureFixture) 
     [
         ["-m", "avdata.cli.avdata_app", "prepare", "cremad", "--raw", "{raw}", "--out", "{blocked}/shards"],
         ["-m", "avdata.cli.avdata_app", "download", "cremad", "--to", "{blocked}/raw", "--limit", "1"],
-        ["-m", "avdata.cli.train_app", "--shards", "{shards}", "--out", "{blocked}/run", "--device", "cpu"],
+        ["-m", "scmrl.cli.train_app", "--shards", "{shards}", "--out", "{blocked}/run", "--device", "cpu"],
     ],
     ids=["prepare", "download", "scmrl-train"],
 )

@@ -14,11 +14,11 @@ import torch
 from typer.testing import CliRunner
 
 from avdata.errors import AvdataError
-from avdata.cli.convert_app import convert_app
-from avdata.cli.train_app import eval_app
+from scmrl.cli.convert_app import convert_app
+from scmrl.cli.train_app import eval_app
 from scmrl.train.checkpoint import load_checkpoint
 from scmrl.model.config import ModelConfig
-from scmrl.model.convert import load_reference_state_dict
+from scmrl.train.convert import load_reference_state_dict
 from scmrl.model.models import build_model
 from scmrl.data.synthetic import CLASSES, make_synthetic_av_shards
 from tests.test_parity import CASES, _inputs, _reference_state
@@ -92,7 +92,7 @@ def test_checkpoint_with_pickled_objects_is_refused_with_the_fix(tmp_path):
     torch.save({"state_dict": {"head.weight": torch.zeros(2, 2)}, "epoch": 3}, plain)
     assert list(load_reference_state_dict(plain)) == ["head.weight"]
     with pytest.raises(AvdataError, match="not a state dict of the authors"):
-        from scmrl.model.convert import infer_config
+        from scmrl.train.convert import infer_config
 
         infer_config(load_reference_state_dict(plain))
 

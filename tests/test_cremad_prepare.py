@@ -15,7 +15,7 @@ from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions, assign_splits, perceived
-from avdata.fetch.sources import manifest_dir
+from avdata.datasets.cremad.sources import LISTS
 from avdata.datasets.cremad.synth import make_cremad_raw
 from avdata.cli.avdata_app import app
 
@@ -41,7 +41,7 @@ def prepared(raw_tree, tmp_path_factory) -> Path:
 def published_split() -> dict[str, str]:
     out = {}
     for name, split in (("train.csv", "train"), ("test.csv", "test")):
-        with open(manifest_dir("cremad") / name, newline="") as f:
+        with open(LISTS / name, newline="") as f:
             out.update({row[0]: split for row in csv.reader(f) if row})
     return out
 

@@ -21,7 +21,8 @@ from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.datasets.registry import get_recipe
 from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions, demographics, perceived
-from avdata.fetch.sources import load_source_list, manifest_dir, pinned_sources
+from avdata.datasets.cremad.sources import LISTS, pinned_files
+from avdata.fetch.sources import load_source_list
 from avdata.fetch.verify_raw import verify_raw
 from avdata.cli.avdata_app import app
 from tests.httpserver import serve_dir
@@ -68,7 +69,7 @@ def pinned_rows(path: Path, with_wav: bool = True) -> Path:
     1001_DFA_*, MP3s of 1002_DFA_*."""
     wanted = {f"VideoFlash/{c}.flv" for c in CLIPS} | {f"AudioMP3/{c}.mp3" for c in MP3_CLIPS}
     wanted |= {f"AudioWAV/{c}.wav" for c in CLIPS} if with_wav else set()
-    rows = [f for f in pinned_sources("cremad") if f.path in wanted]
+    rows = [f for f in pinned_files() if f.path in wanted]
     assert len(rows) == len(wanted)
     path.write_text("path\tsize\tsha256\n" + "".join(f"{f.path}\t{f.size}\t{f.sha256}\n" for f in rows))
     return path
@@ -210,9 +211,9 @@ def test_prepare_the_real_clips(raw, decoded, tmp_path):
     assert m["skipped"] == [] and sum(e["num_samples"] for e in m["splits"].values()) == 6
     published = {}
     for name in ("train", "test"):
-        with open(manifest_dir("cremad") / f"{name}.csv", newline="") as f:
+        with open(LISTS / f"{name}.csv", newline="") as f:
             published.update({row[0]: name for row in csv.reader(f) if row})
-    pinned = {f.path: f.sha256 for f in pinned_sources("cremad")}
+    pinned = {f.path: f.sha256 for f in pinned_files()}
     seen = set()
     for split, entry in m["splits"].items():
         urls = [str(out / s["file"]) for s in entry["shards"]]
@@ -288,7 +289,7 @@ def test_download_mp3_and_flv_from_a_mirror_of_the_real_files(raw, tmp_path):
                                   "--sources", str(listed)])
         assert res.exit_code == 0, res.output
     assert not (tmp_path / "no_mp3" / "AudioMP3").exists() and len(list((tmp_path / "no_mp3").glob("VideoFlash/*"))) == 6
-    pinned = {f.path: f for f in pinned_sources("cremad")}
+    pinned = {f.path: f for f in pinned_files()}
     for rel in [f"VideoFlash/{c}.flv" for c in CLIPS] + [f"AudioMP3/{c}.mp3" for c in MP3_CLIPS]:
         assert (dest / rel).stat().st_size == pinned[rel].size and sha256_file(dest / rel) == pinned[rel].sha256
     assert not list(dest.glob("AudioWAV/*.wav"))

@@ -11,7 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from avdata.cli.dataclass_options import command_from, opt, options_command, typer_params
+from avdata.cli.dataclass_options import command_from, options_command, typer_params
+from avdata.option_fields import opt
 
 
 @dataclass

@@ -43,7 +43,7 @@ def test_two_cpu_processes_see_what_one_process_sees(shards, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AVDATA_NO_PROGRESS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "avdata.cli.train_app", "--shards", str(shards), "--out", str(tmp_path / "two"), "--device", "cpu",
+           "-m", "scmrl.cli.train_app", "--shards", str(shards), "--out", str(tmp_path / "two"), "--device", "cpu",
            *_cli(ARGS)]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

@@ -26,7 +26,8 @@ from avdata.fetch.download import DiskFullError, DownloadError, RemoteFile, fetc
 from avdata.fetch.session import LFS_ABORT_AFTER
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
-from avdata.fetch.sources import SourceFile, load_source_list, pinned_sources
+from avdata.datasets.cremad.sources import pinned_files
+from avdata.fetch.sources import SourceFile, load_source_list
 from avdata.cli.avdata_app import app
 from tests.httpserver import serve_dir
 
@@ -288,7 +289,7 @@ def test_fetch_url_md5(served, tmp_path):
 
 
 def test_cremad_selection_on_pinned_list():
-    pinned = pinned_sources("cremad")
+    pinned = pinned_files()
     clips = {Path(f.path).stem for f in pinned}
     assert len(clips) == 7442
     default = select_cremad(pinned)

@@ -20,8 +20,8 @@ WALK = r"""
 import json, click, typer
 from typer.testing import CliRunner
 from avdata.cli.avdata_app import app
-from avdata.cli.train_app import train_app, eval_app
-from avdata.cli.convert_app import convert_app
+from scmrl.cli.train_app import train_app, eval_app
+from scmrl.cli.convert_app import convert_app
 
 def walk(cmd, ctx, path, out):
     out.append((path, cmd))

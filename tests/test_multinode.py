@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from avdata.cli.train_app import eval_app
+from scmrl.cli.train_app import eval_app
 from avdata.shards.reader import iter_shard
 from scmrl.data.synthetic import make_synthetic_av_shards
 from scmrl.train.report import read_metrics
@@ -51,7 +51,7 @@ def test_two_nodes_read_s3_and_see_every_sample_once(tmp_path):
             cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
                    "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
                    "--rdzv-id", "s3-test", "--rdzv-conf", f"is_host={int(node == 0)}", "--local-addr", "127.0.0.1",
-                   "-m", "avdata.cli.train_app", "--shards", "s3://bkt/syn", "--out", str(tmp_path / "run"),
+                   "-m", "scmrl.cli.train_app", "--shards", "s3://bkt/syn", "--out", str(tmp_path / "run"),
                    "--device", "cpu", *_cli(ARGS)]
             procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True, start_new_session=True))

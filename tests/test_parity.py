@@ -1,4 +1,4 @@
-"""Parity with the authors' S-CMRL code (github.com/Brain-Cog-Lab/S-CMRL), through ``scmrl.model.convert``.
+"""Parity with the authors' S-CMRL code (github.com/Brain-Cog-Lab/S-CMRL), through ``scmrl.train.convert``.
 
 How ``fixtures/parity/reference_outputs.json`` was produced: the authors' repository was checked out
 outside this project and its ``AudioVisualSpikformer`` imported in a throwaway environment (their
@@ -15,7 +15,7 @@ projection is built, plus the two auxiliary CEs for CMCI), a few gradient norms 
 norm, and eval-mode logits again with the statistics that batch left behind.  Only these numbers are
 stored; none of the authors' code is.
 
-Here the same tensors are made under the reference's names, mapped with :func:`scmrl.model.convert`, and our
+Here the same tensors are made under the reference's names, mapped with :func:`scmrl.train.convert`, and our
 model must reproduce every number to float rounding.
 """
 
@@ -32,7 +32,7 @@ from torch import nn
 
 from scmrl.model.attention import temporal_attention, temporal_attention_reference
 from scmrl.model.config import ModelConfig
-from scmrl.model.convert import convert_state_dict, infer_config, map_key
+from scmrl.train.convert import convert_state_dict, infer_config, map_key
 from scmrl.model.losses import compute_loss
 from scmrl.model.models import build_model
 

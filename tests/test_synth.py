@@ -19,7 +19,7 @@ from avdata.errors import MediaError
 from avdata.media.events import read_aedat2
 from avdata.media.ntidigits import read_ntidigits
 from avdata.hashing import sha256_file
-from avdata.fetch.sources import manifest_dir
+from avdata.datasets.cremad.sources import LISTS
 from avdata.datasets.cremad.synth import COLOURS, EMOTIONS, TONES_HZ, make_cremad_raw, pick_clips, write_source_list
 from avdata.datasets.mnistdvs_ntidigits.synth_mnistdvs import REAL_DURATION_US, REAL_EVENTS, make_mnistdvs_raw
 from avdata.datasets.mnistdvs_ntidigits.synth_ntidigits import make_ntidigits_h5
@@ -38,7 +38,7 @@ def cremad(tmp_path_factory) -> tuple[Path, dict]:
 def published() -> dict[str, str]:
     out = {}
     for name in ("train", "test"):
-        with open(manifest_dir("cremad") / f"{name}.csv", newline="") as f:
+        with open(LISTS / f"{name}.csv", newline="") as f:
             out.update({row[0]: name for row in csv.reader(f) if row})
     return out
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from avdata.cli.train_app import eval_app, train_app
+from scmrl.cli.train_app import eval_app, train_app
 from scmrl.train.report import CURVES_SIZE, confusion_size, read_metrics
 from scmrl.data.synthetic import make_synthetic_av_shards
 from scmrl.train.config import TrainConfig

@@ -9,7 +9,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from avdata.cli import train_app as cli
+from scmrl.cli import train_app as cli
 from scmrl.train.config import LIBRARY_ONLY, EvalConfig, TrainConfig
 
 

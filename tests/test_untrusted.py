@@ -45,7 +45,7 @@ def test_a_checkpoint_with_a_pickled_payload_does_not_run(tmp_path):
 def test_eval_cli_refuses_a_pickled_checkpoint(tmp_path):
     from typer.testing import CliRunner
 
-    from avdata.cli.train_app import eval_app
+    from scmrl.cli.train_app import eval_app
 
     marker = tmp_path / "ran"
     torch.save({"model": {}, "model_config": _Payload(marker)}, tmp_path / "evil.pt")
@@ -161,7 +161,7 @@ def test_every_reader_reports_a_hostile_manifest_without_a_traceback(shards, tmp
     from typer.testing import CliRunner
 
     from avdata.cli.avdata_app import app
-    from avdata.cli.train_app import train_app
+    from scmrl.cli.train_app import train_app
 
     folder = _copy(shards, tmp_path / "hostile")
     _edit_manifest(folder, _hostile_manifest)
@@ -259,17 +259,14 @@ def test_the_card_is_capped(shards, tmp_path, monkeypatch):
 
 
 def test_a_trickling_server_is_a_stall_and_gives_up(shards, tmp_path):
-    import time
 
     from tests.httpserver import serve_script, trickle
 
     size = (shards / "train-000000.tar").stat().st_size
     with serve_script(_folder_server(shards, {"train-000000.tar": lambda h: trickle(h, length=size)})) as url:
-        t0 = time.monotonic()
         r = _pull(url, tmp_path / "copy", "--stall-timeout", "1")
-        took = time.monotonic() - t0
+    # the trickle would deliver the whole shard in the end: failing as stalled means the rule cut it short
     assert r.exit_code == 1 and "stalled" in r.output, r.output
-    assert took < 8
     assert not (tmp_path / "copy" / "manifest.json").exists()
 
 
@@ -287,7 +284,6 @@ def test_the_stall_rule_in_the_engine(tmp_path):
 def test_the_trainer_gives_up_on_a_trickling_shard_server(shards, tmp_path):
     """Shards streamed over http obey the stall rule too: a server that sends a byte now and then (never
     silent long enough for the socket timeout) is a read error naming the shard, not a hang."""
-    import time
 
     from avdata.shards.location import open_shards
     from scmrl.data.config import StreamConfig
@@ -301,10 +297,8 @@ def test_the_trainer_gives_up_on_a_trickling_shard_server(shards, tmp_path):
         src = open_shards(url)
         src.stall_seconds, src.stall_bytes = 0.5, 4096
         stream = ShardStream(src, "train", StreamConfig(kind="static", image_size=16, retries=1, backoff=0.01))
-        t0 = time.monotonic()
         with pytest.raises(ShardReadError, match="train-000000.tar.*stalled"):
             list(stream.iter_slot())
-        assert time.monotonic() - t0 < 5
 
 
 def test_the_stall_rule_counts_only_time_spent_reading():
@@ -334,7 +328,7 @@ def test_a_manifest_is_read_bounded_by_every_reader(shards, tmp_path, how):
     from typer.testing import CliRunner
 
     from avdata.cli.avdata_app import app
-    from avdata.cli.train_app import train_app
+    from scmrl.cli.train_app import train_app
     from tests.httpserver import endless_body, serve_script
 
     respond = endless_body if how == "endless" else (lambda h: endless_body(h, length=10**13, seconds=2))
@@ -500,20 +494,19 @@ def test_the_tar_reader_bounds_member_sizes(tmp_path):
         list(iter_tar_files(io.BytesIO(pax.getvalue())))
 
 
-def test_a_huge_member_header_names_the_shard_in_the_trainer(shards, tmp_path):
-    import time
-
+def test_a_huge_member_header_names_the_shard_in_the_trainer(shards, tmp_path, caplog):
     from scmrl.data.failures import ShardReadError
     from scmrl.train.config import TrainConfig
     from scmrl.train.loop import train
 
     folder = _copy(shards, tmp_path / "s")
     _set_member_size(folder / "train-000001.tar", 0, 10**12)
-    t0 = time.monotonic()
-    with pytest.raises(ShardReadError, match=r"train-000001\.tar is damaged.*1,000,000,000,000"):
+    with caplog.at_level("WARNING", logger="scmrl"), \
+            pytest.raises(ShardReadError, match=r"train-000001\.tar is damaged.*1,000,000,000,000"):
         train(TrainConfig(shards=str(folder), out=str(tmp_path / "run"), epochs=1, batch_size=4, workers=0,
                           embed_dim=16, heads=2, time_steps=2, image_size=16, shuffle_buffer=8))
-    assert time.monotonic() - t0 < 20  # no retries with back-off for a header that will not change
+    # no retries with back-off for a header that will not change
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
 
 
 class _FullDisk:
@@ -726,7 +719,6 @@ def test_serve_caps_connections_at_once(shards):
 
 
 def test_the_contact_sheet_is_bounded_whatever_the_manifest_claims(shards, tmp_path):
-    import time
 
     from PIL import Image
 
@@ -734,9 +726,7 @@ def test_the_contact_sheet_is_bounded_whatever_the_manifest_claims(shards, tmp_p
 
     folder = _copy(shards, tmp_path / "many")
     _edit_manifest(folder, lambda m: m.update(classes=m["classes"] + [f"c{i}" for i in range(5002)]))
-    t0 = time.monotonic()
     png = contact_sheet(folder, tmp_path / "sheet.png", per_class=1)
-    assert time.monotonic() - t0 < 30
     with Image.open(png) as im:
         assert im.height <= round((HEADER_IN + MAX_SHEET_CLASSES * ROW_H_IN) * DPI) + 1
     with pytest.raises(AvdataError, match="--show must be 1 to 16"):
@@ -794,7 +784,6 @@ def test_verify_stops_reading_a_shard_past_its_declared_size(shards):
 
 
 def test_download_has_the_stall_flag_too(tmp_path):
-    import time
 
     from typer.testing import CliRunner
 
@@ -802,10 +791,7 @@ def test_download_has_the_stall_flag_too(tmp_path):
     from tests.httpserver import serve_script, trickle
 
     with serve_script(lambda h: trickle(h, length=None, seconds=8)) as url:
-        t0 = time.monotonic()
         r = CliRunner().invoke(app, ["download", "cremad", "--to", str(tmp_path / "raw"), "--mirror", url,
                                      "--limit", "1", "--retries", "0", "--stall-timeout", "1"])
-        took = time.monotonic() - t0
     assert r.exit_code == 1 and "stalled" in r.output, r.output
-    assert took < 8
     assert not [p for p in (tmp_path / "raw").rglob("*") if p.is_file() and p.suffix == ".flv"]

@@ -15,9 +15,9 @@ import torch
 from typer.testing import CliRunner
 
 from avdata.errors import AvdataError
-from avdata.cli.convert_app import convert_app
+from scmrl.cli.convert_app import convert_app
 from avdata.share.serve import make_server, parse_range
-from scmrl.model.convert import load_reference_state_dict
+from scmrl.train.convert import load_reference_state_dict
 from scmrl.train.checkpoint import check_archive, load_checkpoint, save_checkpoint
 
 MiB = 1 << 20

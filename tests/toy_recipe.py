@@ -12,7 +12,7 @@ import numpy as np
 
 from avdata.datasets.recipe import CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem, cls_bytes, sample_json
 from avdata.shards.npy import encode_npy
-from avdata.prepare.splits import stratified_holdout
+from avdata.datasets.splits import stratified_holdout
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from avdata.atomic import atomic_write_text
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.errors import AvdataError
 from avdata.fetch.download import DownloadReport, RemoteFile, fetch_files
 from avdata.fetch.sources import SourceFile

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.datasets.recipe import NOT_RECORDED
 from avdata.media.audio import SPEC_PRESETS
 from avdata.media.budget import DEFAULT_MAX_DECODED_MB

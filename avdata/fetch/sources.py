@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,11 +13,6 @@ class SourceFile(NamedTuple):
     path: str  # relative path inside the raw tree, forward slashes, e.g. "AudioWAV/1001_DFA_ANG_XX.wav"
     size: int
     sha256: str
-
-
-def manifest_dir(dataset: str) -> Path:
-    """The folder of pinned files for `dataset` (shipped as package data of `manifests`)."""
-    return Path(str(resources.files("avdata.manifests").joinpath(dataset)))
 
 
 def load_source_list(path: str | Path) -> list[SourceFile]:
@@ -41,7 +35,3 @@ def load_source_list(path: str | Path) -> list[SourceFile]:
             raise ValueError(f"{path}:{lineno}: bad size or sha256 in {row!r}")
         out.append(SourceFile(rel, int(size), digest))
     return out
-
-
-def pinned_sources(dataset: str) -> list[SourceFile]:
-    return load_source_list(manifest_dir(dataset) / "files.tsv")

@@ -34,7 +34,7 @@ from avdata.prepare.state import (missing_shards, raw_workdir, remove_stale_hand
                                   write_sidecar)
 from avdata.prepare.workers import NO_SPACE, Workers
 from avdata.progress import make_progress
-from avdata.prepare.splits import seeded_shuffle
+from avdata.datasets.splits import seeded_shuffle
 from avdata.shards.manifest import Manifest
 from avdata.shards.tar import ShardWriter, shard_name
 

@@ -9,5 +9,4 @@
 - `lif`: LIF neurons (the plain loop and the fused autograd Function)
 - `lif_triton`, `lif_pool_triton`: CUDA kernels for the LIF and for LIF + max-pool; `kernel_check`
   tests them against the PyTorch path on first use
-- `convert`: the authors' checkpoints mapped onto these models (scmrl-convert)
 """

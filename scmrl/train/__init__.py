@@ -10,6 +10,7 @@
 - `results`: best-epoch bookkeeping and results.json
 - `optim`, `schedule`: AdamW parameter groups; warm-up + cosine learning rate
 - `checkpoint`: atomic, code-free checkpoint files
+- `convert`: the authors' checkpoints mapped onto our models (scmrl-convert)
 - `distributed`: single process or DDP under torchrun, reductions over ranks
 - `report`: metrics.jsonl, the epoch table, curves and confusion plots
 - `cpu_memory`: glibc heap settings that keep CPU training steps fast

@@ -1,7 +1,7 @@
 """What a training run is asked to do (`TrainConfig`, whose fields are also `scmrl-train`'s options) and the
 network it builds for given shards (`model_config`: per-dataset defaults from the manifest, then the options).
 
-Each field's help, flag and bounds live in its metadata (`avdata.cli.dataclass_options.opt`), so the CLI
+Each field's help, flag and bounds live in its metadata (`avdata.option_fields.opt`), so the CLI
 is generated from this one declaration. `EvalConfig` holds `scmrl-eval`'s options, sharing the fields the
 two commands have in common. This module imports no torch, so `--help` answers at once.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 
 from scmrl.train.protocol import PROTOCOLS, Protocol, get_protocol
 from scmrl.train.schedule import BASE_LR

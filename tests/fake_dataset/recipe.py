@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from tests.toy_recipe import ToyRecipe
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.datasets.ave.annotations import ANNOTATIONS, CATEGORIES, SPLIT_FILES, TEXT_FILES, read_rows
 from avdata.datasets.ave.audio_track import audio_track_features
 from avdata.fetch.unpack import unpack_zip

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.datasets.ave.annotations import TEXT_FILES, read_rows
 from avdata.datasets.ave.recipe import ZIP_NAME, wanted_member
 from avdata.fetch.unpack import unpack_zip

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.datasets.options import (frame_format_option, jpeg_quality_option, seed_option, spec_dtype_option,
                                      spectrogram_option, val_fraction_option)
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
@@ -22,8 +22,8 @@ from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan,
 from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, audio_features, spectrogram_bins
 from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
-from avdata.fetch.sources import manifest_dir, pinned_sources
-from avdata.prepare.splits import group_holdout, stratified_holdout
+from avdata.datasets.cremad.sources import LISTS, pinned_files
+from avdata.datasets.splits import group_holdout, stratified_holdout
 from avdata.media.video import read_frames
 from avdata.datasets.options import max_decoded_mb_option
 from avdata.media.budget import mb_bytes
@@ -86,13 +86,13 @@ class CremadOptions:
 
 @lru_cache(maxsize=None)
 def _csv_split(name: str) -> dict[str, str]:
-    with open(manifest_dir("cremad") / name, newline="") as f:
+    with open(LISTS / name, newline="") as f:
         return {row[0]: row[1] for row in csv.reader(f) if row}
 
 
 @lru_cache(maxsize=None)
 def demographics() -> dict[str, dict[str, Any]]:
-    with open(manifest_dir("cremad") / "VideoDemographics.csv", newline="") as f:
+    with open(LISTS / "VideoDemographics.csv", newline="") as f:
         return {r["ActorID"]: {"age": int(r["Age"]), "sex": r["Sex"], "race": r["Race"], "ethnicity": r["Ethnicity"]}
                 for r in csv.DictReader(f)}
 
@@ -103,7 +103,7 @@ _MODALITIES = ("Voice", "Face", "MultiModal")
 @lru_cache(maxsize=None)
 def _perceived_rows() -> dict[str, list[str]]:
     """summaryTable.csv rows by clip, kept as text (converting all 7,442 up front slowed every prepare)."""
-    with open(manifest_dir("cremad") / "summaryTable.csv", newline="") as f:
+    with open(LISTS / "summaryTable.csv", newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
         cols = [header.index("FileName")] + [header.index(f"{m}{x}") for m in _MODALITIES for x in ("Vote", "Level")]
@@ -122,7 +122,7 @@ def perceived(clip: str) -> dict[str, dict[str, Any]]:
 
 @lru_cache(maxsize=None)
 def pinned_sha256() -> dict[str, str]:
-    return {s.path: s.sha256 for s in pinned_sources("cremad")}
+    return {s.path: s.sha256 for s in pinned_files()}
 
 
 def parse_clip(clip: str) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Where CREMA-D comes from: `avdata download cremad` and `avdata verify-raw cremad`.
 
 The raw media of the CREMA-D repository from its Git LFS media address (the plain raw address gives LFS
-pointer stubs), files and sha256 pinned in manifests/cremad/files.tsv. Default subset AudioWAV +
+pointer stubs), files and sha256 pinned in lists/files.tsv beside this module. Default subset AudioWAV +
 VideoFlash; `--include mp3` adds AudioMP3.
 """
 
@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.datasets.download_plan import MIRROR_HELP, Download, DownloadPlan
 from avdata.errors import AvdataError
-from avdata.fetch.sources import SourceFile, load_source_list, pinned_sources
+from avdata.fetch.sources import SourceFile, load_source_list
 
+#: The pinned file list (`files.tsv`) and the published split, demographics and rating files, shipped in the
+#: package (the dataset owns its lists, as it owns its addresses).
+LISTS = Path(__file__).resolve().parent / "lists"
 CREMAD_MIRROR = "https://media.githubusercontent.com/media/CheyneyComputerScience/CREMA-D/master"
 #: A mirror of the CREMA-D repository on GitLab; its raw-file address is what `--mirror` would take.
 CREMAD_GITLAB_MIRROR = "https://gitlab.com/cs-cooper-lab/crema-d-mirror/-/raw/master"
@@ -35,8 +38,8 @@ class CremadDownloadOptions:
     limit: int | None = opt(None, min=1, help="Only the first N clips in sorted clip order (every selected "
                             "modality of each), e.g. to try the pipeline on a small subset.")
     actors: str | None = opt(None, help="Only these actors' clips, comma-separated ids such as 1001,1002.")
-    sources: Path | None = opt(None, help="A file list to use instead of the pinned manifests/cremad/files.tsv "
-                               "(same TSV: path, size, sha256).")
+    sources: Path | None = opt(None, help="A file list to use instead of the pinned one "
+                               "(avdata/datasets/cremad/lists/files.tsv; same TSV: path, size, sha256).")
 
 
 def cremad_clip(path: str) -> str:
@@ -107,8 +110,13 @@ def cremad_files(
         except (OSError, ValueError) as exc:
             raise AvdataError(f"--sources {sources}: {exc}") from exc
     else:
-        files = pinned_sources("cremad")
+        files = pinned_files()
     return select_cremad(files, include=include, limit=limit, actors=actors)
+
+
+def pinned_files() -> list[SourceFile]:
+    """Every raw file of CREMA-D with its size and sha256."""
+    return load_source_list(LISTS / "files.tsv")
 
 
 def selected_files(options: CremadDownloadOptions) -> list[SourceFile]:

@@ -31,7 +31,7 @@ import numpy as np
 import soundfile as sf
 
 from avdata.hashing import sha256_file
-from avdata.fetch.sources import manifest_dir
+from avdata.datasets.cremad.sources import LISTS
 
 EMOTIONS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
 COLOURS = [(220, 40, 40), (60, 160, 60), (140, 60, 200), (240, 200, 40), (128, 128, 128), (40, 80, 220)]
@@ -50,7 +50,7 @@ def pick_clips(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(f"synth-cremad:{seed}")
     pools: dict[tuple[str, str], list[str]] = {}
     for name, split in (("train.csv", "train"), ("test.csv", "test")):
-        with open(manifest_dir("cremad") / name, newline="") as f:
+        with open(LISTS / name, newline="") as f:
             for row in csv.reader(f):
                 if row:
                     pools.setdefault((split, row[0].split("_")[2]), []).append(row[0])

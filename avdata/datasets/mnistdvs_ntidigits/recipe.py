@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.datasets.options import seed_option, val_fraction_option
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
                                     cls_bytes, sample_json)
@@ -27,7 +27,7 @@ from avdata.fetch.unpack import unpack_zip
 from avdata.media.events import EventRangeError, bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
 from avdata.media.ntidigits import NTidigitsFile, ntidigits_label
 from avdata.shards.npy import encode_npy
-from avdata.prepare.splits import seeded_shuffle, stratified_holdout
+from avdata.datasets.splits import seeded_shuffle, stratified_holdout
 
 CLASSES = [str(d) for d in range(10)]
 DIGIT_OF = {"z": 0, **{str(d): d for d in range(1, 10)}, "0": 0}

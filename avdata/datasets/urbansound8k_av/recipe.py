@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.datasets.options import (frame_format_option, jpeg_quality_option, seed_option, spec_dtype_option,
                                      spectrogram_option, val_fraction_option)
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
@@ -24,7 +24,7 @@ from avdata.errors import AvdataError
 from avdata.fetch.unpack import unpack_zip
 from avdata.media.audio import audio_features, spectrogram_bins
 from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
-from avdata.prepare.splits import first_fraction, stratified_holdout
+from avdata.datasets.splits import first_fraction, stratified_holdout
 from avdata.media.image import load_image
 from avdata.datasets.options import max_decoded_mb_option
 from avdata.media.budget import mb_bytes

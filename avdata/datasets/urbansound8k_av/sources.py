@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from avdata.cli.dataclass_options import opt
+from avdata.option_fields import opt
 from avdata.datasets.download_plan import MIRROR_HELP, Download, DownloadPlan, zip_check
 from avdata.errors import AvdataError
 from avdata.fetch.download import RemoteFile

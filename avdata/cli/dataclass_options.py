@@ -1,22 +1,15 @@
 """Generate Typer options from an options dataclass, so each option is declared once.
 
-A field's CLI is read from its `dataclasses.field(metadata=...)`, written with `opt`:
-
-    @dataclass
-    class Options:
-        split: str = opt("standard", help="Which split.", choices=("standard", "actor"))
-        frames: int | None = opt(None, help="Frames per clip.", min=1)
-        classes: list[str] = opt(["a", "b"], help="Class names.")   # --classes a,b
+A field's CLI is read from its `dataclasses.field(metadata=...)`, written with `avdata.option_fields.opt`
+(in the library, so that the library never imports the CLI):
 
     @app.command("demo")
     @options_command(Options)
     def demo(opts: Options, out: Path = typer.Option(..., "--out")) -> None:
         ...   # opts is an Options built from the flags; `out` is an ordinary Typer option
 
-Metadata keys (all optional; a field without them gets a generic help): "help", "flag" (long name without
-dashes, default the field name with - for _), "short" ("-j"), "choices", "min", "max", "hidden".
-Types: str, int, float, Path, `X | None` of these (default None), bool (as --x/--no-x) and list[X]
-(a comma-separated string). Choices and list items are checked here rather than by Typer's Literal
+Metadata keys: see `avdata.option_fields`. Types: str, int, float, Path, `X | None` of these (default
+None), bool (as --x/--no-x) and list[X] (a comma-separated string). Choices and list items are checked here rather than by Typer's Literal
 support, so the errors name the flag on every Typer version the project allows.
 """
 
@@ -30,19 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import typer
 
-META_KEYS = ("help", "flag", "short", "choices", "min", "max", "hidden")
-
-
-def opt(default: Any = dataclasses.MISSING, *, help: str | None = None, flag: str | None = None,
-        short: str | None = None, choices: Iterable[Any] | None = None, min: float | None = None,
-        max: float | None = None, hidden: bool = False) -> Any:
-    """A dataclass field carrying its CLI description; a list/dict/set default is copied per instance."""
-    meta = {"help": help, "flag": flag, "short": short, "choices": tuple(choices) if choices else None,
-            "min": min, "max": max, "hidden": hidden}
-    meta = {k: v for k, v in meta.items() if v is not None and v is not False}  # keeps min=0
-    if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+from avdata.option_fields import META_KEYS
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:

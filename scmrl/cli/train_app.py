@@ -3,7 +3,7 @@
 Their options are generated from `scmrl.train.config.TrainConfig` and `EvalConfig` (help, flags, bounds
 in the fields' metadata); only the CLI's own options (--verbose, eval's outputs) are declared here.
 
-Multi-GPU / multi-node: `torchrun --nproc_per_node 8 -m avdata.cli.train_app --shards ... --out ...`.
+Multi-GPU / multi-node: `torchrun --nproc_per_node 8 -m scmrl.cli.train_app --shards ... --out ...`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from avdata.progress import console, setup_logging
 from avdata.cli.dataclass_options import options_command
 from avdata.cli.errors import fail, run
 from avdata.cli.help_format import typer_app
+from scmrl.cli.torch_check import require_torch
 from scmrl.train.config import LIBRARY_ONLY, EvalConfig, TrainConfig
 
 train_app = typer_app(help="Train S-CMRL (or a baseline) on shards made by `avdata prepare`.")
@@ -45,6 +46,7 @@ _WORKERS_HELP = next(f for f in dataclasses.fields(TrainConfig) if f.name == "wo
 def train_cmd(cfg: TrainConfig,
               verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     """Train on prepared shards; one process, or DDP under torchrun (NCCL on GPU, gloo on CPU)."""
+    require_torch("scmrl-train")
     from scmrl.train.loop import train
 
     setup_logging(verbose)
@@ -71,6 +73,7 @@ def eval_cmd(cfg: EvalConfig,
              as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON line on stdout."),
              verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     """Accuracy and per-class accuracy of a saved model (its configuration is stored in the checkpoint)."""
+    require_torch("scmrl-eval")
     from scmrl.train.evaluate import evaluate_checkpoint
     from scmrl.train.report import plot_confusion, print_eval
 

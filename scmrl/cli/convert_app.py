@@ -1,4 +1,4 @@
-"""`scmrl-convert REF_CKPT OUT`: parse options and call `scmrl.model.convert.convert_checkpoint`."""
+"""`scmrl-convert REF_CKPT OUT`: parse options and call `scmrl.train.convert.convert_checkpoint`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from avdata.errors import AvdataError
 from avdata.progress import console
 from avdata.cli.errors import fail, run
 from avdata.cli.help_format import typer_app
+from scmrl.cli.torch_check import require_torch
 
 convert_app = typer_app(help="Turn a checkpoint of the authors' S-CMRL code into one scmrl-eval reads.")
 
@@ -31,8 +32,9 @@ def convert_cmd(
                                             "or temporal-reference (the weights cannot tell); two-branch blocks: "
                                             "spatiotemporal-reference (default)."),
 ) -> None:
-    """Map the authors' parameter names and layout onto this package's model (scmrl.model.convert)."""
-    from scmrl.model.convert import DATASET_PRESETS, convert_checkpoint, dataset_classes
+    """Map the authors' parameter names and layout onto this package's model (scmrl.train.convert)."""
+    require_torch("scmrl-convert")
+    from scmrl.train.convert import DATASET_PRESETS, convert_checkpoint, dataset_classes
 
     try:
         if dataset not in DATASET_PRESETS:

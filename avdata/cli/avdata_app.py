@@ -1,5 +1,5 @@
 """`avdata`: download, prepare, inspect, verify and share datasets. Each command group lives in its own
-`cli/cmd_*.py` module that registers its commands on this app."""
+`avdata/cli/cmd_*.py` module that registers its commands on this app."""
 
 from __future__ import annotations
 

@@ -1,0 +1,36 @@
+"""`opt`: an options-dataclass field that carries its command-line description.
+
+The library declares its options as dataclasses (a recipe's options, the trainer's config) and each field
+says once how it appears on the command line; the CLI packages turn these into Typer options
+(`avdata.cli.dataclass_options`). Kept here, free of Typer, so the library never imports the CLI.
+
+    @dataclass
+    class Options:
+        split: str = opt("standard", help="Which split.", choices=("standard", "actor"))
+        frames: int | None = opt(None, help="Frames per clip.", min=1)
+        classes: list[str] = opt(["a", "b"], help="Class names.")   # --classes a,b
+
+Metadata keys (all optional; a field without them gets a generic help): "help", "flag" (long name without
+dashes, default the field name with - for _), "short" ("-j"), "choices", "min", "max", "hidden".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+__all__ = ["META_KEYS", "opt"]
+
+META_KEYS = ("help", "flag", "short", "choices", "min", "max", "hidden")
+
+
+def opt(default: Any = dataclasses.MISSING, *, help: str | None = None, flag: str | None = None,
+        short: str | None = None, choices: Iterable[Any] | None = None, min: float | None = None,
+        max: float | None = None, hidden: bool = False) -> Any:
+    """A dataclass field carrying its CLI description; a list/dict/set default is copied per instance."""
+    meta = {"help": help, "flag": flag, "short": short, "choices": tuple(choices) if choices else None,
+            "min": min, "max": max, "hidden": hidden}
+    meta = {k: v for k, v in meta.items() if v is not None and v is not False}  # keeps min=0
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)

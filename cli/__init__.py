@@ -1,1 +1,0 @@
-"""Thin Typer command-line apps: they parse options and call avdata / scmrl."""
