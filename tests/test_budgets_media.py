@@ -114,8 +114,10 @@ def prepare_measured(args: list[str]) -> tuple[subprocess.CompletedProcess, floa
         from typer.testing import CliRunner
         from avdata.cli.avdata_app import app
         res = CliRunner().invoke(app, ["prepare", *{args!r}])
-        peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        # VmHWM, not RUSAGE_SELF: Linux carries ru_maxrss across exec, so it would count the (large) test
+        # process this one was forked from
+        hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        peak = max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
         print(res.output)
         if res.exception is not None and not isinstance(res.exception, SystemExit):
             import traceback; traceback.print_exception(res.exception)
