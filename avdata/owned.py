@@ -23,7 +23,7 @@ from avdata.errors import AvdataError
 from avdata.shards.manifest import MANIFEST_NAME, Manifest
 
 __all__ = ["STATE_DIR", "PLAN_NAME", "CARD_NAME", "owned_names", "foreign_names", "refuse_foreign", "claim",
-           "our_manifest", "read_json_record"]
+           "our_manifest", "other_preparation", "read_json_record"]
 
 STATE_DIR = ".avdata"
 PLAN_NAME = "plan.json"
@@ -50,6 +50,21 @@ def our_manifest(folder: Path) -> Manifest | None:
     except AvdataError:
         return None
     return manifest if manifest.tool.get("name") == "avdata" else None
+
+
+def other_preparation(held: Manifest, new: Manifest) -> str | None:
+    """How the dataset `held` (already at a destination) differs from `new` in what it is, not in how its
+    bytes came out: another dataset, other options or other source files. None: the same preparation,
+    which a command may replace without --overwrite."""
+    if held.dataset != new.dataset:
+        return f"the dataset {held.dataset!r}, not {new.dataset!r}"
+    changed = sorted(k for k in set(held.options) | set(new.options) if held.options.get(k) != new.options.get(k))
+    if changed:
+        verb = "differs" if len(changed) == 1 else "differ"
+        return f"the dataset {held.dataset!r} prepared with other options ({', '.join(changed[:5])} {verb})"
+    if held.sources != new.sources:
+        return f"the dataset {held.dataset!r} prepared from other source files"
+    return None
 
 
 def _plan_names(folder: Path) -> set[str]:
