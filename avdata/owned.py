@@ -6,7 +6,7 @@ A name in a folder is ours when the folder's own records say so:
     .avdata/plan.json      (prepare, merge) each shard of the plan, and manifest.json and README.md
     .avdata/owned.json     (pull) every name a pull claimed before it wrote it
     manifest.json          when it is a valid avdata manifest: each shard it lists, itself and README.md
-    <name>.tmp, <name>.part  the temporary names of an owned name
+    <name>.tmp, <name>.part  the temporary names of a name a command writes
 
 Anything else (a user's README.md, notes.txt, a.tar, x.tmp) is left alone; a command that would write
 one of its names stops first and names it (`refuse_foreign`), with --overwrite too.
@@ -92,22 +92,13 @@ def owned_names(folder: Path) -> set[str]:
     return {n for n in names if n and "/" not in n and "\\" not in n and not n.startswith(".")}
 
 
-def _exists(path: Path) -> bool:
-    return path.exists() or path.is_symlink()
-
-
 def foreign_names(folder: Path, names: Iterable[str]) -> list[str]:
-    """Those of `names` (and their temp names) present in `folder` that the project did not write."""
+    """Those of `names` present in `folder` that the project did not write. (The temp names of a name a
+    command writes, `<name>.tmp` and `<name>.part`, are the command's own: a file planted there is removed,
+    never followed, by `avdata.atomic.open_new`.)"""
     folder = Path(folder)
     owned = owned_names(folder)
-    found = []
-    for name in dict.fromkeys(names):
-        for candidate in (name, *(name + s for s in TEMP_SUFFIXES)):
-            if candidate in found or not _exists(folder / candidate):
-                continue
-            if candidate not in owned and not (candidate != name and name in owned):
-                found.append(candidate)
-    return found
+    return [n for n in dict.fromkeys(names) if n not in owned and ((folder / n).exists() or (folder / n).is_symlink())]
 
 
 def refuse_foreign(folder: Path, names: Iterable[str], what: str) -> None:
