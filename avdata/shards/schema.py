@@ -20,7 +20,7 @@ STAT_KEYS = ("samples", "min", "median", "mean", "max")
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,254}$")
 #: A shard file's name: `<split>-NNNNNN.tar`, its split being the one that lists it (`avdata.shards.tar.shard_name`),
 #: so a manifest cannot make `pull` fetch over, or a reader count, a file that is not a shard of that split.
-_SHARD_INDEX = re.compile(r"-[0-9]{6,12}\.tar")
+_SHARD_INDEX = re.compile(r"-[0-9]{1,12}\.tar")  # prepare writes six digits; a list of bare .tar files, any
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 #: Far above any real dataset; a larger count is a damaged or hostile manifest.
 MAX_COUNT = 10**12
@@ -175,7 +175,7 @@ def _shard_file(name: str, split: Any, at: str, listed: dict[str, str], out: lis
         out.append(f"{at}: shard file name {name!r:.80} must be a plain name (no folders, not hidden)")
     elif not (isinstance(split, str) and name.startswith(split) and _SHARD_INDEX.fullmatch(name[len(split):])):
         out.append(f"{at}: shard file name {name!r:.80} must be {split}-NNNNNN.tar (the split that lists it, "
-                   "six digits, .tar)")
+                   "a number, .tar)")
     if name in listed:
         out.append(f"{at}: {name!r:.80} is already listed at {listed[name]}; a shard file belongs to one split, once")
     else:
