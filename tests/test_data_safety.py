@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,33 @@ def test_a_dead_runs_lock_is_taken_over(tmp_path):
     _lock(out, "part-1-of-2.lock", dead, [1, 2])
     assert run(raw, out).complete
     assert not list((out / ".avdata").glob("*.lock"))
+
+
+def test_another_hosts_lock_is_taken_over_only_when_its_heartbeat_stopped(tmp_path):
+    """A part resubmitted on another node after its node was lost: that host's pid cannot be asked about,
+    so its lock counts as held while its holder touches it, and as dead once untouched for STALE_S."""
+    raw = make_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    held = _lock(out, "part-0-of-1.lock", 12345, [0, 1])
+    held.write_text(json.dumps({"pid": 12345, "host": "node-lost-7", "part": [0, 1]}))
+    with pytest.raises(AvdataError, match=r"pid 12345 on node-lost-7\) .*taken over once untouched for 10 minutes"):
+        run(raw, out, part=(0, 1))
+    os.utime(held, (0, 0))  # untouched since 1970: no heartbeat, its run is gone
+    assert run(raw, out, part=(0, 1)).complete and not held.exists()
+
+
+def test_the_lock_is_touched_while_the_run_lasts(tmp_path, monkeypatch):
+    from avdata.prepare import lock
+
+    monkeypatch.setattr(lock, "HEARTBEAT_S", 0.01)
+    with lock.output_lock(tmp_path, None) as path:
+        os.utime(path, (0, 0))
+        for _ in range(500):  # wait for a beat, counted in attempts rather than seconds
+            if path.stat().st_mtime > 0:
+                break
+            threading.Event().wait(0.01)
+        assert path.stat().st_mtime > 0
+    assert not path.exists()
 
 
 def test_parts_of_one_split_share_the_out_and_others_are_refused(tmp_path):

@@ -5,8 +5,10 @@ which share it (each writes only its own shards, and removes only its own shards
     .avdata/part-I-of-N.lock      part I of N: excludes a whole run, the same part, and parts of
                                         another N (their shards overlap)
 
-A lock file holds the holder's pid and host. A lock file with no live holder (a killed run's; on this
-host, where its pid can be asked about) is taken over. A lock file is a plain file rather than an OS
+A lock file holds the holder's pid and host, and the holder touches it every minute. A lock file with no
+live holder is taken over: on this host, when its pid is gone; from another host (whose pids cannot be
+asked about, e.g. an array task resubmitted on another node after its node was lost), when it has not
+been touched for STALE_S seconds. A lock file is a plain file rather than an OS
 lock (flock) because the --part runs of an array job run on several hosts sharing one file system, on
 which OS locks are often not available.
 """
@@ -17,13 +19,18 @@ import contextlib
 import json
 import os
 import socket
+import threading
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from avdata.errors import AvdataError
 from avdata.owned import STATE_DIR, read_json_record
 
 WHOLE = "prepare.lock"
+HEARTBEAT_S = 60.0
+#: Another host's lock untouched this long belongs to a run that is gone (ten missed heartbeats).
+STALE_S = 600.0
 
 
 def lock_dir(out: Path) -> Path:
@@ -34,13 +41,15 @@ def _name(part: tuple[int, int] | None) -> str:
     return WHOLE if part is None else f"part-{part[0]}-of-{part[1]}.lock"
 
 
-def _alive(info: Any) -> bool:
-    """Whether the lock's holder may still run: a pid on this host that exists; on another host, unknowable,
-    so assumed alive."""
+def _alive(path: Path, info: Any, now: Callable[[], float] = time.time) -> bool:
+    """Whether the holder of the lock file `path` may still run (see the module docstring)."""
     if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
-        return False  # damaged or half-written by a killed run
+        return False  # damaged: no run of ours writes one so
     if info.get("host") != socket.gethostname():
-        return True
+        try:
+            return now() - path.stat().st_mtime < STALE_S
+        except FileNotFoundError:
+            return False
     try:
         os.kill(info["pid"], 0)
     except ProcessLookupError:
@@ -58,8 +67,11 @@ def _conflicts(mine: tuple[int, int] | None, theirs: Any) -> bool:
 
 def _held(path: Path, info: Any) -> AvdataError:
     who = f"pid {info.get('pid')} on {info.get('host')}" if isinstance(info, dict) else "another run"
+    later = (f" (a lock from another host is taken over once untouched for {STALE_S / 60:.0f} minutes)"
+             if isinstance(info, dict) and info.get("host") != socket.gethostname() else "")
     return AvdataError(f"another `avdata prepare` ({who}) is writing into {path.parents[1]}; it holds the lock "
-                       f"{path}. Wait for it to end, or use another --out; if no such run is alive, delete {path}")
+                       f"{path}. Wait for it to end, or use another --out; if no such run is alive, delete "
+                       f"{path}{later}")
 
 
 def _create(path: Path, record: dict[str, Any]) -> bool:
@@ -86,7 +98,7 @@ def output_lock(out: Path, part: tuple[int, int] | None) -> Iterator[Path]:
     record = {"pid": os.getpid(), "host": socket.gethostname(), "part": list(part) if part else None}
     if not _create(mine, record):
         info = read_json_record(mine)
-        if _alive(info):
+        if _alive(mine, info):
             raise _held(mine, info)
         mine.unlink(missing_ok=True)  # a dead run's lock: take it over
         if not _create(mine, record):
@@ -96,10 +108,30 @@ def output_lock(out: Path, part: tuple[int, int] | None) -> Iterator[Path]:
             if other == mine:
                 continue
             info = read_json_record(other)
-            if not _alive(info):
+            if not _alive(other, info):
                 other.unlink(missing_ok=True)
             elif _conflicts(part, info.get("part") if other.name != WHOLE else None):
                 raise _held(other, info)
-        yield mine
+        with _heartbeat(mine):
+            yield mine
     finally:
         mine.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _heartbeat(path: Path) -> Iterator[None]:
+    """Touch `path` every HEARTBEAT_S seconds while the run lasts, so other hosts see it is alive."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    thread = threading.Thread(target=beat, name="avdata-lock-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
