@@ -57,7 +57,7 @@ def _holds(path: Path, data: bytes) -> bool:
 
 def _check_target(to: Path, manifest: Manifest, raw_manifest: bytes, overwrite: bool) -> None:
     """Refuse, without `overwrite`, a --to folder whose manifest is another dataset, or the same dataset
-    prepared another way (other options): its manifest and card would be replaced."""
+    prepared another way (other options or source files): its manifest and card would be replaced."""
     if overwrite or not (to / MANIFEST_NAME).is_file() or _holds(to / MANIFEST_NAME, raw_manifest):
         return
     held = our_manifest(to)
