@@ -304,7 +304,7 @@ def test_a_pull_cut_short_resumes_over_its_own_files(toy_shards, tmp_path):
 # --------------------------------------------------------------------------------------------- push
 
 
-def test_push_never_replaces_a_readme_it_did_not_write(toy_shards, tmp_path):
+def test_push_never_replaces_an_object_it_did_not_write(toy_shards, tmp_path):
     from tests.s3server import moto_s3, s3_env, skip_without_s3
 
     skip_without_s3()
@@ -318,6 +318,23 @@ def test_push_never_replaces_a_readme_it_did_not_write(toy_shards, tmp_path):
         assert server.client.get_object(Bucket="bkt", Key="lab/README.md")["Body"].read() == USER_FILES["README.md"]
         keys = [o["Key"] for o in server.client.list_objects_v2(Bucket="bkt")["Contents"]]
         assert keys == ["lab/README.md"]
+        # an object of someone else's under one of the shard names, with no avdata manifest beside it
+        server.client.put_object(Bucket="bkt", Key="other/train-000000.tar", Body=USER_FILES["a.tar"])
+        for extra in ([], ["--overwrite"]):
+            r = cli("push", str(toy_shards), "s3://bkt/other", *extra)
+            assert r.exit_code == 2 and "holds train-000000.tar, which avdata did not write" in r.output, r.output
+        body = server.client.get_object(Bucket="bkt", Key="other/train-000000.tar")["Body"].read()
+        assert body == USER_FILES["a.tar"]
+        # what avdata uploaded itself is its own: a replacing push cut short after it removed the old
+        # manifest resumes over the old shards (other bytes under the same names)
+        other = tmp_path / "other"
+        run(make_toy_raw(tmp_path / "raw"), other, scale=3)
+        assert cli("push", str(toy_shards), "s3://bkt/mine").exit_code == 0
+        server.client.delete_object(Bucket="bkt", Key="mine/manifest.json")
+        r = cli("push", str(other), "s3://bkt/mine")
+        assert r.exit_code == 0 and "0 already there" in r.output, r.output
+        body = server.client.get_object(Bucket="bkt", Key="mine/train-000000.tar")["Body"].read()
+        assert body == (other / "train-000000.tar").read_bytes() != (toy_shards / "train-000000.tar").read_bytes()
 
 
 # ------------------------------------------------------------------------------------------- schema

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avdata.errors import AvdataError
-from avdata.fetch.objstore import filesystem, holds_file, store_error, store_info, upload_file, upload_target
+from avdata.fetch.objstore import (SHA_KEY, filesystem, holds_file, store_error, store_info, upload_file,
+                                   upload_target)
 from avdata.hashing import sha256_file
 from avdata.fetch.urls import is_object_url
 from avdata.owned import CARD_NAME, other_preparation
@@ -103,7 +104,8 @@ def push(folder: str | Path, url: str, jobs: int = 4, progress: bool | None = No
 def _check_destination(fs, url: str, root: str, folder: Path, manifest: Manifest, has_manifest: bool,
                        held: Manifest | None, card_sha: str | None, overwrite: bool) -> None:
     """What push may replace under `url`: the objects of an avdata manifest there (another preparation
-    only with `overwrite`), never a manifest.json or README.md that avdata did not write."""
+    only with `overwrite`) or of an avdata upload, never a manifest.json or README.md that avdata did not
+    write."""
     if has_manifest and held is None:
         raise AvdataError(f"{url}/{MANIFEST_NAME} is not an avdata manifest; push never replaces a file avdata "
                           "did not write, with --overwrite or without. Choose another URL")
@@ -113,9 +115,24 @@ def _check_destination(fs, url: str, root: str, folder: Path, manifest: Manifest
             raise AvdataError(f"{url} already holds {other}; choose another URL, or pass --overwrite to replace it")
         return
     card = f"{root}/{CARD_NAME}"
-    if fs.exists(card) and not (card_sha and holds_file(fs, url, card, folder / CARD_NAME, card_sha)):
+    if _uploaded_by_avdata(fs, url, card) is False and not (
+            card_sha and holds_file(fs, url, card, folder / CARD_NAME, card_sha)):
         raise AvdataError(f"{card} is there with no avdata manifest beside it, so avdata did not write it; push "
                           "never replaces it, with --overwrite or without. Choose another URL, or remove it")
+
+
+def _uploaded_by_avdata(fs, url: str, path: str) -> bool | None:
+    """Whether the object `path` carries the sha256 record `upload_file` writes on S3 and GCS (None: there is
+    no such object). The Hub keeps no such record: False."""
+    protocol = store_info(url)[0]
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    if protocol == "hf":
+        return False
+    meta = fs.metadata(path) if protocol == "s3" else info.get("metadata")
+    return isinstance(meta, dict) and bool(meta.get(SHA_KEY))
 
 
 def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite: bool) -> PushReport:
@@ -128,13 +145,6 @@ def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite:
         sha[CARD_NAME] = sha256_file(folder / CARD_NAME)
     _check_destination(fs, url, root, folder, manifest, remote_manifest is not None, held,
                        sha.get(CARD_NAME), overwrite)
-    if remote_manifest is not None and remote_manifest != manifest_bytes:
-        log.info("%s/%s differs from the one pushed; removing it (and its card) until the push completes", url,
-                 MANIFEST_NAME)
-        fs.rm_file(f"{root}/{MANIFEST_NAME}")
-        if CARD_NAME not in sha or not holds_file(fs, url, f"{root}/{CARD_NAME}", folder / CARD_NAME, sha[CARD_NAME]):
-            if fs.exists(f"{root}/{CARD_NAME}"):
-                fs.rm_file(f"{root}/{CARD_NAME}")
     report = PushReport(url)
     todo = []
     for name, digest in sha.items():
@@ -142,6 +152,22 @@ def _upload(folder: Path, url: str, jobs: int, progress: bool | None, overwrite:
             report.skipped.append(name)
         else:
             todo.append((name, (folder / name).stat().st_size))
+    listed = {e.file for _split, e in held.shard_entries()} if held is not None else set()
+    # on the Hub every replaced file stays in the repository's git history: nothing there is lost
+    foreign = [] if store_info(url)[0] == "hf" else [
+        name for name, _size in todo if name != CARD_NAME and name not in listed
+        and _uploaded_by_avdata(fs, url, f"{root}/{name}") is False]
+    if foreign:
+        raise AvdataError(f"{url} holds {', '.join(foreign[:5])}{' and more' if len(foreign) > 5 else ''}, which "
+                          "avdata did not write (no avdata manifest lists it, and it lacks the sha256 record of an "
+                          "avdata upload); push never replaces such objects, with --overwrite or without. Choose "
+                          "another URL, or remove them")
+    if remote_manifest is not None and remote_manifest != manifest_bytes:
+        log.info("%s/%s differs from the one pushed; removing it (and its card) until the push completes", url,
+                 MANIFEST_NAME)
+        fs.rm_file(f"{root}/{MANIFEST_NAME}")
+        if CARD_NAME in dict(todo) and fs.exists(f"{root}/{CARD_NAME}"):
+            fs.rm_file(f"{root}/{CARD_NAME}")
     # the Hub makes one commit per file: uploads to it go one at a time
     workers = 1 if store_info(url)[0] == "hf" else max(1, jobs)
     bar = make_progress("B", disable=None if progress in (None, True) else True)
