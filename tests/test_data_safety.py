@@ -144,6 +144,22 @@ def test_a_second_prepare_on_one_out_is_refused_naming_the_lock_and_pid(tmp_path
     assert held.exists() and not shard_names(out)
 
 
+def test_a_prepare_running_in_another_process_holds_the_out(tmp_path):
+    raw = make_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    code = ("import sys; from pathlib import Path; from avdata.prepare.lock import output_lock\n"
+            "with output_lock(Path(sys.argv[1]), None):\n    print('held', flush=True); sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert other.stdout.readline() == "held\n"
+        with pytest.raises(AvdataError, match=rf"pid {other.pid} .*holds the lock {out / '.avdata' / 'prepare.lock'}"):
+            run(raw, out)
+    finally:
+        other.communicate("")
+    assert other.returncode == 0 and run(raw, out).complete
+
+
 def test_a_dead_runs_lock_is_taken_over(tmp_path):
     raw = make_toy_raw(tmp_path / "raw")
     out = tmp_path / "out"
