@@ -198,7 +198,9 @@ def test_a_repush_replaces_shards_of_the_same_size_with_other_content(env, tmp_p
     same_size = [p.name for p in a.glob("*.tar") if p.stat().st_size == (b / p.name).stat().st_size]
     assert same_size and all((a / n).read_bytes() != (b / n).read_bytes() for n in same_size)
     assert _push(str(a), "s3://bkt/again").exit_code == 0
-    r = _push(str(b), "s3://bkt/again")
+    r = _push(str(b), "s3://bkt/again")  # another seed: the same dataset prepared another way
+    assert r.exit_code == 2 and "prepared with other options (seed differs)" in r.output, r.output
+    r = _push(str(b), "s3://bkt/again", "--overwrite")
     assert r.exit_code == 0 and "0 already there" in r.output, r.output
     for p in b.iterdir():
         assert env.client.get_object(Bucket="bkt", Key=f"again/{p.name}")["Body"].read() == p.read_bytes(), p.name

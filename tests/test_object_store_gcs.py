@@ -81,7 +81,9 @@ def test_a_repush_replaces_gs_shards_of_the_same_size_with_other_content(gcs, tm
     b = make_synthetic_av_shards(tmp_path / "b", 64, 16, 16, per_shard=16, frame_shape=(32, 40), seed=9)
     assert any(p.stat().st_size == (b / p.name).stat().st_size for p in a.glob("*.tar"))
     assert CliRunner().invoke(app, ["push", str(a), "gs://bkt/again"]).exit_code == 0
-    r = CliRunner().invoke(app, ["push", str(b), "gs://bkt/again"])
+    r = CliRunner().invoke(app, ["push", str(b), "gs://bkt/again"])  # another seed: refused without --overwrite
+    assert r.exit_code == 2 and "seed differs" in r.output, r.output
+    r = CliRunner().invoke(app, ["push", str(b), "gs://bkt/again", "--overwrite"])
     assert r.exit_code == 0 and "0 already there" in r.output, r.output
     assert verify_shards("gs://bkt/again", progress=False).ok
     r = CliRunner().invoke(app, ["push", str(b), "gs://bkt/again"])  # and a rerun keeps them all

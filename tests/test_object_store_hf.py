@@ -108,7 +108,9 @@ def test_a_repush_replaces_hub_files_of_the_same_size_with_other_content(hub, tm
     b = make_synthetic_av_shards(tmp_path / "b", 64, 16, 16, per_shard=16, frame_shape=(32, 40), seed=9)
     assert any(p.stat().st_size == (b / p.name).stat().st_size for p in a.glob("*.tar"))
     assert _push(str(a), URL).exit_code == 0
-    r = _push(str(b), URL)
+    r = _push(str(b), URL)  # another seed: refused without --overwrite
+    assert r.exit_code == 2 and "seed differs" in r.output, r.output
+    r = _push(str(b), URL, "--overwrite")
     assert r.exit_code == 0 and "0 already there" in r.output, r.output
     held = hub.repos["lab/syn"]["main"]
     assert all(held[f"shards/{p.name}"] == p.read_bytes() for p in b.iterdir())
@@ -117,7 +119,7 @@ def test_a_repush_replaces_hub_files_of_the_same_size_with_other_content(hub, tm
     hub.lfs = True  # files listed as LFS files, by the sha256 of their content, as the Hub lists shards
     r = _push(str(b), URL)
     assert r.exit_code == 0 and "0 uploaded" in r.output, r.output
-    r = _push(str(a), URL)
+    r = _push(str(a), URL, "--overwrite")
     assert r.exit_code == 0 and "0 already there" in r.output, r.output
     assert all(held[f"shards/{p.name}"] == p.read_bytes() for p in a.iterdir())
 

@@ -138,10 +138,11 @@ def test_resume_keeps_good_shards_and_redoes_damaged(tmp_path):
     names = sorted(n for n in before if n.endswith(".tar"))
     (out / names[0]).write_bytes(before[names[0]][:1000])
     (out / names[1]).unlink()
-    (out / "leftover.tar.tmp").write_bytes(b"junk")
+    (out / (names[2] + ".tmp")).write_bytes(b"junk")  # a killed run's half-written shard: removed
+    (out / "leftover.tar.tmp").write_bytes(b"junk")  # not a name of ours: left alone
     third = run(raw, out)
     assert sorted(third.written) == names[:2]
-    assert folder_bytes(out) == before
+    assert folder_bytes(out) == {**before, "leftover.tar.tmp": b"junk"}
 
 
 def test_strict_stops_and_leaves_nothing_half_written(tmp_path):

@@ -30,6 +30,7 @@ from avdata.datasets.recipe import Plan, Recipe, WorkItem, options_dict
 from avdata.atomic import tmp_path
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_bytes
+from avdata.prepare.lock import output_lock
 from avdata.prepare.state import (missing_shards, raw_workdir, remove_stale_handoffs, save_plan, shard_done,
                                   write_sidecar)
 from avdata.prepare.workers import NO_SPACE, Workers
@@ -136,13 +137,25 @@ def prepare(
         from avdata.prepare.dask_executor import check_executor
 
         check_executor(settings.executor)  # before planning: a missing extra fails at once
+    check_out_apart(raw, out)
     out.mkdir(parents=True, exist_ok=True)
-    raw_dir = recipe.prepare_raw(raw, raw_workdir(out), options)
-    workers = Workers(recipe, raw_dir, options, settings.jobs if settings.executor == "local" else 1, out)
-    try:
-        return _prepare(recipe, raw, raw_dir, out, options, settings, command, workers)
-    finally:
-        workers.close()
+    with output_lock(out, settings.part):
+        raw_dir = recipe.prepare_raw(raw, raw_workdir(out), options)
+        workers = Workers(recipe, raw_dir, options, settings.jobs if settings.executor == "local" else 1, out)
+        try:
+            return _prepare(recipe, raw, raw_dir, out, options, settings, command, workers)
+        finally:
+            workers.close()
+
+
+def check_out_apart(raw: Path, out: Path) -> None:
+    """--out must not be --raw or a folder above it: the raw data would sit among the outputs (and its
+    README.md, *.tar or *.tmp share their names)."""
+    r, o = raw.resolve(), out.resolve()
+    if r == o or o in r.parents:
+        where = "is the --raw folder" if r == o else f"holds the --raw folder {raw}"
+        raise AvdataError(f"--out {out} {where}; write the shards to a folder of their own, e.g. "
+                          f"--out {r.parent / (r.name + '-shards')}")
 
 
 def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> PrepareResult:
@@ -164,10 +177,10 @@ def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> 
         mine = [s for k, s in enumerate(shards) if k % n == i]
     else:
         mine = shards
-    # what a killed run left half-written; a --part run removes only its own shards' files, since other
-    # parts may be writing theirs into the same folder right now
-    for stale in ([tmp_path(out / s["file"]) for s in mine] if settings.part else out.glob("*.tmp")):
-        stale.unlink(missing_ok=True)
+    # what a killed run left half-written: only this run's shards' temp files (other parts may be writing
+    # theirs into the same folder right now, and other *.tmp files are not ours)
+    for s in mine:
+        tmp_path(out / s["file"]).unlink(missing_ok=True)
     items_by_key = {it.key: it for it in plan.items}
     result = PrepareResult(out=out, complete=False)
     pending = []

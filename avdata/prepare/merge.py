@@ -7,15 +7,16 @@ single run and N parts give byte-identical manifests.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
-from avdata.atomic import atomic_write_text, tmp_path
+from avdata.atomic import atomic_write_text, open_new, tmp_path
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
-from avdata.prepare.state import load_plan, missing_shards, plan_path, read_sidecar, sidecar_dir, sidecar_path
+from avdata.owned import refuse_foreign
+from avdata.prepare.state import (load_plan, missing_shards, plan_names, plan_path, read_sidecar, sidecar_dir,
+                                  sidecar_path)
 from avdata.shards.manifest import SHUFFLED_ORDER, Manifest, ShardEntry, SplitEntry, summarize_stat
 
 log = logging.getLogger("avdata.prepare.merge")
@@ -39,8 +40,11 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
     for shard in record["shards"]:
         side = read_sidecar(out, shard["file"])
         info = side["shard"]
-        if side.get("keys") != shard["keys"]:
+        if side.get("keys") != shard["keys"] or info.get("file") != shard["file"]:
             raise AvdataError(f"{out / shard['file']}: made from another plan; rerun prepare for it")
+        if not set(side["class_counts"]) <= set(record["classes"]):
+            raise AvdataError(f"{sidecar_path(out, shard['file'])}: counts classes the plan does not have; delete "
+                              f"it and {shard['file']}, and rerun prepare for it")
         tar = out / shard["file"]
         if tar.stat().st_size != info["bytes"] or (check_hashes and sha256_file(tar) != info["sha256"]):
             raise AvdataError(f"{tar}: does not match its record (changed or cut short); delete it and rerun prepare")
@@ -69,23 +73,32 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
 
 
 def merge(out: Path, parts: list[Path], command: str | None = None) -> Manifest:
-    """Copy the shards and sidecars of part folders made elsewhere into `out`, then assemble."""
+    """Copy the shards and sidecars of part folders made elsewhere into `out`, then assemble.
+
+    Only the plan's shards are copied, and only into a folder that is empty of their names or holds the
+    same plan: another preparation there, or a file the project did not write under one of the names
+    (a user's README.md), is refused."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan_text = None
     for part in parts:
         part = Path(part)
-        text = plan_path(part).read_text() if plan_path(part).exists() else None
-        if text is None:
+        if not plan_path(part).exists():
             raise AvdataError(f"{part}: no .avdata/plan.json; not an `avdata prepare --part` output")
+        text = plan_path(part).read_text()
         if plan_text is None:
             plan_text = text
-        elif json.loads(text)["fingerprint"] != json.loads(plan_text)["fingerprint"]:
+        elif load_plan(part)["fingerprint"] != load_plan(Path(parts[0]))["fingerprint"]:
             raise AvdataError(f"{part}: prepared with other input or options than {parts[0]}")
+    if plan_text is None:
+        raise AvdataError("merge needs at least one part folder")
+    record = load_plan(Path(parts[0]))
     own = plan_path(out)
-    if plan_text is not None:
-        if own.exists() and json.loads(own.read_text())["fingerprint"] != json.loads(plan_text)["fingerprint"]:
+    if own.exists():
+        if load_plan(out)["fingerprint"] != record["fingerprint"]:
             raise AvdataError(f"{out}: holds a different preparation; merge into an empty folder")
+    else:
+        refuse_foreign(out, plan_names(record), "avdata merge")
         own.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(own, plan_text)
     sidecar_dir(out).mkdir(parents=True, exist_ok=True)
@@ -93,16 +106,16 @@ def merge(out: Path, parts: list[Path], command: str | None = None) -> Manifest:
         part = Path(part)
         if part.resolve() == out.resolve():
             continue
-        for side in sorted(sidecar_dir(part).glob("*.json")):
-            file = side.name[: -len(".json")]
+        for file in (s["file"] for s in record["shards"]):
             src = part / file
-            if not src.exists():
+            if not src.is_file() or not sidecar_path(part, file).is_file():
                 continue
-            info = json.loads(side.read_text())["shard"]
+            info = read_sidecar(part, file)["shard"]
             if sha256_file(src) != info["sha256"]:
                 raise AvdataError(f"{src}: does not match its record; rerun that part")
             tmp = tmp_path(out / file)
-            shutil.copyfile(src, tmp)
+            with open(src, "rb") as f, open_new(tmp) as g:  # never through a link planted under the name
+                shutil.copyfileobj(f, g)
             tmp.replace(out / file)
-            shutil.copyfile(side, sidecar_path(out, file))
+            shutil.copyfile(sidecar_path(part, file), sidecar_path(out, file))
     return assemble(out, command=command)

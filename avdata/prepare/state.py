@@ -7,6 +7,10 @@ share.
                                    skipped clips, sources' sha256, per-sample stats
     .avdata/work-*/                a --jobs > 1 run's hand-off folder (workers' encoded samples)
     .avdata/raw/                   what `Recipe.prepare_raw` unpacked (e.g. a zip given as --raw)
+    .avdata/*.lock                 the output folder's lock while a run writes (`avdata.prepare.lock`)
+
+Only names the project wrote are ever replaced or deleted (`avdata.owned`): a first plan into a folder
+holding a file of the user's under one of its names is refused.
 """
 
 from __future__ import annotations
@@ -21,14 +25,13 @@ from typing import Any
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
+from avdata.owned import PLAN_NAME, STATE_DIR, TEMP_SUFFIXES, owned_names, refuse_foreign
 from avdata.shards.manifest import MANIFEST_NAME
 
-__all__ = ["STATE_DIR", "state_dir", "plan_path", "sidecar_path", "raw_workdir", "load_plan", "save_plan",
+__all__ = ["STATE_DIR", "state_dir", "plan_path", "sidecar_path", "raw_workdir", "load_plan", "plan_names", "save_plan",
            "clear_outputs", "read_sidecar", "write_sidecar", "shard_done", "missing_shards", "new_handoff_dir",
            "remove_stale_handoffs"]
 
-STATE_DIR = ".avdata"
-PLAN_NAME = "plan.json"
 HANDOFF_PREFIX = "work-"
 
 
@@ -52,26 +55,51 @@ def raw_workdir(out: Path) -> Path:
     return state_dir(out) / "raw"
 
 
+def _read_record(path: Path, what: str) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise AvdataError(f"{path}: the {what} is unreadable ({exc}); {_REDO}") from None
+    if not isinstance(record, dict):
+        raise AvdataError(f"{path}: the {what} is not a JSON object; {_REDO}")
+    return record
+
+
+_REDO = "delete it and rerun the `avdata prepare` command that made this folder"
+
+
 def load_plan(out: Path) -> dict[str, Any]:
     path = plan_path(out)
     if not path.exists():
         raise AvdataError(f"{out}: no .avdata/plan.json; this is not an `avdata prepare` output folder")
-    return json.loads(path.read_text())
+    record = _read_record(path, "plan record")
+    if not isinstance(record.get("shards"), list) or not isinstance(record.get("fingerprint"), str):
+        raise AvdataError(f"{path}: the plan record lacks its shards or fingerprint; {_REDO}")
+    return record
+
+
+def plan_names(record: dict[str, Any]) -> list[str]:
+    """The names a plan writes into its output folder: its shards, the manifest and the dataset card."""
+    return [s["file"] for s in record["shards"]] + [MANIFEST_NAME, "README.md"]
 
 
 def save_plan(out: Path, record: dict[str, Any], overwrite: bool) -> None:
     """Write the plan record, or keep the one there if it is the same plan. Another plan's outputs are
-    replaced with `overwrite`, else refused."""
+    replaced with `overwrite`, else refused; a file the project did not write is never replaced."""
     path = plan_path(out)
     if path.exists():
-        old = json.loads(path.read_text())
-        if old.get("fingerprint") == record["fingerprint"]:
+        old = load_plan(out)
+        if old["fingerprint"] == record["fingerprint"]:
             return
         if not overwrite:
             raise AvdataError(
                 f"{out} holds shards prepared from other input or options (see {path}); "
                 "use a new --out folder, or --overwrite to replace them"
             )
+    elif not overwrite and any((Path(out) / n).exists() for n in owned_names(out)):
+        raise AvdataError(f"{out} holds a shards folder avdata did not prepare here (e.g. one pulled or merged "
+                          "without a plan); use a new --out folder, or --overwrite to replace it")
+    refuse_foreign(out, plan_names(record), "avdata prepare")
     if overwrite or path.exists():
         clear_outputs(out)
     state_dir(out).mkdir(parents=True, exist_ok=True)
@@ -79,15 +107,28 @@ def save_plan(out: Path, record: dict[str, Any], overwrite: bool) -> None:
 
 
 def clear_outputs(out: Path) -> None:
-    for p in Path(out).glob("*.tar"):
-        p.unlink()
-    for name in (MANIFEST_NAME, "README.md"):
-        (Path(out) / name).unlink(missing_ok=True)
+    """Delete what the project wrote into `out` (`avdata.owned`), and the shard sidecars; nothing else."""
+    for name in sorted(owned_names(out)):
+        for candidate in (name, *(name + s for s in TEMP_SUFFIXES)):
+            (Path(out) / candidate).unlink(missing_ok=True)
     shutil.rmtree(sidecar_dir(out), ignore_errors=True)
 
 
 def read_sidecar(out: Path, shard_file: str) -> dict[str, Any]:
-    return json.loads(sidecar_path(out, shard_file).read_text())
+    """A finished shard's sidecar, checked for the fields `assemble` and `merge` use (a damaged one is an
+    AvdataError naming it, not a traceback)."""
+    path = sidecar_path(out, shard_file)
+    side = _read_record(path, "shard record")
+    info = side.get("shard")
+    ok = (isinstance(info, dict) and isinstance(info.get("bytes"), int) and isinstance(info.get("sha256"), str)
+          and isinstance(side.get("keys"), list) and isinstance(side.get("class_counts"), dict)
+          and all(isinstance(n, int) for n in side["class_counts"].values())
+          and isinstance(side.get("skipped"), list) and isinstance(side.get("sources"), dict)
+          and isinstance(side.get("stats", {}), dict))
+    if not ok:
+        raise AvdataError(f"{path}: the shard record lacks a field or has the wrong type; delete it and "
+                          f"{shard_file}, and rerun the prepare (or part) that made it")
+    return side
 
 
 def write_sidecar(out: Path, shard_file: str, side: dict[str, Any]) -> None:

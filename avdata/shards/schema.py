@@ -18,6 +18,9 @@ STAT_KEYS = ("samples", "min", "median", "mean", "max")
 
 #: Names of splits and shard files: plain names, no folders, no control characters, not hidden.
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,254}$")
+#: A shard file's name: `<split>-NNNNNN.tar`, its split being the one that lists it (`avdata.shards.tar.shard_name`),
+#: so a manifest cannot make `pull` fetch over, or a reader count, a file that is not a shard of that split.
+_SHARD_INDEX = re.compile(r"-[0-9]{1,12}\.tar")  # prepare writes six digits; a list of bare .tar files, any
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 #: Far above any real dataset; a larger count is a damaged or hostile manifest.
 MAX_COUNT = 10**12
@@ -115,6 +118,7 @@ def problems(manifest: Any) -> list[str]:
     if not isinstance(splits, dict):
         out.append(f"$.splits: must be an object (split name -> entry), not {_kind(splits)}")
         splits = {}
+    listed: dict[str, str] = {}  # shard file -> where it is first listed: a file may be listed once only
     for split, entry in splits.items():
         where = f"$.splits{_key(split)}"
         if _text_ok(split, where, out) and not _PLAIN_NAME.match(split):
@@ -153,10 +157,8 @@ def problems(manifest: Any) -> list[str]:
             lacking = [k for k in ("file", "bytes", "sha256", "num_samples") if k not in shard]
             if lacking:
                 out.append(f"{at}: lacks {', '.join(map(repr, lacking))}")
-            if "file" in shard and _text_ok(shard["file"], f"{at}.file", out) and not _PLAIN_NAME.match(
-                    shard["file"]):
-                out.append(f"{at}.file: shard file name {shard['file']!r:.80} must be a plain name "
-                           "(no folders, not hidden)")
+            if "file" in shard and _text_ok(shard["file"], f"{at}.file", out):
+                _shard_file(shard["file"], split, f"{at}.file", listed, out)
             if "bytes" in shard:
                 _count(shard["bytes"], f"{at}.bytes", out)
             if "num_samples" in shard:
@@ -164,6 +166,20 @@ def problems(manifest: Any) -> list[str]:
             if "sha256" in shard and not (isinstance(shard["sha256"], str) and _SHA256.match(shard["sha256"])):
                 out.append(f"{at}.sha256: must be 64 hex digits, not {shard['sha256']!r:.80}")
     return out
+
+
+def _shard_file(name: str, split: Any, at: str, listed: dict[str, str], out: list[str]) -> None:
+    """A shard's file name: `<split>-NNNNNN.tar` of the split that lists it, and listed once in the whole
+    manifest (a shard in two splits would let a trainer "test" on training data)."""
+    if not _PLAIN_NAME.match(name):
+        out.append(f"{at}: shard file name {name!r:.80} must be a plain name (no folders, not hidden)")
+    elif not (isinstance(split, str) and name.startswith(split) and _SHARD_INDEX.fullmatch(name[len(split):])):
+        out.append(f"{at}: shard file name {name!r:.80} must be {split}-NNNNNN.tar (the split that lists it, "
+                   "a number, .tar)")
+    if name in listed:
+        out.append(f"{at}: {name!r:.80} is already listed at {listed[name]}; a shard file belongs to one split, once")
+    else:
+        listed[name] = at
 
 
 def validate(manifest: Any, source: str = "manifest.json") -> None:

@@ -8,7 +8,6 @@ complete folder; rerunning the pull resumes it.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -18,12 +17,12 @@ from avdata.fetch.disk import drop_link
 from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files
 from avdata.fetch.urls import is_url, join_url, redact
 from avdata.errors import AvdataError
+from avdata.owned import CARD_NAME, claim, other_preparation, our_manifest, refuse_foreign
 from avdata.shards.location import read_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
 
 log = logging.getLogger("avdata.share.pull")
 
-CARD_NAME = "README.md"
 #: The dataset card has no declared size: a real one is a few kilobytes.
 MAX_CARD_SIZE = 16 << 20
 
@@ -50,14 +49,24 @@ def _read(base: str, name: str, timeout: float) -> bytes:
     return data
 
 
-def _dataset_in(manifest_path: Path) -> str | None:
-    """The dataset named by the manifest already in the target folder (None: none readable there)."""
-    try:
-        with open(manifest_path, "rb") as f:
-            found = json.loads(f.read(MAX_MANIFEST_SIZE))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return str(found.get("dataset")) if isinstance(found, dict) else None
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file `path` holds exactly `data` (read no further than that)."""
+    with open(path, "rb") as f:
+        return f.read(len(data) + 1) == data
+
+
+def _check_target(to: Path, manifest: Manifest, raw_manifest: bytes, overwrite: bool) -> None:
+    """Refuse, without `overwrite`, a --to folder whose manifest is another dataset, or the same dataset
+    prepared another way (other options or source files): its manifest and card would be replaced."""
+    if overwrite or not (to / MANIFEST_NAME).is_file() or _holds(to / MANIFEST_NAME, raw_manifest):
+        return
+    held = our_manifest(to)
+    if held is None:
+        return  # not an avdata manifest: refuse_foreign names it (unless a record of ours says we wrote it)
+    other = other_preparation(held, manifest)
+    if other is not None:
+        raise AvdataError(f"{to} already holds {other} (its {MANIFEST_NAME}); choose another --to folder, or pass "
+                          "--overwrite to replace it (its shards would stay beside the new ones)")
 
 
 def pull(
@@ -78,7 +87,9 @@ def pull(
 
     `splits`: only these splits' shards (the manifest is still written whole, listing the others too).
     manifest.json is written last, and only when every shard arrived intact. A folder that already holds
-    another dataset is refused unless `overwrite` (its manifest would be replaced and its shards orphaned).
+    another dataset, or the same one prepared with other options, is refused unless `overwrite` (its
+    manifest would be replaced and its shards orphaned); a file under one of the names the pull writes that
+    avdata did not write (a user's README.md) is never replaced (`avdata.owned`).
     Every transfer is capped (shards at the manifest's size, the card at MAX_CARD_SIZE) and aborted when
     fewer than `stall_bytes` arrive in `stall_seconds`.
     """
@@ -97,13 +108,12 @@ def pull(
 
     local_manifest = to / MANIFEST_NAME
     drop_link(local_manifest)
-    held = _dataset_in(local_manifest) if local_manifest.exists() else None
-    if held is not None and held != manifest.dataset and not overwrite:
-        raise AvdataError(f"{to} already holds the dataset {held!r} (its {MANIFEST_NAME}), not "
-                          f"{manifest.dataset!r}; choose another --to folder, or pass --overwrite to replace it "
-                          "(its shards would stay beside the new ones)")
+    _check_target(to, manifest, raw_manifest, overwrite)
+    names = [f.path for f in files] + [CARD_NAME, MANIFEST_NAME]
+    refuse_foreign(to, names, "avdata pull")
     to.mkdir(parents=True, exist_ok=True)
-    if local_manifest.exists() and local_manifest.read_bytes() != raw_manifest:
+    claim(to, names)  # before any byte arrives: a pull cut short and rerun knows these names are its own
+    if local_manifest.exists() and not _holds(local_manifest, raw_manifest):
         # The folder holds another version: it is not complete until this pull finishes.
         log.info("%s differs from the served manifest; removing it (and the old card) until the pull "
                  "completes", local_manifest)

@@ -1,0 +1,137 @@
+"""The output folder's lock: one `avdata prepare` writes into an --out at a time, except `--part i/N` runs,
+which share it (each writes only its own shards, and removes only its own shards' temp files).
+
+    .avdata/prepare.lock          a whole run: excludes every other run
+    .avdata/part-I-of-N.lock      part I of N: excludes a whole run, the same part, and parts of
+                                        another N (their shards overlap)
+
+A lock file holds the holder's pid and host, and the holder touches it every minute. A lock file with no
+live holder is taken over: on this host, when its pid is gone; from another host (whose pids cannot be
+asked about, e.g. an array task resubmitted on another node after its node was lost), when it has not
+been touched for STALE_S seconds. A lock file is a plain file rather than an OS
+lock (flock) because the --part runs of an array job run on several hosts sharing one file system, on
+which OS locks are often not available.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from avdata.errors import AvdataError
+from avdata.owned import STATE_DIR, read_json_record
+
+WHOLE = "prepare.lock"
+HEARTBEAT_S = 60.0
+#: Another host's lock untouched this long belongs to a run that is gone (ten missed heartbeats).
+STALE_S = 600.0
+
+
+def lock_dir(out: Path) -> Path:
+    return Path(out) / STATE_DIR
+
+
+def _name(part: tuple[int, int] | None) -> str:
+    return WHOLE if part is None else f"part-{part[0]}-of-{part[1]}.lock"
+
+
+def _alive(path: Path, info: Any, now: Callable[[], float] = time.time) -> bool:
+    """Whether the holder of the lock file `path` may still run (see the module docstring)."""
+    if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
+        return False  # damaged: no run of ours writes one so
+    if info.get("host") != socket.gethostname():
+        try:
+            return now() - path.stat().st_mtime < STALE_S
+        except FileNotFoundError:
+            return False
+    try:
+        os.kill(info["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def _conflicts(mine: tuple[int, int] | None, theirs: Any) -> bool:
+    if mine is None or not (isinstance(theirs, list) and len(theirs) == 2):
+        return True
+    return theirs[1] != mine[1] or theirs[0] == mine[0]
+
+
+def _held(path: Path, info: Any) -> AvdataError:
+    who = f"pid {info.get('pid')} on {info.get('host')}" if isinstance(info, dict) else "another run"
+    later = (f" (a lock from another host is taken over once untouched for {STALE_S / 60:.0f} minutes)"
+             if isinstance(info, dict) and info.get("host") != socket.gethostname() else "")
+    return AvdataError(f"another `avdata prepare` ({who}) is writing into {path.parents[1]}; it holds the lock "
+                       f"{path}. Wait for it to end, or use another --out; if no such run is alive, delete "
+                       f"{path}{later}")
+
+
+def _create(path: Path, record: dict[str, Any]) -> bool:
+    """Create the lock file whole or not at all: written under a temp name, then hard-linked to its name
+    (a link fails where the name exists, on network file systems too), so no reader sees it half-written."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(out: Path, part: tuple[int, int] | None) -> Iterator[Path]:
+    """Hold the lock of `out` for a whole run (`part` None) or one part; AvdataError naming the lock file
+    and its holder's pid when another live run holds a conflicting one."""
+    folder = lock_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    mine = folder / _name(part)
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "part": list(part) if part else None}
+    if not _create(mine, record):
+        info = read_json_record(mine)
+        if _alive(mine, info):
+            raise _held(mine, info)
+        mine.unlink(missing_ok=True)  # a dead run's lock: take it over
+        if not _create(mine, record):
+            raise _held(mine, read_json_record(mine))
+    try:
+        for other in sorted(folder.glob("*.lock")):
+            if other == mine:
+                continue
+            info = read_json_record(other)
+            if not _alive(other, info):
+                other.unlink(missing_ok=True)
+            elif _conflicts(part, info.get("part") if other.name != WHOLE else None):
+                raise _held(other, info)
+        with _heartbeat(mine):
+            yield mine
+    finally:
+        mine.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _heartbeat(path: Path) -> Iterator[None]:
+    """Touch `path` every HEARTBEAT_S seconds while the run lasts, so other hosts see it is alive."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    thread = threading.Thread(target=beat, name="avdata-lock-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
