@@ -28,7 +28,7 @@ from avdata.datasets.urbansound8k_av.recipe import (
 )
 from avdata.datasets.urbansound8k_av.synth import make_urbansound_raw
 from avdata.errors import MediaError
-from avdata.media import event_budget
+from avdata.media import budget
 from avdata.media.events import (
     DVS_EVENT,
     EventRangeError,
@@ -97,7 +97,8 @@ def test_external_storage_external_link_and_virtual_dataset_are_refused(tmp_path
         f.create_dataset("ts", data=secret_ts)
     replace_dataset(h5, f"train_timestamps/{TRAIN_3}", lambda g, k: g.create_dataset(
         k, shape=(n,), dtype="<f8", external=[(str(secret), 0, n * 8)]))
-    replace_dataset(h5, f"test_addresses/{TEST_5}", lambda g, k: g.__setitem__(k, h5py.ExternalLink(str(other), "/data")))
+    replace_dataset(h5, f"test_addresses/{TEST_5}",
+                    lambda g, k: g.__setitem__(k, h5py.ExternalLink(str(other), "/data")))
     layout = h5py.VirtualLayout(shape=(n,), dtype="<f8")
     layout[:] = h5py.VirtualSource(str(other), "ts", shape=(n,))
     replace_dataset(h5, "test_timestamps/mte00-7", lambda g, k: g.create_virtual_dataset(k, layout))
@@ -240,7 +241,7 @@ def test_peak_memory_per_event_keeps_a_worker_under_1_gb(tmp_path):
         tracemalloc.start()
         try:
             assert read_and_bin().sum() == n
-            peaks.append(tracemalloc.get_traced_memory()[1] / n * event_budget.MAX_EVENTS_PER_FILE)
+            peaks.append(tracemalloc.get_traced_memory()[1] / n * budget.MAX_EVENTS_PER_FILE)
         finally:
             tracemalloc.stop()
     assert peaks[0] < 0.4e9 and peaks[1] < 0.3e9 and sum(peaks) < 0.6e9

@@ -8,6 +8,14 @@ frames x pixels for video, pixels x bands for images, demuxed packets) and refus
 when the estimate passes the budget: `--max-decoded-mb` of `avdata prepare` (`DEFAULT_MAX_DECODED_MB`), so
 one worker process's decoded arrays stay within about that many MB. Estimates are upper bounds of the
 arrays a reader makes, not of the interpreter or libraries around them.
+
+Event recordings (AEDAT files, N-TIDIGITS18 HDF5 samples) are budgeted by count instead, from a file's
+size or an HDF5 dataset's declared shape. Why those numbers: a real MNIST-DVS recording holds 10,000-23,000
+events and an N-TIDIGITS18 utterance a few thousand; the budgets allow about 200 times that. Reading,
+reducing and binning a recording peaks at about 75 bytes per event (the AEDAT bytes, the event table, its
+reduced copy, the int64 bin indices), an N-TIDIGITS18 sample at about 50, so at `MAX_EVENTS_PER_FILE` one
+pair costs a worker about 0.5 GB: with `--jobs N`, plan on 1 GB per worker (`tests/test_budgets_events.py`
+measures it).
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from avdata.errors import MediaError
 
 __all__ = ["DEFAULT_MAX_DECODED_MB", "DEFAULT_MAX_DECODED_BYTES", "MIN_SAMPLE_RATE", "MAX_SAMPLE_RATE",
            "PACKET_BYTES", "OverBudget", "mb_bytes", "check_decoded", "check_sample_rate", "audio_bytes",
-           "video_bytes", "image_bytes", "max_packets"]
+           "video_bytes", "image_bytes", "max_packets", "MAX_EVENTS_PER_FILE", "MAX_H5_LABELS",
+           "MAX_H5_LABEL_BYTES", "MAX_H5_CHUNK_BYTES", "MAX_COUNT_PER_BIN", "check_event_count"]
 
 #: The default budget of one clip's decoded arrays, in MB (2**20 bytes): a real clip of any dataset here
 #: needs under 100 MB (a 10 s AVE clip's 10 kept frames and spectrogram: about 10 MB).
@@ -83,3 +92,25 @@ def image_bytes(width: int, height: int, bands: int, out_w: int, out_h: int) -> 
 def max_packets(max_bytes: int) -> int:
     """How many packets a demuxer may hold before their bookkeeping alone passes the budget."""
     return max_bytes // PACKET_BYTES
+
+
+# Event recordings (counts rather than bytes; see the module docstring)
+
+#: events in one AEDAT file or one N-TIDIGITS18 sample (a 32 MB AEDAT body)
+MAX_EVENTS_PER_FILE = 4_000_000
+#: sample ids in one split's label list of the N-TIDIGITS18 file (the real file has about 10,000 per split)
+MAX_H5_LABELS = 1_000_000
+#: bytes of one fixed-length sample id (real ids such as b"ar-1z3" are a few bytes)
+MAX_H5_LABEL_BYTES = 256
+#: bytes of one HDF5 chunk, which HDF5 decompresses whole even for a short read
+MAX_H5_CHUNK_BYTES = 64 << 20
+#: what one event count of a bin can hold: the shards store counts as uint16 (see the manifest's features)
+MAX_COUNT_PER_BIN = 65535
+
+
+def check_event_count(path: str | Path, events: int, where: str = "") -> None:
+    """Raise OverBudget (a skipped clip) when a recording holds more events than `MAX_EVENTS_PER_FILE`."""
+    if events > MAX_EVENTS_PER_FILE:
+        raise OverBudget(path, f"{where}{events:,} events, over the budget of {MAX_EVENTS_PER_FILE:,} per "
+                               "recording (about 0.5 GB of memory per worker); real recordings hold under "
+                               "30,000, so this file is not a usable recording")

@@ -9,7 +9,7 @@ event and is dropped by default. Origin at the lower left, as the sensor reports
 Binning (`time_bins`): T equal windows over [t_min, t_max] of the sample, the last one closed (the last
 event lands in bin T - 1); integer timestamps are binned with exact integer arithmetic, float ones
 (N-TIDIGITS seconds) in float64. All counts come from one `np.bincount`, no Python loop over events.
-Budgets (events per file, counts per bin) are in `avdata.media.event_budget`; N-TIDIGITS18's HDF5 file is
+Budgets (events per file, counts per bin) are in `avdata.media.budget`; N-TIDIGITS18's HDF5 file is
 read by `avdata.media.ntidigits`.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from avdata.errors import MediaError
-from avdata.media import event_budget
+from avdata.media import budget
 
 DVS_EVENT = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])
 AEDAT2_MAGIC = b"#!AER-DAT2.0"
@@ -50,7 +50,7 @@ def read_aedat2(path: str | Path, allow_truncated: bool = False, drop_external: 
     A file that ends inside an event (size not a whole number of 8-byte events after the header) raises
     MediaError("truncated: ...") unless allow_truncated, which drops the partial event. Timestamps that
     wrap around 2**32 us are unwrapped. The header is read in a bounded piece and the event count comes
-    from the file's size, so a file over `event_budget.MAX_EVENTS_PER_FILE` is refused (MediaError)
+    from the file's size, so a file over `budget.MAX_EVENTS_PER_FILE` is refused (MediaError)
     before its body is read.
     """
     path = Path(path)
@@ -63,7 +63,7 @@ def read_aedat2(path: str | Path, allow_truncated: bool = False, drop_external: 
             n, extra = divmod(max(os.fstat(f.fileno()).st_size - pos, 0), 8)
             if extra and not allow_truncated:
                 raise MediaError(path, f"truncated: {extra} trailing bytes after {n} whole events")
-            event_budget.check_event_count(path, n)
+            budget.check_event_count(path, n)
             f.seek(pos)
             body = f.read(n * 8)
     except FileNotFoundError as exc:
@@ -187,9 +187,9 @@ def time_bins(t: np.ndarray, bins: int) -> np.ndarray:
 
 def _counts(flat: np.ndarray, length: int) -> np.ndarray:
     counts = np.bincount(flat, minlength=length)
-    if counts.size and counts.max() > event_budget.MAX_COUNT_PER_BIN:
+    if counts.size and counts.max() > budget.MAX_COUNT_PER_BIN:
         raise EventRangeError(f"{int(counts.max()):,} events in one bin, over the uint16 count of "
-                              f"{event_budget.MAX_COUNT_PER_BIN}; more --bins may fit them")
+                              f"{budget.MAX_COUNT_PER_BIN}; more --bins may fit them")
     return counts.astype(np.uint16)
 
 

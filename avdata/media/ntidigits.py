@@ -8,7 +8,7 @@ with `--keep-events` would land in shards the user publishes; and a file of a fe
 a chunked dataset of billions of elements that were never written, which a read allocates in full. So the
 link class (only hard links inside the file are followed), the dataset's creation property list (no
 external storage, no virtual layout), its dtype, its declared shape and its chunk shape are checked through
-h5py's metadata API against `avdata.media.event_budget` first. h5py has no switch to stop HDF5 following
+h5py's metadata API against `avdata.media.budget` first. h5py has no switch to stop HDF5 following
 external links on access, hence the link checks on every name this reader looks up (`get(getlink=True)`
 does not follow a link). A failed check is MediaError naming the file and the object: the clip is skipped
 and recorded, or, for the label list the plan needs, the run stops with that message.
@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from avdata.errors import MediaError
-from avdata.media import event_budget
+from avdata.media import budget
 
 SPLITS = ("train", "test")
 N_CHANNELS = 64
@@ -60,11 +60,11 @@ class NTidigitsFile:
 
     def ids(self, split: str) -> list[str]:
         """The sample ids of a split's label list, in its order (its size and dtype checked first)."""
-        ds = self._dataset(self.file, f"{split}_labels", f"{split}_labels", event_budget.MAX_H5_LABELS)
+        ds = self._dataset(self.file, f"{split}_labels", f"{split}_labels", budget.MAX_H5_LABELS)
         text = h5py.check_string_dtype(ds.dtype)  # fixed-length or variable-length strings
-        if text is None or (text.length or 0) > event_budget.MAX_H5_LABEL_BYTES:
+        if text is None or (text.length or 0) > budget.MAX_H5_LABEL_BYTES:
             raise MediaError(self.path, f"'{split}_labels' holds {ds.dtype} values, not sample id strings of at "
-                                        f"most {event_budget.MAX_H5_LABEL_BYTES} bytes")
+                                        f"most {budget.MAX_H5_LABEL_BYTES} bytes")
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
                 for x in self._read(ds, f"{split}_labels")]
 
@@ -107,7 +107,7 @@ class NTidigitsFile:
         link = group.get(sid, getlink=True)
         if link is None:
             raise MediaError(self.path, f"{where} lacks addresses or timestamps (no '{split}_{part}/{sid}')")
-        ds = self._dataset(group, sid, f"{split}_{part}/{sid}", event_budget.MAX_EVENTS_PER_FILE)
+        ds = self._dataset(group, sid, f"{split}_{part}/{sid}", budget.MAX_EVENTS_PER_FILE)
         if ds.dtype.kind not in "iuf" or ds.dtype.itemsize > 8:
             raise MediaError(self.path, f"'{split}_{part}/{sid}' holds {ds.dtype} values, not numbers")
         return ds
@@ -145,9 +145,9 @@ class NTidigitsFile:
                                         f"{max_elements:,} (a real file holds far fewer); not read")
         if ds.chunks is not None:
             chunk_bytes = math.prod(ds.chunks) * ds.dtype.itemsize
-            if chunk_bytes > event_budget.MAX_H5_CHUNK_BYTES:
+            if chunk_bytes > budget.MAX_H5_CHUNK_BYTES:
                 raise MediaError(self.path, f"'{shown}' has {chunk_bytes:,}-byte chunks, over the budget of "
-                                            f"{event_budget.MAX_H5_CHUNK_BYTES:,}; not read")
+                                            f"{budget.MAX_H5_CHUNK_BYTES:,}; not read")
         return ds
 
 
