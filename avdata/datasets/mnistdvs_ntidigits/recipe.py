@@ -22,7 +22,7 @@ import numpy as np
 from avdata.cli.dataclass_options import opt
 from avdata.datasets.options import seed_option, val_fraction_option
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
-                                    cls_bytes, sample_json)
+                                    cls_bytes, sample_json, source_records)
 from avdata.errors import AvdataError, MediaError
 from avdata.fetch.unpack import unpack_zip
 from avdata.media.events import bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
@@ -120,6 +120,8 @@ class MnistDvsNTidigitsRecipe(Recipe):
         license=("MNIST-DVS: free for research use from the IMSE-CNM CAVIAR site; N-TIDIGITS18: see its "
                  "distribution terms (TIDIGITS is an LDC corpus). Check both before redistributing shards."),
         license_id="other",
+        license_name="mnist-dvs-and-n-tidigits18-terms",
+        license_link="http://www2.imse-cnm.csic.es/caviar/MNISTDVS.html",
         homepage="http://www2.imse-cnm.csic.es/caviar/MNISTDVS.html",
         citation=CITATION + "\n" + SCMRL_CITATION,
         task_categories=("audio-classification", "image-classification"),
@@ -235,7 +237,7 @@ class MnistDvsNTidigitsRecipe(Recipe):
                 "visual_events": int(len(events)), **crop, "audio_events": int(addresses.size),
                 "visual_duration_s": round(float(events["t"][-1] - events["t"][0]) / 1e6, 6),
                 "audio_duration_s": round(float(timestamps.max() - timestamps.min()), 6),
-                "sources": dict(sorted(ctx.source_sha256.items()))}
+                "sources": source_records(ctx.source_sha256)}
         fields = {"cls": cls_bytes(item.label), "json": sample_json(meta),
                   "visual.npy": encode_npy(visual), "audio.npy": encode_npy(audio)}
         if opts.keep_events:
