@@ -106,7 +106,8 @@ def check_uniform(folder: Path, samples: dict[str, list[tuple[str, dict[str, byt
     """Every sample has the same members (the manifest's K frame members, where it has frames) and the
     same json keys, sources as [{file, sha256, ...}]; padding repeats the last real frame. Returns K."""
     m = load_manifest(folder)
-    k = m["features"].get("frames.<i>.jpg", {}).get("shape", [None])[0]
+    frames = m["features"].get("frames.<i>.jpg") or m["features"].get("frames.npy") or {"shape": [None]}
+    k = frames["shape"][0]
     members, json_keys = set(), set()
     for key, fields in (s for split in samples.values() for s in split):
         members.add(tuple(sorted(fields)))
@@ -119,10 +120,14 @@ def check_uniform(folder: Path, samples: dict[str, list[tuple[str, dict[str, byt
         real = meta["num_frames"]
         assert 1 <= real <= k and meta["frames_dropped"] == 0
         assert len(meta.get("video", {"frame_times_s": [0.0]})["frame_times_s"]) == real
+        stored = [decode_jpeg(fields[f"frames.{i}.jpg"]) for i in range(k)] if "frames.0.jpg" in fields else \
+            decode_npy(fields["frames.npy"])
+        assert len(stored) == k
         for i in range(real, k):
-            assert fields[f"frames.{i}.jpg"] == fields[f"frames.{real - 1}.jpg"], key
+            np.testing.assert_array_equal(stored[i], stored[real - 1], err_msg=key)
     assert len(members) == 1 and len(json_keys) == 1
-    want = {"cls", "json", *m["features"]} - {"frames.<i>.jpg"} | {f"frames.{i}.jpg" for i in range(k or 0)}
+    jpegs = {f"frames.{i}.jpg" for i in range(k)} if "frames.<i>.jpg" in m["features"] else set()
+    want = {"cls", "json", *m["features"]} - {"frames.<i>.jpg"} | jpegs
     assert set(members.pop()) == want
     return k
 
@@ -159,13 +164,13 @@ def check_trainer(samples: dict[str, list[tuple[str, dict[str, bytes]]]], k: int
         real = real_frame_count(fields["json"], stored)
         assert (stored, real) == (k, json.loads(fields["json"])["num_frames"])
         for i in range(stored):
-            np.testing.assert_array_equal(frame(i), decode_jpeg(fields[f"frames.{min(i, real - 1)}.jpg"]))
+            np.testing.assert_array_equal(frame(i), frame(min(i, real - 1)))
         for epoch in range(6):
             cfg = StreamConfig(kind="static", train=True, seed=7, base_size=side, image_size=32)
             spec, visual = StaticAdapter.decode(fields, key, cfg, epoch)
             (want,) = choose_frames(real, key, 7, epoch, True, None)
             side = cfg.frame_side
-            img = decode_jpeg(fields[f"frames.{want}.jpg"])
+            img = frame(want)
             h, w = img.shape[:2]
             s = min(h, w)
             assert visual.shape == (side, side, 3) and s == side
@@ -202,8 +207,11 @@ def test_urbansound8k_av_reads_the_same_everywhere(tmp_path, hf_offline):
     from avdata.datasets.urbansound8k_av.synth import make_urbansound_raw
 
     raw = make_urbansound_raw(tmp_path / "raw", per_class=2, unpaired=0)
-    folder = _prepare("urbansound8k-av", raw, tmp_path / "out", UrbanSoundOptions(short_side=32, val_fraction=0))
+    # the other layout: frames in one npy array, a float16 spectrogram
+    folder = _prepare("urbansound8k-av", raw, tmp_path / "out", UrbanSoundOptions(
+        short_side=32, val_fraction=0, frame_format="npy", spec_dtype="float16"))
     reals = check_dataset(folder, hf_offline)
+    assert load_manifest(folder)["features"]["frames.npy"]["shape"][0] == 1
     assert {n for split in reals.values() for n in split} == {1}
 
 
