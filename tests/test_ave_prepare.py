@@ -117,10 +117,11 @@ def test_prepare_splits_labels_keys_and_skips(raw, prepared):
         meta = s["json"]
         assert (meta["split"], meta["label_name"], s["cls"]) == (split, category, CATEGORIES.index(category))
         assert meta["video_id"] == key[:11] and (key == meta["video_id"]) == (key in made["videos"])
-        assert s["frames.npy"].dtype == np.uint8 and s["frames.npy"].shape[0] == 3  # seconds 0, 1, 2
+        assert s["frames.npy"].dtype == np.uint8 and s["frames.npy"].shape[0] == 10  # 10 slots, one per second
+        assert meta["num_frames"] == 3 and (s["frames.npy"][3:] == s["frames.npy"][2]).all()  # seconds 0, 1, 2
         assert min(s["frames.npy"].shape[1:3]) == SHORT
         assert s["spec.npy"].dtype == np.float32 and s["spec.npy"].shape[0] == 257
-        assert set(meta["sources"]) == {f"AVE/{meta['video_id']}.mp4", SPLIT_FILES[split]}
+        assert {x["file"] for x in meta["sources"]} == {f"AVE/{meta['video_id']}.mp4", SPLIT_FILES[split]}
     # each split is written in the seeded order of its keys (--seed), not the lists' category-grouped order
     seed = m["options"]["seed"]
     for split, e in m["splits"].items():
