@@ -99,7 +99,8 @@ def test_perceived_votes_from_the_summary_table():
     assert perceived("1001_IEO_ANG_MD") == {"Voice": {"votes": ["A", "D"], "levels": [37.2, 58.6]},
                                             "Face": {"votes": ["A"], "levels": [45.5]},
                                             "MultiModal": {"votes": ["A"], "levels": [44.2]}}
-    assert perceived("9999_XXX_ANG_XX") == {}
+    # a clip the table does not list: the same fields, empty (every sample's json has the same schema)
+    assert perceived("9999_XXX_ANG_XX") == {m: {"votes": [], "levels": []} for m in ("Voice", "Face", "MultiModal")}
 
 
 def test_bad_clips_are_recorded_with_reasons(prepared, raw_tree):

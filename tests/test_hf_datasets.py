@@ -237,8 +237,14 @@ def test_events_read_the_same_everywhere(tmp_path, hf_offline):
     make_mnistdvs_raw(raw, per_class=2, scales=(16,), n_events=300)
     make_ntidigits_h5(raw, per_class=1)
     folder = _prepare("mnistdvs-ntidigits", raw, tmp_path / "out",
-                      EventOptions(bins=4, per_class=2, val_fraction=0), per_shard=8)
+                      EventOptions(bins=4, per_class=2, val_fraction=0, keep_events=True), per_shard=8)
     check_dataset(folder, hf_offline)
+    # the raw events, one plain column per member (a structured array is no type `datasets` knows)
+    (key, fields), *_ = our_samples(folder)["train"]
+    meta = json.loads(fields["json"])
+    t, x = decode_npy(fields["visual_events.t.npy"]), decode_npy(fields["visual_events.x.npy"])
+    assert t.dtype == np.int64 and x.dtype == np.int16 and len(t) == len(x) == meta["visual_events"] == 300
+    assert len(decode_npy(fields["audio_events.channel.npy"])) == meta["audio_events"]
     header = card_header(folder)
     assert header["license"] == "other" and header["license_name"] and header["license_link"].startswith("http")
 

@@ -45,6 +45,17 @@ CITATION = """@article{serrano2015poker,
 }"""
 
 
+#: --keep-events members: (field, dtype, meaning), one column of the raw events each.
+RAW_EVENT_COLUMNS = [
+    ("visual_events.t.npy", "int64", "raw DVS event times, us from the first event (128x128 sensor)"),
+    ("visual_events.x.npy", "int16", "raw DVS event x (0-127)"),
+    ("visual_events.y.npy", "int16", "raw DVS event y (0-127)"),
+    ("visual_events.p.npy", "int8", "raw DVS event polarity (0 OFF, 1 ON)"),
+    ("audio_events.t.npy", "float64", "raw cochlea event times, s"),
+    ("audio_events.channel.npy", "int16", "raw cochlea event channel (0-63)"),
+]
+
+
 @dataclass
 class EventOptions:
     """The flags of `avdata prepare mnistdvs-ntidigits` (all recorded in the manifest)."""
@@ -199,11 +210,9 @@ class MnistDvsNTidigitsRecipe(Recipe):
             "audio.npy": {"dtype": "uint16", "shape": [t, 64],
                           "meaning": f"N-TIDIGITS18 cochlea events counted per channel in {t} equal time bins"},
         }
-        if options.keep_events:
-            feats["visual_events.npy"] = {"dtype": "structured(t int64 us, x int16, y int16, p int8)",
-                                          "shape": ["E"], "meaning": "raw DVS events (128x128 sensor)"}
-            feats["audio_events.npy"] = {"dtype": "structured(t float64 s, channel int16)", "shape": ["E"],
-                                         "meaning": "raw cochlea events"}
+        if options.keep_events:  # one plain array per column: readers such as `datasets` cannot type records
+            for name, dtype, meaning in RAW_EVENT_COLUMNS:
+                feats[name] = {"dtype": dtype, "shape": ["E"], "meaning": meaning}
         return feats
 
     @staticmethod
@@ -241,10 +250,9 @@ class MnistDvsNTidigitsRecipe(Recipe):
         fields = {"cls": cls_bytes(item.label), "json": sample_json(meta),
                   "visual.npy": encode_npy(visual), "audio.npy": encode_npy(audio)}
         if opts.keep_events:
-            ev = np.zeros(addresses.size, dtype=[("t", "<f8"), ("channel", "<i2")])
-            ev["t"], ev["channel"] = timestamps, addresses
-            fields["visual_events.npy"] = encode_npy(events)
-            fields["audio_events.npy"] = encode_npy(ev)
+            columns = [events["t"], events["x"], events["y"], events["p"], timestamps, addresses.astype(np.int16)]
+            for (name, dtype, _), column in zip(RAW_EVENT_COLUMNS, columns):
+                fields[name] = encode_npy(np.ascontiguousarray(column, dtype=dtype))
         return fields
 
 
