@@ -138,7 +138,8 @@ def test_frames_and_spectrogram_against_independent_decodes(raw, prepared):
     for key, s in read_all(prepared).items():
         mp4 = root / "AVE" / f"{s['json']['video_id']}.mp4"
         ref, times = full_decode_per_second(mp4)
-        assert [resize_short_side(img, SHORT).tobytes() for img in ref] == [f.tobytes() for f in s["frames.npy"]]
+        real = s["frames.npy"][: s["json"]["num_frames"]]  # the slots after them repeat the last one
+        assert [resize_short_side(img, SHORT).tobytes() for img in ref] == [f.tobytes() for f in real]
         assert s["json"]["video"]["frame_times_s"] == [round(t, 4) for t in times]
         wave, rate, channels = decode_audio_mono(mp4)
         assert np.array_equal(s["spec.npy"], spectrogram(wave, rate, "reference"))
