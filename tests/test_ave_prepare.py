@@ -117,10 +117,11 @@ def test_prepare_splits_labels_keys_and_skips(raw, prepared):
         meta = s["json"]
         assert (meta["split"], meta["label_name"], s["cls"]) == (split, category, CATEGORIES.index(category))
         assert meta["video_id"] == key[:11] and (key == meta["video_id"]) == (key in made["videos"])
-        assert s["frames.npy"].dtype == np.uint8 and s["frames.npy"].shape[0] == 3  # seconds 0, 1, 2
+        assert s["frames.npy"].dtype == np.uint8 and s["frames.npy"].shape[0] == 10  # 10 slots, one per second
+        assert meta["num_frames"] == 3 and (s["frames.npy"][3:] == s["frames.npy"][2]).all()  # seconds 0, 1, 2
         assert min(s["frames.npy"].shape[1:3]) == SHORT
         assert s["spec.npy"].dtype == np.float32 and s["spec.npy"].shape[0] == 257
-        assert set(meta["sources"]) == {f"AVE/{meta['video_id']}.mp4", SPLIT_FILES[split]}
+        assert {x["file"] for x in meta["sources"]} == {f"AVE/{meta['video_id']}.mp4", SPLIT_FILES[split]}
     # each split is written in the seeded order of its keys (--seed), not the lists' category-grouped order
     seed = m["options"]["seed"]
     for split, e in m["splits"].items():
@@ -137,7 +138,8 @@ def test_frames_and_spectrogram_against_independent_decodes(raw, prepared):
     for key, s in read_all(prepared).items():
         mp4 = root / "AVE" / f"{s['json']['video_id']}.mp4"
         ref, times = full_decode_per_second(mp4)
-        assert [resize_short_side(img, SHORT).tobytes() for img in ref] == [f.tobytes() for f in s["frames.npy"]]
+        real = s["frames.npy"][: s["json"]["num_frames"]]  # the slots after them repeat the last one
+        assert [resize_short_side(img, SHORT).tobytes() for img in ref] == [f.tobytes() for f in real]
         assert s["json"]["video"]["frame_times_s"] == [round(t, 4) for t in times]
         wave, rate, channels = decode_audio_mono(mp4)
         assert np.array_equal(s["spec.npy"], spectrogram(wave, rate, "reference"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import resource
 import struct
 import subprocess
 import sys

@@ -104,7 +104,7 @@ def test_jpeg_float16_round_trip_within_the_stated_error(made):
     assert 0 < np.mean(errors) <= JPEG_MEAN_ERROR, np.mean(errors)
     m = load_manifest(made["jpeg16"])
     feature = m["features"][JPEG_FRAMES]
-    assert feature["encoder"] == encoder() and feature["quality"] == 95 and feature["shape"] == ["K", "H", "W", 3]
+    assert feature["encoder"] == encoder() and feature["quality"] == 95 and feature["shape"] == [5, "H", "W", 3]
     assert m["features"]["spec.npy"]["dtype"] == "float16" and "frames.npy" not in m["features"]
     assert m["options"]["frame_format"] == "jpeg" and m["options"]["spec_dtype"] == "float16"
     size = lambda d: sum(f.stat().st_size for f in Path(d).glob("*.tar"))  # noqa: E731
@@ -153,7 +153,7 @@ def test_inspect_verify_contact_sheet_and_bare_tars_read_jpeg_and_npy(made, tmp_
         split = summarize(made[name])["splits"]["train"]["read"]
         frames = split["fields"]["frames.npy" if name == "npy" else JPEG_FRAMES]
         assert frames["count"] == split["samples"] and frames["dtype"] == "uint8" and frames["errors"] == 0
-        assert frames["shape_max"][1:] == [256, 341, 3] and 1 <= frames["shape_min"][0] <= frames["shape_max"][0] <= 3
+        assert frames["shape_max"][1:] == [256, 341, 3] and frames["shape_min"][0] == frames["shape_max"][0] == 5
         assert not any(f.startswith("frames.0") for f in split["fields"])
         report = verify_shards(made[name])
         assert report.ok and not report.warnings, (report.problems, report.warnings)

@@ -52,10 +52,13 @@ def read_split(out: Path, manifest: dict, split: str) -> list[dict]:
 
 
 def frames_of(sample: dict) -> np.ndarray:
-    """The default layout: one frames.<i>.jpg member per frame, each decoded by webdataset."""
+    """The default layout: one frames.<i>.jpg member per frame slot, each decoded by webdataset; returns
+    the clip's own frames (the json's num_frames; the slots after them repeat the last one)."""
     k = sum(1 for name in sample if name.startswith("frames.") and name.endswith(".jpg"))
     assert k and "frames.npy" not in sample
-    return np.stack([sample[f"frames.{i}.jpg"] for i in range(k)])
+    frames, real = np.stack([sample[f"frames.{i}.jpg"] for i in range(k)]), sample["json"]["num_frames"]
+    assert 1 <= real <= k and (frames[real:] == frames[real - 1]).all()
+    return frames[:real]
 
 
 def test_samples_fields_and_values(prepared, raw_tree):
@@ -86,7 +89,7 @@ def test_samples_fields_and_values(prepared, raw_tree):
             assert abs(spec.shape[1] - (1 + n // 353)) <= 1
             assert np.isfinite(spec).all() and spec.min() >= np.log(1e-7) - 1e-3
             assert meta["actor"] == int(key.split("_")[0]) and "sex" in meta["demographics"]
-            assert set(meta["sources"]) == {f"VideoFlash/{key}.flv", f"AudioWAV/{key}.wav"}
+            assert [x["file"] for x in meta["sources"]] == [f"AudioWAV/{key}.wav", f"VideoFlash/{key}.flv"]
             assert meta["perceived"] == perceived(key) and set(meta["perceived"]) == {"Voice", "Face", "MultiModal"}
     assert seen == set(made["good"])
 
@@ -96,7 +99,8 @@ def test_perceived_votes_from_the_summary_table():
     assert perceived("1001_IEO_ANG_MD") == {"Voice": {"votes": ["A", "D"], "levels": [37.2, 58.6]},
                                             "Face": {"votes": ["A"], "levels": [45.5]},
                                             "MultiModal": {"votes": ["A"], "levels": [44.2]}}
-    assert perceived("9999_XXX_ANG_XX") == {}
+    # a clip the table does not list: the same fields, empty (every sample's json has the same schema)
+    assert perceived("9999_XXX_ANG_XX") == {m: {"votes": [], "levels": []} for m in ("Voice", "Face", "MultiModal")}
 
 
 def test_bad_clips_are_recorded_with_reasons(prepared, raw_tree):

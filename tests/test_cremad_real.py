@@ -218,7 +218,8 @@ def test_prepare_the_real_clips(raw, decoded, tmp_path):
     for split, entry in m["splits"].items():
         urls = [str(out / s["file"]) for s in entry["shards"]]
         for s in wds.WebDataset(urls, shardshuffle=False).decode():
-            clip, meta, frames = s["__key__"], s["json"], s["frames.npy"]
+            clip, meta, frames = s["__key__"], s["json"], s["frames.npy"][: s["json"]["num_frames"]]
+            assert s["frames.npy"].shape[0] == 5 and (s["frames.npy"][len(frames):] == frames[-1]).all()
             seen.add(clip)
             ref, times = decoded[clip]
             emotion = clip.split("_")[2]
@@ -240,9 +241,8 @@ def test_prepare_the_real_clips(raw, decoded, tmp_path):
             assert meta["demographics"] == demographics()["1001"] and meta["perceived"] == perceived(clip)
             flv, wav = f"VideoFlash/{clip}.flv", f"AudioWAV/{clip}.wav"
             # the FLV is the dataset's own file; the WAV is a derived stand-in, and the sample says so
-            assert meta["sources"][flv] == {"sha256": pinned[flv], "matches_pinned": True}
-            assert meta["sources"][wav]["matches_pinned"] is False
-            assert meta["sources"][wav]["sha256"] == sha256_file(raw / wav)
+            assert meta["sources"] == [{"file": wav, "sha256": sha256_file(raw / wav), "matches_pinned": False},
+                                       {"file": flv, "sha256": pinned[flv], "matches_pinned": True}]
             assert meta["audio"]["source_sample_rate"] == 16000 and meta["audio"]["source_channels"] == 1
             spec = s["spec.npy"]
             n = round(meta["audio"]["duration_s"] * 22050)

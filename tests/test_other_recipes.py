@@ -12,7 +12,7 @@ from avdata.cli.avdata_app import app
 from avdata.media.events import bin_dvs, reduce_to_sensor
 from avdata.datasets.mnistdvs_ntidigits.synth import make_mnistdvs_raw, make_ntidigits_h5
 from avdata.datasets.mnistdvs_ntidigits.synth_mnistdvs import REAL_DURATION_US, REAL_EVENTS, dvs_events
-from avdata.datasets.urbansound8k_av.synth import CLASSES, make_urbansound_raw
+from avdata.datasets.urbansound8k_av.synth import make_urbansound_raw
 
 
 def read_all(out, m, split):

@@ -3,7 +3,6 @@ outside the target, an absolute name or a link is refused with its name, and not
 
 from __future__ import annotations
 
-import os
 import struct
 import zipfile
 from pathlib import Path

@@ -83,6 +83,9 @@ class CardInfo:
     citation: str
     task_categories: tuple[str, ...] = ("audio-classification", "video-classification")
     tags: tuple[str, ...] = ()
+    # with license_id "other" the Hub's card template asks for a short name and a link to the terms
+    license_name: str = ""
+    license_link: str = ""
 
 
 class Recipe:
@@ -138,6 +141,15 @@ def options_dict(options: Any) -> dict[str, Any]:
 def sample_json(meta: dict[str, Any]) -> bytes:
     """Canonical JSON bytes for a sample's `.json` field."""
     return (json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def source_records(source_sha256: dict[str, str], **extra: Any) -> list[dict[str, Any]]:
+    """A sample's source files as a list of {file, sha256, ...} records in file order: the json keeps the
+    same fields in every sample (a dict keyed by file name would give every clip its own keys, which
+    schema-inferring readers such as Hugging Face `datasets` turn into None). `extra`: per-file fields,
+    each a function of (file, sha256)."""
+    return [{"file": rel, "sha256": digest, **{k: f(rel, digest) for k, f in extra.items()}}
+            for rel, digest in sorted(source_sha256.items())]
 
 
 def cls_bytes(label: int) -> bytes:

@@ -45,8 +45,12 @@ def normalized_command(manifest: Manifest) -> str:
 
 def card_yaml(manifest: Manifest, card: dict[str, Any]) -> dict[str, Any]:
     total = sum(s.num_samples for s in manifest.splits.values())
+    licence: dict[str, Any] = {"license": card["license_id"]}
+    if card["license_id"] == "other":  # the Hub's card template asks what "other" is and where its terms are
+        licence["license_name"] = card.get("license_name") or "other"
+        licence["license_link"] = card.get("license_link") or card.get("homepage", "")
     return {
-        "license": card["license_id"],
+        **licence,
         "pretty_name": card["title"],
         "task_categories": list(card["task_categories"]),
         "size_categories": [size_category(total)],
@@ -57,6 +61,13 @@ def card_yaml(manifest: Manifest, card: dict[str, Any]) -> dict[str, Any]:
                            for split, entry in manifest.splits.items()],
         }],
     }
+
+
+def _first_shard(manifest: Manifest) -> str:
+    for entry in manifest.splits.values():
+        if entry.shards:
+            return entry.shards[0].file
+    return "train-000000.tar"
 
 
 def render_card(manifest: Manifest, card: dict[str, Any], command: str | None = None) -> str:
@@ -97,8 +108,15 @@ def render_card(manifest: Manifest, card: dict[str, Any], command: str | None = 
         if len(skipped) > 50:
             lines.append(f"- ... and {len(skipped) - 50} more")
         lines.append("")
-    lines += ["## Reading it", "", "```python", "import webdataset as wds",
-              "ds = wds.WebDataset(\"train-000000.tar\").decode()  # every field decodes with stock webdataset",
+    lines += ["## Reading it", "",
+              "Every sample has the same members and the same json fields, so stock webdataset, Hugging Face "
+              "`datasets` (`load_dataset(\"<this folder>\")`, also with `streaming=True`) and the trainer read "
+              "all of them. Where a sample has K frame members, its json `num_frames` says how many are the "
+              "clip's own (the rest repeat its last frame).", "",
+              "```python", "import webdataset as wds",
+              "ds = wds.WebDataset(\"" + _first_shard(manifest) + "\", shardshuffle=False).decode(\"rgb8\")",
+              "sample = next(iter(ds))  # .npy -> numpy array, .jpg -> uint8 [H, W, 3] array, .cls -> int, "
+              ".json -> dict",
               "```", "", "or train on it: `scmrl-train --shards <this folder or its URL>`.", "",
               "## License", "", card["license"].strip(), "", f"Source: {card['homepage']}", "",
               "## Citation", "", "```bibtex", card["citation"].strip(), "```", ""]

@@ -4,7 +4,8 @@ the device (`scmrl.data.transforms`).
 
 * static (`frames.npy` uint8 [K, H, W, 3] or K `frames.<i>.jpg` members, `spec.npy` float32 or float16
   [F, T]): the frame is picked from a zero-copy view of the stored array, or only its JPEG is read and
-  decoded (training: a random stored frame, drawn anew every epoch from
+  decoded (training: a random one of the clip's real frames, the json's ``num_frames`` of the K stored
+  (the rest repeat the last one; older shards without it: all K), drawn anew every epoch from
   (seed, epoch, key); evaluation: one fixed seeded frame per clip (seed, key); `frames_per_step`: one
   frame per time step, sorted random in training, evenly spaced in evaluation). The centre square of
   side = the frame's short side is cut and resized to `base_size` x `base_size` (default 256, the
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avdata.shards.frames import is_jpeg_frame, jpeg_frame_names
+from avdata.shards.frames import is_jpeg_frame, jpeg_frame_names, real_frame_count
 from avdata.shards.jpeg import decode_jpeg
 from avdata.shards.npy import MAX_NPY_HEADER, decode_npy_view, npy_header
 from avdata.shards.reader import MemberSlice
@@ -115,7 +116,9 @@ class StaticAdapter:
 
     @staticmethod
     def decode(sample: dict[str, Any], key: str, cfg: StreamConfig, epoch: int) -> tuple[Tensor, Tensor]:
-        count, frame = frame_reader(sample)
+        stored, frame = frame_reader(sample)
+        meta = sample.get("json")
+        count = real_frame_count(meta.read() if isinstance(meta, MemberSlice) else meta, stored)
         per_step = cfg.time_steps if cfg.frames_per_step else None
         idx = choose_frames(count, key, cfg.seed, epoch, cfg.train, per_step)
         side = cfg.frame_side

@@ -15,7 +15,9 @@ in the engine's seeded random order (`--seed`), not the lists' order, which is g
 Frames: by default the first frame of each of the clip's ten seconds (the first frame at or after
 0 s, 1 s, ..., 9 s from the first frame), as CREMA-D's reference keeps one frame per second; a frame at or
 after 10 s (a 25 fps clip holds one at exactly 10.0 s) lies outside AVE's ten annotated one-second
-segments and is not kept. `--frames K` keeps K evenly spaced frames of the whole clip instead. Frames
+segments and is not kept. `--frames K` keeps K evenly spaced frames of the whole clip instead. Every
+sample stores the same number of frames (10, or K), a shorter clip repeating its last one (json
+`num_frames`: how many are its own; `avdata.shards.frames`). Frames
 come from `avdata.media.video.read_frames`, which decodes H.264 with B-frames from the start up to the last kept
 frame (its key-frame shortcut is only taken for codecs without frame reordering).
 
@@ -37,13 +39,13 @@ from avdata.datasets.ave.audio_track import audio_track_features
 from avdata.fetch.unpack import unpack_zip
 from avdata.datasets.options import frame_format_option, jpeg_quality_option, spec_dtype_option, spectrogram_option
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
-                                    cls_bytes, sample_json)
+                                    cls_bytes, sample_json, source_records)
 from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, spectrogram_bins
 from avdata.media.video import read_frames
 from avdata.datasets.options import max_decoded_mb_option
 from avdata.media.budget import mb_bytes
-from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
+from avdata.shards.frames import frame_counts, frame_fields, frames_feature, spec_field, spec_feature
 
 #: AVE clips are ten seconds long, annotated in ten one-second segments.
 CLIP_SECONDS = 10
@@ -109,6 +111,11 @@ def missing_lists_message(raw: Path, missing: list[str]) -> str:
             "valSet.txt and testSet.txt in the raw folder (or fetch everything with `avdata download ave`)")
 
 
+def frame_slots(options: AveOptions) -> int:
+    """K, the frames every sample stores: --frames, else one per second of the ten-second clip."""
+    return options.frames if options.frames is not None else CLIP_SECONDS
+
+
 class AveRecipe(Recipe):
     name = "ave"
     classes = CATEGORIES
@@ -129,6 +136,8 @@ class AveRecipe(Recipe):
         license=("The AVE annotations are published by the authors for research use; the videos come from "
                  "YouTube and remain under their uploaders' terms. Check both before redistributing shards."),
         license_id="other",
+        license_name="ave-research-use",
+        license_link="https://github.com/YapengTian/AVE-ECCV18",
         homepage="https://github.com/YapengTian/AVE-ECCV18",
         citation=CITATION + "\n" + SCMRL_CITATION,
         tags=("audio-visual", "event-classification", "ave"),
@@ -196,8 +205,9 @@ class AveRecipe(Recipe):
             "cls": {"dtype": "int", "shape": [], "meaning": "class index in sorted category order: "
                     + ", ".join(f"{c} {i}" for i, c in enumerate(CATEGORIES))},
             "json": {"dtype": "json", "shape": [], "meaning": "video id, label, category, split, quality, event "
-                     "start and end (s), split list row, source sha256s, video and audio facts"},
-            **frames_feature(options.frame_format, options.jpeg_quality, ["K", "H", "W", 3],
+                     "start and end (s), split list row, sources [{file, sha256}], num_frames, "
+                     "frames_dropped, video and audio facts; the same fields in every sample"},
+            **frames_feature(options.frame_format, options.jpeg_quality, [frame_slots(options), "H", "W", 3],
                              f"RGB video frames, {frames}, resized to short side {options.short_side}"),
             **spec_feature(options.spec_dtype, bins,
                            f"{options.spectrogram} log spectrogram of the MP4's AAC track (mixed down, "
@@ -217,6 +227,7 @@ class AveRecipe(Recipe):
             frames, times = frames[inside], [times[i] for i in inside]
         if frames.shape[0] == 0:
             raise SkipSample("video decoded to zero frames", item.sources["video"])
+        slots = frame_slots(opts)
         spec, ainfo = audio_track_features(video, preset=opts.spectrogram, max_bytes=budget)
         if spec.shape[1] == 0:
             raise SkipSample("audio track too short for one spectrogram frame", item.sources["video"])
@@ -226,15 +237,17 @@ class AveRecipe(Recipe):
             "label": item.label,
             "label_name": item.meta["category"],
             "split": item.split,
-            "sources": dict(sorted(ctx.source_sha256.items())),
+            "sources": source_records(ctx.source_sha256),
+            **frame_counts(frames.shape[0], slots),
             "video": {"codec": vinfo.codec, "width": vinfo.width, "height": vinfo.height, "fps": round(vinfo.fps, 4),
-                      "duration_s": round(vinfo.duration_s, 4), "frame_times_s": [round(t, 4) for t in times]},
+                      "duration_s": round(vinfo.duration_s, 4),
+                      "frame_times_s": [round(t, 4) for t in times[:slots]]},
             "audio": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ainfo.items()},
         }
         return {
             "cls": cls_bytes(item.label),
             "json": sample_json(meta),
-            **frame_fields(frames, opts.frame_format, opts.jpeg_quality),
+            **frame_fields(frames, opts.frame_format, opts.jpeg_quality, slots),
             **spec_field(spec, opts.spec_dtype),
         }
 

@@ -18,10 +18,10 @@ from avdata.option_fields import opt
 from avdata.datasets.options import (frame_format_option, jpeg_quality_option, seed_option, spec_dtype_option,
                                      spectrogram_option, val_fraction_option)
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
-                                    cls_bytes, sample_json)
+                                    cls_bytes, sample_json, source_records)
 from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, audio_features, spectrogram_bins
-from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
+from avdata.shards.frames import frame_counts, frame_fields, frames_feature, spec_field, spec_feature
 from avdata.datasets.cremad.sources import LISTS, pinned_files
 from avdata.datasets.splits import group_holdout, stratified_holdout
 from avdata.media.video import read_frames
@@ -73,6 +73,9 @@ class CremadOptions:
     seed: int = seed_option()
     frames: int | None = opt(None, min=1, help="Store K evenly spaced frames per clip instead of the "
                              "reference's first frame of each second.")
+    frame_slots: int = opt(5, min=1, max=64, help="Without --frames: frames stored per sample (every sample "
+                           "has the same members). Shorter clips repeat their last frame (json num_frames "
+                           "counts the real ones); frames past this are dropped (json frames_dropped).")
     short_side: int = opt(256, min=16, help="Resize stored frames so the short side is this (256 lets "
                           "Resize(256)+CenterCrop(128) run at train time).")
     spectrogram: str = spectrogram_option()
@@ -110,11 +113,16 @@ def _perceived_rows() -> dict[str, list[str]]:
         return {row[cols[0]]: [row[c] for c in cols[1:]] for row in reader if row}
 
 
+#: A clip missing from VideoDemographics.csv: the same fields, marked unknown (age -1).
+UNKNOWN_DEMOGRAPHICS = {"age": -1, "sex": "", "race": "", "ethnicity": ""}
+
+
 def perceived(clip: str) -> dict[str, dict[str, Any]]:
-    """Crowd-sourced perceived emotion of a clip per modality (summaryTable.csv); {} when not listed."""
+    """Crowd-sourced perceived emotion of a clip per modality (summaryTable.csv); empty votes and levels
+    when not listed (the same fields in every sample)."""
     row = _perceived_rows().get(clip)
     if row is None:
-        return {}
+        return {m: {"votes": [], "levels": []} for m in _MODALITIES}
     # ties list several votes and levels separated by ':'
     return {m: {"votes": row[2 * i].split(":"), "levels": [float(x) for x in row[2 * i + 1].split(":") if x]}
             for i, m in enumerate(_MODALITIES)}
@@ -165,6 +173,12 @@ def _regular_files(folder: Path) -> set[str]:
             return {e.name for e in entries if e.is_file()}
     except (FileNotFoundError, NotADirectoryError):
         return set()
+
+
+def frame_slots(options: CremadOptions) -> int:
+    """K, the frames every sample stores: --frames when given, else --frame-slots (5 keeps every
+    first-of-a-second frame of a clip up to 5 s long; the six real sample clips have 2-3)."""
+    return options.frames if options.frames is not None else options.frame_slots
 
 
 class CremadRecipe(Recipe):
@@ -239,8 +253,9 @@ class CremadRecipe(Recipe):
         return {
             "cls": {"dtype": "int", "shape": [], "meaning": "class index (ANG 0, DIS 1, FEA 2, HAP 3, NEU 4, SAD 5)"},
             "json": {"dtype": "json", "shape": [], "meaning": "clip id, label, split, actor, sentence, level, "
-                     "demographics, perceived-emotion votes, source sha256s, durations"},
-            **frames_feature(options.frame_format, options.jpeg_quality, ["K", "H", "W", 3],
+                     "demographics, perceived-emotion votes, sources [{file, sha256, matches_pinned}], "
+                     "num_frames, frames_dropped, durations; the same fields in every sample"},
+            **frames_feature(options.frame_format, options.jpeg_quality, [frame_slots(options), "H", "W", 3],
                              f"RGB video frames, {frames}, resized to short side {options.short_side}"),
             **spec_feature(options.spec_dtype, bins, spec),
         }
@@ -255,6 +270,8 @@ class CremadRecipe(Recipe):
                                            max_bytes=budget)
         if frames.shape[0] == 0:
             raise SkipSample("video decoded to zero frames", item.sources["video"])
+        slots = frame_slots(opts)
+        counts = frame_counts(frames.shape[0], slots)
         spec, ainfo = audio_features(audio, preset=opts.spectrogram, max_bytes=budget)
         p = parse_clip(item.key)
         pinned = pinned_sha256()
@@ -269,21 +286,20 @@ class CremadRecipe(Recipe):
             "sentence_text": SENTENCES.get(p["sentence"], ""),
             "level": p["level"],
             "level_name": LEVELS.get(p["level"], ""),
-            "demographics": demographics().get(p["actor"], {}),
+            "demographics": demographics().get(p["actor"], UNKNOWN_DEMOGRAPHICS),
             "perceived": perceived(item.key),
-            "sources": {rel: {"sha256": digest, "matches_pinned": pinned.get(rel) == digest}
-                        for rel, digest in sorted(ctx.source_sha256.items())},
+            "sources": source_records(ctx.source_sha256, matches_pinned=lambda rel, digest: pinned.get(rel) == digest),
+            **counts,
             "video": {"codec": vinfo.codec, "width": vinfo.width, "height": vinfo.height, "fps": round(vinfo.fps, 4),
                       "duration_s": round(vinfo.duration_s, 4), "has_audio": vinfo.has_audio,
-                      "frame_times_s": [round(t, 4) for t in times]},
+                      "frame_times_s": [round(t, 4) for t in times[:slots]]},
             "audio": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ainfo.items()},
+            "known_issue": KNOWN_BAD.get(item.key, ""),
         }
-        if item.key in KNOWN_BAD:
-            meta["known_issue"] = KNOWN_BAD[item.key]
         return {
             "cls": cls_bytes(item.label),
             "json": sample_json(meta),
-            **frame_fields(frames, opts.frame_format, opts.jpeg_quality),
+            **frame_fields(frames, opts.frame_format, opts.jpeg_quality, slots),
             **spec_field(spec, opts.spec_dtype),
         }
 

@@ -21,7 +21,7 @@ import numpy as np
 from avdata.option_fields import opt
 from avdata.datasets.options import seed_option, val_fraction_option
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
-                                    cls_bytes, sample_json)
+                                    cls_bytes, sample_json, source_records)
 from avdata.errors import AvdataError
 from avdata.fetch.unpack import unpack_zip
 from avdata.media.events import EventRangeError, bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
@@ -43,6 +43,17 @@ CITATION = """@article{serrano2015poker,
   author={Anumula, Jithendar and Neil, Daniel and Delbruck, Tobi and Liu, Shih-Chii},
   journal={Frontiers in Neuroscience}, volume={12}, pages={23}, year={2018}
 }"""
+
+
+#: --keep-events members: (field, dtype, meaning), one column of the raw events each.
+RAW_EVENT_COLUMNS = [
+    ("visual_events.t.npy", "int64", "raw DVS event times, us from the first event (128x128 sensor)"),
+    ("visual_events.x.npy", "int16", "raw DVS event x (0-127)"),
+    ("visual_events.y.npy", "int16", "raw DVS event y (0-127)"),
+    ("visual_events.p.npy", "int8", "raw DVS event polarity (0 OFF, 1 ON)"),
+    ("audio_events.t.npy", "float64", "raw cochlea event times, s"),
+    ("audio_events.channel.npy", "int16", "raw cochlea event channel (0-63)"),
+]
 
 
 @dataclass
@@ -113,6 +124,8 @@ class MnistDvsNTidigitsRecipe(Recipe):
         license=("MNIST-DVS: free for research use from the IMSE-CNM CAVIAR site; N-TIDIGITS18: see its "
                  "distribution terms (TIDIGITS is an LDC corpus). Check both before redistributing shards."),
         license_id="other",
+        license_name="mnist-dvs-and-n-tidigits18-terms",
+        license_link="http://www2.imse-cnm.csic.es/caviar/MNISTDVS.html",
         homepage="http://www2.imse-cnm.csic.es/caviar/MNISTDVS.html",
         citation=CITATION + "\n" + SCMRL_CITATION,
         task_categories=("audio-classification", "image-classification"),
@@ -190,11 +203,9 @@ class MnistDvsNTidigitsRecipe(Recipe):
             "audio.npy": {"dtype": "uint16", "shape": [t, 64],
                           "meaning": f"N-TIDIGITS18 cochlea events counted per channel in {t} equal time bins"},
         }
-        if options.keep_events:
-            feats["visual_events.npy"] = {"dtype": "structured(t int64 us, x int16, y int16, p int8)",
-                                          "shape": ["E"], "meaning": "raw DVS events (128x128 sensor)"}
-            feats["audio_events.npy"] = {"dtype": "structured(t float64 s, channel int16)", "shape": ["E"],
-                                         "meaning": "raw cochlea events"}
+        if options.keep_events:  # one plain array per column: readers such as `datasets` cannot type records
+            for name, dtype, meaning in RAW_EVENT_COLUMNS:
+                feats[name] = {"dtype": dtype, "shape": ["E"], "meaning": meaning}
         return feats
 
     @staticmethod
@@ -228,14 +239,13 @@ class MnistDvsNTidigitsRecipe(Recipe):
                 "visual_events": int(len(events)), **crop, "audio_events": int(addresses.size),
                 "visual_duration_s": round(float(events["t"][-1] - events["t"][0]) / 1e6, 6),
                 "audio_duration_s": round(float(timestamps.max() - timestamps.min()), 6),
-                "sources": dict(sorted(ctx.source_sha256.items()))}
+                "sources": source_records(ctx.source_sha256)}
         fields = {"cls": cls_bytes(item.label), "json": sample_json(meta),
                   "visual.npy": encode_npy(visual), "audio.npy": encode_npy(audio)}
         if opts.keep_events:
-            ev = np.zeros(addresses.size, dtype=[("t", "<f8"), ("channel", "<i2")])
-            ev["t"], ev["channel"] = timestamps, addresses
-            fields["visual_events.npy"] = encode_npy(events)
-            fields["audio_events.npy"] = encode_npy(ev)
+            columns = [events["t"], events["x"], events["y"], events["p"], timestamps, addresses.astype(np.int16)]
+            for (name, dtype, _), column in zip(RAW_EVENT_COLUMNS, columns):
+                fields[name] = encode_npy(np.ascontiguousarray(column, dtype=dtype))
         return fields
 
 

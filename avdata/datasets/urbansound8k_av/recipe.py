@@ -19,11 +19,11 @@ from avdata.option_fields import opt
 from avdata.datasets.options import (frame_format_option, jpeg_quality_option, seed_option, spec_dtype_option,
                                      spectrogram_option, val_fraction_option)
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
-                                    cls_bytes, sample_json)
+                                    cls_bytes, sample_json, source_records)
 from avdata.errors import AvdataError
 from avdata.fetch.unpack import unpack_zip
 from avdata.media.audio import audio_features, spectrogram_bins
-from avdata.shards.frames import frame_fields, frames_feature, spec_field, spec_feature
+from avdata.shards.frames import frame_counts, frame_fields, frames_feature, spec_field, spec_feature
 from avdata.datasets.splits import first_fraction, stratified_holdout
 from avdata.media.image import load_image
 from avdata.datasets.options import max_decoded_mb_option
@@ -181,7 +181,8 @@ class UrbanSound8kAVRecipe(Recipe):
         bins = spectrogram_bins(options.spectrogram)
         return {
             "cls": {"dtype": "int", "shape": [], "meaning": "class index: " + ", ".join(CLASSES)},
-            "json": {"dtype": "json", "shape": [], "meaning": "name, class, split, source sha256s, audio info"},
+            "json": {"dtype": "json", "shape": [], "meaning": "name, class, split, sources [{file, sha256}], "
+                     "num_frames (1), frames_dropped (0), audio info"},
             **frames_feature(options.frame_format, options.jpeg_quality, [1, "H", "W", 3],
                              f"the paired image, RGB, short side {options.short_side}"),
             **spec_feature(options.spec_dtype, bins,
@@ -197,10 +198,10 @@ class UrbanSound8kAVRecipe(Recipe):
         if spec.size == 0:
             raise SkipSample("sound too short for one spectrogram frame", item.sources["audio"])
         meta = {"key": item.key, "name": item.meta["name"], "label": item.label, "label_name": item.meta["class"],
-                "split": item.split, "sources": dict(sorted(ctx.source_sha256.items())),
+                "split": item.split, "sources": source_records(ctx.source_sha256), **frame_counts(1, 1),
                 "audio": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ainfo.items()}}
         return {"cls": cls_bytes(item.label), "json": sample_json(meta),
-                **frame_fields(image[None], opts.frame_format, opts.jpeg_quality), **spec_field(spec, opts.spec_dtype)}
+                **frame_fields(image[None], opts.frame_format, opts.jpeg_quality, 1), **spec_field(spec, opts.spec_dtype)}
 
 
 RECIPE = UrbanSound8kAVRecipe
