@@ -82,3 +82,37 @@ def test_a_dataset_package_and_its_registry_line_give_download_and_prepare(tmp_p
     assert sum(s["num_samples"] for s in m["splits"].values()) == 12
     res = CliRunner().invoke(app, ["prepare", "fake", "--raw", str(raw), "--out", str(out), "--scale", "5"], env=WIDE)
     assert res.exit_code == 2 and "is not one of: 1, 2, 3" in " ".join(res.output.replace("│", " ").split())
+
+
+def test_a_dataset_brings_its_own_model_defaults_to_the_trainer_and_the_converter(tmp_path, monkeypatch):
+    """The trainer and scmrl-convert read a dataset's model settings through the registry: a new dataset's
+    package declares them, nothing in scmrl lists datasets."""
+    from avdata.datasets.recipe import STATIC_MODEL_DEFAULTS
+    from avdata.shards.manifest import Manifest
+    from scmrl.train.config import TrainConfig, model_config
+    from scmrl.train.convert import dataset_preset
+
+    monkeypatch.setitem(registry.DATASETS, "fake", "tests.fake_dataset")
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_toy_raw(raw, n_train=8, n_test=4)
+    res = CliRunner().invoke(app, ["prepare", "fake", "--raw", str(raw), "--out", str(out)], env=WIDE)
+    assert res.exit_code == 0, res.output
+    manifest = Manifest.load(out / "manifest.json")
+    manifest.features = {"frames.npy": {"dtype": "uint8"}, "spec.npy": {"dtype": "float32"}}  # as a static set's
+    cfg = model_config(TrainConfig(shards=str(out), out=str(tmp_path / "run")), manifest)
+    assert (cfg.embed_dim, cfg.tau_s, cfg.time_steps) == (48, 0.2, 3)
+    cfg = model_config(TrainConfig(shards=str(out), out=str(tmp_path / "run"), embed_dim=16, tau_s=0.5), manifest)
+    assert (cfg.embed_dim, cfg.tau_s) == (16, 0.5)  # the options still win
+    classes, preset = dataset_preset("fake")
+    assert classes == list(registry.recipe_class("fake").classes) and (preset.time_steps, preset.image_size) == (3, 32)
+    # shards of a dataset this installation does not know get the defaults of their kind of data
+    manifest.dataset = "someone-elses"
+    cfg = model_config(TrainConfig(shards=str(out), out=str(tmp_path / "run")), manifest)
+    assert (cfg.embed_dim, cfg.tau_s) == (STATIC_MODEL_DEFAULTS.embed_dim, STATIC_MODEL_DEFAULTS.tau_s)
+
+
+@pytest.mark.parametrize("name, embed, tau", [("cremad", 256, 0.07), ("urbansound8k-av", 64, 0.08),
+                                              ("mnistdvs-ntidigits", 256, 0.1), ("ave", 256, 0.07)])
+def test_the_papers_settings_per_dataset(name, embed, tau):
+    defaults = registry.model_defaults(name, events=False)  # docs/reference.md §1
+    assert (defaults.embed_dim, defaults.tau_s) == (embed, tau)

@@ -88,6 +88,27 @@ class CardInfo:
     license_link: str = ""
 
 
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What the S-CMRL trainer and `scmrl-convert` take for a dataset unless told otherwise: the paper's
+    per-dataset settings (docs/reference.md §1-§3), declared with the dataset so that a new dataset brings
+    its own. The trainer's options override each of them."""
+
+    embed_dim: int  # embedding size C
+    tau_s: float  # temperature of the semantic-alignment loss
+    time_steps: int  # T of the authors' runs (`scmrl-convert`'s default; the trainer's for static data)
+    image_size: int  # the side of the network's square inputs in the authors' runs
+    #: event data: the trainer's default T is the number of bins stored in the shards, not `time_steps`
+    time_steps_from_bins: bool = False
+
+
+#: For a recipe that declares none (a lab's own dataset): the CREMA-D settings for static audio-visual data.
+STATIC_MODEL_DEFAULTS = ModelDefaults(embed_dim=256, tau_s=0.07, time_steps=4, image_size=128)
+#: ... and for binned events, the MNISTDVS-NTIDIGITS ones.
+EVENT_MODEL_DEFAULTS = ModelDefaults(embed_dim=256, tau_s=0.1, time_steps=16, image_size=28,
+                                     time_steps_from_bins=True)
+
+
 class Recipe:
     """Base class. Subclasses set the class attributes and implement plan/process/features."""
 
@@ -103,6 +124,9 @@ class Recipe:
     # changed); None: the dataset has no --protocol (e.g. its validation split is published). Needs a
     # `val_fraction` option.
     reference: ClassVar[dict[str, Any] | None] = None
+    # The model settings the trainer and the converter default to for this dataset; None: the static or
+    # event defaults above, by the kind of data in the shards.
+    model_defaults: ClassVar[ModelDefaults | None] = None
 
     def plan(self, raw: Path, options: Any) -> Plan:
         raise NotImplementedError

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from avdata.datasets.download_plan import Download
-    from avdata.datasets.recipe import Recipe
+    from avdata.datasets.recipe import ModelDefaults, Recipe
 
-__all__ = ["DATASETS", "register_recipe", "recipe_names", "recipe_class", "get_recipe", "downloads",
-           "get_download"]
+__all__ = ["DATASETS", "register_recipe", "recipe_names", "recipe_class", "get_recipe", "model_defaults",
+           "downloads", "get_download"]
 
 DATASETS: dict[str, str] = {
     "cremad": "avdata.datasets.cremad",
@@ -46,11 +46,22 @@ def recipe_class(name: str) -> type[Recipe]:
     if name in _EXTRA_RECIPES:
         module, cls = _EXTRA_RECIPES[name].split(":")
         return getattr(importlib.import_module(module), cls)
-    raise KeyError(f"unknown dataset {name!r}; choose one of {', '.join(recipe_names())}")
+    from avdata.errors import AvdataError
+
+    raise AvdataError(f"unknown dataset {name!r}; choose one of {', '.join(recipe_names())}")
 
 
 def get_recipe(name: str) -> Recipe:
     return recipe_class(name)()
+
+
+def model_defaults(name: str, events: bool) -> ModelDefaults:
+    """The model settings a dataset declares (`Recipe.model_defaults`); for a dataset this registry does not
+    know (shards made elsewhere) or one that declares none, those of its kind of data."""
+    from avdata.datasets.recipe import EVENT_MODEL_DEFAULTS, STATIC_MODEL_DEFAULTS
+
+    declared = recipe_class(name).model_defaults if name in recipe_names() else None
+    return declared or (EVENT_MODEL_DEFAULTS if events else STATIC_MODEL_DEFAULTS)
 
 
 def downloads() -> dict[str, Download]:

@@ -20,12 +20,13 @@ convert_app = typer_app(help="Turn a checkpoint of the authors' S-CMRL code into
 def convert_cmd(
     ref_ckpt: Path = typer.Argument(..., help="State dict saved by the authors' code (read as plain tensors)."),
     out: Path = typer.Argument(..., help="Checkpoint to write (then: scmrl-eval --checkpoint OUT --shards ...)."),
-    dataset: str = typer.Option(..., "--dataset", help="cremad | urbansound8k-av | mnistdvs-ntidigits: class "
-                                "names, T, tau_s and input side as the authors use them."),
+    dataset: str = typer.Option(..., "--dataset", help="The dataset it was trained on (cremad, "
+                                "urbansound8k-av, mnistdvs-ntidigits, ...): class names, T, tau_s and input side "
+                                "as its package declares them (the authors' values)."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names in label order "
                                           "(default: the dataset's)."),
     time_steps: Optional[int] = typer.Option(None, "--time-steps", min=1, help="T the checkpoint was trained with "
-                                             "(default: 4; MNISTDVS-NTIDIGITS 16)."),
+                                             "(default: the dataset's; 4, MNISTDVS-NTIDIGITS 16)."),
     heads: int = typer.Option(16, "--heads", min=1, help="Attention heads (not recorded in the weights)."),
     alpha: float = typer.Option(1.5, "--alpha", help="Cross-modal residual weight it was trained with."),
     attention: Optional[str] = typer.Option(None, "--attention", help="For their single-branch blocks: spatial "
@@ -34,15 +35,13 @@ def convert_cmd(
 ) -> None:
     """Map the authors' parameter names and layout onto this package's model (scmrl.train.convert)."""
     require_torch("scmrl-convert")
-    from scmrl.train.convert import DATASET_PRESETS, convert_checkpoint, dataset_classes
+    from scmrl.train.convert import convert_checkpoint, dataset_preset
 
     try:
-        if dataset not in DATASET_PRESETS:
-            raise AvdataError(f"--dataset {dataset}: expected one of {', '.join(DATASET_PRESETS)}")
-        preset = DATASET_PRESETS[dataset]
-        names = [c.strip() for c in classes.split(",") if c.strip()] if classes else dataset_classes(dataset)
-        info = convert_checkpoint(ref_ckpt, out, names, time_steps or preset["time_steps"],
-                                  image_size=preset["image_size"], heads=heads, alpha=alpha, tau_s=preset["tau_s"],
+        default_classes, preset = dataset_preset(dataset)
+        names = [c.strip() for c in classes.split(",") if c.strip()] if classes else default_classes
+        info = convert_checkpoint(ref_ckpt, out, names, time_steps or preset.time_steps,
+                                  image_size=preset.image_size, heads=heads, alpha=alpha, tau_s=preset.tau_s,
                                   attention=attention)
     except (AvdataError, ValueError) as exc:
         fail(exc)

@@ -23,19 +23,9 @@ if TYPE_CHECKING:
     from avdata.shards.manifest import Manifest
     from scmrl.model.config import ModelConfig
 
-__all__ = ["TrainConfig", "EvalConfig", "LIBRARY_ONLY", "NOISE_ON", "DATASET_DEFAULTS", "resolve_protocol",
-           "model_config"]
+__all__ = ["TrainConfig", "EvalConfig", "LIBRARY_ONLY", "NOISE_ON", "resolve_protocol", "model_config"]
 
 NOISE_ON = ("train", "eval", "both")
-
-# per dataset (manifest "dataset"): the paper's embedding size and alignment temperature (docs/reference.md §1)
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cremad": {"tau_s": 0.07, "embed_dim": 256},
-    "urbansound8k-av": {"tau_s": 0.08, "embed_dim": 64},
-    "mnistdvs-ntidigits": {"tau_s": 0.1, "embed_dim": 256},
-}
-STATIC_DEFAULTS = {"tau_s": 0.07, "embed_dim": 256, "time_steps": 4}
-EVENT_DEFAULTS = {"tau_s": 0.1, "embed_dim": 256}
 
 
 @dataclass
@@ -67,15 +57,16 @@ class TrainConfig:
     warmup_epochs: float = opt(5.0, min=0, help="Linear warm-up epochs (from 1e-6).")
     warmup_lr: float = opt(1e-6, help="Learning rate at the start of the warm-up.")
     min_lr: float = opt(1e-5, help="Learning rate at the end of the cosine decay.")
-    embed_dim: int | None = opt(None, help="Embedding size C. Default per dataset: CREMA-D 256, UrbanSound8K-AV "
-                                "64, MNISTDVS-NTIDIGITS 256.")
+    embed_dim: int | None = opt(None, help="Embedding size C. Default: the one the shards' dataset declares "
+                                "(its recipe's model_defaults; the paper's: CREMA-D 256, UrbanSound8K-AV 64).")
     heads: int = opt(16, min=1, help="Attention heads.")
     mlp_ratio: float = opt(4.0, help="Hidden size of the MLP blocks, in multiples of the embedding size.")
     time_steps: int | None = opt(None, min=1, help="Time steps T. Default: 4; event data: its stored bins.")
     image_size: int = opt(128, min=16, help="Side of the square spectrogram and image inputs (static data).")
     alpha: float = opt(1.5, help="Cross-modal residual weight.")
-    tau_s: float | None = opt(None, help="Alignment-loss temperature. Default per dataset: 0.07 CREMA-D, "
-                              "0.08 UrbanSound8K-AV, 0.1 event data.")
+    tau_s: float | None = opt(None, help="Alignment-loss temperature. Default: the one the shards' dataset "
+                              "declares (its recipe's model_defaults; the paper's: 0.07 CREMA-D, 0.08 "
+                              "UrbanSound8K-AV, 0.1 event data).")
     sao_weight: float = opt(1.0, help="Weight of the semantic-alignment loss.")
     label_smoothing: float = opt(0.1, help="Label smoothing of the cross-entropy.")
     tau: float = opt(2.0, help="LIF membrane time constant.")
@@ -173,25 +164,27 @@ def resolve_protocol(cfg: TrainConfig) -> tuple[TrainConfig, Protocol]:
 
 
 def model_config(cfg: TrainConfig, source: ShardsLocation | Manifest) -> ModelConfig:
-    """The network for these shards (a ShardsLocation or its Manifest): dataset defaults from the manifest,
-    overridden by the options."""
+    """The network for these shards (a ShardsLocation or its Manifest): the defaults the manifest's dataset
+    declares (`avdata.datasets.registry.model_defaults`), overridden by the options."""
+    from avdata.datasets.registry import model_defaults
     from avdata.shards.manifest import Manifest, data_kind, event_bins
     from scmrl.model.config import ModelConfig
 
     manifest = source if isinstance(source, Manifest) else source.manifest
     kind = data_kind(manifest)
-    d = {**(EVENT_DEFAULTS if kind == "events" else STATIC_DEFAULTS), **DATASET_DEFAULTS.get(manifest.dataset, {})}
+    defaults = model_defaults(manifest.dataset, events=kind == "events")
     proto = get_protocol(cfg.protocol)
     common = dict(num_classes=len(manifest.classes), model=cfg.model, attention=cfg.attention or proto.attention,
                   residual_proj=cfg.residual_proj,
-                  embed_dim=cfg.embed_dim or d["embed_dim"], heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
+                  embed_dim=cfg.embed_dim or defaults.embed_dim, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
                   alpha=cfg.alpha, tau=cfg.tau, v_threshold=cfg.threshold, attn_threshold=cfg.attn_threshold,
                   detach_membrane=cfg.detach_membrane, surrogate_alpha=cfg.surrogate_alpha,
-                  tau_s=cfg.tau_s if cfg.tau_s is not None else d["tau_s"], sao_weight=cfg.sao_weight,
+                  tau_s=cfg.tau_s if cfg.tau_s is not None else defaults.tau_s, sao_weight=cfg.sao_weight,
                   label_smoothing=cfg.label_smoothing, lif_impl=cfg.lif)
     if kind == "events":
-        steps = cfg.time_steps or proto.event_time_steps or event_bins(manifest)
+        stored = event_bins(manifest) if defaults.time_steps_from_bins else defaults.time_steps
+        steps = cfg.time_steps or proto.event_time_steps or stored
         return ModelConfig(**common, time_steps=steps, audio_channels=1,
                            visual_channels=2, audio_size=28, visual_size=28, embedding="shallow")
-    return ModelConfig(**common, time_steps=cfg.time_steps or d.get("time_steps", 4), audio_channels=1,
+    return ModelConfig(**common, time_steps=cfg.time_steps or defaults.time_steps, audio_channels=1,
                        visual_channels=3, audio_size=cfg.image_size, visual_size=cfg.image_size, embedding="sps")

@@ -26,11 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from avdata.datasets.recipe import ModelDefaults
 from avdata.errors import AvdataError
 
 from scmrl.model.config import ModelConfig
 
-__all__ = ["DATASET_PRESETS", "dataset_classes", "convert_state_dict", "load_reference_state_dict",
+__all__ = ["dataset_preset", "convert_state_dict", "load_reference_state_dict",
            "convert_checkpoint", "map_key", "infer_config"]
 
 _SIDE = {"0": "audio", "1": "visual"}
@@ -39,29 +40,16 @@ _DROPPED = re.compile(
 )
 
 
-#: per dataset: the authors' T, alignment temperature and input side (classes: avdata's recipes)
-DATASET_PRESETS: dict[str, dict[str, Any]] = {
-    "cremad": {"time_steps": 4, "tau_s": 0.07, "image_size": 128},
-    "urbansound8k-av": {"time_steps": 4, "tau_s": 0.08, "image_size": 128},
-    "mnistdvs-ntidigits": {"time_steps": 16, "tau_s": 0.1, "image_size": 28},
-}
+def dataset_preset(dataset: str) -> tuple[list[str], ModelDefaults]:
+    """The class names `avdata prepare <dataset>` writes (the authors' label order) and the model settings the
+    dataset declares (T, alignment temperature, input side of the authors' runs): read through the registry,
+    so a dataset brings its own."""
+    from avdata.datasets.registry import model_defaults, recipe_class, recipe_names
 
-
-def dataset_classes(dataset: str) -> list[str]:
-    """The class names `avdata prepare <dataset>` writes, in label order (the authors' order)."""
-    if dataset == "cremad":
-        from avdata.datasets.cremad.recipe import EMOTIONS
-
-        return list(EMOTIONS)
-    if dataset == "urbansound8k-av":
-        from avdata.datasets.urbansound8k_av.recipe import CLASSES
-
-        return list(CLASSES)
-    if dataset == "mnistdvs-ntidigits":
-        from avdata.datasets.mnistdvs_ntidigits.recipe import CLASSES as DIGITS
-
-        return list(DIGITS)
-    raise AvdataError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASET_PRESETS)}")
+    if dataset not in recipe_names():
+        raise AvdataError(f"unknown dataset {dataset!r}: expected one of {', '.join(recipe_names())}")
+    recipe = recipe_class(dataset)
+    return list(recipe.classes), model_defaults(dataset, events=False)
 
 
 def _embed_key(key: str) -> str | None:

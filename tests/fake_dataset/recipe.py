@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from avdata.datasets.recipe import ModelDefaults
 from avdata.option_fields import opt
 from tests.toy_recipe import ToyRecipe
 
@@ -22,6 +23,7 @@ class FakeRecipe(ToyRecipe):
     summary = "A fake dataset of text files."
     raw_help = "The folder `avdata download fake` unpacked."
     samples_per_shard = 4
+    model_defaults = ModelDefaults(embed_dim=48, tau_s=0.2, time_steps=3, image_size=32)
 
 
 RECIPE = FakeRecipe

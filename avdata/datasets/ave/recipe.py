@@ -39,7 +39,7 @@ from avdata.datasets.ave.audio_track import audio_track_features
 from avdata.fetch.unpack import unpack_zip
 from avdata.datasets.options import frame_format_option, jpeg_quality_option, spec_dtype_option, spectrogram_option
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
-                                    cls_bytes, sample_json, source_records)
+                                    ModelDefaults, cls_bytes, sample_json, source_records)
 from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, spectrogram_bins
 from avdata.media.video import read_frames
@@ -120,6 +120,8 @@ class AveRecipe(Recipe):
     name = "ave"
     classes = CATEGORIES
     options_type = AveOptions
+    # Not in the paper: its CREMA-D settings (the same frame + spectrogram inputs), stated rather than implied
+    model_defaults = ModelDefaults(embed_dim=256, tau_s=0.07, time_steps=4, image_size=128)
     summary = "AVE: MP4 video frames + a spectrogram of its AAC track per listed row, 28 event classes."
     raw_help = ("The folder AVE.zip unpacks to (videos in any sub-folder) with trainSet.txt, valSet.txt, "
                 "testSet.txt (the official splits) and Annotations.txt; or AVE.zip itself, or a folder holding "

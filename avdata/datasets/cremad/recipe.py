@@ -18,7 +18,7 @@ from avdata.option_fields import opt
 from avdata.datasets.options import (frame_format_option, jpeg_quality_option, seed_option, spec_dtype_option,
                                      spectrogram_option, val_fraction_option)
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
-                                    cls_bytes, sample_json, source_records)
+                                    ModelDefaults, cls_bytes, sample_json, source_records)
 from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, audio_features, spectrogram_bins
 from avdata.shards.frames import frame_counts, frame_fields, frames_feature, spec_field, spec_feature
@@ -187,6 +187,7 @@ class CremadRecipe(Recipe):
     options_type = CremadOptions
     summary = "CREMA-D: FLV video frames + WAV spectrogram per clip, 6 emotion classes."
     reference = {"split": "standard", "spectrogram": "reference"}
+    model_defaults = ModelDefaults(embed_dim=256, tau_s=0.07, time_steps=4, image_size=128)  # docs/reference.md §1
     card = CardInfo(
         title="CREMA-D audio-visual emotion shards (avdata)",
         description=(

@@ -21,7 +21,7 @@ import numpy as np
 from avdata.option_fields import opt
 from avdata.datasets.options import seed_option, val_fraction_option
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
-                                    cls_bytes, sample_json, source_records)
+                                    ModelDefaults, cls_bytes, sample_json, source_records)
 from avdata.errors import AvdataError
 from avdata.fetch.unpack import unpack_zip
 from avdata.media.events import EventRangeError, bin_channels, bin_dvs, read_aedat2, reduce_to_sensor
@@ -114,6 +114,8 @@ class MnistDvsNTidigitsRecipe(Recipe):
                 "N-TIDIGITS18 HDF5 file.")
     samples_per_shard = 1000
     reference = {"per_class": 1000}
+    # docs/reference.md §1: C 256 (of the 32-512 swept), tau_s 0.1, T 16; the trainer takes the stored bins
+    model_defaults = ModelDefaults(embed_dim=256, tau_s=0.1, time_steps=16, image_size=28, time_steps_from_bins=True)
     card = CardInfo(
         title="MNISTDVS-NTIDIGITS neuromorphic audio-visual shards (avdata)",
         description=(

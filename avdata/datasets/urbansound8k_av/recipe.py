@@ -19,7 +19,7 @@ from avdata.option_fields import opt
 from avdata.datasets.options import (frame_format_option, jpeg_quality_option, seed_option, spec_dtype_option,
                                      spectrogram_option, val_fraction_option)
 from avdata.datasets.recipe import (SCMRL_CITATION, CardInfo, ItemContext, Plan, Recipe, SkipSample, WorkItem,
-                                    cls_bytes, sample_json, source_records)
+                                    ModelDefaults, cls_bytes, sample_json, source_records)
 from avdata.errors import AvdataError
 from avdata.fetch.unpack import unpack_zip
 from avdata.media.audio import audio_features, spectrogram_bins
@@ -108,6 +108,7 @@ class UrbanSound8kAVRecipe(Recipe):
     raw_help = ("The Kaggle zip of lingyueguo/urbansound8k-av or the folder it unpacks to (holding "
                 "Dataset_v3_vision/ and Dataset_v3_sound/).")
     reference = {"train_fraction": 0.7, "spectrogram": "reference"}
+    model_defaults = ModelDefaults(embed_dim=64, tau_s=0.08, time_steps=4, image_size=128)  # docs/reference.md §1
     card = CardInfo(
         title="UrbanSound8K-AV audio-visual shards (avdata)",
         description=(
