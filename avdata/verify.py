@@ -38,6 +38,7 @@ class VerifyReport:
     bytes_checked: int = 0  # bytes read (or stat-ed, with quick)
     problems: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    not_pulled: list[str] = field(default_factory=list)  # splits with no shard here (`avdata pull --split`)
 
     @property
     def ok(self) -> bool:
@@ -51,7 +52,7 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         return {"location": self.location, "splits": self.splits, "quick": self.quick, "ok": self.ok,
                 "checked": self.checked, "bytes_checked": self.bytes_checked,
-                "problems": [{"file": f, "what": w} for f, w in self.problems],
+                "not_pulled": self.not_pulled, "problems": [{"file": f, "what": w} for f, w in self.problems],
                 "warnings": [{"file": f, "what": w} for f, w in self.warnings]}
 
 
@@ -238,19 +239,36 @@ def _extra_files(loc: ShardsLocation, report: VerifyReport) -> None:
         report.warnings.append((p.name, "unfinished temporary file (an interrupted prepare?)"))
 
 
+def _absent_splits(loc: ShardsLocation) -> list[str]:
+    """Splits of a local folder none of whose shards is there, as `avdata pull --split` leaves the others.
+
+    Only when some other split has a shard here: a folder with no shard at all is checked (and fails)."""
+    if loc.remote or loc.addresses:
+        return []
+    present = {name: any(Path(loc.address(s.file)).exists() for s in split.shards)
+               for name, split in loc.manifest.splits.items()}
+    if not any(present.values()):
+        return []
+    return [name for name, here in present.items() if not here and loc.manifest.splits[name].shards]
+
+
 def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool = False,
                   progress: bool | None = None) -> VerifyReport:
     """Check the shards folder `spec` (local folder or http(s) URL) against its manifest.json.
 
-    splits: only these splits (all when None). quick: byte counts only, no sha256 or tar reading.
+    splits: only these splits (all when None: then the splits of a local folder that has none of their
+    shards, as after `avdata pull --split`, are listed in `not_pulled` instead of reported missing).
+    quick: byte counts only, no sha256 or tar reading.
     progress: show a progress bar over bytes (None: unless AVDATA_NO_PROGRESS is set).
     Raises AvdataError when the manifest itself cannot be read or a split does not exist.
     """
     loc = open_location(spec)
     manifest = loc.manifest
     names = list(manifest.splits) if not splits else list(dict.fromkeys(splits))
+    absent = [] if splits else _absent_splits(loc)
+    names = [n for n in names if n not in absent]
     entries = [s for _split, s in manifest.shard_entries(names)]  # raises AvdataError for an unknown split
-    report = VerifyReport(location=loc.base, splits=names, quick=quick)
+    report = VerifyReport(location=loc.base, splits=names, quick=quick, not_pulled=absent)
     _check_manifest(manifest, names, report)
     total = sum(s.bytes for s in entries)
     bar = make_progress("B", disable=None if progress in (None, True) else True)
@@ -284,6 +302,11 @@ def print_report(report: VerifyReport, console=None) -> None:
     from rich.console import Console
 
     console = console or Console()
+    if report.not_pulled:
+        listed = ", ".join(report.not_pulled)
+        console.print(f"split(s) {listed} not pulled: none of their shards are in this folder, not checked "
+                      f"(`avdata pull URL --to DIR --split {report.not_pulled[0]}` fetches one; "
+                      f"`avdata verify DIR --split {report.not_pulled[0]}` checks it)", highlight=False, soft_wrap=True)
     for file, what in report.warnings:
         console.print(f"[yellow]warning:[/] {file}: {what}", highlight=False, soft_wrap=True)
     if report.ok:

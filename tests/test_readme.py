@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 #: What a training command from the README gets added so that it runs in seconds on a CPU (the rest as printed).
-SMALL_TRAIN = "--epochs 1 --max-steps 2 --batch-size 4 --embed-dim 32 --heads 4 --image-size 32 --workers 0"
+SMALL_TRAIN = "--epochs 1 --max-steps 2 --batch-size 2 --embed-dim 32 --heads 4 --image-size 32 --workers 0"
 
 #: The kinds of substitution the rules make, and why (the rules name theirs in their `why`).
 SUBSTITUTIONS = {
