@@ -508,7 +508,9 @@ def test_readme_commands_and_snippets_run_as_printed(tmp_path):
                     url = stack.enter_context(background(substitute(cmd, rule, ctx), work, env, cmd.where()))
                     ctx.values["served_url"] = url
                 else:
+                    started = time.monotonic()
                     run_command(substitute(cmd, rule, ctx), cwd, env, cmd.where(), rule.rc)
+                    print(f"{time.monotonic() - started:6.1f} s  {cmd.where()}: {cmd.text}")
                 ctx.ran[key] = cmd.where()
                 done += 1
     assert done >= 15
