@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import tarfile
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from avdata.atomic import atomic_write_bytes
 from avdata.errors import AvdataError
 from avdata.fetch.transport import remote_size
 from avdata.shards.frames import JPEG_FRAMES, is_jpeg_frame
@@ -239,25 +241,43 @@ def _extra_files(loc: ShardsLocation, report: VerifyReport) -> None:
         report.warnings.append((p.name, "unfinished temporary file (an interrupted prepare?)"))
 
 
-def _absent_splits(loc: ShardsLocation) -> list[str]:
-    """Splits of a local folder none of whose shards is there, as `avdata pull --split` leaves the others.
+#: Written by `avdata pull --split` into the folder: the splits pulled so far (JSON list), so that verify
+#: tells a split never pulled from one whose shards went missing.
+PULLED_SPLITS_NAME = ".avdata-pulled-splits.json"
 
-    Only when some other split has a shard here: a folder with no shard at all is checked (and fails)."""
+
+def record_pulled_splits(folder: Path, pulled: list[str], all_splits: list[str]) -> None:
+    """Add `pulled` to the folder's record; a folder that now holds every split needs none."""
+    record = Path(folder) / PULLED_SPLITS_NAME
+    done = set(pulled) | set(_read_pulled(record) or [])
+    if done >= set(all_splits):
+        record.unlink(missing_ok=True)
+    else:
+        atomic_write_bytes(record, json.dumps(sorted(done)).encode())
+
+
+def _read_pulled(record: Path) -> list[str] | None:
+    try:
+        data = json.loads(record.read_bytes()[:1 << 20])
+    except (OSError, ValueError):
+        return None
+    return [s for s in data if isinstance(s, str)] if isinstance(data, list) else None
+
+
+def _not_pulled(loc: ShardsLocation) -> list[str]:
+    """Splits of a local folder that `avdata pull --split` left out (none for a folder pulled whole)."""
     if loc.remote or loc.addresses:
         return []
-    present = {name: any(Path(loc.address(s.file)).exists() for s in split.shards)
-               for name, split in loc.manifest.splits.items()}
-    if not any(present.values()):
-        return []
-    return [name for name, here in present.items() if not here and loc.manifest.splits[name].shards]
+    pulled = _read_pulled(Path(loc.base) / PULLED_SPLITS_NAME)
+    return [] if pulled is None else [name for name in loc.manifest.splits if name not in pulled]
 
 
 def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool = False,
                   progress: bool | None = None) -> VerifyReport:
     """Check the shards folder `spec` (local folder or http(s) URL) against its manifest.json.
 
-    splits: only these splits (all when None: then the splits of a local folder that has none of their
-    shards, as after `avdata pull --split`, are listed in `not_pulled` instead of reported missing).
+    splits: only these splits (all when None: then the splits `avdata pull --split` left out of a local
+    folder are listed in `not_pulled` instead of reported missing).
     quick: byte counts only, no sha256 or tar reading.
     progress: show a progress bar over bytes (None: unless AVDATA_NO_PROGRESS is set).
     Raises AvdataError when the manifest itself cannot be read or a split does not exist.
@@ -265,7 +285,7 @@ def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool
     loc = open_location(spec)
     manifest = loc.manifest
     names = list(manifest.splits) if not splits else list(dict.fromkeys(splits))
-    absent = [] if splits else _absent_splits(loc)
+    absent = [] if splits else _not_pulled(loc)
     names = [n for n in names if n not in absent]
     entries = [s for _split, s in manifest.shard_entries(names)]  # raises AvdataError for an unknown split
     report = VerifyReport(location=loc.base, splits=names, quick=quick, not_pulled=absent)
@@ -304,7 +324,7 @@ def print_report(report: VerifyReport, console=None) -> None:
     console = console or Console()
     if report.not_pulled:
         listed = ", ".join(report.not_pulled)
-        console.print(f"split(s) {listed} not pulled: none of their shards are in this folder, not checked "
+        console.print(f"split(s) {listed} not pulled (avdata pull --split), not checked "
                       f"(`avdata pull URL --to DIR --split {report.not_pulled[0]}` fetches one; "
                       f"`avdata verify DIR --split {report.not_pulled[0]}` checks it)", highlight=False, soft_wrap=True)
     for file, what in report.warnings:

@@ -106,19 +106,25 @@ def test_inspect_tables_fit_80_columns(tmp_path, monkeypatch):
 
 
 def test_verify_after_a_partial_pull_checks_what_is_there(tmp_path):
-    folder = _shards(tmp_path, 8, 8, 8)
-    for tar in folder.glob("val-*.tar"):
-        tar.unlink()
-    for tar in folder.glob("test-*.tar"):
-        tar.unlink()
-    r = CliRunner().invoke(app, ["verify", str(folder)])
+    source = _shards(tmp_path, 8, 8, 8)
+    dest = tmp_path / "pulled"
+    runner = CliRunner()
+    r = runner.invoke(app, ["pull", str(source), "--to", str(dest), "--split", "test"])
     assert r.exit_code == 0, r.output
-    assert "split(s) test, val not pulled" in r.output and "1 shards OK" in r.output
-    r = CliRunner().invoke(app, ["verify", str(folder), "--split", "val"])  # asked for by name: missing
+    r = runner.invoke(app, ["verify", str(dest)])
+    assert r.exit_code == 0, r.output
+    assert "split(s) train, val not pulled" in r.output and "1 shards OK" in r.output
+    assert "splits: test" in r.output
+    r = runner.invoke(app, ["verify", str(dest), "--split", "val"])  # asked for by name: missing
     assert r.exit_code == 1 and "val-000000.tar" in r.output and "missing" in r.output
-    (folder / "train-000000.tar").unlink()  # no shard at all is not a partial pull
-    r = CliRunner().invoke(app, ["verify", str(folder)])
-    assert r.exit_code == 1 and "train-000000.tar" in r.output
+    (dest / "test-000000.tar").unlink()  # a pulled split's shard gone is still a problem
+    r = runner.invoke(app, ["verify", str(dest)])
+    assert r.exit_code == 1 and "test-000000.tar" in r.output
+    r = runner.invoke(app, ["pull", str(source), "--to", str(dest)])  # the rest: the folder is whole again
+    assert r.exit_code == 0, r.output
+    assert not (dest / ".avdata-pulled-splits.json").exists()
+    r = runner.invoke(app, ["verify", str(dest)])
+    assert r.exit_code == 0 and "3 shards OK" in r.output and "not pulled" not in r.output
 
 
 # --- push: help, log lines, install hints -----------------------------------------------------------------
