@@ -50,7 +50,7 @@ SUBSTITUTIONS = {
             "becomes a 127.0.0.1 server holding generated data in the real layout",
     "train": f"training commands get `{SMALL_TRAIN}` appended (or one process fewer) to run in seconds on CPU",
     "list": "the pinned CREMA-D list names the 14,884 public files: the generated tree's own list is given",
-    "peer": "commands meant for another machine run in a second working folder",
+    "peer": "commands meant for another machine run in a working folder of their own (SECTION_FOLDERS)",
     "optional": "`[--split test]` is run with the optional part given",
 }
 
@@ -82,7 +82,7 @@ class Rule:
     append: str = ""  # added at the end of the command
     rc: int = 0
     setup: str = ""  # name of a Context method that makes the data the command assumes
-    cwd: str = "work"  # work | peer
+    cwd: str = "work"  # work | peer | store
     background: bool = False  # a server: started, used by the following commands, stopped at the end
 
 
@@ -127,17 +127,24 @@ RULES: tuple[Rule, ...] = (
          subs=((r"--port 8000", "--port {free_port}"),)),
     Rule(r"^avdata pull http://lab-server:8000/ --to shards/cremad", "run", "host, peer, optional",
          subs=((r"http://lab-server:8000/", "{served_url}/"), (r"\[(--split test)\]", r"\1")), cwd="peer"),
-    Rule(r"^avdata (push|verify|pull) (shards/cremad )?(s3|gs)://", "parse", "needs S3 or GCS credentials "
-         "(tests/test_object_store.py and test_object_store_gcs.py run these against moto and a GCS emulator)"),
-    Rule(r"^scmrl-(train|eval) .*--shards (s3|hf)://", "parse", "needs object storage "
-         "(tests/test_object_store.py and test_object_store_hf.py stream from moto and a loopback Hub)"),
+    Rule(r"^avdata push shards/cremad s3://lab-data/shards/cremad$", "run", "host: moto's S3 server, a GCS "
+         "emulator and a loopback Hub on 127.0.0.1 stand in for the stores", setup="object_stores"),
+    Rule(r"^avdata verify s3://lab-data/shards/cremad$", "run"),
+    Rule(r"^scmrl-train --shards s3://lab-data/shards/cremad --out runs/cremad$", "run", "train",
+         append=SMALL_TRAIN),
+    Rule(r"^avdata pull gs://lab-data/shards/cremad --to shards/cremad$", "run", "the bucket is filled by "
+         "`avdata push` to gs:// first", setup="gs_bucket"),
+    Rule(r"^scmrl-eval --checkpoint runs/cremad/best.pt --shards hf://datasets/lab/cremad-shards@v1.0 --split test$",
+         "run", "train; the Hub repository's revision v1.0 holds the shards", append="--workers 0 --batch-size 4",
+         setup="hub_repo"),
     Rule(r"^export AWS_PROFILE=lab", "skip", "credentials for the real bucket of the next command"),
     Rule(r"^torchrun --nnodes 2 --nproc-per-node 8", "parse", "two nodes with 8 GPUs each "
          "(tests/test_multinode.py runs two nodes on one machine)"),
 )
 
-#: Sections whose commands run as on another machine (a second folder).
-PEER_SECTIONS = ("Sharing prepared datasets",)
+#: Sections whose commands run as on another machine: in a folder of their own ("peer": empty; "store": a
+#: copy of the data path's shards/cremad, which the section pushes).
+SECTION_FOLDERS = {"Sharing prepared datasets": "peer", "Shards in object storage": "store"}
 
 
 def read_blocks(path: Path = README) -> list[Block]:
@@ -379,8 +386,8 @@ class Context:
     """The working folders, the loopback servers and the values the rules' substitutions name."""
 
     work: Path
-    peer: Path
     stack: contextlib.ExitStack
+    env: dict[str, str]
     values: dict[str, str] = field(default_factory=dict)
     ran: dict[str, str] = field(default_factory=dict)
 
@@ -393,7 +400,7 @@ class Context:
         from avdata.datasets.cremad.synth import make_cremad_raw, write_source_list
 
         site = self.work.parent / "sites" / "cremad"
-        make_cremad_raw(site, n_clips=18, seed=1, with_bad=False, width=160, height=120)
+        make_cremad_raw(site, n_clips=42, seed=1, with_bad=False, width=160, height=120)  # a val split: best.pt
         self.values["cremad_list"] = str(write_source_list(site, self.work.parent / "cremad-files.tsv"))
         self.values["cremad_url"] = self._serve(site)
 
@@ -426,6 +433,38 @@ class Context:
         for name in ("Annotations.txt", "trainSet.txt", "valSet.txt", "testSet.txt"):
             shutil.copy(tree / name, site / name)
         self.values["ave_url"] = self._serve(site)
+
+    def object_stores(self) -> None:
+        """moto's S3 (bucket lab-data), a GCS emulator (bucket lab-data) and a loopback Hub, for this run."""
+        from tests.gcsserver import gcs_emulator, make_bucket, skip_without_gcs
+        from tests.hubserver import hub_server
+        from tests.s3server import moto_s3, skip_without_s3
+
+        skip_without_s3()
+        skip_without_gcs()
+        store = self.work.parent / "store"
+        shutil.copytree(self.work / "shards" / "cremad", store / "shards" / "cremad")
+        s3 = self.stack.enter_context(moto_s3(self.work.parent))
+        s3.client.create_bucket(Bucket="lab-data")
+        gcs = self.stack.enter_context(gcs_emulator())
+        make_bucket(gcs, "lab-data")
+        self.hub = self.stack.enter_context(hub_server())
+        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "GOOGLE_APPLICATION_CREDENTIALS",
+                  "HF_HUB_OFFLINE"):
+            self.env.pop(k, None)
+        self.env.update(s3.env, STORAGE_EMULATOR_HOST=gcs, HF_ENDPOINT=self.hub, HF_TOKEN="hf_test",
+                        HF_HUB_DISABLE_TELEMETRY="1")
+
+    def gs_bucket(self) -> None:
+        run_command("avdata push shards/cremad gs://lab-data/shards/cremad", self.work.parent / "store", self.env,
+                    "set-up of gs://lab-data")
+
+    def hub_repo(self) -> None:
+        folder = self.work.parent / "store" / "shards" / "cremad"
+        files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+        self.hub.create("lab/cremad-shards", files)
+        self.hub.repos["lab/cremad-shards"]["v1.0"] = files
+        self.hub.shas["lab/cremad-shards", "v1.0"] = "1" * 40
 
     def shards_server(self) -> None:
         self.values["shards_url"] = self._serve(self.work / "shards" / "cremad")
@@ -478,12 +517,12 @@ def run_python(block: Block, cwd: Path, env: dict[str, str]) -> None:
 
 @pytest.mark.slow
 def test_readme_commands_and_snippets_run_as_printed(tmp_path):
-    work, peer = tmp_path / "work", tmp_path / "peer"
-    work.mkdir()
-    peer.mkdir()
+    work = tmp_path / "work"
+    for name in ("work", "peer", "store"):
+        (tmp_path / name).mkdir()
     env = child_env()
     with contextlib.ExitStack() as stack:
-        ctx = Context(work, peer, stack)
+        ctx = Context(work, stack, env)
         done = 0
         for block in read_blocks():
             if block.lang == "python":
@@ -497,7 +536,7 @@ def test_readme_commands_and_snippets_run_as_printed(tmp_path):
                 assert rule is not None, f"{cmd.where()}: no rule for `{cmd.text}`"
                 if rule.action != "run":
                     continue
-                cwd = peer if rule.cwd == "peer" or block.heading in PEER_SECTIONS else work
+                cwd = tmp_path / SECTION_FOLDERS.get(block.heading, rule.cwd)
                 key = f"{cwd.name}: {cmd.text}"
                 if key in ctx.ran:  # the same command printed twice: run once
                     continue
