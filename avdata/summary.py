@@ -264,9 +264,8 @@ def _fmt_value(v: Any) -> str:
 
 def print_summary(summary: dict[str, Any], console=None) -> None:
     """Render `summarize()`'s result as rich tables."""
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Table, box
 
     console = console or Console()
     s = summary
@@ -302,9 +301,8 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
     for name, sp in s["splits"].items():
         read = sp["read"]
         how = "all samples" if s["sample_limit"] is None else f"first {read['samples']} sample(s)"
-        # short headers and no inner rules: the table fits 80 columns; only the value range may wrap
-        table = Table(title=f"{name}: fields read back ({how}); size: mean bytes per sample",
-                      box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+        table = Table(title=f"{name}: fields read back ({how}); size: mean bytes per sample", box=box.SIMPLE_HEAD,
+                      show_edge=False, pad_edge=False, collapse_padding=True)  # fits 80 columns; values may wrap
         for col in ("field", "dtype", "shape", "values", "size", "present"):
             table.add_column(col, justify="right" if col in ("size", "present") else "left", no_wrap=col != "values")
         for fname, f in read["fields"].items():

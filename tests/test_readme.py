@@ -397,10 +397,15 @@ class Context:
         return str(self.stack.enter_context(serve_dir(folder)))
 
     def cremad_mirror(self) -> None:
-        from avdata.datasets.cremad.synth import make_cremad_raw, write_source_list
+        from avdata.datasets.cremad.recipe import all_clips
+        from avdata.datasets.cremad.synth import make_cremad_raw, pick_clips, write_source_list
 
         site = self.work.parent / "sites" / "cremad"
-        make_cremad_raw(site, n_clips=42, seed=1, with_bad=False, width=160, height=120)  # a val split: best.pt
+        # 6 published-train clips per class, so the default --val-fraction 0.1 holds out a val split (and the
+        # trainer writes the best.pt that scmrl-eval reads), and one test clip per class
+        picked, split = pick_clips(72, seed=1), all_clips()
+        clips = [c for c in picked if split[c] == "train"] + [c for c in picked if split[c] == "test"][:6]
+        make_cremad_raw(site, clips=clips, seed=1, with_bad=False, width=96, height=72, duration_range=(1.0, 1.5))
         self.values["cremad_list"] = str(write_source_list(site, self.work.parent / "cremad-files.tsv"))
         self.values["cremad_url"] = self._serve(site)
 
