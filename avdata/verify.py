@@ -246,11 +246,16 @@ def _extra_files(loc: ShardsLocation, report: VerifyReport) -> None:
 PULLED_SPLITS_NAME = ".avdata-pulled-splits.json"
 
 
-def record_pulled_splits(folder: Path, pulled: list[str], all_splits: list[str]) -> None:
-    """Add `pulled` to the folder's record; a folder that now holds every split needs none."""
+def record_pulled_splits(folder: Path, pulled: list[str], manifest: Manifest) -> None:
+    """Add `pulled` to the folder's record; a folder that now holds every split needs none. Without a
+    record yet, the splits whose shards are all here (an earlier whole pull) count as pulled too."""
     record = Path(folder) / PULLED_SPLITS_NAME
-    done = set(pulled) | set(_read_pulled(record) or [])
-    if done >= set(all_splits):
+    earlier = _read_pulled(record)
+    if earlier is None:
+        earlier = [name for name, split in manifest.splits.items()
+                   if all((Path(folder) / s.file).is_file() for s in split.shards)]
+    done = set(pulled) | set(earlier)
+    if done >= set(manifest.splits):
         record.unlink(missing_ok=True)
     else:
         atomic_write_bytes(record, json.dumps(sorted(done)).encode())

@@ -125,6 +125,10 @@ def test_verify_after_a_partial_pull_checks_what_is_there(tmp_path):
     assert not (dest / ".avdata-pulled-splits.json").exists()
     r = runner.invoke(app, ["verify", str(dest)])
     assert r.exit_code == 0 and "3 shards OK" in r.output and "not pulled" not in r.output
+    r = runner.invoke(app, ["pull", str(source), "--to", str(dest), "--split", "val"])  # whole, then one split
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["verify", str(dest)])
+    assert r.exit_code == 0 and "3 shards OK" in r.output and "not pulled" not in r.output
 
 
 # --- push: help, log lines, install hints -----------------------------------------------------------------

@@ -131,7 +131,7 @@ def pull(
                             f"run the same pull again to resume.")
         return report
     atomic_write_bytes(local_manifest, raw_manifest)
-    record_pulled_splits(to, chosen, all_splits)  # so that verify checks the splits there are
+    record_pulled_splits(to, chosen, manifest)  # so that verify checks the splits there are
     others = [s for s in all_splits if s not in chosen]
     if others:
         note = (f"only split(s) {', '.join(chosen)} were pulled; the manifest also lists {', '.join(others)}, "
