@@ -153,7 +153,7 @@ def read_blocks(path: Path = README) -> list[Block]:
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if lang is None:
             if line.startswith("#"):
-                heading = line.lstrip("#").strip().strip("`")
+                heading = line.lstrip("#").strip().replace("`", "")
             m = re.match(r"^```(\w*)\s*$", line)
             if m:
                 lang, start, body = m.group(1), i, []
@@ -224,6 +224,24 @@ def test_every_readme_block_is_run_or_listed():
     for r in RULES:
         assert r.action in ("run", "parse", "skip")
         assert r.why or (r.action == "run" and not r.subs and not r.append and r.rc == 0), r.pattern
+
+
+def not_run() -> list[str]:
+    """Every README command not run as printed or with substitutions: where, what and why (printed by -s)."""
+    return [f"{c.where()}: {r.action}: {c.text}  ({r.why})" for c in bash_commands()
+            if (r := rule_for(c)) is not None and r.action != "run"]
+
+
+def test_commands_not_run_are_listed_with_their_reason():
+    listed = not_run()
+    print("\n".join(["README commands not run here:", *listed]))
+    assert listed and all(line.endswith(")") and "()" not in line for line in listed)
+    assert any("pip install" in line for line in listed) and any("torchrun --nnodes 2" in line for line in listed)
+
+
+def test_a_failing_command_fails_with_its_readme_line(tmp_path):
+    with pytest.raises(AssertionError, match=r"README.md:7 \(x\): `avdata verify nope` exited 2, not 0"):
+        run_command("avdata verify nope", tmp_path, child_env(), "README.md:7 (x)")
 
 
 def test_command_discovery_joins_continuations_and_drops_comments():
