@@ -19,9 +19,10 @@ CHATTY_LOGGERS = ("botocore", "boto3", "aiobotocore", "s3fs", "gcsfs", "google",
 
 
 def quiet_libraries(verbose: bool) -> None:
-    """Our own INFO lines stay; the storage libraries' INFO lines only with --verbose."""
+    """Our own INFO lines stay; the storage libraries' INFO lines only with --verbose (never their DEBUG
+    lines, which log every request's headers)."""
     for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def serve_cmd(

@@ -163,7 +163,9 @@ def test_push_hides_storage_libraries_info_lines_unless_verbose(tmp_path, monkey
     try:
         r = CliRunner().invoke(app, ["push", str(tmp_path), "s3://b/p", *(["-v"] if verbose else [])])
     finally:
-        for name in ("botocore", "httpx"):
+        from avdata.cli.cmd_share import CHATTY_LOGGERS
+
+        for name in CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.NOTSET)
     assert r.exit_code == 0, r.output
     messages = [rec.getMessage() for rec in caplog.records]
