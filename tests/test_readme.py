@@ -411,6 +411,7 @@ class Context:
     env: dict[str, str]
     values: dict[str, str] = field(default_factory=dict)
     ran: dict[str, str] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # section -> why its servers could not be made
 
     def _serve(self, folder: Path) -> str:
         from tests.httpserver import serve_dir
@@ -466,7 +467,7 @@ class Context:
         from tests.hubserver import hub_server
         from tests.s3server import moto_s3, skip_without_s3
 
-        skip_without_s3()
+        skip_without_s3()  # (the dev extra installs them: the test then skips only this section's commands)
         skip_without_gcs()
         store = self.work.parent / "store"
         shutil.copytree(self.work / "shards" / "cremad", store / "shards" / "cremad")
@@ -573,8 +574,14 @@ def test_readme_commands_and_snippets_run_as_printed(tmp_path, group):
                 key = f"{cwd.name}: {cmd.text}"
                 if key in ctx.ran:  # the same command printed twice: run once
                     continue
+                if block.heading in ctx.unavailable:
+                    continue
                 if rule.setup:
-                    getattr(ctx, rule.setup)()
+                    try:
+                        getattr(ctx, rule.setup)()
+                    except pytest.skip.Exception as why:  # an optional server not installed: the rest still runs
+                        ctx.unavailable[block.heading] = f"section {block.heading!r} from {cmd.where()}: {why}"
+                        continue
                 if rule.background:
                     ctx.values["free_port"] = str(free_port())
                     url = stack.enter_context(background(substitute(cmd, rule, ctx), work, env, cmd.where()))
@@ -585,4 +592,6 @@ def test_readme_commands_and_snippets_run_as_printed(tmp_path, group):
                     print(f"{time.monotonic() - started:6.1f} s  {cmd.where()}: {cmd.text}")
                 ctx.ran[key] = cmd.where()
                 done += 1
-    assert done >= (5 if group == "other-datasets" else 15)
+    assert done >= (5 if group == "other-datasets" else 10)
+    if ctx.unavailable:
+        pytest.skip("everything else ran; not run: " + "; ".join(ctx.unavailable.values()))
