@@ -7,6 +7,7 @@ is handled by the first rule of `RULES` that matches it:
   ...`, `scmrl-train` is `python -m avdata.cli.train_app`, `torchrun` is `python -m torch.distributed.run`),
   in a temporary working folder, in README order (the demo first, then the data path producing raw/ and
   shards/ that the later sections use), asserting its exit code (0 unless the rule documents another);
+  the sections that need none of that (INDEPENDENT_SECTIONS) run as a second test beside it;
 - parse: given to the real CLI's parser with its arguments (nothing runs), for what cannot run here;
 - skip: not run at all, with the reason.
 
