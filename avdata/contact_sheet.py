@@ -8,13 +8,16 @@ and the sample key. Fields are drawn by kind, found from their shape and dtype (
 - a spectrogram [F,T] float: an image with a colormap, low frequencies at the bottom;
 - cochlea events [T,C] counts: channels up, time along, as an image.
 
-Samples are chosen deterministically: the first N of each class in shard order.
+Samples are chosen deterministically: the first N of each class in shard order, from the split asked
+for, or else from train, then the other splits in manifest order, so that every class with a sample
+anywhere is shown. The grid is as wide as the most samples a class shows.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,29 +82,34 @@ def _draw(ax, name: str, arr: np.ndarray) -> None:
             ax.imshow(img[..., 0], cmap="gray", interpolation="nearest")
         else:
             ax.imshow(_as_rgb(img), interpolation="nearest")
-        label = f"{name} {arr.shape[0] // 2 + 1}/{arr.shape[0]}"
+        label = f"frame {arr.shape[0] // 2 + 1} of {arr.shape[0]}"
     elif kind == "image":
         ax.imshow(_as_rgb(arr), interpolation="nearest")
-        label = name
+        label = "image"
     elif kind == "events_visual":
         summed = arr.astype(np.float64).sum(axis=0)
         diff = summed[1] - summed[0]  # ON minus OFF
         lim = float(np.abs(diff).max()) or 1.0
         ax.imshow(diff, cmap="bwr", vmin=-lim, vmax=lim, interpolation="nearest")
-        label = f"{name} ON-OFF"
+        label = "DVS events, ON - OFF"
     elif kind == "spectrogram":
         spec = arr.astype(np.float64)
         finite = spec[np.isfinite(spec)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi if hi > lo else lo + 1,
                   interpolation="nearest")
-        label = f"{name} {arr.shape[0]}x{arr.shape[1]}"
+        label = f"spectrogram {arr.shape[0]} x {arr.shape[1]}"
     elif kind == "events_audio":
         ax.imshow(arr.T.astype(np.float64), origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
-        label = f"{name} ch x T"
+        label = "cochlea events, ch x T"
     else:  # pragma: no cover - pick_fields only hands drawable kinds
         return
     ax.set_xlabel(label, fontsize=6, labelpad=1)
+
+
+def _fit(text: str, chars: int) -> str:
+    """The text cut to `chars` characters with an ellipsis, so a long class name or key stays in its cell."""
+    return text if len(text) <= chars else text[: chars - 1] + "\u2026"
 
 
 def _as_rgb(img: np.ndarray) -> np.ndarray:
@@ -113,44 +121,68 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
 
 
 def choose_samples(spec: str | Path, per_class: int, split: str | None = None
-                   ) -> tuple[Manifest, str, list[list[tuple[str, dict[str, np.ndarray]]]]]:
-    """(manifest, split, rows): rows[class] = [(key, {field: array})] of its first `per_class` samples."""
+                   ) -> tuple[Manifest, str, list[list[tuple[str, dict[str, np.ndarray], str]]]]:
+    """(manifest, splits drawn from, rows): rows[class] = [(key, {field: array}, split)], its first
+    `per_class` samples of `split`, or (split None) of train and then the other splits in turn."""
     if not 1 <= per_class <= MAX_PER_CLASS:
         raise AvdataError(f"--show must be 1 to {MAX_PER_CLASS} samples per class, not {per_class}")
     loc = open_location(spec)
     m = loc.manifest
     if not m.splits:
         raise AvdataError(f"{loc.shown}: the manifest lists no splits")
-    split = split or ("train" if "train" in m.splits else next(iter(m.splits)))
-    counts = m.split(split).class_counts
+    if split is not None:
+        m.split(split)  # an unknown split is named with the ones there are
+        order = [split]
+    else:
+        order = sorted(m.splits, key=lambda name: name != "train")  # train first, then manifest order
     classes = m.classes[:MAX_SHEET_CLASSES]  # a manifest may claim any number: draw a bounded sheet
-    want = [min(per_class, int(counts.get(c, per_class))) for c in classes]
-    rows: list[list[tuple[str, dict[str, np.ndarray]]]] = [[] for _ in classes]
-    if sum(want):
-        for _file, key, fields in iter_samples(loc, split):
+    rows: list[list[tuple[str, dict[str, np.ndarray], str]]] = [[] for _ in classes]
+    used: list[str] = []
+    for name in order:
+        counts = m.split(name).class_counts
+        want = [min(per_class - len(r), int(counts.get(c, per_class))) for r, c in zip(rows, classes)]
+        if sum(max(w, 0) for w in want) == 0:
+            continue
+        used.append(name)
+        taken = [0] * len(classes)
+        for _file, key, fields in iter_samples(loc, name):
             label = label_of(fields)
-            if label is None or not 0 <= label < len(classes) or len(rows[label]) >= want[label]:
+            if label is None or not 0 <= label < len(classes) or taken[label] >= want[label]:
                 continue
-            arrays = {}
-            for name, data in group_jpeg_frames(fields).items():
-                if name.endswith(".npy") or name == JPEG_FRAMES:
-                    try:
-                        arrays[name] = (decode_npy(data) if name.endswith(".npy")
-                                        else np.stack([decode_jpeg(d) for d in data]))
-                    except Exception:  # an undecodable field is drawn as missing
-                        continue
-            rows[label].append((key, arrays))
-            if all(len(r) >= w for r, w in zip(rows, want)):
+            rows[label].append((key, _arrays(fields), name))
+            taken[label] += 1
+            if all(t >= w for t, w in zip(taken, want)):
                 break
-    return m, split, rows
+    return m, "+".join(used or order[:1]), rows
+
+
+def _arrays(fields: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """The sample's npy fields and its JPEG frames as arrays; an undecodable field is drawn as missing."""
+    arrays = {}
+    for name, data in group_jpeg_frames(fields).items():
+        if name.endswith(".npy") or name == JPEG_FRAMES:
+            try:
+                arrays[name] = decode_npy(data) if name.endswith(".npy") else np.stack([decode_jpeg(d) for d in data])
+            except Exception:
+                continue
+    return arrays
 
 
 def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, split: str | None = None) -> Path:
-    """Write a PNG of the first `per_class` samples of each class of `split` (default: train, else the first).
+    """Write `draw_sheet`'s figure as a PNG (atomically, no timestamp: the same shards give the same bytes)."""
+    fig = draw_sheet(spec, per_class, split)
+    out_png = Path(out_png)
+    with atomic_open(out_png, "wb") as f:
+        fig.savefig(f, format="png", dpi=DPI, metadata={"Software": None})
+    return out_png
+
+
+def draw_sheet(spec: str | Path, per_class: int = 2, split: str | None = None) -> Any:
+    """The matplotlib Figure of the first `per_class` samples of each class of `split` (default: train, then the others).
 
     Rows are classes, columns samples; each cell shows the visual and the audio field side by side with
-    the class name and key. The figure is (2 * per_class * 1.7) x (0.5 + 1.9 * classes) inches at 100 dpi.
-    Returns the PNG path.
+    the class name, split and key. The figure is (2 * S * 1.7) x (0.5 + 1.9 * classes) inches at 100 dpi,
+    S the most samples any class shows (at most `per_class`).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -162,17 +194,22 @@ def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, spl
     if shown:
         log.warning("contact sheet: drawing only the first %d of %d classes", MAX_SHEET_CLASSES,
                     len(manifest.classes))
-    n_rows, n_cols = max(1, len(classes)), 2 * per_class
+    # as many cell pairs across as the fullest row shows: no blank columns when classes have fewer samples
+    per_row = max([len(r) for r in rows] + [1])
+    n_rows, n_cols = max(1, len(classes)), 2 * per_row
     width, height = n_cols * CELL_W_IN, HEADER_IN + n_rows * ROW_H_IN
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.04, top=1 - HEADER_IN / height,
-                        wspace=0.15, hspace=0.4)
+                        wspace=0.15, hspace=0.55)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    fig.suptitle(f"{manifest.dataset} / {split}: first {per_class} sample(s) per class{shown}",
-                 fontsize=9, y=1 - 0.12 / height)
+    per_pair = int(2 * CELL_W_IN * 0.9 * 72 / (0.62 * 7))  # characters of a 7 pt label across a cell's two panels
+    across = per_pair * per_row * 7 // 8  # the 8 pt title spans every cell
+    fig.suptitle(f"{_fit(manifest.dataset, across)}: up to {per_class} per class\n"
+                 f"{_fit('from ' + split.replace('+', ', ') + shown, across)}",
+                 fontsize=8, y=1 - 0.06 / height, va="top")
     for r, cname in enumerate(classes):
-        for c in range(per_class):
+        for c in range(per_row):
             ax_v, ax_a = axes[r][2 * c], axes[r][2 * c + 1]
             for ax in (ax_v, ax_a):
                 ax.set_xticks([])
@@ -181,18 +218,17 @@ def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, spl
                 for ax in (ax_v, ax_a):
                     ax.set_axis_off()
                 if c == 0:
-                    ax_v.text(0.0, 0.5, f"{r}: {cname}\n(no samples in {split})", fontsize=7,
+                    ax_v.text(0.0, 0.5, f"{_fit(f'{r}: {cname}', per_pair)}\n(no samples)", fontsize=7,
                               transform=ax_v.transAxes, va="center")
                 continue
-            key, arrays = rows[r][c]
+            key, arrays, where = rows[r][c]
             visual, audio = pick_fields(arrays)
             for ax, name in ((ax_v, visual), (ax_a, audio)):
                 if name is None:
                     ax.text(0.5, 0.5, "no field", ha="center", va="center", fontsize=7, transform=ax.transAxes)
                 else:
                     _draw(ax, name, arrays[name])
-            ax_v.set_title(f"{r}: {cname}  {key}", fontsize=7, loc="left", pad=3)
-    out_png = Path(out_png)
-    with atomic_open(out_png, "wb") as f:
-        fig.savefig(f, format="png", dpi=DPI, metadata={"Software": None})
-    return out_png
+            # two short lines over the cell's pair of panels, so that they fit it even at --show 1
+            ax_v.set_title(f"{_fit(f'{r}: {cname} ({where})', per_pair)}\n{_fit(key, per_pair)}", fontsize=7,
+                           loc="left", pad=3)
+    return fig

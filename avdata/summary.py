@@ -265,7 +265,7 @@ def _fmt_value(v: Any) -> str:
 def print_summary(summary: dict[str, Any], console=None) -> None:
     """Render `summarize()`'s result as rich tables."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Table, box
 
     console = console or Console()
     s = summary
@@ -301,10 +301,10 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
     for name, sp in s["splits"].items():
         read = sp["read"]
         how = "all samples" if s["sample_limit"] is None else f"first {read['samples']} sample(s)"
-        table = Table(title=f"{name}: fields read back ({how})")
-        for col in ("field", "dtype", "shape min..max", "values min..max", "bytes/sample", "present"):
-            table.add_column(col, justify="right" if col in ("bytes/sample", "present") else "left",
-                             no_wrap=col in ("field", "dtype", "shape min..max"))
+        table = Table(title=f"{name}: fields read back ({how}); size: mean bytes per sample", box=box.SIMPLE_HEAD,
+                      show_edge=False, pad_edge=False, collapse_padding=True)  # fits 80 columns; values may wrap
+        for col in ("field", "dtype", "shape", "values", "size", "present"):
+            table.add_column(col, justify="right" if col in ("size", "present") else "left", no_wrap=col != "values")
         for fname, f in read["fields"].items():
             dtype = f.get("dtype", f["kind"])
             shape = _fmt_shape(f.get("shape_min"), f.get("shape_max"))

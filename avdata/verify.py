@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import tarfile
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from avdata.atomic import atomic_write_bytes
 from avdata.errors import AvdataError
 from avdata.fetch.transport import remote_size
 from avdata.shards.frames import JPEG_FRAMES, is_jpeg_frame
@@ -38,6 +40,7 @@ class VerifyReport:
     bytes_checked: int = 0  # bytes read (or stat-ed, with quick)
     problems: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    not_pulled: list[str] = field(default_factory=list)  # splits with no shard here (`avdata pull --split`)
 
     @property
     def ok(self) -> bool:
@@ -51,7 +54,7 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         return {"location": self.location, "splits": self.splits, "quick": self.quick, "ok": self.ok,
                 "checked": self.checked, "bytes_checked": self.bytes_checked,
-                "problems": [{"file": f, "what": w} for f, w in self.problems],
+                "not_pulled": self.not_pulled, "problems": [{"file": f, "what": w} for f, w in self.problems],
                 "warnings": [{"file": f, "what": w} for f, w in self.warnings]}
 
 
@@ -238,19 +241,59 @@ def _extra_files(loc: ShardsLocation, report: VerifyReport) -> None:
         report.warnings.append((p.name, "unfinished temporary file (an interrupted prepare?)"))
 
 
+#: Written by `avdata pull --split` into the folder: the splits pulled so far (JSON list), so that verify
+#: tells a split never pulled from one whose shards went missing.
+PULLED_SPLITS_NAME = ".avdata-pulled-splits.json"
+
+
+def record_pulled_splits(folder: Path, pulled: list[str], manifest: Manifest) -> None:
+    """Add `pulled` to the folder's record; a folder that now holds every split needs none. Without a
+    record yet, the splits whose shards are all here (an earlier whole pull) count as pulled too."""
+    record = Path(folder) / PULLED_SPLITS_NAME
+    earlier = _read_pulled(record)
+    if earlier is None:
+        earlier = [name for name, split in manifest.splits.items()
+                   if all((Path(folder) / s.file).is_file() for s in split.shards)]
+    done = set(pulled) | set(earlier)
+    if done >= set(manifest.splits):
+        record.unlink(missing_ok=True)
+    else:
+        atomic_write_bytes(record, json.dumps(sorted(done)).encode())
+
+
+def _read_pulled(record: Path) -> list[str] | None:
+    try:
+        data = json.loads(record.read_bytes()[:1 << 20])
+    except (OSError, ValueError):
+        return None
+    return [s for s in data if isinstance(s, str)] if isinstance(data, list) else None
+
+
+def _not_pulled(loc: ShardsLocation) -> list[str]:
+    """Splits of a local folder that `avdata pull --split` left out (none for a folder pulled whole)."""
+    if loc.remote or loc.addresses:
+        return []
+    pulled = _read_pulled(Path(loc.base) / PULLED_SPLITS_NAME)
+    return [] if pulled is None else [name for name in loc.manifest.splits if name not in pulled]
+
+
 def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool = False,
                   progress: bool | None = None) -> VerifyReport:
     """Check the shards folder `spec` (local folder or http(s) URL) against its manifest.json.
 
-    splits: only these splits (all when None). quick: byte counts only, no sha256 or tar reading.
+    splits: only these splits (all when None: then the splits `avdata pull --split` left out of a local
+    folder are listed in `not_pulled` instead of reported missing).
+    quick: byte counts only, no sha256 or tar reading.
     progress: show a progress bar over bytes (None: unless AVDATA_NO_PROGRESS is set).
     Raises AvdataError when the manifest itself cannot be read or a split does not exist.
     """
     loc = open_location(spec)
     manifest = loc.manifest
     names = list(manifest.splits) if not splits else list(dict.fromkeys(splits))
+    absent = [] if splits else _not_pulled(loc)
+    names = [n for n in names if n not in absent]
     entries = [s for _split, s in manifest.shard_entries(names)]  # raises AvdataError for an unknown split
-    report = VerifyReport(location=loc.shown, splits=names, quick=quick)
+    report = VerifyReport(location=loc.shown, splits=names, quick=quick, not_pulled=absent)
     _check_manifest(manifest, names, report)
     total = sum(s.bytes for s in entries)
     bar = make_progress("B", disable=None if progress in (None, True) else True)
@@ -284,6 +327,11 @@ def print_report(report: VerifyReport, console=None) -> None:
     from rich.console import Console
 
     console = console or Console()
+    if report.not_pulled:
+        listed = ", ".join(report.not_pulled)
+        console.print(f"split(s) {listed} not pulled (avdata pull --split), not checked "
+                      f"(`avdata pull URL --to DIR --split {report.not_pulled[0]}` fetches one; "
+                      f"`avdata verify DIR --split {report.not_pulled[0]}` checks it)", highlight=False, soft_wrap=True)
     for file, what in report.warnings:
         console.print(f"[yellow]warning:[/] {file}: {what}", highlight=False, soft_wrap=True)
     if report.ok:

@@ -425,7 +425,7 @@ def test_contact_sheet_layout_and_content(folders, tmp_path):
     # deterministic choice: the first N of each class in shard order, and the same picture twice
     _, split, rows = choose_samples(folders["av"], 2)
     assert split == "train"
-    assert [[k for k, _ in r] for r in rows] == [["clip0000", "clip0003"], ["clip0001", "clip0004"],
+    assert [[k for k, *_ in r] for r in rows] == [["clip0000", "clip0003"], ["clip0001", "clip0004"],
                                                  ["clip0002", "clip0005"]]
     again = contact_sheet(folders["av"], tmp_path / "again.png", per_class=2)
     assert again.read_bytes() == av2.read_bytes()

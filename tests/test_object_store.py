@@ -211,14 +211,15 @@ def test_a_repush_replaces_shards_of_the_same_size_with_other_content(env, tmp_p
 
 def test_missing_extra_or_credentials_are_named(env, pushed, shards, monkeypatch):
     monkeypatch.setitem(sys.modules, "s3fs", None)
-    with pytest.raises(AvdataError, match=r'needs the s3fs package: pip install "avdata-scmrl\[s3\]"'):
+    with pytest.raises(AvdataError, match=r'needs the s3fs package: pip install -e "\.\[s3\]" in the avdata checkout '
+                                          r'\(or pip install s3fs\)'):
         open_location(pushed)
     monkeypatch.setitem(sys.modules, "gcsfs", None)
-    with pytest.raises(AvdataError, match=r'pip install "avdata-scmrl\[gcs\]"'):
+    with pytest.raises(AvdataError, match=r'pip install -e "\.\[gcs\]"'):
         open_location("gs://bucket/shards")
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     r = _push(str(shards), "hf://datasets/lab/syn")
-    assert r.exit_code == 2 and 'pip install "avdata-scmrl[hf]"' in r.output
+    assert r.exit_code == 2 and 'pip install -e ".[hf]" in the avdata checkout' in r.output
     monkeypatch.undo()
 
     import s3fs

@@ -75,6 +75,7 @@ def verify_cmd(
     """Check every shard against manifest.json: sha256, byte count and sample count.
 
     A shard cut short is reported as truncated; .tar files the manifest does not list are warned about.
+    In a folder filled by `avdata pull --split`, the splits not pulled are named and not checked.
     Exit status 1 when anything differs, 2 when the folder or its manifest cannot be read.
     """
     from rich.console import Console

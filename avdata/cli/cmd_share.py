@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,18 @@ import typer
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
 from avdata.cli.errors import fail
+
+#: Libraries that log at INFO on every request or credential lookup (botocore's "Found credentials",
+#: httpx's "HTTP Request" per call): a push or pull shows them only with -v.
+CHATTY_LOGGERS = ("botocore", "boto3", "aiobotocore", "s3fs", "gcsfs", "google", "urllib3", "httpx", "httpcore",
+                  "huggingface_hub", "fsspec")
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Our own INFO lines stay; the storage libraries' INFO lines only with --verbose (never their DEBUG
+    lines, which log every request's headers)."""
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def serve_cmd(
@@ -81,6 +94,7 @@ def pull_cmd(
     from avdata.cli.cmd_download import print_download_summary
 
     setup_logging(verbose)
+    quiet_libraries(verbose)
     try:
         report = pull(url, to, splits=split or None, jobs=jobs, retries=retries, backoff=backoff,
                       overwrite=overwrite, stall_seconds=stall_timeout)
@@ -100,12 +114,14 @@ def push_cmd(
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="Objects uploaded at once (one at a time to the Hub)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Push even when URL already holds another dataset "
                                    "(its manifest is replaced)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what is uploaded or skipped."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what is uploaded or skipped, and the "
+                                 "storage libraries' own messages (credentials found, each HTTP request)."),
 ) -> None:
     """Upload a shards folder to object storage, after verifying it (sha256, sizes, sample counts).
 
     Shards first, manifest.json last, so a reader never sees a manifest naming missing shards.
-    A rerun resumes: objects already there with the right size are skipped.
+    A rerun resumes: an object already there is skipped only when its content is known to be the same
+    (its sha256 in S3/GCS metadata, the Hub's content hash); same size with other bytes is uploaded again.
 
     Credentials come from each store's usual places: AWS_* variables or ~/.aws for s3:// (AWS_ENDPOINT_URL
     for an S3-compatible server: MinIO, Ceph), GOOGLE_APPLICATION_CREDENTIALS or gcloud for gs://,
@@ -116,6 +132,7 @@ def push_cmd(
     from avdata.share.push import push
 
     setup_logging(verbose)
+    quiet_libraries(verbose)
     try:
         report = push(directory, url, jobs=jobs, overwrite=overwrite)
     except AvdataError as exc:

@@ -5,7 +5,7 @@ status 200, or 206 for a range; `Content-Length` and `Content-Range` headers; `r
 raises HTTPError 404 and a refused one 403. So the download engine, `read_small` and the shard readers
 treat every remote the same way, with the same size caps, range resume, stall rule and retries.
 
-Each store's library is an optional extra (`pip install "avdata-scmrl[s3]"`, `[gcs]`, `[hf]`); without it,
+Each store's library is an optional extra (`pip install -e ".[s3]"` in the checkout, `[gcs]`, `[hf]`); without it,
 or without credentials, the error names what to install or set. Credentials come from where each store's
 own tools look: S3 from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, `AWS_PROFILE` and
 ~/.aws/credentials, ~/.aws/config (an S3-compatible server, MinIO or Ceph, by `AWS_ENDPOINT_URL` or
@@ -57,7 +57,7 @@ def filesystem(url: str, timeout: float = 60.0) -> tuple[Any, str]:
         import fsspec
     except ImportError as exc:
         raise AvdataError(f"{url}: reading or writing {url.split('://')[0]}:// needs the {package} package: "
-                          f'pip install "avdata-scmrl[{extra}]"') from exc
+                          f'pip install -e ".[{extra}]" in the avdata checkout (or pip install {package})') from exc
     options: dict[str, Any] = {}
     if protocol == "s3":  # bounded waits: a silent server is retried, then reported, never waited on forever
         options["config_kwargs"] = {"connect_timeout": min(timeout, 30.0), "read_timeout": timeout,

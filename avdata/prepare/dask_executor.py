@@ -44,8 +44,8 @@ from avdata.progress import make_progress
 __all__ = ["EXECUTORS", "check_executor", "import_distributed", "build_shards"]
 
 EXECUTORS = ("local", "dask")
-EXTRA_HINT = ("--executor dask needs Dask distributed, an optional extra: pip install \"avdata-scmrl[dask]\" "
-              "(in a checkout: pip install -e \".[dask]\")")
+EXTRA_HINT = ("--executor dask needs Dask distributed, an optional extra: pip install -e \".[dask]\" "
+              "in the avdata checkout (or pip install \"dask[distributed]\")")
 
 log = logging.getLogger("avdata.prepare.dask")
 

@@ -20,6 +20,7 @@ from avdata.errors import AvdataError
 from avdata.owned import CARD_NAME, claim, other_preparation, our_manifest, refuse_foreign
 from avdata.shards.location import read_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
+from avdata.verify import record_pulled_splits
 
 log = logging.getLogger("avdata.share.pull")
 
@@ -140,6 +141,7 @@ def pull(
                             f"run the same pull again to resume.")
         return report
     atomic_write_bytes(local_manifest, raw_manifest)
+    record_pulled_splits(to, chosen, manifest)  # so that verify checks the splits there are
     others = [s for s in all_splits if s not in chosen]
     if others:
         note = (f"only split(s) {', '.join(chosen)} were pulled; the manifest also lists {', '.join(others)}, "

@@ -1,0 +1,187 @@
+"""The first hour's surface: the contact sheet, inspect's tables, verify after a partial pull, push's help
+and its log lines, and the install hints of the optional extras."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from avdata.cli.avdata_app import app
+from scmrl.data.synthetic import CLASSES, make_synthetic_av_shards
+
+
+def _shards(tmp_path: Path, n_train: int, n_val: int, n_test: int, name: str = "s") -> Path:
+    return make_synthetic_av_shards(tmp_path / name, n_train, n_val, n_test, per_shard=8, seed=1,
+                                    frame_shape=(24, 32), spec_shape=(16, 12), frames=3, vary_frames=False)
+
+
+# --- contact sheet ---------------------------------------------------------------------------------------
+
+
+def test_contact_sheet_shows_every_class_from_the_other_splits(tmp_path):
+    from avdata.contact_sheet import choose_samples
+
+    folder = _shards(tmp_path, 2, 4, 4)  # train holds only 2 of the 4 classes
+    _, split, rows = choose_samples(folder, 2)
+    assert split.split("+")[0] == "train" and set(split.split("+")) == {"train", "val", "test"}
+    assert [len(r) for r in rows] == [2, 2, 2, 2]
+    assert {where for r in rows[2:] for _k, _a, where in r} <= {"val", "test"}
+    assert rows[0][0][2] == "train"
+    _, split, rows = choose_samples(folder, 2, split="train")  # a split asked for is the only one drawn
+    assert split == "train" and [len(r) for r in rows] == [1, 1, 0, 0]
+
+
+def test_contact_sheet_grid_is_as_wide_as_what_is_shown(tmp_path):
+    from avdata.contact_sheet import CELL_W_IN, DPI, HEADER_IN, ROW_H_IN, contact_sheet
+
+    folder = _shards(tmp_path, 4, 0, 4)  # 2 samples of each class in all
+    png = contact_sheet(folder, tmp_path / "sheet.png", per_class=4)
+    with Image.open(png) as im:
+        assert im.size == (round(2 * 2 * CELL_W_IN * DPI), round((HEADER_IN + len(CLASSES) * ROW_H_IN) * DPI))
+
+
+def _texts(fig):
+    yield fig._suptitle
+    for ax in fig.axes:
+        yield from (ax.title, ax._left_title, ax.xaxis.label, *ax.texts)
+
+
+def test_contact_sheet_labels_fit_their_cells_at_show_1(tmp_path):
+    from avdata.contact_sheet import draw_sheet
+
+    folder = _shards(tmp_path, 8, 0, 0)
+    long = [f"a class name as long as some real ones get, number {i}" for i in range(len(CLASSES))]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rename = dict(zip(manifest["classes"], long))
+    manifest["classes"] = long
+    for sp in manifest["splits"].values():
+        sp["class_counts"] = {rename[k]: v for k, v in sp["class_counts"].items()}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    fig = draw_sheet(folder, per_class=1)
+    renderer = fig.canvas.get_renderer()
+    right = fig.bbox.x1
+    checked = 0
+    for text in _texts(fig):
+        if text is None or not text.get_text():
+            continue
+        box = text.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= right, (text.get_text(), box.x1, right)
+        checked += 1
+    assert checked >= 3 * len(CLASSES)
+    titles = [ax._left_title.get_text() for ax in fig.axes if ax._left_title.get_text()]
+    assert titles[0].startswith("0: a class name") and titles[0].split("\n")[0].endswith("\u2026")
+
+
+def test_contact_sheet_captions_name_the_frame(tmp_path):
+    from avdata.contact_sheet import draw_sheet
+
+    fig = draw_sheet(_shards(tmp_path, 4, 0, 0), per_class=1)
+    labels = [ax.xaxis.label.get_text() for ax in fig.axes]
+    assert labels[0] == "frame 2 of 3" and labels[1].startswith("spectrogram 16 x ")
+
+
+# --- inspect and verify ----------------------------------------------------------------------------------
+
+
+def test_inspect_tables_fit_80_columns(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from avdata.summary import print_summary, summarize
+
+    console = Console(width=80, record=True, file=open("/dev/null", "w"))
+    print_summary(summarize(str(_shards(tmp_path, 8, 0, 4))), console)
+    text = console.export_text()
+    assert "\u2026" not in text  # nothing cut with an ellipsis
+    tables = [line for line in text.splitlines()[2:]]  # below the location and options lines (soft-wrapped)
+    assert tables and max(len(line) for line in tables) <= 80
+    header = next(line for line in text.splitlines() if line.startswith("field"))
+    assert header.split() == ["field", "dtype", "shape", "values", "size", "present"]
+
+
+def test_verify_after_a_partial_pull_checks_what_is_there(tmp_path):
+    source = _shards(tmp_path, 8, 8, 8)
+    dest = tmp_path / "pulled"
+    runner = CliRunner()
+    r = runner.invoke(app, ["pull", str(source), "--to", str(dest), "--split", "test"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["verify", str(dest)])
+    assert r.exit_code == 0, r.output
+    assert "split(s) train, val not pulled" in r.output and "1 shards OK" in r.output
+    assert "splits: test" in r.output
+    r = runner.invoke(app, ["verify", str(dest), "--split", "val"])  # asked for by name: missing
+    assert r.exit_code == 1 and "val-000000.tar" in r.output and "missing" in r.output
+    (dest / "test-000000.tar").unlink()  # a pulled split's shard gone is still a problem
+    r = runner.invoke(app, ["verify", str(dest)])
+    assert r.exit_code == 1 and "test-000000.tar" in r.output
+    r = runner.invoke(app, ["pull", str(source), "--to", str(dest)])  # the rest: the folder is whole again
+    assert r.exit_code == 0, r.output
+    assert not (dest / ".avdata-pulled-splits.json").exists()
+    r = runner.invoke(app, ["verify", str(dest)])
+    assert r.exit_code == 0 and "3 shards OK" in r.output and "not pulled" not in r.output
+    r = runner.invoke(app, ["pull", str(source), "--to", str(dest), "--split", "val"])  # whole, then one split
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["verify", str(dest)])
+    assert r.exit_code == 0 and "3 shards OK" in r.output and "not pulled" not in r.output
+
+
+# --- push: help, log lines, install hints -----------------------------------------------------------------
+
+
+def test_push_help_says_content_is_compared():
+    r = CliRunner().invoke(app, ["push", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert "right size are skipped" not in r.output
+    assert "content is known to be the same" in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_push_hides_storage_libraries_info_lines_unless_verbose(tmp_path, monkeypatch, caplog, verbose):
+    import avdata.share.push as push_module
+
+    class Report:
+        url = "s3://b/p"
+
+        def summary(self) -> str:
+            return "3 uploaded"
+
+    def fake_push(directory, url, jobs, overwrite):
+        logging.getLogger("botocore.credentials").info("Found credentials in environment variables.")
+        for _ in range(3):
+            logging.getLogger("httpx").info("HTTP Request: PUT http://x/y 200")
+        logging.getLogger("avdata.share.push").info("uploading 3 objects")
+        return Report()
+
+    monkeypatch.setattr(push_module, "push", fake_push)
+    caplog.set_level(logging.INFO)
+    try:
+        r = CliRunner().invoke(app, ["push", str(tmp_path), "s3://b/p", *(["-v"] if verbose else [])])
+    finally:
+        from avdata.cli.cmd_share import CHATTY_LOGGERS
+
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    assert r.exit_code == 0, r.output
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert "uploading 3 objects" in messages
+    assert ("Found credentials in environment variables." in messages) is verbose
+    assert sum(m.startswith("HTTP Request") for m in messages) == (3 if verbose else 0)
+
+
+def test_missing_extra_hint_works_from_the_checkout(monkeypatch):
+    from avdata.errors import AvdataError
+    from avdata.fetch.objstore import filesystem
+    from avdata.prepare.dask_executor import EXTRA_HINT
+
+    monkeypatch.setitem(sys.modules, "s3fs", None)
+    with pytest.raises(AvdataError) as err:
+        filesystem("s3://bucket/x")
+    assert 'pip install -e ".[s3]" in the avdata checkout (or pip install s3fs)' in str(err.value)
+    assert "avdata-scmrl[" not in str(err.value) and "avdata-scmrl[" not in EXTRA_HINT
+    assert 'pip install -e ".[dask]"' in EXTRA_HINT
