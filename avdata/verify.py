@@ -19,6 +19,7 @@ from typing import IO, Any, Callable
 
 from avdata.atomic import atomic_write_bytes
 from avdata.errors import AvdataError
+from avdata.owned import STATE_DIR
 from avdata.fetch.transport import remote_size
 from avdata.shards.frames import JPEG_FRAMES, is_jpeg_frame
 from avdata.shards.location import ShardsLocation, open_location
@@ -241,9 +242,9 @@ def _extra_files(loc: ShardsLocation, report: VerifyReport) -> None:
         report.warnings.append((p.name, "unfinished temporary file (an interrupted prepare?)"))
 
 
-#: Written by `avdata pull --split` into the folder: the splits pulled so far (JSON list), so that verify
-#: tells a split never pulled from one whose shards went missing.
-PULLED_SPLITS_NAME = ".avdata-pulled-splits.json"
+#: Written by `avdata pull --split` into the folder's state folder (beside pull's owned.json): the splits
+#: pulled so far (JSON list), so that verify tells a split never pulled from one whose shards went missing.
+PULLED_SPLITS_NAME = f"{STATE_DIR}/pulled-splits.json"
 
 
 def record_pulled_splits(folder: Path, pulled: list[str], manifest: Manifest) -> None:
@@ -258,6 +259,7 @@ def record_pulled_splits(folder: Path, pulled: list[str], manifest: Manifest) ->
     if done >= set(manifest.splits):
         record.unlink(missing_ok=True)
     else:
+        record.parent.mkdir(exist_ok=True)
         atomic_write_bytes(record, json.dumps(sorted(done)).encode())
 
 

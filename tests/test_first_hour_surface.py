@@ -122,7 +122,7 @@ def test_verify_after_a_partial_pull_checks_what_is_there(tmp_path):
     assert r.exit_code == 1 and "test-000000.tar" in r.output
     r = runner.invoke(app, ["pull", str(source), "--to", str(dest)])  # the rest: the folder is whole again
     assert r.exit_code == 0, r.output
-    assert not (dest / ".avdata-pulled-splits.json").exists()
+    assert not (dest / ".avdata" / "pulled-splits.json").exists()
     r = runner.invoke(app, ["verify", str(dest)])
     assert r.exit_code == 0 and "3 shards OK" in r.output and "not pulled" not in r.output
     r = runner.invoke(app, ["pull", str(source), "--to", str(dest), "--split", "val"])  # whole, then one split

@@ -92,8 +92,9 @@ def test_pull_one_split(shards_dir, tmp_path):
         res = runner.invoke(app, ["pull", url, "--to", str(tmp_path / "t"), "--split", "test"])
     assert res.exit_code == 0, res.output
     got = _files(tmp_path / "t")
-    assert sorted(got) == [".avdata-pulled-splits.json", "README.md", "manifest.json", "test-000000.tar"]
-    assert json.loads(got[".avdata-pulled-splits.json"]) == ["test"]  # verify then checks only test
+    assert sorted(got) == ["README.md", "manifest.json", "test-000000.tar"]
+    # verify then checks only test
+    assert json.loads((tmp_path / "t" / ".avdata" / "pulled-splits.json").read_text()) == ["test"]
     assert got["manifest.json"] == (shards_dir / "manifest.json").read_bytes()
     assert "train" in res.output and "absent" in res.output
     with avdata_server(shards_dir) as (url, _), pytest.raises(AvdataError, match="no split 'nope'"):
