@@ -141,7 +141,7 @@ def test_missing_extra_unknown_executor_and_stray_scheduler_are_clear_errors(tmp
     with pytest.raises(AvdataError, match="choose one of local, dask"):
         toy(raw, tmp_path / "out", executor="ray")
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
-    with pytest.raises(AvdataError, match=r"pip install \"avdata-scmrl\[dask\]\""):
+    with pytest.raises(AvdataError, match=r"pip install -e \"\.\[dask\]\" in the avdata checkout"):
         toy(raw, tmp_path / "out", executor="dask")
     assert not (tmp_path / "out").exists()  # stopped before planning
     res = CliRunner().invoke(app, ["prepare", "toy", "--raw", str(raw), "--out", str(tmp_path / "out"),

@@ -4,7 +4,7 @@ The fenced ```bash and ```python blocks of README.md are discovered (never by li
 is handled by the first rule of `RULES` that matches it:
 
 - run: executed through the real console entry point code (`avdata ...` is `python -m avdata.cli.avdata_app
-  ...`, `scmrl-train` is `python -m avdata.cli.train_app`, `torchrun` is `python -m torch.distributed.run`),
+  ...`, `scmrl-train` is `python -m scmrl.cli.train_app`, `torchrun` is `python -m torch.distributed.run`),
   in a temporary working folder, in README order (the demo first, then the data path producing raw/ and
   shards/ that the later sections use), asserting its exit code (0 unless the rule documents another);
   the sections that need none of that (INDEPENDENT_SECTIONS) run as a second test beside it;
@@ -116,7 +116,7 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^avdata prepare ave", "run"),
     Rule(r"^scmrl-train --shards http://lab-server:8000/", "run", "host, train",
          subs=((r"http://lab-server:8000/", "{shards_url}/"),), append=SMALL_TRAIN, setup="shards_server"),
-    Rule(r"^torchrun --nproc_per_node 4 -m avdata.cli.train_app", "run", "train: 2 processes (the machine "
+    Rule(r"^torchrun --nproc_per_node 4 -m scmrl.cli.train_app", "run", "train: 2 processes (the machine "
          "running the suite has 2 cores)", subs=((r"--nproc_per_node 4", "--nproc_per_node 2"),),
          append=SMALL_TRAIN),
     Rule(r"^scmrl-eval --checkpoint runs/cremad/best.pt --shards shards/cremad", "run", "train",
@@ -280,11 +280,11 @@ def _click(name: str):
     if name == "avdata":
         from avdata.cli.avdata_app import app
     elif name == "scmrl-train":
-        from avdata.cli.train_app import train_app as app
+        from scmrl.cli.train_app import train_app as app
     elif name == "scmrl-eval":
-        from avdata.cli.train_app import eval_app as app
+        from scmrl.cli.train_app import eval_app as app
     elif name == "scmrl-convert":
-        from avdata.cli.convert_app import convert_app as app
+        from scmrl.cli.convert_app import convert_app as app
     else:
         raise AssertionError(f"no CLI named {name}")
     return typer.main.get_command(app)
@@ -298,12 +298,12 @@ def parse_with_cli(argv: list[str]) -> None:
     if prog in ("torchrun", "python") and (prog == "torchrun" or args[:1] == ["-m"]):
         if prog == "python":
             prog, args = args[1], args[2:]
-            assert prog == "avdata.cli.train_app", argv
+            assert prog == "scmrl.cli.train_app", argv
             return parse_with_cli(["scmrl-train", *args])
         from torch.distributed.run import get_args_parser
 
         ns = get_args_parser().parse_args(args)
-        assert ns.module and ns.training_script == "avdata.cli.train_app", argv
+        assert ns.module and ns.training_script == "scmrl.cli.train_app", argv
         return parse_with_cli(["scmrl-train", *ns.training_script_args])
     cmd = _click(prog)
     ctx = cmd.make_context(prog, list(args))
@@ -330,7 +330,7 @@ def test_a_broken_command_fails_the_parse_check():
     with pytest.raises(Exception, match="--no-such-option"):
         parse_with_cli(["avdata", "verify", "shards/x", "--no-such-option"])
     with pytest.raises(Exception, match="--epochz"):
-        parse_with_cli(["torchrun", "--nproc_per_node", "2", "-m", "avdata.cli.train_app", "--shards", "s",
+        parse_with_cli(["torchrun", "--nproc_per_node", "2", "-m", "scmrl.cli.train_app", "--shards", "s",
                         "--out", "o", "--epochz", "1"])
 
 
@@ -395,9 +395,9 @@ def child_env() -> dict[str, str]:
 
 ENTRY = {
     "avdata": [sys.executable, "-m", "avdata.cli.avdata_app"],
-    "scmrl-train": [sys.executable, "-m", "avdata.cli.train_app"],
-    "scmrl-eval": [sys.executable, "-c", "from avdata.cli.train_app import main_eval; main_eval()"],
-    "scmrl-convert": [sys.executable, "-m", "avdata.cli.convert_app"],
+    "scmrl-train": [sys.executable, "-m", "scmrl.cli.train_app"],
+    "scmrl-eval": [sys.executable, "-c", "from scmrl.cli.train_app import main_eval; main_eval()"],
+    "scmrl-convert": [sys.executable, "-m", "scmrl.cli.convert_app"],
     "torchrun": [sys.executable, "-m", "torch.distributed.run"],
     "python": [sys.executable],
 }

@@ -237,7 +237,7 @@ def test_bad_shards_give_a_clear_error(tmp_path):
 def test_default_workers_follow_the_cpus(monkeypatch):
     import os
 
-    from avdata.cli import train_app
+    from scmrl.cli import train_app
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     assert train_app._default_workers(None) == 2  # 2 CPUs: no more loader workers than CPUs
