@@ -115,23 +115,17 @@ def _run(recipe_name: str, options: Any, run: PrepareRunOptions) -> None:
 def print_prepare_result(result: Any) -> None:
     """Per-split counts and every skipped clip with its reason, on the console (a PrepareResult)."""
     from rich.markup import escape
-    from rich.table import Table
+
+    from avdata.class_counts_table import class_counts_table
 
     console.print(f"[bold]{result.out}[/]: {len(result.written)} shard(s) written, {len(result.kept)} kept")
     if not result.complete or result.manifest is None:
         console.print("part done; the manifest is written once all parts are (`avdata merge`)")
         return
     m = result.manifest
-    # one row per class: AVE's 28 classes or UrbanSound's long names do not fit as columns of a terminal
-    table = Table(title=f"{m.dataset}: samples per split and class")
-    table.add_column("label", justify="right", no_wrap=True)
-    table.add_column("class")
-    for split in m.splits:
-        table.add_column(split, justify="right", no_wrap=True)
-    for i, c in enumerate(m.classes):
-        table.add_row(str(i), c, *(str(entry.class_counts[c]) for entry in m.splits.values()))
-    table.add_row("", "[bold]all[/]", *(str(entry.num_samples) for entry in m.splits.values()))
-    console.print(table)
+    console.print(class_counts_table(f"{m.dataset}: samples per split and class", m.classes,
+                                     {split: e.class_counts for split, e in m.splits.items()},
+                                     {split: e.num_samples for split, e in m.splits.items()}))
     for split, entry in m.splits.items():
         for name, st in (entry.sample_stats or {}).items():
             console.print(f"{split} {name}: min {st['min']:.4f}, median {st['median']:.4f}, max {st['max']:.4f} "
