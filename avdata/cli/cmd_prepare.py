@@ -16,7 +16,7 @@ from avdata.errors import AvdataError
 from avdata.option_fields import opt
 from avdata.progress import console, setup_logging
 
-VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log every file handled.")
+_VERBOSE_HELP = "Log every file handled."  # prepare's and merge's --verbose
 
 
 @dataclasses.dataclass
@@ -43,7 +43,7 @@ class PrepareRunOptions:
                        "it.")
     overwrite: bool = opt(False, negatable=False, help="Replace shards in --out that were made with other "
                           "options.")
-    verbose: bool = opt(False, short="v", negatable=False, help="Log every file handled.")
+    verbose: bool = opt(False, short="v", negatable=False, help=_VERBOSE_HELP)
     samples_per_shard: int = opt(256, min=1, help="Samples per shard file.")
     protocol: str = opt("ours", help="ours | reference: the authors' data, with no validation split (and their "
                         "split, spectrogram and sample counts, which are checked).")
@@ -161,7 +161,7 @@ def merge_cmd(
     out: Path = typer.Argument(..., help="Shards folder to complete (parts may already be in it)."),
     parts: Optional[list[Path]] = typer.Option(None, "--from", help="Part output folders made elsewhere, "
                                                "copied into OUT (repeat the option)."),
-    verbose: bool = VerboseOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=_VERBOSE_HELP),
 ) -> None:
     """Join `prepare --part i/N` outputs into one folder with one manifest.json and dataset card."""
     from avdata.prepare.merge import assemble, merge
