@@ -148,7 +148,7 @@ def command_from(dc_types: type | tuple[type, ...], body: Callable[..., Any], *,
     return command
 
 
-def options_command(dc_type: type, *, exclude: Iterable[str] = (),
+def options_command(dc_type: type | tuple[type, ...], *, exclude: Iterable[str] = (),
                     overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[[Callable], Callable]:
     """Decorator form of `command_from`: put it under `@app.command(...)`."""
     return lambda body: command_from(dc_type, body, exclude=exclude, overrides=overrides)
