@@ -11,7 +11,8 @@ says once how it appears on the command line; the CLI packages turn these into T
         classes: list[str] = opt(["a", "b"], help="Class names.")   # --classes a,b
 
 Metadata keys (all optional; a field without them gets a generic help): "help", "flag" (long name without
-dashes, default the field name with - for _), "short" ("-j"), "choices", "min", "max", "hidden".
+dashes, default the field name with - for _), "short" ("-j"), "choices", "min", "max", "hidden", "negatable"
+(False: a bool flag that only turns something on, with no --no-<flag> form).
 """
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ from typing import Any, Iterable
 
 __all__ = ["META_KEYS", "opt"]
 
-META_KEYS = ("help", "flag", "short", "choices", "min", "max", "hidden")
+META_KEYS = ("help", "flag", "short", "choices", "min", "max", "hidden", "negatable")
 
 
 def opt(default: Any = dataclasses.MISSING, *, help: str | None = None, flag: str | None = None,
         short: str | None = None, choices: Iterable[Any] | None = None, min: float | None = None,
-        max: float | None = None, hidden: bool = False) -> Any:
+        max: float | None = None, hidden: bool = False, negatable: bool = True) -> Any:
     """A dataclass field carrying its CLI description; a list/dict/set default is copied per instance."""
     meta = {"help": help, "flag": flag, "short": short, "choices": tuple(choices) if choices else None,
             "min": min, "max": max, "hidden": hidden}
     meta = {k: v for k, v in meta.items() if v is not None and v is not False}  # keeps min=0
+    if not negatable:
+        meta["negatable"] = False
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

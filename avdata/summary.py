@@ -3,7 +3,7 @@
 `summarize()` takes the per-split and per-class counts, bytes, skipped clips and the making options from
 the manifest, then streams through the samples (all of them, or the first K per split) to report every
 field's dtype and shape range, the value range of arrays, and clip durations found in the `json` field.
-Works the same on a local folder and on a folder behind an http(s) URL. `print_summary()` renders the
+Works the same on a local folder and on a folder behind an http(s) URL. `print_shards_summary()` renders the
 result as rich tables (`avdata.contact_sheet` draws samples to a PNG).
 """
 
@@ -262,10 +262,12 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
-def print_summary(summary: dict[str, Any], console=None) -> None:
+def print_shards_summary(summary: dict[str, Any], console=None) -> None:
     """Render `summarize()`'s result as rich tables."""
     from rich.console import Console
     from rich.table import Table, box
+
+    from avdata.class_counts_table import class_counts_table
 
     console = console or Console()
     s = summary
@@ -288,15 +290,9 @@ def print_summary(summary: dict[str, Any], console=None) -> None:
     sizes.add_row("[bold]total[/]", str(t["num_samples"]), str(t["num_shards"]), human_bytes(t["bytes"]),
                   human_bytes(t["bytes_per_sample"]))
     console.print(sizes)
-    # one row per class: AVE's 28 classes or UrbanSound's long names do not fit as columns of a terminal
-    counts = Table(title="samples per split and class (manifest)")
-    counts.add_column("label", justify="right", no_wrap=True)
-    counts.add_column("class")
-    for name in s["splits"]:
-        counts.add_column(name, justify="right", no_wrap=True)
-    for i, c in enumerate(classes):
-        counts.add_row(str(i), c, *(str(sp["class_counts"].get(c, 0)) for sp in s["splits"].values()))
-    console.print(counts)
+    console.print(class_counts_table("samples per split and class (manifest)", classes,
+                                     {name: sp["class_counts"] for name, sp in s["splits"].items()},
+                                     {name: sp["num_samples"] for name, sp in s["splits"].items()}))
 
     for name, sp in s["splits"].items():
         read = sp["read"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -93,10 +92,10 @@ def test_contact_sheet_captions_name_the_frame(tmp_path):
 def test_inspect_tables_fit_80_columns(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from avdata.summary import print_summary, summarize
+    from avdata.summary import print_shards_summary, summarize
 
     console = Console(width=80, record=True, file=open("/dev/null", "w"))
-    print_summary(summarize(str(_shards(tmp_path, 8, 0, 4))), console)
+    print_shards_summary(summarize(str(_shards(tmp_path, 8, 0, 4))), console)
     text = console.export_text()
     assert "\u2026" not in text  # nothing cut with an ellipsis
     tables = [line for line in text.splitlines()[2:]]  # below the location and options lines (soft-wrapped)

@@ -99,7 +99,7 @@ def written_keys(out: Path, split: str) -> list[str]:
 def test_each_split_is_written_in_a_seeded_random_order(tmp_path):
     raw = make_toy_raw(tmp_path / "raw", n_train=40)
     a = run(raw, tmp_path / "a", val_fraction=0.0)
-    b = run(raw, tmp_path / "b", val_fraction=0.0, seed=7)
+    run(raw, tmp_path / "b", val_fraction=0.0, seed=7)
     again = run(raw, tmp_path / "a", val_fraction=0.0)  # a rerun keeps every shard: same order
     assert again.written == [] and load_manifest(tmp_path / "b")["options"]["seed"] == 7
     for split in ("train", "test"):
@@ -212,7 +212,8 @@ def test_a_split_whose_clips_are_all_skipped_gets_an_empty_shard_that_verifies(t
     m = load_manifest(out)
     assert m["splits"]["val"]["num_samples"] == 0 and len(m["skipped"]) == len(val) > 0
     empty = out / m["splits"]["val"]["shards"][0]["file"]
-    assert empty.stat().st_size == 10240 and list(wds.WebDataset(str(empty), shardshuffle=False, empty_check=False)) == []
+    assert empty.stat().st_size == 10240
+    assert list(wds.WebDataset(str(empty), shardshuffle=False, empty_check=False)) == []
     assert verify_shards(out).ok
     empty.write_bytes(bytes(512))  # one zero block: cut before the second
     assert not verify_shards(out).ok
@@ -237,7 +238,8 @@ def test_a_worker_killed_mid_clip_stops_the_run_naming_the_clip(tmp_path):
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(120)  # a regression here would hang: fail instead
     try:
-        with pytest.raises(AvdataError, match="worker process died while preparing (one of )?(t00[0-5], )?t003(, t00[4-5])?: killed by the system"):
+        with pytest.raises(AvdataError, match="worker process died while preparing (one of )?(t00[0-5], )?t003"
+                                              "(, t00[4-5])?: killed by the system"):
             run(raw, out, jobs=2)
     finally:
         signal.alarm(0)

@@ -574,10 +574,11 @@ sys.path.insert(0, sys.argv[1])
 from avdata.datasets.registry import register_recipe
 register_recipe("toy", "tests.toy_recipe:ToyRecipe")
 from tests.toy_recipe import ToyOptions
-from avdata.cli.cmd_prepare import _run
+from avdata.cli.cmd_prepare import PrepareRunOptions, _run
 import typer
 try:
-    _run("toy", Path(sys.argv[2]), Path(sys.argv[3]), ToyOptions(), 2, 4, None, False, False, False)
+    _run("toy", ToyOptions(), PrepareRunOptions(raw=Path(sys.argv[2]), out=Path(sys.argv[3]), jobs=2,
+                                                samples_per_shard=4))
 except typer.Exit as done:  # what the Typer app does with it
     sys.exit(done.exit_code)
 """

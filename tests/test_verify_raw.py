@@ -80,9 +80,9 @@ def test_verify_raw_classifies_each_file(tmp_path):
     rep = verify_raw(root, files, jobs=3, progress=False)
     assert {c.path: c.status for c in rep.checks} == expected
     assert rep.counts == {"ok": 6, "missing": 1, "lfs-pointer": 1, "size-mismatch": 1, "hash-mismatch": 1}
-    lfs = rep.by_status("lfs-pointer")[0]
-    assert "git lfs pull" in lfs.fix and "pointer" in lfs.detail
-    flip = rep.by_status("hash-mismatch")[0]
+    by_status = {c.status: c for c in rep.problems}
+    assert "git lfs pull" in FIXES["lfs-pointer"] and "pointer" in by_status["lfs-pointer"].detail
+    flip = by_status["hash-mismatch"]
     assert flip.actual_sha256 == sha256_file(root / flip.path) != flip.expected_sha256
     quick = verify_raw(root, files, check_hash=False, progress=False)
     assert quick.counts["hash-mismatch"] == 0 and quick.counts["ok"] == 7 and not quick.ok

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 
-import typer
 
 from avdata.cli.errors import run
 from avdata.cli.help_format import WholeHelpGroup, typer_app

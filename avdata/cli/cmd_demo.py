@@ -19,14 +19,14 @@ def demo(
 ) -> None:
     """Generate a small CREMA-D-format raw tree (real FLV + WAV), prepare it, verify it, draw a contact sheet."""
     from avdata.demo import run_demo
-    from avdata.cli.cmd_prepare import print_summary
+    from avdata.cli.cmd_prepare import print_prepare_result
 
     setup_logging()
     try:
         res = run_demo(out, clips=clips, jobs=jobs, seed=seed)
     except AvdataError as exc:
         fail(exc)
-    print_summary(res["result"])
+    print_prepare_result(res["result"])
     console.print(f"verify: {'all shards OK' if res['verified'] else 'PROBLEMS'}")
     for file, what in res["problems"]:
         console.print(f"  {file}: {what}", markup=False, highlight=False)

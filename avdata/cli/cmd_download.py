@@ -3,16 +3,17 @@ registry's downloads (`avdata.datasets.registry.downloads`), its own flags from 
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from avdata.cli.dataset_group import click_command, dataset_group
+from avdata.cli.dataset_group import dataset_command, dataset_group
 from avdata.cli.errors import fail
 from avdata.cli.help_format import typer_app
 from avdata.errors import AvdataError
+from avdata.option_fields import opt
 from avdata.progress import console, setup_logging
 
 MAX_ROWS = 40
@@ -64,26 +65,22 @@ def _verify_names() -> list[str]:
     return [name for name, d in downloads().items() if d.files is not None]
 
 
-def _download_parameters() -> list[inspect.Parameter]:
+@dataclasses.dataclass
+class DownloadRunOptions:
     """The options every `avdata download <name>` takes, declared once (its own come from its sources)."""
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    common = [
-        ("to", Path, typer.Option(..., "--to", help="Folder to download into (created). Rerunning into it skips "
-                                  "verified files and resumes partial ones (<file>.part).")),
-        ("jobs", int, typer.Option(8, "--jobs", "-j", min=1, help="Files downloaded at once.")),
-        ("retries", int, typer.Option(4, "--retries", min=0, help="Retries per file after a failure, with "
-                                      "exponential back-off (a dropped connection resumes without using one).")),
-        ("backoff", float, typer.Option(1.0, "--backoff", min=0.0, help="Seconds to wait before the first retry "
-                                        "of a file; doubled for each further retry (at most 60).")),
-        ("quick", bool, typer.Option(False, "--quick", help="Trust files already present when their size matches "
-                                     "(default: re-check their sha256).")),
-        ("stall_timeout", float, typer.Option(60.0, "--stall-timeout", min=0.0, help="Abort an attempt (and retry "
-                                              "it) when fewer than 16 KiB arrive in this many seconds; 0 turns the "
-                                              "rule off.")),
-        ("verbose", bool, typer.Option(False, "--verbose", "-v", help="Log every file fetched or skipped.")),
-    ]
-    return [inspect.Parameter("options", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-            *(inspect.Parameter(n, keyword, annotation=tp, default=d) for n, tp, d in common)]
+
+    to: Path = opt(help="Folder to download into (created). Rerunning into it skips verified files and resumes "
+                   "partial ones (<file>.part).")
+    jobs: int = opt(8, short="j", min=1, help="Files downloaded at once.")
+    retries: int = opt(4, min=0, help="Retries per file after a failure, with exponential back-off (a dropped "
+                       "connection resumes without using one).")
+    backoff: float = opt(1.0, min=0.0, help="Seconds to wait before the first retry of a file; doubled for each "
+                         "further retry (at most 60).")
+    quick: bool = opt(False, negatable=False, help="Trust files already present when their size matches (default: "
+                      "re-check their sha256).")
+    stall_timeout: float = opt(60.0, min=0.0, help="Abort an attempt (and retry it) when fewer than 16 KiB arrive "
+                               "in this many seconds; 0 turns the rule off.")
+    verbose: bool = opt(False, short="v", negatable=False, help="Log every file fetched or skipped.")
 
 
 _DOWNLOAD_NOTE = """
@@ -93,36 +90,30 @@ partial ones. Exit code 1 when any file failed, 2 on a usage or setup problem.""
 
 
 def build_download_command(name: str) -> Any:
-    """`avdata download <name>`: the dataset's download options as flags, plus the common ones."""
-    import dataclasses
-
-    from avdata.cli.dataclass_options import command_from
+    """`avdata download <name>`: the common flags (`DownloadRunOptions`), then the dataset's download options."""
     from avdata.datasets.registry import get_download
 
     download = get_download(name)
 
-    def body(options: Any, *, to: Path, jobs: int, retries: int, backoff: float, quick: bool,
-             stall_timeout: float, verbose: bool) -> None:
+    def body(run: DownloadRunOptions, options: Any) -> None:
         from avdata.datasets.download_plan import download_dataset
 
-        setup_logging(verbose)
+        setup_logging(run.verbose)
         try:
-            report = download_dataset(name, to, jobs=jobs, retries=retries, backoff=backoff,
-                                      verify_existing="size" if quick else "sha256", stall_seconds=stall_timeout,
-                                      **dataclasses.asdict(options))
+            report = download_dataset(name, run.to, jobs=run.jobs, retries=run.retries, backoff=run.backoff,
+                                      verify_existing="size" if run.quick else "sha256",
+                                      stall_seconds=run.stall_timeout, **dataclasses.asdict(options))
         except AvdataError as exc:
             fail(exc)
         print_download_summary(report)
         if not report.ok:
             raise typer.Exit(1)
 
-    body.__signature__ = inspect.Signature(_download_parameters())  # type: ignore[attr-defined]
-    return click_command(name, command_from(download.options, body), help=download.help + _DOWNLOAD_NOTE)
+    return dataset_command(name, (DownloadRunOptions, download.options), body, help=download.help + _DOWNLOAD_NOTE)
 
 
 def build_verify_raw_command(name: str) -> Any:
     """`avdata verify-raw <name> DIR`: the selection options of the dataset's download (not --mirror)."""
-    from avdata.cli.dataclass_options import command_from
     from avdata.datasets.registry import get_download
 
     download = get_download(name)
@@ -146,10 +137,10 @@ def build_verify_raw_command(name: str) -> Any:
         if report.problems:
             raise typer.Exit(1)
 
-    command = command_from(download.options, body, exclude=("mirror",))
-    return click_command(name, command, help="Check a raw copy against the pinned list: ok, missing, LFS pointer "
-                         "stub, size or sha256 mismatch.\n\nEach problem is listed with its fix. Exit code 1 when "
-                         "any file is not ok.")
+    return dataset_command(name, download.options, body, exclude=("mirror",),
+                           help="Check a raw copy against the pinned list: ok, missing, LFS pointer stub, size or "
+                           "sha256 mismatch.\n\nEach problem is listed with its fix. Exit code 1 when any file is "
+                           "not ok.")
 
 
 def print_verify_summary(raw_dir: Path, report: Any) -> None:

@@ -39,7 +39,7 @@ def inspect_cmd(
     """
     from rich.console import Console
 
-    from avdata.summary import print_summary, summarize
+    from avdata.summary import print_shards_summary, summarize
 
     if show is not None and png is None:
         console.print("[red]error:[/] --show N needs --png FILE (where to write the contact sheet)", highlight=False)
@@ -60,7 +60,7 @@ def inspect_cmd(
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return
     out = Console()
-    print_summary(summary, out)
+    print_shards_summary(summary, out)
     if sheet is not None:
         out.print(f"contact sheet: {sheet}", highlight=False, soft_wrap=True)
 

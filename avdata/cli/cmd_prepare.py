@@ -4,146 +4,128 @@ options dataclass) and `avdata merge`."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from avdata.cli.dataset_group import click_command, dataset_group
+from avdata.cli.dataset_group import dataset_command, dataset_group
 from avdata.cli.errors import fail
 from avdata.cli.help_format import typer_app
 from avdata.errors import AvdataError
+from avdata.option_fields import opt
 from avdata.progress import console, setup_logging
 
-VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log every file handled.")
-
-# The options every dataset's prepare command takes (run settings, which do not change the output bytes
-# except --samples-per-shard), declared once; --raw's help and --samples-per-shard's default are the recipe's.
-_COMMON: list[tuple[str, Any, Any]] = [
-    ("out", Path, typer.Option(..., "--out", help="Output shards folder (created). A rerun into it resumes.")),
-    ("jobs", int, typer.Option(1, "--jobs", "-j", min=1, help="Parallel worker processes. Output bytes do not "
-                               "depend on it.")),
-    ("part", Optional[str], typer.Option(None, "--part", help="Prepare only part i/N (0-based i) of the shards, "
-                                         "e.g. for a cluster array job; then `avdata merge` the outputs. 'auto': i "
-                                         "and N from a Slurm array (SLURM_ARRAY_TASK_ID/COUNT) or a Kubernetes "
-                                         "Indexed Job (JOB_COMPLETION_INDEX, with --part-count).")),
-    ("part_count", Optional[int], typer.Option(None, "--part-count", min=1, help="N for --part auto where the "
-                                               "scheduler does not say it (Kubernetes); default: $AVDATA_PART_COUNT.")),
-    ("executor", str, typer.Option("local", "--executor", help="local (a process pool of --jobs) or dask (each "
-                                   "shard a task of a Dask cluster; needs the [dask] extra). Output bytes do not "
-                                   "depend on it.")),
-    ("scheduler", Optional[str], typer.Option(None, "--scheduler", help="With --executor dask: a running Dask "
-                                              "scheduler's address (tcp://host:8786); without it a local cluster "
-                                              "of --jobs worker processes is started. --raw and --out must be on "
-                                              "a file system shared with every worker.")),
-    ("strict", bool, typer.Option(False, "--strict", help="Stop at the first bad clip instead of skipping and "
-                                  "recording it.")),
-    ("overwrite", bool, typer.Option(False, "--overwrite", help="Replace shards in --out that were made with "
-                                     "other options.")),
-    ("verbose", bool, VerboseOpt),
-]
-_PROTOCOL = typer.Option("ours", "--protocol", help="ours | reference: the authors' data, with no validation split "
-                         "(and their split, spectrogram and sample counts, which are checked).")
+_VERBOSE_HELP = "Log every file handled."  # prepare's and merge's --verbose
 
 
-def _parameters(recipe: Any) -> list[inspect.Parameter]:
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    params = [inspect.Parameter("options", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-              inspect.Parameter("raw", keyword, annotation=Path,
-                                default=typer.Option(..., "--raw", help=recipe.raw_help))]
-    params += [inspect.Parameter(name, keyword, annotation=tp, default=default) for name, tp, default in _COMMON]
-    params.append(inspect.Parameter("samples_per_shard", keyword, annotation=int, default=typer.Option(
-        recipe.samples_per_shard, "--samples-per-shard", min=1, help="Samples per shard file.")))
-    if recipe.reference is not None:
-        params.append(inspect.Parameter("protocol", keyword, annotation=str, default=_PROTOCOL))
-    return params
+@dataclasses.dataclass
+class PrepareRunOptions:
+    """The options every dataset's prepare command takes (run settings, which do not change the output bytes
+    except --samples-per-shard), declared once; --raw's help and --samples-per-shard's default are the
+    recipe's (see `_overrides`), and --protocol is there only where the recipe has a `reference`."""
+
+    raw: Path = opt(help="Folder of raw files (the recipe says which).")
+    out: Path = opt(help="Output shards folder (created). A rerun into it resumes.")
+    jobs: int = opt(1, short="j", min=1, help="Parallel worker processes. Output bytes do not depend on it.")
+    part: Optional[str] = opt(None, help="Prepare only part i/N (0-based i) of the shards, e.g. for a cluster "
+                              "array job; then `avdata merge` the outputs. 'auto': i and N from a Slurm array "
+                              "(SLURM_ARRAY_TASK_ID/COUNT) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, "
+                              "with --part-count).")
+    part_count: Optional[int] = opt(None, min=1, help="N for --part auto where the scheduler does not say it "
+                                    "(Kubernetes); default: $AVDATA_PART_COUNT.")
+    executor: str = opt("local", help="local (a process pool of --jobs) or dask (each shard a task of a Dask "
+                        "cluster; needs the [dask] extra). Output bytes do not depend on it.")
+    scheduler: Optional[str] = opt(None, help="With --executor dask: a running Dask scheduler's address "
+                                   "(tcp://host:8786); without it a local cluster of --jobs worker processes is "
+                                   "started. --raw and --out must be on a file system shared with every worker.")
+    strict: bool = opt(False, negatable=False, help="Stop at the first bad clip instead of skipping and recording "
+                       "it.")
+    overwrite: bool = opt(False, negatable=False, help="Replace shards in --out that were made with other "
+                          "options.")
+    verbose: bool = opt(False, short="v", negatable=False, help=_VERBOSE_HELP)
+    samples_per_shard: int = opt(256, min=1, help="Samples per shard file.")
+    protocol: str = opt("ours", help="ours | reference: the authors' data, with no validation split (and their "
+                        "split, spectrogram and sample counts, which are checked).")
 
 
-def _protocol_overrides(recipe: Any) -> dict[str, dict[str, Any]]:
-    """--val-fraction's default comes from --protocol, so the flag itself defaults to None."""
+def _overrides(recipe: Any) -> dict[str, dict[str, Any]]:
+    """The recipe's --raw help and --samples-per-shard default; --val-fraction's default comes from
+    --protocol, so where the recipe has a `reference` the flag itself defaults to None."""
+    out: dict[str, dict[str, Any]] = {"raw": {"help": recipe.raw_help},
+                                      "samples_per_shard": {"default": recipe.samples_per_shard}}
     if recipe.reference is None:
-        return {}
+        return out
     field = {f.name: f for f in dataclasses.fields(recipe.options_type)}.get("val_fraction")
     if field is None:
         raise TypeError(f"{recipe.__name__}: `reference` is set, so its options need a val_fraction field")
-    return {"val_fraction": {"default": None, "help": field.metadata.get("help", "") +
-                             f" Default: {field.default}; 0 with --protocol reference."}}
+    out["val_fraction"] = {"default": None, "help": field.metadata.get("help", "") +
+                           f" Default: {field.default}; 0 with --protocol reference."}
+    return out
 
 
 def build_prepare_command(name: str) -> Any:
-    """`avdata prepare <name>`: the recipe's option fields as flags, plus the common ones."""
+    """`avdata prepare <name>`: the common flags (`PrepareRunOptions`), then the recipe's option fields."""
     from avdata.datasets.registry import recipe_class
-
-    from avdata.cli.dataclass_options import command_from
 
     recipe = recipe_class(name)
 
-    def body(options: Any, *, raw: Path, out: Path, jobs: int, part: Optional[str], part_count: Optional[int],
-             executor: str, scheduler: Optional[str], strict: bool, overwrite: bool, verbose: bool,
-             samples_per_shard: int, protocol: str | None = None) -> None:
+    def body(run: PrepareRunOptions, options: Any) -> None:
         if recipe.reference is not None:
             from avdata.prepare.protocol import resolve_prepare_protocol
 
             try:
                 values = dataclasses.asdict(options)
-                val = resolve_prepare_protocol(protocol, name, values.pop("val_fraction"), **values)
+                val = resolve_prepare_protocol(run.protocol, name, values.pop("val_fraction"), **values)
             except AvdataError as exc:
                 fail(exc)
             options = dataclasses.replace(options, val_fraction=val)
-        _run(name, raw, out, options, jobs, samples_per_shard, part, strict, overwrite, verbose,
-             part_count=part_count, executor=executor, scheduler=scheduler)
+        _run(name, options, run)
 
-    body.__signature__ = inspect.Signature(_parameters(recipe))  # type: ignore[attr-defined]
-    command = command_from(recipe.options_type, body, overrides=_protocol_overrides(recipe))
-    return click_command(name, command, help=recipe.summary or None)
+    return dataset_command(name, (PrepareRunOptions, recipe.options_type), body, help=recipe.summary or None,
+                           exclude=() if recipe.reference is not None else ("protocol",),
+                           overrides=_overrides(recipe))
 
 
-def _run(recipe_name: str, raw: Path, out: Path, options: Any, jobs: int, samples_per_shard: int,
-         part: Optional[str], strict: bool, overwrite: bool, verbose: bool, part_count: Optional[int] = None,
-         executor: str = "local", scheduler: Optional[str] = None) -> None:
+def _run(recipe_name: str, options: Any, run: PrepareRunOptions) -> None:
+    """Prepare `options` of the recipe with the run settings `run`, print the result; Ctrl-C or `kill` keeps
+    the finished shards."""
     from avdata.datasets.registry import get_recipe
     from avdata.prepare import engine
     from avdata.prepare.array_job import resolve_part
     from avdata.prepare.lifeline import Terminated, sigterm_as_interrupt
 
-    setup_logging(verbose)
+    setup_logging(run.verbose)
     try:
-        settings = engine.PrepareSettings(samples_per_shard=samples_per_shard, jobs=jobs,
-                                          part=resolve_part(part, part_count), strict=strict, overwrite=overwrite,
-                                          executor=executor, scheduler=scheduler)
-        if scheduler and executor != "dask":
+        settings = engine.PrepareSettings(samples_per_shard=run.samples_per_shard, jobs=run.jobs,
+                                          part=resolve_part(run.part, run.part_count), strict=run.strict,
+                                          overwrite=run.overwrite, executor=run.executor, scheduler=run.scheduler)
+        if run.scheduler and run.executor != "dask":
             raise AvdataError("--scheduler is the address of a Dask scheduler: it goes with --executor dask")
         with sigterm_as_interrupt():  # `kill` stops it as Ctrl-C does: workers stopped, finished shards kept
-            result = engine.prepare(get_recipe(recipe_name), raw, out, options, settings)
+            result = engine.prepare(get_recipe(recipe_name), run.raw, run.out, options, settings)
     except AvdataError as exc:
         fail(exc)
     except KeyboardInterrupt as exc:
-        console.print(f"interrupted: finished shards in {out} are kept; run the same command again to go on")
+        console.print(f"interrupted: finished shards in {run.out} are kept; run the same command again to go on")
         raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
-    print_summary(result)
+    print_prepare_result(result)
 
 
-def print_summary(result: Any) -> None:
+def print_prepare_result(result: Any) -> None:
     """Per-split counts and every skipped clip with its reason, on the console (a PrepareResult)."""
     from rich.markup import escape
-    from rich.table import Table
+
+    from avdata.class_counts_table import class_counts_table
 
     console.print(f"[bold]{result.out}[/]: {len(result.written)} shard(s) written, {len(result.kept)} kept")
     if not result.complete or result.manifest is None:
         console.print("part done; the manifest is written once all parts are (`avdata merge`)")
         return
     m = result.manifest
-    # one row per class: AVE's 28 classes or UrbanSound's long names do not fit as columns of a terminal
-    table = Table(title=f"{m.dataset}: samples per split and class")
-    table.add_column("label", justify="right", no_wrap=True)
-    table.add_column("class")
-    for split in m.splits:
-        table.add_column(split, justify="right", no_wrap=True)
-    for i, c in enumerate(m.classes):
-        table.add_row(str(i), c, *(str(entry.class_counts[c]) for entry in m.splits.values()))
-    table.add_row("", "[bold]all[/]", *(str(entry.num_samples) for entry in m.splits.values()))
-    console.print(table)
+    console.print(class_counts_table(f"{m.dataset}: samples per split and class", m.classes,
+                                     {split: e.class_counts for split, e in m.splits.items()},
+                                     {split: e.num_samples for split, e in m.splits.items()}))
     for split, entry in m.splits.items():
         for name, st in (entry.sample_stats or {}).items():
             console.print(f"{split} {name}: min {st['min']:.4f}, median {st['median']:.4f}, max {st['max']:.4f} "
@@ -179,7 +161,7 @@ def merge_cmd(
     out: Path = typer.Argument(..., help="Shards folder to complete (parts may already be in it)."),
     parts: Optional[list[Path]] = typer.Option(None, "--from", help="Part output folders made elsewhere, "
                                                "copied into OUT (repeat the option)."),
-    verbose: bool = VerboseOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=_VERBOSE_HELP),
 ) -> None:
     """Join `prepare --part i/N` outputs into one folder with one manifest.json and dataset card."""
     from avdata.prepare.merge import assemble, merge

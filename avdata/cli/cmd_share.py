@@ -68,7 +68,8 @@ def pull_cmd(
     url: str = typer.Argument(..., metavar="URL", help="Address of a shards folder (the folder or its "
                               "manifest.json): http(s)://... from `avdata serve` or any web server, "
                               "s3://BUCKET/PATH, gs://BUCKET/PATH, a Hugging Face dataset repository "
-                              "(hf://datasets/OWNER/NAME, or hf://datasets/OWNER/NAME@REVISION/FOLDER), or a local folder path."),
+                              "(hf://datasets/OWNER/NAME, or hf://datasets/OWNER/NAME@REVISION/FOLDER), or a local "
+                              "folder path."),
     to: Path = typer.Option(..., "--to", help="Folder to pull into (created). A rerun resumes and skips shards "
                             "already verified."),
     split: Optional[list[str]] = typer.Option(None, "--split", help="Only this split's shards (repeat for "

@@ -9,8 +9,9 @@ A field's CLI is read from its `dataclasses.field(metadata=...)`, written with `
         ...   # opts is an Options built from the flags; `out` is an ordinary Typer option
 
 Metadata keys: see `avdata.option_fields`. Types: str, int, float, Path, `X | None` of these (default
-None), bool (as --x/--no-x) and list[X] (a comma-separated string). Choices and list items are checked here rather than by Typer's Literal
-support, so the errors name the flag on every Typer version the project allows.
+None), bool (as --x/--no-x, or a plain --x with `negatable=False`) and list[X] (a comma-separated string).
+Choices and list items are checked here rather than by Typer's Literal support, so the errors name the flag
+on every Typer version the project allows.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def typer_params(dc_type: type, *, exclude: Iterable[str] = (),
                 default = ",".join(map(str, default))
             help_text += " Comma-separated."
             metavar = f"{item_type.__name__.upper()},..."
-        decls = [f"--{flag}/--no-{flag}" if base is bool else f"--{flag}"]
+        decls = [f"--{flag}/--no-{flag}" if base is bool and meta.get("negatable", True) else f"--{flag}"]
         if meta.get("short"):
             decls.append("-" + meta["short"].lstrip("-"))
         extra = {k: meta[k] for k in ("min", "max") if meta.get(k) is not None}
@@ -110,30 +111,36 @@ def typer_params(dc_type: type, *, exclude: Iterable[str] = (),
     return params
 
 
-def command_from(dc_type: type, body: Callable[..., Any], *, exclude: Iterable[str] = (),
+def command_from(dc_types: type | tuple[type, ...], body: Callable[..., Any], *, exclude: Iterable[str] = (),
                  overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[..., Any]:
-    """A Typer command whose flags are `dc_type`'s fields plus `body`'s own parameters after the first;
-    it calls `body(dc_type(**fields), **other_values)`. Register it with `app.command(name)(...)`."""
+    """A Typer command whose flags are the fields of `dc_types` (one dataclass or several, e.g. the options
+    every dataset's command takes and the dataset's own) plus `body`'s parameters after the instances; it
+    calls `body(*instances, **other_values)`. `exclude` and `overrides` name fields of any of the types.
+    Register it with `app.command(name)(...)`."""
+    types_ = dc_types if isinstance(dc_types, tuple) else (dc_types,)
     exclude = set(exclude)
-    body_params = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
-    fields = typer_params(dc_type, exclude=exclude, overrides=overrides)
-    names = {p.name for p in fields}
-    clash = names & {p.name for p in body_params}
-    if clash:
-        raise ValueError(f"{body.__name__}: parameters {sorted(clash)} are also fields of {dc_type.__name__}; "
-                         f"rename them or exclude the fields")
-    required = [f.name for f in dataclasses.fields(dc_type) if f.name in exclude and _default(f) is ...]
-    if required:
-        raise ValueError(f"{dc_type.__name__}: excluded fields {required} have no default")
+    body_params = list(inspect.signature(body, eval_str=True).parameters.values())[len(types_):]
+    fields = {t: typer_params(t, exclude=exclude, overrides=overrides) for t in types_}
+    seen: set[str] = {p.name for p in body_params}
+    for t, params in fields.items():
+        clash = seen & {p.name for p in params}
+        if clash:
+            raise ValueError(f"{body.__name__}: parameters {sorted(clash)} are also fields of {t.__name__}; "
+                             f"rename them or exclude the fields")
+        seen |= {p.name for p in params}
+        required = [f.name for f in dataclasses.fields(t) if f.name in exclude and _default(f) is ...]
+        if required:
+            raise ValueError(f"{t.__name__}: excluded fields {required} have no default")
 
     def command(**values: Any) -> Any:
-        try:
-            instance = dc_type(**{n: values.pop(n) for n in names})
-        except (ValueError, TypeError) as exc:  # the dataclass's own checks (__post_init__)
+        try:  # the dataclasses' own checks (__post_init__)
+            instances = [t(**{p.name: values.pop(p.name) for p in params}) for t, params in fields.items()]
+        except (ValueError, TypeError) as exc:
             raise typer.BadParameter(str(exc)) from None
-        return body(instance, **values)
+        return body(*instances, **values)
 
-    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in body_params] + fields
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in body_params]
+    params += [p for t in types_ for p in fields[t]]
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__name__, command.__qualname__ = body.__name__, body.__qualname__
@@ -141,7 +148,7 @@ def command_from(dc_type: type, body: Callable[..., Any], *, exclude: Iterable[s
     return command
 
 
-def options_command(dc_type: type, *, exclude: Iterable[str] = (),
+def options_command(dc_type: type | tuple[type, ...], *, exclude: Iterable[str] = (),
                     overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[[Callable], Callable]:
     """Decorator form of `command_from`: put it under `@app.command(...)`."""
     return lambda body: command_from(dc_type, body, exclude=exclude, overrides=overrides)

@@ -4,13 +4,15 @@ importing every recipe and an unknown name is answered with the names there are.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import typer
-from avdata.cli.help_format import WholeHelpGroup, typer_app
 from typer.core import TyperGroup
 
-__all__ = ["dataset_group", "click_command"]
+from avdata.cli.dataclass_options import command_from
+from avdata.cli.help_format import WholeHelpGroup, typer_app
+
+__all__ = ["dataset_group", "dataset_command", "click_command"]
 
 
 def click_command(name: str, function: Callable[..., Any], help: str | None = None) -> Any:
@@ -18,6 +20,14 @@ def click_command(name: str, function: Callable[..., Any], help: str | None = No
     app = typer_app()
     app.command(name, help=help)(function)
     return typer.main.get_command(app)
+
+
+def dataset_command(name: str, dc_types: type | tuple[type, ...], body: Callable[..., Any], *,
+                    help: str | None = None, exclude: Iterable[str] = (),
+                    overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+    """The command `name` of a dataset group: flags from the fields of `dc_types` (the options every dataset's
+    command takes, then the dataset's own), built by `dataclass_options.command_from`."""
+    return click_command(name, command_from(dc_types, body, exclude=exclude, overrides=overrides), help=help)
 
 
 def dataset_group(names: Callable[[], Iterable[str]], build: Callable[[str], Any],

@@ -46,10 +46,6 @@ class RawFileCheck:
     actual_sha256: str | None = None
     detail: str = ""
 
-    @property
-    def fix(self) -> str:
-        return FIXES.get(self.status, "")
-
 
 @dataclass
 class RawReport:
@@ -69,9 +65,6 @@ class RawReport:
     @property
     def problems(self) -> list[RawFileCheck]:
         return [c for c in self.checks if c.status != "ok"]
-
-    def by_status(self, status: str) -> list[RawFileCheck]:
-        return [c for c in self.checks if c.status == status]
 
     def summary(self) -> str:
         parts = [f"{n} {s}" for s, n in self.counts.items() if n or s == "ok"]

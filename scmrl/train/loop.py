@@ -45,7 +45,7 @@ from scmrl.train.epoch import loss_probe, train_epoch
 from scmrl.train.evaluate import evaluate
 from scmrl.train.loaders import make_run_data
 from scmrl.train.optim import build_optimizer
-from scmrl.train.report import EpochTable, append_metrics, plot_confusion, plot_curves, print_summary, write_metrics
+from scmrl.train.report import EpochTable, append_metrics, plot_confusion, plot_curves, print_run_results, write_metrics
 from scmrl.train.results import (CONFUSION_NAME, CURVES_NAME, METRICS_NAME, RESULTS_NAME, fresh_state, run_results,
                                  update_best)
 from scmrl.train.schedule import make_schedule, scaled_lr
@@ -195,6 +195,6 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
             which = (f"epoch {state['best_val_epoch']} (validation-best)" if "val" in eval_splits
                      else f"epoch {state['epoch']} (last)")
             plot_confusion(conf, source.classes, out / CONFUSION_NAME, f"test confusion, {which}")
-        print_summary(results)
+        print_run_results(results)
     barrier(ctx)
     return results

@@ -15,7 +15,7 @@ from avdata.atomic import atomic_write_text
 from avdata.errors import naming_path
 from avdata.progress import console
 
-__all__ = ["write_metrics", "append_metrics", "read_metrics", "EpochTable", "print_summary", "print_eval",
+__all__ = ["write_metrics", "append_metrics", "read_metrics", "EpochTable", "print_run_results", "print_eval",
            "plot_curves", "plot_confusion", "CURVES_SIZE", "confusion_size"]
 
 CURVES_SIZE = (1200, 450)  # pixels of curves.png
@@ -76,7 +76,7 @@ class EpochTable:
         self.printed = True
 
 
-def print_summary(results: dict[str, Any]) -> None:
+def print_run_results(results: dict[str, Any]) -> None:
     """The end-of-run summary: the honest (validation-selected) and the reference's test accuracy."""
     t = Table(title=f"{results.get('model')} on {results.get('dataset')}: {results.get('epochs')} epochs",
               show_header=True, box=None, padding=(0, 2))

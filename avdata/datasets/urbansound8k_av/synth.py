@@ -30,7 +30,6 @@ CLASSES = ["air_conditioner", "car_horn", "children_playing", "dog_bark", "drill
            "gun_shot", "jackhammer", "siren", "street_music"]
 #: (sample rate, channels, libsndfile subtype) of the generated WAVs, in turn
 FORMATS = [(44100, 2, "PCM_16"), (22050, 1, "FLOAT"), (48000, 2, "PCM_24"), (16000, 1, "PCM_U8")]
-RATES = [f[0] for f in FORMATS]
 
 
 def write_wav(path: Path, data: np.ndarray, sr: int, subtype: str) -> None:
