@@ -14,7 +14,8 @@ A field's CLI is read from its `dataclasses.field(metadata=...)`, written with `
         ...   # opts is an Options built from the flags; `out` is an ordinary Typer option
 
 Metadata keys (all optional; a field without them gets a generic help): "help", "flag" (long name without
-dashes, default the field name with - for _), "short" ("-j"), "choices", "min", "max", "hidden".
+dashes, default the field name with - for _), "short" ("-j"), "choices", "min", "max", "hidden",
+"applies_when" ((other field, value): recorded only then).
 Types: str, int, float, Path, `X | None` of these (default None), bool (as --x/--no-x) and list[X]
 (a comma-separated string). Choices and list items are checked here rather than by Typer's Literal
 support, so the errors name the flag on every Typer version the project allows.
@@ -30,15 +31,17 @@ from typing import Any, Callable, Iterable, Mapping
 
 import typer
 
-META_KEYS = ("help", "flag", "short", "choices", "min", "max", "hidden")
+META_KEYS = ("help", "flag", "short", "choices", "min", "max", "hidden", "applies_when")
 
 
 def opt(default: Any = dataclasses.MISSING, *, help: str | None = None, flag: str | None = None,
         short: str | None = None, choices: Iterable[Any] | None = None, min: float | None = None,
-        max: float | None = None, hidden: bool = False) -> Any:
-    """A dataclass field carrying its CLI description; a list/dict/set default is copied per instance."""
+        max: float | None = None, hidden: bool = False, applies_when: tuple[str, Any] | None = None) -> Any:
+    """A dataclass field carrying its CLI description; a list/dict/set default is copied per instance.
+    applies_when=(other field, value): the option has an effect only then, and is recorded (manifest,
+    card) only then (`avdata.datasets.recipe.options_dict`)."""
     meta = {"help": help, "flag": flag, "short": short, "choices": tuple(choices) if choices else None,
-            "min": min, "max": max, "hidden": hidden}
+            "min": min, "max": max, "hidden": hidden, "applies_when": applies_when}
     meta = {k: v for k, v in meta.items() if v is not None and v is not False}  # keeps min=0
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)

@@ -38,6 +38,8 @@ def test_demo_printed_training_command_learns(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())
     assert "partial copy" not in out and "verify: all shards OK" in out and "6 clip(s) skipped" in out
+    card = (tmp_path / "demo" / "shards" / "README.md").read_text()
+    assert "--split standard" in card and "--test-fraction" not in card  # no option that has no effect
     line = next(ln.strip() for ln in res.output.splitlines() if ln.strip().startswith("scmrl-train "))
     argv = shlex.split(line)[1:]
     assert "--lr" in argv and "--warmup-epochs" in argv
@@ -60,6 +62,16 @@ def test_demo_trains_on_more_clips_than_it_tests(tmp_path):
     assert sum(standard[c] == "train" for c in good) == 54 and sum(standard[c] == "test" for c in good) == 18
     for split in ("train", "test"):
         assert {c.split("_")[2] for c in good if standard[c] == split} == {"ANG", "DIS", "FEA", "HAP", "NEU", "SAD"}
+
+
+def test_options_without_effect_are_not_recorded():
+    """--test-fraction only acts with --split actor: the manifest (and the card's command) record it only then."""
+    from avdata.datasets.cremad.recipe import CremadOptions
+    from avdata.datasets.recipe import options_dict
+
+    assert "test_fraction" not in options_dict(CremadOptions())
+    assert options_dict(CremadOptions(split="actor", test_fraction=0.2))["test_fraction"] == 0.2
+    assert options_dict(CremadOptions())["val_fraction"] == 0.1  # the others stay
 
 
 def test_default_lr_does_not_vanish_on_small_batches():
