@@ -160,6 +160,8 @@ def test_run_prints_its_estimate_and_fits_its_cpu_batch(shards, tmp_path, monkey
     assert re.search(r"estimate from a one-batch probe \(batch 2 on cpu\): peak memory about [0-9.]+ GiB at batch 8",
                      text), text
     assert "--batch-size 8: the largest that fits" in text and "per epoch of 64 training samples" in text
+    # the run's own schedule is checked too: 1 epoch inside the default 5-epoch warm-up
+    assert "--warmup-epochs 5 is not shorter than --epochs 1" in text
     assert json.loads((tmp_path / "r" / "results.json").read_text())["steps"] == res["steps"] == 1
     import torch
 
