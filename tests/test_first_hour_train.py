@@ -157,7 +157,8 @@ def test_run_prints_its_estimate_and_fits_its_cpu_batch(shards, tmp_path, monkey
     with caplog.at_level(logging.INFO, logger="scmrl.train.loop"):
         res = train(TrainConfig(shards=str(shards), out=str(tmp_path / "r"), lr=5e-3, **TINY))
     text = " ".join(caplog.text.split())
-    assert re.search(r"estimate from a one-batch probe \(batch 2 on cpu\): peak memory about [0-9.]+ GiB at batch 8",
+    assert re.search(r"estimate from a probe \(forward and backward passes up to batch 2 on cpu\): peak memory about "
+                     r"[0-9.]+ GiB at batch 8",
                      text), text
     assert "--batch-size 8: the largest that fits" in text and "per epoch of 64 training samples" in text
     # the run's own schedule is checked too: 1 epoch inside the default 5-epoch warm-up

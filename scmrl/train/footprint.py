@@ -1,7 +1,7 @@
 """How much memory and time a training run will take, measured before it starts, and the batch that fits.
 
 A probe, not a formula: a copy of the model takes a forward and backward pass on random inputs of the
-run's shapes at two small batches (on CPU 1 and 2; on CUDA half the run's batch and the batch itself),
+run's shapes at two batches (on CPU 1 and 2; on CUDA half the run's batch and the batch itself),
 and the peak memory of each is read (CPU: the process's peak resident size, VmHWM, reset before each
 pass through /proc/self/clear_refs; CUDA: `torch.cuda.max_memory_allocated`). The difference is what a
 sample adds (the activations kept for the backward pass: T time steps of every layer's spikes and
@@ -11,7 +11,8 @@ membranes), the rest what a step takes whatever its batch. The estimate of the w
     + the step's fixed part + per sample x batch
     + on CPU the shuffle buffer of decoded samples (in this process or its loader workers)
 
-The time per sample is the second pass's; on CPU a step's time grows linearly with its batch. Nothing of
+The time per sample is that of a third pass (at the larger batch: the first at a shape sets up kernels);
+on CPU a step's time grows linearly with its batch. Nothing of
 the probe reaches the run: it works on a deep copy of the model (batch-norm statistics untouched) inside
 `torch.random.fork_rng`.
 """
@@ -65,7 +66,8 @@ class Footprint:
         """The line printed before training."""
         room = f"{available / _GIB:.1f} GiB available" if available is not None else "available memory unknown"
         epoch = self.seconds_per_sample * train_samples
-        return (f"estimate from a one-batch probe (batch {self.probe_batch} on {self.device}): peak memory about "
+        return (f"estimate from a probe (forward and backward passes up to batch {self.probe_batch} on {self.device}): "
+                f"peak memory about "
                 f"{self.peak_bytes(batch) / _GIB:.2f} GiB at batch {batch} ({room}); about {_duration(epoch)} per "
                 f"epoch of {train_samples:,} training samples ({1 / max(self.seconds_per_sample, 1e-9):.1f} "
                 "samples/s, evaluation not counted)")
@@ -155,7 +157,7 @@ def probe_footprint(model: torch.nn.Module, mcfg: ModelConfig, device: torch.dev
     seconds = 0.0
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for probe_batch in (small, large):
+            for probe_batch in (small, large, large):  # the last one timed (the first at a shape sets up kernels)
                 a, v, labels = _inputs(mcfg, probe_batch, device)
                 _reset_peak(device)
                 t0 = time.perf_counter()
@@ -165,12 +167,12 @@ def probe_footprint(model: torch.nn.Module, mcfg: ModelConfig, device: torch.dev
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 seconds = time.perf_counter() - t0
-                grew[probe_batch] = _peak(device) - now
+                grew.setdefault(probe_batch, _peak(device) - now)  # the first pass's: the later one reuses its heap
                 del out, a, v
                 twin.zero_grad(set_to_none=True)
     except torch.cuda.OutOfMemoryError:
-        raise AvdataError(f"batch {batch} does not fit in the memory of {device} (out of memory in a one-batch "
-                          "probe before training); lower --batch-size, --embed-dim or --image-size") from None
+        raise AvdataError(f"batch {batch} does not fit in the memory of {device} (out of memory in a probe "
+                          "before training); lower --batch-size, --embed-dim or --image-size") from None
     finally:
         del twin
     per_sample = max(0, (grew[large] - grew[small]) // max(1, large - small))
@@ -207,7 +209,7 @@ def choose_batch(fp: Footprint, requested: int | None, available: int | None, pr
                + (" (or a GPU)" if fp.device == "cpu" else ""))
     raise AvdataError(f"training at batch {requested} on {fp.device} would take about "
                       f"{fp.growth_bytes(requested) / _GIB:.1f} GiB more memory (peak about "
-                      f"{fp.peak_bytes(requested) / _GIB:.1f} GiB; a one-batch probe measured "
+                      f"{fp.peak_bytes(requested) / _GIB:.1f} GiB; a probe measured "
                       f"{fp.per_sample_bytes / 2 ** 20:.0f} MiB per sample), but only {have}; {fix}")
 
 

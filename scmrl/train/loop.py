@@ -3,7 +3,7 @@
 The reference recipe (docs/reference.md §2): AdamW (eps 1e-8, weight decay 1e-4), lr = 5e-3 * global
 batch / 1024 unless given (below batch 128 the square-root rule: `scmrl.train.schedule.scaled_lr`),
 5 warm-up epochs from 1e-6 then cosine to 1e-5 (per step), 100 epochs, batch 128 per process (drop-last
-in training; on CPU by default the largest that fits the memory, from a one-batch probe that also
+in training; on CPU by default the largest that fits the memory, from a probe that also
 prints the estimated peak memory and epoch time: `scmrl.train.footprint`), seed 42, label-smoothed
 cross-entropy + the semantic alignment loss (`scmrl.model.losses.compute_loss`). bf16 autocast on CUDA
 only (float32 on CPU).
