@@ -175,6 +175,8 @@ def probe_footprint(model: torch.nn.Module, mcfg: ModelConfig, device: torch.dev
                           "before training); lower --batch-size, --embed-dim or --image-size") from None
     finally:
         del twin
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the probe's cached blocks back, so the free memory read next counts them
     per_sample = max(0, (grew[large] - grew[small]) // max(1, large - small))
     fixed = max(0, grew[small] - per_sample * small)  # the first step's own allocations (kernels, workspaces)
     # the loaders' decoded samples: one time step of both inputs, float32 (the shards' frames decoded)
