@@ -4,6 +4,7 @@ time before it starts, picks a CPU batch that fits and refuses one that does not
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -146,8 +147,8 @@ def test_run_prints_its_estimate_and_fits_its_cpu_batch(shards, tmp_path, monkey
     real = footprint.probe_footprint
     seen = {}
 
-    def probe(*args, **kwargs):
-        seen["fp"] = fp = real(*args, **kwargs)
+    def probe(*args, **kwargs):  # the real probe, with a per-sample size that tells batch 8 from 16 for sure
+        seen["fp"] = fp = dataclasses.replace(real(*args, **kwargs), per_sample_bytes=50 * MIB)
         return fp
 
     monkeypatch.setattr(footprint, "probe_footprint", probe)

@@ -20,6 +20,8 @@ the probe reaches the run: it works on a deep copy of the model (batch-norm stat
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
 import os
 import time
 from dataclasses import dataclass
@@ -145,11 +147,23 @@ def _peak(device: torch.device) -> int:
     return resident_bytes()
 
 
+def _trim_heap() -> None:
+    """Give the heap's free memory back to the kernel (glibc), so that the probe's peaks are its own
+    allocations, not reuse of what an earlier run in this process freed (scmrl.train.cpu_memory keeps it)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def probe_footprint(model: torch.nn.Module, mcfg: ModelConfig, device: torch.device, amp: bool, batch: int,
                     buffered_samples: int) -> Footprint:
     """Measure `model` (as built for the run, before training) at the run's shapes; `buffered_samples`:
     how many decoded samples the loaders hold for shuffling."""
     small, large = (1, 2) if device.type == "cpu" else (max(1, batch // 2), batch)
+    if device.type == "cpu":
+        _trim_heap()
     now = torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
     state = 3 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     twin = copy.deepcopy(model).train()
