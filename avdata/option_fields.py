@@ -12,7 +12,8 @@ says once how it appears on the command line; the CLI packages turn these into T
 
 Metadata keys (all optional; a field without them gets a generic help): "help", "flag" (long name without
 dashes, default the field name with - for _), "short" ("-j"), "choices", "min", "max", "hidden", "negatable"
-(False: a bool flag that only turns something on, with no --no-<flag> form).
+(False: a bool flag that only turns something on, with no --no-<flag> form), "applies_when" ((other field,
+value): the option has an effect only then, and is recorded in manifest.json and the card only then).
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from typing import Any, Iterable
 
 __all__ = ["META_KEYS", "opt"]
 
-META_KEYS = ("help", "flag", "short", "choices", "min", "max", "hidden", "negatable")
+META_KEYS = ("help", "flag", "short", "choices", "min", "max", "hidden", "negatable", "applies_when")
 
 
 def opt(default: Any = dataclasses.MISSING, *, help: str | None = None, flag: str | None = None,
         short: str | None = None, choices: Iterable[Any] | None = None, min: float | None = None,
-        max: float | None = None, hidden: bool = False, negatable: bool = True) -> Any:
+        max: float | None = None, hidden: bool = False, negatable: bool = True,
+        applies_when: tuple[str, Any] | None = None) -> Any:
     """A dataclass field carrying its CLI description; a list/dict/set default is copied per instance."""
     meta = {"help": help, "flag": flag, "short": short, "choices": tuple(choices) if choices else None,
-            "min": min, "max": max, "hidden": hidden}
+            "min": min, "max": max, "hidden": hidden, "applies_when": applies_when}
     meta = {k: v for k, v in meta.items() if v is not None and v is not False}  # keeps min=0
     if not negatable:
         meta["negatable"] = False

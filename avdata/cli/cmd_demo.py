@@ -9,11 +9,13 @@ import typer
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
 from avdata.cli.errors import fail
+from avdata.demo import DEMO_CLIPS
 
 
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for the generated raw data, shards and PNG."),
-    clips: int = typer.Option(24, "--clips", min=6, help="Number of good clips to generate (a few bad ones are added)."),
+    clips: int = typer.Option(DEMO_CLIPS, "--clips", min=6, help="Number of good clips to generate (6 broken ones "
+                              "are added)."),
     jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Worker processes for prepare."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated data."),
 ) -> None:
@@ -26,16 +28,14 @@ def demo(
         res = run_demo(out, clips=clips, jobs=jobs, seed=seed)
     except AvdataError as exc:
         fail(exc)
-    print_prepare_result(res["result"])
+    print_prepare_result(res["result"], generated=True)
     console.print(f"verify: {'all shards OK' if res['verified'] else 'PROBLEMS'}")
     for file, what in res["problems"]:
         console.print(f"  {file}: {what}", markup=False, highlight=False)
     console.print(f"raw data:      {res['raw']}\nshards:        {res['shards']}\ncontact sheet: {res['contact_sheet']}")
     # one command a line, never wrapped, so each can be copied as it is
     console.print("next:")
-    for command in (f"avdata inspect {res['shards']}",
-                    f"scmrl-train --shards {res['shards']} --out {out}/run --epochs 2 --batch-size 4 --embed-dim 32 "
-                    "--heads 4"):
+    for command in (f"avdata inspect {res['shards']}", res["train_command"]):
         console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
     if not res["verified"]:
         raise typer.Exit(1)

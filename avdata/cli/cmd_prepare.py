@@ -112,8 +112,10 @@ def _run(recipe_name: str, options: Any, run: PrepareRunOptions) -> None:
     print_prepare_result(result)
 
 
-def print_prepare_result(result: Any) -> None:
-    """Per-split counts and every skipped clip with its reason, on the console (a PrepareResult)."""
+def print_prepare_result(result: Any, generated: bool = False) -> None:
+    """Per-split counts and every skipped clip with its reason, on the console (a PrepareResult).
+    generated: the raw folder was made by `avdata demo`, a sample of the dataset by design, so the
+    warning about a partial copy of the dataset does not apply."""
     from rich.markup import escape
 
     from avdata.class_counts_table import class_counts_table
@@ -132,7 +134,7 @@ def print_prepare_result(result: Any) -> None:
                           f"(mean {st['mean']:.4f}) over {st['samples']} samples", markup=False, soft_wrap=True)
     notes = m.notes or {}
     found, expected = notes.get("clips_found"), notes.get("clips_expected")
-    if isinstance(found, int) and isinstance(expected, int) and found < expected:
+    if not generated and isinstance(found, int) and isinstance(expected, int) and found < expected:
         console.print(f"[yellow]only {found:,} of the {expected:,} clips the dataset lists are in the raw folder[/]: "
                       "a partial copy (or the wrong --raw); `avdata verify-raw` names what is missing")
     for warning in notes.get("warnings") or []:

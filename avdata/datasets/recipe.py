@@ -153,11 +153,14 @@ NOT_RECORDED = "not_recorded"
 
 
 def options_dict(options: Any) -> dict[str, Any]:
-    """Options as a plain JSON-able dict (dataclass fields, sorted), without NOT_RECORDED fields."""
+    """Options as a plain JSON-able dict (dataclass fields, sorted), without NOT_RECORDED fields (limits that
+    shape no output) and those that have no effect with the other options' values (a field's
+    `applies_when`): the card's command repeats what is here."""
     d = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
     if dataclasses.is_dataclass(options):
         for f in dataclasses.fields(options):
-            if f.metadata.get(NOT_RECORDED):
+            cond = f.metadata.get("applies_when")
+            if f.metadata.get(NOT_RECORDED) or (cond is not None and d.get(cond[0]) != cond[1]):
                 d.pop(f.name, None)
     return json.loads(json.dumps(d, sort_keys=True))
 

@@ -14,4 +14,5 @@
 - `distributed`: single process or DDP under torchrun, reductions over ranks
 - `report`: metrics.jsonl, the epoch table, curves and confusion plots
 - `cpu_memory`: glibc heap settings that keep CPU training steps fast
+- `footprint`: before training, a probe's estimate of peak memory and epoch time; the batch that fits
 """

@@ -50,8 +50,11 @@ class TrainConfig:
                         "validation split, float32, no decay on biases/norms, per-epoch cosine, PIL spectrogram "
                         "resize, noise on training inputs; README: protocol table).")
     epochs: int = opt(100, min=1, help="Training epochs.")
-    batch_size: int = opt(128, min=1, help="Batch per process (drop-last in training).")
-    lr: float | None = opt(None, help="Peak learning rate. Default: 5e-3 * global batch / 1024.")
+    batch_size: int | None = opt(None, min=1, help="Batch per process (drop-last in training). Default: 128; on CPU "
+                                 "the largest of 128, 64, 32, ... that the memory estimate printed at the start "
+                                 "fits in the available memory.")
+    lr: float | None = opt(None, help="Peak learning rate. Default: 5e-3 * global batch / 1024 from batch 128 up; "
+                           "below, 6.25e-4 * sqrt(global batch / 128) (so 1.1e-4 at batch 4).")
     base_lr: float = opt(BASE_LR, help="Peak learning rate per 1024 samples of global batch, when lr is None.")
     weight_decay: float = opt(1e-4, help="AdamW weight decay.")
     warmup_epochs: float = opt(5.0, min=0, help="Linear warm-up epochs (from 1e-6).")
@@ -118,7 +121,7 @@ class TrainConfig:
         if self.noise_on not in NOISE_ON:
             raise ValueError(f"noise_on must be train, eval or both, got {self.noise_on!r}")
         for name in ("epochs", "batch_size", "eval_every"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1")
@@ -144,7 +147,7 @@ class EvalConfig:
     shards: str = _as_in_train("shards")
     split: str = opt("test", help="Split to evaluate: train | val | test.")
     device: str = _as_in_train("device")
-    batch_size: int = _as_in_train("batch_size", help="Evaluation batch size.")
+    batch_size: int = _as_in_train("batch_size", default=128, help="Evaluation batch size.")
     workers: int = _as_in_train("workers", default=2, help="DataLoader worker processes.")
     noise_snr: float | None = _as_in_train("noise_snr")
     classes: list[str] | None = _as_in_train("classes")

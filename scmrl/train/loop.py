@@ -1,9 +1,12 @@
 """The training loop behind `scmrl-train`.
 
 The reference recipe (docs/reference.md §2): AdamW (eps 1e-8, weight decay 1e-4), lr = 5e-3 * global
-batch / 1024 unless given, 5 warm-up epochs from 1e-6 then cosine to 1e-5 (per step), 100 epochs,
-batch 128 per process (drop-last in training), seed 42, label-smoothed cross-entropy + the semantic
-alignment loss (`scmrl.model.losses.compute_loss`). bf16 autocast on CUDA only (float32 on CPU).
+batch / 1024 unless given (below batch 128 the square-root rule: `scmrl.train.schedule.scaled_lr`),
+5 warm-up epochs from 1e-6 then cosine to 1e-5 (per step), 100 epochs, batch 128 per process (drop-last
+in training; on CPU by default the largest that fits the memory, from a probe that also
+prints the estimated peak memory and epoch time: `scmrl.train.footprint`), seed 42, label-smoothed
+cross-entropy + the semantic alignment loss (`scmrl.model.losses.compute_loss`). bf16 autocast on CUDA
+only (float32 on CPU).
 
 With the reference's defects fixed (docs/reference.md §6): augmentation drawn fresh every epoch (on the
 device, batched), model selection on a validation split when the shards have one, and both test figures
@@ -23,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,8 @@ from scmrl.model.models import build_model
 from scmrl.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, capture_rng, restore_rng, save_checkpoint
 from scmrl.train.config import TrainConfig, model_config, resolve_protocol
 from scmrl.train.cpu_memory import keep_freed_memory
-from scmrl.train.distributed import DistContext, barrier, cleanup, init_distributed, sync_buffers, wrap_ddp
+from scmrl.train.distributed import (DistContext, barrier, broadcast_object, cleanup, init_distributed, sync_buffers,
+                                    wrap_ddp)
 from scmrl.train.epoch import loss_probe, train_epoch
 from scmrl.train.evaluate import evaluate
 from scmrl.train.loaders import make_run_data
@@ -48,7 +52,8 @@ from scmrl.train.optim import build_optimizer
 from scmrl.train.report import EpochTable, append_metrics, plot_confusion, plot_curves, print_run_results, write_metrics
 from scmrl.train.results import (CONFUSION_NAME, CURVES_NAME, METRICS_NAME, RESULTS_NAME, fresh_state, run_results,
                                  update_best)
-from scmrl.train.schedule import make_schedule, scaled_lr
+from scmrl.train.footprint import fit_batch
+from scmrl.train.schedule import lr_warnings, make_schedule, scaled_lr
 from scmrl.train.start import init_weights, read_resume_checkpoint
 
 log = logging.getLogger("scmrl.train.loop")
@@ -98,9 +103,19 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg).to(device)
+    if cfg.batch_size is None and ckpt is not None:
+        cfg = replace(cfg, batch_size=ckpt["train_config"]["batch_size"])  # a resumed run keeps its batch
+    # before the first step: the memory and time it will take, and a batch that fits (scmrl.train.footprint)
+    batch, estimate = fit_batch(model, mcfg, device, cfg.amp, cfg.batch_size, source.num_samples("train"),
+                                ctx.world, cfg.workers, cfg.shuffle_buffer)
+    cfg = replace(cfg, batch_size=broadcast_object(batch, ctx))  # every rank trains at rank 0's choice
     peak = cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch_size * ctx.world, cfg.base_lr)
     opt = build_optimizer(model, peak, cfg.weight_decay, proto.exclude_1d_decay)
     sched = make_schedule(proto.schedule, peak, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, cfg.min_lr)
+    if ctx.main:
+        log.info("%s", estimate)
+        for warning in lr_warnings(sched, cfg.batch_size * ctx.world, cfg.lr is not None):
+            log.warning("%s", warning)
     state = fresh_state()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])

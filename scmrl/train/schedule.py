@@ -8,7 +8,9 @@ whatever the number of steps an epoch has (which can change with the number of r
   so the peak is reached exactly at the end of warm-up and min_lr at the end of training.
 
 The recipe (docs/reference.md §2): peak = 5e-3 * global batch / 1024 (6.25e-4 at batch 128), 5 warm-up
-epochs from 1e-6, minimum 1e-5, 100 epochs.
+epochs from 1e-6, minimum 1e-5, 100 epochs. Below the recipe's batch of 128 the default peak follows the
+square-root rule from there (`scaled_lr`), so a small batch does not scale the rate to nothing; and
+`lr_warnings` says when a run's schedule cannot train (a tiny peak, a warm-up as long as the run).
 
 :class:`EpochCosine` is the authors' stepping (``--protocol reference``): timm's ``CosineLRScheduler``
 stepped once per epoch, the rate constant within an epoch; warm-up epochs e < warmup get
@@ -22,14 +24,22 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["BASE_LR", "scaled_lr", "WarmupCosine", "EpochCosine", "SCHEDULES", "make_schedule", "lr_at"]
+__all__ = ["BASE_LR", "REFERENCE_BATCH", "LOW_LR", "scaled_lr", "WarmupCosine", "EpochCosine", "SCHEDULES",
+           "make_schedule", "lr_at", "lr_warnings"]
 
 BASE_LR = 5e-3
+REFERENCE_BATCH = 128  # the recipe's global batch (docs/reference.md §2)
+#: A peak under this learns too little in a short run to tell a working setup from a broken one.
+LOW_LR = 1e-4
 
 
 def scaled_lr(global_batch: int, base: float = BASE_LR) -> float:
-    """The linear scaling rule: base * global batch / 1024."""
-    return base * global_batch / 1024
+    """The peak for a global batch: the linear rule base * batch / 1024 from the recipe's batch of 128 up;
+    below it the square-root rule from there (the rule for Adam-type optimisers, Malladi et al. 2022), so
+    batch 4 gets 1.1e-4 rather than the linear 2e-5 under which the network does not move."""
+    if global_batch >= REFERENCE_BATCH:
+        return base * global_batch / 1024
+    return base * REFERENCE_BATCH / 1024 * math.sqrt(max(1, global_batch) / REFERENCE_BATCH)
 
 
 @dataclass
@@ -87,3 +97,20 @@ def lr_at(step: int, steps_per_epoch: int, epochs: int, peak: float, warmup_epoc
           warmup_lr: float = 1e-6, min_lr: float = 1e-5) -> float:
     """The learning rate at global step `step` with a constant number of steps per epoch."""
     return WarmupCosine(peak, epochs, warmup_epochs, warmup_lr, min_lr).lr(step / max(1, steps_per_epoch))
+
+
+def lr_warnings(sched: WarmupCosine, global_batch: int, given: bool) -> list[str]:
+    """What in this schedule keeps a run from learning, each with its fix: the highest rate the run reaches
+    (its peak, or less when the warm-up outlasts it) below LOW_LR, and a warm-up not shorter than the run."""
+    out = []
+    steps = 100
+    reached = max(sched.lr(e * sched.epochs / steps) for e in range(steps))  # over the epochs actually trained
+    if sched.warmup_epochs >= sched.epochs:
+        out.append(f"--warmup-epochs {sched.warmup_epochs:g} is not shorter than --epochs {sched.epochs}: the rate "
+                   f"only climbs (to {reached:.3g}, not the peak {sched.peak:.3g}) and never decays; pass "
+                   f"--warmup-epochs {max(1, sched.epochs // 10)} or more --epochs")
+    if reached < LOW_LR:
+        why = "as given (--lr)" if given else f"scaled to the global batch {global_batch}"
+        out.append(f"the learning rate peaks at {reached:.3g} ({why}): too small to learn much in {sched.epochs} "
+                   f"epoch(s); pass --lr 1e-3 (or larger) for a short run on a small batch")
+    return out

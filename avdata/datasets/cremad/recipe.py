@@ -69,7 +69,7 @@ class CremadOptions:
                      "split; actor: speaker-independent, seeded actors held out for test (and validation).")
     val_fraction: float = val_fraction_option()
     test_fraction: float = opt(0.1, min=0.0, max=0.9, help="With --split actor: fraction of actors held out "
-                               "for test.")
+                               "for test.", applies_when=("split", "actor"))
     seed: int = seed_option()
     frames: int | None = opt(None, min=1, help="Store K evenly spaced frames per clip instead of the "
                              "reference's first frame of each second.")
