@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from avdata.cli.avdata_app import app
-from avdata.cli.train_app import train_app
+from scmrl.cli.train_app import train_app
 from avdata.errors import AvdataError
 from scmrl.data.synthetic import make_synthetic_av_shards
 from scmrl.train import footprint
