@@ -40,7 +40,7 @@ def test_prepare_flags_are_the_options_fields(name):
         assert common in text
     # --protocol only where the authors' protocol differs (AVE's validation split is published: none)
     assert ("--protocol" in text) == (recipe.reference is not None)
-    assert f"[default: {recipe.samples_per_shard}" in text and recipe.summary in text
+    assert f"[default: {recipe.samples_per_shard}" in text and recipe.summary in text, text
 
 
 @pytest.mark.parametrize("name", list(registry.downloads()))
