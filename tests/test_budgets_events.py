@@ -49,6 +49,15 @@ TRAIN_3, TEST_5 = "mtr00-3", "mte00-5"
 RUN_PEAK = 200 << 20
 
 
+
+def traced_peak(run):
+    """(what run() returns, the peak bytes Python allocated meanwhile)."""
+    tracemalloc.start()
+    try:
+        return run(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
 def event_raw(tmp_path: Path) -> Path:
     """20 MNIST-DVS recordings (2 per digit, scale 8, unpacked) and an N-TIDIGITS18 file of 1 per digit."""
     raw = tmp_path / "raw"
@@ -154,12 +163,7 @@ def test_huge_unallocated_datasets_are_refused_before_reading(tmp_path):
     replace_dataset(h5, f"test_addresses/{TEST_5}", lambda g, k: g.create_dataset(
         k, shape=(100,), maxshape=(None,), chunks=(2 ** 27,), dtype="<i8"))
     assert h5.stat().st_size < 1 << 20
-    tracemalloc.start()
-    try:
-        m = prepare(raw, tmp_path / "out")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    m, peak = traced_peak(lambda: prepare(raw, tmp_path / "out"))
     assert written(m) == 18 and peak < RUN_PEAK
     reasons = sorted(s["reason"] for s in m["skipped"])
     assert reasons == [
@@ -173,13 +177,9 @@ def test_a_label_list_over_budget_stops_planning_with_the_file_named(tmp_path):
     h5 = raw / "n-tidigits.hdf5"
     replace_dataset(h5, "train_labels", lambda g, k: g.create_dataset(
         k, shape=(200_000_000,), maxshape=(None,), chunks=(65536,), dtype="S8"))
-    tracemalloc.start()
-    try:
-        res = CliRunner().invoke(app, ["prepare", "mnistdvs-ntidigits", "--raw", str(raw), "--out",
-                                       str(tmp_path / "out"), "--scale", "8", "--per-class", "2"])
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    res, peak = traced_peak(lambda: CliRunner().invoke(app, ["prepare", "mnistdvs-ntidigits", "--raw", str(raw),
+                                                             "--out", str(tmp_path / "out"), "--scale", "8",
+                                                             "--per-class", "2"]))
     assert res.exit_code == 2 and "Traceback" not in res.output and peak < RUN_PEAK, res.output
     assert f"{h5}: 'train_labels' declares 200,000,000 elements, over the budget of 1,000,000" in \
            " ".join(res.output.split())
@@ -192,12 +192,7 @@ def test_aedat_over_the_events_budget_is_skipped_without_reading_it(tmp_path):
     with open(victim, "wb") as f:  # 100 MB of events (12.5 million, sparse on disk): the budget is 4 million
         f.write(header)
         f.truncate(len(header) + 100_000_000)
-    tracemalloc.start()
-    try:
-        m = prepare(raw, tmp_path / "out")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    m, peak = traced_peak(lambda: prepare(raw, tmp_path / "out"))
     assert written(m) == 19 and peak < RUN_PEAK
     (skip,) = m["skipped"]
     assert skip["path"] == victim.relative_to(raw).as_posix()
