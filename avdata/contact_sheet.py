@@ -178,7 +178,8 @@ def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, spl
 
 
 def draw_sheet(spec: str | Path, per_class: int = 2, split: str | None = None) -> Any:
-    """The matplotlib Figure of the first `per_class` samples of each class of `split` (default: train, then the others).
+    """The matplotlib Figure of the first `per_class` samples of each class of `split` (default: train, then
+    the others).
 
     Rows are classes, columns samples; each cell shows the visual and the audio field side by side with
     the class name, split and key. The figure is (2 * S * 1.7) x (0.5 + 1.9 * classes) inches at 100 dpi,

@@ -1,4 +1,5 @@
-"""The project's one seeded random generator (prepare's splits and order, the trainer's shard order, frame choice and buffer).
+"""The project's one seeded random generator (prepare's splits and order, the trainer's shard order, frame
+choice and buffer).
 
 `random.Random` seeded with a string gives the same sequence on every platform and Python version since
 3.2, so whatever it draws depends only on the seed and the salt parts, never on the process or the run.

@@ -43,7 +43,8 @@ def quality_table(name: str, frames: np.ndarray) -> None:
         err = np.abs(dec.astype(np.int16) - frames)
         size = sum(map(len, enc))
         print(f"| {q} | {size / len(frames) / 1e3:.1f} | {100 * size / frames.nbytes:.1f} | {err.mean():.2f} | "
-              f"{np.percentile(err, 99):.0f} | {1e3 * (t1 - t0) / len(frames):.2f} | {1e3 * (t2 - t1) / len(frames):.2f} |")
+              f"{np.percentile(err, 99):.0f} | {1e3 * (t1 - t0) / len(frames):.2f} | "
+              f"{1e3 * (t2 - t1) / len(frames):.2f} |")
 
 
 def main() -> None:

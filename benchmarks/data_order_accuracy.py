@@ -49,7 +49,8 @@ def _run(tree: Path, module_call: str, args: list[str]) -> None:
     code = f"import sys; sys.argv = ['x'] + sys.argv[1:]; {module_call}"
     res = subprocess.run([sys.executable, "-c", code, *args], cwd=tree, env=env, capture_output=True, text=True)
     if res.returncode:
-        raise SystemExit(f"{module_call} {' '.join(args)} failed in {tree}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        raise SystemExit(f"{module_call} {' '.join(args)} failed in {tree}:\n"
+                         f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
 
 
 def run_variant(tree: Path, raw: Path, work: Path, a: argparse.Namespace, seed: int) -> float:

@@ -165,7 +165,8 @@ def main() -> None:
     tf = bench_transforms(device, args.batch, 10 if cuda else 3)
     print(f"(2) device transforms on {device}, batch {args.batch}: {tf:.0f} samples/s", flush=True)
     model = bench_model(device, model_batch, model_steps, 3 if cuda else 1)
-    dev_name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    dev_name = (torch.cuda.get_device_name(device) if cuda
+                else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)")
     note = "bf16 autocast" if cuda else "float32; CPU, so a small batch"
     print(f"(3) S-CMRL reference config fwd+bwd on {dev_name}, batch {model_batch} ({note}): {model:.1f} samples/s",
           flush=True)

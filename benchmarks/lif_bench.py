@@ -12,7 +12,8 @@ Two measurements, each implementation in its own fresh subprocess (so peak memor
 Implementations: ``fused`` (the default: on CUDA the Triton kernels of scmrl/model/lif_triton.py where Triton
 is installed, and in the SPS stages the LIF + max-pool kernels of scmrl/model/lif_pool_triton.py),
 ``fused-apart`` (GPU only: the Triton LIF kernels with PyTorch's max-pool after them), ``fused-torch``
-(GPU only: the PyTorch fused Function, Triton switched off) and ``loop`` (the plain autograd loop).  Target: fused >= 2x the loop.  Prints a markdown table.
+(GPU only: the PyTorch fused Function, Triton switched off) and ``loop`` (the plain autograd loop).
+Target: fused >= 2x the loop.  Prints a markdown table.
 
     python benchmarks/lif_bench.py                      # CPU, batch 8
     python benchmarks/lif_bench.py --device cuda        # GPU, batch 128

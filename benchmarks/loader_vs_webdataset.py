@@ -144,7 +144,8 @@ def prepare_real(clips: int, work: Path) -> Path:
 
 def run(kind: str, shards: Path, workers: int, epochs: int, old: str | None) -> tuple[float, float, float]:
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--shards", str(shards),
-                          "--workers", str(workers), "--epochs", str(epochs)] + (["--old", old] if kind == "old" else []),
+                          "--workers", str(workers), "--epochs", str(epochs)]
+                         + (["--old", old] if kind == "old" else []),
                          check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
     rate, per_cpu, first = out.split()
     return float(rate), float(per_cpu), float(first)

@@ -12,8 +12,9 @@ vary by 10-30%):
       --jobs processes reading the FLV with avdata's own FLV reader (no FFmpeg probe), as prepare does;
   (d) avdata prepare cremad --jobs 1 and --jobs N (shards, manifest, card included; default options, so
       JPEG frames), and --jobs N --frame-format npy (no JPEG encoding).
-Targets: (d) with --jobs 2 within 1.1x of (c) on 2 processes (printed against both forms of (c)); (d) with --jobs 2 at or below 0.56x of (a)
-(issue #16, JPEG encoding included). Also printed: shard bytes / raw FLV + WAV bytes (issue #16: <= 1.0).
+Targets: (d) with --jobs 2 within 1.1x of (c) on 2 processes (printed against both forms of (c)); (d) with
+--jobs 2 at or below 0.56x of (a) (issue #16, JPEG encoding included). Also printed:
+shard bytes / raw FLV + WAV bytes (issue #16: <= 1.0).
 --real N --decoder-options instead times FFmpeg's decoder settings (frame/slice threads, skip_frame) on
 the same clips against the default and checks that each leaves every frame bit-identical.
 
@@ -269,7 +270,8 @@ def run_real(n: int, jobs: int, repeat: int, work: Path) -> None:
     full = med["decode every frame, 1 process"]
     print(f"wall: prepare --jobs 1 / needed-frames decode (1 process) = {p1 / limit1:.2f}x; "
           f"prepare --jobs {jobs} / needed-frames decode ({jobs} processes) = {pn / limitn:.2f}x (target <= 1.1x); "
-          f"against that decode with the FLV read directly {pn / med[f'decode needed frames, FLV read directly, {jobs} processes']:.2f}x")
+          "against that decode with the FLV read directly "
+          f"{pn / med[f'decode needed frames, FLV read directly, {jobs} processes']:.2f}x")
     print(f"wall: prepare --jobs 1 / decode every frame (1 process) = {p1 / full:.2f}x; "
           f"prepare --jobs {jobs} / decode every frame (1 process) = {pn / full:.2f}x (issue #16: <= 0.56x, "
           f"JPEG encoding included; with --frame-format npy "
@@ -359,7 +361,8 @@ def run_generated(args, work: Path) -> None:
     print("| pipeline (generated FLV1 clips) | seconds | clips/s | ratio to prepare |")
     print("|---|---|---|---|")
     print(f"| decode only (every frame + WAV) | {decode_s:.2f} | {n / decode_s:.1f} | {decode_s / prep_s:.2f} |")
-    print(f"| naive reference-style (JPEG per second + spectrogram) | {naive_s:.2f} | {n / naive_s:.1f} | {naive_s / prep_s:.2f} |")
+    print(f"| naive reference-style (JPEG per second + spectrogram) | {naive_s:.2f} | {n / naive_s:.1f} | "
+          f"{naive_s / prep_s:.2f} |")
     print(f"| avdata prepare cremad --jobs {args.jobs} | {prep_s:.2f} | {rate:.1f} | 1.00 |")
     print()
     print(f"prepare / decode-only = {prep_s / decode_s:.2f}x; naive / prepare = {naive_s / prep_s:.2f}x; "

@@ -9,8 +9,9 @@ Variants, alternating, --repeat times each (medians; the machine is shared):
       (a lab's running cluster: what a shard costs the engine, without the start-up).
 Each run is its own process (as the command is; its start-up is in every variant's figures). Wall time, and
 CPU time of that process with every descendant it reaped (pool or cluster workers), plus, for (c), the
-running workers' as they report it (the scheduler of (c) lives in this process and is not counted). Every variant's shards and manifest are checked
-to be byte-identical to (a)'s. A pause (--settle) after each variant lets a stopped cluster's processes exit.
+running workers' as they report it (the scheduler of (c) lives in this process and is not counted). Every
+variant's shards and manifest are checked to be byte-identical to (a)'s. A pause (--settle) after each
+variant lets a stopped cluster's processes exit.
 
     python benchmarks/prepare_dask.py --clips 192 --samples-per-shard 16 --jobs 2 --repeat 3
 """
@@ -60,7 +61,8 @@ if __name__ == "__main__":
 """
 
 
-def run(raw: Path, out: Path, per_shard: int, jobs: int, executor: str, scheduler: str | None, client) -> tuple[float, float]:
+def run(raw: Path, out: Path, per_shard: int, jobs: int, executor: str, scheduler: str | None,
+        client) -> tuple[float, float]:
     """One prepare as its own process, as the command runs (its interpreter start-up included, the same for all)."""
     script = out.parent / "run_prepare.py"
     script.write_text(RUN)

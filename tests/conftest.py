@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("AVDATA_NO_PROGRESS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,3 +17,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def hf_offline(tmp_path, monkeypatch):
+    """Offline, with every datasets cache under tmp_path; returns the cache_dir to pass."""
+    datasets = pytest.importorskip("datasets")
+    import datasets.config as cfg
+
+    cache = tmp_path / "hf"
+    for var, value in {"HF_HOME": cache, "HF_DATASETS_CACHE": cache / "datasets", "HF_HUB_CACHE": cache / "hub",
+                       "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.setattr(cfg, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(cfg, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(cfg, "HF_CACHE_HOME", str(cache))
+    monkeypatch.setattr(cfg, "HF_DATASETS_CACHE", cache / "datasets")
+    monkeypatch.setattr(cfg, "HF_MODULES_CACHE", cache / "modules")
+    monkeypatch.setattr(cfg, "DOWNLOADED_DATASETS_PATH", cache / "datasets" / "downloads")
+    monkeypatch.setattr(cfg, "EXTRACTED_DATASETS_PATH", cache / "datasets" / "downloads" / "extracted")
+    datasets.disable_progress_bars()
+    return str(cache / "datasets")

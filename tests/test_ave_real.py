@@ -75,7 +75,8 @@ def prepared(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     raw = tmp_path_factory.mktemp("ave_real_raw")
     rows = make_raw(raw, header=False)
     out = tmp_path_factory.mktemp("ave_real_shards")
-    prepare(AveRecipe(), raw, out, AveOptions(short_side=SHORT, frame_format="npy"), PrepareSettings(samples_per_shard=2, progress=False))
+    prepare(AveRecipe(), raw, out, AveOptions(short_side=SHORT, frame_format="npy"),
+            PrepareSettings(samples_per_shard=2, progress=False))
     return raw, out, rows
 
 

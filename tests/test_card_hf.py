@@ -29,26 +29,6 @@ from tests.test_inspect_verify import make_av_folder, make_event_folder, make_to
 datasets = pytest.importorskip("datasets")
 
 
-@pytest.fixture
-def hf_offline(tmp_path, monkeypatch):
-    """Offline, with every datasets cache under tmp_path; returns the cache_dir to pass."""
-    import datasets.config as cfg
-
-    cache = tmp_path / "hf"
-    for var, value in {"HF_HOME": cache, "HF_DATASETS_CACHE": cache / "datasets", "HF_HUB_CACHE": cache / "hub",
-                       "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}.items():
-        monkeypatch.setenv(var, str(value))
-    monkeypatch.setattr(cfg, "HF_DATASETS_OFFLINE", True)
-    monkeypatch.setattr(cfg, "HF_HUB_OFFLINE", True, raising=False)
-    monkeypatch.setattr(cfg, "HF_CACHE_HOME", str(cache))
-    monkeypatch.setattr(cfg, "HF_DATASETS_CACHE", cache / "datasets")
-    monkeypatch.setattr(cfg, "HF_MODULES_CACHE", cache / "modules")
-    monkeypatch.setattr(cfg, "DOWNLOADED_DATASETS_PATH", cache / "datasets" / "downloads")
-    monkeypatch.setattr(cfg, "EXTRACTED_DATASETS_PATH", cache / "datasets" / "downloads" / "extracted")
-    datasets.disable_progress_bars()
-    return str(cache / "datasets")
-
-
 def card_header(folder: Path) -> dict:
     text = (folder / "README.md").read_text(encoding="utf-8")
     assert text.startswith("---\n")
@@ -168,7 +148,8 @@ def test_size_category_uses_hub_values():
     assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K"
     assert size_category(20_000_000) == "10M<n<100M" and size_category(10**13) == "n>1T"
     assert [name for _, name in SIZE_BOUNDS] == sizes[1:-1]
-    manifest = Manifest("toy", ["a"], {}, {"train": SplitEntry.of_shards([ShardEntry("train-000000.tar", 10240, "0" * 64, 3)],
-                                                                        {"a": 3})})
+    manifest = Manifest("toy", ["a"], {},
+                        {"train": SplitEntry.of_shards([ShardEntry("train-000000.tar", 10240, "0" * 64, 3)],
+                                                       {"a": 3})})
     card = {"license_id": "cc0-1.0", "title": "t", "task_categories": ["audio-classification"]}
     assert card_yaml(manifest, card)["size_categories"] == ["n<1K"]

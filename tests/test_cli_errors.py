@@ -22,7 +22,8 @@ def test_describe_names_the_path_and_the_fix() -> None:
     assert text.startswith("/data/shards/train-000003.tar.tmp: No space left on device; the disk is full")
     assert "rerun the same command" in text
     ro = OSError(errno.EROFS, "Read-only file system", "/data/ro/out")
-    assert errors.describe_os_error(ro) == "/data/ro/out: Read-only file system; the file system is read-only: choose another folder"
+    assert errors.describe_os_error(ro) == ("/data/ro/out: Read-only file system; the file system is read-only: "
+                                            "choose another folder")
     assert errors.describe_os_error(OSError("socket closed")) == "socket closed"
 
 

@@ -86,7 +86,8 @@ def test_class_count_must_match(tmp_path):
 def test_checkpoint_with_pickled_objects_is_refused_with_the_fix(tmp_path):
     path = tmp_path / "model_best.pth.tar"
     torch.save({"state_dict": {"head.weight": torch.zeros(2, 2)}, "args": argparse.Namespace(lr=1.0)}, path)
-    with pytest.raises(AvdataError, match=r"refused: it holds Python objects besides tensors.*Ask whoever made it for a file of plain tensors"):
+    with pytest.raises(AvdataError, match=r"refused: it holds Python objects besides tensors.*"
+                                          r"Ask whoever made it for a file of plain tensors"):
         load_reference_state_dict(path)
     plain = tmp_path / "plain.pth"
     torch.save({"state_dict": {"head.weight": torch.zeros(2, 2)}, "epoch": 3}, plain)
@@ -102,7 +103,8 @@ def test_a_converted_checkpoint_fine_tunes_with_init_from(tmp_path):
     from scmrl.train.loop import train
 
     sd = _reference_state(CASES["cremad/add"])
-    sd["head.weight"] = torch.randn(len(CLASSES), sd["head.weight"].shape[1], generator=torch.Generator().manual_seed(1))
+    sd["head.weight"] = torch.randn(len(CLASSES), sd["head.weight"].shape[1],
+                                    generator=torch.Generator().manual_seed(1))
     sd["head.bias"] = torch.zeros(len(CLASSES))
     out = tmp_path / "ours.pt"
     r = CliRunner().invoke(convert_app, [_save(sd, tmp_path / "ref.pth"), str(out), "--dataset", "cremad",
@@ -115,6 +117,7 @@ def test_a_converted_checkpoint_fine_tunes_with_init_from(tmp_path):
         train(TrainConfig(out=str(tmp_path / "bad"), **{**run, "embed_dim": 64}))
     train(TrainConfig(out=str(tmp_path / "r"), **run))
     tuned = load_checkpoint(tmp_path / "r" / "checkpoint.pt")["model"]
-    torch.testing.assert_close(tuned["head.weight"], sd["head.weight"], atol=1e-5, rtol=0)  # one step at the warm-up lr 1e-6
+    # one step at the warm-up lr 1e-6
+    torch.testing.assert_close(tuned["head.weight"], sd["head.weight"], atol=1e-5, rtol=0)
     torch.testing.assert_close(tuned["audio_embed.stages.0.conv.weight"], sd["audio_patch_embed.proj_conv.weight"],
                                atol=1e-5, rtol=0)

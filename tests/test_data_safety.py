@@ -380,8 +380,8 @@ def test_schema_refuses_shards_listed_twice_or_in_another_split(toy_shards):
         Manifest.from_dict(m)
 
 
-@pytest.mark.parametrize("name", ["thesis.pdf", "README.md", "train-.tar", "train-0001.tar.tmp", "train-000000.tar.gz", "val-000000.tar",
-                                  "train-000000.TAR"])
+@pytest.mark.parametrize("name", ["thesis.pdf", "README.md", "train-.tar", "train-0001.tar.tmp", "train-000000.tar.gz",
+                                  "val-000000.tar", "train-000000.TAR"])
 def test_schema_takes_only_split_shard_names(toy_shards, name):
     m = _manifest(toy_shards)
     m["splits"]["train"]["shards"][0]["file"] = name

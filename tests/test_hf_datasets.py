@@ -28,7 +28,7 @@ from avdata.shards.reader import iter_shard
 from scmrl.data.config import StreamConfig
 from scmrl.data.decode import StaticAdapter, choose_frames, frame_reader
 from tests.manifests import load_manifest
-from tests.test_card_hf import card_header, hf_offline  # noqa: F401  (a fixture)
+from tests.test_card_hf import card_header
 
 datasets = pytest.importorskip("datasets")
 
@@ -174,7 +174,8 @@ def check_trainer(samples: dict[str, list[tuple[str, dict[str, bytes]]]], k: int
             h, w = img.shape[:2]
             s = min(h, w)
             assert visual.shape == (side, side, 3) and s == side
-            np.testing.assert_array_equal(visual.numpy(), img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s])
+            np.testing.assert_array_equal(visual.numpy(),
+                                          img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s])
             assert spec.shape == (1, cfg.image_size, cfg.image_size)
 
 

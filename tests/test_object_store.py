@@ -131,7 +131,8 @@ def test_read_verify_inspect_and_pull_from_s3(env, pushed, shards, tmp_path):
     r = CliRunner().invoke(app, ["inspect", pushed, "--json"])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
-    assert {k: v["num_samples"] for k, v in summary["splits"].items()} == {"train": N_TRAIN, "val": N_VAL, "test": N_TEST}
+    assert {k: v["num_samples"] for k, v in summary["splits"].items()} == \
+        {"train": N_TRAIN, "val": N_VAL, "test": N_TEST}
 
     r = CliRunner().invoke(app, ["pull", pushed, "--to", str(tmp_path / "p")])
     assert r.exit_code == 0, r.output

@@ -114,7 +114,8 @@ def test_sample_stats_summary_and_schema():
 
     assert summarize_stat([0.3, 0.1, 0.2, 0.4]) == {"samples": 4, "min": 0.1, "median": 0.25, "mean": 0.25, "max": 0.4}
     assert summarize_stat([0.5])["median"] == 0.5
-    m = Manifest("x", ["a"], {}, {"train": SplitEntry.of_shards([], {"a": 0}, {"crop_dropped_share": summarize_stat([0.1])})})
+    m = Manifest("x", ["a"], {},
+                 {"train": SplitEntry.of_shards([], {"a": 0}, {"crop_dropped_share": summarize_stat([0.1])})})
     m.check()
     m = m.to_dict()
     m["splits"]["train"]["sample_stats"]["crop_dropped_share"] = {"min": 0.1}

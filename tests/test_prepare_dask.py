@@ -42,7 +42,8 @@ def cluster():
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                           dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+                                           dashboard_address=None,
+                                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
     client = distributed.Client(cluster)
     try:
         yield cluster, client

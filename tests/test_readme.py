@@ -89,7 +89,8 @@ class Rule:
 
 TRAIN = (("train", ""),)
 RULES: tuple[Rule, ...] = (
-    Rule(r"^pip install", "skip", "installing is what .ci/run does before the suite; this test runs in that environment"),
+    Rule(r"^pip install", "skip", "installing is what .ci/run does before the suite; this test runs in that "
+         "environment"),
     Rule(r"^python -m pytest", "skip", "the test suite itself (test_ci_runs_the_readme_test_command checks "
          ".ci/run runs this same command)"),
     Rule(r"^avdata demo --out demo$", "run"),
@@ -258,7 +259,8 @@ def test_readme_top_is_two_setup_commands_after_a_virtual_environment():
     top = blocks[0]
     text = README.read_text(encoding="utf-8")
     before = text[: text.index("```bash")]
-    assert re.search(r"python3? -m venv \S+ && source \S+/bin/activate", before), "say to make a virtual environment first"
+    assert re.search(r"python3? -m venv \S+ && source \S+/bin/activate", before), \
+        "say to make a virtual environment first"
     assert "minutes" in before, "say how long the install takes"
     assert [c.text.split(" && ")[0] for c in commands(top)][:1] == ['pip install -e ".[dev]"']
     lines = [line for line in top.text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

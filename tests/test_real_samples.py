@@ -158,7 +158,8 @@ def test_generator_takes_its_realism_from_the_real_recordings(aedat_files):
     w4, h4 = np.mean(spans[4], axis=0)
     for scale in (8, 16):  # larger scales: proportionally larger digits
         w, h = np.mean(spans[scale], axis=0)
-        assert abs(w / w4 - scale / 4) < 0.2 * scale / 4 and abs(h / h4 - scale / 4) < 0.2 * scale / 4, (scale, w / w4, h / h4)
+        assert abs(w / w4 - scale / 4) < 0.2 * scale / 4 and abs(h / h4 - scale / 4) < 0.2 * scale / 4, \
+            (scale, w / w4, h / h4)
 
 
 def _real_mnistdvs_raw(tmp_path: Path, files: list[Path]) -> Path:

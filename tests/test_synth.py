@@ -153,7 +153,8 @@ def test_urbansound_layout_rates_channels_and_zip(tmp_path, top):
     assert {(i.samplerate, i.channels, i.subtype) for i in infos} == {
         (44100, 2, "PCM_16"), (22050, 1, "FLOAT"), (48000, 2, "PCM_24"), (16000, 1, "PCM_U8")}
     # float WAVs laid out as the real re-encoded excerpts: an 18-byte fmt chunk (IEEE float), then a fact chunk
-    head = next(p for p, i in zip(sorted(base.glob("Dataset_v3_sound/*/*.wav")), infos) if i.subtype == "FLOAT").read_bytes()[:44]
+    head = next(p for p, i in zip(sorted(base.glob("Dataset_v3_sound/*/*.wav")), infos)
+                if i.subtype == "FLOAT").read_bytes()[:44]
     assert head[12:24] == b"fmt \x12\x00\x00\x00\x03\x00\x01\x00" and head[38:42] == b"fact"
     wave, sr = load_audio(next(base.glob("Dataset_v3_sound/siren/*.wav")), target_sr=22050)
     assert sr == 22050 and wave.ndim == 1

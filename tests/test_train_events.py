@@ -13,6 +13,7 @@ def test_event_shards_train_with_shallow_sps(tmp_path):
     cfg = TrainConfig(shards=str(shards), out=str(tmp_path / "run"), epochs=10, batch_size=32, lr=1e-2,
                       warmup_epochs=1, embed_dim=32, heads=4, shuffle_buffer=64)
     mcfg = model_config(cfg, open_location(shards).manifest)
-    assert (mcfg.embedding, mcfg.visual_channels, mcfg.visual_size, mcfg.time_steps, mcfg.tau_s) == ("shallow", 2, 28, 4, 0.1)
+    assert (mcfg.embedding, mcfg.visual_channels, mcfg.visual_size, mcfg.time_steps, mcfg.tau_s) == \
+        ("shallow", 2, 28, 4, 0.1)
     res = train(cfg)
     assert res["test_acc_at_val_best_epoch"] >= 0.85

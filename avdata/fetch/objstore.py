@@ -26,8 +26,8 @@ from avdata.errors import AvdataError
 from avdata.fetch.responses import FileResponse
 from avdata.hashing import git_blob_id
 
-__all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES", "store_info", "upload_target", "holds_file",
-           "upload_file"]
+__all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES", "store_info", "upload_target",
+           "holds_file", "upload_file"]
 
 #: scheme -> (fsspec protocol, the package it needs, the extra that installs it, where credentials come from)
 STORES: dict[str, tuple[str, str, str, str]] = {

@@ -129,7 +129,8 @@ def _wait(distributed: Any, futures: list, pending: list[dict[str, Any]], settin
                         s = shard_of[fut.key]
                         raise AvdataError(
                             f"the workers preparing {s['file']} died on every try (killed for memory, or a crash "
-                            f"in a decoder, on one of {', '.join(s['keys'][:8])}{', ...' if len(s['keys']) > 8 else ''}). "
+                            f"in a decoder, on one of {', '.join(s['keys'][:8])}"
+                            f"{', ...' if len(s['keys']) > 8 else ''}). "
                             "Finished shards are kept: rerun the same command, with fewer workers per node if "
                             "memory ran out") from None
                 progress.advance(task, len(shard_of[fut.key]["keys"]))

@@ -100,7 +100,8 @@ def pull(
     try:
         text = raw_manifest.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise AvdataError(f"{redact(join_url(base, MANIFEST_NAME))}: not UTF-8 text ({exc}); is this a shards folder?") from exc
+        raise AvdataError(f"{redact(join_url(base, MANIFEST_NAME))}: not UTF-8 text ({exc}); "
+                          "is this a shards folder?") from exc
     manifest = Manifest.parse(text, source=join_url(base, MANIFEST_NAME))
     all_splits = list(manifest.splits)
     chosen = list(dict.fromkeys(splits)) if splits else all_splits

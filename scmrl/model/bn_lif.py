@@ -69,7 +69,8 @@ class _BNLIF(torch.autograd.Function):
         z = _spread(y, steps, repeated)
         if pool:
             # the pool's backward reads only the shape and layout of its input: an unfilled stand-in will do
-            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, empty_steps(z).flatten(0, 1), *_POOL, index.long())
+            grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, empty_steps(z).flatten(0, 1), *_POOL,
+                                                                   index.long())
         grad = grad.view(z.shape)
         g = lif_compiled.input_grad(z, grad, *lif[:3]) if lif[3] else None
         if g is None:

@@ -101,15 +101,24 @@ if lif_triton._HAVE_TRITON:  # pragma: no cover - depends on the machine
             hb = (t * n_in + img)[:, None]
             best = tl.full([BLOCK_P, BLOCK_C], -1, tl.int32)  # first position that fired
             first = tl.full([BLOCK_P, BLOCK_C], -1, tl.int32)  # first position inside the image
-            v0, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v0, best, first, tau, decay, v_th, 0, SAVE)
-            v1, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v1, best, first, tau, decay, v_th, 1, SAVE)
-            v2, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v2, best, first, tau, decay, v_th, 2, SAVE)
-            v3, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v3, best, first, tau, decay, v_th, 3, SAVE)
-            v4, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v4, best, first, tau, decay, v_th, 4, SAVE)
-            v5, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v5, best, first, tau, decay, v_th, 5, SAVE)
-            v6, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v6, best, first, tau, decay, v_th, 6, SAVE)
-            v7, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v7, best, first, tau, decay, v_th, 7, SAVE)
-            v8, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v8, best, first, tau, decay, v_th, 8, SAVE)
+            v0, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v0, best, first,
+                                     tau, decay, v_th, 0, SAVE)
+            v1, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v1, best, first,
+                                     tau, decay, v_th, 1, SAVE)
+            v2, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v2, best, first,
+                                     tau, decay, v_th, 2, SAVE)
+            v3, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v3, best, first,
+                                     tau, decay, v_th, 3, SAVE)
+            v4, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v4, best, first,
+                                     tau, decay, v_th, 4, SAVE)
+            v5, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v5, best, first,
+                                     tau, decay, v_th, 5, SAVE)
+            v6, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v6, best, first,
+                                     tau, decay, v_th, 6, SAVE)
+            v7, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v7, best, first,
+                                     tau, decay, v_th, 7, SAVE)
+            v8, best, first = _visit(x_ptr, h_ptr, xb, hb, oh, ow, pm, c2, cm2, H, W, C, v8, best, first,
+                                     tau, decay, v_th, 8, SAVE)
             out_off = t * n_out + (p * C)[:, None] + c2
             omask = pm[:, None] & cm2
             tl.store(out_ptr + out_off, (best >= 0).to(out_ptr.dtype.element_ty), mask=omask)

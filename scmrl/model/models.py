@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from scmrl.model.config import ModelConfig
 from scmrl.model.embedding import build_embedding, num_tokens
-from scmrl.model.fusion import CMCIBranch, CrossModalResidualBlock, MLPBlock, SCABlock, SpikformerBlock, WeightAttentionBlock
+from scmrl.model.fusion import (CMCIBranch, CrossModalResidualBlock, MLPBlock, SCABlock, SpikformerBlock,
+                                WeightAttentionBlock)
 
 __all__ = [
     "ModelOutput",

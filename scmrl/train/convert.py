@@ -220,8 +220,8 @@ def load_reference_state_dict(path: str | Path) -> dict[str, Tensor]:
             raise AvdataError(f"{path}: not a readable torch checkpoint ({reason})") from exc
         raise AvdataError(
             f"{path}: refused: it holds Python objects besides tensors ({reason}; the authors' training script "
-            "saves its argparse options beside the weights), and loading those would run code from the file. Ask whoever "
-            "made it for a file of plain tensors (torch.save(model.state_dict(), PATH)) and convert that"
+            "saves its argparse options beside the weights), and loading those would run code from the file. "
+            "Ask whoever made it for a file of plain tensors (torch.save(model.state_dict(), PATH)) and convert that"
         ) from exc
     except Exception as exc:  # a truncated file, another format
         raise AvdataError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc}); is the file "

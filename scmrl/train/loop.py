@@ -143,7 +143,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                  ", ".join(f"{s} {source.num_samples(s)}" for s in eval_splits) or "no val/test split",
                  mcfg.num_classes, mcfg.time_steps, mcfg.embed_dim, peak, ctx.world, device)
 
-    last_epoch = cfg.epochs if cfg.stop_after_epochs is None else min(cfg.epochs, state["epoch"] + cfg.stop_after_epochs)
+    last_epoch = (cfg.epochs if cfg.stop_after_epochs is None
+                  else min(cfg.epochs, state["epoch"] + cfg.stop_after_epochs))
     progress = make_progress("batch", disable=None if ctx.main else True)
     # The next epoch's batches are asked for before evaluating, so the loader's workers read and decode its
     # first batches while the model evaluates (the order is the same: it depends on seed and epoch only).

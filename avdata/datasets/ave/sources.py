@@ -12,8 +12,8 @@ it) as the mirror: `avdata download ave --to raw/ave --mirror FOLDER_OR_URL`.
 The download goes through the project's one engine (`avdata.fetch.download.fetch_files`: resumable, retried,
 checked: the zip must be a zip, each list must parse as an AVE list, not an HTML page). No checksums are
 published, so the sha256 of what was fetched is recorded in `<dest>/SHA256SUMS`. Then `AVE.zip` is unpacked
-into `<dest>` (videos and lists only, safely: `avdata.fetch.unpack.unpack_zip`), which is what `avdata prepare ave --raw`
-reads; the zip is kept, so a rerun checks it and does nothing more.
+into `<dest>` (videos and lists only, safely: `avdata.fetch.unpack.unpack_zip`), which is what
+`avdata prepare ave --raw` reads; the zip is kept, so a rerun checks it and does nothing more.
 """
 
 from __future__ import annotations

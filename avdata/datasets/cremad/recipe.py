@@ -228,7 +228,8 @@ class CremadRecipe(Recipe):
             split = splits[clip]
             if video is None or audio is None:
                 miss = f"VideoFlash/{clip}.flv" if video is None else f"AudioWAV/{clip}.wav"
-                skipped.append({"key": clip, "split": split, "path": miss, "reason": "missing modality: file not found"})
+                skipped.append({"key": clip, "split": split, "path": miss,
+                                "reason": "missing modality: file not found"})
                 continue
             if clip in KNOWN_BAD and options.known_bad == "skip":
                 skipped.append({"key": clip, "split": split, "path": video,

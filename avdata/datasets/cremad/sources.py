@@ -128,7 +128,8 @@ def plan(dest: Path, options: CremadDownloadOptions) -> list[DownloadPlan]:
 
 
 DOWNLOADS = {
-    "cremad": Download(CremadDownloadOptions, plan, files=selected_files, help=f"""CREMA-D's raw media, checked against the pinned sha256 list.
+    "cremad": Download(CremadDownloadOptions, plan, files=selected_files,
+                       help=f"""CREMA-D's raw media, checked against the pinned sha256 list.
 
 Default address: the GitHub LFS media address (the plain raw address gives LFS stubs)
 {CREMAD_MIRROR}

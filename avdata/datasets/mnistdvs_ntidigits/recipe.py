@@ -175,7 +175,8 @@ class MnistDvsNTidigitsRecipe(Recipe):
         plan = Plan([], [], notes)
         short = {d: len(recordings[d]) for d in range(10) if len(recordings[d]) < options.per_class}
         if short:
-            plan.warn(f"--per-class {options.per_class}: only " + ", ".join(f"{n} (digit {d})" for d, n in short.items())
+            plan.warn(f"--per-class {options.per_class}: only "
+                      + ", ".join(f"{n} (digit {d})" for d, n in short.items())
                       + f" MNIST-DVS scale{options.scale} recordings found; all of those are used")
         for d in range(10):
             chosen = seeded_shuffle(recordings[d], options.seed, f"mnistdvs:{d}")[: options.per_class]

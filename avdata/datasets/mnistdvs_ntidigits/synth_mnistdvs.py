@@ -79,7 +79,8 @@ def dvs_events(digit: int, rng: np.random.Generator, n: int | None = None, durat
     its strokes (blurred by a stroke width), drifting sideways over time, plus a few sensor-wide noise
     events. n and duration_us default to draws from the real ranges (REAL_EVENTS, REAL_DURATION_US)."""
     n = int(rng.integers(REAL_EVENTS[0], REAL_EVENTS[1] + 1)) if n is None else n
-    duration_us = int(rng.integers(REAL_DURATION_US[0], REAL_DURATION_US[1] + 1)) if duration_us is None else duration_us
+    duration_us = (int(rng.integers(REAL_DURATION_US[0], REAL_DURATION_US[1] + 1)) if duration_us is None
+                   else duration_us)
     ev = np.zeros(n, dtype=DVS_EVENT)
     t = np.sort(rng.integers(0, duration_us + 1, n))
     if n:

@@ -151,8 +151,8 @@ class UrbanSound8kAVRecipe(Recipe):
             for stem in sorted(set(images) ^ set(sounds)):
                 present = images.get(stem) or sounds.get(stem)
                 other = "sound" if stem in images else "image"
-                skipped.append({"key": sample_key(cls, stem), "split": "", "reason": f"unpaired: no {other} with this name",
-                                "path": where(present)})
+                skipped.append({"key": sample_key(cls, stem), "split": "",
+                                "reason": f"unpaired: no {other} with this name", "path": where(present)})
             used: dict[str, str] = {}  # key -> the image that has it
             for stem in sorted(set(images) & set(sounds)):
                 key, image = sample_key(cls, stem), where(images[stem])
@@ -202,7 +202,8 @@ class UrbanSound8kAVRecipe(Recipe):
                 "split": item.split, "sources": source_records(ctx.source_sha256), **frame_counts(1, 1),
                 "audio": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ainfo.items()}}
         return {"cls": cls_bytes(item.label), "json": sample_json(meta),
-                **frame_fields(image[None], opts.frame_format, opts.jpeg_quality, 1), **spec_field(spec, opts.spec_dtype)}
+                **frame_fields(image[None], opts.frame_format, opts.jpeg_quality, 1),
+                **spec_field(spec, opts.spec_dtype)}
 
 
 RECIPE = UrbanSound8kAVRecipe

@@ -100,7 +100,8 @@ def plan(dest: Path, options: UrbanSoundDownloadOptions) -> list[DownloadPlan]:
 
 
 DOWNLOADS = {
-    "urbansound8k-av": Download(UrbanSoundDownloadOptions, plan, help=f"""UrbanSound8K-AV: the Kaggle dataset {KAGGLE_DATASET} as one zip.
+    "urbansound8k-av": Download(UrbanSoundDownloadOptions, plan,
+                                help=f"""UrbanSound8K-AV: the Kaggle dataset {KAGGLE_DATASET} as one zip.
 
 Default address: the Kaggle API; token in ~/.kaggle/kaggle.json or KAGGLE_USERNAME and KAGGLE_KEY.
 No checksums are published: the sha256 of the fetched zip goes to SHA256SUMS.
