@@ -102,6 +102,7 @@ def test_spiking_attention_queries_x_keys_values_y() -> None:
     assert torch.equal(z1, z2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["spatial", "temporal", "spatiotemporal"])
 def test_cross_modal_attention_modes(mode: str) -> None:
     torch.manual_seed(1)

@@ -18,6 +18,7 @@ def tone(freq: float, sr: int, seconds: float, amp: float = 0.5) -> np.ndarray:
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_stft_matches_librosa():
     x = np.random.default_rng(0).standard_normal(22050 + 101).astype(np.float32) * 0.3
     ours = stft_magnitude(x, 512, 353)
@@ -31,6 +32,7 @@ def test_stft_matches_librosa():
     assert np.array_equal(ours, np.abs(np.fft.rfft(frames * window, axis=1)).T.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_resample_is_librosa_soxr_hq_exactly():
     rng = np.random.default_rng(1)
     for n, sr in ((16000, 16000), (16001, 48000), (12345, 44100), (7777, 8000)):

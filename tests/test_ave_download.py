@@ -31,6 +31,7 @@ def mirror(tmp_path_factory) -> tuple[Path, dict]:
     return site, made
 
 
+@pytest.mark.slow
 def test_download_fetches_checks_unpacks_and_reruns(mirror, tmp_path):
     site, made = mirror
     dest = tmp_path / "raw"

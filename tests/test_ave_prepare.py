@@ -27,6 +27,9 @@ from avdata.media.video import read_frames, resize_short_side
 from avdata.cli.avdata_app import app
 from tests.ave_helpers import decode_audio_mono, full_decode_all, full_decode_per_second, has_reordered_frames
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 LABELS = [0, 5, 10, 17, 27, 3]
 DURATION = 3.0
 SHORT = 48

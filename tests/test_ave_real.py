@@ -24,8 +24,9 @@ from avdata.media.video import resize_short_side
 from tests.ave_helpers import decode_audio_mono, full_decode_per_second
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ave"
-pytestmark = pytest.mark.skipif(not (REAL / "sample").is_dir(),
-                                reason=f"real AVE material not found at {REAL} (CI clones shared/ beside the repo)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    not (REAL / "sample").is_dir(),
+    reason=f"real AVE material not found at {REAL} (CI clones shared/ beside the repo)")]
 
 # id -> (split given to it here, frame rate, channels), as probed in the folder's README
 CLIPS = {"0lFf-HP86Q0": ("train", 211 / 12, 1), "16eUxQwxxbs": ("val", 359 / 12, 2),

@@ -19,6 +19,9 @@ from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from scmrl.cli.train_app import train_app
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 LABELS = [0, 9, 18, 27]
 PER_CLASS = 4
 

@@ -30,6 +30,7 @@ def _by_key(batches) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
     return {k: (a[i].clone(), v[i].clone(), int(y[i])) for a, v, y, ks in batches for i, k in enumerate(ks)}
 
 
+@pytest.mark.slow
 def test_worker_batches_equal_in_process_samples_and_survive_later_batches(shards):
     src = open_shards(shards)
     ref = _by_key(make_loader(src, "test", _cfg(False), 8, workers=0)[0])
@@ -53,6 +54,7 @@ def test_worker_batches_equal_in_process_samples_and_survive_later_batches(shard
         assert 2 <= len(train.loader.cache) <= 2 * 3
 
 
+@pytest.mark.slow
 def test_training_batches_are_full_and_match_the_frames_chosen_in_process(shards):
     src = open_shards(shards)
     loader, ds = make_loader(src, "train", _cfg(True), 16, workers=2)
@@ -106,6 +108,7 @@ def test_shuffle_buffer_filling_while_yielding_starts_early_and_keeps_every_item
     assert list(_shuffle_buffer(iter(items), 200, random.Random(0), initial=500)) == out_full  # capped at size
 
 
+@pytest.mark.slow
 def test_workers_start_an_epoch_when_its_iterator_is_made(shards):
     """The trainer makes the next epoch's iterator before evaluating: by then the workers must already be
     filling slots with that epoch's batches, and the batches must be the epoch's own (same order as made

@@ -39,6 +39,9 @@ from avdata.media.budget import DEFAULT_MAX_DECODED_MB, PACKET_BYTES, OverBudget
 from avdata.media.image import load_image
 from avdata.media.video import _slow_path, read_frames
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Peak RSS allowed to a prepare run that meets the hostile files: interpreter, PyAV, OpenCV, numpy and a few
 #: small clips take 120-300 MB; the files declare 1.1 to 6 GB.

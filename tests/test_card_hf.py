@@ -80,6 +80,7 @@ def test_card_header_and_load_dataset_toy_engine(tmp_path, hf_offline):
     assert row["json"]["split"] == "train" and row["json"]["key"] == row["__key__"]
 
 
+@pytest.mark.slow
 def test_load_dataset_static_av_fields(tmp_path, hf_offline):
     folder = make_av_folder(tmp_path / "av")
     check_header(folder)
@@ -117,6 +118,7 @@ def test_load_dataset_event_fields_and_streaming(tmp_path, hf_offline):
     assert {s: sum(1 for _ in streamed[s]) for s in streamed} == {s: e["num_samples"] for s, e in m["splits"].items()}
 
 
+@pytest.mark.slow
 def test_varying_json_keys_keep_counts(tmp_path, hf_offline):
     """Per-sample json keys (like per-file source hashes) do not break loading; only shared keys survive."""
     from avdata.datasets.recipe import sample_json

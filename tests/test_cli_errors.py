@@ -47,6 +47,7 @@ def test_run_turns_an_oserror_into_exit_status_2(capsys: pytest.CaptureFixture) 
     ],
     ids=["prepare", "download", "scmrl-train"],
 )
+@pytest.mark.slow
 def test_an_output_folder_that_cannot_be_made_is_named(argv: list[str], tmp_path: Path) -> None:
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")

@@ -35,6 +35,9 @@ from scmrl.data.spec_resize import resize_spectrogram
 from scmrl.train.config import TrainConfig
 from scmrl.train.loop import train
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 SMALL = dict(width=480, height=360, fps=30, duration_range=(1.2, 2.6))  # the real clips' size
 #: The documented bounds (avdata.shards.frames, README): JPEG quality 95 and float16 after the 128 resize.
 JPEG_MEAN_ERROR = 1.5

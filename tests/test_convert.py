@@ -29,6 +29,7 @@ def _save(sd: dict, path) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_converted_checkpoint_reproduces_the_reference(tmp_path):
     case = CASES["cremad/scmrl-spatiotemporal"]
     ref = _save(_reference_state(case), tmp_path / "ref.pth")
@@ -49,6 +50,7 @@ def test_converted_checkpoint_reproduces_the_reference(tmp_path):
     torch.testing.assert_close(logits, torch.tensor(case["eval_logits"]), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_scmrl_eval_runs_a_converted_checkpoint(tmp_path):
     sd = _reference_state(CASES["cremad/add"])
     g = torch.Generator().manual_seed(0)
@@ -98,6 +100,7 @@ def test_checkpoint_with_pickled_objects_is_refused_with_the_fix(tmp_path):
         infer_config(load_reference_state_dict(plain))
 
 
+@pytest.mark.slow
 def test_a_converted_checkpoint_fine_tunes_with_init_from(tmp_path):
     from scmrl.train.config import TrainConfig
     from scmrl.train.loop import train

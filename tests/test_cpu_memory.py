@@ -29,6 +29,7 @@ def _faults(mode: str) -> tuple[str, int]:
     return applied, int(faults)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc heap settings are Linux-only")
 def test_large_freed_blocks_are_kept_for_reuse():
     applied, tuned = _faults("tuned")

@@ -19,6 +19,9 @@ from avdata.datasets.cremad.sources import LISTS
 from avdata.datasets.cremad.synth import make_cremad_raw
 from avdata.cli.avdata_app import app
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 SMALL = dict(width=160, height=120, fps=30, duration_range=(1.2, 2.6))
 
 

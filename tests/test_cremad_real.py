@@ -28,8 +28,9 @@ from avdata.cli.avdata_app import app
 from tests.httpserver import serve_dir
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cremad" / "sample"
-pytestmark = pytest.mark.skipif(not (SAMPLE / "VideoFlash").is_dir(),
-                                reason=f"real CREMA-D sample not found at {SAMPLE} (CI has it beside the repository)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    not (SAMPLE / "VideoFlash").is_dir(),
+    reason=f"real CREMA-D sample not found at {SAMPLE} (CI has it beside the repository)")]
 
 CLIPS = [f"1001_DFA_{e}_XX" for e in EMOTIONS]  # the FLVs and the derived WAVs
 MP3_CLIPS = [f"1002_DFA_{e}_XX" for e in EMOTIONS]  # the MP3s are another actor's

@@ -97,6 +97,7 @@ def _null(values: list, stat, n: int = 2000) -> tuple[float, float]:
     return float(np.mean(draws)), float(np.std(draws))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_train_shards_are_in_seeded_random_order(prepared, recipe):
     samples = _train_in_file_order(prepared[recipe])
@@ -133,6 +134,7 @@ def _epoch_labels(out: Path, workers: int, world: int, batch: int, buffer: int |
     return src, per_rank
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["prepared", "class-sorted"])
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_batches_mix_classes_like_a_random_permutation(prepared, recipe, layout, tmp_path):
@@ -162,6 +164,7 @@ def test_batches_mix_classes_like_a_random_permutation(prepared, recipe, layout,
             assert np.any(np.abs(np.array(stats(sorted(labels))) - mean) > SIGMAS * sd)
 
 
+@pytest.mark.slow
 def test_batch_order_is_reproducible_and_new_each_epoch(prepared):
     out = prepared["mnistdvs-ntidigits"]
     _, a = _epoch_labels(out, 2, 1, 12, None, epoch=1)
@@ -173,6 +176,7 @@ def test_batch_order_is_reproducible_and_new_each_epoch(prepared):
         assert len(keys) == len(set(keys)) == 96
 
 
+@pytest.mark.slow
 def test_workers_batch_alone_only_shards_written_shuffled(prepared, tmp_path):
     """Shards whose manifest marks them as written in random order are batched in each worker (its own
     buffer, no copy in the main process); others, with workers, through one buffer over all workers."""

@@ -27,6 +27,9 @@ from avdata.shards.manifest import Manifest
 from avdata.shards.schema import problems
 from tests.toy_recipe import ToyOptions, make_toy_raw
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 register_recipe("toy", "tests.toy_recipe:ToyRecipe")
 
 USER_FILES = {"README.md": b"# my project\n", "notes.txt": b"do not lose\n", "thesis.pdf": b"%PDF-1.7 chapter 1\n",

@@ -17,6 +17,9 @@ from scmrl.data.synthetic import make_synthetic_av_shards
 from scmrl.train.config import TrainConfig
 from scmrl.train.loop import train
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = dict(epochs=2, batch_size=16, embed_dim=16, heads=2, time_steps=1, image_size=32, workers=2,
             shuffle_buffer=64, lr=1e-3)

@@ -288,6 +288,7 @@ def test_fetch_url_md5(served, tmp_path):
 # ------------------------------------------------------------------------------ dataset download specs
 
 
+@pytest.mark.slow
 def test_cremad_selection_on_pinned_list():
     pinned = pinned_files()
     clips = {Path(f.path).stem for f in pinned}

@@ -27,11 +27,13 @@ from scmrl.train.footprint import Footprint, choose_batch
 from scmrl.train.loop import train
 from scmrl.train.schedule import LOW_LR, lr_warnings, make_schedule, scaled_lr
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 
 
-@pytest.mark.slow
 def test_demo_printed_training_command_learns(tmp_path, monkeypatch):
     """`avdata demo`, then its printed `scmrl-train` line exactly as printed: well above chance (1/6)."""
     monkeypatch.chdir(tmp_path)

@@ -41,6 +41,7 @@ def _ffmpeg_packets(path: Path) -> list[tuple[int, bool, bytes]]:
         return [(p.pts, p.is_keyframe, bytes(p)) for p in container.demux(stream) if p.size]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL, reason="real CREMA-D sample (../shared) not present")
 @pytest.mark.parametrize("path", REAL, ids=lambda p: p.name)
 def test_real_vp6_packets_and_frames_equal_ffmpeg(path: Path) -> None:
@@ -56,6 +57,7 @@ def test_real_vp6_packets_and_frames_equal_ffmpeg(path: Path) -> None:
     assert info.fps == pytest.approx(989 / 33) and (info.width, info.height) == (480, 360)
 
 
+@pytest.mark.slow
 def test_generated_flv1_equal_ffmpeg(generated: list[Path]) -> None:
     for path, (_, gop, audio, _, width) in zip(generated, GENERATED):
         flv = read_flv_video(path)
@@ -82,6 +84,7 @@ def test_read_frames_skips_ffmpeg_probe_for_plain_flv(generated: list[Path], mon
     assert len(times) == 4  # 3.1 s: frames at 0, 1, 2, 3 s
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", [29.97002997, 30000 / 1001, 24000 / 1001, 25.0, 12.5, 59.94005994, 1000.0,
                                    0.5, 7.3, 999.5, 17.0 / 3, 143.29, 20.0 / 7 + 1e-9])
 def test_frame_rate_matches_ffmpeg(value: float, generated: list[Path], tmp_path: Path) -> None:

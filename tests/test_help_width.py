@@ -59,6 +59,7 @@ def _helps(columns: int) -> tuple[dict[str, str], dict[str, set[str]]]:
     return got["helps"], {k: set(v) for k, v in got["names"].items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("columns", [80, 120])
 def test_every_option_name_is_shown_whole(columns):
     helps, names = _helps(columns)

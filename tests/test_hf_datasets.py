@@ -30,6 +30,9 @@ from scmrl.data.decode import StaticAdapter, choose_frames, frame_reader
 from tests.manifests import load_manifest
 from tests.test_card_hf import card_header
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 datasets = pytest.importorskip("datasets")
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cremad" / "sample"

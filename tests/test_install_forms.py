@@ -3,6 +3,7 @@ torch) and with the trainer (`.[train]`, or `.[dev]` which pins the CPU build us
 
 from __future__ import annotations
 
+import pytest
 import ast
 import os
 import subprocess
@@ -50,6 +51,7 @@ def test_torch_is_an_extra_not_a_dependency():
     assert "torch==2.13.0" in project["optional-dependencies"]["dev"]  # CI's CPU build
 
 
+@pytest.mark.slow
 def test_the_data_library_never_imports_torch_or_the_trainer():
     bad = []
     for path in sorted((ROOT / "avdata").rglob("*.py")):
@@ -60,6 +62,7 @@ def test_the_data_library_never_imports_torch_or_the_trainer():
     assert not bad, bad
 
 
+@pytest.mark.slow
 def test_every_data_module_and_command_works_without_torch(tmp_path):
     res = _without_torch("--import-all")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -68,6 +71,7 @@ def test_every_data_module_and_command_works_without_torch(tmp_path):
     assert res.returncode == 0 and "--raw" in res.stdout, res.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_the_trainer_without_torch_says_how_to_install_it(tmp_path):
     res = _without_torch("scmrl.cli.train_app", "--shards", str(tmp_path), "--out", str(tmp_path / "run"))
     said = " ".join((res.stdout + res.stderr).split())

@@ -64,6 +64,7 @@ def _top_level_imports(path: Path, module: str, known: set[str]) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_import_cycle_between_modules():
     mods = _modules()
     known = set(mods)
@@ -116,6 +117,7 @@ def test_no_citation_of_files_outside_the_repository():
     assert not bad, f"cite docs/reference.md instead of {OUTSIDE_NOTES}: {bad}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
 def test_wheel_installs_only_the_projects_top_level_names(tmp_path):
     src = tmp_path / "src"
@@ -140,6 +142,7 @@ def test_wheel_installs_only_the_projects_top_level_names(tmp_path):
         assert set(zipfile.ZipFile(wheel).read(top_level[0]).decode().split()) == {"avdata", "scmrl"}
 
 
+@pytest.mark.slow
 def test_a_source_checkout_runs_without_an_install():
     """PYTHONPATH=checkout (a GPU machine that cannot pip-install, a benchmark of another tree) finds the
     command-line apps and the pinned lists, as the wheel installs them."""
@@ -192,6 +195,7 @@ def _unit(module: str) -> str:
     return ".".join(parts[:2]) if len(parts) > 1 and (ROOT / parts[0] / parts[1]).is_dir() else module
 
 
+@pytest.mark.slow
 def test_no_import_cycle_between_packages():
     """Subpackages depend one way (e.g. prepare -> datasets -> fetch), counting imports inside functions
     too: a lazy import hides a cycle from the module-level check above, not from the design."""

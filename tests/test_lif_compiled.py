@@ -40,6 +40,7 @@ def _case() -> tuple[nn.Module, torch.Tensor]:
     return bn, torch.randn(2, 4, 10, 8, generator=g) * 1.5 + 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
                     reason="inductor's CPU backend needs a C++ compiler")
 def test_compiled_passes_match_eager() -> None:

@@ -52,6 +52,7 @@ def _run(cfg: ModelConfig, seed: int = 0) -> tuple[torch.nn.Module, ModelOutput,
     return net, out, loss, parts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [_cremad, _event], ids=["cremad", "event28"])
 @pytest.mark.parametrize("model", MODELS)
 def test_forward_backward(make, model: str) -> None:
@@ -103,6 +104,7 @@ def test_token_counts() -> None:
         {"sao_weight": 0.0},
     ],
 )
+@pytest.mark.slow
 def test_scmrl_ablations(kw: dict) -> None:
     cfg = _cremad("scmrl", **kw)
     net, out, loss, parts = _run(cfg)

@@ -23,6 +23,9 @@ from scmrl.train.report import read_metrics
 from tests.childserver import free_port as _free_port
 from tests.s3server import moto_s3, s3_env, skip_without_s3
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 # 4 training shards of 32: each node's rank reads 2 of them, one per loader worker (64 samples, 4 batches)
 ARGS = dict(epochs=1, batch_size=16, embed_dim=16, heads=2, time_steps=1, image_size=32, workers=2,

@@ -27,6 +27,9 @@ from scmrl.data.synthetic import make_synthetic_av_shards
 from tests.httpserver import serve_dir
 from tests.s3server import moto_s3, s3_env, skip_without_s3
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 N_TRAIN, N_VAL, N_TEST = 128, 32, 32
 
 

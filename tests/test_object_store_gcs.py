@@ -19,6 +19,9 @@ from scmrl.data.stream import ShardStream
 from scmrl.data.synthetic import make_synthetic_av_shards
 from tests.gcsserver import gcs_emulator, make_bucket, skip_without_gcs
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 N_TRAIN, N_VAL, N_TEST = 64, 16, 16
 
 

@@ -21,6 +21,9 @@ from scmrl.data.stream import ShardStream
 from scmrl.data.synthetic import make_synthetic_av_shards
 from tests.hubserver import hub_server
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("huggingface_hub")
 
 N_TRAIN, N_VAL, N_TEST = 64, 16, 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import shutil
 
 from typer.testing import CliRunner
@@ -13,6 +14,7 @@ from avdata.cli.avdata_app import app
 from tests.httpserver import serve_dir
 
 
+@pytest.mark.slow
 def test_mnistdvs_ntidigits_download_then_prepare(tmp_path):
     served = tmp_path / "served"
     make_mnistdvs_raw(served, per_class=4, scales=(16,))
@@ -38,6 +40,7 @@ def test_mnistdvs_ntidigits_download_then_prepare(tmp_path):
     assert m["splits"]["train"]["num_samples"] == 20 and m["splits"]["test"]["num_samples"] == 20
 
 
+@pytest.mark.slow
 def test_urbansound_download_with_kaggle_credentials_then_prepare(tmp_path, monkeypatch):
     served = tmp_path / "served"
     make_urbansound_raw(served, per_class=4, as_zip=True, unpaired=0)

@@ -20,6 +20,7 @@ def read_all(out, m, split):
     return list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8"))
 
 
+@pytest.mark.slow
 def test_urbansound_from_zip_pairs_splits_and_skips(tmp_path):
     zpath = make_urbansound_raw(tmp_path / "raw", per_class=10, as_zip=True, unpaired=2)
     out = tmp_path / "out"
@@ -44,6 +45,7 @@ def test_urbansound_from_zip_pairs_splits_and_skips(tmp_path):
     assert len(m["sources"]["sha256"]) == 200
 
 
+@pytest.mark.slow
 def test_mnistdvs_ntidigits_binned_pairs(tmp_path):
     raw = tmp_path / "raw"
     make_mnistdvs_raw(raw, per_class=5, scales=(8, 16))
@@ -84,6 +86,7 @@ def test_mnistdvs_ntidigits_binned_pairs(tmp_path):
         assert len(ids) == 2 and len(set(ids)) == 2
 
 
+@pytest.mark.slow
 def test_crop_share_survives_parts_and_jobs(tmp_path):
     """The per-split crop figures come from the shards' records, so --jobs and --part runs give the same
     manifest; at scale 16 (digits four times the real scale-4 size) the central crop drops most events."""
@@ -123,6 +126,7 @@ def test_sample_stats_summary_and_schema():
         validate(m)
 
 
+@pytest.mark.slow
 def test_a_smaller_subset_than_asked_is_said_not_silent(tmp_path):
     """--per-class beyond the recordings there are, and a --val-fraction too small to hold out one sample,
     each give a note in manifest.json and in the summary (the run itself goes on)."""

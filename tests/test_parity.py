@@ -122,6 +122,7 @@ def _close(ours: torch.Tensor, ref: list) -> None:
     torch.testing.assert_close(ours, torch.tensor(ref), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_matches_reference(name: str) -> None:
     case = CASES[name]
@@ -139,6 +140,7 @@ def test_matches_reference(name: str) -> None:
     _close(got["after"], case["eval_logits_after"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["cremad", "event"])
 def test_fixed_temporal_layout_differs_from_reference(config: str) -> None:
     """Our default (heads and time kept apart) does not reproduce their spatiotemporal numbers; the

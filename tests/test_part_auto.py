@@ -63,6 +63,7 @@ def test_explicit_parts_and_stray_count():
         resolve_part("0/2", 2)
 
 
+@pytest.mark.slow
 def test_three_slurm_array_tasks_then_merge_equal_one_run(tmp_path):
     """As `sbatch --array=1-3` runs them: three processes at once, ids 1..3, each into its own folder (as the
     README's script does), then `avdata merge` of the three."""

@@ -18,6 +18,9 @@ from avdata.errors import AvdataError
 from avdata.prepare.engine import PrepareSettings, build_plan_record, prepare
 from tests.toy_recipe import ToyOptions, make_toy_raw
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 register_recipe("toy", "tests.toy_recipe:ToyRecipe")
 
 NO_DASK = "Dask distributed is not installed (an optional extra): pip install -e \".[dask]\""

@@ -56,6 +56,7 @@ def test_shards_manifest_and_card(tmp_path):
     assert "avdata prepare toy --raw RAW --out OUT" in card
 
 
+@pytest.mark.slow
 def test_deterministic_across_jobs_and_parts(tmp_path):
     raw = make_toy_raw(tmp_path / "raw", bad=("s002",))
     run(raw, tmp_path / "one", jobs=1)
@@ -225,6 +226,7 @@ def _split_of(out: Path) -> dict[str, str]:
     return {s["__key__"]: split for split, u in urls.items() for s in wds.WebDataset(u, shardshuffle=False)}
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_clip_stops_the_run_naming_the_clip(tmp_path):
     import os
     import signal

@@ -129,6 +129,7 @@ def test_per_dataset_settings_and_attention(dataset, t, c, tau):
     assert ours.attention == "spatiotemporal" and ours.time_steps == (4 if static else 32)
 
 
+@pytest.mark.slow
 def test_reference_training_refuses_a_validation_split_and_trains_without_one(tmp_path):
     with_val = make_synthetic_av_shards(tmp_path / "v", 64, 32, 32, per_shard=32, seed=1)
     with pytest.raises(AvdataError, match="validation split"):

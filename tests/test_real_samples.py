@@ -173,6 +173,7 @@ def _real_mnistdvs_raw(tmp_path: Path, files: list[Path]) -> Path:
     return raw
 
 
+@pytest.mark.slow
 def test_crop_records_the_share_dropped_on_real_recordings(tmp_path, aedat_files):
     raw = _real_mnistdvs_raw(tmp_path, aedat_files)
     out = tmp_path / "out"
@@ -240,6 +241,7 @@ def parse_wav_by_hand(path: Path) -> tuple[np.ndarray, int, int]:
     return x.reshape(-1, channels), rate, bits
 
 
+@pytest.mark.slow
 def test_original_encoding_mixdown_resampling_and_spectrogram(wav_files):
     path = URBANSOUND / "7061-6-0-0.wav"
     hand, rate, bits = parse_wav_by_hand(path)

@@ -26,6 +26,9 @@ from avdata.datasets.mnistdvs_ntidigits.synth_ntidigits import make_ntidigits_h5
 from avdata.datasets.urbansound8k_av.synth import CLASSES, make_urbansound_raw
 from avdata.media.video import probe_video, read_frames
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 SMALL = dict(width=96, height=72, fps=30, duration_range=(1.2, 2.2))
 
 

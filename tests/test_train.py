@@ -23,6 +23,9 @@ from scmrl.train.config import TrainConfig
 from scmrl.train.loop import train
 from tests.httpserver import serve_dir
 
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 TINY = dict(batch_size=32, lr=5e-3, warmup_epochs=1, embed_dim=32, heads=4, time_steps=2, image_size=32,
             shuffle_buffer=128, workers=0)
 N_TRAIN, N_VAL, N_TEST = 320, 64, 200

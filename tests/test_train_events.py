@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from scmrl.data.synthetic import make_synthetic_av_shards
 from scmrl.train.config import TrainConfig, model_config
 from scmrl.train.loop import train
 from avdata.shards.location import open_location
+
+#: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
 
 
 def test_event_shards_train_with_shallow_sps(tmp_path):

@@ -145,6 +145,7 @@ def test_prepare_urbansound_refuses_a_hostile_zip(tmp_path, kind):
     _nothing_outside(tmp_path, out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "link"])
 def test_prepare_mnistdvs_refuses_a_hostile_zip(tmp_path, kind):
     raw = make_mnistdvs_raw(tmp_path / "raw", per_class=1, scales=(4,), n_events=200)

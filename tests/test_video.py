@@ -33,6 +33,7 @@ def all_frames_rgb(path: Path) -> tuple[list[np.ndarray], list[float]]:
     return [o[0] for o in out], [o[1] for o in out]
 
 
+@pytest.mark.slow
 def test_probe(clip):
     info = probe_video(clip)
     assert info.codec == "flv" and (info.width, info.height) == (160, 120) and info.fps == 30
@@ -71,6 +72,7 @@ def test_even_mode(clip):
         read_frames(clip, mode="sometimes")
 
 
+@pytest.mark.slow
 def test_resize_short_side(clip, tmp_path):
     small, _, _ = read_frames(clip, short_side=60)
     assert small.shape == (4, 60, 80, 3)
@@ -114,6 +116,7 @@ def _h264_with_b_frames(path: Path, n: int = 40, fps: int = 20) -> None:
             out.mux(p)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["flv", "h264"])
 def test_fast_path_equals_full_decode(clip, tmp_path, kind, monkeypatch):
     path = clip
@@ -131,6 +134,7 @@ def test_fast_path_equals_full_decode(clip, tmp_path, kind, monkeypatch):
         assert info.codec == "h264" and times == [0.0, 1.0] and frames.shape == (2, 48, 64, 3)
 
 
+@pytest.mark.slow
 def test_unusable_files_raise_media_error_with_reason(clip, tmp_path):
     cases = {}
     cases["missing.flv"] = ("file not found", None)
@@ -202,6 +206,7 @@ def _flv_video_tags(data: bytes) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gop", [None, 7, 12])  # None: one key frame, as the real clips
 def test_key_frame_skipping_gives_the_frames_of_a_full_decode(tmp_path, gop):
     path = tmp_path / "clip.flv"
