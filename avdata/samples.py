@@ -1,14 +1,45 @@
 """Samples of a shards folder read back as raw fields, for the tools that look at them (inspect, the
-contact sheet): one split in shard order, and each sample's class index."""
+contact sheet): one split in shard order, and each sample's class index.
+
+Also the rules a sample from a stranger's shard must meet wherever it is read (verify and the trainer):
+its key (`key_problem`: the writer's rule, `avdata.shards.tar.KEY_RE`) and its class index
+(`class_index`: a plain decimal integer below the number of classes)."""
 
 from __future__ import annotations
 
+import re
 import tarfile
 from typing import Any, Iterator
 
 from avdata.errors import AvdataError
+from avdata.printable import printable
 from avdata.shards.location import ShardsLocation
 from avdata.shards.reader import iter_shard
+from avdata.shards.tar import KEY_RE
+
+_CLS = re.compile(rb"\s*([0-9]{1,9})\s*")
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key` is not a sample key a shard may hold (what the shard writer accepts: letters, digits,
+    '_' and '-'; so no dots, no '/' or '..', nothing absolute, no control characters), or None."""
+    if KEY_RE.fullmatch(key):
+        return None
+    return (f"sample key {printable(repr(key))} is refused: keys hold only letters, digits, '_' and '-' "
+            "(no dots, '/', '..', absolute paths or control characters)")
+
+
+def class_index(data: bytes, num_classes: int) -> int:
+    """The class index a `cls` member holds; ValueError saying why when it is not a plain decimal integer
+    in 0..num_classes-1 (a -1 or -100 would be ignored by the loss, 1e9 would index past the classes)."""
+    m = _CLS.fullmatch(bytes(data))
+    if not m:
+        raise ValueError(f"class index {printable(repr(bytes(data)[:40]))} is not a non-negative integer")
+    value = int(m.group(1))
+    if value >= num_classes:
+        raise ValueError(f"class index {value} is out of range: the manifest lists {num_classes} classes "
+                         f"(0..{num_classes - 1})")
+    return value
 
 
 def iter_samples(loc: ShardsLocation, split: str, limit: int | None = None
@@ -20,10 +51,11 @@ def iter_samples(loc: ShardsLocation, split: str, limit: int | None = None
     n = 0
     if limit is not None and limit <= 0:
         return
+    caps = loc.caps()
     for shard in loc.shards(split):
         fileobj = loc.open(shard.file)
         try:
-            for key, fields in iter_shard(fileobj, limit=shard.bytes):
+            for key, fields in iter_shard(fileobj, limit=shard.bytes, caps=caps):
                 yield shard.file, key, fields
                 n += 1
                 if limit is not None and n >= limit:
