@@ -18,6 +18,8 @@ from avdata.shards.reader import iter_shard
 from avdata.shards.tar import KEY_RE
 
 _CLS = re.compile(rb"\s*([0-9]{1,9})\s*")
+#: Sample problems (bad keys, labels, repeats) listed per shard; the count says how many there are.
+MAX_SAMPLE_PROBLEMS = 5
 
 
 def key_problem(key: str) -> str | None:
@@ -77,3 +79,41 @@ def label_of(fields: dict[str, bytes], meta: dict[str, Any] | None = None) -> in
     if meta and isinstance(meta.get("label"), int):
         return meta["label"]
     return None
+
+
+class SampleChecks:
+    """verify's sample checks over a run: each sample's key and class index, and the keys met so far
+    (key -> (split, file)) to find one in two splits or twice in one. `start` each shard, then `listed`."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.keys: dict[str, tuple[str, str]] = {}
+        self.split = self.file = ""
+        self.found: list[str] = []
+
+    def start(self, split: str, file: str) -> None:
+        self.split, self.file, self.found = split, file, []
+
+    def sample(self, key: str, member: str) -> None:
+        problem = key_problem(key)
+        if problem:
+            self.found.append(f"member {printable(repr(member))}: {problem}")
+        elif key in self.keys:
+            split, file = self.keys[key]
+            where = f"in split {split!r} too" if split != self.split else "twice in this split"
+            self.found.append(f"sample key {key!r} is also in {file} ({where}): each sample must be in one "
+                              "split, once")
+        else:
+            self.keys[key] = (self.split, self.file)
+
+    def label(self, key: str, data: bytes) -> None:
+        try:
+            class_index(data, self.num_classes)
+        except ValueError as exc:
+            self.found.append(f"sample {printable(repr(key))}: {exc}")
+
+    def listed(self) -> list[str]:
+        """The problems of the current shard, at most MAX_SAMPLE_PROBLEMS and a count of the rest."""
+        more = len(self.found) - MAX_SAMPLE_PROBLEMS
+        return self.found[:MAX_SAMPLE_PROBLEMS] + ([f"... and {more} more sample problem(s) like these"]
+                                                   if more > 0 else [])
