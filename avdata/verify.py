@@ -30,7 +30,7 @@ from avdata.shards.frames import JPEG_FRAMES, is_jpeg_frame
 from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from avdata.progress import make_progress
-from avdata.shards.reader import TarBoundsError, TarCutShortError, TarHeaderError, iter_tar_files
+from avdata.shards.reader import TarCutShortError, TarHeaderError, iter_tar_files
 
 CHUNK = 1 << 20
 
@@ -122,8 +122,6 @@ def _count_samples(reader: _HashingReader, limit: int, fields: set[str] | None =
                     checks.sample(key, member["fname"])
             if checks is not None and fld == "cls" and member["data"] is not None:
                 checks.label(key, member["data"])
-    except TarBoundsError as exc:
-        return None, f"refused after {n} sample(s): {printable(exc)}"
     except TarCutShortError as exc:
         return None, (f"truncated tar: the file ends before the end-of-archive blocks, after {n} sample(s) "
                       f"({printable(exc)})")
