@@ -3,7 +3,8 @@ contact sheet): one split in shard order, and each sample's class index.
 
 Also the rules a sample from a stranger's shard must meet wherever it is read (verify and the trainer):
 its key (`key_problem`: the writer's rule, `avdata.shards.tar.KEY_RE`) and its class index
-(`class_index`: a plain decimal integer below the number of classes)."""
+(`class_index`: a plain decimal integer below the number of classes), and verify's checks of both over
+a whole folder, keys found twice included (`SampleChecks`)."""
 
 from __future__ import annotations
 

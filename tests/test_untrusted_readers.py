@@ -163,6 +163,21 @@ def test_a_field_of_unknown_size_is_capped_and_json_and_cls_are_small(tmp_path):
         list(iter_shard(cls, caps=MemberCaps()))
 
 
+def test_a_sample_is_capped_as_a_whole(tmp_path, monkeypatch):
+    import avdata.shards.reader as reader
+    from avdata.samples import iter_samples
+
+    monkeypatch.setattr(reader, "SAMPLE_CAP", 1 << 20)  # 256 MiB in use; the rule is the same
+    key, fields = _sample(0)
+    extra = {f"part{i}.bin": bytes(400_000) for i in range(3)}  # each under its cap, 1.2 MB together
+    folder = _folder(tmp_path / "s", {"train": [_sample(1), (key, {**fields, **extra})]})
+    with pytest.raises(AvdataError, match="sample 'ev0000' holds more than 1,048,576 bytes"):
+        list(iter_samples(open_location(folder), "train"))
+    with pytest.raises(ShardReadError, match="sample 'ev0000' holds more than 1,048,576 bytes"):
+        list(_stream(folder).iter_slot())
+    assert "sample 'ev0000' holds more than" in verify_shards(folder, progress=False).problems[0][1]
+
+
 def test_inspect_decodes_one_jpeg_frame_per_sample(tmp_path):
     from avdata.shards.jpeg import decode_jpeg, encode_jpeg
     from avdata.summary import summarize

@@ -217,7 +217,8 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
     a cut-short file does.
 
     ``caps(name)``: the most bytes the member may hold (`avdata.shards.member_caps.MemberCaps`); a larger
-    one raises TarBoundsError before its body is read, skipped or not."""
+    one raises TarBoundsError before its body is read, skipped or not, and so does a member that takes the
+    members of its sample (consecutive names with the same key) beyond SAMPLE_CAP together."""
     fd = _local_fd(stream) if lazy is not None else None
     actual = stream_size(stream)
     pos = 0  # bytes of the archive consumed so far
@@ -236,6 +237,7 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
     long_name: str | None = None
     pax: dict[str, str] = {}
     index = 0
+    sample, held = "", 0  # the current sample's key and the bytes of its members handed out whole
     while True:
         header = _read_exact(stream, BLOCK, f"the header of member {index}")
         pos += BLOCK
@@ -264,9 +266,15 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
         long_name, pax = None, {}
         index += 1
         check(size, f"member {name!r}")
-        if caps is not None and kind in _REGULAR and size > caps(name):
-            raise TarBoundsError(f"member {name!r} claims {size:,} bytes, more than the {caps(name):,} its field "
-                                 "may hold by the manifest's features: a damaged or tampered shard")
+        if caps is not None and kind in _REGULAR:
+            if size > caps(name):
+                raise TarBoundsError(f"member {name!r} claims {size:,} bytes, more than the {caps(name):,} its "
+                                     "field may hold by the manifest's features: a damaged or tampered shard")
+            key = name.partition(".")[0]
+            sample, held = key, (held if key == sample else 0) + size
+            if held > SAMPLE_CAP:
+                raise TarBoundsError(f"sample {key!r} holds more than {SAMPLE_CAP:,} bytes: a damaged or "
+                                     "tampered shard")
         pos += size + (-size % BLOCK)
         if kind in _REGULAR:
             if fd is not None and lazy is not None and lazy(name):
@@ -291,23 +299,19 @@ def iter_shard(stream: IO[bytes] | str | os.PathLike, limit: int | None = None,
                caps: Callable[[str], int] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {field: bytes}) of a shard (an open stream or a path) in file order, grouped as webdataset
     groups them (consecutive members with the same name up to its first dot). Raises tarfile.ReadError
-    on a cut or damaged shard, TarBoundsError for a member over its cap or a sample over SAMPLE_CAP."""
+    on a cut or damaged shard, TarBoundsError for a member or sample over its cap."""
     if isinstance(stream, (str, os.PathLike)):
         with open_regular(stream) as f:
             yield from iter_shard(f, limit, caps)
         return
     current: str | None = None
     fields: dict[str, bytes] = {}
-    held = 0
     for member in iter_tar_files(stream, limit=limit, caps=caps):
         key, _, field = member["fname"].partition(".")
         if key != current:
             if current is not None:
                 yield current, fields
-            current, fields, held = key, {}, 0
-        held += len(member["data"])
-        if held > SAMPLE_CAP:
-            raise TarBoundsError(f"sample {key!r} holds more than {SAMPLE_CAP:,} bytes: a damaged or tampered shard")
+            current, fields = key, {}
         fields[field] = member["data"]
     if current is not None:
         yield current, fields
