@@ -29,7 +29,7 @@ import logging
 import random
 import tarfile
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -150,7 +150,7 @@ class ShardStream(IterableDataset):
         if self.cfg.train and self.cfg.interleave > 1 and len(shards) > 1:
             group = share_group(len(self.entries), self.rank, self.world, worker, workers)
             rng = seeded_rng(self.cfg.seed, self.epoch, "interleave", *group)
-            indexed = _interleaved([self._indexed(s) for s in shards], counts, self.cfg.interleave, rng)
+            indexed = _interleaved(lambda i: self._indexed(shards[i]), counts, self.cfg.interleave, rng)
         else:
             indexed = ((i, j, sample) for i, s in enumerate(shards) for j, sample in self._indexed(s))
         # which samples a slot keeps depends on their place in the slot's shards, not on the reading order
@@ -230,23 +230,27 @@ def _once_each(indexed: Iterator[tuple[int, int, dict[str, Any]]]) -> Iterator[t
         yield item
 
 
-def _interleaved(readers: list[Iterator[tuple[int, Any]]], counts: list[int], width: int,
+def _interleaved(reader: Callable[[int], Iterator[tuple[int, Any]]], counts: list[int], width: int,
                  rng: random.Random) -> Iterator[tuple[int, int, Any]]:
-    """(reader index, sample index, sample) from `readers` (opened lazily, in order, at most `width` at a
-    time), each next one from an open reader chosen at random with weight = the samples it has left."""
-    pending = list(range(len(readers)))[::-1]
+    """(reader index, sample index, sample) from readers ``reader(i)`` for i in 0..len(counts)-1 (made
+    when first needed, in order, at most `width` open at a time), each next one from an open reader
+    chosen at random with weight = the samples it has left."""
+    pending = list(range(len(counts)))[::-1]
     open_: list[int] = []
     left: dict[int, int] = {}
+    readers: dict[int, Iterator[tuple[int, Any]]] = {}
     while open_ or pending:
         while pending and len(open_) < width:
             i = pending.pop()
             open_.append(i)
             left[i] = counts[i]
+            readers[i] = reader(i)
         pick = rng.choices(range(len(open_)), weights=[max(1, left[i]) for i in open_])[0]
         i = open_[pick]
         item = next(readers[i], None)
         if item is None:
             open_.pop(pick)
+            del readers[i], left[i]
             continue
         left[i] -= 1
         yield (i, *item)
