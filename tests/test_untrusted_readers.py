@@ -24,7 +24,6 @@ from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
 from avdata.shards.location import open_location
 from avdata.shards.manifest import Manifest, ShardEntry, SplitEntry
-from avdata.shards.npy import encode_npy
 from avdata.shards.tar import shard_name, write_shard
 from avdata.verify import print_report, verify_shards
 from scmrl.data.config import StreamConfig
