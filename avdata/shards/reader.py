@@ -19,7 +19,8 @@ larger than what is left of the shard's declared size (the manifest's), or an ex
 MAX_EXTENDED_HEADER, raises :class:`TarBoundsError` before anything is read; one larger than what is
 left of the file or HTTP response raises ``tarfile.ReadError`` like any file cut short. Callers that know
 the manifest pass its :class:`~avdata.shards.member_caps.MemberCaps`: a member larger than what its field
-may hold raises :class:`TarBoundsError` before its body is read, and `iter_shard` bounds a whole sample.
+may hold raises :class:`TarBoundsError` before its body is read, and so does one that takes its sample's
+members together beyond SAMPLE_CAP.
 
 A shard path that is not a regular file (a FIFO, a device, a folder) is refused at once by
 :func:`open_regular` instead of blocking forever on its first read.
