@@ -392,3 +392,20 @@ def test_a_fifo_or_folder_in_place_of_a_shard_is_refused_at_once(tmp_path, what)
     assert isinstance(err, ShardReadError) and f"is {kind}" in str(err) and len(attempts) == 1  # no retries
     err = _finishes(lambda: manifest_of_files([str(shard)], CLASSES))
     assert isinstance(err, AvdataError) and f"is {kind}" in str(err)
+
+
+def test_the_contact_sheet_decodes_only_the_frame_it_draws(tmp_path):
+    from avdata.contact_sheet import choose_samples
+    from avdata.shards.jpeg import encode_jpeg
+
+    side, k = 1024, 24
+    frames = [encode_jpeg(np.full((side, side, 3), 10 * j, np.uint8), 90) for j in range(k)]
+    samples = [(f"clip{i}", {"cls": cls_bytes(i), "json": sample_json({"i": i}),
+                             **{f"frames.{j}.jpg": frames[j] for j in range(k)}}) for i in range(2)]
+    features = {"cls": {"dtype": "int", "shape": []}, "json": {"dtype": "json", "shape": []},
+                "frames.<i>.jpg": {"dtype": "uint8", "shape": ["K", side, side, 3]}}
+    folder = _folder(tmp_path / "s", {"train": samples}, features=features, classes=["a", "b"])
+    peak, (_m, _split, rows) = _peak(lambda: choose_samples(folder, 1, "train"))
+    drawn = rows[0][0][1]["frames.<i>.jpg"]
+    assert drawn.shape == (k, side, side, 3) and int(drawn[k // 2].mean()) == 10 * (k // 2)
+    assert peak < 24 << 20, peak  # two samples of one 3 MiB frame each (all 24 stacked: 72 MiB a sample)
