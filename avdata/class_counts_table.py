@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from rich.markup import escape
 from rich.table import Table
+
+from avdata.printable import printable
 
 __all__ = ["class_counts_table"]
 
@@ -21,6 +24,7 @@ def class_counts_table(title: str, classes: Sequence[str], counts: Mapping[str, 
     for split in counts:
         table.add_column(split, justify="right", no_wrap=True)
     for i, c in enumerate(classes):
-        table.add_row(str(i), c, *(str(split_counts.get(c, 0)) for split_counts in counts.values()))
+        # class names come from a manifest someone else wrote: shown escaped, never as markup
+        table.add_row(str(i), escape(printable(c)), *(str(split_counts.get(c, 0)) for split_counts in counts.values()))
     table.add_row("", "[bold]all[/]", *(str(totals.get(split, 0)) for split in counts))
     return table

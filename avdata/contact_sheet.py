@@ -162,10 +162,17 @@ def _arrays(fields: dict[str, bytes]) -> dict[str, np.ndarray]:
     for name, data in group_jpeg_frames(fields).items():
         if name.endswith(".npy") or name == JPEG_FRAMES:
             try:
-                arrays[name] = decode_npy(data) if name.endswith(".npy") else np.stack([decode_jpeg(d) for d in data])
-            except Exception:
+                arrays[name] = decode_npy(data) if name.endswith(".npy") else _middle_jpeg_frame(data)
+            except Exception:  # an undecodable field is drawn as missing
                 continue
     return arrays
+
+
+def _middle_jpeg_frame(frames: list[bytes]) -> np.ndarray:
+    """[K, H, W, 3] whose every frame is the middle one, the only one drawn: one decode, one frame held
+    (a broadcast view), however many and large the frames are."""
+    mid = decode_jpeg(frames[len(frames) // 2])
+    return np.broadcast_to(mid, (len(frames), *mid.shape))
 
 
 def contact_sheet(spec: str | Path, out_png: str | Path, per_class: int = 2, split: str | None = None) -> Path:

@@ -1,14 +1,48 @@
 """Samples of a shards folder read back as raw fields, for the tools that look at them (inspect, the
-contact sheet): one split in shard order, and each sample's class index."""
+contact sheet): one split in shard order, and each sample's class index.
+
+Also the rules a sample from a stranger's shard must meet wherever it is read (verify and the trainer):
+its key (`key_problem`: the writer's rule, `avdata.shards.tar.KEY_RE`) and its class index
+(`class_index`: a plain decimal integer below the number of classes), and verify's checks of both over
+a whole folder, keys found twice included (`SampleChecks`)."""
 
 from __future__ import annotations
 
+import re
 import tarfile
 from typing import Any, Iterator
 
 from avdata.errors import AvdataError
+from avdata.printable import printable
 from avdata.shards.location import ShardsLocation
 from avdata.shards.reader import iter_shard
+from avdata.shards.tar import KEY_RE
+
+_CLS = re.compile(rb"\s*([0-9]{1,9})\s*")
+#: Sample problems (bad keys, labels, repeats) listed per shard; the count says how many there are.
+MAX_SAMPLE_PROBLEMS = 5
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key` is not a sample key a shard may hold (what the shard writer accepts: letters, digits,
+    '_' and '-'; so no dots, no '/' or '..', nothing absolute, no control characters), or None."""
+    if KEY_RE.fullmatch(key):
+        return None
+    return (f"sample key {printable(repr(key))} is refused: keys hold only letters, digits, '_' and '-' "
+            "(no dots, '/', '..', absolute paths or control characters)")
+
+
+def class_index(data: bytes, num_classes: int) -> int:
+    """The class index a `cls` member holds; ValueError saying why when it is not a plain decimal integer
+    in 0..num_classes-1 (a -1 or -100 would be ignored by the loss, 1e9 would index past the classes)."""
+    m = _CLS.fullmatch(bytes(data))
+    if not m:
+        raise ValueError(f"class index {printable(repr(bytes(data)[:40]))} is not a non-negative integer")
+    value = int(m.group(1))
+    if value >= num_classes:
+        raise ValueError(f"class index {value} is out of range: the manifest lists {num_classes} classes "
+                         f"(0..{num_classes - 1})")
+    return value
 
 
 def iter_samples(loc: ShardsLocation, split: str, limit: int | None = None
@@ -20,10 +54,11 @@ def iter_samples(loc: ShardsLocation, split: str, limit: int | None = None
     n = 0
     if limit is not None and limit <= 0:
         return
+    caps = loc.caps()
     for shard in loc.shards(split):
         fileobj = loc.open(shard.file)
         try:
-            for key, fields in iter_shard(fileobj, limit=shard.bytes):
+            for key, fields in iter_shard(fileobj, limit=shard.bytes, caps=caps):
                 yield shard.file, key, fields
                 n += 1
                 if limit is not None and n >= limit:
@@ -45,3 +80,41 @@ def label_of(fields: dict[str, bytes], meta: dict[str, Any] | None = None) -> in
     if meta and isinstance(meta.get("label"), int):
         return meta["label"]
     return None
+
+
+class SampleChecks:
+    """verify's sample checks over a run: each sample's key and class index, and the keys met so far
+    (key -> (split, file)) to find one in two splits or twice in one. `start` each shard, then `listed`."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.keys: dict[str, tuple[str, str]] = {}
+        self.split = self.file = ""
+        self.found: list[str] = []
+
+    def start(self, split: str, file: str) -> None:
+        self.split, self.file, self.found = split, file, []
+
+    def sample(self, key: str, member: str) -> None:
+        problem = key_problem(key)
+        if problem:
+            self.found.append(f"member {printable(repr(member))}: {problem}")
+        elif key in self.keys:
+            split, file = self.keys[key]
+            where = f"in split {split!r} too" if split != self.split else "twice in this split"
+            self.found.append(f"sample key {key!r} is also in {file} ({where}): each sample must be in one "
+                              "split, once")
+        else:
+            self.keys[key] = (self.split, self.file)
+
+    def label(self, key: str, data: bytes) -> None:
+        try:
+            class_index(data, self.num_classes)
+        except ValueError as exc:
+            self.found.append(f"sample {printable(repr(key))}: {exc}")
+
+    def listed(self) -> list[str]:
+        """The problems of the current shard, at most MAX_SAMPLE_PROBLEMS and a count of the rest."""
+        more = len(self.found) - MAX_SAMPLE_PROBLEMS
+        return self.found[:MAX_SAMPLE_PROBLEMS] + ([f"... and {more} more sample problem(s) like these"]
+                                                   if more > 0 else [])

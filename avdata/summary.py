@@ -3,29 +3,28 @@
 `summarize()` takes the per-split and per-class counts, bytes, skipped clips and the making options from
 the manifest, then streams through the samples (all of them, or the first K per split) to report every
 field's dtype and shape range, the value range of arrays, and clip durations found in the `json` field.
+Members are capped by the manifest's features (`avdata.samples.iter_samples`) and JPEG frames decoded
+one per sample (`avdata.field_stats`). Text from the manifest or shards is printed
+escaped (`avdata.printable`, no rich markup).
 Works the same on a local folder and on a folder behind an http(s) URL. `print_shards_summary()` renders the
 result as rich tables (`avdata.contact_sheet` draws samples to a PNG).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from avdata.errors import AvdataError
 from avdata.progress import make_progress
 from avdata.samples import iter_samples, label_of
 from avdata.shards.location import ShardsLocation, open_location
-from avdata.shards.frames import JPEG_FRAMES, group_jpeg_frames
-from avdata.shards.jpeg import decode_jpeg
-from avdata.shards.npy import decode_npy
-
-NUMERIC_KINDS = "biuf"
+from avdata.shards.frames import group_jpeg_frames
+from avdata.field_stats import FieldStats
+from avdata.printable import printable
 
 
 def duration_of(meta: Any) -> float | None:
@@ -41,92 +40,6 @@ def duration_of(meta: Any) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
     return None
-
-
-# --- per-field statistics ------------------------------------------------------------------------------
-
-
-class _FieldStats:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.kind = "npy" if name.endswith(".npy") else "jpeg" if name == JPEG_FRAMES else ("cls" if name == "cls" else
-                                                            "json" if name.endswith("json") else "bytes")
-        self.count = 0
-        self.bytes = 0
-        self.dtypes: Counter[str] = Counter()
-        self.ndims: Counter[int] = Counter()
-        self.shape_min: list[int] | None = None
-        self.shape_max: list[int] | None = None
-        self.vmin: float | None = None
-        self.vmax: float | None = None
-        self.nonfinite = 0
-        self.errors = 0
-
-    def add(self, data: bytes | list[bytes]) -> Any:
-        self.count += 1
-        self.bytes += sum(map(len, data)) if self.kind == "jpeg" else len(data)  # jpeg: the K frames' members
-        if self.kind in ("npy", "jpeg"):
-            try:
-                arr = decode_npy(data) if self.kind == "npy" else np.stack([decode_jpeg(d) for d in data])
-            except Exception:
-                self.errors += 1
-                return None
-            self._add_array(arr)
-            return arr
-        if self.kind == "cls":
-            try:
-                v = int(data.decode("ascii").strip())
-            except (UnicodeDecodeError, ValueError):
-                self.errors += 1
-                return None
-            self._add_range(v, v)
-            return v
-        if self.kind == "json":
-            try:
-                return json.loads(data)
-            except (UnicodeDecodeError, ValueError):
-                self.errors += 1
-        return None
-
-    def _add_range(self, lo: float, hi: float) -> None:
-        self.vmin = lo if self.vmin is None else min(self.vmin, lo)
-        self.vmax = hi if self.vmax is None else max(self.vmax, hi)
-
-    def _add_array(self, arr: np.ndarray) -> None:
-        self.dtypes[str(arr.dtype)] += 1
-        self.ndims[arr.ndim] += 1
-        shape = list(arr.shape)
-        if self.shape_min is None or len(shape) > len(self.shape_min):
-            # first array, or more dimensions than before: the range restarts there (ndim_varies tells)
-            self.shape_min, self.shape_max = list(shape), list(shape)
-        elif len(shape) == len(self.shape_min):
-            self.shape_min = [min(a, b) for a, b in zip(self.shape_min, shape)]
-            self.shape_max = [max(a, b) for a, b in zip(self.shape_max or shape, shape)]
-        if arr.size and arr.dtype.kind in NUMERIC_KINDS:
-            if arr.dtype.kind == "f":
-                finite = np.isfinite(arr)
-                bad = int(arr.size - np.count_nonzero(finite))
-                self.nonfinite += bad
-                if bad:
-                    arr = arr[finite]
-                if not arr.size:
-                    return
-            self._add_range(arr.min().item(), arr.max().item())
-
-    def to_dict(self, samples: int) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "count": self.count, "missing": samples - self.count,
-                             "bytes": self.bytes, "mean_bytes": round(self.bytes / self.count, 1) if self.count else 0}
-        if self.kind in ("npy", "jpeg"):
-            dtypes = sorted(self.dtypes)
-            d.update({"dtype": dtypes[0] if len(dtypes) == 1 else ",".join(dtypes), "dtypes": dtypes,
-                      "ndim": max(self.ndims) if self.ndims else None,
-                      "ndim_varies": len(self.ndims) > 1,
-                      "shape_min": self.shape_min, "shape_max": self.shape_max,
-                      "nonfinite": self.nonfinite})
-        if self.kind in ("npy", "jpeg", "cls"):
-            d.update({"value_min": self.vmin, "value_max": self.vmax})
-        d["errors"] = self.errors
-        return d
 
 
 def _durations(values: list[float]) -> dict[str, Any] | None:
@@ -196,7 +109,7 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
 def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample: int | None, tick) -> dict[str, Any]:
     entry = loc.manifest.splits[name]
     nbytes = sum(s.bytes for s in entry.shards)
-    fields: dict[str, _FieldStats] = {}
+    fields: dict[str, FieldStats] = {}
     read_counts: Counter[str] = Counter()
     durations: list[float] = []
     n = 0
@@ -204,7 +117,7 @@ def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample:
         n += 1
         meta = None
         for field_name, data in group_jpeg_frames(sample_fields).items():
-            stats = fields.setdefault(field_name, _FieldStats(field_name))
+            stats = fields.setdefault(field_name, FieldStats(field_name))
             value = stats.add(data)
             if stats.kind == "json":
                 meta = value
@@ -262,6 +175,13 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
+def _text(value: Any, limit: int = 200) -> str:
+    """A string from the manifest or shards as shown: control characters escaped, no rich markup."""
+    from rich.markup import escape
+
+    return escape(printable(value, limit))
+
+
 def print_shards_summary(summary: dict[str, Any], console=None) -> None:
     """Render `summarize()`'s result as rich tables."""
     from rich.console import Console
@@ -272,12 +192,12 @@ def print_shards_summary(summary: dict[str, Any], console=None) -> None:
     console = console or Console()
     s = summary
     tool = s["tool"]
-    console.print(f"[bold]{s['dataset']}[/] at {s['location']}  (made by {tool.get('name', '?')} "
-                  f"{tool.get('version', '?')}, manifest schema {s['schema_version']})",
-                  highlight=False, soft_wrap=True)
+    console.print(f"[bold]{_text(s['dataset'])}[/] at {_text(s['location'])}  (made by "
+                  f"{_text(tool.get('name', '?'))} {_text(tool.get('version', '?'))}, manifest schema "
+                  f"{s['schema_version']})", highlight=False, soft_wrap=True)
     if s["options"]:
-        console.print("options: " + ", ".join(f"{k}={v}" for k, v in sorted(s["options"].items())), highlight=False,
-                      soft_wrap=True)
+        console.print("options: " + _text(", ".join(f"{k}={v}" for k, v in sorted(s["options"].items())), 2000),
+                      highlight=False, soft_wrap=True)
 
     classes = s["classes"]
     sizes = Table(title="samples, shards and bytes per split (manifest)")
@@ -313,12 +233,12 @@ def print_shards_summary(summary: dict[str, Any], console=None) -> None:
                 values += f" [red]({f['nonfinite']} NaN/inf)[/]"
             if f.get("errors"):
                 values += f" [red]({f['errors']} undecodable)[/]"
-            table.add_row(fname, dtype, shape, values, human_bytes(f["mean_bytes"]), f"{f['count']}/{read['samples']}")
+            table.add_row(_text(fname), _text(dtype), shape, values, human_bytes(f["mean_bytes"]), f"{f['count']}/{read['samples']}")
         console.print(table)
         if read.get("matches_manifest") is False:
             console.print(f"[red]{name}: read back {read['samples']} samples with class counts "
-                          f"{read['class_counts']}, the manifest says {sp['num_samples']} with {sp['class_counts']}[/]",
-                          highlight=False)
+                          f"{_text(read['class_counts'], 2000)}, the manifest says {sp['num_samples']} with "
+                          f"{_text(sp['class_counts'], 2000)}[/]", highlight=False)
 
     dur = [(name, sp["read"]["durations"]) for name, sp in s["splits"].items() if sp["read"]["durations"]]
     if dur:
@@ -337,7 +257,7 @@ def print_shards_summary(summary: dict[str, Any], console=None) -> None:
         table.add_column("reason")
         table.add_column("clips", justify="right")
         for r in sk["reasons"][:20]:
-            table.add_row(r["reason"], str(r["count"]))
+            table.add_row(_text(r["reason"]), str(r["count"]))
         if len(sk["reasons"]) > 20:
             table.add_row(f"... {len(sk['reasons']) - 20} more reasons", "")
         console.print(table)

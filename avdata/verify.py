@@ -4,6 +4,12 @@ Works the same on a local folder and on the folder behind a remote URL (http(s),
 `avdata.shards.location`). Each shard is read once: the bytes go through sha256 and, at the same time, through the shard reader
 (`avdata.shards.reader`) that counts the samples, so a shard cut short is reported as such instead of crashing the check.
 `quick=True` compares sizes only (a file stat, or an HTTP HEAD request).
+
+Shards may come from strangers, so the full check also reads each sample's `cls` member (capped, as every
+member is, by the manifest's features: `avdata.shards.member_caps`) and reports class indices that are not
+integers in 0..len(classes)-1, sample keys the writer would refuse (dots, '/', '..', control characters),
+and a key found twice, in one split or in two (a test split holding training samples). Text from shards
+and the manifest is printed through `avdata.printable`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from avdata.atomic import atomic_write_bytes
 from avdata.errors import AvdataError
 from avdata.owned import STATE_DIR
 from avdata.fetch.transport import remote_size
+from avdata.printable import printable
+from avdata.samples import SampleChecks
 from avdata.shards.frames import JPEG_FRAMES, is_jpeg_frame
 from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.manifest import MANIFEST_NAME, Manifest, ShardEntry
@@ -93,30 +101,38 @@ class _HashingReader:
 PICKLED_EXTENSIONS = ("pyd", "pickle", "pkl", "pth")
 
 
-def _count_samples(reader: _HashingReader, limit: int, fields: set[str] | None = None
+def _count_samples(reader: _HashingReader, limit: int, fields: set[str] | None = None,
+                   checks: SampleChecks | None = None, caps: Callable[[str], int] | None = None
                    ) -> tuple[int | None, str | None]:
     """Samples in the tar streamed from `reader`, or (None, why) when it cannot be read to the end.
 
     Samples are counted as webdataset groups them: consecutive members with the same key (the member
-    name up to its first dot). The field names met (what follows the key) are added to `fields`.
-    Member bytes are read past, never held: only the hash sees them.
+    name up to its first dot). The field names met (what follows the key) are added to `fields`; keys
+    and `cls` members go to `checks`. Member bytes other than `cls` are read past, never held: only the
+    hash sees them.
     """
     n = 0
     current = None
     try:
-        for member in iter_tar_files(reader, limit=limit, skip=lambda _name: True):  # type: ignore[arg-type]
+        for member in iter_tar_files(reader, limit=limit, skip=lambda name: not name.endswith(".cls"),
+                                     caps=caps):  # type: ignore[arg-type]
             key, _, fld = member["fname"].partition(".")
             if fields is not None:
                 fields.add(fld)
             if key != current:
                 n += 1
                 current = key
+                if checks is not None:
+                    checks.sample(key, member["fname"])
+            if checks is not None and fld == "cls" and member["data"] is not None:
+                checks.label(key, member["data"])
     except TarCutShortError as exc:
-        return None, f"truncated tar: the file ends before the end-of-archive blocks, after {n} sample(s) ({exc})"
+        return None, (f"truncated tar: the file ends before the end-of-archive blocks, after {n} sample(s) "
+                      f"({printable(exc)})")
     except TarHeaderError as exc:
-        return None, f"damaged tar: bad member header after {n} sample(s) ({exc})"
+        return None, f"damaged tar: bad member header after {n} sample(s) ({printable(exc)})"
     except tarfile.TarError as exc:
-        return None, f"unreadable tar after {n} sample(s): damaged ({exc})"
+        return None, f"unreadable tar after {n} sample(s): damaged ({printable(exc)})"
     return n, None
 
 
@@ -130,9 +146,9 @@ def _open_shard(loc: ShardsLocation, file: str) -> IO[bytes] | str:
         cause = exc.__cause__
         if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
             return "missing (HTTP 404)"
-        return f"cannot be opened ({cause or exc})"
+        return f"cannot be opened ({printable(cause or exc)})"
     except OSError as exc:
-        return f"cannot be opened ({exc})"
+        return f"cannot be opened ({printable(exc)})"
 
 
 def _remote_size(url: str, timeout: float = 60.0) -> int | str:
@@ -160,7 +176,7 @@ def _check_quick(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport) -
         size = _remote_size(loc.address(file))
     else:
         path = Path(loc.address(file))
-        size = path.stat().st_size if path.is_file() else "missing"
+        size = path.stat().st_size if path.is_file() else "not a regular file" if path.exists() else "missing"
     if isinstance(size, str):
         report.problems.append((file, size))
         return 0
@@ -170,7 +186,7 @@ def _check_quick(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport) -
 
 
 def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
-                on_bytes: Callable[[int], None]) -> int:
+                on_bytes: Callable[[int], None], checks: SampleChecks) -> int:
     file = shard.file
     opened = _open_shard(loc, file)
     if isinstance(opened, str):
@@ -182,10 +198,10 @@ def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
     fields: set[str] = set()
     try:
         with opened:
-            count, tar_problem = _count_samples(reader, shard.bytes, fields)
+            count, tar_problem = _count_samples(reader, shard.bytes, fields, checks, loc.caps())
             reader.drain()  # the end-of-archive blocks and anything after them are part of the file too
     except (OSError, http.client.HTTPException) as exc:
-        read_problem = f"read failed after {reader.n} bytes ({exc})"
+        read_problem = f"read failed after {reader.n} bytes ({printable(exc)})"
     if read_problem:
         report.problems.append((file, read_problem))
         return reader.n
@@ -199,7 +215,7 @@ def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
         if digest != shard.sha256:
             report.problems.append((file, f"sha256 differs: expected {shard.sha256}, got {digest}"))
     listed = set(loc.manifest.features)
-    unlisted = sorted(f for f in fields - listed if not (JPEG_FRAMES in listed and is_jpeg_frame(f)))
+    unlisted = sorted(printable(f) for f in fields - listed if not (JPEG_FRAMES in listed and is_jpeg_frame(f)))
     if unlisted:
         pickled = [f for f in unlisted if f.rsplit(".", 1)[-1].lower() in PICKLED_EXTENSIONS]
         warn = (f"members not listed in the manifest's features: {', '.join('.' + f for f in unlisted[:10])}"
@@ -209,6 +225,7 @@ def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
             warn += (f"; {', '.join('.' + f for f in pickled)} would be unpickled (running code) by stock "
                      "webdataset: read shards from others with WDS_SECURE=1 or explicit decoders")
         report.warnings.append((file, warn))
+    report.problems += [(file, what) for what in checks.listed()]
     if tar_problem:
         report.problems.append((file, tar_problem))
     elif count != shard.num_samples:
@@ -294,14 +311,15 @@ def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool
     names = list(manifest.splits) if not splits else list(dict.fromkeys(splits))
     absent = [] if splits else _not_pulled(loc)
     names = [n for n in names if n not in absent]
-    entries = [s for _split, s in manifest.shard_entries(names)]  # raises AvdataError for an unknown split
+    entries = manifest.shard_entries(names)  # raises AvdataError for an unknown split
+    checks = SampleChecks(len(manifest.classes))
     report = VerifyReport(location=loc.shown, splits=names, quick=quick, not_pulled=absent)
     _check_manifest(manifest, names, report)
-    total = sum(s.bytes for s in entries)
+    total = sum(s.bytes for _split, s in entries)
     bar = make_progress("B", disable=None if progress in (None, True) else True)
     with bar:
         task = bar.add_task("verify (sizes)" if quick else "verify", total=total)
-        for shard in entries:
+        for split, shard in entries:
             expected = shard.bytes
             bar.update(task, description=f"verify {shard.file}")
             advanced = [0]
@@ -315,7 +333,8 @@ def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool
                 got = _check_quick(loc, shard, report)
                 on_bytes(got)
             else:
-                got = _check_full(loc, shard, report, on_bytes)
+                checks.start(split, shard.file)
+                got = _check_full(loc, shard, report, on_bytes, checks)
             on_bytes(expected)  # missing or short files still count as checked
             report.checked += 1
             report.bytes_checked += got
@@ -327,6 +346,7 @@ def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool
 def print_report(report: VerifyReport, console=None) -> None:
     """Warnings, then the problems by file, then one final line ("N shards OK" or the count of problems)."""
     from rich.console import Console
+    from rich.markup import escape  # file names and problems may hold shard text: never markup
 
     console = console or Console()
     if report.not_pulled:
@@ -335,13 +355,15 @@ def print_report(report: VerifyReport, console=None) -> None:
                       f"(`avdata pull URL --to DIR --split {report.not_pulled[0]}` fetches one; "
                       f"`avdata verify DIR --split {report.not_pulled[0]}` checks it)", highlight=False, soft_wrap=True)
     for file, what in report.warnings:
-        console.print(f"[yellow]warning:[/] {file}: {what}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(printable(file, 400))}: {escape(printable(what, 2000))}",
+                      highlight=False, soft_wrap=True)
     if report.ok:
         how = "sizes match" if report.quick else "sha256, sizes and sample counts match"
         console.print(f"[green]{report.checked} shards OK[/] ({how}; splits: {', '.join(report.splits)})",
                       highlight=False)
         return
     for file, what in report.problems:
-        console.print(f"[red]{file}[/]: {what}", highlight=False, soft_wrap=True)
+        console.print(f"[red]{escape(printable(file, 400))}[/]: {escape(printable(what, 2000))}", highlight=False,
+                      soft_wrap=True)
     console.print(f"[red]{len(report.problems)} problem(s) in {len(report.bad_files)} file(s)[/] "
                   f"({report.checked} shards checked)", highlight=False)

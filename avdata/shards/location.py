@@ -25,6 +25,8 @@ from avdata.errors import AvdataError
 from avdata.fetch.transport import STALL_BYTES, STALL_SECONDS
 from avdata.fetch.urls import is_url, join_url, redact
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest, ShardEntry, data_kind
+from avdata.shards.member_caps import MemberCaps
+from avdata.shards.reader import open_regular
 from avdata.shards.tar_list import cut_to_files, manifest_of_files, tar_list
 
 
@@ -88,13 +90,14 @@ class ShardsLocation:
 
     def open(self, file: str) -> IO[bytes]:
         """Open one shard for streaming (a local file, or a response whose Content-Length the tar reader
-        bounds members by). Raises FileNotFoundError for a missing local file, AvdataError naming the
-        address (its cause the urllib error, HTTP 404 for a missing object) for anything else a server does."""
+        bounds members by). Raises FileNotFoundError for a missing local file, NotAFileError for a FIFO,
+        device or folder in its place, AvdataError naming the address (its cause the urllib error, HTTP 404
+        for a missing object) for anything else a server does."""
         from avdata.fetch.transport import StallGuard, open_source
 
         address = self.address(file)
         if not is_url(address):
-            return open(address, "rb", buffering=1 << 20)
+            return open_regular(address)
         try:
             return StallGuard(open_source(address, {}, self.timeout), self.stall_seconds, self.stall_bytes,
                               what=address)
@@ -102,6 +105,10 @@ class ShardsLocation:
             raise AvdataError(f"{redact(address)}: could not be opened (HTTP {exc.code})") from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise AvdataError(f"{redact(address)}: could not be opened ({getattr(exc, 'reason', exc)})") from exc
+
+    def caps(self) -> MemberCaps:
+        """The most bytes each member of these shards may hold, by the manifest's features."""
+        return MemberCaps(self.manifest.features)
 
     def fingerprint(self) -> str:
         """A short id of the shard lists (resume checks it has not changed)."""

@@ -68,8 +68,11 @@ def _read_text(path: Path) -> tuple[str, Path]:
             f"{path}: no manifest.json here; is this a shards folder made by `avdata prepare`"
             " (or an unfinished one: run `avdata merge` for --part outputs)?"
         )
-    with open(path, "rb") as f:
-        raw = f.read(MAX_MANIFEST_SIZE + 1)
+    buf = bytearray()
+    with open(path, "rb") as f:  # in chunks: read(MAX + 1) allocates the whole bound for a 2 KB file
+        while len(buf) <= MAX_MANIFEST_SIZE and (chunk := f.read(1 << 20)):
+            buf += chunk
+    raw = bytes(buf)
     if len(raw) > MAX_MANIFEST_SIZE:
         raise AvdataError(f"{path}: larger than {MAX_MANIFEST_SIZE:,} bytes, far more than any manifest; "
                           "is this the right folder?")

@@ -17,20 +17,30 @@ clear error, verify into a "truncated" problem. A header with a bad checksum rai
 Shards come from other people, so no header is believed beyond what the archive can hold: a member
 larger than what is left of the shard's declared size (the manifest's), or an extended header over
 MAX_EXTENDED_HEADER, raises :class:`TarBoundsError` before anything is read; one larger than what is
-left of the file or HTTP response raises ``tarfile.ReadError`` like any file cut short.
+left of the file or HTTP response raises ``tarfile.ReadError`` like any file cut short. Callers that know
+the manifest pass its :class:`~avdata.shards.member_caps.MemberCaps`: a member larger than what its field
+may hold raises :class:`TarBoundsError` before its body is read, and so does one that takes its sample's
+members together beyond SAMPLE_CAP.
+
+A shard path that is not a regular file (a FIFO, a device, a folder) is refused at once by
+:func:`open_regular` instead of blocking forever on its first read.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import tarfile
 from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
+from avdata.errors import AvdataError
+from avdata.shards.member_caps import SAMPLE_CAP
+
 __all__ = ["iter_tar_files", "iter_shard", "MemberSlice", "TarBoundsError", "TarCutShortError", "TarHeaderError",
-           "stream_size"]
+           "stream_size", "open_regular", "NotAFileError"]
 
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")
@@ -49,6 +59,35 @@ class TarCutShortError(tarfile.ReadError):
 
 class TarHeaderError(tarfile.ReadError):
     """A member header with a bad checksum: not a tar file, or a damaged one."""
+
+
+class NotAFileError(AvdataError):
+    """A FIFO, device, socket or folder where a shard file should be (no retry helps)."""
+
+
+def _kind_of(mode: int) -> str:
+    return ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+
+
+def open_regular(path: str | os.PathLike, buffering: int = 1 << 20) -> IO[bytes]:
+    """`path` opened for reading when it is a regular file; NotAFileError naming it otherwise.
+
+    Opened without blocking (a FIFO with no writer would block the open itself), then checked with fstat
+    (no window between a check and the open), then switched back to blocking reads."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotAFileError(f"{path}: is {_kind_of(mode)}, not a shard file; replace it with the .tar "
+                                "file (`avdata pull` fetches it)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=buffering)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def stream_size(stream: IO[bytes]) -> int | None:
@@ -163,7 +202,8 @@ def _local_fd(stream: IO[bytes]) -> int | None:
 
 
 def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
-                   limit: int | None = None, skip: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
+                   limit: int | None = None, skip: Callable[[str], bool] | None = None,
+                   caps: Callable[[str], int] | None = None) -> Iterator[dict[str, Any]]:
     """The regular files of a tar stream in order, as ``{"fname": name, "data": bytes}`` (what
     webdataset's ``group_by_keys`` takes); directories, links and ``__meta__`` files are skipped.
 
@@ -175,7 +215,11 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
 
     ``limit``: the most bytes the archive may hold (the manifest's size of the shard): a member beyond it
     raises TarBoundsError. One beyond what the stream holds (:func:`stream_size`) raises ReadError, as
-    a cut-short file does."""
+    a cut-short file does.
+
+    ``caps(name)``: the most bytes the member may hold (`avdata.shards.member_caps.MemberCaps`); a larger
+    one raises TarBoundsError before its body is read, skipped or not, and so does a member that takes the
+    members of its sample (consecutive names with the same key) beyond SAMPLE_CAP together."""
     fd = _local_fd(stream) if lazy is not None else None
     actual = stream_size(stream)
     pos = 0  # bytes of the archive consumed so far
@@ -194,6 +238,7 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
     long_name: str | None = None
     pax: dict[str, str] = {}
     index = 0
+    sample, held = "", 0  # the current sample's key and the bytes of its members handed out whole
     while True:
         header = _read_exact(stream, BLOCK, f"the header of member {index}")
         pos += BLOCK
@@ -222,6 +267,15 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
         long_name, pax = None, {}
         index += 1
         check(size, f"member {name!r}")
+        if caps is not None and kind in _REGULAR:
+            if size > caps(name):
+                raise TarBoundsError(f"member {name!r} claims {size:,} bytes, more than the {caps(name):,} its "
+                                     "field may hold by the manifest's features: a damaged or tampered shard")
+            key = name.partition(".")[0]
+            sample, held = key, (held if key == sample else 0) + size
+            if held > SAMPLE_CAP:
+                raise TarBoundsError(f"sample {key!r} holds more than {SAMPLE_CAP:,} bytes: a damaged or "
+                                     "tampered shard")
         pos += size + (-size % BLOCK)
         if kind in _REGULAR:
             if fd is not None and lazy is not None and lazy(name):
@@ -242,18 +296,18 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
             _skip(stream, size + (-size % BLOCK), name)
 
 
-def iter_shard(stream: IO[bytes] | str | os.PathLike, limit: int | None = None
-               ) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_shard(stream: IO[bytes] | str | os.PathLike, limit: int | None = None,
+               caps: Callable[[str], int] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {field: bytes}) of a shard (an open stream or a path) in file order, grouped as webdataset
     groups them (consecutive members with the same name up to its first dot). Raises tarfile.ReadError
-    on a cut or damaged shard."""
+    on a cut or damaged shard, TarBoundsError for a member or sample over its cap."""
     if isinstance(stream, (str, os.PathLike)):
-        with open(stream, "rb") as f:
-            yield from iter_shard(f, limit)
+        with open_regular(stream) as f:
+            yield from iter_shard(f, limit, caps)
         return
     current: str | None = None
     fields: dict[str, bytes] = {}
-    for member in iter_tar_files(stream, limit=limit):
+    for member in iter_tar_files(stream, limit=limit, caps=caps):
         key, _, field = member["fname"].partition(".")
         if key != current:
             if current is not None:

@@ -27,7 +27,7 @@ def shard_name(split: str, index: int) -> str:
 
 def check_key(key: str) -> None:
     """webdataset splits a member name at its first dot: keys must have none."""
-    if not KEY_RE.match(key):
+    if not KEY_RE.fullmatch(key):  # match() would let a trailing newline through
         raise ValueError(f"sample key {key!r} must contain only letters, digits, '_' and '-' (no dots)")
 
 

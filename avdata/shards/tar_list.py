@@ -4,7 +4,8 @@ The split of a shard is read from its name (`<split>-NNNNNN.tar`). When `manifes
 them (`avdata.shards.location.open_shards` looks), its entries for those files are used; otherwise the
 class names must be given and a `Manifest` is made by
 reading each file (sample and class counts, the first sample's field shapes; sha256 via
-`avdata.hashing`).
+`avdata.hashing`), its members capped as fields the manifest does not describe are
+(`avdata.shards.member_caps`), a FIFO or device in its place refused (`open_regular`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from avdata.hashing import sha256_file
 from avdata.shards.manifest import Manifest, ShardEntry, SplitEntry
 from avdata.shards.frames import JPEG_FRAMES, jpeg_frame_names
 from avdata.shards.jpeg import jpeg_size
+from avdata.shards.member_caps import MemberCaps
 from avdata.shards.npy import decode_npy_view
 from avdata.shards.reader import iter_shard
 
@@ -65,7 +67,7 @@ def scan_shard(path: str) -> tuple[ShardEntry, dict[str, int], dict[str, list[in
     counts: dict[str, int] = {}
     shapes: dict[str, list[int]] = {}
     n = 0
-    for _key, fields in iter_shard(path):
+    for _key, fields in iter_shard(path, caps=MemberCaps()):  # no manifest yet: the caps of unknown fields
         n += 1
         if "cls" in fields:
             c = fields["cls"].decode().strip()

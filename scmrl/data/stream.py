@@ -13,16 +13,23 @@ and the training shuffle buffer are `scmrl.data.batching`. Training order, all s
 (reproducible and resumable at epoch boundaries): the shard order is shuffled, and each slot reads its
 shards several at a time, drawing each next sample from a random open shard (:func:`_interleaved`),
 because shards from elsewhere may be sorted by class.
+
+Shards may come from strangers, so the stream checks what it reads, cheaply: each member against the
+size its field may hold (`avdata.shards.member_caps`), each sample's key and class index
+(`avdata.samples.key_problem`, `class_index`), a key read twice by a slot, and at start-up a shard file
+or a shard's content (sha256) listed twice or in two splits (:func:`check_split_overlap`); any of these
+stops the run with a message naming the shard.
 """
 
 from __future__ import annotations
 
 import http.client
+import itertools
 import logging
 import random
 import tarfile
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -30,9 +37,11 @@ from webdataset.tariterators import group_by_keys
 
 from avdata.errors import AvdataError
 from avdata.fetch.urls import redact
+from avdata.printable import printable
+from avdata.samples import class_index, key_problem
 from avdata.shards.location import ShardsLocation
-from avdata.shards.manifest import ShardEntry, event_bins
-from avdata.shards.reader import TarBoundsError, iter_tar_files
+from avdata.shards.manifest import Manifest, ShardEntry, event_bins
+from avdata.shards.reader import NotAFileError, TarBoundsError, iter_tar_files
 
 from scmrl.data.config import StreamConfig
 from scmrl.data.decode import ADAPTERS
@@ -42,7 +51,31 @@ from avdata.rng import seeded_rng
 
 log = logging.getLogger("scmrl.data.stream")
 
-__all__ = ["ShardStream", "StreamConfig"]
+__all__ = ["ShardStream", "StreamConfig", "check_split_overlap", "slot_offsets"]
+
+
+def check_split_overlap(manifest: Manifest) -> None:
+    """AvdataError when a shard file, or a shard's content (its sha256), is listed twice or in two
+    splits: "test" accuracy would then be measured on training data. One pass over the shard list."""
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    for split, shard in manifest.shard_entries():
+        # shards with no samples are all the same bytes (the end-of-archive blocks) and harm nothing
+        content = (("sha256", shard.sha256.lower()),) if shard.num_samples else ()
+        for what in (("file", shard.file), *content):
+            if what in seen:
+                other_split, other_file = seen[what]
+                where = f"twice in split {split!r}" if other_split == split else \
+                    f"in splits {other_split!r} and {split!r}"
+                same = "listed" if what[0] == "file" else f"the same bytes as {printable(other_file)!r}, listed"
+                raise AvdataError(f"shard {printable(shard.file)!r} is {same} {where} of the manifest: "
+                                  "each sample must belong to one split once; fix the manifest's shard lists")
+            seen[what] = (split, shard.file)
+
+
+def slot_offsets(counts: list[int]) -> list[int]:
+    """The index of each shard's first sample within a slot's shards: one cumulative pass (start-up
+    stays linear in the shard count)."""
+    return [0, *itertools.accumulate(counts)][:len(counts)]
 
 
 class ShardStream(IterableDataset):
@@ -55,6 +88,9 @@ class ShardStream(IterableDataset):
         if cfg.kind not in ADAPTERS:
             raise AvdataError(f"no sample adapter for data of kind {cfg.kind!r} (known: {', '.join(ADAPTERS)})")
         self.adapter = ADAPTERS[cfg.kind]
+        check_split_overlap(source.manifest)
+        self.num_classes = len(source.manifest.classes)
+        self.caps = source.caps()
         # in shared memory: persistent DataLoader workers (forked once) see each new epoch
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         if cfg.kind == "events":
@@ -111,16 +147,17 @@ class ShardStream(IterableDataset):
         but in `scmrl.data.batching.MixedBatches`, over all workers of the rank."""
         shards, mod, rem = self.plan(self.rank, worker, workers)
         counts = [self.entries[s].num_samples for s in shards]
-        offsets = [sum(counts[:i]) for i in range(len(shards))]
+        offsets = slot_offsets(counts)
         if self.cfg.train and self.cfg.interleave > 1 and len(shards) > 1:
             group = share_group(len(self.entries), self.rank, self.world, worker, workers)
             rng = seeded_rng(self.cfg.seed, self.epoch, "interleave", *group)
-            indexed = _interleaved([self._indexed(s) for s in shards], counts, self.cfg.interleave, rng)
+            indexed = _interleaved(lambda i: self._indexed(shards[i]), counts, self.cfg.interleave, rng)
         else:
             indexed = ((i, j, sample) for i, s in enumerate(shards) for j, sample in self._indexed(s))
         # which samples a slot keeps depends on their place in the slot's shards, not on the reading order
         epoch = self.epoch  # read once: it is a shared tensor, slow to index per sample
-        return (self._convert(sample, epoch) for i, j, sample in indexed if (offsets[i] + j) % mod == rem)
+        return (self._convert(sample, epoch) for i, j, sample in _once_each(indexed)
+                if (offsets[i] + j) % mod == rem)
 
     def _indexed(self, shard: int) -> Iterator[tuple[int, dict[str, Any]]]:
         return enumerate(self._read(self.entries[shard]))
@@ -137,7 +174,7 @@ class ShardStream(IterableDataset):
                 stream = self.source.open(entry.file)
                 try:
                     files = ({**f, "__url__": url} for f in iter_tar_files(stream, lazy=self._lazy,
-                                                                            limit=entry.bytes))
+                                                                            limit=entry.bytes, caps=self.caps))
                     for sample in group_by_keys(files):
                         seen += 1
                         if seen > done:
@@ -148,6 +185,8 @@ class ShardStream(IterableDataset):
                 if expected and seen < expected:
                     raise EOFError(f"only {seen} of {expected} samples")
                 return
+            except NotAFileError as exc:  # a FIFO or device stays one: no retry
+                raise ShardReadError(f"shard {url} cannot be read ({exc})") from exc
             except TarBoundsError as exc:  # the same bytes come again on a retry: say so now
                 raise ShardReadError(f"shard {url} is damaged or tampered with ({exc}); fetch it again "
                                      "(`avdata pull` checks every shard's sha256) or remove it") from exc
@@ -164,32 +203,55 @@ class ShardStream(IterableDataset):
 
     def _convert(self, sample: dict[str, Any], epoch: int) -> tuple:
         key = sample["__key__"]
+        url = printable(sample.get("__url__"))
+        problem = key_problem(key)
+        if problem:
+            raise AvdataError(f"shard {url}: {problem}; the shard is damaged or was made by another tool")
         try:
-            label = int(bytes(sample["cls"]).decode().strip())
+            label = class_index(sample["cls"], self.num_classes)
             audio, visual = self.adapter.decode(sample, key, self.cfg, epoch)
             out: tuple = (audio, visual, label)
-        except (KeyError, ValueError) as exc:
-            raise AvdataError(f"sample {key} of {sample.get('__url__')}: bad or missing field ({exc})") from exc
+        except KeyError as exc:
+            raise AvdataError(f"sample {key} of {url}: missing field {printable(exc)}") from exc
+        except ValueError as exc:
+            raise AvdataError(f"sample {key} of {url}: bad field ({printable(exc)})") from exc
         return out + (key,) if self.cfg.with_keys else out
 
 
-def _interleaved(readers: list[Iterator[tuple[int, Any]]], counts: list[int], width: int,
+def _once_each(indexed: Iterator[tuple[int, int, dict[str, Any]]]) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """`indexed` as it is, AvdataError when a sample key comes a second time (a shard listed twice under
+    another name, or samples copied between shards): a set of the keys this slot has read."""
+    seen: set[str] = set()
+    for item in indexed:
+        key = item[2]["__key__"]
+        if key in seen:
+            raise AvdataError(f"sample key {printable(key)!r} is read a second time, in shard "
+                              f"{printable(item[2].get('__url__'))}: each sample must be in the shards once")
+        seen.add(key)
+        yield item
+
+
+def _interleaved(reader: Callable[[int], Iterator[tuple[int, Any]]], counts: list[int], width: int,
                  rng: random.Random) -> Iterator[tuple[int, int, Any]]:
-    """(reader index, sample index, sample) from `readers` (opened lazily, in order, at most `width` at a
-    time), each next one from an open reader chosen at random with weight = the samples it has left."""
-    pending = list(range(len(readers)))[::-1]
+    """(reader index, sample index, sample) from readers ``reader(i)`` for i in 0..len(counts)-1 (made
+    when first needed, in order, at most `width` open at a time), each next one from an open reader
+    chosen at random with weight = the samples it has left."""
+    pending = list(range(len(counts)))[::-1]
     open_: list[int] = []
     left: dict[int, int] = {}
+    readers: dict[int, Iterator[tuple[int, Any]]] = {}
     while open_ or pending:
         while pending and len(open_) < width:
             i = pending.pop()
             open_.append(i)
             left[i] = counts[i]
+            readers[i] = reader(i)
         pick = rng.choices(range(len(open_)), weights=[max(1, left[i]) for i in open_])[0]
         i = open_[pick]
         item = next(readers[i], None)
         if item is None:
             open_.pop(pick)
+            del readers[i], left[i]
             continue
         left[i] -= 1
         yield (i, *item)
