@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import tarfile
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from avdata.atomic import atomic_write_bytes
 from avdata.errors import AvdataError
-from avdata.owned import STATE_DIR
 from avdata.fetch.transport import remote_size
 from avdata.printable import printable
 from avdata.samples import SampleChecks
@@ -33,6 +30,7 @@ from avdata.shards.frames import JPEG_FRAMES, is_jpeg_frame
 from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from avdata.progress import make_progress
+from avdata.pulled_splits import not_pulled
 from avdata.shards.reader import TarCutShortError, TarHeaderError, iter_tar_files
 
 CHUNK = 1 << 20
@@ -259,43 +257,6 @@ def _extra_files(loc: ShardsLocation, report: VerifyReport) -> None:
         report.warnings.append((p.name, "unfinished temporary file (an interrupted prepare?)"))
 
 
-#: Written by `avdata pull --split` into the folder's state folder (beside pull's owned.json): the splits
-#: pulled so far (JSON list), so that verify tells a split never pulled from one whose shards went missing.
-PULLED_SPLITS_NAME = f"{STATE_DIR}/pulled-splits.json"
-
-
-def record_pulled_splits(folder: Path, pulled: list[str], manifest: Manifest) -> None:
-    """Add `pulled` to the folder's record; a folder that now holds every split needs none. Without a
-    record yet, the splits whose shards are all here (an earlier whole pull) count as pulled too."""
-    record = Path(folder) / PULLED_SPLITS_NAME
-    earlier = _read_pulled(record)
-    if earlier is None:
-        earlier = [name for name, split in manifest.splits.items()
-                   if all((Path(folder) / s.file).is_file() for s in split.shards)]
-    done = set(pulled) | set(earlier)
-    if done >= set(manifest.splits):
-        record.unlink(missing_ok=True)
-    else:
-        record.parent.mkdir(exist_ok=True)
-        atomic_write_bytes(record, json.dumps(sorted(done)).encode())
-
-
-def _read_pulled(record: Path) -> list[str] | None:
-    try:
-        data = json.loads(record.read_bytes()[:1 << 20])
-    except (OSError, ValueError):
-        return None
-    return [s for s in data if isinstance(s, str)] if isinstance(data, list) else None
-
-
-def _not_pulled(loc: ShardsLocation) -> list[str]:
-    """Splits of a local folder that `avdata pull --split` left out (none for a folder pulled whole)."""
-    if loc.remote or loc.addresses:
-        return []
-    pulled = _read_pulled(Path(loc.base) / PULLED_SPLITS_NAME)
-    return [] if pulled is None else [name for name in loc.manifest.splits if name not in pulled]
-
-
 def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool = False,
                   progress: bool | None = None) -> VerifyReport:
     """Check the shards folder `spec` (local folder or http(s) URL) against its manifest.json.
@@ -309,7 +270,7 @@ def verify_shards(spec: str | Path, splits: list[str] | None = None, quick: bool
     loc = open_location(spec)
     manifest = loc.manifest
     names = list(manifest.splits) if not splits else list(dict.fromkeys(splits))
-    absent = [] if splits else _not_pulled(loc)
+    absent = [] if splits else not_pulled(loc)
     names = [n for n in names if n not in absent]
     entries = manifest.shard_entries(names)  # raises AvdataError for an unknown split
     checks = SampleChecks(len(manifest.classes))

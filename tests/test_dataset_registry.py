@@ -21,7 +21,8 @@ WIDE = {"COLUMNS": "400", "TERMINAL_WIDTH": "400"}
 def help_text(*args: str) -> str:
     res = CliRunner().invoke(app, [*args, "--help"], env=WIDE)
     assert res.exit_code == 0, res.output
-    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", res.output).replace("│", " ").split())
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", res.output).replace("│", " ").split())
+    return re.sub(r"(\w)- (\w)", r"\1-\2", text)  # a line wrapped at a hyphen ("spoken-digit")
 
 
 def flag(field: dataclasses.Field) -> str:

@@ -329,7 +329,7 @@ def test_text_from_the_manifest_is_printed_escaped_and_never_as_markup(tmp_path)
     from rich.console import Console
 
     from avdata.printable import printable
-    from avdata.summary import print_summary, summarize
+    from avdata.summary import print_shards_summary, summarize
 
     folder = _folder(tmp_path / "s", {"train": [_sample(i) for i in range(2)]})
     m = json.loads((folder / "manifest.json").read_text())
@@ -338,7 +338,7 @@ def test_text_from_the_manifest_is_printed_escaped_and_never_as_markup(tmp_path)
     m["classes"][1] = "one\x9b31m"
     (folder / "manifest.json").write_text(json.dumps(m))
     buf = io.StringIO()
-    print_summary(summarize(folder, progress=False), Console(file=buf, width=300, force_terminal=True,
+    print_shards_summary(summarize(folder, progress=False), Console(file=buf, width=300, force_terminal=True,
                                                             color_system=None))
     text = buf.getvalue()
     assert not any(ch in text for ch in "\x1b\x07\x9b\u202e")

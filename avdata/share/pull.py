@@ -20,7 +20,7 @@ from avdata.errors import AvdataError
 from avdata.owned import CARD_NAME, claim, other_preparation, our_manifest, refuse_foreign
 from avdata.shards.location import read_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
-from avdata.verify import record_pulled_splits
+from avdata.pulled_splits import record_pulled_splits
 
 log = logging.getLogger("avdata.share.pull")
 

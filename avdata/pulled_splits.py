@@ -1,0 +1,51 @@
+"""Which splits `avdata pull --split` brought into a folder, so that `avdata verify` checks those and names
+the others as not pulled, instead of reporting their shards missing. The record lives in the folder's
+state folder beside pull's `owned.json` and is removed once every split is there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from avdata.atomic import atomic_write_bytes
+from avdata.owned import STATE_DIR
+from avdata.shards.location import ShardsLocation
+from avdata.shards.manifest import Manifest
+
+__all__ = ["PULLED_SPLITS_NAME", "record_pulled_splits", "not_pulled"]
+
+#: Written by `avdata pull --split` into the folder's state folder (beside pull's owned.json): the splits
+#: pulled so far (JSON list), so that verify tells a split never pulled from one whose shards went missing.
+PULLED_SPLITS_NAME = f"{STATE_DIR}/pulled-splits.json"
+
+
+def record_pulled_splits(folder: Path, pulled: list[str], manifest: Manifest) -> None:
+    """Add `pulled` to the folder's record; a folder that now holds every split needs none. Without a
+    record yet, the splits whose shards are all here (an earlier whole pull) count as pulled too."""
+    record = Path(folder) / PULLED_SPLITS_NAME
+    earlier = _read_pulled(record)
+    if earlier is None:
+        earlier = [name for name, split in manifest.splits.items()
+                   if all((Path(folder) / s.file).is_file() for s in split.shards)]
+    done = set(pulled) | set(earlier)
+    if done >= set(manifest.splits):
+        record.unlink(missing_ok=True)
+    else:
+        record.parent.mkdir(exist_ok=True)
+        atomic_write_bytes(record, json.dumps(sorted(done)).encode())
+
+
+def _read_pulled(record: Path) -> list[str] | None:
+    try:
+        data = json.loads(record.read_bytes()[:1 << 20])
+    except (OSError, ValueError):
+        return None
+    return [s for s in data if isinstance(s, str)] if isinstance(data, list) else None
+
+
+def not_pulled(loc: ShardsLocation) -> list[str]:
+    """Splits of a local folder that `avdata pull --split` left out (none for a folder pulled whole)."""
+    if loc.remote or loc.addresses:
+        return []
+    pulled = _read_pulled(Path(loc.base) / PULLED_SPLITS_NAME)
+    return [] if pulled is None else [name for name in loc.manifest.splits if name not in pulled]
