@@ -115,6 +115,18 @@ def _printed(report) -> str:
     return buf.getvalue()
 
 
+@pytest.fixture
+def one_cv2_thread():
+    """Large JPEGs would start OpenCV's thread pool in this process, and DataLoader workers forked later
+    by other tests would inherit its locks held: decode on this thread only."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(0)
+    yield
+    cv2.setNumThreads(before)
+
+
 # --- 1. members capped by the manifest's features -------------------------------------------------------
 
 BIG = 48 << 20  # below the 64 MiB cap of a field of unknown size, far above its declared 29 KB
@@ -177,7 +189,7 @@ def test_a_sample_is_capped_as_a_whole(tmp_path, monkeypatch):
     assert "sample 'ev0000' holds more than" in verify_shards(folder, progress=False).problems[0][1]
 
 
-def test_inspect_decodes_one_jpeg_frame_per_sample(tmp_path):
+def test_inspect_decodes_one_jpeg_frame_per_sample(tmp_path, one_cv2_thread):
     from avdata.shards.jpeg import decode_jpeg, encode_jpeg
     from avdata.summary import summarize
 
@@ -394,7 +406,7 @@ def test_a_fifo_or_folder_in_place_of_a_shard_is_refused_at_once(tmp_path, what)
     assert isinstance(err, AvdataError) and f"is {kind}" in str(err)
 
 
-def test_the_contact_sheet_decodes_only_the_frame_it_draws(tmp_path):
+def test_the_contact_sheet_decodes_only_the_frame_it_draws(tmp_path, one_cv2_thread):
     from avdata.contact_sheet import choose_samples
     from avdata.shards.jpeg import encode_jpeg
 
