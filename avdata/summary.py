@@ -233,7 +233,8 @@ def print_shards_summary(summary: dict[str, Any], console=None) -> None:
                 values += f" [red]({f['nonfinite']} NaN/inf)[/]"
             if f.get("errors"):
                 values += f" [red]({f['errors']} undecodable)[/]"
-            table.add_row(_text(fname), _text(dtype), shape, values, human_bytes(f["mean_bytes"]), f"{f['count']}/{read['samples']}")
+            table.add_row(_text(fname), _text(dtype), shape, values, human_bytes(f["mean_bytes"]),
+                          f"{f['count']}/{read['samples']}")
         console.print(table)
         if read.get("matches_manifest") is False:
             console.print(f"[red]{name}: read back {read['samples']} samples with class counts "

@@ -1,8 +1,9 @@
 """Check a shards folder against its manifest: every shard's byte count, sha256 and sample count.
 
 Works the same on a local folder and on the folder behind a remote URL (http(s), s3, gs, hf;
-`avdata.shards.location`). Each shard is read once: the bytes go through sha256 and, at the same time, through the shard reader
-(`avdata.shards.reader`) that counts the samples, so a shard cut short is reported as such instead of crashing the check.
+`avdata.shards.location`). Each shard is read once: the bytes go through sha256 and, at the same time,
+through the shard reader (`avdata.shards.reader`) that counts the samples, so a shard cut short is reported
+as such instead of crashing the check.
 `quick=True` compares sizes only (a file stat, or an HTTP HEAD request).
 
 Shards may come from strangers, so the full check also reads each sample's `cls` member (capped, as every

@@ -52,7 +52,8 @@ def test_same_members_as_tarfile(fmt: int) -> None:
     data = buf.getvalue()
     ours = _ours(data)
     assert ours == _tarfile_members(data)
-    assert [n for n, _ in ours][:3] == ["a.cls", "a.npy", "b.cls"] and len(ours) == (4 if fmt == tarfile.USTAR_FORMAT else 6)
+    assert [n for n, _ in ours][:3] == ["a.cls", "a.npy", "b.cls"]
+    assert len(ours) == (4 if fmt == tarfile.USTAR_FORMAT else 6)
 
 
 def test_reads_shard_writer_output(tmp_path: Path) -> None:

@@ -150,7 +150,8 @@ def test_a_member_larger_than_its_declared_shape_is_refused_before_it_is_read(tm
     assert isinstance(err, ShardReadError) and "train-000000.tar is damaged or tampered" in str(err)
     assert "29,184" in str(err) and peak < 4 << 20
     report = verify_shards(folder, progress=False)
-    assert [(f, w.split(":")[0]) for f, w in report.problems] == [("train-000000.tar", "unreadable tar after 0 sample(s)")]
+    assert [(f, w.split(":")[0]) for f, w in report.problems] == [
+        ("train-000000.tar", "unreadable tar after 0 sample(s)")]
     assert "29,184" in report.problems[0][1]
 
 

@@ -32,8 +32,8 @@ from avdata.shards.jpeg import decode_jpeg, encode_jpeg, encoder
 from avdata.shards.npy import decode_npy, encode_npy
 
 __all__ = ["FRAME_FORMATS", "SPEC_DTYPES", "DEFAULT_JPEG_QUALITY", "JPEG_FRAMES", "frame_fields",
-           "frames_feature", "frame_counts", "real_frame_count", "spec_field", "spec_feature", "jpeg_frame_names", "is_jpeg_frame", "read_all_frames",
-           "has_frames"]
+           "frames_feature", "frame_counts", "real_frame_count", "spec_field", "spec_feature", "jpeg_frame_names",
+           "is_jpeg_frame", "read_all_frames", "has_frames"]
 
 FRAME_FORMATS = ("jpeg", "npy")
 SPEC_DTYPES = ("float32", "float16")

@@ -24,8 +24,8 @@ from avdata.errors import AvdataError
 from avdata.shards.schema import SCHEMA_VERSION, validate
 from avdata.shards.frames import has_frames
 
-__all__ = ["MANIFEST_NAME", "SHUFFLED_ORDER", "MAX_MANIFEST_SIZE", "SCHEMA_VERSION", "Manifest", "SplitEntry", "ShardEntry",
-           "summarize_stat", "data_kind", "event_bins"]
+__all__ = ["MANIFEST_NAME", "SHUFFLED_ORDER", "MAX_MANIFEST_SIZE", "SCHEMA_VERSION", "Manifest", "SplitEntry",
+           "ShardEntry", "summarize_stat", "data_kind", "event_bins"]
 
 MANIFEST_NAME = "manifest.json"
 #: A split entry's `order` when its samples were written in a seeded random order (`avdata prepare`).
@@ -227,8 +227,8 @@ def data_kind(manifest: Manifest) -> str:
         return "static"
     if "visual.npy" in feats and "audio.npy" in feats:
         return "events"
-    raise AvdataError(f"shards of {manifest.dataset!r} have neither frames (frames.npy or frames.<i>.jpg) + spec.npy nor "
-                      f"visual.npy + audio.npy fields (they have: {', '.join(feats) or 'none'})")
+    raise AvdataError(f"shards of {manifest.dataset!r} have neither frames (frames.npy or frames.<i>.jpg) + "
+                      f"spec.npy nor visual.npy + audio.npy fields (they have: {', '.join(feats) or 'none'})")
 
 
 def event_bins(manifest: Manifest) -> int:

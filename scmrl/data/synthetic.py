@@ -107,8 +107,8 @@ def make_synthetic_av_shards(out_dir: str | Path, n_train: int = 256, n_val: int
                 label = int(labels[i])
                 counts[CLASSES[label]] += 1
                 key = f"{split}_{i:06d}"
-                fields = (_static_sample(label, rng, frame_shape, frames, spec_shape, signal, vary_frames) if kind == "static"
-                          else _event_sample(label, rng, bins, signal))
+                fields = (_static_sample(label, rng, frame_shape, frames, spec_shape, signal, vary_frames)
+                          if kind == "static" else _event_sample(label, rng, bins, signal))
                 samples.append((key, {"cls": cls_bytes(label),
                                       "json": sample_json({"key": key, "label": label, "split": split}), **fields}))
             shards.append(write_shard(out / shard_name(split, j // per_shard), samples))
