@@ -407,6 +407,7 @@ def _png_stats(path: Path) -> tuple[tuple[int, int], float, int]:
     return (rgb.shape[1], rgb.shape[0]), float(rgb.std()), colours
 
 
+@pytest.mark.slow
 def test_contact_sheet_layout_and_content(folders, tmp_path):
     from avdata.contact_sheet import CELL_W_IN, DPI, HEADER_IN, ROW_H_IN, choose_samples, contact_sheet
 
@@ -431,6 +432,7 @@ def test_contact_sheet_layout_and_content(folders, tmp_path):
     assert again.read_bytes() == av2.read_bytes()
 
 
+@pytest.mark.slow
 def test_inspect_cli_png_and_toy_sheet(folders, tmp_path):
     png = tmp_path / "sheet" / "ev.png"
     res = cli("inspect", str(folders["events"]), "--sample", "2", "--show", "1", "--png", str(png))

@@ -57,6 +57,7 @@ def _keys(src, split: str, world: int, workers: int, epoch: int, train: bool) ->
     return per_slot
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_shards", [7, 3, 1])  # shard level / ranks by shard, workers by sample / sample level
 @pytest.mark.parametrize("train", [True, False])
 def test_every_sample_exactly_once_across_2_ranks_x_2_workers(tmp_path, n_shards, train):
@@ -81,6 +82,7 @@ def test_slot_plan_regimes():
     assert slot_plan(counts[:1], 1, 2, 0, 2) == ([0], 4, 2)  # every slot reads all, keeps every 4th
 
 
+@pytest.mark.slow
 def test_a_real_dataloader_with_two_workers_and_full_batches(tmp_path):
     out = make_synthetic_av_shards(tmp_path / "s", 150, 0, 37, frame_shape=(32, 40), per_shard=20)
     src = open_shards(out)

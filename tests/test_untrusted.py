@@ -258,6 +258,7 @@ def test_the_card_is_capped(shards, tmp_path, monkeypatch):
     assert not (tmp_path / "copy" / "manifest.json").exists() and not (tmp_path / "copy" / "README.md").exists()
 
 
+@pytest.mark.slow
 def test_a_trickling_server_is_a_stall_and_gives_up(shards, tmp_path):
 
     from tests.httpserver import serve_script, trickle
@@ -270,6 +271,7 @@ def test_a_trickling_server_is_a_stall_and_gives_up(shards, tmp_path):
     assert not (tmp_path / "copy" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_the_stall_rule_in_the_engine(tmp_path):
     from avdata.fetch.download import RemoteFile, fetch_files
     from tests.httpserver import serve_script, trickle
@@ -281,6 +283,7 @@ def test_the_stall_rule_in_the_engine(tmp_path):
     assert "1,024 bytes every 0.5s" in rep.failed[0].reason
 
 
+@pytest.mark.slow
 def test_the_trainer_gives_up_on_a_trickling_shard_server(shards, tmp_path):
     """Shards streamed over http obey the stall rule too: a server that sends a byte now and then (never
     silent long enough for the socket timeout) is a read error naming the shard, not a hang."""
@@ -323,6 +326,7 @@ def test_the_stall_rule_counts_only_time_spent_reading():
             slow.read(10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["endless", "huge-length"])
 def test_a_manifest_is_read_bounded_by_every_reader(shards, tmp_path, how):
     from typer.testing import CliRunner
@@ -362,6 +366,7 @@ for name in ("manifest", "pull"):
 """
 
 
+@pytest.mark.slow
 def test_endless_bodies_stay_within_a_memory_limit(tmp_path):
     import subprocess
 
@@ -533,6 +538,7 @@ class _FullDisk:
         self.f.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["checkpoint", "metrics"])
 def test_a_full_disk_in_the_trainer_names_the_path_and_the_fix(shards, tmp_path, monkeypatch, capsys, what):
     import builtins
@@ -600,6 +606,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the workers")
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_prepare_workers_exit_when_the_parent_dies(tmp_path, how):
@@ -672,6 +679,7 @@ def _manifest_status(server) -> bytes:
         return s.recv(64)
 
 
+@pytest.mark.slow
 def test_serve_closes_silent_connections(shards):
     import socket
     import time
@@ -719,6 +727,7 @@ def test_serve_caps_connections_at_once(shards):
 # ------------------------------------------------------------------------------------------ inspect, verify
 
 
+@pytest.mark.slow
 def test_the_contact_sheet_is_bounded_whatever_the_manifest_claims(shards, tmp_path):
 
     from PIL import Image
@@ -784,6 +793,7 @@ def test_verify_stops_reading_a_shard_past_its_declared_size(shards):
     assert report.bytes_checked <= expected + 1
 
 
+@pytest.mark.slow
 def test_download_has_the_stall_flag_too(tmp_path):
 
     from typer.testing import CliRunner
