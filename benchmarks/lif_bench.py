@@ -105,7 +105,7 @@ def _worker_model(impl: str, device: str, steps: int, warmup: int, batch: int, d
     from scmrl.model.models import build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=6, lif_impl=impl, detach_membrane=detach)
+    cfg = ModelConfig(num_classes=6, lif=impl, detach_membrane=detach)
     net = build_model(cfg).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     t = cfg.time_steps

@@ -38,7 +38,7 @@ def main() -> None:
     dev = torch.device(args.device)
     if dev.type == "cpu":
         keep_freed_memory()  # as scmrl-train on CPU
-    cfg = ModelConfig(num_classes=6, lif_impl=args.lif)
+    cfg = ModelConfig(num_classes=6, lif=args.lif)
     net = build_model(cfg).to(dev).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     t = cfg.time_steps

@@ -38,7 +38,7 @@ def test_converted_checkpoint_reproduces_the_reference(tmp_path):
     assert r.exit_code == 0, r.output
     assert "scmrl (spatiotemporal-reference)" in r.output
     ckpt = load_checkpoint(out)
-    cfg = ModelConfig(**ckpt["model_config"])
+    cfg = ModelConfig.from_dict(ckpt["model_config"])
     assert (cfg.time_steps, cfg.tau_s, cfg.residual_proj) == (4, 0.07, True)
     assert ckpt["classes"] == ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
     model = build_model(cfg)

@@ -133,7 +133,7 @@ def test_sps_uses_the_fused_pool_with_same_tokens_and_gradients(monkeypatch: pyt
     assert torch.equal(fused, apart)
     for a, b in zip(g_fused, g_apart):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    assert ModelConfig(num_classes=2).lif_impl == "fused"  # the default model takes this path
+    assert ModelConfig(num_classes=2).lif == "fused"  # the default model takes this path
 
 
 def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:

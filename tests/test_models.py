@@ -138,7 +138,7 @@ def test_alpha_zero_removes_cross_modal_path_from_logits() -> None:
 def test_loop_impl_gives_same_model_outputs() -> None:
     outs = {}
     for impl in ("fused", "loop"):
-        cfg = _cremad("scmrl", lif_impl=impl, detach_membrane=False)
+        cfg = _cremad("scmrl", lif=impl, detach_membrane=False)
         net, out, _, _ = _run(cfg, seed=5)
         assert all(m.impl == impl for m in net.modules() if isinstance(m, LIF))
         outs[impl] = (out.logits.detach(), net.audio_embed.stages[0].conv.weight.grad.clone())

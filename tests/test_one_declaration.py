@@ -128,3 +128,81 @@ def test_prepare_and_inspect_show_the_same_class_table(tmp_path, monkeypatch):
     assert prepared == expected(prepared[0].split()[2:])
     assert inspected == expected(inspected[0].split()[2:])
     assert len(prepared) == len(m.classes) + 2 == 4
+
+
+# ------------------------------------------------------------------- the model's settings (ModelConfig)
+
+#: a valid value other than both defaults for every setting ModelConfig shares with TrainConfig
+_NOT_DEFAULT = {"model": "cmci", "attention": "temporal", "residual_proj": False, "embed_dim": 48, "heads": 6,
+                "mlp_ratio": 2.5, "time_steps": 3, "alpha": 0.7, "tau": 3.0, "threshold": 0.6,
+                "attn_threshold": 0.5, "detach_membrane": False, "surrogate_alpha": 2.0, "tau_s": 0.2,
+                "sao_weight": 0.3, "label_smoothing": 0.05, "lif": "loop"}
+
+
+def test_every_model_option_is_declared_once_on_model_config():
+    from scmrl.model.config import ModelConfig
+    from scmrl.train.config import MODEL_OPTIONS, TrainConfig
+
+    model_fields = {f.name: f for f in dataclasses.fields(ModelConfig) if f.metadata}
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(MODEL_OPTIONS) == set(model_fields) == set(_NOT_DEFAULT)
+    for name, f in model_fields.items():
+        shared = train_fields[name].metadata
+        assert {k: v for k, v in shared.items() if k != "help"} == {k: v for k, v in f.metadata.items()
+                                                                    if k != "help"}, name
+        assert shared["help"].startswith(f.metadata["help"]), name  # at most a sentence on the run's default
+    # the run's own defaults: decided by the dataset or the protocol when left None
+    assert [n for n in model_fields if train_fields[n].default is None] == ["attention", "embed_dim", "time_steps",
+                                                                            "tau_s"]
+    assert train_fields["embed_dim"].metadata["help"].startswith("Embedding size C. Default: the one the shards'")
+    assert train_fields["lif"].metadata["choices"] == ("fused", "loop")
+
+
+def test_model_config_carries_every_shared_option(tmp_path):
+    from avdata.shards.manifest import Manifest
+    from scmrl.model.config import ModelConfig
+    from scmrl.train.config import TrainConfig, model_config
+
+    for name, value in _NOT_DEFAULT.items():
+        assert value != getattr(ModelConfig(num_classes=2), name) and value != getattr(TrainConfig("s", "o"), name)
+    manifest = Manifest("cremad", ["a", "b", "c"], {"frames.npy": {}, "spec.npy": {}})
+    got = model_config(TrainConfig(shards="s", out="o", image_size=64, **_NOT_DEFAULT), manifest)
+    assert {name: getattr(got, name) for name in _NOT_DEFAULT} == _NOT_DEFAULT
+    assert (got.num_classes, got.audio_size, got.embedding) == (3, 64, "sps")
+    assert (got.lif_spec().v_threshold, got.lif_spec().impl) == (0.6, "loop")  # the neuron's own names
+
+
+def test_a_model_config_stored_under_the_earlier_names_still_loads():
+    from dataclasses import asdict
+
+    from scmrl.model.config import ModelConfig
+
+    old = {k: v for k, v in asdict(ModelConfig(num_classes=4)).items() if k not in ("threshold", "lif")}
+    old |= {"v_threshold": 0.8, "lif_impl": "loop"}
+    cfg = ModelConfig.from_dict(old)
+    assert (cfg.threshold, cfg.lif, cfg.num_classes) == (0.8, "loop", 4)
+    assert ModelConfig.stored_fields(old)["threshold"] == 0.8 and "v_threshold" not in ModelConfig.stored_fields(old)
+    new = ModelConfig(num_classes=5, threshold=0.9, lif="loop")
+    assert ModelConfig.from_dict(asdict(new)) == new
+
+
+def test_init_from_reads_a_checkpoint_with_the_earlier_names(tmp_path):
+    from dataclasses import asdict
+
+    import torch
+
+    from scmrl.model.config import ModelConfig
+    from scmrl.model.models import build_model
+    from scmrl.train.checkpoint import save_checkpoint
+    from scmrl.train.start import init_weights
+
+    cfg = ModelConfig(num_classes=3, embed_dim=16, heads=2, time_steps=2, audio_size=32, visual_size=32)
+    torch.manual_seed(0)
+    saved = build_model(cfg)
+    stored = {k: v for k, v in asdict(cfg).items() if k not in ("threshold", "lif")}
+    save_checkpoint(tmp_path / "old.pt", {"model": saved.state_dict(),
+                                          "model_config": stored | {"v_threshold": 1.0, "lif_impl": "fused"}})
+    torch.manual_seed(1)
+    fresh = build_model(cfg)
+    init_weights(fresh, cfg, str(tmp_path / "old.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), fresh.state_dict().values()))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from scmrl.model import bn_lif
+from scmrl.model.choices import ATTENTIONS
 from scmrl.model.lif import LIF, LIFSpec
 
 __all__ = [
@@ -106,8 +107,7 @@ def _time_major(x: Tensor, heads: int) -> Tensor:
     return x.reshape(t, b, heads, c // heads, n).permute(1, 2, 4, 3, 0)
 
 
-#: S-CMRL attention modes (the ablation of the paper, plus the authors' temporal layout)
-CROSS_MODES = ("spatial", "temporal", "spatiotemporal", "temporal-reference", "spatiotemporal-reference")
+CROSS_MODES = ATTENTIONS  # S-CMRL attention modes, declared with the other model choices
 
 _CORES = {
     "spatial": spatial_attention,

@@ -37,11 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from scmrl.model import lif_triton
+from scmrl.model.choices import LIF_IMPLS
 from scmrl.model.kernel_check import passes_self_check
 
 __all__ = ["LIF", "LIFSpec", "lif_fused", "lif_loop", "LIF_IMPLS", "membrane", "lif_input_grad", "empty_steps"]
-
-LIF_IMPLS = ("fused", "loop")
 
 
 # ----------------------------------------------------------------------------------------------

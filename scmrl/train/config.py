@@ -2,7 +2,8 @@
 network it builds for given shards (`model_config`: per-dataset defaults from the manifest, then the options).
 
 Each field's help, flag and bounds live in its metadata (`avdata.option_fields.opt`), so the CLI
-is generated from this one declaration. `EvalConfig` holds `scmrl-eval`'s options, sharing the fields the
+is generated from this one declaration; the model's settings are declared on `ModelConfig` and taken over
+under the same names (`model_option`). `EvalConfig` holds `scmrl-eval`'s options, sharing the fields the
 two commands have in common. This module imports no torch, so `--help` answers at once.
 """
 
@@ -15,17 +16,32 @@ from typing import TYPE_CHECKING, Any
 
 from avdata.option_fields import opt
 
+from scmrl.model.config import ModelConfig
 from scmrl.train.protocol import PROTOCOLS, Protocol, get_protocol
 from scmrl.train.schedule import BASE_LR
 
 if TYPE_CHECKING:
     from avdata.shards.location import ShardsLocation
     from avdata.shards.manifest import Manifest
-    from scmrl.model.config import ModelConfig
 
-__all__ = ["TrainConfig", "EvalConfig", "LIBRARY_ONLY", "NOISE_ON", "resolve_protocol", "model_config"]
+__all__ = ["TrainConfig", "EvalConfig", "LIBRARY_ONLY", "MODEL_OPTIONS", "NOISE_ON", "model_option",
+           "resolve_protocol", "model_config"]
 
 NOISE_ON = ("train", "eval", "both")
+
+#: ModelConfig's settings that a run sets (those declared with their command-line description)
+MODEL_OPTIONS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.metadata)
+
+
+def model_option(name: str, *, default: Any = dataclasses.MISSING, default_help: str | None = None) -> Any:
+    """TrainConfig's field for ModelConfig's setting `name`, with the help, flag and bounds ModelConfig
+    declares, so that each is written once. `default` replaces the model's where the run decides later (None:
+    the dataset's or the protocol's), and `default_help` is the sentence appended to the help to say so."""
+    f = next(f for f in dataclasses.fields(ModelConfig) if f.name == name)
+    meta = dict(f.metadata)
+    if default_help:
+        meta["help"] = f"{meta['help']} {default_help}"
+    return opt(f.default if default is dataclasses.MISSING else default, **meta)
 
 
 @dataclass
@@ -37,15 +53,10 @@ class TrainConfig:
                       "<split>-NNNNNN.tar).")
     out: str = opt(help="Run folder: checkpoint.pt, best.pt, metrics.jsonl, results.json, curves.png, "
                    "confusion.png.")
-    model: str = opt("scmrl", help="scmrl | audio-only | visual-only | add | concat | weight-attention | sca | "
-                     "cmci.")
-    attention: str | None = opt(None, help="S-CMRL attention ablation: spatial | temporal | spatiotemporal; "
-                                "temporal-reference | spatiotemporal-reference: the authors' temporal layout "
-                                "(heads and time mixed). Default: spatiotemporal; with --protocol reference "
-                                "spatiotemporal-reference.")
-    residual_proj: bool = opt(True, help="Linear + LIF on the cross-modal residual; off builds the authors' "
-                              "models without their alignment loss (the ablation rows; also pass --sao-weight 0 "
-                              "for those).")
+    model: str = model_option("model")
+    attention: str | None = model_option("attention", default=None, default_help="Default: spatiotemporal; with "
+                                          "--protocol reference spatiotemporal-reference.")
+    residual_proj: bool = model_option("residual_proj")
     protocol: str = opt("ours", choices=PROTOCOLS, help="reference: train as the authors' code does (no "
                         "validation split, float32, no decay on biases/norms, per-epoch cosine, PIL spectrogram "
                         "resize, noise on training inputs; README: protocol table).")
@@ -60,27 +71,26 @@ class TrainConfig:
     warmup_epochs: float = opt(5.0, min=0, help="Linear warm-up epochs (from 1e-6).")
     warmup_lr: float = opt(1e-6, help="Learning rate at the start of the warm-up.")
     min_lr: float = opt(1e-5, help="Learning rate at the end of the cosine decay.")
-    embed_dim: int | None = opt(None, help="Embedding size C. Default: the one the shards' dataset declares "
-                                "(its recipe's model_defaults; the paper's: CREMA-D 256, UrbanSound8K-AV 64).")
-    heads: int = opt(16, min=1, help="Attention heads.")
-    mlp_ratio: float = opt(4.0, help="Hidden size of the MLP blocks, in multiples of the embedding size.")
-    time_steps: int | None = opt(None, min=1, help="Time steps T. Default: 4; event data: its stored bins.")
+    embed_dim: int | None = model_option("embed_dim", default=None, default_help="Default: the one the shards' "
+                                          "dataset declares (its recipe's model_defaults; the paper's: CREMA-D 256, "
+                                          "UrbanSound8K-AV 64).")
+    heads: int = model_option("heads")
+    mlp_ratio: float = model_option("mlp_ratio")
+    time_steps: int | None = model_option("time_steps", default=None, default_help="Default: 4; event data: its "
+                                           "stored bins.")
     image_size: int = opt(128, min=16, help="Side of the square spectrogram and image inputs (static data).")
-    alpha: float = opt(1.5, help="Cross-modal residual weight.")
-    tau_s: float | None = opt(None, help="Alignment-loss temperature. Default: the one the shards' dataset "
-                              "declares (its recipe's model_defaults; the paper's: 0.07 CREMA-D, 0.08 "
-                              "UrbanSound8K-AV, 0.1 event data).")
-    sao_weight: float = opt(1.0, help="Weight of the semantic-alignment loss.")
-    label_smoothing: float = opt(0.1, help="Label smoothing of the cross-entropy.")
-    tau: float = opt(2.0, help="LIF membrane time constant.")
-    threshold: float = opt(1.0, help="LIF firing threshold.")
-    attn_threshold: float = opt(1.0, help="Threshold of the attention neurons (the reference asks for 0.5 but "
-                                "fires at 1.0).")
-    detach_membrane: bool = opt(True, help="Detach the membrane between time steps (as the reference).")
-    surrogate_alpha: float = opt(4.0, help="Steepness of the surrogate gradient of the spike.")
-    lif: str = opt("fused", help="LIF implementation: fused (one autograd Function over T; on CUDA Triton "
-                   "kernels, with the SPS max-pool fused in; SCMRL_LIF_TRITON=0 / SCMRL_LIF_POOL_TRITON=0 switch "
-                   "those off) | loop (the plain reference loop). Same values and gradients.")
+    alpha: float = model_option("alpha")
+    tau_s: float | None = model_option("tau_s", default=None, default_help="Default: the one the shards' dataset "
+                                       "declares (its recipe's model_defaults; the paper's: 0.07 CREMA-D, 0.08 "
+                                       "UrbanSound8K-AV, 0.1 event data).")
+    sao_weight: float = model_option("sao_weight")
+    label_smoothing: float = model_option("label_smoothing")
+    tau: float = model_option("tau")
+    threshold: float = model_option("threshold")
+    attn_threshold: float = model_option("attn_threshold")
+    detach_membrane: bool = model_option("detach_membrane")
+    surrogate_alpha: float = model_option("surrogate_alpha")
+    lif: str = model_option("lif")
     compile: bool = opt(False, help="CPU training: compile the LIF neurons' elementwise passes with torch.compile "
                         "(inductor, needs a C++ compiler; a few seconds per layer in the first step). Same spikes, "
                         "gradients to float rounding; without a working compiler it warns and runs as without.")
@@ -171,23 +181,21 @@ def model_config(cfg: TrainConfig, source: ShardsLocation | Manifest) -> ModelCo
     declares (`avdata.datasets.registry.model_defaults`), overridden by the options."""
     from avdata.datasets.registry import model_defaults
     from avdata.shards.manifest import Manifest, data_kind, event_bins
-    from scmrl.model.config import ModelConfig
 
     manifest = source if isinstance(source, Manifest) else source.manifest
     kind = data_kind(manifest)
     defaults = model_defaults(manifest.dataset, events=kind == "events")
     proto = get_protocol(cfg.protocol)
-    common = dict(num_classes=len(manifest.classes), model=cfg.model, attention=cfg.attention or proto.attention,
-                  residual_proj=cfg.residual_proj,
-                  embed_dim=cfg.embed_dim or defaults.embed_dim, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
-                  alpha=cfg.alpha, tau=cfg.tau, v_threshold=cfg.threshold, attn_threshold=cfg.attn_threshold,
-                  detach_membrane=cfg.detach_membrane, surrogate_alpha=cfg.surrogate_alpha,
-                  tau_s=cfg.tau_s if cfg.tau_s is not None else defaults.tau_s, sao_weight=cfg.sao_weight,
-                  label_smoothing=cfg.label_smoothing, lif_impl=cfg.lif)
+    # the options by their shared names; those left None are decided by the dataset and the protocol below
+    common: dict[str, Any] = {name: getattr(cfg, name) for name in MODEL_OPTIONS}
+    common.update(num_classes=len(manifest.classes), attention=cfg.attention or proto.attention,
+                  embed_dim=cfg.embed_dim or defaults.embed_dim,
+                  tau_s=cfg.tau_s if cfg.tau_s is not None else defaults.tau_s)
     if kind == "events":
         stored = event_bins(manifest) if defaults.time_steps_from_bins else defaults.time_steps
-        steps = cfg.time_steps or proto.event_time_steps or stored
-        return ModelConfig(**common, time_steps=steps, audio_channels=1,
-                           visual_channels=2, audio_size=28, visual_size=28, embedding="shallow")
-    return ModelConfig(**common, time_steps=cfg.time_steps or defaults.time_steps, audio_channels=1,
-                       visual_channels=3, audio_size=cfg.image_size, visual_size=cfg.image_size, embedding="sps")
+        common["time_steps"] = cfg.time_steps or proto.event_time_steps or stored
+        return ModelConfig(**common, audio_channels=1, visual_channels=2, audio_size=28, visual_size=28,
+                           embedding="shallow")
+    common["time_steps"] = cfg.time_steps or defaults.time_steps
+    return ModelConfig(**common, audio_channels=1, visual_channels=3, audio_size=cfg.image_size,
+                       visual_size=cfg.image_size, embedding="sps")

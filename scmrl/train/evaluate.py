@@ -83,7 +83,7 @@ def evaluate_checkpoint(checkpoint: str, shards: str, split: str = "test", devic
     for key in ("model", "model_config", "train_config"):
         if key not in ckpt:
             raise AvdataError(f"{checkpoint}: not a scmrl-train checkpoint (no {key!r})")
-    mcfg = ModelConfig(**ckpt["model_config"])
+    mcfg = ModelConfig.from_dict(ckpt["model_config"])
     tcfg = ckpt["train_config"]
     source: ShardsLocation = open_shards(shards, classes)
     if source.classes != list(ckpt["classes"]):

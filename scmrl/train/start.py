@@ -51,7 +51,7 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLo
 
 
 def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardsLocation) -> None:
-    stored = ckpt.get("model_config", {})
+    stored = ModelConfig.stored_fields(ckpt.get("model_config", {}))
     now = asdict(mcfg)
     diff = [f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now if stored.get(k) != now[k]]
     if diff:
@@ -68,7 +68,7 @@ def init_weights(model: torch.nn.Module, mcfg: ModelConfig, path: str) -> None:
     ckpt = load_checkpoint(path, map_location="cpu")
     if "model" not in ckpt or "model_config" not in ckpt:
         raise AvdataError(f"{path}: not a scmrl checkpoint (no model weights and configuration)")
-    stored, now = ckpt["model_config"], asdict(mcfg)
+    stored, now = ModelConfig.stored_fields(ckpt["model_config"]), asdict(mcfg)
     keys = [k for k in ARCHITECTURE if mcfg.model == "scmrl" or k not in ("attention", "residual_proj")]
     diff = [f"{k}: {stored.get(k)!r} (checkpoint) vs {now[k]!r}" for k in keys if stored.get(k) != now[k]]
     if diff:
