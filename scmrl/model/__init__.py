@@ -1,6 +1,7 @@
 """The S-CMRL network and its baselines (docs/reference.md §1).
 
 - `config`: ModelConfig, everything that fixes an architecture and its loss
+- `choices`: the values of its string settings (torch-free, for scmrl-train's --help)
 - `models`: S-CMRL, the fusion baselines and the unimodal Spikformer; `build_model`
 - `embedding`: spiking patch embeddings (SPS, and the shallow one for 28x28 event frames)
 - `attention`: spiking self- and cross-modal attention (spatial, temporal, both)
