@@ -198,26 +198,33 @@ def unpickling_reason(exc: pickle.UnpicklingError) -> tuple[bool, str]:
     return runs_code, reason[:200]
 
 
+def load_weights_only(path: Path, map_location: str | torch.device, what: str, runs_code_advice: str) -> Any:
+    """The one way a checkpoint file is read: its zip directory checked (`check_archive`), then
+    ``torch.load(weights_only=True)``; a file that would run code is refused with `runs_code_advice`, any
+    other unreadable file named as not a readable `what`."""
+    check_archive(path)
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        runs_code, reason = unpickling_reason(exc)
+        if runs_code:
+            raise AvdataError(f"{path}: refused: {runs_code_advice.format(reason=reason)}") from exc
+        raise AvdataError(f"{path}: not a readable {what} ({reason})") from exc
+    except Exception as exc:  # a truncated or foreign file
+        raise AvdataError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from exc
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint without running code from it (``weights_only=True``); a file that asks to run
     anything else is refused with a message naming it."""
     path = Path(path)
     if not path.exists():
         raise AvdataError(f"{path}: no such checkpoint")
-    check_archive(path)
-    try:
-        with torch.serialization.safe_globals(_legacy_numpy_globals()):
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        runs_code, reason = unpickling_reason(exc)
-        if runs_code:
-            raise AvdataError(
-                f"{path}: refused: this checkpoint holds objects that would run code when loaded ({reason}); "
-                "scmrl checkpoints hold only tensors, numbers and strings. Load only checkpoints you made or "
-                "trust; this one was not made by scmrl, or was tampered with") from exc
-        raise AvdataError(f"{path}: not a readable checkpoint ({reason})") from exc
-    except Exception as exc:  # a truncated or foreign file
-        raise AvdataError(f"{path}: not a readable checkpoint ({exc})") from exc
+    ckpt = load_weights_only(path, map_location, "checkpoint", (
+        "this checkpoint holds objects that would run code when loaded ({reason}); scmrl checkpoints hold only "
+        "tensors, numbers and strings. Load only checkpoints you made or trust; this one was not made by "
+        "scmrl, or was tampered with"))
     if not isinstance(ckpt, dict):
         raise AvdataError(f"{path}: not an scmrl checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
     return ckpt

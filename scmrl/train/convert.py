@@ -17,7 +17,6 @@ second CMCI branch) and the neurons' constant threshold/surrogate buffers are dr
 
 from __future__ import annotations
 
-import pickle
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -209,23 +208,12 @@ def load_reference_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise AvdataError(f"{path}: no such file")
-    from scmrl.train.checkpoint import check_archive, unpickling_reason
+    from scmrl.train.checkpoint import load_weights_only
 
-    check_archive(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        runs_code, reason = unpickling_reason(exc)
-        if not runs_code:
-            raise AvdataError(f"{path}: not a readable torch checkpoint ({reason})") from exc
-        raise AvdataError(
-            f"{path}: refused: it holds Python objects besides tensors ({reason}; the authors' training script "
-            "saves its argparse options beside the weights), and loading those would run code from the file. "
-            "Ask whoever made it for a file of plain tensors (torch.save(model.state_dict(), PATH)) and convert that"
-        ) from exc
-    except Exception as exc:  # a truncated file, another format
-        raise AvdataError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc}); is the file "
-                          "complete, and is it one saved by torch.save?") from exc
+    obj = load_weights_only(path, "cpu", "torch checkpoint", (
+        "it holds Python objects besides tensors ({reason}; the authors' training script saves its argparse "
+        "options beside the weights), and loading those would run code from the file. Ask whoever made it for "
+        "a file of plain tensors (torch.save(model.state_dict(), PATH)) and convert that"))
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
             if isinstance(obj.get(key), dict):
