@@ -71,12 +71,11 @@ def iter_samples(loc: ShardsLocation, split: str, limit: int | None = None
 
 
 def label_of(fields: dict[str, bytes], meta: dict[str, Any] | None = None) -> int | None:
-    """The class index of a sample: its `cls` field, else the `label` of its json."""
+    """The class index of a sample: its `cls` field (read as `class_index` reads it), else the `label` of its
+    json; None when neither is a non-negative integer."""
     if "cls" in fields:
-        try:
-            return int(fields["cls"].decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError):
-            return None
+        m = _CLS.fullmatch(bytes(fields["cls"]))
+        return int(m.group(1)) if m else None
     if meta and isinstance(meta.get("label"), int):
         return meta["label"]
     return None
