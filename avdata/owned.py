@@ -20,7 +20,8 @@ from typing import Any, Iterable
 
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
-from avdata.shards.manifest import MANIFEST_NAME, Manifest
+from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
+from avdata.shards.reader import read_capped
 
 __all__ = ["STATE_DIR", "PLAN_NAME", "CARD_NAME", "owned_names", "foreign_names", "refuse_foreign", "claim",
            "our_manifest", "other_preparation", "read_json_record"]
@@ -33,10 +34,12 @@ TEMP_SUFFIXES = (".tmp", ".part")
 
 
 def read_json_record(path: Path) -> Any:
-    """A JSON record of ours, or None when it is absent or unreadable (a damaged record owns nothing)."""
+    """A JSON record of ours, or None when it is absent, unreadable or larger than a manifest may be (a
+    damaged record owns nothing; a folder received from someone else may hold any `.avdata/` files)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = read_capped(path, MAX_MANIFEST_SIZE)
+        return None if data is None else json.loads(data)
+    except (OSError, ValueError, RecursionError, AvdataError):
         return None
 
 

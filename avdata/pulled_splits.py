@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from avdata.atomic import atomic_write_bytes
-from avdata.owned import STATE_DIR
+from avdata.owned import STATE_DIR, read_json_record
 from avdata.shards.location import ShardsLocation
 from avdata.shards.manifest import Manifest
 
@@ -36,10 +36,7 @@ def record_pulled_splits(folder: Path, pulled: list[str], manifest: Manifest) ->
 
 
 def _read_pulled(record: Path) -> list[str] | None:
-    try:
-        data = json.loads(record.read_bytes()[:1 << 20])
-    except (OSError, ValueError):
-        return None
+    data = read_json_record(record)
     return [s for s in data if isinstance(s, str)] if isinstance(data, list) else None
 
 

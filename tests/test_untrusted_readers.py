@@ -422,3 +422,20 @@ def test_the_contact_sheet_decodes_only_the_frame_it_draws(tmp_path, one_cv2_thr
     drawn = rows[0][0][1]["frames.<i>.jpg"]
     assert drawn.shape == (k, side, side, 3) and int(drawn[k // 2].mean()) == 10 * (k // 2)
     assert peak < 24 << 20, peak  # two samples of one 3 MiB frame each (all 24 stacked: 72 MiB a sample)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this OS")
+def test_a_fifo_as_the_manifest_or_a_state_record_is_refused_at_once(tmp_path):
+    """The small files every command reads first (manifest.json, the `.avdata/` records) go through the same
+    regular-file open as shards: a FIFO there is named, not waited on."""
+    from avdata.owned import read_json_record
+    from avdata.shards.manifest import Manifest
+
+    folder = _folder(tmp_path / "s", {"train": [_sample(i) for i in range(2)]})
+    (folder / "manifest.json").unlink()
+    os.mkfifo(folder / "manifest.json")
+    err = _finishes(lambda: Manifest.load(folder))
+    assert isinstance(err, AvdataError) and "is a FIFO (named pipe), not a plain file" in str(err)
+    (folder / ".avdata").mkdir(exist_ok=True)
+    os.mkfifo(folder / ".avdata" / "owned.json")
+    assert _finishes(lambda: read_json_record(folder / ".avdata" / "owned.json")) is None

@@ -25,7 +25,7 @@ from typing import Any
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
-from avdata.owned import PLAN_NAME, STATE_DIR, TEMP_SUFFIXES, owned_names, refuse_foreign
+from avdata.owned import PLAN_NAME, STATE_DIR, TEMP_SUFFIXES, owned_names, read_json_record, refuse_foreign
 from avdata.shards.manifest import MANIFEST_NAME
 
 __all__ = ["STATE_DIR", "state_dir", "plan_path", "sidecar_path", "raw_workdir", "load_plan", "plan_names", "save_plan",
@@ -141,9 +141,8 @@ def shard_done(out: Path, shard: dict[str, Any]) -> bool:
     tar = Path(out) / shard["file"]
     if not side.exists() or not tar.exists():
         return False
-    try:
-        rec = json.loads(side.read_text())
-    except json.JSONDecodeError:
+    rec = read_json_record(side)
+    if not isinstance(rec, dict):
         return False
     info = rec.get("shard", {})
     if rec.get("keys") != shard["keys"] or info.get("bytes") != tar.stat().st_size:

@@ -23,6 +23,7 @@ from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.shards.schema import SCHEMA_VERSION, validate
 from avdata.shards.frames import has_frames
+from avdata.shards.reader import read_capped
 
 __all__ = ["MANIFEST_NAME", "SHUFFLED_ORDER", "MAX_MANIFEST_SIZE", "SCHEMA_VERSION", "Manifest", "SplitEntry",
            "ShardEntry", "summarize_stat", "data_kind", "event_bins"]
@@ -68,12 +69,8 @@ def _read_text(path: Path) -> tuple[str, Path]:
             f"{path}: no manifest.json here; is this a shards folder made by `avdata prepare`"
             " (or an unfinished one: run `avdata merge` for --part outputs)?"
         )
-    buf = bytearray()
-    with open(path, "rb") as f:  # in chunks: read(MAX + 1) allocates the whole bound for a 2 KB file
-        while len(buf) <= MAX_MANIFEST_SIZE and (chunk := f.read(1 << 20)):
-            buf += chunk
-    raw = bytes(buf)
-    if len(raw) > MAX_MANIFEST_SIZE:
+    raw = read_capped(path, MAX_MANIFEST_SIZE)
+    if raw is None:
         raise AvdataError(f"{path}: larger than {MAX_MANIFEST_SIZE:,} bytes, far more than any manifest; "
                           "is this the right folder?")
     try:

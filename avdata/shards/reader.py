@@ -71,7 +71,9 @@ def _kind_of(mode: int) -> str:
             else "not a regular file")
 
 
-def open_regular(path: str | os.PathLike, buffering: int = 1 << 20) -> IO[bytes]:
+def open_regular(path: str | os.PathLike, buffering: int = 1 << 20,
+                 expected: str = "a shard file; replace it with the .tar file (`avdata pull` fetches it)"
+                 ) -> IO[bytes]:
     """`path` opened for reading when it is a regular file; NotAFileError naming it otherwise.
 
     Opened without blocking (a FIFO with no writer would block the open itself), then checked with fstat
@@ -80,14 +82,24 @@ def open_regular(path: str | os.PathLike, buffering: int = 1 << 20) -> IO[bytes]
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotAFileError(f"{path}: is {_kind_of(mode)}, not a shard file; replace it with the .tar "
-                                "file (`avdata pull` fetches it)")
+            raise NotAFileError(f"{path}: is {_kind_of(mode)}, not {expected}")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=buffering)
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_capped(path: str | os.PathLike, limit: int) -> bytes | None:
+    """The bytes of a small local file (a manifest, a state record) someone else may have made, or None when
+    it holds more than `limit`: opened as a regular file (`open_regular`), read in 1 MiB pieces so a small
+    file costs no more than its size."""
+    buf = bytearray()
+    with open_regular(path, expected="a plain file") as f:
+        while len(buf) <= limit and (chunk := f.read(1 << 20)):
+            buf += chunk
+    return None if len(buf) > limit else bytes(buf)
 
 
 def stream_size(stream: IO[bytes]) -> int | None:
