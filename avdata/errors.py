@@ -11,6 +11,13 @@ class AvdataError(Exception):
     """Base class: a problem the user can act on; the CLI prints it without a traceback."""
 
 
+def install_hint(extra: str, package: str) -> str:
+    """How to get an optional extra: the form that works from a checkout (the project is not on a package
+    index) and the bare package."""
+    quoted = f'"{package}"' if "[" in package else package  # brackets are a glob to some shells
+    return f'pip install -e ".[{extra}]" in the avdata checkout (or pip install {quoted})'
+
+
 @contextlib.contextmanager
 def naming_path(path: str | Path) -> Iterator[None]:
     """An OSError raised inside without a file name (a failed write: a full disk) gets `path`, so that

@@ -22,7 +22,7 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-from avdata.errors import AvdataError
+from avdata.errors import AvdataError, install_hint
 from avdata.fetch.responses import FileResponse
 from avdata.hashing import git_blob_id
 
@@ -57,7 +57,7 @@ def filesystem(url: str, timeout: float = 60.0) -> tuple[Any, str]:
         import fsspec
     except ImportError as exc:
         raise AvdataError(f"{url}: reading or writing {url.split('://')[0]}:// needs the {package} package: "
-                          f'pip install -e ".[{extra}]" in the avdata checkout (or pip install {package})') from exc
+                          f"{install_hint(extra, package)}") from exc
     options: dict[str, Any] = {}
     if protocol == "s3":  # bounded waits: a silent server is retried, then reported, never waited on forever
         options["config_kwargs"] = {"connect_timeout": min(timeout, 30.0), "read_timeout": timeout,

@@ -38,14 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from avdata.datasets.recipe import Recipe, WorkItem
-from avdata.errors import AvdataError
+from avdata.errors import AvdataError, install_hint
 from avdata.progress import make_progress
 
 __all__ = ["EXECUTORS", "check_executor", "import_distributed", "build_shards"]
 
 EXECUTORS = ("local", "dask")
-EXTRA_HINT = ("--executor dask needs Dask distributed, an optional extra: pip install -e \".[dask]\" "
-              "in the avdata checkout (or pip install \"dask[distributed]\")")
+EXTRA_HINT = f"--executor dask needs Dask distributed, an optional extra: {install_hint('dask', 'dask[distributed]')}"
 
 log = logging.getLogger("avdata.prepare.dask")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import importlib.util
 
 from avdata.cli.errors import fail
-from avdata.errors import AvdataError
+from avdata.errors import AvdataError, install_hint
 
-INSTALL_HINT = ("pip install torch (for a GPU, the CUDA build that pytorch.org lists for your driver), or, from "
-                "a checkout of this project, pip install -e \".[train]\"")
+INSTALL_HINT = f"{install_hint('train', 'torch')}; for a GPU, first the CUDA build pytorch.org lists for your driver"
 
 
 def require_torch(command: str) -> None:
