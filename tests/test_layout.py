@@ -224,3 +224,28 @@ def test_no_import_cycle_between_packages():
                     seen.add(n)
                     todo.extend(graph.get(n, ()))
     assert not cycles, "package cycles:\n" + "\n".join(sorted(cycles))
+
+
+def _layout_block() -> str:
+    """The fenced tree of docs/architecture.md's "Layout" section."""
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = doc.split("## Layout", 1)[1]
+    return section.split("```", 2)[1]
+
+
+def test_architecture_names_every_module_and_only_modules_that_exist():
+    """docs/architecture.md stays true: each library module is named in it (by its name, or by a pattern
+    such as `cmd_*.py`), and each `name.py` its layout tree names exists."""
+    import fnmatch
+    import re
+
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", doc))
+    patterns = set(re.findall(r"([A-Za-z0-9_]*\*[A-Za-z0-9_*]*)\.py", doc))
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py") if p.name != "__init__.py"]
+    unnamed = [str(p.relative_to(ROOT)) for p in files
+               if p.stem not in words and not any(fnmatch.fnmatch(p.stem, pat) for pat in patterns)]
+    assert not unnamed, f"modules docs/architecture.md does not name: {unnamed}"
+    stems = {p.stem for p in files}
+    named = set(re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\.py\b", _layout_block()))
+    assert not named - stems, f"docs/architecture.md names modules that do not exist: {sorted(named - stems)}"
