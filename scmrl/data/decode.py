@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avdata.errors import FieldError
 from avdata.shards.frames import is_jpeg_frame, jpeg_frame_names, real_frame_count
 from avdata.shards.jpeg import decode_jpeg
 from avdata.shards.npy import MAX_NPY_HEADER, decode_npy_view, npy_header
@@ -48,7 +49,7 @@ def frame_reader(sample: dict[str, Any]) -> tuple[int, Callable[[int], np.ndarra
     if "frames.npy" not in sample:
         names = jpeg_frame_names(sample)
         if not names:
-            raise KeyError("frames.npy or frames.<i>.jpg")
+            raise FieldError("no frames: neither a frames.npy member nor frames.<i>.jpg members")
         return len(names), lambda i: _jpeg_frame(sample[names[i]])
     return npy_frame_reader(sample["frames.npy"])
 
@@ -66,7 +67,7 @@ def npy_frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], n
         if not fortran and len(shape) == 4:
             step = int(np.prod(shape[1:])) * dtype.itemsize
             if offset + shape[0] * step != field.size:
-                raise ValueError(f"{field.name}: {field.size} bytes do not hold an array of shape {shape}")
+                raise FieldError(f"{field.name}: {field.size} bytes do not hold an array of shape {shape}")
             return shape[0], lambda i: field.read_array(offset + i * step, step).view(dtype).reshape(shape[1:])
         field = field.read()
     frames = decode_npy_view(field)
