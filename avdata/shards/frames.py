@@ -144,7 +144,7 @@ def group_jpeg_frames(fields: Mapping[str, bytes]) -> dict[str, Any]:
     ``frames.<i>.jpg`` (where they first appear), so tools that look at fields see one frames field."""
     try:
         names = set(jpeg_frame_names(fields))
-    except ValueError:  # frames missing from the numbering: shown as they are, one field each
+    except FieldError:  # frames missing from the numbering: shown as they are, one field each
         names = set()
     if not names:
         return dict(fields)
