@@ -239,7 +239,7 @@ INTERNAL_RAISES = {
     "avdata/cli/dataclass_options.py:command_from": _BUILT,
     "avdata/media/audio.py:spectrogram": "its callers mix the audio down to mono first",
     "avdata/shards/jpeg.py:encode_jpeg": "frames come from the video reader as uint8 [H, W, 3]",
-    "avdata/shards/manifest.py:summarize_stat": "prepare's shard records hold a value per sample",
+    "avdata/shards/manifest.py:summarize_stat": "read_sidecar refuses a shard record's empty stats list",
     "avdata/shards/tar.py:encode_sample": "field names and bytes are a recipe's process output, fixed in code",
     "scmrl/data/transforms.py:upsample_event_audio": _DECODED_SHAPES,
     "scmrl/data/transforms.py:static_inputs": "decode picks T frames per clip when frames_per_step is on",
