@@ -246,7 +246,8 @@ INTERNAL_RAISES = {
     "scmrl/data/transforms.py:BatchTransform.__post_init__": "TrainConfig checked noise_on; kind is the "
                                                              "manifest's data_kind",
     "scmrl/model/attention.py:SpikingAttention.__init__": _CHECKED_CONFIG,
-    "scmrl/model/attention.py:SpikingAttention.forward": _DECODED_SHAPES,
+    "scmrl/model/attention.py:SpikingAttention.forward": "its inputs are the model's own embeddings, whose token "
+                                                         "counts build_model checked",
     "scmrl/model/attention.py:CrossModalAttention.__init__": _CHECKED_CONFIG,
     "scmrl/model/embedding.py:SpikingPatchEmbed.__init__": _CHECKED_CONFIG,
     "scmrl/model/embedding.py:SpikingPatchEmbed.forward": _DECODED_SHAPES,
