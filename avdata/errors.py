@@ -8,7 +8,16 @@ from typing import Iterator
 
 
 class AvdataError(Exception):
-    """Base class: a problem the user can act on; the CLI prints it without a traceback."""
+    """Base class: a problem the user can act on (an option value, an input file, a shard, a manifest, a
+    checkpoint, the network); the message names the file or option and the fix, and the CLI prints it
+    without a traceback. A ValueError, TypeError or assert in the library is a bug, never bad input."""
+
+
+class FieldError(AvdataError, ValueError):
+    """Bytes of one shard member that do not hold what their format says (a damaged JPEG, an npy header
+    that lies, a json count out of range). The codec does not know the shard: the reader that does names
+    the shard and the sample around this message. Also a ValueError so that one `except ValueError` there
+    catches it beside the ValueErrors numpy's and json's own decoders raise for the same bytes."""
 
 
 def install_hint(extra: str, package: str) -> str:

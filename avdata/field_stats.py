@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from avdata.errors import FieldError
 from avdata.shards.frames import JPEG_FRAMES
 from avdata.shards.jpeg import decode_jpeg, jpeg_size
 from avdata.shards.npy import decode_npy
@@ -73,7 +74,7 @@ class FieldStats:
         try:
             sizes = {jpeg_size(d) for d in frames}
             if len(sizes) != 1:
-                raise ValueError("frames of different sizes")
+                raise FieldError("frames of different sizes")
             first = decode_jpeg(frames[0])
         except Exception:
             self.errors += 1

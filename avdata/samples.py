@@ -12,7 +12,7 @@ import re
 import tarfile
 from typing import Any, Iterator
 
-from avdata.errors import AvdataError
+from avdata.errors import AvdataError, FieldError
 from avdata.printable import printable
 from avdata.shards.location import ShardsLocation
 from avdata.shards.reader import iter_shard
@@ -33,14 +33,14 @@ def key_problem(key: str) -> str | None:
 
 
 def class_index(data: bytes, num_classes: int) -> int:
-    """The class index a `cls` member holds; ValueError saying why when it is not a plain decimal integer
+    """The class index a `cls` member holds; FieldError saying why when it is not a plain decimal integer
     in 0..num_classes-1 (a -1 or -100 would be ignored by the loss, 1e9 would index past the classes)."""
     m = _CLS.fullmatch(bytes(data))
     if not m:
-        raise ValueError(f"class index {printable(repr(bytes(data)[:40]))} is not a non-negative integer")
+        raise FieldError(f"class index {printable(repr(bytes(data)[:40]))} is not a non-negative integer")
     value = int(m.group(1))
     if value >= num_classes:
-        raise ValueError(f"class index {value} is out of range: the manifest lists {num_classes} classes "
+        raise FieldError(f"class index {value} is out of range: the manifest lists {num_classes} classes "
                          f"(0..{num_classes - 1})")
     return value
 
@@ -109,7 +109,7 @@ class SampleChecks:
     def label(self, key: str, data: bytes) -> None:
         try:
             class_index(data, self.num_classes)
-        except ValueError as exc:
+        except FieldError as exc:
             self.found.append(f"sample {printable(repr(key))}: {exc}")
 
     def listed(self) -> list[str]:

@@ -8,7 +8,7 @@ import soundfile as sf
 
 from avdata.media.audio import (SPEC_PRESETS, audio_features, load_audio, resample, spectrogram, stft_magnitude,
                           wav_data_sizes)
-from avdata.errors import MediaError
+from avdata.errors import AvdataError, MediaError
 
 librosa = pytest.importorskip("librosa")
 
@@ -71,7 +71,7 @@ def test_spectrogram_contract_resamples_when_needed():
     assert np.array_equal(direct, via)
     clipped = spectrogram(np.full(2000, 3.0, np.float32), 22050)  # clamped to 1.0 first
     assert np.array_equal(clipped, spectrogram(np.ones(2000, np.float32), 22050))
-    with pytest.raises(ValueError):
+    with pytest.raises(AvdataError, match="--spectrogram must be one of .*got 'nope'"):
         spectrogram(x, 16000, preset="nope")
     with pytest.raises(ValueError):
         spectrogram(np.zeros((2, 100), np.float32), 22050)

@@ -16,6 +16,7 @@ from avdata.contact_sheet import contact_sheet
 from avdata.datasets.cremad.recipe import CremadOptions
 from avdata.datasets.cremad.synth import make_cremad_raw
 from avdata.datasets.registry import get_recipe
+from avdata.errors import FieldError
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.shards.frames import JPEG_FRAMES, frame_fields, frames_feature
 from avdata.shards.jpeg import MAX_JPEG_PIXELS, decode_jpeg, encode_jpeg, encoder, jpeg_size
@@ -80,12 +81,12 @@ def test_codec_round_trip_bytes_and_bounds():
     # the direct-to-RGB decode gives the pixels of a BGR decode converted (R and B not swapped)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert np.array_equal(back, bgr[..., ::-1])
-    with pytest.raises(ValueError, match="not a JPEG"):
+    with pytest.raises(FieldError, match="not a JPEG"):
         decode_jpeg(b"\x93NUMPY garbage")
     huge = bytearray(data)  # a header claiming 60000 x 60000 pixels is refused before decoding
     sof = huge.index(b"\xff\xc0")
     huge[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2
-    with pytest.raises(ValueError, match=f"{MAX_JPEG_PIXELS:,}"):
+    with pytest.raises(FieldError, match=f"{MAX_JPEG_PIXELS:,}"):
         decode_jpeg(bytes(huge))
     with pytest.raises(ValueError, match="uint8"):
         encode_jpeg(img.astype(np.float32), 95)

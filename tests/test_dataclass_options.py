@@ -12,6 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from avdata.cli.dataclass_options import command_from, options_command, typer_params
+from avdata.errors import AvdataError
 from avdata.option_fields import opt
 
 
@@ -33,7 +34,7 @@ class Toy:
 
     def __post_init__(self) -> None:
         if self.name == "bad":
-            raise ValueError("name must not be 'bad'")
+            raise AvdataError("name must not be 'bad'")
 
 
 received: list[tuple[Toy, dict]] = []

@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from avdata.errors import MediaError
-from avdata.media.events import (AEDAT2_HEADER, DVS_EVENT, bin_channels, bin_dvs, dvs128_address, read_aedat2,
-                                 reduce_to_sensor, time_bins, write_aedat2)
+from avdata.errors import AvdataError, MediaError
+from avdata.media.events import (AEDAT2_HEADER, DVS_EVENT, EventRangeError, bin_channels, bin_dvs, dvs128_address,
+                                 read_aedat2, reduce_to_sensor, time_bins, write_aedat2)
 from avdata.media.ntidigits import read_ntidigits
 from avdata.datasets.mnistdvs_ntidigits.synth_ntidigits import make_ntidigits_h5
 
@@ -103,12 +103,12 @@ def test_binning_edges():
     assert time_bins(np.array([0, 2, 3, 5, 6, 8, 9]), 3).tolist() == [0, 0, 1, 1, 2, 2, 2]
     assert time_bins(np.array([7, 7, 7]), 4).tolist() == [0, 0, 0]  # one instant: all in bin 0
     assert bin_dvs(np.zeros(0, DVS_EVENT), 3, 28).sum() == 0
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(EventRangeError, match="outside"):
         bin_dvs(events([(0, 100, 0, 1)]), 2, 28)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(EventRangeError, match="outside"):
         bin_channels(np.array([0.0]), np.array([64]), 2, 64)
     many = events([(0, 1, 1, 1)] * 70000)
-    with pytest.raises(ValueError, match="65535"):
+    with pytest.raises(EventRangeError, match="65535"):
         bin_dvs(many, 1, 28)
 
 
@@ -118,7 +118,7 @@ def test_sensor_reduction():
     assert down["x"].tolist() == [0, 27, 14, 10] and down["y"].tolist() == [0, 27, 14, 10]
     crop = reduce_to_sensor(ev, 28, "crop")  # window 50..77
     assert crop["x"].tolist() == [14] and crop["y"].tolist() == [14] and crop["t"].tolist() == [2]
-    with pytest.raises(ValueError):
+    with pytest.raises(AvdataError, match="--sensor must be 'downsample' or 'crop', got 'squash'"):
         reduce_to_sensor(ev, 28, "squash")
 
 
@@ -136,7 +136,7 @@ def test_ntidigits_reader(tmp_path):
     for sid, lab, addr, ts in rows:
         assert lab == sid.split("-")[-1] and addr.dtype == np.int64 and ts.dtype == np.float64
         assert addr.shape == ts.shape and 0 <= addr.min() and addr.max() < 64 and np.all(np.diff(ts) >= 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(AvdataError, match="'train' or 'test', got 'val'"):
         next(read_ntidigits(path, "val"))
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f.create_dataset("x", data=[1])

@@ -20,6 +20,7 @@ import webdataset as wds
 
 from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions
 from avdata.datasets.registry import get_recipe
+from avdata.errors import AvdataError, FieldError
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.shards.frames import frame_counts, frame_fields, real_frame_count
 from avdata.shards.jpeg import decode_jpeg
@@ -276,7 +277,7 @@ def test_frame_slots_pad_and_drop_in_both_formats():
     assert [int(f[0, 0, 0]) for f in cut] == [0, 40]
     assert frame_counts(3, 5) == {"num_frames": 3, "frames_dropped": 0}
     assert frame_counts(7, 5) == {"num_frames": 5, "frames_dropped": 2}
-    with pytest.raises(ValueError, match="at least one frame"):
+    with pytest.raises(AvdataError, match="at least one frame"):
         frame_fields(frames[:0], "jpeg", slots=5)
 
 
@@ -285,9 +286,9 @@ def test_real_frame_count_from_json():
     assert real_frame_count(b'{"clip": "x"}', 4) == 4  # shards made before padding: every frame is real
     assert real_frame_count(None, 3) == 3
     for bad in (b'{"num_frames": 0}', b'{"num_frames": 6}', b'{"num_frames": 2.0}', b'{"num_frames": true}'):
-        with pytest.raises(ValueError, match="num_frames .* is not a count of 1..5"):
+        with pytest.raises(FieldError, match="num_frames .* is not a count of 1..5"):
             real_frame_count(bad, 5)
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(FieldError, match="not valid JSON"):
         real_frame_count(b"{", 5)
 
 

@@ -249,3 +249,83 @@ def test_architecture_names_every_module_and_only_modules_that_exist():
     stems = {p.stem for p in files}
     named = set(re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\.py\b", _layout_block()))
     assert not named - stems, f"docs/architecture.md names modules that do not exist: {sorted(named - stems)}"
+
+#: Built-in errors the library raises only for its own bugs: a user's input raises AvdataError.
+BUILTIN_ERRORS = ("ValueError", "KeyError", "TypeError", "RuntimeError")
+_BUILT = "a command or recipe declared wrongly: fails as the CLI is built, before any input is read"
+_CHECKED_CONFIG = "ModelConfig.__post_init__ (an AvdataError) has checked the setting already"
+_DECODED_SHAPES = "the batches' shapes: scmrl.data.decode refuses a sample of another layout (FieldError)"
+#: The allow-list, "file:function" -> why no user input (an option value, a file, a shard, a manifest,
+#: a config, a checkpoint) reaches it.
+INTERNAL_RAISES = {
+    "avdata/cli/cmd_prepare.py:_overrides": _BUILT,
+    "avdata/cli/dataclass_options.py:typer_params": _BUILT,
+    "avdata/cli/dataclass_options.py:command_from": _BUILT,
+    "avdata/media/audio.py:spectrogram": "its callers mix the audio down to mono first",
+    "avdata/shards/jpeg.py:encode_jpeg": "frames come from the video reader as uint8 [H, W, 3]",
+    "avdata/shards/manifest.py:summarize_stat": "read_sidecar refuses a shard record's empty stats list",
+    "avdata/shards/tar.py:encode_sample": "field names and bytes are a recipe's process output, fixed in code",
+    "scmrl/data/transforms.py:upsample_event_audio": _DECODED_SHAPES,
+    "scmrl/data/transforms.py:static_inputs": "decode picks T frames per clip when frames_per_step is on",
+    "scmrl/data/transforms.py:BatchTransform.__post_init__": "TrainConfig checked noise_on; kind is the "
+                                                             "manifest's data_kind",
+    "scmrl/model/attention.py:SpikingAttention.__init__": _CHECKED_CONFIG,
+    "scmrl/model/attention.py:SpikingAttention.forward": "its inputs are the model's own embeddings, whose token "
+                                                         "counts build_model checked",
+    "scmrl/model/attention.py:CrossModalAttention.__init__": _CHECKED_CONFIG,
+    "scmrl/model/embedding.py:SpikingPatchEmbed.__init__": _CHECKED_CONFIG,
+    "scmrl/model/embedding.py:SpikingPatchEmbed.forward": _DECODED_SHAPES,
+    "scmrl/model/embedding.py:build_embedding": _CHECKED_CONFIG,
+    "scmrl/model/lif.py:LIF.__init__": _CHECKED_CONFIG,
+    "scmrl/model/losses.py:semantic_alignment_loss": "its inputs are one model's two [B, embed_dim] features",
+    "scmrl/model/models.py:_check_input": _DECODED_SHAPES,
+    "scmrl/model/models.py:_AudioVisualBase.embed": _DECODED_SHAPES,
+    "scmrl/model/models.py:FusionBaseline.__init__": _CHECKED_CONFIG,
+    "scmrl/model/models.py:UnimodalSpikformer.__init__": "build_model passes 'audio' or 'visual'",
+    "scmrl/model/models.py:build_model": _CHECKED_CONFIG,
+    "scmrl/train/schedule.py:make_schedule": "the schedule comes from the protocol table (scmrl.train.protocol)",
+}
+
+
+def _builtin_raises(path: Path) -> tuple[set[str], list[str]]:
+    """(functions raising a built-in error, as "Class.method"; classes deriving from one without AvdataError)."""
+    found: set[str] = set()
+    bad_classes: list[str] = []
+
+    def walk(node: ast.AST, qual: list[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in child.bases}
+                if bases & set(BUILTIN_ERRORS) and not bases & {"AvdataError", "MediaError", "FieldError"}:
+                    bad_classes.append(child.name)
+            if isinstance(child, ast.Raise) and child.exc is not None:
+                exc = child.exc.func if isinstance(child.exc, ast.Call) else child.exc
+                if getattr(exc, "id", None) in BUILTIN_ERRORS:
+                    found.add(".".join(qual) or "<module>")
+            inner = qual + [child.name] if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                else qual
+            walk(child, inner)
+
+    walk(ast.parse(path.read_text(encoding="utf-8")), [])
+    return found, bad_classes
+
+
+def test_one_error_type_per_layer():
+    """A problem a user can fix is an AvdataError naming the file or option (the CLI prints it without a
+    traceback); ValueError, KeyError, TypeError and RuntimeError are raised only at the listed internal
+    invariants, and an error class deriving from one of them is an AvdataError too (docs/architecture.md)."""
+    sites: set[str] = set()
+    bad_classes = []
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            functions, classes = _builtin_raises(path)
+            sites |= {f"{rel}:{name}" for name in functions}
+            bad_classes += [f"{rel}:{name}" for name in classes]
+    unlisted = sorted(sites - set(INTERNAL_RAISES))
+    assert not unlisted, ("raise AvdataError (avdata.errors) for what a user can reach, naming the file or option "
+                          "and the fix; or, for an internal invariant, add the site to INTERNAL_RAISES with the "
+                          "reason:\n" + "\n".join(unlisted))
+    stale = sorted(set(INTERNAL_RAISES) - sites)
+    assert not stale, f"INTERNAL_RAISES lists sites that raise no built-in error now: {stale}"
+    assert not bad_classes, f"error classes that are not AvdataErrors: {bad_classes}"

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from avdata.errors import AvdataError
 from scmrl.model.config import MODELS, ModelConfig
 from scmrl.model.lif import LIF
 from scmrl.model.losses import compute_loss, semantic_alignment_loss
@@ -175,13 +176,13 @@ def test_unimodal_ignores_other_modality() -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(AvdataError, match="ModelConfig.model='transformer': expected one of"):
         ModelConfig(num_classes=6, model="transformer")
-    with pytest.raises(ValueError):
+    with pytest.raises(AvdataError, match="ModelConfig.attention='both'"):
         ModelConfig(num_classes=6, attention="both")
-    with pytest.raises(ValueError):
+    with pytest.raises(AvdataError, match="--embed-dim 100 must be divisible by 8"):
         ModelConfig(num_classes=6, embed_dim=100)
-    with pytest.raises(ValueError):  # temporal pairing needs equal token counts
+    with pytest.raises(AvdataError, match="audio gives 4, visual 16"):  # temporal pairing: equal token counts
         build_model(_cremad("scmrl", visual_size=64))
     for model, kw in (("scmrl", {"attention": "spatial"}), ("sca", {}), ("weight-attention", {})):
         cfg = _cremad(model, visual_size=64, **kw)  # 4 audio tokens, 16 visual tokens

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avdata.errors import AvdataError, FieldError
 from avdata.shards.tar import ShardWriter
 from avdata.shards import reader as tar_reader
 from avdata.shards.reader import iter_tar_files
@@ -86,10 +87,10 @@ def test_pre_encoded_samples_give_the_same_shard(tmp_path: Path, monkeypatch) ->
     assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
     assert (a.sha256, a.num_samples) == (b.sha256, b.num_samples) and b.num_samples == 4
     with ShardWriter(tmp_path / "c.tar") as w:
-        with pytest.raises(ValueError, match="whole tar blocks"):
+        with pytest.raises(AvdataError, match="whole tar blocks"):
             w.write_encoded("clip9", [b"x" * 100])
         w.write_encoded("clip9", [bytes(512)])
-        with pytest.raises(ValueError, match="duplicate"):
+        with pytest.raises(AvdataError, match="duplicate sample key 'clip9' in c.tar"):
             w.write_encoded("clip9", [bytes(512)])
 
 
@@ -133,7 +134,7 @@ def test_lazy_member_reads_into_writable_arrays(tmp_path: Path, monkeypatch, pre
         arr = member.read_array(100, 2000)
         assert arr.dtype == np.uint8 and arr.shape == (2000,) and arr.flags.writeable
         assert arr.tobytes() == b"7" * 2000 == member.read(100, 2000)
-        with pytest.raises(ValueError, match="outside"):
+        with pytest.raises(FieldError, match="outside"):
             member.read_array(2999, 2)
         with open(path, "r+b") as g:  # the file shrinks while the shard is read
             g.truncate(1024 + 1500)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from avdata.media import video
-from avdata.errors import MediaError
+from avdata.errors import AvdataError, MediaError
 from avdata.datasets.cremad.synth import COLOURS, write_flv
 from avdata.media.video import decode_all_frames_count, probe_video, read_frames, resize_short_side
 
@@ -66,9 +66,9 @@ def test_even_mode(clip):
     # more frames asked than the clip holds: each frame once
     frames, times, _ = read_frames(clip, mode="even", k=200, short_side=24)
     assert frames.shape == (96, 24, 32, 3) and len(set(times)) == 96
-    with pytest.raises(ValueError):
+    with pytest.raises(AvdataError, match="needs --frames >= 1"):
         read_frames(clip, mode="even")
-    with pytest.raises(ValueError):
+    with pytest.raises(AvdataError, match="'sometimes'"):
         read_frames(clip, mode="sometimes")
 
 

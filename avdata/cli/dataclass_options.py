@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import typer
 
+from avdata.errors import AvdataError
 from avdata.option_fields import META_KEYS
 
 
@@ -135,7 +136,7 @@ def command_from(dc_types: type | tuple[type, ...], body: Callable[..., Any], *,
     def command(**values: Any) -> Any:
         try:  # the dataclasses' own checks (__post_init__)
             instances = [t(**{p.name: values.pop(p.name) for p in params}) for t, params in fields.items()]
-        except (ValueError, TypeError) as exc:
+        except AvdataError as exc:
             raise typer.BadParameter(str(exc)) from None
         return body(*instances, **values)
 

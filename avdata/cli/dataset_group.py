@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from avdata.cli.dataclass_options import command_from
 from avdata.cli.help_format import WholeHelpGroup, typer_app
+from avdata.datasets.registry import unknown_dataset
 
 __all__ = ["dataset_group", "dataset_command", "click_command"]
 
@@ -31,8 +32,9 @@ def dataset_command(name: str, dc_types: type | tuple[type, ...], body: Callable
 
 
 def dataset_group(names: Callable[[], Iterable[str]], build: Callable[[str], Any],
-                  unknown: str = "unknown dataset") -> type[TyperGroup]:
-    """A TyperGroup class (for `typer_app(cls=...)`) listing `names()` and building each with `build`."""
+                  unknown: str | None = None) -> type[TyperGroup]:
+    """A TyperGroup class (for `typer_app(cls=...)`) listing `names()` and building each with `build`; a
+    name it does not list fails with `unknown` (default: the registry's unknown-dataset message)."""
 
     class DatasetGroup(WholeHelpGroup):
         _built: dict[str, Any] = {}
@@ -50,7 +52,8 @@ def dataset_group(names: Callable[[], Iterable[str]], build: Callable[[str], Any
         def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
             name = args[0]
             if name not in names() and not name.startswith("-") and not ctx.resilient_parsing:
-                ctx.fail(f"{unknown} {name!r}; choose from {', '.join(names())}")
+                ctx.fail(str(unknown_dataset(name, names())) if unknown is None
+                         else f"{unknown} {name!r}; choose from {', '.join(names())}")
             return super().resolve_command(ctx, args)
 
     return DatasetGroup

@@ -12,14 +12,16 @@ so adding a dataset is writing its package and adding its line to `DATASETS`.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
+
+from avdata.errors import AvdataError
 
 if TYPE_CHECKING:
     from avdata.datasets.download_plan import Download
     from avdata.datasets.recipe import ModelDefaults, Recipe
 
 __all__ = ["DATASETS", "register_recipe", "recipe_names", "recipe_class", "get_recipe", "model_defaults",
-           "downloads", "get_download"]
+           "downloads", "get_download", "unknown_dataset"]
 
 DATASETS: dict[str, str] = {
     "cremad": "avdata.datasets.cremad",
@@ -36,6 +38,12 @@ def register_recipe(name: str, target: str) -> None:
     _EXTRA_RECIPES[name] = target
 
 
+def unknown_dataset(name: str, known: Iterable[str]) -> AvdataError:
+    """The one error for a dataset name the registry does not know (prepare, download, scmrl-convert): it
+    lists the names it does."""
+    return AvdataError(f"unknown dataset {name!r}; choose from {', '.join(known)}")
+
+
 def recipe_names() -> list[str]:
     return [*DATASETS, *(n for n in _EXTRA_RECIPES if n not in DATASETS)]
 
@@ -46,9 +54,7 @@ def recipe_class(name: str) -> type[Recipe]:
     if name in _EXTRA_RECIPES:
         module, cls = _EXTRA_RECIPES[name].split(":")
         return getattr(importlib.import_module(module), cls)
-    from avdata.errors import AvdataError
-
-    raise AvdataError(f"unknown dataset {name!r}; choose one of {', '.join(recipe_names())}")
+    raise unknown_dataset(name, recipe_names())
 
 
 def get_recipe(name: str) -> Recipe:
@@ -79,9 +85,7 @@ def downloads() -> dict[str, Download]:
 
 
 def get_download(name: str) -> Download:
-    from avdata.errors import AvdataError
-
     table = downloads()
     if name not in table:
-        raise AvdataError(f"unknown dataset {name!r}; choose from {', '.join(table)}")
+        raise unknown_dataset(name, table)
     return table[name]

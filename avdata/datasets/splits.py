@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Hashable, Iterable, Sequence
 
+from avdata.errors import AvdataError
 from avdata.rng import seeded_rng
 
 
@@ -20,7 +21,7 @@ def stratified_holdout(
 ) -> set[str]:
     """Keys to hold out: round(fraction * n_c) of each class c, chosen by a seeded shuffle."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+        raise AvdataError(f"a held-out fraction (--val-fraction, --test-fraction) must be in [0, 1), got {fraction}")
     by_class: dict[Hashable, list[str]] = defaultdict(list)
     for key, label in labelled:
         by_class[label].append(key)
@@ -34,7 +35,7 @@ def stratified_holdout(
 def group_holdout(groups: Iterable[str], fraction: float, seed: int, salt: str = "groups") -> set[str]:
     """Whole groups (e.g. actors) to hold out: round(fraction * n_groups), at least one when fraction > 0."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+        raise AvdataError(f"a held-out fraction (--val-fraction, --test-fraction) must be in [0, 1), got {fraction}")
     uniq = seeded_shuffle(set(groups), seed, salt)
     n = int(round(fraction * len(uniq)))
     if fraction > 0 and n == 0 and len(uniq) > 1:

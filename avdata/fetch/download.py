@@ -78,7 +78,7 @@ def fetch_files(
     Raises DiskFullError (an AvdataError) when the disk fills up; every other problem is reported.
     """
     if verify_existing not in VERIFY_EXISTING:
-        raise ValueError(f"verify_existing must be one of {VERIFY_EXISTING}, not {verify_existing!r}")
+        raise AvdataError(f"verify_existing must be one of {VERIFY_EXISTING}, not {verify_existing!r}")
     dest = Path(dest)
     specs: list[RemoteFile] = []
     seen: set[str] = set()

@@ -39,7 +39,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from avdata.errors import MediaError
+from avdata.errors import AvdataError, MediaError
 from avdata.media.budget import DEFAULT_MAX_DECODED_BYTES, audio_bytes, check_decoded, check_sample_rate
 from avdata.media.files import require_media_file
 
@@ -166,7 +166,7 @@ def _mel_basis(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
 def spectrogram(wave: np.ndarray, sr: int, preset: str = "reference") -> np.ndarray:
     """float32 [F, T] log spectrogram of a mono `wave` (any rate: resampled to the preset's first)."""
     if preset not in SPEC_PRESETS:
-        raise ValueError(f"unknown spectrogram preset {preset!r}; choose one of {', '.join(SPEC_PRESETS)}")
+        raise AvdataError(f"--spectrogram must be one of {', '.join(SPEC_PRESETS)}, got {preset!r}")
     p = SPEC_PRESETS[preset]
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:
@@ -186,7 +186,7 @@ def audio_features(path: str | Path, preset: str = "reference", allow_truncated:
     duration_s (after resampling), source_sample_rate, source_channels, preset. OverBudget (a MediaError)
     when the header declares more than `max_bytes` of samples and spectrogram working arrays."""
     if preset not in SPEC_PRESETS:
-        raise ValueError(f"unknown spectrogram preset {preset!r}; choose one of {', '.join(SPEC_PRESETS)}")
+        raise AvdataError(f"--spectrogram must be one of {', '.join(SPEC_PRESETS)}, got {preset!r}")
     path = Path(path)
     p = SPEC_PRESETS[preset]
     data, src_sr = _read(path, allow_truncated, max_bytes, p["sr"], (p["n_fft"], p["hop"]))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avdata.errors import MediaError
+from avdata.errors import AvdataError, MediaError
 from avdata.media import budget
 
 DVS_EVENT = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])
@@ -39,7 +39,7 @@ AEDAT2_HEADER = [
 ]
 
 
-class EventRangeError(ValueError):
+class EventRangeError(AvdataError):
     """Events that cannot be binned as the shard format says: a count over a bin's uint16, a coordinate or
     channel outside the sensor. Bad input, not a bug: a recipe skips the clip with this message."""
 
@@ -117,7 +117,7 @@ def dvs128_address(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """uint32 DVS128 addresses: y << 8 | x << 1 | p."""
     x, y, p = (np.asarray(v).astype(np.uint32) for v in (x, y, p))
     if x.size and (x.max() > 127 or y.max() > 127 or p.max() > 1):
-        raise ValueError("DVS128 events need 0 <= x, y < 128 and p in {0, 1}")
+        raise EventRangeError("DVS128 events need 0 <= x, y < 128 and p in {0, 1}")
     return (y << 8) | (x << 1) | p
 
 
@@ -125,10 +125,10 @@ def write_aedat2(path: str | Path, events: np.ndarray, header_lines: list[str] |
     """Write DVS128 events (fields t in us, x, y, p) as AEDAT 2.0 with a jAER-style header (CRLF lines)."""
     lines = header_lines or AEDAT2_HEADER
     if not lines[0].startswith("#!AER-DAT2.0") or not all(line.startswith("#") for line in lines):
-        raise ValueError("AEDAT 2.0 header lines must start with '#', the first with '#!AER-DAT2.0'")
+        raise AvdataError("AEDAT 2.0 header lines must start with '#', the first with '#!AER-DAT2.0'")
     t = np.asarray(events["t"], dtype=np.int64)
     if t.size and (t.min() < 0 or t.max() >= 1 << 32):
-        raise ValueError("AEDAT 2.0 timestamps are uint32 microseconds")
+        raise EventRangeError("AEDAT 2.0 timestamps are uint32 microseconds")
     body = np.empty((len(events), 2), dtype=">u4")
     body[:, 0] = dvs128_address(events["x"], events["y"], events["p"])
     body[:, 1] = t.astype(np.uint32)
@@ -156,7 +156,7 @@ def reduce_to_sensor(events: np.ndarray, size: int = 28, method: str = "downsamp
         out["x"] -= off
         out["y"] -= off
         return out
-    raise ValueError(f"method must be 'downsample' or 'crop', got {method!r}")
+    raise AvdataError(f"--sensor must be 'downsample' or 'crop', got {method!r}")
 
 
 def time_bins(t: np.ndarray, bins: int) -> np.ndarray:
@@ -164,7 +164,7 @@ def time_bins(t: np.ndarray, bins: int) -> np.ndarray:
     Integer times use exact integer arithmetic ((t - lo) * bins // (hi - lo)) where int64 holds the product;
     floats (and integer spans too long for that) use float64. A NaN or infinite time is EventRangeError."""
     if bins < 1:
-        raise ValueError("bins must be >= 1")
+        raise AvdataError(f"--bins must be >= 1, got {bins}")
     t = np.asarray(t)
     if t.size == 0:
         return np.zeros(0, dtype=np.int64)

@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from avdata.errors import MediaError
+from avdata.errors import AvdataError, MediaError
 from avdata.media import budget
 
 SPLITS = ("train", "test")
@@ -155,7 +155,7 @@ def read_ntidigits(h5_path: str | Path, split: str) -> Iterator[tuple[str, str, 
     """(sample id, digit string, int64 channel addresses, float64 timestamps in s) of every sample of a
     split, in the order of `{split}_labels`."""
     if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise AvdataError(f"N-TIDIGITS split must be 'train' or 'test', got {split!r}")
     with NTidigitsFile(h5_path) as f:
         for part in ("addresses", "timestamps"):
             f.group(split, part)

@@ -58,7 +58,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from avdata.errors import MediaError
+from avdata.errors import AvdataError, MediaError
 from avdata.media.budget import (DEFAULT_MAX_DECODED_BYTES, PACKET_BYTES, OverBudget, check_decoded, max_packets,
                                  video_bytes)
 from avdata.media.files import require_media_file
@@ -427,9 +427,9 @@ def read_frames(
     OverBudget (a MediaError) when the clip would decode to more than `max_bytes`."""
     path = Path(path)
     if mode not in ("per_second", "even"):
-        raise ValueError(f"mode must be 'per_second' or 'even', got {mode!r}")
+        raise AvdataError(f"frame mode must be 'per_second' or 'even', got {mode!r}")
     if mode == "even" and (k is None or k < 1):
-        raise ValueError("mode 'even' needs k >= 1")
+        raise AvdataError(f"frame mode 'even' needs --frames >= 1, got {k}")
     flv = read_flv_video(path, max_packets(max_bytes)) if path.suffix.lower() == ".flv" else None
     from_flv = _flv_fast_path(flv, mode, k, short_side, path, max_bytes) if flv is not None else None
     if from_flv is not None:

@@ -124,7 +124,9 @@ def read_sidecar(out: Path, shard_file: str) -> dict[str, Any]:
           and isinstance(side.get("keys"), list) and isinstance(side.get("class_counts"), dict)
           and all(isinstance(n, int) for n in side["class_counts"].values())
           and isinstance(side.get("skipped"), list) and isinstance(side.get("sources"), dict)
-          and isinstance(side.get("stats", {}), dict))
+          and isinstance(side.get("stats", {}), dict)
+          and all(isinstance(v, list) and v and all(type(x) in (int, float) for x in v)
+                  for v in side.get("stats", {}).values()))  # summarize_stat needs numbers, at least one
     if not ok:
         raise AvdataError(f"{path}: the shard record lacks a field or has the wrong type; delete it and "
                           f"{shard_file}, and rerun the prepare (or part) that made it")

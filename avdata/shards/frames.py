@@ -28,6 +28,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from avdata.errors import AvdataError, FieldError
+
 from avdata.shards.jpeg import decode_jpeg, encode_jpeg, encoder
 from avdata.shards.npy import decode_npy, encode_npy
 
@@ -50,7 +52,7 @@ def frame_fields(frames: np.ndarray, frame_format: str, quality: int = DEFAULT_J
     (the clip's first `slots` frames, then its last frame repeated; see `frame_counts`)."""
     if slots is not None:
         if slots < 1 or frames.shape[0] < 1:
-            raise ValueError(f"need at least one frame and one slot, got {frames.shape[0]} frame(s), {slots} slot(s)")
+            raise AvdataError(f"need at least one frame and one slot, got {frames.shape[0]} frame(s), {slots} slot(s)")
         frames = frames[:slots]
     pad = 0 if slots is None else slots - frames.shape[0]
     if frame_format == "npy":
@@ -62,7 +64,7 @@ def frame_fields(frames: np.ndarray, frame_format: str, quality: int = DEFAULT_J
         last = out[f"frames.{frames.shape[0] - 1}.jpg"]
         out.update({f"frames.{i}.jpg": last for i in range(frames.shape[0], frames.shape[0] + pad)})
         return out
-    raise ValueError(f"frame format must be one of {', '.join(FRAME_FORMATS)}, got {frame_format!r}")
+    raise AvdataError(f"--frame-format must be one of {', '.join(FRAME_FORMATS)}, got {frame_format!r}")
 
 
 def frame_counts(clip_frames: int, slots: int) -> dict[str, int]:
@@ -73,16 +75,16 @@ def frame_counts(clip_frames: int, slots: int) -> dict[str, int]:
 
 def real_frame_count(meta_json: bytes | None, stored: int) -> int:
     """How many of a sample's `stored` frames are its own: the json's ``num_frames``; all of them for
-    shards made before padding existed (no ``num_frames``). ValueError when it is not 1..stored."""
+    shards made before padding existed (no ``num_frames``). FieldError when it is not 1..stored."""
     if meta_json is None:
         return stored
     try:
         meta = json.loads(meta_json)
     except ValueError as exc:
-        raise ValueError(f"json field is not valid JSON ({exc})") from None
+        raise FieldError(f"json field is not valid JSON ({exc})") from None
     real = meta.get("num_frames", stored) if isinstance(meta, dict) else stored
     if type(real) is not int or not 1 <= real <= stored:
-        raise ValueError(f"json num_frames {real!r:.40} is not a count of 1..{stored} (the stored frames)")
+        raise FieldError(f"json num_frames {real!r:.40} is not a count of 1..{stored} (the stored frames)")
     return real
 
 
@@ -100,7 +102,7 @@ def frames_feature(frame_format: str, quality: int, shape: list[Any], meaning: s
 
 def spec_field(spec: np.ndarray, dtype: str) -> dict[str, bytes]:
     if dtype not in SPEC_DTYPES:
-        raise ValueError(f"spectrogram dtype must be one of {', '.join(SPEC_DTYPES)}, got {dtype!r}")
+        raise AvdataError(f"--spec-dtype must be one of {', '.join(SPEC_DTYPES)}, got {dtype!r}")
     return {"spec.npy": encode_npy(spec.astype(dtype))}
 
 
@@ -114,10 +116,10 @@ def is_jpeg_frame(field: str) -> bool:
 
 
 def jpeg_frame_names(fields: Mapping[str, Any]) -> list[str]:
-    """The JPEG frame fields of a sample in frame order (0, 1, ..., K-1); ValueError when one is missing."""
+    """The JPEG frame fields of a sample in frame order (0, 1, ..., K-1); FieldError when one is missing."""
     found = {int(m.group(1)): name for name in fields if (m := _JPEG_MEMBER.fullmatch(name))}
     if sorted(found) != list(range(len(found))):
-        raise ValueError(f"JPEG frames {sorted(found)} are not numbered 0..K-1")
+        raise FieldError(f"JPEG frames {sorted(found)} are not numbered 0..K-1")
     return [found[i] for i in range(len(found))]
 
 
@@ -142,7 +144,7 @@ def group_jpeg_frames(fields: Mapping[str, bytes]) -> dict[str, Any]:
     ``frames.<i>.jpg`` (where they first appear), so tools that look at fields see one frames field."""
     try:
         names = set(jpeg_frame_names(fields))
-    except ValueError:  # frames missing from the numbering: shown as they are, one field each
+    except FieldError:  # frames missing from the numbering: shown as they are, one field each
         names = set()
     if not names:
         return dict(fields)

@@ -17,6 +17,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from avdata.errors import AvdataError, FieldError
+
 __all__ = ["encode_jpeg", "decode_jpeg", "jpeg_size", "encoder", "MAX_JPEG_PIXELS"]
 
 #: A stored frame is a few hundred pixels a side; a header claiming more is a damaged or hostile field.
@@ -27,7 +29,7 @@ _SAMPLING_420 = 0x221111  # cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420
 
 def _params(quality: int) -> list[int]:
     if not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be 1 to 100, got {quality}")
+        raise AvdataError(f"--jpeg-quality must be 1 to 100, got {quality}")
     return [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_PROGRESSIVE, 0,
             cv2.IMWRITE_JPEG_OPTIMIZE, 0, cv2.IMWRITE_JPEG_RST_INTERVAL, 0,
             cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _SAMPLING_420]
@@ -47,14 +49,14 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 
 
 def jpeg_size(data: bytes | memoryview) -> tuple[int, int, int]:
-    """(height, width, components) from a JPEG's frame header, without decoding; ValueError if none."""
+    """(height, width, components) from a JPEG's frame header, without decoding; FieldError if none."""
     data = bytes(data[:1 << 16]) if len(data) > 1 << 16 else bytes(data)
     if data[:2] != b"\xff\xd8":
-        raise ValueError("not a JPEG (no SOI marker)")
+        raise FieldError("not a JPEG (no SOI marker)")
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
-            raise ValueError(f"damaged JPEG: no marker at byte {pos}")
+            raise FieldError(f"damaged JPEG: no marker at byte {pos}")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -68,23 +70,23 @@ def jpeg_size(data: bytes | memoryview) -> tuple[int, int, int]:
         if marker == 0xDA or length < 2:  # scan data before any frame header
             break
         pos += 2 + length
-    raise ValueError("damaged JPEG: no frame header")
+    raise FieldError("damaged JPEG: no frame header")
 
 
 def decode_jpeg(data: bytes | memoryview | np.ndarray) -> np.ndarray:
-    """RGB uint8 [H, W, 3] of JPEG bytes (a new writable array); ValueError for bad or oversized data."""
+    """RGB uint8 [H, W, 3] of JPEG bytes (a new writable array); FieldError for bad or oversized data."""
     buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
     h, w, _ = jpeg_size(memoryview(buf))
     if h * w > MAX_JPEG_PIXELS or not h or not w:
-        raise ValueError(f"JPEG of {w}x{h} pixels refused (at most {MAX_JPEG_PIXELS:,} pixels)")
+        raise FieldError(f"JPEG of {w}x{h} pixels refused (at most {MAX_JPEG_PIXELS:,} pixels)")
     if _DECODE_RGB is not None:  # straight to RGB, and no EXIF orientation: a stored frame is its pixels
         img = cv2.imdecode(buf, _DECODE_RGB)
         if img is None:
-            raise ValueError("undecodable JPEG")
+            raise FieldError("undecodable JPEG")
         return img
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
-        raise ValueError("undecodable JPEG")
+        raise FieldError("undecodable JPEG")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

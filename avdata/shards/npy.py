@@ -11,6 +11,8 @@ import re
 
 import numpy as np
 
+from avdata.errors import FieldError
+
 #: numpy writes headers of a few hundred bytes; a larger one is a damaged or hostile field.
 MAX_NPY_HEADER = 4096
 
@@ -47,7 +49,7 @@ def npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = read(bio, max_header_size=MAX_NPY_HEADER)
     if dtype.hasobject:
-        raise ValueError("object arrays in .npy fields are refused (they would be unpickled)")
+        raise FieldError("object arrays in .npy fields are refused (they would be unpickled)")
     return shape, fortran, dtype, bio.tell()
 
 

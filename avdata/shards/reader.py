@@ -36,7 +36,7 @@ from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
-from avdata.errors import AvdataError
+from avdata.errors import AvdataError, FieldError
 from avdata.shards.member_caps import SAMPLE_CAP
 
 __all__ = ["iter_tar_files", "iter_shard", "MemberSlice", "TarBoundsError", "TarCutShortError", "TarHeaderError",
@@ -186,7 +186,7 @@ class MemberSlice:
         """Bytes ``start..start+length`` straight into a new writable uint8 array (``os.preadv``): no
         intermediate bytes object, and tensors made from it need no copy to be writable."""
         if start < 0 or length < 0 or start + length > self.size:
-            raise ValueError(f"{self.name}: bytes {start}..{start + length} outside its {self.size}")
+            raise FieldError(f"{self.name}: bytes {start}..{start + length} outside its {self.size}")
         out = np.empty(length, dtype=np.uint8)
         done = 0
         while done < length:  # a read may return less; nothing at all means the file is cut short

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Iterable, Mapping, Sequence
 
 from avdata.atomic import tmp_path
+from avdata.errors import AvdataError
 from avdata.shards.manifest import ShardEntry
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -28,7 +29,8 @@ def shard_name(split: str, index: int) -> str:
 def check_key(key: str) -> None:
     """webdataset splits a member name at its first dot: keys must have none."""
     if not KEY_RE.fullmatch(key):  # match() would let a trailing newline through
-        raise ValueError(f"sample key {key!r} must contain only letters, digits, '_' and '-' (no dots)")
+        raise AvdataError(f"sample key {key!r} must contain only letters, digits, '_' and '-' (no dots): "
+                          "the recipe makes keys from the raw file names; rename the file or fix the recipe")
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -85,12 +87,13 @@ class ShardWriter:
         """Append a sample already encoded by `encode_sample` (possibly joined into one buffer)."""
         check_key(key)
         if sum(len(p) for p in parts) % tarfile.BLOCKSIZE:
-            raise ValueError(f"sample {key!r}: encoded members are not whole tar blocks")
+            raise AvdataError(f"sample {key!r}: encoded members are not whole tar blocks; encode them with "
+                              "encode_sample")
         self._append(key, parts)
 
     def _append(self, key: str, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         if key in self._keys:
-            raise ValueError(f"duplicate sample key {key!r} in {self.path.name}")
+            raise AvdataError(f"duplicate sample key {key!r} in {self.path.name}: each key may be written once")
         self._keys.add(key)
         self._emit(*parts)
         self.num_samples += 1

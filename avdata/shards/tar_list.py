@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from avdata.errors import AvdataError
 from avdata.fetch.urls import is_url
 from avdata.hashing import sha256_file
+from avdata.printable import printable
 from avdata.shards.manifest import Manifest, ShardEntry, SplitEntry
 from avdata.shards.frames import JPEG_FRAMES, jpeg_frame_names
 from avdata.shards.jpeg import jpeg_size
@@ -67,20 +68,24 @@ def scan_shard(path: str) -> tuple[ShardEntry, dict[str, int], dict[str, list[in
     counts: dict[str, int] = {}
     shapes: dict[str, list[int]] = {}
     n = 0
-    for _key, fields in iter_shard(path, caps=MemberCaps()):  # no manifest yet: the caps of unknown fields
+    for key, fields in iter_shard(path, caps=MemberCaps()):  # no manifest yet: the caps of unknown fields
         n += 1
-        if "cls" in fields:
-            c = fields["cls"].decode().strip()
-            counts[c] = counts.get(c, 0) + 1
-        if n == 1:
-            jpegs = jpeg_frame_names(fields)
-            if jpegs:  # K JPEG members are one feature, [K, H, W, 3]
-                shapes[JPEG_FRAMES] = [len(jpegs), *jpeg_size(fields[jpegs[0]])]
-            for fld, data in fields.items():
-                if fld.endswith(".npy"):
-                    shapes[fld] = list(decode_npy_view(data).shape)
-                elif fld != "cls" and fld not in jpegs:
-                    shapes.setdefault(fld, [])
+        try:
+            if "cls" in fields:
+                c = fields["cls"].decode().strip()
+                counts[c] = counts.get(c, 0) + 1
+            if n == 1:
+                jpegs = jpeg_frame_names(fields)
+                if jpegs:  # K JPEG members are one feature, [K, H, W, 3]
+                    shapes[JPEG_FRAMES] = [len(jpegs), *jpeg_size(fields[jpegs[0]])]
+                for fld, data in fields.items():
+                    if fld.endswith(".npy"):
+                        shapes[fld] = list(decode_npy_view(data).shape)
+                    elif fld != "cls" and fld not in jpegs:
+                        shapes.setdefault(fld, [])
+        except ValueError as exc:  # FieldError, or numpy's or the text decoder's own for the same bytes
+            raise AvdataError(f"{path}: sample {printable(key)!r}: bad field ({printable(exc)}); the shard is "
+                              "damaged or was made by another tool") from exc
     entry = ShardEntry(Path(path).name, Path(path).stat().st_size, sha256_file(path), n)
     return entry, counts, shapes
 

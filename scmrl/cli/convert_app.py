@@ -43,7 +43,7 @@ def convert_cmd(
         info = convert_checkpoint(ref_ckpt, out, names, time_steps or preset.time_steps,
                                   image_size=preset.image_size, heads=heads, alpha=alpha, tau_s=preset.tau_s,
                                   attention=attention)
-    except (AvdataError, ValueError) as exc:
+    except AvdataError as exc:
         fail(exc)
         return
     # soft_wrap: one line however long the path, so scripts can read it

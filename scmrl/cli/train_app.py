@@ -52,7 +52,7 @@ def train_cmd(cfg: TrainConfig,
     setup_logging(verbose)
     try:
         train(replace(cfg, workers=_default_workers(cfg.workers)))
-    except (AvdataError, ValueError) as exc:
+    except AvdataError as exc:
         fail(exc)
     except KeyboardInterrupt:
         from scmrl.train.checkpoint import CHECKPOINT_NAME
@@ -81,7 +81,7 @@ def eval_cmd(cfg: EvalConfig,
     try:
         res = evaluate_checkpoint(str(cfg.checkpoint), cfg.shards, cfg.split, cfg.device, cfg.batch_size, cfg.workers,
                                   cfg.noise_snr, cfg.classes)
-    except (AvdataError, ValueError) as exc:
+    except AvdataError as exc:
         fail(exc)
         return
     if confusion is not None:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avdata.errors import FieldError
 from avdata.shards.frames import is_jpeg_frame, jpeg_frame_names, real_frame_count
 from avdata.shards.jpeg import decode_jpeg
 from avdata.shards.npy import MAX_NPY_HEADER, decode_npy_view, npy_header
@@ -48,7 +49,7 @@ def frame_reader(sample: dict[str, Any]) -> tuple[int, Callable[[int], np.ndarra
     if "frames.npy" not in sample:
         names = jpeg_frame_names(sample)
         if not names:
-            raise KeyError("frames.npy or frames.<i>.jpg")
+            raise FieldError("no frames: neither a frames.npy member nor frames.<i>.jpg members")
         return len(names), lambda i: _jpeg_frame(sample[names[i]])
     return npy_frame_reader(sample["frames.npy"])
 
@@ -63,13 +64,17 @@ def npy_frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], n
     if isinstance(field, MemberSlice):
         head = field.read(0, min(field.size, MAX_NPY_HEADER))
         shape, fortran, dtype, offset = npy_header(head)
+        if len(shape) not in (3, 4) or shape[-1] != 3:
+            raise FieldError(f"{field.name}: frames of shape {shape}, not [K, H, W, 3]")
         if not fortran and len(shape) == 4:
             step = int(np.prod(shape[1:])) * dtype.itemsize
             if offset + shape[0] * step != field.size:
-                raise ValueError(f"{field.name}: {field.size} bytes do not hold an array of shape {shape}")
+                raise FieldError(f"{field.name}: {field.size} bytes do not hold an array of shape {shape}")
             return shape[0], lambda i: field.read_array(offset + i * step, step).view(dtype).reshape(shape[1:])
         field = field.read()
     frames = decode_npy_view(field)
+    if frames.ndim not in (3, 4) or frames.shape[-1] != 3:
+        raise FieldError(f"frames.npy of shape {frames.shape}, not [K, H, W, 3]")
     if frames.ndim == 3:
         frames = frames[None]
     return frames.shape[0], frames.__getitem__
@@ -129,6 +134,8 @@ class StaticAdapter:
         else:
             visual = np.stack([center_square(frame(i), side) for i in idx])  # [T, side, side, 3]
         spec = decode_npy_view(sample["spec.npy"])
+        if spec.ndim != 2:
+            raise FieldError(f"spec.npy of shape {spec.shape}, not [F, T]")
         s = cfg.image_size
         spec = resize_spectrogram(spec, s, cfg.spec_resize)
         return torch.from_numpy(spec)[None], torch.from_numpy(visual)
@@ -146,6 +153,9 @@ class EventAdapter:
         visual = decode_npy_view(sample["visual.npy"]).astype(np.float32)
         audio = decode_npy_view(sample["audio.npy"]).astype(np.float32)
         t = cfg.time_steps
+        if visual.shape[1:] != (2, 28, 28) or audio.shape[1:] != (64,) or len(visual) != len(audio) or len(visual) % t:
+            raise FieldError(f"visual.npy {visual.shape} and audio.npy {audio.shape} are not [bins, 2, 28, 28] and "
+                             f"[bins, 64] with bins a multiple of T={t}")
         if visual.shape[0] != t:
             g = visual.shape[0] // t
             visual = visual.reshape(t, g, *visual.shape[1:]).sum(1)

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from avdata.errors import AvdataError
+
 __all__ = ["SPEC_RESIZES", "resize_spectrogram"]
 
 SPEC_RESIZES = ("linear", "pil-bilinear")
@@ -28,4 +30,4 @@ def resize_spectrogram(spec: np.ndarray, size: int, method: str = "linear") -> n
     if method == "pil-bilinear":
         img = Image.fromarray(spec).resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(img, dtype=np.float32).copy()
-    raise ValueError(f"spectrogram resize must be one of {', '.join(SPEC_RESIZES)}, got {method!r}")
+    raise AvdataError(f"spectrogram resize must be one of {', '.join(SPEC_RESIZES)}, got {method!r}")

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from avdata.errors import AvdataError
 from avdata.shards.manifest import SHUFFLED_ORDER, Manifest, SplitEntry
 from avdata.datasets.recipe import cls_bytes, sample_json
 from avdata.shards.npy import encode_npy
@@ -73,7 +74,7 @@ def make_synthetic_av_shards(out_dir: str | Path, n_train: int = 256, n_val: int
     reference spectrogram. K is drawn in 1..`frames` per clip (`vary_frames=False`: always `frames`).
     Splits with 0 samples are left out (like a prepare run without val)."""
     if kind not in ("static", "events"):
-        raise ValueError(f"kind must be static or events, got {kind!r}")
+        raise AvdataError(f"kind must be static or events, got {kind!r}")
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     if kind == "static":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
+from avdata.errors import AvdataError
 from avdata.option_fields import opt
 
 from scmrl.model.choices import ATTENTIONS, EMBEDDINGS, LIF_IMPLS, MODELS
@@ -77,28 +78,26 @@ class ModelConfig:
     def __post_init__(self) -> None:
         def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
             if value not in allowed:
-                raise ValueError(f"ModelConfig.{name}={value!r}: expected one of {', '.join(allowed)}")
+                raise AvdataError(f"ModelConfig.{name}={value!r}: expected one of {', '.join(allowed)}")
 
         choice("model", self.model, MODELS)
         choice("attention", self.attention, ATTENTIONS)
         choice("embedding", self.embedding, EMBEDDINGS)
         choice("lif", self.lif, LIF_IMPLS)
         if self.num_classes < 1:
-            raise ValueError("ModelConfig.num_classes must be >= 1")
+            raise AvdataError("ModelConfig.num_classes must be >= 1: the manifest lists no classes")
         div = 8 if self.embedding == "sps" else 2
         if self.embed_dim % div or self.embed_dim % self.heads:
-            raise ValueError(
-                f"ModelConfig.embed_dim={self.embed_dim} must be divisible by {div} ({self.embedding}) "
-                f"and by heads={self.heads}"
-            )
+            raise AvdataError(f"--embed-dim {self.embed_dim} must be divisible by {div} ({self.embedding} "
+                              f"embedding) and by --heads {self.heads}")
         if self.time_steps < 1:
-            raise ValueError("ModelConfig.time_steps must be >= 1")
+            raise AvdataError(f"--time-steps must be >= 1, got {self.time_steps}")
         if self.tau <= 0 or self.tau_s <= 0:
-            raise ValueError("ModelConfig.tau and tau_s must be > 0")
+            raise AvdataError(f"--tau and --tau-s must be > 0, got {self.tau} and {self.tau_s}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError("ModelConfig.label_smoothing must be in [0, 1)")
+            raise AvdataError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.mlp_ratio <= 0:
-            raise ValueError("ModelConfig.mlp_ratio must be > 0")
+            raise AvdataError(f"ModelConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
 
     def lif_spec(self) -> LIFSpec:
         """The neuron settings every layer of the model is built with."""

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from avdata.errors import AvdataError
+
 from scmrl.model.config import ModelConfig
 from scmrl.model.embedding import build_embedding, num_tokens
 from scmrl.model.fusion import (CMCIBranch, CrossModalResidualBlock, MLPBlock, SCABlock, SpikformerBlock,
@@ -195,7 +197,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if needs_equal_tokens:
         n_a, n_v = num_tokens(cfg.audio_size, cfg.embedding), num_tokens(cfg.visual_size, cfg.embedding)
         if n_a != n_v:
-            raise ValueError(f"{cfg.model} pairs tokens across modalities: audio gives {n_a}, visual {n_v}")
+            raise AvdataError(f"{cfg.model} pairs tokens across modalities: audio gives {n_a}, visual {n_v}; give both "
+                              "inputs the same size, or use --attention spatial")
     if cfg.model == "scmrl":
         return SCMRL(cfg)
     if cfg.model in ("add", "concat", "weight-attention", "sca"):

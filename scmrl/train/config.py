@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from avdata.errors import AvdataError
 from avdata.option_fields import opt
 
 from scmrl.model.config import ModelConfig
@@ -129,12 +130,12 @@ class TrainConfig:
         if self.init_from is not None:
             self.init_from = str(Path(self.init_from))
         if self.noise_on not in NOISE_ON:
-            raise ValueError(f"noise_on must be train, eval or both, got {self.noise_on!r}")
+            raise AvdataError(f"--noise-on must be train, eval or both, got {self.noise_on!r}")
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                raise AvdataError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1")
+            raise AvdataError(f"--max-steps must be >= 1, got {self.max_steps}")
         get_protocol(self.protocol)
 
 

@@ -83,7 +83,11 @@ def evaluate_checkpoint(checkpoint: str, shards: str, split: str = "test", devic
     for key in ("model", "model_config", "train_config"):
         if key not in ckpt:
             raise AvdataError(f"{checkpoint}: not a scmrl-train checkpoint (no {key!r})")
-    mcfg = ModelConfig.from_dict(ckpt["model_config"])
+    try:
+        mcfg = ModelConfig.from_dict(ckpt["model_config"])
+    except (AvdataError, TypeError) as exc:  # TypeError: a setting this version does not know
+        raise AvdataError(f"{checkpoint}: its model_config does not load ({exc}); it was written by another "
+                          "version of scmrl-train or is damaged") from exc
     tcfg = ckpt["train_config"]
     source: ShardsLocation = open_shards(shards, classes)
     if source.classes != list(ckpt["classes"]):

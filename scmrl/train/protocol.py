@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from avdata.errors import AvdataError
+
 __all__ = ["PROTOCOLS", "Protocol", "get_protocol", "TABLE"]
 
 PROTOCOLS = ("ours", "reference")
@@ -65,5 +67,5 @@ TABLE = (
 def get_protocol(name: str) -> Protocol:
     """The protocol called ``name`` (ours | reference)."""
     if name not in _PROTOCOLS:
-        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
+        raise AvdataError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
     return _PROTOCOLS[name]

@@ -13,7 +13,7 @@ from typing import Any
 import av
 import numpy as np
 
-from avdata.errors import MediaError
+from avdata.errors import AvdataError, MediaError
 from avdata.media.audio import SPEC_PRESETS, resample, spectrogram
 from avdata.media.budget import DEFAULT_MAX_DECODED_BYTES, audio_bytes, check_decoded, check_sample_rate
 
@@ -80,7 +80,7 @@ def audio_track_features(path: str | Path, preset: str = "reference",
     """The preset's log spectrogram of a video's audio track, and facts for the sample's json (the same
     keys as `avdata.media.audio.audio_features`, plus the codec); OverBudget past `max_bytes`."""
     if preset not in SPEC_PRESETS:
-        raise ValueError(f"unknown spectrogram preset {preset!r}; choose one of {', '.join(SPEC_PRESETS)}")
+        raise AvdataError(f"--spectrogram must be one of {', '.join(SPEC_PRESETS)}, got {preset!r}")
     p = SPEC_PRESETS[preset]
     wave, src_sr, facts = read_audio_track(path, max_bytes, (p["sr"], p["n_fft"], p["hop"]))
     sr = p["sr"]

@@ -107,7 +107,7 @@ def cremad_files(
     if sources is not None:
         try:
             files = load_source_list(sources)
-        except (OSError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, AvdataError) as exc:
             raise AvdataError(f"--sources {sources}: {exc}") from exc
     else:
         files = pinned_files()

@@ -30,6 +30,7 @@ import av
 import numpy as np
 import soundfile as sf
 
+from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
 from avdata.datasets.cremad.sources import LISTS
 
@@ -167,7 +168,7 @@ def make_cremad_raw(
     n_bad = len(BAD_KINDS) if with_bad else 0
     names = list(clips) if clips else pick_clips(n_clips + n_bad, seed)
     if len(names) < n_bad:
-        raise ValueError(f"with_bad needs at least {n_bad} clips")
+        raise AvdataError(f"with_bad needs at least {n_bad} clips, got {len(names)}: pass more clips")
     good, bad_names = names[: len(names) - n_bad], names[len(names) - n_bad:]
     rng = random.Random(f"synth-cremad-dur:{seed}")
     durations: dict[str, float] = {}
