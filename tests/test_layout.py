@@ -250,6 +250,7 @@ def test_architecture_names_every_module_and_only_modules_that_exist():
     named = set(re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\.py\b", _layout_block()))
     assert not named - stems, f"docs/architecture.md names modules that do not exist: {sorted(named - stems)}"
 
+
 #: Built-in errors the library raises only for its own bugs: a user's input raises AvdataError.
 BUILTIN_ERRORS = ("ValueError", "KeyError", "TypeError", "RuntimeError")
 _BUILT = "a command or recipe declared wrongly: fails as the CLI is built, before any input is read"
