@@ -41,7 +41,9 @@ class FieldStats:
         self.nonfinite = 0
         self.errors = 0
 
-    def add(self, data: bytes | list[bytes]) -> Any:
+    def add(self, data: Any) -> Any:
+        """One sample's member: bytes, or for the frames (kind "jpeg") the list of its K members' bytes; which
+        one follows from `kind`, a run-time fact, so `data` is Any rather than a union each branch narrows."""
         self.count += 1
         self.bytes += sum(map(len, data)) if self.kind == "jpeg" else len(data)  # jpeg: the K frames' members
         if self.kind == "npy":

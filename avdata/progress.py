@@ -30,7 +30,7 @@ class RateColumn(ProgressColumn):
         super().__init__()
         self.unit = unit
 
-    def render(self, task) -> Text:  # type: ignore[override]
+    def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
         if speed is None:
             return Text(f"? {self.unit}/s", style="progress.data.speed")

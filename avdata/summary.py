@@ -128,7 +128,7 @@ def _summarize_split(loc: ShardsLocation, name: str, classes: list[str], sample:
             durations.append(d)
         tick()
     complete = n == entry.num_samples and sample is None
-    read = {
+    read: dict[str, Any] = {
         "samples": n,
         "complete": complete,
         "class_counts": {c: read_counts.get(c, 0) for c in classes}

@@ -113,8 +113,9 @@ def _count_samples(reader: _HashingReader, limit: int, fields: set[str] | None =
     n = 0
     current = None
     try:
-        for member in iter_tar_files(reader, limit=limit, skip=lambda name: not name.endswith(".cls"),
-                                     caps=caps):  # type: ignore[arg-type]
+        # the hashing reader is read-only and reads like a file, all the tar reader asks of a stream
+        for member in iter_tar_files(reader, limit=limit,  # type: ignore[arg-type]
+                                     skip=lambda name: not name.endswith(".cls"), caps=caps):
             key, _, fld = member["fname"].partition(".")
             if fields is not None:
                 fields.add(fld)

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_cremad import machine, make_real_raw  # noqa: E402
+from prepare_cremad import machine, make_real_raw
 
 
 def children_cpu() -> float:

@@ -117,6 +117,8 @@ def build_verify_raw_command(name: str) -> Any:
     from avdata.datasets.registry import get_download
 
     download = get_download(name)
+    files = download.files
+    assert files is not None, f"{name} has no pinned file list"  # verify_raw_names() lists only those that have one
 
     def body(
         options: Any,
@@ -130,7 +132,7 @@ def build_verify_raw_command(name: str) -> Any:
 
         setup_logging(verbose)
         try:
-            report = verify_raw(raw_dir, download.files(options), check_hash=not quick, jobs=jobs)
+            report = verify_raw(raw_dir, files(options), check_hash=not quick, jobs=jobs)
         except AvdataError as exc:
             fail(exc)
         print_verify_summary(raw_dir, report)

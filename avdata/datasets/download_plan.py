@@ -35,7 +35,7 @@ class DownloadPlan:
 
     dataset: str
     base_url: str
-    files: list[SourceFile | RemoteFile]
+    files: Sequence[SourceFile | RemoteFile]
     headers: dict[str, str]
     record_sums: bool = False  # no sha256 is published: record what was fetched in SHA256SUMS
     hint: str = ""  # added to network failures, e.g. which --mirror to try
@@ -139,11 +139,12 @@ def download_dataset(
     window (None: the default; 0: off)."""
     dest = Path(dest)
     report = DownloadReport(dest=dest)
+    stall: dict[str, Any] = {} if stall_seconds is None else {"stall_seconds": stall_seconds}
     for plan in plan_download(dataset, dest, **values):
         part = fetch_files(plan.base_url, plan.files, dest, jobs=jobs, retries=retries, backoff=backoff,
                            timeout=timeout, progress=progress, verify_existing=verify_existing,
                            headers=plan.headers, description=f"{plan.dataset} -> {dest.name or dest}",
-                           **({} if stall_seconds is None else {"stall_seconds": stall_seconds}))
+                           **stall)
         if plan.record_sums:
             unverified = [f.path for f in plan.files if getattr(f, "sha256", None) is None]
             sums = record_sha256sums(dest, part, unverified)

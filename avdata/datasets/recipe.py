@@ -14,7 +14,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 
 SCMRL_CITATION = """@article{he2025scmrl,
@@ -134,8 +134,10 @@ class Recipe:
     def features(self, options: Any) -> dict[str, dict[str, Any]]:
         raise NotImplementedError
 
-    # process must be picklable: recipes expose a module-level function
-    process: ClassVar[Callable[[WorkItem, ItemContext], dict[str, bytes]]]
+    # process must be picklable: a static method, which workers take from the recipe's class
+    @staticmethod
+    def process(item: WorkItem, ctx: ItemContext) -> dict[str, bytes]:
+        raise NotImplementedError
 
     @staticmethod
     def warm(options: Any) -> None:
@@ -156,8 +158,10 @@ def options_dict(options: Any) -> dict[str, Any]:
     """Options as a plain JSON-able dict (dataclass fields, sorted), without NOT_RECORDED fields (limits that
     shape no output) and those that have no effect with the other options' values (a field's
     `applies_when`): the card's command repeats what is here."""
-    d = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
-    if dataclasses.is_dataclass(options):
+    # a plain bool: is_dataclass's narrowing would also admit a dataclass type, which asdict refuses
+    is_dataclass = dataclasses.is_dataclass(options)
+    d = dataclasses.asdict(options) if is_dataclass else dict(options)
+    if is_dataclass:
         for f in dataclasses.fields(options):
             cond = f.metadata.get("applies_when")
             if f.metadata.get(NOT_RECORDED) or (cond is not None and d.get(cond[0]) != cond[1]):

@@ -258,8 +258,9 @@ class Transfer:
                 try:
                     chunk = read_some(resp, min(READ_CHUNK, room - received + 1))
                 except (http.client.HTTPException, OSError) as exc:
-                    stalled = watch.add(0) or (isinstance(exc, TimeoutError) and self.cfg.stall_seconds > 0 and
-                                               f"stalled: nothing received for {self.cfg.socket_timeout:g}s")
+                    stalled: str | bool | None = watch.add(0) or (
+                        isinstance(exc, TimeoutError) and self.cfg.stall_seconds > 0
+                        and f"stalled: nothing received for {self.cfg.socket_timeout:g}s")
                     if stalled:
                         raise AttemptFailed(f"{stalled}; after {received:,} bytes", "stalled") from exc
                     raise AttemptFailed(f"connection dropped after {received:,} bytes ({type(exc).__name__}: {exc})",

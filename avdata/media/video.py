@@ -163,16 +163,17 @@ def resize_short_side(rgb: np.ndarray, short_side: int | None, out: np.ndarray |
     h, w = rgb.shape[:2]
     size = target_size(w, h, short_side)
     fits = out is not None and out.shape == (size[1], size[0], *rgb.shape[2:]) and out.dtype == rgb.dtype
+    dst = out if fits else None
     if size == (w, h):
-        if fits:
-            np.copyto(out, rgb)
-            return out
+        if dst is not None:
+            np.copyto(dst, rgb)
+            return dst
         return rgb
     strong_shrink = 2 * size[0] < w or 2 * size[1] < h
     how = cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR_EXACT
-    if fits:
-        cv2.resize(rgb, size, dst=out, interpolation=how)
-        return out
+    if dst is not None:
+        cv2.resize(rgb, size, dst=dst, interpolation=how)
+        return dst
     return cv2.resize(rgb, size, interpolation=how)
 
 
@@ -392,7 +393,7 @@ def flv_decoder(flv: FlvVideo):
     _one_thread(ctx)
     packets = []
     for pts, key, data in flv.packets:
-        packet = av.Packet(data)
+        packet = av.Packet(data)  # type: ignore[arg-type]  # any buffer will do; PyAV's stubs say bytes
         packet.pts = packet.dts = pts
         packet.is_keyframe = key
         packets.append(packet)

@@ -186,9 +186,10 @@ class Workers:
             _init_worker(*self.args)
             return map(_work, items)
         # two clips per task, as Pool.imap(chunksize=2): fewer messages, and still an even spread at the end
-        return self._in_order([self.pool.submit(_work_in_pool, items[i:i + 2]) for i in range(0, len(items), 2)])
+        return self._in_order(self.pool, [self.pool.submit(_work_in_pool, items[i:i + 2])
+                                          for i in range(0, len(items), 2)])
 
-    def _in_order(self, futures: list) -> Iterator[Outcome]:
+    def _in_order(self, pool: ProcessPoolExecutor, futures: list) -> Iterator[Outcome]:
         """Results with the sample's encoded bytes in place of its hand-off file (read and deleted)."""
         for i, fut in enumerate(futures, start=1):
             try:
@@ -196,7 +197,7 @@ class Workers:
             except BrokenProcessPool:
                 raise AvdataError(self._death_message()) from None
             if i == len(futures):  # the workers may exit while the parent writes the last shard and the manifest
-                self.pool.shutdown(wait=False)
+                pool.shutdown(wait=False)
                 self.finished = True
             for res in results:
                 if isinstance(res.data, str):
@@ -207,6 +208,7 @@ class Workers:
                 yield res
 
     def _death_message(self) -> str:
+        assert self.handoff is not None  # made with the pool, whose death this explains
         busy = sorted(p.name[: -len(BUSY_SUFFIX)] for p in self.handoff.glob("*" + BUSY_SUFFIX))
         # the other workers are stopped when one dies, so the clips of all of them are named
         which = (f"while preparing {busy[0]}" if len(busy) == 1 else

@@ -76,7 +76,7 @@ def jpeg_size(data: bytes | memoryview) -> tuple[int, int, int]:
 def decode_jpeg(data: bytes | memoryview | np.ndarray) -> np.ndarray:
     """RGB uint8 [H, W, 3] of JPEG bytes (a new writable array); FieldError for bad or oversized data."""
     buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
-    h, w, _ = jpeg_size(memoryview(buf))
+    h, w, _ = jpeg_size(buf.data)  # numpy types an array as a buffer only for Python >= 3.12
     if h * w > MAX_JPEG_PIXELS or not h or not w:
         raise FieldError(f"JPEG of {w}x{h} pixels refused (at most {MAX_JPEG_PIXELS:,} pixels)")
     if _DECODE_RGB is not None:  # straight to RGB, and no EXIF orientation: a stored frame is its pixels

@@ -19,7 +19,7 @@ import urllib.error
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Sequence, cast
 
 from avdata.errors import AvdataError
 from avdata.fetch.transport import STALL_BYTES, STALL_SECONDS
@@ -99,8 +99,9 @@ class ShardsLocation:
         if not is_url(address):
             return open_regular(address)
         try:
-            return StallGuard(open_source(address, {}, self.timeout), self.stall_seconds, self.stall_bytes,
-                              what=address)
+            # a read-only response that reads like a file: all a shard's reader asks of a stream
+            return cast(IO[bytes], StallGuard(open_source(address, {}, self.timeout), self.stall_seconds,
+                                              self.stall_bytes, what=address))
         except urllib.error.HTTPError as exc:
             raise AvdataError(f"{redact(address)}: could not be opened (HTTP {exc.code})") from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:

@@ -192,7 +192,7 @@ class MemberSlice:
         while done < length:  # a read may return less; nothing at all means the file is cut short
             pos = self.offset + start + done
             if _HAS_PREADV:
-                got = os.preadv(self.fd, [memoryview(out)[done:]], pos)
+                got = os.preadv(self.fd, [out.data[done:]], pos)
             else:  # an OS without preadv: one more copy
                 chunk = os.pread(self.fd, length - done, pos)
                 got = len(chunk)

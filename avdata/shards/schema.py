@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from avdata.errors import AvdataError
 
@@ -27,7 +27,7 @@ MAX_COUNT = 10**12
 MAX_CLASSES = 100_000
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

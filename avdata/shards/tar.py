@@ -109,7 +109,7 @@ class ShardWriter:
             os.posix_fadvise(self._fileobj.fileno(), self._synced, self._size - self._synced, os.POSIX_FADV_DONTNEED)
         self._synced = self._size
 
-    def _emit(self, *parts: bytes) -> None:
+    def _emit(self, *parts: bytes | bytearray | memoryview) -> None:
         for part in parts:
             self._fileobj.write(part)
             self._sha.update(part)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from avdata.atomic import atomic_write_bytes
 from avdata.fetch.disk import drop_link
@@ -123,7 +123,7 @@ def pull(
         (to / CARD_NAME).unlink(missing_ok=True)
 
     log.info("pulling %d shard(s) of split(s) %s from %s to %s", len(files), ", ".join(chosen), redact(base), to)
-    stall = dict(stall_seconds=stall_seconds, stall_bytes=stall_bytes)
+    stall: dict[str, Any] = dict(stall_seconds=stall_seconds, stall_bytes=stall_bytes)
     report = fetch_files(base, files, to, jobs=jobs, retries=retries, backoff=backoff, timeout=timeout,
                          progress=progress, description=f"pull -> {to.name or to}", **stall)
 

@@ -17,7 +17,7 @@ from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from avdata import __version__
 from avdata.errors import AvdataError
@@ -43,7 +43,7 @@ def _position(digits: str) -> int:
     return int(digits) if len(digits) <= _MAX_DIGITS else 10 ** _MAX_DIGITS
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | Literal["unsatisfiable"]:
     """The (start, end) inclusive byte range asked for by a single-range `Range` header.
 
     None: serve the whole file (no header, a malformed one, or several ranges, which RFC 9110 lets a
@@ -138,7 +138,7 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
             if rng is None:
                 start, end, status = 0, size - 1, HTTPStatus.OK
             else:
-                start, end = rng  # type: ignore[misc]
+                start, end = rng
                 status = HTTPStatus.PARTIAL_CONTENT
             length = max(end - start + 1, 0)
             self.send_response(status)

@@ -164,4 +164,4 @@ class EventAdapter:
 
 
 #: The adapter of each kind of data (`avdata.shards.manifest.data_kind`).
-ADAPTERS = {"static": StaticAdapter, "events": EventAdapter}
+ADAPTERS: dict[str, type[StaticAdapter] | type[EventAdapter]] = {"static": StaticAdapter, "events": EventAdapter}

@@ -85,7 +85,7 @@ def spatial_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float 
 def temporal_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float = ATTENTION_SCALE) -> Tensor:
     """Per token attention over time steps: ``[T, B, C, N]`` x3 -> ``[T, B, C, N]``."""
     t, b, c, n = q.shape
-    out = _product(*(_time_major(x, heads) for x in (q, k, v)), scale)
+    out = _product(_time_major(q, heads), _time_major(k, heads), _time_major(v, heads), scale)
     # [B, h, N, d, T] -> [T, B, h, d, N]: the exact inverse of _time_major
     return out.permute(4, 0, 1, 3, 2).reshape(t, b, c, n)
 
@@ -96,7 +96,7 @@ def temporal_attention_reference(
     """:func:`temporal_attention` with the authors' output layout: the ``[N, B, h, T, d]`` result read
     as ``[N, B, T, C]`` (heads and time mixed), then moved to ``[T, B, C, N]``."""
     t, b, c, n = q.shape
-    out = _product(*(_time_major(x, heads) for x in (q, k, v)), scale)  # [B, h, N, d, T]
+    out = _product(_time_major(q, heads), _time_major(k, heads), _time_major(v, heads), scale)  # [B, h, N, d, T]
     mixed = out.permute(2, 0, 1, 4, 3).reshape(n, b, t, c)  # [N, B, h, T, d] read as [N, B, T, C]
     return mixed.permute(2, 1, 3, 0).contiguous()
 
@@ -160,7 +160,7 @@ class SpikingSelfAttention(SpikingAttention):
     def __init__(self, dim: int, heads: int, lif: LIFSpec, attn_threshold: float = 1.0) -> None:
         super().__init__(dim, heads, "spatial", lif, attn_threshold)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return super().forward(x, x if y is None else y)
 
 

@@ -38,7 +38,7 @@ def _spread(y: Tensor, steps: int, repeated: bool) -> Tensor:
 
 class _BNLIF(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, bn: tuple, shape: tuple, lif: tuple
     ) -> Tensor:
         running_mean, running_var, factor, eps = bn
@@ -62,8 +62,9 @@ class _BNLIF(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor):
         x, weight, bias, mean, invstd, index = ctx.saved_tensors
+        lif: tuple[float, float, float, bool]  # tau, v_threshold, surrogate alpha, detach_membrane
         eps, (steps, repeated, pool), lif = ctx.cfg
         y = _normalise(x, weight, bias, (None, None), 0.0, eps)[0]  # the same Y as forward, bit for bit
         z = _spread(y, steps, repeated)

@@ -50,13 +50,13 @@ class _SigmoidSpike(torch.autograd.Function):
     """Heaviside forward (x >= 0), sigmoid-derivative backward with slope ``alpha``."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, alpha: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, alpha: float) -> Tensor:
         ctx.save_for_backward(x)
         ctx.alpha = alpha
         return (x >= 0).to(x.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None]:
         (x,) = ctx.saved_tensors
         sig = torch.sigmoid(x * ctx.alpha)
         return grad_out * ctx.alpha * sig * (1.0 - sig), None
@@ -112,7 +112,7 @@ def empty_steps(x: Tensor) -> Tensor:
 
 class _LIFFused(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, x: Tensor, tau: float, v_threshold: float, alpha: float, detach_membrane: bool
     ) -> Tensor:
         h = membrane(x, tau, v_threshold)
@@ -123,7 +123,7 @@ class _LIFFused(torch.autograd.Function):
         return spikes
 
     @staticmethod
-    def backward(ctx: Any, grad_s: Tensor) -> tuple[Tensor | None, None, None, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_s: Tensor) -> tuple[Tensor | None, None, None, None, None]:
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
         (h,) = ctx.saved_tensors

@@ -223,7 +223,7 @@ def _forward(x: Tensor, tau: float, v_threshold: float, save: bool) -> tuple[Ten
 
 class _LIFMaxPool(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, x: Tensor, tau: float, v_threshold: float, alpha: float, detach_membrane: bool
     ) -> Tensor:
         out, h, arg = _forward(x, tau, v_threshold, save=True)
@@ -232,7 +232,7 @@ class _LIFMaxPool(torch.autograd.Function):
         return out.permute(0, 1, 4, 2, 3)
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, None, None]:
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
         h, arg = ctx.saved_tensors

@@ -149,7 +149,7 @@ def _forward(x: Tensor, tau: float, v_threshold: float, save_h: bool) -> tuple[T
 
 class _LIFTriton(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, x: Tensor, tau: float, v_threshold: float, alpha: float, detach_membrane: bool
     ) -> Tensor:
         spikes, h, order = _forward(x, tau, v_threshold, save_h=True)
@@ -159,7 +159,7 @@ class _LIFTriton(torch.autograd.Function):
         return _restore(spikes, order)
 
     @staticmethod
-    def backward(ctx: Any, grad_s: Tensor) -> tuple[Tensor | None, None, None, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_s: Tensor) -> tuple[Tensor | None, None, None, None, None]:
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
         (h,) = ctx.saved_tensors

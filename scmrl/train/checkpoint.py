@@ -141,12 +141,15 @@ def check_archive(path: str | Path) -> None:
         with open(path, "rb") as f:
             if f.read(4) != b"PK\x03\x04":  # torch's own test for its zip format
                 return
-            end = zipfile._EndRecData(f)  # the end record alone: how many members the directory lists
+            # the end record alone: how many members the directory lists (zipfile's private reader of it,
+            # which typeshed leaves out)
+            end = zipfile._EndRecData(f)  # type: ignore[attr-defined]
         if end is None:
             raise zipfile.BadZipFile("no end of central directory record")
-        if end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:
+        listed = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
+        if listed > MAX_MEMBERS:
             raise AvdataError(f"{path}: refused before loading: its zip directory lists "
-                              f"{end[zipfile._ECD_ENTRIES_TOTAL]:,} members, more than the {MAX_MEMBERS:,} a "
+                              f"{listed:,} members, more than the {MAX_MEMBERS:,} a "
                               "checkpoint may hold")
         with zipfile.ZipFile(path) as zf:
             members = zf.infolist()

@@ -34,8 +34,9 @@ class RunData:
 def make_run_data(source: ShardsLocation, eval_splits: list[str], cfg: TrainConfig, mcfg: ModelConfig,
                   proto: Protocol, ctx: DistContext) -> RunData:
     """Loaders of this rank's share of each split, as `cfg` and the protocol ask."""
+    assert cfg.batch_size is not None  # the run chose it (scmrl.train.footprint.fit_batch) before any loader
     pin = ctx.device.type == "cuda"
-    stream = dict(kind=source.kind, image_size=cfg.image_size, time_steps=mcfg.time_steps,
+    stream: dict[str, Any] = dict(kind=source.kind, image_size=cfg.image_size, time_steps=mcfg.time_steps,
                   frames_per_step=cfg.frames_per_step, seed=cfg.seed, retries=cfg.io_retries, backoff=cfg.io_backoff,
                   spec_resize=proto.spec_resize)
     train_loader, train_ds = make_loader(source, "train", StreamConfig(**stream, train=True,

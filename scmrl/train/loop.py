@@ -91,7 +91,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                           "(or --val-fraction 0)")
     mcfg = model_config(cfg, source)
     # a split whose clips were all skipped while preparing has an (empty) shard but nothing to evaluate on
-    eval_splits = [s for s in ("val", "test") if s in source.splits and source.num_samples(s) > 0]
+    eval_splits: list[str] = [s for s in ("val", "test") if s in source.splits and source.num_samples(s) > 0]
     ckpt_path = out / CHECKPOINT_NAME
 
     ckpt = read_resume_checkpoint(cfg, mcfg, source, ctx)
@@ -108,13 +108,14 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     # before the first step: the memory and time it will take, and a batch that fits (scmrl.train.footprint)
     batch, estimate = fit_batch(model, mcfg, device, cfg.amp, cfg.batch_size, source.num_samples("train"),
                                 ctx.world, cfg.workers, cfg.shuffle_buffer)
-    cfg = replace(cfg, batch_size=broadcast_object(batch, ctx))  # every rank trains at rank 0's choice
-    peak = cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch_size * ctx.world, cfg.base_lr)
+    batch = broadcast_object(batch, ctx)  # every rank trains at rank 0's choice
+    cfg = replace(cfg, batch_size=batch)
+    peak = cfg.lr if cfg.lr is not None else scaled_lr(batch * ctx.world, cfg.base_lr)
     opt = build_optimizer(model, peak, cfg.weight_decay, proto.exclude_1d_decay)
     sched = make_schedule(proto.schedule, peak, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, cfg.min_lr)
     if ctx.main:
         log.info("%s", estimate)
-        for warning in lr_warnings(sched, cfg.batch_size * ctx.world, cfg.lr is not None):
+        for warning in lr_warnings(sched, batch * ctx.world, cfg.lr is not None):
             log.warning("%s", warning)
     state = fresh_state()
     if ckpt is not None:

@@ -33,7 +33,7 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLo
     the other ranks receive its checkpoint (or its refusal)."""
     out = Path(cfg.out)
     path = out / CHECKPOINT_NAME
-    ckpt = None
+    ckpt: AvdataError | dict[str, Any] | None = None
     if ctx.main:
         if path.exists() and not cfg.resume:
             ckpt = AvdataError(f"{out} already holds a run ({CHECKPOINT_NAME}); pass --resume to continue it "

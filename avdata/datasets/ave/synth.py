@@ -18,7 +18,7 @@ import colorsys
 import random
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import av
 import numpy as np
@@ -82,7 +82,8 @@ def write_mp4(path: str | Path, label: int, duration: float = 10.0, width: int =
     n = max(1, int(round(duration * fps)))
     layout = "stereo" if channels == 2 else "mono"
     with av.open(str(path), "w", format="mp4") as out:
-        vs = out.add_stream(codec, rate=fps)
+        # the codec is a name known only at run time: PyAV's stubs cannot tell the kind of stream
+        vs = cast("av.video.stream.VideoStream", out.add_stream(codec, rate=fps))
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         vs.codec_context.thread_count = 1
         if codec == "libx264":
@@ -105,9 +106,9 @@ def write_mp4(path: str | Path, label: int, duration: float = 10.0, width: int =
         planes = np.stack([wave] * channels) if channels == 2 else wave[None]
         for start in range(0, planes.shape[1], 1024):
             chunk = np.ascontiguousarray(planes[:, start:start + 1024])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-            frame.sample_rate, frame.pts, frame.time_base = AUDIO_SR, start, Fraction(1, AUDIO_SR)
-            out.mux(aus.encode(frame))
+            sound = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            sound.sample_rate, sound.pts, sound.time_base = AUDIO_SR, start, Fraction(1, AUDIO_SR)
+            out.mux(aus.encode(sound))
         out.mux(aus.encode())
     return codec
 

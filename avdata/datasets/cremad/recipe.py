@@ -212,6 +212,8 @@ class CremadRecipe(Recipe):
         # one listing per folder instead of two stat calls for each of the 7,442 clips
         videos, audios = _regular_files(raw / "VideoFlash"), _regular_files(raw / "AudioWAV")
         present = {}
+        video: str | None  # None in `present`: that modality's file is missing
+        audio: str | None
         for clip in sorted(standard):
             video, audio = f"VideoFlash/{clip}.flv", f"AudioWAV/{clip}.wav"
             has_v, has_a = f"{clip}.flv" in videos, f"{clip}.wav" in audios

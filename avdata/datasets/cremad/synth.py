@@ -117,10 +117,10 @@ def write_flv(path: Path, label: int, duration: float, width: int, height: int, 
             pts = 0
             for start in range(0, total, 1152):
                 chunk = wave[start:start + 1152]
-                frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
-                frame.sample_rate, frame.pts, frame.time_base = AUDIO_SR_IN_FLV, pts, Fraction(1, AUDIO_SR_IN_FLV)
+                sound = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+                sound.sample_rate, sound.pts, sound.time_base = AUDIO_SR_IN_FLV, pts, Fraction(1, AUDIO_SR_IN_FLV)
                 pts += len(chunk)
-                for pkt in aus.encode(frame):
+                for pkt in aus.encode(sound):
                     out.mux(pkt)
             for pkt in aus.encode():
                 out.mux(pkt)

@@ -197,7 +197,7 @@ class MnistDvsNTidigitsRecipe(Recipe):
 
     def features(self, options: EventOptions) -> dict[str, dict[str, Any]]:
         t = options.bins
-        feats = {
+        feats: dict[str, dict[str, Any]] = {
             "cls": {"dtype": "int", "shape": [], "meaning": "digit 0-9 (from the audio label; 'z' is 0)"},
             "json": {"dtype": "json", "shape": [], "meaning": "pairing, source files and ids, event counts"},
             "visual.npy": {"dtype": "uint16", "shape": [t, 2, 28, 28],

@@ -149,7 +149,7 @@ class UrbanSound8kAVRecipe(Recipe):
             images = _by_stem(sorted((root / VISION / cls).glob("*")), IMAGE_EXT, cls, where, skipped)
             sounds = _by_stem(sorted((root / SOUND / cls).glob("*")), (".wav",), cls, where, skipped)
             for stem in sorted(set(images) ^ set(sounds)):
-                present = images.get(stem) or sounds.get(stem)
+                present = images[stem] if stem in images else sounds[stem]
                 other = "sound" if stem in images else "image"
                 skipped.append({"key": sample_key(cls, stem), "split": "",
                                 "reason": f"unpaired: no {other} with this name", "path": where(present)})
