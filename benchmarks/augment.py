@@ -1,0 +1,142 @@
+"""Per-sample cost of loading a training sample against augmenting it, on the CPU, this tree against another.
+
+Shards: `avdata prepare cremad` (default options: JPEG frames, float32 spectrogram) of N clips made from
+the six genuine CREMA-D videos (`benchmarks/prepare_cremad.py`), or `--shards DIR`. Each measurement is a
+fresh process that runs one code tree (`--baseline TREE`, e.g. `git archive 0bb23b4 | tar -x -C TREE`,
+against this one), with `--threads` torch threads:
+
+* load: ms per sample of `scmrl.data.batching.make_loader` (training, 0 workers: read the shard, decode
+  the JPEG frame and the spectrogram, shuffle buffer, collate), after one warm-up epoch;
+* augment: ms per sample of `BatchTransform("static", T=4, 128)` in training mode (RandomResizedCrop,
+  flip, normalisation, repetition over T) on those batches, as `scmrl.train.epoch` applies it on the CPU.
+
+The two trees alternate, the order swapped every round; the medians are printed with the load average,
+and a markdown table for BENCHMARKS.md.
+
+    python benchmarks/augment.py --baseline /tmp/aug-base --rounds 3
+    python benchmarks/augment.py --shards /tmp/shards --batches 16,128 --threads 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# `--child --tree TREE`: that code tree's loader and transforms
+_TREE = sys.argv[sys.argv.index("--tree") + 1] if "--child" in sys.argv else str(ROOT)
+sys.path.insert(0, _TREE)
+
+
+def child(shards: str, batch: int, threads: int, samples: int) -> None:
+    """Prints 'load-ms-per-sample augment-ms-per-sample' for one tree, after warm-ups."""
+    import torch
+
+    from avdata.shards.location import open_shards
+    from scmrl.data.batching import make_loader
+    from scmrl.data.config import StreamConfig
+    from scmrl.data.transforms import BatchTransform, make_generator
+
+    torch.set_num_threads(threads)
+    cfg = StreamConfig(kind="static", image_size=128, time_steps=4, seed=42, train=True)
+    loader, ds = make_loader(open_shards(shards), "train", cfg, batch, 0)
+    batches: list = []
+    n, seconds, epoch = 0, 0.0, 0
+    while n < samples or epoch < 2:
+        ds.set_epoch(epoch)
+        t0 = time.perf_counter()
+        got = list(loader)
+        if epoch:  # epoch 0 warms the page cache
+            seconds += time.perf_counter() - t0
+            n += sum(len(b[2]) for b in got)
+            batches.extend(got)
+        epoch += 1
+    load_ms = 1e3 * seconds / n
+    tf = BatchTransform("static", 4, 128)
+    gen = make_generator("cpu", 42, "train", 0, 0)
+    tf(batches[0][0], batches[0][1], True, gen)  # warm-up
+    t0 = time.perf_counter()
+    for audio, visual, _labels in batches:
+        tf(audio, visual, True, gen)
+    aug_ms = 1e3 * (time.perf_counter() - t0) / n
+    print(f"{load_ms:.4f} {aug_ms:.4f}")
+
+
+def prepare_real(clips: int, work: Path) -> Path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from prepare_cremad import make_real_raw, timed_prepare
+
+    raw, shards = work / "raw", work / "shards"
+    make_real_raw(raw, clips)
+    print(f"prepared {clips} clips in {timed_prepare(raw, shards, 2):.1f} s (default options, --jobs 2)")
+    shutil.rmtree(raw)
+    return shards
+
+
+def run(tree: str, shards: Path, batch: int, threads: int, samples: int) -> tuple[float, float]:
+    out = subprocess.run([sys.executable, __file__, "--child", "--tree", tree, "--shards", str(shards),
+                          "--batches", str(batch), "--threads", str(threads), "--samples", str(samples)],
+                         check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
+    load, aug = out.split()
+    return float(load), float(aug)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=240, help="real-copy CREMA-D clips to prepare")
+    ap.add_argument("--shards", help="use these prepared CREMA-D shards instead")
+    ap.add_argument("--baseline", help="code tree to compare against (e.g. an older commit's)")
+    ap.add_argument("--batches", default="16,128", help="batch sizes, comma-separated")
+    ap.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
+    ap.add_argument("--samples", type=int, default=512, help="timed samples per run (whole epochs)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tree", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.shards, int(args.batches), int(args.threads), args.samples)
+        return
+    trees = {"this": str(ROOT)} | ({"baseline": args.baseline} if args.baseline else {})
+    loads = []
+    with tempfile.TemporaryDirectory(prefix="augment-bench-") as tmp:
+        shards = Path(args.shards) if args.shards else prepare_real(args.clips, Path(tmp))
+        rows = []
+        for batch in (int(b) for b in args.batches.split(",")):
+            for threads in (int(t) for t in args.threads.split(",")):
+                res: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
+                for r in range(args.rounds):
+                    for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
+                        res[name].append(run(trees[name], shards, batch, threads, args.samples))
+                        loads.append(os.getloadavg()[0])
+                        print(f"batch {batch} threads {threads} round {r + 1} {name:8s}: load "
+                              f"{res[name][-1][0]:.3f} ms/sample, augment {res[name][-1][1]:.3f} ms/sample", flush=True)
+                med = {k: (statistics.median(v[0] for v in vals), statistics.median(v[1] for v in vals))
+                       for k, vals in res.items()}
+                rows.append((batch, threads, med))
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}; load average during the runs {min(loads):.1f}-{max(loads):.1f}; "
+          f"medians of {args.rounds} fresh processes per cell")
+    base = "baseline" in trees
+    print("| batch | threads | load ms/sample | augment ms/sample" + (" (baseline -> this)" if base else "")
+          + " | augment / load" + (" | augment speed-up |" if base else " |"))
+    print("|---|---|---|---|---|" + ("---|" if base else ""))
+    for batch, threads, med in rows:
+        this = med["this"]
+        if base:
+            old = med["baseline"]
+            print(f"| {batch} | {threads} | {this[0]:.2f} | {old[1]:.2f} -> {this[1]:.3f} | "
+                  f"{old[1] / old[0]:.2f} -> {this[1] / this[0]:.3f} | {old[1] / this[1]:.1f}x |")
+        else:
+            print(f"| {batch} | {threads} | {this[0]:.2f} | {this[1]:.3f} | {this[1] / this[0]:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
