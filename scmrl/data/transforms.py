@@ -99,12 +99,16 @@ def rrc_boxes(b: int, height: int, width: int, gen: torch.Generator, scale=(0.08
     return torch.where(ok.any(dim=1, keepdim=True), box, fb.expand_as(box))
 
 
+def _uint8_kernel(x: torch.Tensor) -> bool:
+    """Whether x is resized as uint8: PyTorch has a vectorised uint8 antialiased bilinear kernel on the CPU
+    only (on CUDA the pixels go through float, rounded back to uint8 once per batch)."""
+    return x.dtype == torch.uint8 and x.device.type == "cpu"
+
+
 def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
-    """x [N, C, h, w] -> [N, C, *size], bilinear (align_corners False), in x's dtype. uint8 on the CPU has
-    its own kernel; elsewhere (no uint8 kernel on CUDA) through float, rounded back to uint8."""
-    if x.dtype == torch.uint8 and x.device.type != "cpu":
-        out = F.interpolate(x.float(), size=size, mode="bilinear", antialias=antialias, align_corners=False)
-        return out.round_().clamp_(0, 255).to(torch.uint8)
+    """x [N, C, h, w] -> [N, C, *size], bilinear (align_corners False), in x's dtype."""
+    if x.dtype == torch.uint8 and not _uint8_kernel(x):
+        return _resize(x.float(), size, antialias).round_().clamp_(0, 255).to(torch.uint8)
     return F.interpolate(x, size=size, mode="bilinear", antialias=antialias, align_corners=False)
 
 
@@ -112,16 +116,21 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int, flips: torch.
                   antialias: bool = True, group: int = 1) -> torch.Tensor:
     """Box (top, left, h, w; integers) of each sample of x [N, C, H, W] (uint8 or float, any strides)
     resized to size x size, mirrored where `flips`; torchvision's ``resized_crop`` (+ ``hflip``) per
-    sample. `group=T`: box i applies to rows i*T .. i*T+T-1. Output in x's dtype, contiguous."""
+    sample. `group=T`: box i applies to rows i*T .. i*T+T-1. Output in x's dtype, contiguous.
+
+    Per sample: an interpolate and a copy into the output (two or three kernel launches on CUDA, where
+    the batch is made float once and the result rounded back to uint8 once)."""
     n, c = x.shape[:2]
-    out = torch.empty(n, c, size, size, dtype=x.dtype, device=x.device)
-    # the boxes go to the host once (a CPU generator's draws need no device sync)
+    work = x.float() if x.dtype == torch.uint8 and not _uint8_kernel(x) else x
+    out = torch.empty(n, c, size, size, dtype=work.dtype, device=x.device)
+    # the boxes go to the host once (drawn by a CPU generator they need no device sync)
     rows = boxes.to("cpu", torch.int64).tolist()
     mirror = flips.tolist() if flips is not None else [False] * len(rows)
     for i, ((top, left, h, w), flip) in enumerate(zip(rows, mirror)):
-        r = _resize(x[i * group:(i + 1) * group, :, top:top + h, left:left + w], (size, size), antialias)
+        r = F.interpolate(work[i * group:(i + 1) * group, :, top:top + h, left:left + w], size=(size, size),
+                          mode="bilinear", antialias=antialias, align_corners=False)
         out[i * group:(i + 1) * group] = r.flip(-1) if flip else r
-    return out
+    return out if work is x else out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def random_resized_crop(x: torch.Tensor, size: int, gen: torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
