@@ -128,3 +128,14 @@ def test_the_float_route_for_devices_without_a_uint8_kernel_agrees_within_one_le
     assert (via_float.int() - native.int()).abs().max() <= 1
     resized = tr.resize_center_crop(x[:1], 32, resize=100)  # eval's Resize + CenterCrop, through float too
     assert resized.dtype == torch.uint8 and resized.shape == (1, 3, 32, 32)
+
+
+def test_the_cpu_transform_gives_back_the_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        static_inputs(torch.randn(2, 1, 32, 32), torch.zeros(2, 64, 64, 3, dtype=torch.uint8), 2, 32, True,
+                      make_generator("cpu", 0))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

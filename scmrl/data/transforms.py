@@ -42,9 +42,11 @@ reproducible and independent of the global RNG.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +105,23 @@ def _uint8_kernel(x: torch.Tensor) -> bool:
     """Whether x is resized as uint8: PyTorch has a vectorised uint8 antialiased bilinear kernel on the CPU
     only (on CUDA the pixels go through float, rounded back to uint8 once per batch)."""
     return x.dtype == torch.uint8 and x.device.type == "cpu"
+
+
+@contextlib.contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    """One intra-op thread on the CPU for the static transform: its per-sample ops are small, each would
+    open a parallel region, and on busy cores every region waits for a descheduled thread (2 threads on
+    2 shared cores: 2-20x slower per sample than 1, BENCHMARKS.md "aug-speed"). The count is restored
+    after (the model's step keeps its threads); switching costs well under a microsecond."""
+    if device.type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
@@ -234,26 +253,27 @@ def static_inputs(audio: torch.Tensor, visual: torch.Tensor, time_steps: int, si
     """audio [B, 1, S, S] float, visual uint8 [B, H, W, 3] or [B, T, H, W, 3] -> [T, B, 1, S, S], [T, B, 3, S, S]
     (expanded over T unless one frame per step). Crops and flips are drawn from `crop_gen` (default
     `gen`; a CPU generator spares a CUDA run a device sync per batch), the noise from `gen`."""
-    per_step = visual.ndim == 5
-    b = visual.shape[0]
-    # channels-first views of the channels-last pixels: the crops read them in place, as uint8
-    v = visual.permute(0, 1, 4, 2, 3).flatten(0, 1) if per_step else visual.permute(0, 3, 1, 2)
-    group = visual.shape[1] if per_step else 1
-    if per_step and group != time_steps:
-        raise ValueError(f"{group} frames per clip for {time_steps} time steps")
-    if train:
-        v = random_resized_crop(v, size, crop_gen or gen, antialias=antialias, group=group)
-    else:
-        v = resize_center_crop(v, size)
-    v = normalize_uint8(v, IMAGENET_MEAN, IMAGENET_STD) if v.dtype == torch.uint8 else \
-        normalize(v.div(255.0), IMAGENET_MEAN, IMAGENET_STD)
-    if per_step:
-        v = v.view(b, group, *v.shape[1:])
-    if noise_snr is not None:
-        v = add_noise_snr(v, noise_snr, gen)
-    v = v.transpose(0, 1).contiguous() if per_step else v.unsqueeze(0).expand(time_steps, *v.shape)
-    a = audio.float().unsqueeze(0).expand(time_steps, *audio.shape)
-    return a, v
+    with _one_thread(visual.device):
+        per_step = visual.ndim == 5
+        b = visual.shape[0]
+        # channels-first views of the channels-last pixels: the crops read them in place, as uint8
+        v = visual.permute(0, 1, 4, 2, 3).flatten(0, 1) if per_step else visual.permute(0, 3, 1, 2)
+        group = visual.shape[1] if per_step else 1
+        if per_step and group != time_steps:
+            raise ValueError(f"{group} frames per clip for {time_steps} time steps")
+        if train:
+            v = random_resized_crop(v, size, crop_gen or gen, antialias=antialias, group=group)
+        else:
+            v = resize_center_crop(v, size)
+        v = normalize_uint8(v, IMAGENET_MEAN, IMAGENET_STD) if v.dtype == torch.uint8 else \
+            normalize(v.div(255.0), IMAGENET_MEAN, IMAGENET_STD)
+        if per_step:
+            v = v.view(b, group, *v.shape[1:])
+        if noise_snr is not None:
+            v = add_noise_snr(v, noise_snr, gen)
+        v = v.transpose(0, 1).contiguous() if per_step else v.unsqueeze(0).expand(time_steps, *v.shape)
+        a = audio.float().unsqueeze(0).expand(time_steps, *audio.shape)
+        return a, v
 
 
 def event_inputs(audio: torch.Tensor, visual: torch.Tensor, train: bool, gen: torch.Generator,
