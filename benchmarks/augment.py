@@ -125,14 +125,14 @@ def main() -> None:
           f"{platform.python_version()}; load average during the runs {min(loads):.1f}-{max(loads):.1f}; "
           f"medians of {args.rounds} fresh processes per cell")
     base = "baseline" in trees
-    print("| batch | threads | load ms/sample | augment ms/sample" + (" (baseline -> this)" if base else "")
-          + " | augment / load" + (" | augment speed-up |" if base else " |"))
+    print("| batch | threads | load ms/sample" + (" (baseline -> this)" if base else "") + " | augment ms/sample"
+          + (" (baseline -> this)" if base else "") + " | augment / load" + (" | augment speed-up |" if base else " |"))
     print("|---|---|---|---|---|" + ("---|" if base else ""))
     for batch, threads, med in rows:
         this = med["this"]
         if base:
             old = med["baseline"]
-            print(f"| {batch} | {threads} | {this[0]:.2f} | {old[1]:.2f} -> {this[1]:.3f} | "
+            print(f"| {batch} | {threads} | {old[0]:.2f} -> {this[0]:.2f} | {old[1]:.2f} -> {this[1]:.3f} | "
                   f"{old[1] / old[0]:.2f} -> {this[1] / this[0]:.3f} | {old[1] / this[1]:.1f}x |")
         else:
             print(f"| {batch} | {threads} | {this[0]:.2f} | {this[1]:.3f} | {this[1] / this[0]:.3f} |")
