@@ -10,11 +10,16 @@ against this one), with `--threads` torch threads:
 * augment: ms per sample of `BatchTransform("static", T=4, 128)` in training mode (RandomResizedCrop,
   flip, normalisation, repetition over T) on those batches, as `scmrl.train.epoch` applies it on the CPU.
 
+With `--workers 0,2`, the data side as the CPU trainer runs it instead: samples/s of whole epochs of
+the loader with that many DataLoader workers, each batch augmented in the main process (batch 16,
+`--threads` main-process threads; the issue's comparison with the authors' data path).
+
 The two trees alternate, the order swapped every round; the medians are printed with the load average,
 and a markdown table for BENCHMARKS.md.
 
     python benchmarks/augment.py --baseline /tmp/aug-base --rounds 3
     python benchmarks/augment.py --shards /tmp/shards --batches 16,128 --threads 1,2
+    python benchmarks/augment.py --shards /tmp/shards --baseline /tmp/aug-base --workers 0,2 --threads 2
 """
 
 from __future__ import annotations
@@ -70,6 +75,35 @@ def child(shards: str, batch: int, threads: int, samples: int) -> None:
     print(f"{load_ms:.4f} {aug_ms:.4f}")
 
 
+def child_side(shards: str, batch: int, threads: int, workers: int, samples: int) -> None:
+    """Prints the samples/s of loading + augmenting whole epochs (after a warm-up epoch)."""
+    import torch
+
+    from avdata.shards.location import open_shards
+    from scmrl.data.batching import make_loader
+    from scmrl.data.config import StreamConfig
+    from scmrl.data.transforms import BatchTransform, make_generator
+
+    torch.set_num_threads(threads)
+    cfg = StreamConfig(kind="static", image_size=128, time_steps=4, seed=42, train=True)
+    loader, ds = make_loader(open_shards(shards), "train", cfg, batch, workers)
+    tf = BatchTransform("static", 4, 128)
+    n, seconds, epoch = 0, 0.0, 0
+    while n < samples or epoch < 2:
+        ds.set_epoch(epoch)
+        gen = make_generator("cpu", 42, "train", epoch, 0)
+        t0 = time.perf_counter()
+        m = 0
+        for audio, visual, labels in loader:
+            tf(audio, visual, True, gen)
+            m += len(labels)
+        if epoch:  # epoch 0 starts the workers and warms the page cache
+            seconds += time.perf_counter() - t0
+            n += m
+        epoch += 1
+    print(f"{n / seconds:.2f}")
+
+
 def prepare_real(clips: int, work: Path) -> Path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from prepare_cremad import make_real_raw, timed_prepare
@@ -81,12 +115,37 @@ def prepare_real(clips: int, work: Path) -> Path:
     return shards
 
 
-def run(tree: str, shards: Path, batch: int, threads: int, samples: int) -> tuple[float, float]:
+def run(tree: str, shards: Path, batch: int, threads: int, samples: int,
+        workers: int | None = None) -> tuple[float, ...]:
     out = subprocess.run([sys.executable, __file__, "--child", "--tree", tree, "--shards", str(shards),
-                          "--batches", str(batch), "--threads", str(threads), "--samples", str(samples)],
+                          "--batches", str(batch), "--threads", str(threads), "--samples", str(samples)]
+                         + (["--workers", str(workers)] if workers is not None else []),
                          check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
-    load, aug = out.split()
-    return float(load), float(aug)
+    return tuple(float(x) for x in out.split())
+
+
+def data_side(args: argparse.Namespace, trees: dict[str, str], shards: Path) -> None:
+    """Samples/s of loader + augmentation per worker count, the trees alternated; medians and a table."""
+    threads = int(args.threads.split(",")[0])
+    loads, rows = [], []
+    for workers in (int(w) for w in args.workers.split(",")):
+        res: dict[str, list[float]] = {k: [] for k in trees}
+        for r in range(args.rounds):
+            for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
+                res[name].append(run(trees[name], shards, 16, threads, args.samples, workers)[0])
+                loads.append(os.getloadavg()[0])
+                print(f"workers {workers} round {r + 1} {name:8s}: {res[name][-1]:.1f} samples/s", flush=True)
+        rows.append((workers, {k: statistics.median(v) for k, v in res.items()}))
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; load average during "
+          f"the runs {min(loads):.1f}-{max(loads):.1f}; batch 16, {threads} main-process threads; medians of "
+          f"{args.rounds} fresh processes")
+    print("| workers | " + " | ".join(f"{k} samples/s" for k in trees) + (" | this / baseline |" if len(trees) > 1
+                                                                        else " |"))
+    print("|---|" + "---|" * len(trees) + ("---|" if len(trees) > 1 else ""))
+    for workers, med in rows:
+        cells = " | ".join(f"{med[k]:.0f}" for k in trees)
+        ratio = f" | {med['this'] / med['baseline']:.2f}x |" if len(trees) > 1 else " |"
+        print(f"| {workers} | {cells}{ratio}")
 
 
 def main() -> None:
@@ -98,9 +157,13 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
     ap.add_argument("--samples", type=int, default=512, help="timed samples per run (whole epochs)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", help="measure the data side (loader + augmentation) with these worker counts")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child and args.workers is not None:
+        child_side(args.shards, int(args.batches), int(args.threads), int(args.workers), args.samples)
+        return
     if args.child:
         child(args.shards, int(args.batches), int(args.threads), args.samples)
         return
@@ -108,6 +171,9 @@ def main() -> None:
     loads = []
     with tempfile.TemporaryDirectory(prefix="augment-bench-") as tmp:
         shards = Path(args.shards) if args.shards else prepare_real(args.clips, Path(tmp))
+        if args.workers is not None:
+            data_side(args, trees, shards)
+            return
         rows = []
         for batch in (int(b) for b in args.batches.split(",")):
             for threads in (int(t) for t in args.threads.split(",")):
