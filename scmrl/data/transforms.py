@@ -1,4 +1,4 @@
-"""Batched input transforms on the target device (torch ops only, no torchvision, no per-sample loops).
+"""Batched input transforms on the target device (torch ops only, no torchvision).
 
 Static audio-visual data (batches from `scmrl.data.batching`: visual uint8 [B, base, base, 3], channels last,
 or [B, T, base, base, 3] with one frame per time step; audio float32 [B, 1, S, S]):
@@ -17,11 +17,13 @@ or [B, T, base, base, 3] with one frame per time step; audio float32 [B, 1, S, S
   (`scmrl.model.embedding`). With one frame per step the same crop and flip are applied to all T frames
   of a clip (a dense tensor).
 
-Why a loop over the samples: the boxes differ in size, and one interpolate per box costs about 0.15 ms
-per sample on one core, against 3-7 ms for the former batched grid_sample at twice the output size (a
-cheaper but inexact anti-alias, on float pixels of the whole frame); BENCHMARKS.md ("aug-speed") has the
-figures. The boxes are drawn as before, from the same generator in the same order: a seed gives the same
-crops and flips as before, the pixel values differ by the resampling (and uint8 rounding).
+Why a loop over the samples: the boxes differ in size, and one uint8 interpolate per box makes the whole
+CPU transform cost about 0.2-0.3 ms per sample, against 4-12 ms for the batched grid_sample at twice
+the output size that it replaced (on float pixels of the whole frame; an inexact anti-alias, up to 16
+grey levels off Pillow's, against 1 here); BENCHMARKS.md ("aug-speed") has the figures. On the CPU the
+transform runs in one intra-op thread (:func:`_one_thread` says why). :func:`random_resized_crop` draws
+the boxes and flips as before (from the generator given, boxes then flips); the pixel values differ by
+the resampling (and uint8 rounding), and the trainer's crops by their generator (below).
 
 Event data (visual float32 counts [B, T, 2, 28, 28], audio [B, T, 64]):
 
@@ -36,8 +38,10 @@ the sample (static data: before the repetition over T, so every step sees the sa
 the mean of x^2 over the whole batch, and the noise is drawn after the repetition over T, so each time
 step gets its own.
 
-Randomness comes only from the `torch.Generator` passed in (see :func:`make_generator`), so a run is
-reproducible and independent of the global RNG.
+Randomness comes only from the `torch.Generator`s passed in (see :func:`make_generator`), so a run is
+reproducible and independent of the global RNG. The trainer (`scmrl.train.epoch`) draws the static crops
+and flips from a CPU generator of their own, (seed, "train-crops", epoch, rank), on every device: the
+same crops on CPU and CUDA, and no device sync per batch.
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, batches, transform: BatchTr
     device = ctx.device
     ddp_model.train()
     gen = make_generator(device, cfg.seed, "train", epoch, ctx.rank)
-    # crops and flips drawn on the host (the same on every device): no device sync per batch
-    crops = gen if device.type == "cpu" else make_generator("cpu", cfg.seed, "train", epoch, ctx.rank)
+    # static crops and flips drawn on the host: the same on every device, and no device sync per batch
+    crops = make_generator("cpu", cfg.seed, "train-crops", epoch, ctx.rank)
     counts = torch.zeros(2, dtype=torch.int64, device=device)  # samples, correct
     sums: dict[str, float] = {}
     lr = sched.lr_at_step(epoch, 0, steps)
