@@ -14,12 +14,17 @@ With `--workers 0,2`, the data side as the CPU trainer runs it instead: samples/
 the loader with that many DataLoader workers, each batch augmented in the main process (batch 16,
 `--threads` main-process threads; the issue's comparison with the authors' data path).
 
+With `--step`, what handing the model the static inputs expanded over T (no copy) saves: the CPU training
+step (forward, loss, backward, AdamW) of the reference S-CMRL configuration (C 256, T 4, 128 x 128),
+batch 8, on inputs made contiguous (as the trainer handed them before) against expanded ones (one tree).
+
 The two trees alternate, the order swapped every round; the medians are printed with the load average,
 and a markdown table for BENCHMARKS.md.
 
     python benchmarks/augment.py --baseline /tmp/aug-base --rounds 3
     python benchmarks/augment.py --shards /tmp/shards --batches 16,128 --threads 1,2
     python benchmarks/augment.py --shards /tmp/shards --baseline /tmp/aug-base --workers 0,2 --threads 2
+    python benchmarks/augment.py --step --rounds 3
 """
 
 from __future__ import annotations
@@ -104,6 +109,53 @@ def child_side(shards: str, batch: int, threads: int, workers: int, samples: int
     print(f"{n / seconds:.2f}")
 
 
+def child_step(dense: bool, steps: int = 3) -> None:
+    """Prints the median ms of a CPU training step of the reference configuration, batch 8."""
+    import torch
+
+    from scmrl.model.config import ModelConfig
+    from scmrl.model.losses import compute_loss
+    from scmrl.model.models import build_model
+    from scmrl.train.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()  # as scmrl-train on CPU
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=6)
+    model = build_model(cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=6.25e-4, eps=1e-8, weight_decay=1e-4)
+    a = torch.randn(8, 1, 128, 128).expand(cfg.time_steps, -1, -1, -1, -1)
+    v = torch.randn(8, 3, 128, 128).expand(cfg.time_steps, -1, -1, -1, -1)
+    y = torch.randint(0, 6, (8,))
+    times = []
+    for i in range(steps + 1):  # the first step warms up
+        t0 = time.perf_counter()
+        ins = (a.contiguous(), v.contiguous()) if dense else (a, v)
+        opt.zero_grad(set_to_none=True)
+        loss, _ = compute_loss(cfg, model(*ins), y)
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t0)
+    print(f"{1e3 * statistics.median(times):.1f}")
+
+
+def step_ab(rounds: int) -> None:
+    """Dense against expanded inputs, alternated in fresh processes; medians."""
+    res: dict[str, list[float]] = {"dense": [], "expanded": []}
+    loads = []
+    for r in range(rounds):
+        for name in (list(res) if r % 2 == 0 else list(res)[::-1]):
+            out = subprocess.run([sys.executable, __file__, "--child", "--tree", str(ROOT), "--step"]
+                                 + (["--dense"] if name == "dense" else []), check=True, capture_output=True,
+                                 text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
+            res[name].append(float(out))
+            loads.append(os.getloadavg()[0])
+            print(f"round {r + 1} {name:8s}: {res[name][-1]:.0f} ms a step", flush=True)
+    med = {k: statistics.median(v) for k, v in res.items()}
+    print(f"\nload average {min(loads):.1f}-{max(loads):.1f}; medians of {rounds}: dense {med['dense']:.0f} ms, "
+          f"expanded {med['expanded']:.0f} ms a step ({med['dense'] / med['expanded']:.2f}x)")
+
+
 def prepare_real(clips: int, work: Path) -> Path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from prepare_cremad import make_real_raw, timed_prepare
@@ -158,9 +210,17 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=512, help="timed samples per run (whole epochs)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", help="measure the data side (loader + augmentation) with these worker counts")
+    ap.add_argument("--step", action="store_true", help="dense against expanded inputs in the CPU training step")
+    ap.add_argument("--dense", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child and args.step:
+        child_step(args.dense)
+        return
+    if args.step:
+        step_ab(args.rounds)
+        return
     if args.child and args.workers is not None:
         child_side(args.shards, int(args.batches), int(args.threads), int(args.workers), args.samples)
         return
