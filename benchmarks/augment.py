@@ -202,7 +202,7 @@ def data_side(args: argparse.Namespace, trees: dict[str, str], shards: Path) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clips", type=int, default=240, help="real-copy CREMA-D clips to prepare")
+    ap.add_argument("--clips", type=int, default=600, help="real-copy CREMA-D clips to prepare (600: 292 train)")
     ap.add_argument("--shards", help="use these prepared CREMA-D shards instead")
     ap.add_argument("--baseline", help="code tree to compare against (e.g. an older commit's)")
     ap.add_argument("--batches", default="16,128", help="batch sizes, comma-separated")
