@@ -43,7 +43,7 @@ def _captured(monkeypatch, args: list[str]) -> TrainConfig:
 
 
 def test_flags_reach_the_config(monkeypatch) -> None:
-    monkeypatch.setattr(cli, "_default_workers", lambda w: 3 if w is None else w)
+    monkeypatch.setattr(cli, "_default_workers", lambda w, device="cpu": 3 if w is None else w)
     cfg = _captured(monkeypatch, ["--shards", "s", "--out", "./o/"])
     assert cfg == TrainConfig(shards="s", out="o", workers=3) and cfg.out == "o"  # as Path(...) gives it
     cfg = _captured(monkeypatch, ["--shards", "s", "--out", "o", "--no-amp", "--classes", "a, b", "--workers", "0",

@@ -29,12 +29,18 @@ train_app = typer_app(help="Train S-CMRL (or a baseline) on shards made by `avda
 eval_app = typer_app(help="Evaluate a model saved by scmrl-train on a split of some shards.")
 
 
-def _default_workers(workers: int | None) -> int:
-    """--workers as given, else 4 loader workers, or one per CPU when fewer."""
+def _default_workers(workers: int | None, device: str = "cpu") -> int:
+    """--workers as given, else chosen from the CPUs this process may use and the device
+    (`scmrl.train.loaders.default_workers`)."""
     if workers is not None:
         return workers
+    import torch
+
+    from scmrl.train.loaders import default_workers
+
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(4, cpus)
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return default_workers(cpus, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), cuda)
 
 
 _WORKERS_HELP = next(f for f in dataclasses.fields(TrainConfig) if f.name == "workers").metadata["help"]
@@ -42,7 +48,8 @@ _WORKERS_HELP = next(f for f in dataclasses.fields(TrainConfig) if f.name == "wo
 
 @train_app.command()
 @options_command(TrainConfig, exclude=LIBRARY_ONLY, overrides={"workers": {
-    "default": None, "help": _WORKERS_HELP + " Default: 4, or the number of CPUs when fewer."}})
+    "default": None, "help": _WORKERS_HELP + " Default: from the CPUs (per process under torchrun): on CPU 4, or "
+    "one per CPU when fewer; on CUDA one per CPU but one, at most 8."}})
 def train_cmd(cfg: TrainConfig,
               verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     """Train on prepared shards; one process, or DDP under torchrun (NCCL on GPU, gloo on CPU)."""
@@ -51,7 +58,7 @@ def train_cmd(cfg: TrainConfig,
 
     setup_logging(verbose)
     try:
-        train(replace(cfg, workers=_default_workers(cfg.workers)))
+        train(replace(cfg, workers=_default_workers(cfg.workers, cfg.device)))
     except AvdataError as exc:
         fail(exc)
     except KeyboardInterrupt:

@@ -44,6 +44,8 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, batches, transform: BatchTr
     device = ctx.device
     ddp_model.train()
     gen = make_generator(device, cfg.seed, "train", epoch, ctx.rank)
+    # static crops and flips drawn on the host: the same on every device, and no device sync per batch
+    crops = make_generator("cpu", cfg.seed, "train-crops", epoch, ctx.rank)
     counts = torch.zeros(2, dtype=torch.int64, device=device)  # samples, correct
     sums: dict[str, float] = {}
     lr = sched.lr_at_step(epoch, 0, steps)
@@ -67,7 +69,7 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, batches, transform: BatchTr
                 audio, visual, labels = (t.to(device, non_blocking=True) for t in batch[:3])
                 if record and len(batch) > 3:
                     keys.extend(batch[3])
-                a, v = transform(audio, visual, True, gen)
+                a, v = transform(audio, visual, True, gen, crops)
                 opt.zero_grad(set_to_none=True)
                 with autocast_for(device, cfg.amp):
                     outp = ddp_model(a, v)

@@ -16,11 +16,23 @@ from scmrl.train.config import TrainConfig
 from scmrl.train.distributed import DistContext
 from scmrl.train.protocol import Protocol
 
-__all__ = ["RunData", "make_run_data", "RECORD_KEYS_ENV"]
+__all__ = ["RunData", "make_run_data", "default_workers", "RECORD_KEYS_ENV"]
 
 #: A folder where every rank writes the keys of the training samples it used, one file per epoch and rank
 #: (`keys-epoch{E}-rank{R}.txt`): to check that ranks and nodes split the data as documented (tests).
 RECORD_KEYS_ENV = "SCMRL_RECORD_KEYS"
+
+
+def default_workers(cpus: int, processes: int = 1, cuda: bool = False) -> int:
+    """DataLoader workers per process when the user sets none, from the `cpus` this machine gives the run
+    (`os.sched_getaffinity`) shared by `processes` local processes (torchrun's LOCAL_WORLD_SIZE).
+
+    CPU training: at most 4, no more than the process's cores (the model's threads run on the same ones).
+    CUDA: every core but the one the process feeds the GPU from, at most 8 (each worker holds a shuffle
+    buffer of its own, about 1 GB of CREMA-D samples at the default size); about 1 ms of one core per
+    CREMA-D sample (BENCHMARKS.md), so 3 workers feed some 3,000 samples/s."""
+    per = max(1, cpus // max(1, processes))
+    return min(8, max(1, per - 1)) if cuda else min(4, per)
 
 
 @dataclass
