@@ -222,7 +222,10 @@ def test_compute_loss_parts() -> None:
     ce = F.cross_entropy(logits, labels, label_smoothing=0.1)
     sao = semantic_alignment_loss(a, v, labels, 0.5)
     assert total.item() == pytest.approx((ce + 2.0 * sao).item(), rel=1e-6)
-    assert parts["ce"] == pytest.approx(ce.item(), rel=1e-6) and parts["sao"] == pytest.approx(sao.item(), rel=1e-6)
+    assert parts["ce"].item() == pytest.approx(ce.item(), rel=1e-6)
+    assert parts["sao"].item() == pytest.approx(sao.item(), rel=1e-6)
+    # detached 0-d tensors: the training loop sums them on the device and reads them once an epoch
+    assert all(p.dim() == 0 and not p.requires_grad for p in parts.values())
     plain, parts = compute_loss(_cremad("concat"), ModelOutput(logits=logits), labels)
     assert plain.item() == pytest.approx(ce.item(), rel=1e-6) and set(parts) == {"ce", "loss"}
 

@@ -29,8 +29,9 @@ def semantic_alignment_loss(audio: Tensor, visual: Tensor, labels: Tensor, tau_s
     return -(positives * log_prob).sum() / (b * b)
 
 
-def compute_loss(cfg: ModelConfig, out: ModelOutput, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
-    """Total loss for the model output ``out`` and its parts for logging.
+def compute_loss(cfg: ModelConfig, out: ModelOutput, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total loss for the model output ``out`` and its parts for logging (detached 0-d tensors on the
+    loss's device: reading them is the caller's choice, so a training step never waits for the device).
 
     * every model: label-smoothed CE on the logits;
     * ``scmrl``: ``+ sao_weight * L_sao`` on ``aux['align_audio']`` / ``aux['align_visual']``;
@@ -49,6 +50,4 @@ def compute_loss(cfg: ModelConfig, out: ModelOutput, labels: Tensor) -> tuple[Te
             parts[name] = part
             total = total + part
     parts["loss"] = total
-    # one device-to-host transfer for all parts instead of one per part
-    values = torch.stack([p.detach() for p in parts.values()]).tolist()
-    return total, dict(zip(parts.keys(), values))
+    return total, {k: p.detach() for k, p in parts.items()}

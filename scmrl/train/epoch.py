@@ -47,7 +47,10 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, batches, transform: BatchTr
     # static crops and flips drawn on the host: the same on every device, and no device sync per batch
     crops = make_generator("cpu", cfg.seed, "train-crops", epoch, ctx.rank)
     counts = torch.zeros(2, dtype=torch.int64, device=device)  # samples, correct
-    sums: dict[str, float] = {}
+    # the loss parts times the batch size, summed on the device in float64 (the same arithmetic as summing
+    # them on the host, without a device-to-host wait every step); read once, after the epoch
+    part_names: list[str] = []
+    part_sums: torch.Tensor | None = None
     lr = sched.lr_at_step(epoch, 0, steps)
     task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=cap)
     join = contextlib.nullcontext()
@@ -79,8 +82,9 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, batches, transform: BatchTr
                 n = labels.numel()
                 counts[0] += n
                 counts[1] += (outp.logits.detach().argmax(1) == labels).sum()
-                for k, val in parts.items():
-                    sums[k] = sums.get(k, 0.0) + val * n
+                step_sums = torch.stack(list(parts.values())).double() * n
+                part_names = list(parts)
+                part_sums = step_sums if part_sums is None else part_sums + step_sums
                 progress.advance(task)
     except ShardReadError as exc:
         raise exc from None  # its message is already clean (ShardFailure): no worker traceback to chain
@@ -90,7 +94,7 @@ def train_epoch(ddp_model, opt, sched: WarmupCosine, batches, transform: BatchTr
         Path(record).mkdir(parents=True, exist_ok=True)
         (Path(record) / f"keys-epoch{epoch + 1}-rank{ctx.rank}.txt").write_text("".join(k + "\n" for k in keys))
     all_reduce_sum(counts, ctx)
-    sums = gather_sums(sums, ctx)
+    sums = gather_sums(dict(zip(part_names, part_sums.tolist())) if part_sums is not None else {}, ctx)
     seen, correct = int(counts[0]), int(counts[1])
     row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
     for k in sorted(sums):
