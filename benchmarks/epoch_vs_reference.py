@@ -505,11 +505,13 @@ def _machine(device: str) -> str:
 
 
 def report(s: dict) -> None:
-    print(f"\n{s['clips']} clips, batch {s['batch']}, {s['device']}{' (whole epoch)' if s['epoch'] else ' (data side)'}, "
+    what = "whole epoch" if s["epoch"] else "data side"
+    print(f"\n{s['clips']} clips, batch {s['batch']}, {s['device']} ({what}), "
           f"{s['machine']}; ours at {s['ours_tree']} ({s['ours_commit']}); medians of {s['rounds']} rounds; "
           f"load average {s['load_avg'][0]:.2f} -> {s['load_avg'][1]:.2f}")
     print("prepare: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["prepare_s"].items()))
-    print("\n| side | workers | epoch | samples | samples/s | CPU ms/sample | epoch s | GPU busy |\n|---|---|---|---|---|---|---|---|")
+    print("\n| side | workers | epoch | samples | samples/s | CPU ms/sample | epoch s | GPU busy |\n"
+          "|---|---|---|---|---|---|---|---|")
     for r in s["rows"]:
         busy = "-" if r["gpu_busy"] is None else f"{100 * r['gpu_busy']:.0f}%"
         print(f"| {r['side']} | {r['workers']} | {r['epoch']} | {r['samples']} | {r['samples_per_s']:.1f} | "
@@ -565,7 +567,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     from avdata.datasets.registry import get_recipe
 
     raw, args.shards = work / "raw", str(work / "shards")
-    clips = _bench_module("prepare_cremad").make_real_raw(raw, args.clips)
+    _bench_module("prepare_cremad").make_real_raw(raw, args.clips)
     prep = {f"avdata prepare cremad --jobs {args.jobs}": prepare_ours(raw, Path(args.shards), args.jobs,
                                                                         Path(args.ours))}
     sides = ["ours"]
