@@ -105,9 +105,10 @@ class GpuBusy:
 
     def __enter__(self) -> "GpuBusy":
         self.samples: list[float] = []
+        gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"  # an index or a UUID
         try:
             self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                          "-lms", "100", "-i", os.environ.get("CUDA_VISIBLE_DEVICES", "0")[:1]],
+                                          "-lms", "100", "-i", gpu],
                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         except OSError:
             self.proc = None
@@ -432,6 +433,14 @@ def prepare_theirs(raw: Path, root: Path, reference: Path, clips: dict[str, str]
     return time.perf_counter() - t0
 
 
+def _missing_modules(python: str) -> list[str]:
+    """The modules their data path needs that `python` cannot find."""
+    code = ("import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))")
+    res = subprocess.run([python, "-c", code, "torch", "torchvision", "torchaudio", "h5py", "tonic", "einops"],
+                         capture_output=True, text=True, check=False)
+    return res.stdout.split() if res.returncode == 0 else [f"anything ({res.stderr.strip()[-200:]})"]
+
+
 def _env(tree: Path, *front: str) -> dict:
     path = os.pathsep.join([*front, str(tree), os.environ.get("PYTHONPATH", "")])
     return {**os.environ, "PYTHONPATH": path, "AVDATA_NO_PROGRESS": "1"}
@@ -571,7 +580,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     prep = {f"avdata prepare cremad --jobs {args.jobs}": prepare_ours(raw, Path(args.shards), args.jobs,
                                                                         Path(args.ours))}
     sides = ["ours"]
-    if args.reference:
+    missing = _missing_modules(args.ref_python) if args.reference else []
+    if missing:  # e.g. gpu_checks.sh with SCMRL_REFERENCE set for the step benchmark only
+        print(f"their side skipped: {args.ref_python} cannot import {', '.join(missing)} (--ref-python: an "
+              "environment with torchvision, torchaudio, h5py, tonic and einops)", flush=True)
+    if args.reference and not missing:
         ref = Path(args.reference)
         if not (ref / "braincog" / "datasets" / "datasets.py").is_file():
             raise SystemExit(f"{ref}: not a checkout of Brain-Cog-Lab/S-CMRL (no braincog/datasets/datasets.py)")
