@@ -13,10 +13,12 @@ under real CREMA-D clip names (benchmarks/prepare_cremad.py's copier; 7,442 = CR
   (`scmrl.train.loaders.make_run_data`: the shuffled training loader, its workers kept between epochs) and
   its batched augmentation (RandomResizedCrop, flip, normalisation, repeat over T; on the CPU on a CPU run,
   on the GPU on a GPU run); with --epoch also the training step (`scmrl.train.epoch.train_epoch`).
-  The first epoch (workers starting) and a later one are reported.
+  The first epoch (workers starting) and a later one are reported, and without --epoch also the same
+  loader without the augmentation ("loader only": what bounds the data side).
 * theirs: the loader their `SNN/train_snn.py` builds for CREMA-D, `get_CREMAD_data` of their
   braincog/datasets/datasets.py imported from --reference and run by --ref-python (an environment with
-  torch, torchvision, torchaudio, h5py and tonic): CREMADDataset (PIL JPEG + RandomResizedCrop(128), flip,
+  torch, torchvision, torchaudio, h5py, tonic and einops; without them their side is skipped, saying so):
+  CREMADDataset (PIL JPEG + RandomResizedCrop(128), flip,
   ToTensor, Normalize; torchaudio load, resample to 22,050 Hz, STFT, log, PIL Resize((128, 128))) wrapped
   in tonic's DiskCachedDataset (3 copies of each sample, lzf HDF5), DataLoader with pin_memory and
   drop_last. Two changes, both needed to run it here: the workers are --workers (theirs is fixed at 8), and
