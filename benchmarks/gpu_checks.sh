@@ -30,7 +30,8 @@ if [ -n "${SCMRL_REFERENCE:-}" ]; then  # a checkout of the authors' repository 
 fi
 step "a whole training epoch against the authors' (their loader + step), CREMA-D-sized"
 # their side needs SCMRL_REFERENCE and an environment with torchvision, torchaudio, h5py, tonic and einops
-# (SCMRL_REFERENCE_PYTHON); without them our side alone. EPOCH_CLIPS=7442 is CREMA-D's size.
+# (SCMRL_REFERENCE_PYTHON); without them our side alone. EPOCH_CLIPS=7442 is CREMA-D's size. `avdata prepare`
+# needs PyAV and soundfile: add their wheels to .whl/ where the image lacks them.
 EPOCH_WORKERS=${EPOCH_WORKERS:-8}  # their get_CREMAD_data's fixed worker count
 timeout 540 python3 benchmarks/epoch_vs_reference.py --device cuda --epoch --clips "${EPOCH_CLIPS:-7442}" \
   --jobs "$(nproc)" --batch 128 --workers "$EPOCH_WORKERS" --rounds 1 --json "$OUT/epoch_vs_reference.json" \
