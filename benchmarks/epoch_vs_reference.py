@@ -134,9 +134,16 @@ class GpuBusy:
         return statistics.mean(self.samples) if self.samples else None
 
 
-def _epoch_record(kind: str, samples: int, wall: float, cpu: float, busy: float | None) -> dict:
+def _faults() -> int:
+    """Minor page faults of this process so far (copy-on-write after forking workers shows here)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _epoch_record(kind: str, samples: int, wall: float, cpu: float, busy: float | None, faults: int) -> dict:
     return {"kind": kind, "samples": samples, "seconds": wall, "cpu_s": cpu, "samples_per_s": samples / wall,
-            "cpu_s_per_sample": cpu / max(1, samples), "gpu_busy": busy}
+            "cpu_s_per_sample": cpu / max(1, samples), "gpu_busy": busy, "main_minor_faults": faults}
 
 
 # ---------------------------------------------------------------- ours: scmrl-train's loader (+ step)
@@ -198,7 +205,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     for epoch in range(args.epochs):
         run.train_ds.set_epoch(epoch)
         with GpuBusy() if device.type == "cuda" else _Null() as gpu:
-            c0, t0 = _tree_cpu(), time.perf_counter()
+            c0, t0, f0 = _tree_cpu(), time.perf_counter(), _faults()
             batches = iter(run.train_loader)
             if step is not None:
                 seen = step(batches, epoch)
@@ -212,13 +219,14 @@ def run_ours(args: argparse.Namespace) -> dict:
                     torch.cuda.synchronize()
             wall, cpu = time.perf_counter() - t0, _tree_cpu() - c0
         del batches
-        out.append(_epoch_record("first" if epoch == 0 else "later", seen, wall, cpu, gpu.busy))
+        out.append(_epoch_record("first" if epoch == 0 else "later", seen, wall, cpu, gpu.busy, _faults() - f0))
     if step is None:  # what bounds the data side: the same loader without the batched augmentation
         run.train_ds.set_epoch(args.epochs)
-        c0, t0, seen = _tree_cpu(), time.perf_counter(), 0
+        c0, t0, f0, seen = _tree_cpu(), time.perf_counter(), _faults(), 0
         for batch in run.train_loader:
             seen += batch[2].to(device, non_blocking=True).numel()
-        out.append(_epoch_record("loader only", seen, time.perf_counter() - t0, _tree_cpu() - c0, None))
+        out.append(_epoch_record("loader only", seen, time.perf_counter() - t0, _tree_cpu() - c0, None,
+                                 _faults() - f0))
     shape = {"audio": list(a.shape), "visual": list(v.shape)} if step is None else None
     return {"epochs": out, "train_clips": source.num_samples("train"), "shapes": shape, "torch": torch.__version__}
 
@@ -361,7 +369,7 @@ def run_theirs(args: argparse.Namespace) -> dict:
         if kind == "warm":
             _fill_cache(ds)
         with GpuBusy() if device.type == "cuda" else _Null() as gpu:
-            c0, t0, seen = _tree_cpu(), time.perf_counter(), 0
+            c0, t0, f0, seen = _tree_cpu(), time.perf_counter(), _faults(), 0
             for inputs, target in loader:  # their train_one_epoch, up to the model
                 inputs = [repeat(x, "b c w h -> b t c w h", t=args.time_steps) for x in inputs]
                 if device.type == "cuda":
@@ -372,7 +380,7 @@ def run_theirs(args: argparse.Namespace) -> dict:
                     step(inputs, target)
                 seen += target.numel()
             wall, cpu = time.perf_counter() - t0, _tree_cpu() - c0
-        out.append(_epoch_record(kind, seen, wall, cpu, gpu.busy))
+        out.append(_epoch_record(kind, seen, wall, cpu, gpu.busy, _faults() - f0))
     shape = {"audio": list(inputs[0].shape), "visual": list(inputs[1].shape)}
     return {"epochs": out, "train_clips": len(ds), "shapes": shape, "torch": torch.__version__}
 
@@ -479,7 +487,7 @@ def summarise(runs: dict, args: argparse.Namespace, prep: dict) -> dict:
         for kind in dict.fromkeys(e["kind"] for r in rs for e in r["epochs"]):
             rows.append({"side": side, "workers": w, "epoch": kind, "samples": rs[0]["epochs"][0]["samples"],
                          **{k: _median(rs, kind, k) for k in ("samples_per_s", "cpu_s_per_sample", "seconds",
-                                                              "gpu_busy")}})
+                                                              "gpu_busy", "main_minor_faults")}})
     for w in args.workers:
         ours, theirs = runs.get(("ours", w)), runs.get(("theirs", w))
         if not (ours and theirs):
