@@ -28,6 +28,14 @@ if [ -n "${SCMRL_REFERENCE:-}" ]; then  # a checkout of the authors' repository 
   timeout 150 python3 benchmarks/train_step_vs_reference.py --reference "$SCMRL_REFERENCE" --device cuda --batch 128 \
     --theirs-amp --rounds 2 2>&1 | tee "$OUT/train_step_vs_reference_amp.txt" | tail -8
 fi
+step "a whole training epoch against the authors' (their loader + step), CREMA-D-sized"
+# their side needs SCMRL_REFERENCE and an environment with torchvision, torchaudio, h5py, tonic and einops
+# (SCMRL_REFERENCE_PYTHON); without them our side alone. EPOCH_CLIPS=7442 is CREMA-D's size. `avdata prepare`
+# needs PyAV and soundfile: add their wheels to .whl/ where the image lacks them.
+EPOCH_WORKERS=${EPOCH_WORKERS:-8}  # their get_CREMAD_data's fixed worker count
+timeout 540 python3 benchmarks/epoch_vs_reference.py --device cuda --epoch --clips "${EPOCH_CLIPS:-7442}" \
+  --jobs "$(nproc)" --batch 128 --workers "$EPOCH_WORKERS" --rounds 1 --json "$OUT/epoch_vs_reference.json" \
+  2>&1 | tee "$OUT/epoch_vs_reference.txt" | tail -16
 step "scmrl-train on CUDA (synthetic task)"
 python3 -c "from scmrl.data.synthetic import make_synthetic_av_shards as m; m('/tmp/syn', n_train=512, n_val=128, n_test=128)"
 timeout 120 python3 -m scmrl.cli.train_app --shards /tmp/syn --out /tmp/run1 --device cuda --epochs 6 --batch-size 32 \

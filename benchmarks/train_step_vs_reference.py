@@ -82,10 +82,11 @@ def _import_reference(reference: Path, shims: Path):
     return AudioVisualSpikformer
 
 
-def _theirs(args: argparse.Namespace):
+def their_parts(args: argparse.Namespace):
+    """Their network (train mode, on args.device), AdamW, the precision context and their loss
+    (benchmarks/epoch_vs_reference.py runs them in their own training loop)."""
     import torch
     import torch.nn.functional as F
-    from einops import repeat
 
     from scmrl.train.optim import build_optimizer
 
@@ -110,6 +111,14 @@ def _theirs(args: argparse.Namespace):
         pos = (labels.unsqueeze(0) == labels.unsqueeze(-1)).float()
         score = fa @ fv.t() / TAU_S
         return ce - torch.mean(torch.mean(F.log_softmax(score, dim=-1) * pos, dim=-1))
+
+    return net, opt, precision, loss_fn
+
+
+def _theirs(args: argparse.Namespace):
+    from einops import repeat
+
+    net, opt, precision, loss_fn = their_parts(args)
 
     def prepare(audio, visual):  # [B, C, H, W] -> their [B, T, C, H, W] (materialised, as their loop)
         return [repeat(x, "b c w h -> b t c w h", t=args.time_steps).float() for x in (audio, visual)]
