@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -158,13 +157,9 @@ def step_ab(rounds: int) -> None:
 
 def prepare_real(clips: int, work: Path) -> Path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from prepare_cremad import make_real_raw, timed_prepare
+    from prepare_cremad import prepare_real_shards
 
-    raw, shards = work / "raw", work / "shards"
-    make_real_raw(raw, clips)
-    print(f"prepared {clips} clips in {timed_prepare(raw, shards, 2):.1f} s (default options, --jobs 2)")
-    shutil.rmtree(raw)
-    return shards
+    return prepare_real_shards(clips, work)
 
 
 def run(tree: str, shards: Path, batch: int, threads: int, samples: int,

@@ -266,7 +266,7 @@ def _their_datasets_module(reference: Path, shims: Path):
                  "braincog.datasets.utils"):
         sys.modules[name] = Stub(name)
     try:
-        import tonic  # noqa: F401
+        import tonic
     except ImportError:  # tonic installed without its event-camera dependencies: its cache module alone
         import importlib.machinery
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -133,13 +132,9 @@ def child(kind: str, shards: str, workers: int, epochs: int) -> None:
 
 def prepare_real(clips: int, work: Path) -> Path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from prepare_cremad import make_real_raw, timed_prepare
+    from prepare_cremad import prepare_real_shards
 
-    raw, shards = work / "raw", work / "shards"
-    make_real_raw(raw, clips)
-    print(f"prepared {clips} clips in {timed_prepare(raw, shards, 2):.1f} s (default options, --jobs 2)")
-    shutil.rmtree(raw)
-    return shards
+    return prepare_real_shards(clips, work)
 
 
 def run(kind: str, shards: Path, workers: int, epochs: int, old: str | None) -> tuple[float, float, float]:

@@ -216,6 +216,16 @@ def timed_prepare(raw: Path, shards: Path, jobs: int, **options) -> float:
     return time.perf_counter() - t0
 
 
+def prepare_real_shards(clips: int, work: Path) -> Path:
+    """Shards of `clips` copies of the real CREMA-D clips (default options, --jobs 2) in `work`/shards; the
+    raw copies are removed again."""
+    raw, shards = work / "raw", work / "shards"
+    make_real_raw(raw, clips)
+    print(f"prepared {clips} clips in {timed_prepare(raw, shards, 2):.1f} s (default options, --jobs 2)")
+    shutil.rmtree(raw)
+    return shards
+
+
 def size_ratio(raw: Path, shards: Path) -> str:
     """Shard bytes (tar files) / raw bytes (FLV + WAV) of a prepared folder."""
     raw_b = sum(p.stat().st_size for d in ("VideoFlash", "AudioWAV") for p in (raw / d).iterdir())
