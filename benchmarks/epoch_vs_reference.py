@@ -387,11 +387,12 @@ def run_theirs(args: argparse.Namespace) -> dict:
 
 # ---------------------------------------------------------------- the clips, both layouts
 
-def prepare_ours(raw: Path, shards: Path, jobs: int, ours: Path) -> float:
-    """`avdata prepare cremad` of --ours on the raw clips; its wall time."""
+def prepare_ours(raw: Path, shards: Path, jobs: int, ours: Path, extra: list[str] | None = None) -> float:
+    """`avdata prepare cremad` of --ours on the raw clips (plus --prepare-args); its wall time."""
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "avdata.cli.avdata_app", "prepare", "cremad", "--raw", str(raw),
-                          "--out", str(shards), "--jobs", str(jobs)], env=_env(ours), capture_output=True, text=True)
+                          "--out", str(shards), "--jobs", str(jobs), *(extra or [])], env=_env(ours),
+                         capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"avdata prepare cremad failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
     return time.perf_counter() - t0
@@ -557,6 +558,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--epoch", action="store_true", help="the whole epoch: the training step as well")
     ap.add_argument("--ours", default=str(ROOT), help="the tree whose avdata and scmrl are measured")
+    ap.add_argument("--prepare-args", default="", help="more options of our `avdata prepare cremad`, e.g. "
+                    "'--frame-format npy' (frames stored undecoded: no JPEG decode in the loader)")
     ap.add_argument("--reference", default=os.environ.get("SCMRL_REFERENCE"),
                     help="checkout of github.com/Brain-Cog-Lab/S-CMRL (default $SCMRL_REFERENCE; none: ours only)")
     ap.add_argument("--ref-python", default=os.environ.get("SCMRL_REFERENCE_PYTHON", sys.executable),
@@ -587,8 +590,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
 
     raw, args.shards = work / "raw", str(work / "shards")
     _bench_module("prepare_cremad").make_real_raw(raw, args.clips)
-    prep = {f"avdata prepare cremad --jobs {args.jobs}": prepare_ours(raw, Path(args.shards), args.jobs,
-                                                                        Path(args.ours))}
+    extra = args.prepare_args.split()
+    prep = {" ".join(["avdata prepare cremad --jobs", str(args.jobs), *extra]):
+            prepare_ours(raw, Path(args.shards), args.jobs, Path(args.ours), extra)}
     sides = ["ours"]
     missing = _missing_modules(args.ref_python) if args.reference else []
     if missing:  # e.g. gpu_checks.sh with SCMRL_REFERENCE set for the step benchmark only
