@@ -135,6 +135,8 @@ def _epoch_labels(out: Path, workers: int, world: int, batch: int, buffer: int |
 
 
 @pytest.mark.slow
+# 4 workers on purpose (the order must not depend on the count), more than a 2-core CI machine suggests
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 @pytest.mark.parametrize("layout", ["prepared", "class-sorted"])
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_batches_mix_classes_like_a_random_permutation(prepared, recipe, layout, tmp_path):
