@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # What a session lent a GPU runs (via the device tool), in one go, most needed first (a lease can end before
 # the last step): the CUDA tests, the benchmarks on the GPU, and short real runs of scmrl-train on CUDA (single process, bf16) and under torchrun (NCCL).
-# The GPU image has torch, Triton, typer, rich and OpenCV but not webdataset: put its wheels in .whl/
-# first (pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl webdataset braceexpand).
+# The GPU image has torch, Triton, typer, rich and OpenCV but not webdataset, PyAV, soundfile, librosa,
+# tonic or torchcodec: `bash benchmarks/gpu_carry.sh <S-CMRL checkout>` puts their wheels in .whl/ (and the
+# checkout in .ref/S-CMRL) first; carry both.
 # SCMRL_REFERENCE=<checkout of Brain-Cog-Lab/S-CMRL> adds the training step against the authors' code at
 # batch 128 (their code also needs einops: add its wheel to .whl/). Results go to $OUT (or ./gpu-results).
 set -uo pipefail  # each step has its own timeout so one hang cannot spend the whole lease
 OUT=${OUT:-gpu-results}; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
+if ls .whl/*.whl >/dev/null 2>&1; then  # benchmarks/gpu_carry.sh fills .whl/
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
+  if ls /tmp/site/av.libs/libavutil-*.so.* >/dev/null 2>&1; then
+    # torchcodec (torchaudio's audio reader) opens FFmpeg by its plain sonames: those of the PyAV wheel, linked
+    mkdir -p /tmp/ffmpeg-libs
+    for f in /tmp/site/av.libs/lib{avcodec,avdevice,avfilter,avformat,avutil,swresample,swscale}-*.so.*; do
+      b=$(basename "$f"); ln -sf "$f" "/tmp/ffmpeg-libs/${b%%-*}.so.$(echo "$b" | sed -E 's/.*\.so\.([0-9]+).*/\1/')"
+    done
+    export LD_LIBRARY_PATH=/tmp/ffmpeg-libs:/tmp/site/av.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  fi
 else
   export PYTHONPATH=$PWD
 fi
