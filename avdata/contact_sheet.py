@@ -205,7 +205,8 @@ def draw_sheet(spec: str | Path, per_class: int = 2, split: str | None = None) -
     # as many cell pairs across as the fullest row shows: no blank columns when classes have fewer samples
     per_row = max([len(r) for r in rows] + [1])
     n_rows, n_cols = max(1, len(classes)), 2 * per_row
-    width, height = n_cols * CELL_W_IN, HEADER_IN + n_rows * ROW_H_IN
+    # rounded: 0.5 + 3 * 1.9 is 6.1999..., which matplotlib before 3.11 truncated to 619 pixels, not 620
+    width, height = round(n_cols * CELL_W_IN, 6), round(HEADER_IN + n_rows * ROW_H_IN, 6)
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.04, top=1 - HEADER_IN / height,

@@ -50,7 +50,7 @@ def _run(cfg: ModelConfig, seed: int = 0) -> tuple[torch.nn.Module, ModelOutput,
     labels = LABELS % cfg.num_classes
     loss, parts = compute_loss(cfg, out, labels)
     loss.backward()
-    return net, out, loss, parts
+    return net, out, loss, {k: v.item() for k, v in parts.items()}
 
 
 @pytest.mark.slow
