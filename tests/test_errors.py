@@ -89,3 +89,15 @@ def test_a_codec_error_is_an_avdata_error_and_a_value_error() -> None:
     with pytest.raises(FieldError, match="not a JPEG") as got:
         decode_jpeg(b"GIF89a")
     assert isinstance(got.value, AvdataError) and isinstance(got.value, ValueError)
+
+
+def test_a_stored_model_config_this_version_cannot_read_is_an_avdata_error() -> None:
+    """A checkpoint's model_config comes from a stranger's file: an unknown setting or a value of the wrong
+    type is a message (ModelConfig.from_dict, the one reader every checkpoint path uses), not a TypeError."""
+    from scmrl.model.config import ModelConfig
+
+    with pytest.raises(AvdataError, match="model_config does not load .*unexpected keyword.*bogus"):
+        ModelConfig.from_dict({"num_classes": 6, "bogus": 1})
+    with pytest.raises(AvdataError, match="model_config does not load"):
+        ModelConfig.from_dict({"num_classes": "six"})
+    assert ModelConfig.from_dict({"num_classes": 6}).num_classes == 6

@@ -72,8 +72,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, stored: Mapping[str, Any]) -> ModelConfig:
-        """The config a checkpoint's `model_config` dict holds, so that old checkpoints still load."""
-        return cls(**cls.stored_fields(stored))
+        """The config a checkpoint's `model_config` dict holds, so that old checkpoints still load; an
+        AvdataError for a dict this version cannot read (an unknown setting, a value of the wrong type)."""
+        try:
+            return cls(**cls.stored_fields(stored))
+        except TypeError as exc:
+            raise AvdataError(f"model_config does not load ({exc}); it was written by another version of "
+                              "scmrl-train or is damaged") from exc
 
     def __post_init__(self) -> None:
         def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -85,9 +85,8 @@ def evaluate_checkpoint(checkpoint: str, shards: str, split: str = "test", devic
             raise AvdataError(f"{checkpoint}: not a scmrl-train checkpoint (no {key!r})")
     try:
         mcfg = ModelConfig.from_dict(ckpt["model_config"])
-    except (AvdataError, TypeError) as exc:  # TypeError: a setting this version does not know
-        raise AvdataError(f"{checkpoint}: its model_config does not load ({exc}); it was written by another "
-                          "version of scmrl-train or is damaged") from exc
+    except AvdataError as exc:
+        raise AvdataError(f"{checkpoint}: {exc}") from exc
     tcfg = ckpt["train_config"]
     source: ShardsLocation = open_shards(shards, classes)
     if source.classes != list(ckpt["classes"]):
