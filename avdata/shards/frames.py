@@ -29,7 +29,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from avdata.errors import AvdataError, FieldError
-
 from avdata.shards.jpeg import decode_jpeg, encode_jpeg, encoder
 from avdata.shards.npy import decode_npy, encode_npy
 

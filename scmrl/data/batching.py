@@ -63,12 +63,11 @@ def _stack(tensors: list[Tensor]) -> Tensor:
     the main process does not copy it again (what torch's default_collate does too). In the main process
     (no workers) numpy's single-threaded copy: torch's parallel one waits on descheduled threads when the
     cores are busy (BENCHMARKS.md, "aug-speed")."""
+    first = tensors[0]
     if get_worker_info() is None:
-        first = tensors[0]
         out = torch.empty((len(tensors), *first.shape), dtype=first.dtype)
         np.stack([t.numpy() for t in tensors], out=out.numpy())
         return out
-    first = tensors[0]
     storage = first.untyped_storage()._new_shared(len(tensors) * first.numel() * first.element_size())
     out = torch.empty(0, dtype=first.dtype).set_(storage).view(len(tensors), *first.shape)
     return torch.stack(tensors, out=out)

@@ -58,14 +58,19 @@ def _jpeg_frame(field: bytes | MemberSlice) -> np.ndarray:
     return decode_jpeg(field.read_array(0, field.size) if isinstance(field, MemberSlice) else field)
 
 
+def _check_frames_shape(shape: tuple[int, ...], name: str) -> None:
+    """Stored frames are [H, W, 3] or [K, H, W, 3]; anything else is refused before it is read."""
+    if len(shape) not in (3, 4) or shape[-1] != 3:
+        raise FieldError(f"{name}: frames of shape {shape}, not [K, H, W, 3]")
+
+
 def npy_frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], np.ndarray]]:
     """`frame_reader` of a ``frames.npy`` field. For a member left in the file only the frames asked
     for are read (a third of the bytes for K=3)."""
     if isinstance(field, MemberSlice):
         head = field.read(0, min(field.size, MAX_NPY_HEADER))
         shape, fortran, dtype, offset = npy_header(head)
-        if len(shape) not in (3, 4) or shape[-1] != 3:
-            raise FieldError(f"{field.name}: frames of shape {shape}, not [K, H, W, 3]")
+        _check_frames_shape(tuple(shape), field.name)
         if not fortran and len(shape) == 4:
             step = int(np.prod(shape[1:])) * dtype.itemsize
             if offset + shape[0] * step != field.size:
@@ -73,8 +78,7 @@ def npy_frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], n
             return shape[0], lambda i: field.read_array(offset + i * step, step).view(dtype).reshape(shape[1:])
         field = field.read()
     frames = decode_npy_view(field)
-    if frames.ndim not in (3, 4) or frames.shape[-1] != 3:
-        raise FieldError(f"frames.npy of shape {frames.shape}, not [K, H, W, 3]")
+    _check_frames_shape(frames.shape, "frames.npy")
     if frames.ndim == 3:
         frames = frames[None]
     return frames.shape[0], frames.__getitem__

@@ -111,6 +111,16 @@ def _uint8_kernel(x: torch.Tensor) -> bool:
     return x.dtype == torch.uint8 and x.device.type == "cpu"
 
 
+def _resampled(x: torch.Tensor) -> torch.Tensor:
+    """x in the dtype it is resampled in (`_uint8_kernel`)."""
+    return x.float() if x.dtype == torch.uint8 and not _uint8_kernel(x) else x
+
+
+def _as_input(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`out`, resampled from `_resampled(x)`, back in x's dtype (float rounded to uint8 as Pillow rounds)."""
+    return out.round_().clamp_(0, 255).to(torch.uint8) if out.dtype != x.dtype else out
+
+
 @contextlib.contextmanager
 def _one_thread(device: torch.device) -> Iterator[None]:
     """One intra-op thread on the CPU for the static transform: its per-sample ops are small, each would
@@ -130,9 +140,8 @@ def _one_thread(device: torch.device) -> Iterator[None]:
 
 def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
     """x [N, C, h, w] -> [N, C, *size], bilinear (align_corners False), in x's dtype."""
-    if x.dtype == torch.uint8 and not _uint8_kernel(x):
-        return _resize(x.float(), size, antialias).round_().clamp_(0, 255).to(torch.uint8)
-    return F.interpolate(x, size=size, mode="bilinear", antialias=antialias, align_corners=False)
+    out = F.interpolate(_resampled(x), size=size, mode="bilinear", antialias=antialias, align_corners=False)
+    return _as_input(out, x)
 
 
 def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int, flips: torch.Tensor | None,
@@ -144,7 +153,7 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int, flips: torch.
     Per sample: an interpolate and a copy into the output (two or three kernel launches on CUDA, where
     the batch is made float once and the result rounded back to uint8 once)."""
     n, c = x.shape[:2]
-    work = x.float() if x.dtype == torch.uint8 and not _uint8_kernel(x) else x
+    work = _resampled(x)
     out = torch.empty(n, c, size, size, dtype=work.dtype, device=x.device)
     # the boxes go to the host once (drawn by a CPU generator they need no device sync)
     rows = boxes.to("cpu", torch.int64).tolist()
@@ -153,7 +162,7 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int, flips: torch.
         r = F.interpolate(work[i * group:(i + 1) * group, :, top:top + h, left:left + w], size=(size, size),
                           mode="bilinear", antialias=antialias, align_corners=False)
         out[i * group:(i + 1) * group] = r.flip(-1) if flip else r
-    return out if work is x else out.round_().clamp_(0, 255).to(torch.uint8)
+    return _as_input(out, x)
 
 
 def random_resized_crop(x: torch.Tensor, size: int, gen: torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
