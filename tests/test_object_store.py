@@ -153,6 +153,40 @@ def test_read_verify_inspect_and_pull_from_s3(env, pushed, shards, tmp_path):
     assert listed.num_samples("val") == N_VAL and listed.address("val-000000.tar") == f"{pushed}/val-000000.tar"
 
 
+def _read_in_child(url: str, queue) -> None:
+    from avdata.fetch.objstore import open_object
+
+    queue.put(open_object(url).read(512)[257:262])  # a tar member's "ustar" magic
+
+
+def test_a_forked_loader_worker_reads_s3_on_its_own_event_loop(env, pushed, monkeypatch):
+    """fsspec runs s3 calls on one loop thread, which a fork does not copy; before fsspec 2025.3.1 a DataLoader
+    worker's first read waited forever. `filesystem` registers fsspec's reset for forked children itself."""
+    import multiprocessing
+    import os
+
+    import fsspec.asyn
+
+    from avdata.fetch import objstore
+
+    hooks = []
+    monkeypatch.setattr(objstore, "_FORK_HOOKED", False)
+    monkeypatch.setattr(os, "register_at_fork", lambda **kw: hooks.append(kw))
+    objstore.object_size(f"{pushed}/val-000000.tar")
+    assert hooks == [{"after_in_child": fsspec.asyn.reset_lock}] and objstore._FORK_HOOKED
+    monkeypatch.undo()
+    objstore.object_size(f"{pushed}/val-000000.tar")  # the real hook, before the fork
+
+    ctx = multiprocessing.get_context("fork")  # as the trainer's DataLoader workers start
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(f"{pushed}/val-000000.tar", queue))
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    child.kill()
+    assert not alive and queue.get(timeout=5) == b"ustar"
+
+
 def test_a_deleted_shard_is_named(env, pushed, tmp_path):
     env.client.delete_object(Bucket="bkt", Key="ds/train-000001.tar")
     report = verify_shards(pushed, progress=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.message
 import importlib
+import os
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ def filesystem(url: str, timeout: float = 60.0) -> tuple[Any, str]:
     except ImportError as exc:
         raise AvdataError(f"{url}: reading or writing {url.split('://')[0]}:// needs the {package} package: "
                           f"{install_hint(extra, package)}") from exc
+    _fork_safe()
     options: dict[str, Any] = {}
     if protocol == "s3":  # bounded waits: a silent server is retried, then reported, never waited on forever
         options["config_kwargs"] = {"connect_timeout": min(timeout, 30.0), "read_timeout": timeout,
@@ -70,6 +72,22 @@ def filesystem(url: str, timeout: float = 60.0) -> tuple[Any, str]:
         options["endpoint"] = endpoint()
     fs = fsspec.filesystem(protocol, **options)
     return fs, fs._strip_protocol(url)
+
+
+_FORK_HOOKED = False
+
+
+def _fork_safe() -> None:
+    """Make a forked process (a DataLoader worker) start its own fsspec event loop. fsspec runs every
+    s3/gs call on one loop thread; a fork copies the loop but not its thread, so the child's first call
+    waits forever on a loop nobody runs. fsspec resets it itself from 2025.3.1 on; with the older
+    versions the extras allow, `scmrl-train --workers N` on s3:// shards hung in every worker."""
+    global _FORK_HOOKED
+    if not _FORK_HOOKED and hasattr(os, "register_at_fork"):
+        import fsspec.asyn
+
+        os.register_at_fork(after_in_child=fsspec.asyn.reset_lock)
+        _FORK_HOOKED = True
 
 
 def store_error(url: str, exc: BaseException) -> AvdataError | None:
