@@ -110,14 +110,16 @@ def test_eval_cli_reproduces_the_selected_test_accuracy(runs, shards, tmp_path):
     assert r.exit_code == 0 and "v1a1" in r.output and "accuracy" in r.output
 
 
-def test_resume_continues_exactly(small_shards, tmp_path):
+def test_resume_continues_exactly(small_shards, tmp_path, caplog):
     cfg = dict(shards=str(small_shards), model="scmrl", epochs=2, **TINY)
     a = train(TrainConfig(out=str(tmp_path / "a"), **cfg))
     train(TrainConfig(out=str(tmp_path / "b"), stop_after_epochs=1, **cfg))
     assert len(read_metrics(tmp_path / "b" / "metrics.jsonl")) == 1
     with pytest.raises(Exception, match="--resume"):  # an existing run is never overwritten silently
         train(TrainConfig(out=str(tmp_path / "b"), **cfg))
-    b = train(TrainConfig(out=str(tmp_path / "b"), resume=True, **cfg))
+    with caplog.at_level("WARNING", logger="scmrl.train.start"):
+        b = train(TrainConfig(out=str(tmp_path / "b"), resume=True, **cfg))
+    assert not [r for r in caplog.records if r.name == "scmrl.train.start"]  # the same options: nothing to say
     ca = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)  # shared checkpoints run no code
     cb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     for k, v in ca["model"].items():

@@ -194,7 +194,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                 payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
                            "state": state, "epoch": state["epoch"], "step": state["step"], "rng": capture_rng(),
                            "model_config": asdict(mcfg), "train_config": asdict(cfg), "classes": source.classes,
-                           "dataset": manifest.dataset, "shards_fingerprint": source.fingerprint()}
+                           "dataset": manifest.dataset, "shards_fingerprint": source.fingerprint(),
+                           "processes": ctx.world}
                 save_checkpoint(ckpt_path, payload)
                 if improved:
                     save_checkpoint(out / BEST_NAME, {k: payload[k] for k in (
