@@ -63,6 +63,8 @@ def test_two_cpu_processes_see_what_one_process_sees(shards, tmp_path):
         assert a["train_samples"] == b["train_samples"] == 160
         assert a["val_samples"] == b["val_samples"] == 40 and a["test_samples"] == b["test_samples"] == 50
     assert two[-1]["step"] == 2 * 6  # every rank runs the longest rank's 6 steps per epoch (Join)
+    # ... and the run says so, with the fix (scmrl.train.loaders.share_warnings)
+    assert "in 2 of the 6 steps of this epoch only some processes" in " ".join(output.split())
     res = json.loads((tmp_path / "two" / "results.json").read_text())
     assert res["epochs"] == 2 and 0.0 <= res["test_acc_at_val_best_epoch"] <= 1.0
     assert single["epochs"] == 2

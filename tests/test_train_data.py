@@ -82,6 +82,27 @@ def test_slot_plan_regimes():
     assert slot_plan(counts[:1], 1, 2, 0, 2) == ([0], 4, 2)  # every slot reads all, keeps every 4th
 
 
+def test_what_dealing_the_split_to_processes_changes_is_said(tmp_path):
+    """Whole shards go to each process: 5 shards over 2 processes make 3 : 2 (6 and 4 batches of 16), so 2 of
+    the 6 steps train on one process's batch alone; 16 processes at batch 128 drop a third of CREMA-D's split;
+    and --batch-size is per process. One process at the recipe's drop-last says nothing."""
+    from scmrl.train.loaders import share_warnings
+
+    src = open_shards(make_synthetic_av_shards(tmp_path / "s", 160, 0, 0, per_shard=32))
+    ds = ShardStream(src, "train", StreamConfig(kind="static", train=True), 0, world=2)
+    shares = sorted(ds.rank_samples(r, workers=2) for r in range(2))
+    assert shares == [64, 96]
+    uneven, global_batch = share_warnings(shares, 16, batch_given=False)
+    assert "unequal shares of the train split (64 to 96 samples" in uneven and "in 2 of the 6 steps" in uneven
+    assert "smaller than 32" in uneven and "--samples-per-shard" in uneven
+    assert global_batch.startswith("global batch 32: --batch-size is per process (16 x 2 processes)")
+    assert "pass --batch-size 64" in global_batch
+    dropped, = share_warnings([6016 // 16] * 16, 128, batch_given=True)
+    assert dropped.startswith("each epoch trains on 4,096 of the 6,016 training samples") and "(32% of" in dropped
+    assert share_warnings([36], 8, batch_given=False) == [] and share_warnings([6016], 128, False) == []
+    assert share_warnings([1030, 1024], 128, batch_given=True) == []
+
+
 @pytest.mark.slow
 def test_a_real_dataloader_with_two_workers_and_full_batches(tmp_path):
     out = make_synthetic_av_shards(tmp_path / "s", 150, 0, 37, frame_shape=(32, 40), per_shard=20)

@@ -47,7 +47,7 @@ from scmrl.train.distributed import (DistContext, barrier, broadcast_object, cle
                                     wrap_ddp)
 from scmrl.train.epoch import loss_probe, train_epoch
 from scmrl.train.evaluate import evaluate
-from scmrl.train.loaders import make_run_data
+from scmrl.train.loaders import make_run_data, share_warnings
 from scmrl.train.optim import build_optimizer
 from scmrl.train.report import EpochTable, append_metrics, plot_confusion, plot_curves, print_run_results, write_metrics
 from scmrl.train.results import (CONFUSION_NAME, CURVES_NAME, METRICS_NAME, RESULTS_NAME, fresh_state, run_results,
@@ -103,6 +103,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg).to(device)
+    batch_given = cfg.batch_size is not None
     if cfg.batch_size is None and ckpt is not None:
         cfg = replace(cfg, batch_size=ckpt["train_config"]["batch_size"])  # a resumed run keeps its batch
     # before the first step: the memory and time it will take, and a batch that fits (scmrl.train.footprint)
@@ -131,6 +132,11 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     ddp_model = wrap_ddp(model, ctx, loss_probe(mcfg, device))
 
     data = make_run_data(source, eval_splits, cfg, mcfg, proto, ctx)
+    if ctx.main:
+        data.train_ds.set_epoch(state["epoch"])
+        for warning in share_warnings([data.train_ds.rank_samples(r, cfg.workers) for r in range(ctx.world)],
+                                      batch, batch_given):
+            log.warning("%s", warning)
 
     # ---- reporting (rank 0)
     metrics_path = out / METRICS_NAME
