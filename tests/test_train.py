@@ -111,10 +111,13 @@ def test_eval_cli_reproduces_the_selected_test_accuracy(runs, shards, tmp_path):
 
 
 def test_resume_continues_exactly(small_shards, tmp_path, caplog):
-    cfg = dict(shards=str(small_shards), model="scmrl", epochs=2, **TINY)
+    # evaluated after epochs 2 and 3 (the last), not where the first invocation stops: a resumed run evaluates,
+    # and so selects, as the uninterrupted one
+    cfg = dict(shards=str(small_shards), model="scmrl", epochs=3, eval_every=2, **TINY)
     a = train(TrainConfig(out=str(tmp_path / "a"), **cfg))
     train(TrainConfig(out=str(tmp_path / "b"), stop_after_epochs=1, **cfg))
-    assert len(read_metrics(tmp_path / "b" / "metrics.jsonl")) == 1
+    first, = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert "val_acc" not in first and "test_acc" not in first
     with pytest.raises(Exception, match="--resume"):  # an existing run is never overwritten silently
         train(TrainConfig(out=str(tmp_path / "b"), **cfg))
     with caplog.at_level("WARNING", logger="scmrl.train.start"):
@@ -129,6 +132,7 @@ def test_resume_continues_exactly(small_shards, tmp_path, caplog):
     ra, rb = read_metrics(tmp_path / "a" / "metrics.jsonl"), read_metrics(tmp_path / "b" / "metrics.jsonl")
     strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and k != "samples_per_s"} for r in rows]  # noqa: E731
     assert strip(ra) == strip(rb)
+    assert [("val_acc" in r, "test_acc" in r) for r in ra] == [(False, False), (True, True), (True, True)]
 
 
 def test_next_epoch_is_read_while_evaluating_in_the_same_order(small_shards, tmp_path, monkeypatch):
@@ -162,12 +166,18 @@ def test_next_epoch_is_read_while_evaluating_in_the_same_order(small_shards, tmp
         assert (tmp_path / "keys" / f"keys-epoch{epoch + 1}-rank0.txt").read_text().split() == expected
 
 
-def test_max_steps_stops_a_smoke_run(small_shards, tmp_path):
+def test_max_steps_stops_a_smoke_run(small_shards, tmp_path, caplog):
     res = train(TrainConfig(shards=str(small_shards), out=str(tmp_path / "m"), epochs=5, max_steps=3, **TINY))
     assert res["steps"] == 3 and res["epochs"] == 1 and res["stopped_by_max_steps"]
     rows = read_metrics(tmp_path / "m" / "metrics.jsonl")
     assert len(rows) == 1 and rows[0]["train_samples"] == 3 * 32 and rows[0]["test_samples"] == 32
     assert (tmp_path / "m" / "results.json").exists() and (tmp_path / "m" / "curves.png").exists()
+    # epoch 1 had 4 batches: resuming skips its last one, and says so
+    with caplog.at_level("WARNING", logger="scmrl.train.loop"):
+        res = train(TrainConfig(shards=str(small_shards), out=str(tmp_path / "m"), epochs=5, max_steps=4,
+                                resume=True, **TINY))
+    assert res["steps"] == 4 and res["epochs"] == 2
+    assert "stopped at --max-steps 3 within epoch 1: it continues with epoch 2, the rest of epoch 1" in caplog.text
 
 
 def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards, tmp_path):

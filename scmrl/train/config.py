@@ -116,7 +116,7 @@ class TrainConfig:
                                 "the run is evaluated and checkpointed.")
     stop_after_epochs: int | None = opt(None, min=1, help="End this invocation after N epochs (a job time limit); "
                                         "continue with --resume.")
-    eval_every: int = opt(1, min=1, help="Evaluate val/test every N epochs (and at the end).")
+    eval_every: int = opt(1, min=1, help="Evaluate val/test every N epochs (and after the last).")
     classes: list[str] | None = opt(None, help="Class names in label order, for .tar files without a "
                                     "manifest.json beside them.")
     io_retries: int = opt(4, min=0, help="Retries of a shard that cannot be opened or breaks off (remote "

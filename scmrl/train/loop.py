@@ -127,6 +127,10 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         restore_rng(ckpt["rng"])
         if ctx.main:
             log.info("resumed from %s after epoch %d (step %d)", ckpt_path, state["epoch"], state["step"])
+            if state.get("stopped_mid_epoch"):
+                log.warning("the run stopped at --max-steps %d within epoch %d: it continues with epoch %d, the rest "
+                            "of epoch %d untrained (--stop-after-epochs stops between epochs, to continue exactly)",
+                            state["step"], state["epoch"], state["epoch"] + 1, state["epoch"])
     elif cfg.init_from is not None:
         init_weights(model, mcfg, cfg.init_from)
     ddp_model = wrap_ddp(model, ctx, loss_probe(mcfg, device))
@@ -180,7 +184,9 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
             if epoch + 1 < last_epoch and not stop:
                 data.train_ds.set_epoch(epoch + 1)
                 upcoming = iter(data.train_loader)
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == last_epoch or stop:
+            # not at the end of a --stop-after-epochs invocation: a resumed run evaluates the epochs an
+            # uninterrupted one does, so both select the same validation-best epoch
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stop:
                 sync_buffers(model, ctx)
                 t0 = time.perf_counter()
                 for split, loader in data.eval_loaders.items():
@@ -194,6 +200,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
             state["history"].append(row)
             state["epoch"] = epoch + 1
             state["stopped_by_max_steps"] = stop
+            state["stopped_mid_epoch"] = stop and cap < steps  # its remaining batches are not trained
             if ctx.main:
                 append_metrics(metrics_path, row)
                 table.row(row)

@@ -25,7 +25,8 @@ def fresh_state() -> dict[str, Any]:
     """The state of a run before its first epoch (it is checkpointed with the weights)."""
     return {"epoch": 0, "step": 0, "history": [], "best_val_acc": None, "best_val_epoch": None,
             "test_acc_at_best_val": None, "best_test_acc": None, "best_test_epoch": None,
-            "confusion_at_best_val": None, "confusion_last": None, "stopped_by_max_steps": False}
+            "confusion_at_best_val": None, "confusion_last": None, "stopped_by_max_steps": False,
+            "stopped_mid_epoch": False}
 
 
 def update_best(state: dict[str, Any], row: dict[str, Any]) -> bool:
