@@ -195,6 +195,7 @@ def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards,
     res = train(TrainConfig(shards=str(folder), out=str(tmp_path / "r"), epochs=1, max_steps=2, **TINY))
     assert res["val_best_epoch"] is None and res["test_acc_at_val_best_epoch"] is None
     assert res["selection"].startswith("no validation split") and res["best_test_acc_over_epochs"] is not None
+    assert "no best.pt is written" in res["selection"] and not (tmp_path / "r" / "best.pt").exists()
     rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
     assert rows[0].get("val_acc") is None and rows[0]["test_samples"] == 32
     r = CliRunner().invoke(eval_app, ["--checkpoint", str(tmp_path / "r" / "checkpoint.pt"), "--shards", str(folder),

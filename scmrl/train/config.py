@@ -52,8 +52,8 @@ class TrainConfig:
     shards: str = opt(help="Shards made by `avdata prepare`: a local folder, its URL (http(s)://, s3://, gs://, "
                       "hf://datasets/OWNER/NAME), or .tar files (comma-separated or a glob; split read from "
                       "<split>-NNNNNN.tar).")
-    out: str = opt(help="Run folder: checkpoint.pt, best.pt, metrics.jsonl, results.json, curves.png, "
-                   "confusion.png.")
+    out: str = opt(help="Run folder: checkpoint.pt, best.pt (the validation-best epoch, when the shards have a "
+                   "validation split), metrics.jsonl, results.json, curves.png, confusion.png.")
     model: str = model_option("model")
     attention: str | None = model_option("attention", default=None, default_help="Default: spatiotemporal; with "
                                           "--protocol reference spatiotemporal-reference.")

@@ -62,6 +62,7 @@ def run_results(state: dict[str, Any], mcfg: ModelConfig, dataset: str, eval_spl
                       "best_test_acc_over_epochs: the best test accuracy over all epochs, selected on the test set "
                       "(the figure the reference reports)") if "val" in eval_splits else
                      ("no validation split: test_acc_at_val_best_epoch is not available; best_test_acc_over_epochs "
-                      "is selected on the test set (the reference's figure)"),
+                      "is selected on the test set (the reference's figure); no best.pt is written (no model is "
+                      "chosen on the test set): checkpoint.pt holds the last epoch's"),
         "model_config": asdict(mcfg),
     }
