@@ -15,7 +15,8 @@ exactly (same weights as an uninterrupted run; `scmrl.train.start`).
 
 Single process, or DDP under torchrun (NCCL on GPU, gloo on CPU; one or many nodes): data is split over
 ranks and workers so every sample is seen once per epoch; ranks whose share holds fewer batches join
-early (`scmrl.train.epoch`); metrics are reduced by summing counts; only rank 0 writes.
+early (`scmrl.train.epoch`) and are given the optimiser state of one that did not after the epoch
+(`scmrl.train.distributed.sync_optimizer`); metrics are reduced by summing counts; only rank 0 writes.
 
 The options and the per-dataset defaults are in `scmrl.train.config`; `protocol="reference"` trains as the
 authors' code does where it differs from the above (`scmrl.train.protocol`).
@@ -44,7 +45,7 @@ from scmrl.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, capture_rng, rest
 from scmrl.train.config import TrainConfig, model_config, resolve_protocol
 from scmrl.train.cpu_memory import keep_freed_memory
 from scmrl.train.distributed import (DistContext, barrier, broadcast_object, cleanup, init_distributed, sync_buffers,
-                                    wrap_ddp)
+                                    sync_optimizer, wrap_ddp)
 from scmrl.train.epoch import loss_probe, train_epoch
 from scmrl.train.evaluate import evaluate
 from scmrl.train.loaders import make_run_data, share_warnings
@@ -178,6 +179,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
             row = train_epoch(ddp_model, opt, sched, batches, data.transform, mcfg, cfg, ctx, epoch, steps,
                               cap, progress)
             del batches
+            if min(per_rank) < cap:  # some ranks joined early: give them the optimiser state of one that did not
+                sync_optimizer(opt, ctx, src=per_rank.index(max(per_rank)))
             state["step"] += cap
             row["step"] = state["step"]
             stop = cfg.max_steps is not None and state["step"] >= cfg.max_steps
