@@ -59,14 +59,16 @@ class TrainConfig:
                                           "--protocol reference spatiotemporal-reference.")
     residual_proj: bool = model_option("residual_proj")
     protocol: str = opt("ours", choices=PROTOCOLS, help="reference: train as the authors' code does (no "
-                        "validation split, float32, no decay on biases/norms, per-epoch cosine, PIL spectrogram "
-                        "resize, noise on training inputs; README: protocol table).")
+                        "validation split, float32, no decay on biases/norms, per-epoch cosine, linear lr scaling "
+                        "below batch 128, PIL spectrogram resize, noise on training inputs; README: protocol "
+                        "table).")
     epochs: int = opt(100, min=1, help="Training epochs.")
     batch_size: int | None = opt(None, min=1, help="Batch per process (drop-last in training). Default: 128; on CPU "
                                  "the largest of 128, 64, 32, ... that the memory estimate printed at the start "
                                  "fits in the available memory.")
     lr: float | None = opt(None, help="Peak learning rate. Default: 5e-3 * global batch / 1024 from batch 128 up; "
-                           "below, 6.25e-4 * sqrt(global batch / 128) (so 1.1e-4 at batch 4).")
+                           "below, 6.25e-4 * sqrt(global batch / 128) (so 1.1e-4 at batch 4; --protocol "
+                           "reference: linear at every batch).")
     base_lr: float = opt(BASE_LR, help="Peak learning rate per 1024 samples of global batch, when lr is None.")
     weight_decay: float = opt(1e-4, help="AdamW weight decay.")
     warmup_epochs: float = opt(5.0, min=0, help="Linear warm-up epochs (from 1e-6).")

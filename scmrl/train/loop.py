@@ -1,7 +1,8 @@
 """The training loop behind `scmrl-train`.
 
 The reference recipe (docs/reference.md §2): AdamW (eps 1e-8, weight decay 1e-4), lr = 5e-3 * global
-batch / 1024 unless given (below batch 128 the square-root rule: `scmrl.train.schedule.scaled_lr`),
+batch / 1024 unless given (below batch 128 the square-root rule, `--protocol reference` linear:
+`scmrl.train.schedule.scaled_lr`),
 5 warm-up epochs from 1e-6 then cosine to 1e-5 (per step), 100 epochs, batch 128 per process (drop-last
 in training; on CPU by default the largest that fits the memory, from a probe that also
 prints the estimated peak memory and epoch time: `scmrl.train.footprint`), seed 42, label-smoothed
@@ -112,7 +113,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                                 ctx.world, cfg.workers, cfg.shuffle_buffer)
     batch = broadcast_object(batch, ctx)  # every rank trains at rank 0's choice
     cfg = replace(cfg, batch_size=batch)
-    peak = cfg.lr if cfg.lr is not None else scaled_lr(batch * ctx.world, cfg.base_lr)
+    peak = cfg.lr if cfg.lr is not None else scaled_lr(batch * ctx.world, cfg.base_lr, proto.lr_rule)
     opt = build_optimizer(model, peak, cfg.weight_decay, proto.exclude_1d_decay)
     sched = make_schedule(proto.schedule, peak, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, cfg.min_lr)
     if ctx.main:
