@@ -40,10 +40,22 @@ def _resolved(protocol: str) -> tuple[TrainConfig, object]:
 
 
 def test_the_table_has_a_reason_for_every_row():
-    assert len(TABLE) == 9 and all(len(row) == 4 and all(row) for row in TABLE)
+    assert len(TABLE) == 10 and all(len(row) == 4 and all(row) for row in TABLE)
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for row in TABLE:  # the README prints the table as it is here
         assert "| " + " | ".join(row) + " |" in readme, row[0]
+
+
+def test_training_frame_is_the_clips_one_frame_under_reference(tmp_path):
+    from avdata.shards.location import open_shards
+    from scmrl.train.distributed import DistContext
+    from scmrl.train.loaders import make_run_data
+
+    source = open_shards(make_synthetic_av_shards(tmp_path / "s", 8, 0, 0, per_shard=8))
+    for name, frame in (("reference", "per-clip"), ("ours", "per-epoch")):
+        cfg, proto = resolve_protocol(TrainConfig(shards="s", out="o", protocol=name, batch_size=4))
+        data = make_run_data(source, [], cfg, model_config(cfg, source), proto, DistContext())
+        assert data.train_ds.cfg.train_frame == frame
 
 
 def test_learning_rate_scales_linearly_under_reference_at_every_batch():

@@ -132,9 +132,10 @@ def test_a_real_dataloader_with_two_workers_and_full_batches(tmp_path):
 def test_frame_choice_is_seeded_per_epoch_and_fixed_in_evaluation(tmp_path):
     src = open_shards(_frame_shards(tmp_path / "f", 40, 10))
 
-    def picked(epoch: int, train: bool, seed: int = 42, per_step: bool = False) -> dict[str, list[int]]:
+    def picked(epoch: int, train: bool, seed: int = 42, per_step: bool = False,
+               frame: str = "per-epoch") -> dict[str, list[int]]:
         cfg = StreamConfig(kind="static", image_size=32, seed=seed, train=train, shuffle_buffer=8, with_keys=True,
-                           frames_per_step=per_step, time_steps=3)
+                           frames_per_step=per_step, time_steps=3, train_frame=frame)
         ds = ShardStream(src, "train", cfg)
         ds.set_epoch(epoch)
         out = {}
@@ -151,6 +152,9 @@ def test_frame_choice_is_seeded_per_epoch_and_fixed_in_evaluation(tmp_path):
     assert len({f for v in e0.values() for f in v}) == 5  # every stored frame gets used
     assert picked(0, True, seed=1) != e0
     assert picked(0, False) == picked(5, False)  # evaluation: one fixed frame per clip
+    # --protocol reference: training shows each clip's one frame every epoch, as the authors' preprocessing
+    # chose it once; the frame evaluation shows
+    assert picked(0, True, frame="per-clip") == picked(3, True, frame="per-clip") == picked(0, False)
     steps = picked(2, True, per_step=True)
     assert all(v == sorted(v) and len(set(v)) == 3 for v in steps.values())
     assert set(map(tuple, picked(0, False, per_step=True).values())) == {(0, 2, 4)}  # evenly spaced

@@ -51,7 +51,7 @@ def make_run_data(source: ShardsLocation, eval_splits: list[str], cfg: TrainConf
     pin = ctx.device.type == "cuda"
     stream: dict[str, Any] = dict(kind=source.kind, image_size=cfg.image_size, time_steps=mcfg.time_steps,
                   frames_per_step=cfg.frames_per_step, seed=cfg.seed, retries=cfg.io_retries, backoff=cfg.io_backoff,
-                  spec_resize=proto.spec_resize)
+                  spec_resize=proto.spec_resize, train_frame=proto.train_frame)
     train_loader, train_ds = make_loader(source, "train", StreamConfig(**stream, train=True,
                                                                        shuffle_buffer=cfg.shuffle_buffer,
                                                                        with_keys=bool(os.environ.get(RECORD_KEYS_ENV))),

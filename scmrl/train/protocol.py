@@ -30,15 +30,18 @@ class Protocol:
     attention: str  # default S-CMRL attention (the authors' temporal layout for the reference)
     event_time_steps: int | None  # default T for event data; None: the stored bins
     lr_rule: str  # the default peak below a global batch of 128 (scmrl.train.schedule.scaled_lr)
+    train_frame: str  # per-epoch | per-clip: the video frame a training sample shows (scmrl.data.config)
 
 
 _PROTOCOLS = {
     "ours": Protocol("ours", val_split=True, amp=True, exclude_1d_decay=False, schedule="per-step",
                      spec_resize="linear", noise="per-sample", noise_on=None, attention="spatiotemporal",
-                     event_time_steps=None, lr_rule="sqrt-below-128"),
+                     event_time_steps=None, lr_rule="sqrt-below-128",
+                     train_frame="per-epoch"),
     "reference": Protocol("reference", val_split=False, amp=False, exclude_1d_decay=True, schedule="per-epoch",
                           spec_resize="pil-bilinear", noise="per-batch", noise_on="train",
-                          attention="spatiotemporal-reference", event_time_steps=16, lr_rule="linear"),
+                          attention="spatiotemporal-reference", event_time_steps=16, lr_rule="linear",
+                          train_frame="per-clip"),
 }
 
 #: setting | reference | ours | why (the README's protocol table)
@@ -56,6 +59,9 @@ TABLE = (
     ("learning rate below a global batch of 128", "5e-3 x batch / 1024 at every batch (3.1e-4 at 64)",
      "6.25e-4 x sqrt(batch / 128) (4.4e-4 at 64); the same as the reference from 128 up",
      "the linear rule leaves small batches (CPU runs) a rate too small to learn from"),
+    ("video frame in training", "one frame per clip, drawn once (at preprocessing, unseeded) and shown every "
+     "epoch; here the clip's seeded frame, the one evaluation shows", "a random stored frame (one per second of "
+     "video) drawn afresh every epoch", "more views of each clip for the same cost"),
     ("spectrogram resize", "PIL bilinear (antialiased when shrinking)", "OpenCV bilinear (no antialiasing)",
      "kept for continuity with earlier runs; the reference's is one flag away"),
     ("noise (--noise-snr)", "training inputs only; power of the whole batch; drawn anew for every time step",
