@@ -86,3 +86,39 @@ def test_two_cpu_processes_see_what_one_process_sees(shards, tmp_path):
     b = torch.load(tmp_path / "three" / "checkpoint.pt", weights_only=True)
     assert [k for k, v in a["model"].items() if not torch.equal(v, b["model"][k])] == []
     assert [r["train_loss"] for r in a["state"]["history"]] == [r["train_loss"] for r in b["state"]["history"]]
+
+
+def _sync_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from scmrl.train.distributed import DistContext, sync_optimizer
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1)
+    for _ in range(3 if rank == 0 else 0):  # rank 1 ran out of batches before its first step
+        net(torch.randn(4, 3)).square().sum().backward()
+        opt.step()
+    sync_optimizer(opt, DistContext(rank, 2, rank, torch.device("cpu")), src=0)
+    torch.save({n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in net.named_parameters()},
+               f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_a_rank_that_never_stepped_gets_the_optimizer_state(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_sync_worker, args=(port, str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert set(a) == set(b) == {"weight", "bias"}
+    for name in a:
+        assert list(a[name]) == list(b[name]) == ["step", "exp_avg", "exp_avg_sq"]
+        assert float(b[name]["step"]) == 3.0
+        for k in a[name]:
+            assert torch.equal(a[name][k], b[name][k]), (name, k)
