@@ -12,7 +12,8 @@ only (float32 on CPU).
 With the reference's defects fixed (docs/reference.md §6): augmentation drawn fresh every epoch (on the
 device, batched), model selection on a validation split when the shards have one, and both test figures
 reported (`scmrl.train.results`). Every epoch is checkpointed atomically in `--out`; `--resume` continues
-exactly (same weights as an uninterrupted run; `scmrl.train.start`).
+exactly with the same options (same weights as an uninterrupted run, on CUDA up to the float rounding of
+the kernels cuDNN's autotuning picks; `scmrl.train.start` names options that differ).
 
 Single process, or DDP under torchrun (NCCL on GPU, gloo on CPU; one or many nodes): data is split over
 ranks and workers so every sample is seen once per epoch; ranks whose share holds fewer batches join
