@@ -213,7 +213,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                            "state": state, "epoch": state["epoch"], "step": state["step"], "rng": capture_rng(),
                            "model_config": asdict(mcfg), "train_config": asdict(cfg), "classes": source.classes,
                            "dataset": manifest.dataset, "shards_fingerprint": source.fingerprint(),
-                           "processes": ctx.world}
+                           "processes": ctx.world, "device_type": device.type}
                 save_checkpoint(ckpt_path, payload)
                 if improved:
                     save_checkpoint(out / BEST_NAME, {k: payload[k] for k in (

@@ -56,13 +56,13 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLo
     if isinstance(ckpt, AvdataError):
         raise ckpt
     if ckpt is not None:
-        _check_compatible(ckpt, mcfg, cfg, source, ctx.world)
+        _check_compatible(ckpt, mcfg, cfg, source, ctx.world, ctx.device.type)
     return ckpt
 
 
 def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardsLocation,
-                      world: int = 1) -> None:
-    warnings = resume_differences(ckpt, cfg, world)  # first: another --protocol also changes the attention
+                      world: int = 1, device_type: str = "cpu") -> None:
+    warnings = resume_differences(ckpt, cfg, world, device_type)  # first: another --protocol changes the attention too
     stored = ModelConfig.stored_fields(ckpt.get("model_config", {}))
     now = asdict(mcfg)
     diff = [f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now if stored.get(k) != now[k]]
@@ -81,10 +81,10 @@ def _flag(name: str, value: Any) -> str:
     return f"--{name.replace('_', '-')} {value}" if value is not None else f"--{name.replace('_', '-')} (default)"
 
 
-def resume_differences(ckpt: dict[str, Any], cfg: TrainConfig, world: int) -> list[str]:
-    """What `--resume` with `cfg` on `world` processes changes against the run the checkpoint continues, one
-    warning each for options that will not be used and for those that make the run differ from an
-    uninterrupted one (with the values that continue it exactly). Another --protocol is refused: it builds
+def resume_differences(ckpt: dict[str, Any], cfg: TrainConfig, world: int, device_type: str = "cpu") -> list[str]:
+    """What `--resume` with `cfg` on `world` processes of `device_type` changes against the run the checkpoint
+    continues, one warning each for options that will not be used and for those that make the run differ
+    from an uninterrupted one (with the values that continue it exactly). Another --protocol is refused: it builds
     another optimiser (its parameter groups), schedule and data pipeline."""
     stored = ckpt.get("train_config") or {}
     if stored.get("protocol", "ours") != cfg.protocol:
@@ -102,6 +102,8 @@ def resume_differences(ckpt: dict[str, Any], cfg: TrainConfig, world: int) -> li
     processes = ckpt.get("processes")
     if processes is not None and processes != world:
         changed.append(f"{world} process(es) (the run's: {processes})")
+    if ckpt.get("device_type") not in (None, device_type):  # CUDA runs in bf16 by default, CPU in float32
+        changed.append(f"a {device_type} device (the run's: {ckpt['device_type']})")
     if changed:
         out.append(f"resuming with {', '.join(changed)}: from here on the data order, batches or arithmetic differ "
                    "from those of the uninterrupted run; pass the run's values to continue it exactly")
