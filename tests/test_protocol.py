@@ -186,11 +186,13 @@ def test_resume_refuses_another_protocol_and_names_what_it_changes():
         resume_differences(ckpt, TrainConfig(shards="s", out="o", protocol="reference", attention="spatiotemporal"),
                            world=2)
     unused, changed = resume_differences(ckpt, TrainConfig(shards="s", out="o", lr=1e-3, weight_decay=0.05, seed=1,
-                                                           workers=7, batch_size=64), world=1, device_type="cuda")
+                                                           workers=7, batch_size=64, amp=False), world=1,
+                                           device_type="cuda")
     assert unused.startswith("not used on --resume: --lr 0.001 (the run's: None), --weight-decay 0.05 (the run's: "
                              "0.0001)")
-    assert changed.startswith("resuming with --seed 1 (the run's: 42), --workers 7 (the run's: 8), 1 process(es) "
-                              "(the run's: 2), a cuda device (the run's: cpu): from here on the data order")
+    assert changed.startswith("resuming with --seed 1 (the run's: 42), --workers 7 (the run's: 8), --no-amp (the "
+                              "run's: True), 1 process(es) (the run's: 2), a cuda device (the run's: cpu): from here "
+                              "on the data order")
 
 
 def test_prepare_protocol():

@@ -78,7 +78,11 @@ def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig,
 
 
 def _flag(name: str, value: Any) -> str:
-    return f"--{name.replace('_', '-')} {value}" if value is not None else f"--{name.replace('_', '-')} (default)"
+    """The option as a user passes it: --amp / --no-amp, --lr 0.001, --lr (default) for None."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {value}" if value is not None else f"{flag} (default)"
 
 
 def resume_differences(ckpt: dict[str, Any], cfg: TrainConfig, world: int, device_type: str = "cpu") -> list[str]:
