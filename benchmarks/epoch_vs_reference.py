@@ -191,7 +191,7 @@ def run_ours(args: argparse.Namespace) -> dict:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(cfg.seed)
         model = build_model(mcfg).to(device)
-        peak = scaled_lr(cfg.batch_size, cfg.base_lr)
+        peak = scaled_lr(cfg.batch_size, cfg.base_lr, proto.lr_rule)
         opt = build_optimizer(model, peak, cfg.weight_decay, proto.exclude_1d_decay)
         sched = make_schedule(proto.schedule, peak, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, cfg.min_lr)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from scmrl.train.evaluate import autocast_for
 from scmrl.model.models import build_model
 from scmrl.train.optim import build_optimizer
 from scmrl.train.protocol import TABLE, get_protocol
-from scmrl.train.schedule import make_schedule
+from scmrl.train.schedule import make_schedule, scaled_lr
 from scmrl.data.spec_resize import resize_spectrogram
 from scmrl.data.synthetic import make_synthetic_av_shards
 from scmrl.train.config import TrainConfig, model_config, resolve_protocol
@@ -39,7 +40,31 @@ def _resolved(protocol: str) -> tuple[TrainConfig, object]:
 
 
 def test_the_table_has_a_reason_for_every_row():
-    assert len(TABLE) == 8 and all(len(row) == 4 and all(row) for row in TABLE)
+    assert len(TABLE) == 10 and all(len(row) == 4 and all(row) for row in TABLE)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for row in TABLE:  # the README prints the table as it is here
+        assert "| " + " | ".join(row) + " |" in readme, row[0]
+
+
+def test_training_frame_is_the_clips_one_frame_under_reference(tmp_path):
+    from avdata.shards.location import open_shards
+    from scmrl.train.distributed import DistContext
+    from scmrl.train.loaders import make_run_data
+
+    source = open_shards(make_synthetic_av_shards(tmp_path / "s", 8, 0, 0, per_shard=8))
+    for name, frame in (("reference", "per-clip"), ("ours", "per-epoch")):
+        cfg, proto = resolve_protocol(TrainConfig(shards="s", out="o", protocol=name, batch_size=4))
+        data = make_run_data(source, [], cfg, model_config(cfg, source), proto, DistContext())
+        assert data.train_ds.cfg.train_frame == frame
+
+
+def test_learning_rate_scales_linearly_under_reference_at_every_batch():
+    """The authors' script scales 5e-3 x batch / 1024 at every batch (their run.sh trains at 64); ours takes
+    the square-root rule below 128. The two agree from 128 up."""
+    ref, ours = (get_protocol(p).lr_rule for p in ("reference", "ours"))
+    assert scaled_lr(64, rule=ref) == pytest.approx(3.125e-4)
+    assert scaled_lr(64, rule=ours) == pytest.approx(6.25e-4 * 0.5 ** 0.5)
+    assert scaled_lr(256, rule=ref) == scaled_lr(256, rule=ours) == pytest.approx(1.25e-3)
 
 
 def test_precision_float32_under_reference():
@@ -135,12 +160,39 @@ def test_reference_training_refuses_a_validation_split_and_trains_without_one(tm
     with pytest.raises(AvdataError, match="validation split"):
         train(TrainConfig(shards=str(with_val), out=str(tmp_path / "r0"), protocol="reference", **TINY))
     no_val = make_synthetic_av_shards(tmp_path / "n", 64, 0, 32, per_shard=32, seed=1)
-    res = train(TrainConfig(shards=str(no_val), out=str(tmp_path / "r"), protocol="reference", epochs=2, **TINY))
+    res = train(TrainConfig(shards=str(no_val), out=str(tmp_path / "r"), protocol="reference", epochs=2,
+                            **{**TINY, "lr": None}))
     ckpt = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    assert ckpt["schedule"]["peak"] == pytest.approx(5e-3 * 32 / 1024)  # linear below batch 128, as theirs
     assert ckpt["train_config"]["protocol"] == "reference" and ckpt["train_config"]["amp"] is False
     assert [g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]] == [0.0, 1e-4]
     assert res["val_best_epoch"] is None and res["best_test_acc_over_epochs"] is not None
     assert res["model_config"]["attention"] == "spatiotemporal-reference"
+
+
+def test_resume_refuses_another_protocol_and_names_what_it_changes():
+    """--resume under another --protocol used to end in torch's "loaded state dict has a different number of
+    parameter groups" traceback (with --attention given, so the model config agreed); options the checkpoint
+    overrides or that change the data order were taken silently."""
+    from dataclasses import asdict
+
+    from scmrl.train.start import resume_differences
+
+    started = asdict(TrainConfig(shards="s", out="o", batch_size=64, workers=8))
+    ckpt = {"train_config": started, "processes": 2, "device_type": "cpu"}
+    same = TrainConfig(shards="s", out="o", resume=True, workers=8, max_steps=5, stop_after_epochs=1, epochs=200)
+    assert resume_differences(ckpt, same, world=2) == []  # batch None keeps the run's; --epochs may grow
+    with pytest.raises(AvdataError, match="started with --protocol ours, not reference"):
+        resume_differences(ckpt, TrainConfig(shards="s", out="o", protocol="reference", attention="spatiotemporal"),
+                           world=2)
+    unused, changed = resume_differences(ckpt, TrainConfig(shards="s", out="o", lr=1e-3, weight_decay=0.05, seed=1,
+                                                           workers=7, batch_size=64, amp=False), world=1,
+                                           device_type="cuda")
+    assert unused.startswith("not used on --resume: --lr 0.001 (the run's: None), --weight-decay 0.05 (the run's: "
+                             "0.0001)")
+    assert changed.startswith("resuming with --seed 1 (the run's: 42), --workers 7 (the run's: 8), --no-amp (the "
+                              "run's: True), 1 process(es) (the run's: 2), a cuda device (the run's: cpu): from here "
+                              "on the data order")
 
 
 def test_prepare_protocol():

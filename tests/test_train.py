@@ -110,14 +110,19 @@ def test_eval_cli_reproduces_the_selected_test_accuracy(runs, shards, tmp_path):
     assert r.exit_code == 0 and "v1a1" in r.output and "accuracy" in r.output
 
 
-def test_resume_continues_exactly(small_shards, tmp_path):
-    cfg = dict(shards=str(small_shards), model="scmrl", epochs=2, **TINY)
+def test_resume_continues_exactly(small_shards, tmp_path, caplog):
+    # evaluated after epochs 2 and 3 (the last), not where the first invocation stops: a resumed run evaluates,
+    # and so selects, as the uninterrupted one
+    cfg = dict(shards=str(small_shards), model="scmrl", epochs=3, eval_every=2, **TINY)
     a = train(TrainConfig(out=str(tmp_path / "a"), **cfg))
     train(TrainConfig(out=str(tmp_path / "b"), stop_after_epochs=1, **cfg))
-    assert len(read_metrics(tmp_path / "b" / "metrics.jsonl")) == 1
+    first, = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert "val_acc" not in first and "test_acc" not in first
     with pytest.raises(Exception, match="--resume"):  # an existing run is never overwritten silently
         train(TrainConfig(out=str(tmp_path / "b"), **cfg))
-    b = train(TrainConfig(out=str(tmp_path / "b"), resume=True, **cfg))
+    with caplog.at_level("WARNING", logger="scmrl.train.start"):
+        b = train(TrainConfig(out=str(tmp_path / "b"), resume=True, **cfg))
+    assert not [r for r in caplog.records if r.name == "scmrl.train.start"]  # the same options: nothing to say
     ca = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)  # shared checkpoints run no code
     cb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     for k, v in ca["model"].items():
@@ -127,6 +132,7 @@ def test_resume_continues_exactly(small_shards, tmp_path):
     ra, rb = read_metrics(tmp_path / "a" / "metrics.jsonl"), read_metrics(tmp_path / "b" / "metrics.jsonl")
     strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and k != "samples_per_s"} for r in rows]  # noqa: E731
     assert strip(ra) == strip(rb)
+    assert [("val_acc" in r, "test_acc" in r) for r in ra] == [(False, False), (True, True), (True, True)]
 
 
 def test_next_epoch_is_read_while_evaluating_in_the_same_order(small_shards, tmp_path, monkeypatch):
@@ -160,12 +166,18 @@ def test_next_epoch_is_read_while_evaluating_in_the_same_order(small_shards, tmp
         assert (tmp_path / "keys" / f"keys-epoch{epoch + 1}-rank0.txt").read_text().split() == expected
 
 
-def test_max_steps_stops_a_smoke_run(small_shards, tmp_path):
+def test_max_steps_stops_a_smoke_run(small_shards, tmp_path, caplog):
     res = train(TrainConfig(shards=str(small_shards), out=str(tmp_path / "m"), epochs=5, max_steps=3, **TINY))
     assert res["steps"] == 3 and res["epochs"] == 1 and res["stopped_by_max_steps"]
     rows = read_metrics(tmp_path / "m" / "metrics.jsonl")
     assert len(rows) == 1 and rows[0]["train_samples"] == 3 * 32 and rows[0]["test_samples"] == 32
     assert (tmp_path / "m" / "results.json").exists() and (tmp_path / "m" / "curves.png").exists()
+    # epoch 1 had 4 batches: resuming skips its last one, and says so
+    with caplog.at_level("WARNING", logger="scmrl.train.loop"):
+        res = train(TrainConfig(shards=str(small_shards), out=str(tmp_path / "m"), epochs=5, max_steps=4,
+                                resume=True, **TINY))
+    assert res["steps"] == 4 and res["epochs"] == 2
+    assert "stopped at --max-steps 3 within epoch 1: it continues with epoch 2, the rest of epoch 1" in caplog.text
 
 
 def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards, tmp_path):
@@ -183,6 +195,7 @@ def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards,
     res = train(TrainConfig(shards=str(folder), out=str(tmp_path / "r"), epochs=1, max_steps=2, **TINY))
     assert res["val_best_epoch"] is None and res["test_acc_at_val_best_epoch"] is None
     assert res["selection"].startswith("no validation split") and res["best_test_acc_over_epochs"] is not None
+    assert "no best.pt is written" in res["selection"] and not (tmp_path / "r" / "best.pt").exists()
     rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
     assert rows[0].get("val_acc") is None and rows[0]["test_samples"] == 32
     r = CliRunner().invoke(eval_app, ["--checkpoint", str(tmp_path / "r" / "checkpoint.pt"), "--shards", str(folder),

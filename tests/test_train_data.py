@@ -82,6 +82,27 @@ def test_slot_plan_regimes():
     assert slot_plan(counts[:1], 1, 2, 0, 2) == ([0], 4, 2)  # every slot reads all, keeps every 4th
 
 
+def test_what_dealing_the_split_to_processes_changes_is_said(tmp_path):
+    """Whole shards go to each process: 5 shards over 2 processes make 3 : 2 (6 and 4 batches of 16), so 2 of
+    the 6 steps train on one process's batch alone; 16 processes at batch 128 drop a third of CREMA-D's split;
+    and --batch-size is per process. One process at the recipe's drop-last says nothing."""
+    from scmrl.train.loaders import share_warnings
+
+    src = open_shards(make_synthetic_av_shards(tmp_path / "s", 160, 0, 0, per_shard=32))
+    ds = ShardStream(src, "train", StreamConfig(kind="static", train=True), 0, world=2)
+    shares = sorted(ds.rank_samples(r, workers=2) for r in range(2))
+    assert shares == [64, 96]
+    uneven, global_batch = share_warnings(shares, 16, batch_given=False)
+    assert "unequal shares of the train split (64 to 96 samples" in uneven and "in 2 of the 6 steps" in uneven
+    assert "smaller than 32" in uneven and "--samples-per-shard" in uneven
+    assert global_batch.startswith("global batch 32: --batch-size is per process (16 x 2 processes)")
+    assert "pass --batch-size 64" in global_batch
+    dropped, = share_warnings([6016 // 16] * 16, 128, batch_given=True)
+    assert dropped.startswith("each epoch trains on 4,096 of the 6,016 training samples") and "(32% of" in dropped
+    assert share_warnings([36], 8, batch_given=False) == [] and share_warnings([6016], 128, False) == []
+    assert share_warnings([1030, 1024], 128, batch_given=True) == []
+
+
 @pytest.mark.slow
 def test_a_real_dataloader_with_two_workers_and_full_batches(tmp_path):
     out = make_synthetic_av_shards(tmp_path / "s", 150, 0, 37, frame_shape=(32, 40), per_shard=20)
@@ -111,9 +132,10 @@ def test_a_real_dataloader_with_two_workers_and_full_batches(tmp_path):
 def test_frame_choice_is_seeded_per_epoch_and_fixed_in_evaluation(tmp_path):
     src = open_shards(_frame_shards(tmp_path / "f", 40, 10))
 
-    def picked(epoch: int, train: bool, seed: int = 42, per_step: bool = False) -> dict[str, list[int]]:
+    def picked(epoch: int, train: bool, seed: int = 42, per_step: bool = False,
+               frame: str = "per-epoch") -> dict[str, list[int]]:
         cfg = StreamConfig(kind="static", image_size=32, seed=seed, train=train, shuffle_buffer=8, with_keys=True,
-                           frames_per_step=per_step, time_steps=3)
+                           frames_per_step=per_step, time_steps=3, train_frame=frame)
         ds = ShardStream(src, "train", cfg)
         ds.set_epoch(epoch)
         out = {}
@@ -130,6 +152,9 @@ def test_frame_choice_is_seeded_per_epoch_and_fixed_in_evaluation(tmp_path):
     assert len({f for v in e0.values() for f in v}) == 5  # every stored frame gets used
     assert picked(0, True, seed=1) != e0
     assert picked(0, False) == picked(5, False)  # evaluation: one fixed frame per clip
+    # --protocol reference: training shows each clip's one frame every epoch, as the authors' preprocessing
+    # chose it once; the frame evaluation shows
+    assert picked(0, True, frame="per-clip") == picked(3, True, frame="per-clip") == picked(0, False)
     steps = picked(2, True, per_step=True)
     assert all(v == sorted(v) and len(set(v)) == 3 for v in steps.values())
     assert set(map(tuple, picked(0, False, per_step=True).values())) == {(0, 2, 4)}  # evenly spaced

@@ -24,6 +24,9 @@ class StreamConfig:
     backoff: float = 0.5  # seconds before the first retry, doubled each time (max 8 s)
     with_keys: bool = False
     spec_resize: str = "linear"  # linear | pil-bilinear (scmrl.data.spec_resize)
+    # training's one frame per clip: drawn anew every epoch (per-epoch), or the clip's one seeded frame for
+    # the whole run (per-clip, the authors' choice made once at preprocessing; the frame evaluation uses)
+    train_frame: str = "per-epoch"
 
     @property
     def frame_side(self) -> int:

@@ -6,7 +6,8 @@ the device (`scmrl.data.transforms`).
   [F, T]): the frame is picked from a zero-copy view of the stored array, or only its JPEG is read and
   decoded (training: a random one of the clip's real frames, the json's ``num_frames`` of the K stored
   (the rest repeat the last one; older shards without it: all K), drawn anew every epoch from
-  (seed, epoch, key); evaluation: one fixed seeded frame per clip (seed, key); `frames_per_step`: one
+  (seed, epoch, key), or with ``train_frame="per-clip"`` (`--protocol reference`) the clip's one frame, as
+  evaluation uses it; evaluation: one fixed seeded frame per clip (seed, key); `frames_per_step`: one
   frame per time step, sorted random in training, evenly spaced in evaluation). The centre square of
   side = the frame's short side is cut and resized to `base_size` x `base_size` (default 256, the
   stored short side, so normally no resize happens; cv2 INTER_AREA when shrinking, INTER_LINEAR when
@@ -129,7 +130,8 @@ class StaticAdapter:
         meta = sample.get("json")
         count = real_frame_count(meta.read() if isinstance(meta, MemberSlice) else meta, stored)
         per_step = cfg.time_steps if cfg.frames_per_step else None
-        idx = choose_frames(count, key, cfg.seed, epoch, cfg.train, per_step)
+        fresh = cfg.train and (per_step is not None or cfg.train_frame == "per-epoch")  # else the clip's one frame
+        idx = choose_frames(count, key, cfg.seed, epoch, fresh, per_step)
         side = cfg.frame_side
         if per_step is None:
             visual = center_square(frame(idx[0]), side)  # [side, side, 3]

@@ -52,21 +52,23 @@ class TrainConfig:
     shards: str = opt(help="Shards made by `avdata prepare`: a local folder, its URL (http(s)://, s3://, gs://, "
                       "hf://datasets/OWNER/NAME), or .tar files (comma-separated or a glob; split read from "
                       "<split>-NNNNNN.tar).")
-    out: str = opt(help="Run folder: checkpoint.pt, best.pt, metrics.jsonl, results.json, curves.png, "
-                   "confusion.png.")
+    out: str = opt(help="Run folder: checkpoint.pt, best.pt (the validation-best epoch, when the shards have a "
+                   "validation split), metrics.jsonl, results.json, curves.png, confusion.png.")
     model: str = model_option("model")
     attention: str | None = model_option("attention", default=None, default_help="Default: spatiotemporal; with "
                                           "--protocol reference spatiotemporal-reference.")
     residual_proj: bool = model_option("residual_proj")
     protocol: str = opt("ours", choices=PROTOCOLS, help="reference: train as the authors' code does (no "
-                        "validation split, float32, no decay on biases/norms, per-epoch cosine, PIL spectrogram "
-                        "resize, noise on training inputs; README: protocol table).")
+                        "validation split, float32, no decay on biases/norms, per-epoch cosine, linear lr scaling "
+                        "below batch 128, PIL spectrogram resize, noise on training inputs; README: protocol "
+                        "table).")
     epochs: int = opt(100, min=1, help="Training epochs.")
     batch_size: int | None = opt(None, min=1, help="Batch per process (drop-last in training). Default: 128; on CPU "
                                  "the largest of 128, 64, 32, ... that the memory estimate printed at the start "
                                  "fits in the available memory.")
     lr: float | None = opt(None, help="Peak learning rate. Default: 5e-3 * global batch / 1024 from batch 128 up; "
-                           "below, 6.25e-4 * sqrt(global batch / 128) (so 1.1e-4 at batch 4).")
+                           "below, 6.25e-4 * sqrt(global batch / 128) (so 1.1e-4 at batch 4; --protocol "
+                           "reference: linear at every batch).")
     base_lr: float = opt(BASE_LR, help="Peak learning rate per 1024 samples of global batch, when lr is None.")
     weight_decay: float = opt(1e-4, help="AdamW weight decay.")
     warmup_epochs: float = opt(5.0, min=0, help="Linear warm-up epochs (from 1e-6).")
@@ -116,7 +118,7 @@ class TrainConfig:
                                 "the run is evaluated and checkpointed.")
     stop_after_epochs: int | None = opt(None, min=1, help="End this invocation after N epochs (a job time limit); "
                                         "continue with --resume.")
-    eval_every: int = opt(1, min=1, help="Evaluate val/test every N epochs (and at the end).")
+    eval_every: int = opt(1, min=1, help="Evaluate val/test every N epochs (and after the last).")
     classes: list[str] | None = opt(None, help="Class names in label order, for .tar files without a "
                                     "manifest.json beside them.")
     io_retries: int = opt(4, min=0, help="Retries of a shard that cannot be opened or breaks off (remote "

@@ -22,7 +22,7 @@ from avdata.errors import AvdataError
 log = logging.getLogger("scmrl.train.distributed")
 
 __all__ = ["DistContext", "resolve_device", "init_distributed", "wrap_ddp", "unwrap", "all_reduce_sum",
-           "gather_sums", "broadcast_object", "sync_buffers", "barrier", "cleanup"]
+           "gather_sums", "broadcast_object", "sync_buffers", "sync_optimizer", "barrier", "cleanup"]
 
 
 @dataclass
@@ -146,6 +146,29 @@ def sync_buffers(model: nn.Module, ctx: DistContext) -> None:
     if ctx.distributed:
         for b in unwrap(model).buffers():
             dist.broadcast(b.data, src=0)
+
+
+def sync_optimizer(opt: torch.optim.Optimizer, ctx: DistContext, src: int) -> None:
+    """Copy rank `src`'s optimiser state (AdamW's step counts and moments) to every rank, after an epoch in
+    which some ranks ran out of batches before `src`: `Join` then copies `src`'s weights to them
+    (DistributedDataParallel's final sync), but not the state of their optimisers, which missed the last
+    steps; without this the replicas' updates differ from the next step on, and a resumed run (every
+    rank loading rank 0's state) differs from an uninterrupted one."""
+    if not ctx.distributed:
+        return
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state[p]
+            if not state:  # a rank that has not stepped yet: AdamW's initial state, overwritten below
+                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            for value in state.values():
+                if isinstance(value, torch.Tensor):
+                    moved = value.to(ctx.device)  # NCCL sends device tensors only (AdamW keeps step on the host)
+                    dist.broadcast(moved, src=src)
+                    if moved is not value:
+                        value.copy_(moved)
 
 
 def barrier(ctx: DistContext) -> None:

@@ -15,8 +15,9 @@ from scmrl.model.config import ModelConfig
 from scmrl.train.config import TrainConfig
 from scmrl.train.distributed import DistContext
 from scmrl.train.protocol import Protocol
+from scmrl.train.schedule import REFERENCE_BATCH
 
-__all__ = ["RunData", "make_run_data", "default_workers", "RECORD_KEYS_ENV"]
+__all__ = ["RunData", "make_run_data", "default_workers", "share_warnings", "RECORD_KEYS_ENV"]
 
 #: A folder where every rank writes the keys of the training samples it used, one file per epoch and rank
 #: (`keys-epoch{E}-rank{R}.txt`): to check that ranks and nodes split the data as documented (tests).
@@ -50,7 +51,7 @@ def make_run_data(source: ShardsLocation, eval_splits: list[str], cfg: TrainConf
     pin = ctx.device.type == "cuda"
     stream: dict[str, Any] = dict(kind=source.kind, image_size=cfg.image_size, time_steps=mcfg.time_steps,
                   frames_per_step=cfg.frames_per_step, seed=cfg.seed, retries=cfg.io_retries, backoff=cfg.io_backoff,
-                  spec_resize=proto.spec_resize)
+                  spec_resize=proto.spec_resize, train_frame=proto.train_frame)
     train_loader, train_ds = make_loader(source, "train", StreamConfig(**stream, train=True,
                                                                        shuffle_buffer=cfg.shuffle_buffer,
                                                                        with_keys=bool(os.environ.get(RECORD_KEYS_ENV))),
@@ -60,3 +61,38 @@ def make_run_data(source: ShardsLocation, eval_splits: list[str], cfg: TrainConf
     transform = BatchTransform(source.kind, mcfg.time_steps, cfg.image_size, cfg.noise_snr, cfg.noise_on,
                                noise=proto.noise)
     return RunData(train_loader, train_ds, eval_loaders, transform)
+
+
+#: Shares of an epoch beyond which `share_warnings` speaks: steps in which some processes have no batch,
+#: and training samples dropped as the processes' last partial batches.
+UNEVEN_STEPS, DROPPED_SAMPLES = 0.1, 0.05
+
+
+def share_warnings(rank_samples: list[int], batch: int, batch_given: bool) -> list[str]:
+    """What dealing the train split to the processes (`rank_samples`: the samples each reads this epoch)
+    changes in the recipe (docs/reference.md §2, one process at batch 128), each with its fix: processes
+    with fewer batches join early (`scmrl.train.epoch`), so the last steps train on a smaller global batch;
+    each process drops its last partial batch (one process drops one, as the recipe does); and --batch-size
+    is per process. Nothing to say for one process."""
+    world, total = len(rank_samples), sum(rank_samples)
+    per_rank = [n // batch for n in rank_samples]
+    steps = max(per_rank, default=0)
+    out = []
+    if world > 1 and steps and steps - min(per_rank) > UNEVEN_STEPS * steps:
+        out.append(f"the {world} processes read unequal shares of the train split ({min(rank_samples):,} to "
+                   f"{max(rank_samples):,} samples: whole shards are dealt to each): in {steps - min(per_rank)} of the "
+                   f"{steps} steps of this epoch only some processes have a batch, so the global batch there is "
+                   f"smaller than {batch * world}; prepare the shards with a smaller --samples-per-shard, so that "
+                   "the split has many shards per process")
+    dropped = total - batch * sum(per_rank)
+    # one process drops its last partial batch as the recipe does; each of several drops its own
+    if world > 1 and total and dropped > DROPPED_SAMPLES * total:
+        out.append(f"each epoch trains on {total - dropped:,} of the {total:,} training samples: each of the {world} "
+                   f"processes drops its last partial batch of {batch} ({dropped / total:.0%} of the split); a "
+                   "smaller --batch-size or fewer processes uses more of it")
+    if world > 1 and not batch_given:
+        fix = (f"; pass --batch-size {REFERENCE_BATCH // world} to train with the recipe's"
+               if REFERENCE_BATCH % world == 0 else "")
+        out.append(f"global batch {batch * world}: --batch-size is per process ({batch} x {world} processes), the "
+                   f"learning rate scaled to it; the recipe's batch is {REFERENCE_BATCH} (docs/reference.md §2){fix}")
+    return out

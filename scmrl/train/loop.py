@@ -1,7 +1,8 @@
 """The training loop behind `scmrl-train`.
 
 The reference recipe (docs/reference.md §2): AdamW (eps 1e-8, weight decay 1e-4), lr = 5e-3 * global
-batch / 1024 unless given (below batch 128 the square-root rule: `scmrl.train.schedule.scaled_lr`),
+batch / 1024 unless given (below batch 128 the square-root rule, `--protocol reference` linear:
+`scmrl.train.schedule.scaled_lr`),
 5 warm-up epochs from 1e-6 then cosine to 1e-5 (per step), 100 epochs, batch 128 per process (drop-last
 in training; on CPU by default the largest that fits the memory, from a probe that also
 prints the estimated peak memory and epoch time: `scmrl.train.footprint`), seed 42, label-smoothed
@@ -11,11 +12,13 @@ only (float32 on CPU).
 With the reference's defects fixed (docs/reference.md §6): augmentation drawn fresh every epoch (on the
 device, batched), model selection on a validation split when the shards have one, and both test figures
 reported (`scmrl.train.results`). Every epoch is checkpointed atomically in `--out`; `--resume` continues
-exactly (same weights as an uninterrupted run; `scmrl.train.start`).
+exactly with the same options (same weights as an uninterrupted run, on CUDA up to the float rounding of
+the kernels cuDNN's autotuning picks; `scmrl.train.start` names options that differ).
 
 Single process, or DDP under torchrun (NCCL on GPU, gloo on CPU; one or many nodes): data is split over
 ranks and workers so every sample is seen once per epoch; ranks whose share holds fewer batches join
-early (`scmrl.train.epoch`); metrics are reduced by summing counts; only rank 0 writes.
+early (`scmrl.train.epoch`) and are given the optimiser state of one that did not after the epoch
+(`scmrl.train.distributed.sync_optimizer`); metrics are reduced by summing counts; only rank 0 writes.
 
 The options and the per-dataset defaults are in `scmrl.train.config`; `protocol="reference"` trains as the
 authors' code does where it differs from the above (`scmrl.train.protocol`).
@@ -44,10 +47,10 @@ from scmrl.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, capture_rng, rest
 from scmrl.train.config import TrainConfig, model_config, resolve_protocol
 from scmrl.train.cpu_memory import keep_freed_memory
 from scmrl.train.distributed import (DistContext, barrier, broadcast_object, cleanup, init_distributed, sync_buffers,
-                                    wrap_ddp)
+                                    sync_optimizer, wrap_ddp)
 from scmrl.train.epoch import loss_probe, train_epoch
 from scmrl.train.evaluate import evaluate
-from scmrl.train.loaders import make_run_data
+from scmrl.train.loaders import make_run_data, share_warnings
 from scmrl.train.optim import build_optimizer
 from scmrl.train.report import EpochTable, append_metrics, plot_confusion, plot_curves, print_run_results, write_metrics
 from scmrl.train.results import (CONFUSION_NAME, CURVES_NAME, METRICS_NAME, RESULTS_NAME, fresh_state, run_results,
@@ -103,6 +106,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg).to(device)
+    batch_given = cfg.batch_size is not None
     if cfg.batch_size is None and ckpt is not None:
         cfg = replace(cfg, batch_size=ckpt["train_config"]["batch_size"])  # a resumed run keeps its batch
     # before the first step: the memory and time it will take, and a batch that fits (scmrl.train.footprint)
@@ -110,7 +114,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                                 ctx.world, cfg.workers, cfg.shuffle_buffer)
     batch = broadcast_object(batch, ctx)  # every rank trains at rank 0's choice
     cfg = replace(cfg, batch_size=batch)
-    peak = cfg.lr if cfg.lr is not None else scaled_lr(batch * ctx.world, cfg.base_lr)
+    peak = cfg.lr if cfg.lr is not None else scaled_lr(batch * ctx.world, cfg.base_lr, proto.lr_rule)
     opt = build_optimizer(model, peak, cfg.weight_decay, proto.exclude_1d_decay)
     sched = make_schedule(proto.schedule, peak, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr, cfg.min_lr)
     if ctx.main:
@@ -126,11 +130,20 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         restore_rng(ckpt["rng"])
         if ctx.main:
             log.info("resumed from %s after epoch %d (step %d)", ckpt_path, state["epoch"], state["step"])
+            if state.get("stopped_mid_epoch"):
+                log.warning("the run stopped at --max-steps %d within epoch %d: it continues with epoch %d, the rest "
+                            "of epoch %d untrained (--stop-after-epochs stops between epochs, to continue exactly)",
+                            state["step"], state["epoch"], state["epoch"] + 1, state["epoch"])
     elif cfg.init_from is not None:
         init_weights(model, mcfg, cfg.init_from)
     ddp_model = wrap_ddp(model, ctx, loss_probe(mcfg, device))
 
     data = make_run_data(source, eval_splits, cfg, mcfg, proto, ctx)
+    if ctx.main:
+        data.train_ds.set_epoch(state["epoch"])
+        for warning in share_warnings([data.train_ds.rank_samples(r, cfg.workers) for r in range(ctx.world)],
+                                      batch, batch_given):
+            log.warning("%s", warning)
 
     # ---- reporting (rank 0)
     metrics_path = out / METRICS_NAME
@@ -168,13 +181,17 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
             row = train_epoch(ddp_model, opt, sched, batches, data.transform, mcfg, cfg, ctx, epoch, steps,
                               cap, progress)
             del batches
+            if min(per_rank) < cap:  # some ranks joined early: give them the optimiser state of one that did not
+                sync_optimizer(opt, ctx, src=per_rank.index(max(per_rank)))
             state["step"] += cap
             row["step"] = state["step"]
             stop = cfg.max_steps is not None and state["step"] >= cfg.max_steps
             if epoch + 1 < last_epoch and not stop:
                 data.train_ds.set_epoch(epoch + 1)
                 upcoming = iter(data.train_loader)
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == last_epoch or stop:
+            # not at the end of a --stop-after-epochs invocation: a resumed run evaluates the epochs an
+            # uninterrupted one does, so both select the same validation-best epoch
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stop:
                 sync_buffers(model, ctx)
                 t0 = time.perf_counter()
                 for split, loader in data.eval_loaders.items():
@@ -188,13 +205,15 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
             state["history"].append(row)
             state["epoch"] = epoch + 1
             state["stopped_by_max_steps"] = stop
+            state["stopped_mid_epoch"] = stop and cap < steps  # its remaining batches are not trained
             if ctx.main:
                 append_metrics(metrics_path, row)
                 table.row(row)
                 payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
                            "state": state, "epoch": state["epoch"], "step": state["step"], "rng": capture_rng(),
                            "model_config": asdict(mcfg), "train_config": asdict(cfg), "classes": source.classes,
-                           "dataset": manifest.dataset, "shards_fingerprint": source.fingerprint()}
+                           "dataset": manifest.dataset, "shards_fingerprint": source.fingerprint(),
+                           "processes": ctx.world, "device_type": device.type}
                 save_checkpoint(ckpt_path, payload)
                 if improved:
                     save_checkpoint(out / BEST_NAME, {k: payload[k] for k in (

@@ -25,7 +25,8 @@ def fresh_state() -> dict[str, Any]:
     """The state of a run before its first epoch (it is checkpointed with the weights)."""
     return {"epoch": 0, "step": 0, "history": [], "best_val_acc": None, "best_val_epoch": None,
             "test_acc_at_best_val": None, "best_test_acc": None, "best_test_epoch": None,
-            "confusion_at_best_val": None, "confusion_last": None, "stopped_by_max_steps": False}
+            "confusion_at_best_val": None, "confusion_last": None, "stopped_by_max_steps": False,
+            "stopped_mid_epoch": False}
 
 
 def update_best(state: dict[str, Any], row: dict[str, Any]) -> bool:
@@ -61,6 +62,7 @@ def run_results(state: dict[str, Any], mcfg: ModelConfig, dataset: str, eval_spl
                       "best_test_acc_over_epochs: the best test accuracy over all epochs, selected on the test set "
                       "(the figure the reference reports)") if "val" in eval_splits else
                      ("no validation split: test_acc_at_val_best_epoch is not available; best_test_acc_over_epochs "
-                      "is selected on the test set (the reference's figure)"),
+                      "is selected on the test set (the reference's figure); no best.pt is written (no model is "
+                      "chosen on the test set): checkpoint.pt holds the last epoch's"),
         "model_config": asdict(mcfg),
     }

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["BASE_LR", "REFERENCE_BATCH", "LOW_LR", "scaled_lr", "WarmupCosine", "EpochCosine", "SCHEDULES",
+__all__ = ["BASE_LR", "REFERENCE_BATCH", "LOW_LR", "LR_RULES", "scaled_lr", "WarmupCosine", "EpochCosine", "SCHEDULES",
            "make_schedule", "lr_at", "lr_warnings"]
 
 BASE_LR = 5e-3
@@ -33,11 +33,16 @@ REFERENCE_BATCH = 128  # the recipe's global batch (docs/reference.md §2)
 LOW_LR = 1e-4
 
 
-def scaled_lr(global_batch: int, base: float = BASE_LR) -> float:
+#: how the default peak follows the global batch below the recipe's 128 (`scaled_lr`)
+LR_RULES = ("sqrt-below-128", "linear")
+
+
+def scaled_lr(global_batch: int, base: float = BASE_LR, rule: str = "sqrt-below-128") -> float:
     """The peak for a global batch: the linear rule base * batch / 1024 from the recipe's batch of 128 up;
     below it the square-root rule from there (the rule for Adam-type optimisers, Malladi et al. 2022), so
-    batch 4 gets 1.1e-4 rather than the linear 2e-5 under which the network does not move."""
-    if global_batch >= REFERENCE_BATCH:
+    batch 4 gets 1.1e-4 rather than the linear 2e-5 under which the network does not move. ``rule="linear"``
+    (the authors' script, `--protocol reference`): base * batch / 1024 at every batch."""
+    if global_batch >= REFERENCE_BATCH or rule == "linear":
         return base * global_batch / 1024
     return base * REFERENCE_BATCH / 1024 * math.sqrt(max(1, global_batch) / REFERENCE_BATCH)
 

@@ -20,11 +20,21 @@ from scmrl.train.distributed import DistContext, broadcast_object
 
 log = logging.getLogger("scmrl.train.start")
 
-__all__ = ["ARCHITECTURE", "read_resume_checkpoint", "init_weights"]
+__all__ = ["ARCHITECTURE", "FROM_CHECKPOINT", "SHAPES_TRAINING", "read_resume_checkpoint", "resume_differences",
+           "init_weights"]
 
 # what must agree between a run and the checkpoint it starts from (the rest may change when fine-tuning)
 ARCHITECTURE = ("model", "attention", "residual_proj", "embedding", "embed_dim", "heads", "mlp_ratio",
                 "num_classes", "audio_channels", "visual_channels")
+
+#: options a resumed run takes from its checkpoint whatever is passed: the optimiser's and the schedule's
+#: state hold them (AdamW's groups keep their weight decay, the schedule its peak, warm-up and floor)
+FROM_CHECKPOINT = ("lr", "base_lr", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr")
+#: options a resumed run uses as passed, but which decide its data order, batches, augmentation or
+#: arithmetic: another value continues the run validly, not as the uninterrupted run would have
+#: (the shards are dealt to processes and DataLoader workers, each with its own shuffle buffer)
+SHAPES_TRAINING = ("seed", "batch_size", "workers", "shuffle_buffer", "frames_per_step", "noise_snr", "noise_on",
+                   "amp")
 
 
 def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLocation,
@@ -46,11 +56,13 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLo
     if isinstance(ckpt, AvdataError):
         raise ckpt
     if ckpt is not None:
-        _check_compatible(ckpt, mcfg, cfg, source)
+        _check_compatible(ckpt, mcfg, cfg, source, ctx.world, ctx.device.type)
     return ckpt
 
 
-def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardsLocation) -> None:
+def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardsLocation,
+                      world: int = 1, device_type: str = "cpu") -> None:
+    warnings = resume_differences(ckpt, cfg, world, device_type)  # first: another --protocol changes the attention too
     stored = ModelConfig.stored_fields(ckpt.get("model_config", {}))
     now = asdict(mcfg)
     diff = [f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now if stored.get(k) != now[k]]
@@ -61,6 +73,45 @@ def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig,
         raise AvdataError(f"{cfg.out}: the checkpoint's classes differ from these shards' classes")
     if ckpt.get("shards_fingerprint") != source.fingerprint():
         log.warning("the shard lists differ from the ones this run started with; continuing anyway")
+    for warning in warnings:
+        log.warning("%s", warning)
+
+
+def _flag(name: str, value: Any) -> str:
+    """The option as a user passes it: --amp / --no-amp, --lr 0.001, --lr (default) for None."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {value}" if value is not None else f"{flag} (default)"
+
+
+def resume_differences(ckpt: dict[str, Any], cfg: TrainConfig, world: int, device_type: str = "cpu") -> list[str]:
+    """What `--resume` with `cfg` on `world` processes of `device_type` changes against the run the checkpoint
+    continues, one warning each for options that will not be used and for those that make the run differ
+    from an uninterrupted one (with the values that continue it exactly). Another --protocol is refused: it builds
+    another optimiser (its parameter groups), schedule and data pipeline."""
+    stored = ckpt.get("train_config") or {}
+    if stored.get("protocol", "ours") != cfg.protocol:
+        raise AvdataError(f"{cfg.out}: the run was started with --protocol {stored.get('protocol', 'ours')}, not "
+                          f"{cfg.protocol}; resume it with the same --protocol, or start another --out")
+    out = []
+    unused = [f"{_flag(k, getattr(cfg, k))} (the run's: {stored[k]})" for k in FROM_CHECKPOINT
+              if k in stored and getattr(cfg, k) != stored[k]]
+    if unused:
+        out.append(f"not used on --resume: {', '.join(unused)}; a resumed run continues the optimiser and the "
+                   "learning-rate schedule of its checkpoint (start another --out to train with new values)")
+    # batch_size None: the run keeps the checkpoint's (scmrl.train.loop)
+    changed = [f"{_flag(k, getattr(cfg, k))} (the run's: {stored[k]})" for k in SHAPES_TRAINING
+               if k in stored and getattr(cfg, k) != stored[k] and not (k == "batch_size" and cfg.batch_size is None)]
+    processes = ckpt.get("processes")
+    if processes is not None and processes != world:
+        changed.append(f"{world} process(es) (the run's: {processes})")
+    if ckpt.get("device_type") not in (None, device_type):  # CUDA runs in bf16 by default, CPU in float32
+        changed.append(f"a {device_type} device (the run's: {ckpt['device_type']})")
+    if changed:
+        out.append(f"resuming with {', '.join(changed)}: from here on the data order, batches or arithmetic differ "
+                   "from those of the uninterrupted run; pass the run's values to continue it exactly")
+    return out
 
 
 def init_weights(model: torch.nn.Module, mcfg: ModelConfig, path: str) -> None:
