@@ -162,9 +162,11 @@ def _arrays(fields: dict[str, bytes]) -> dict[str, np.ndarray]:
     for name, data in group_jpeg_frames(fields).items():
         if name.endswith(".npy") or name == JPEG_FRAMES:
             try:
-                arrays[name] = decode_npy(data) if name.endswith(".npy") else _middle_jpeg_frame(data)
+                arr = decode_npy(data) if name.endswith(".npy") else _middle_jpeg_frame(data)
             except Exception:  # an undecodable field is drawn as missing
                 continue
+            if arr.size:  # so is an empty one (no frame or pixel to draw)
+                arrays[name] = arr
     return arrays
 
 

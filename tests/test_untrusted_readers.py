@@ -24,6 +24,7 @@ from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
 from avdata.shards.location import open_location
 from avdata.shards.manifest import Manifest, ShardEntry, SplitEntry
+from avdata.shards.npy import encode_npy
 from avdata.shards.tar import shard_name, write_shard
 from avdata.verify import print_report, verify_shards
 from scmrl.data.config import StreamConfig
@@ -439,3 +440,75 @@ def test_a_fifo_as_the_manifest_or_a_state_record_is_refused_at_once(tmp_path):
     (folder / ".avdata").mkdir(exist_ok=True)
     os.mkfifo(folder / ".avdata" / "owned.json")
     assert _finishes(lambda: read_json_record(folder / ".avdata" / "owned.json")) is None
+
+
+# --- 5. fields whose bytes are whole but whose content no sample holds (second round) --------------------
+
+STATIC_FEATURES = {"cls": {"dtype": "int", "shape": []}, "json": {"dtype": "json", "shape": []},
+                   "frames.npy": {"dtype": "uint8", "shape": ["K", "H", "W", 3]},
+                   "spec.npy": {"dtype": "float32", "shape": [64, "T"]}}
+
+
+def _npy_header_only(shape: str, descr: str = "<f4") -> bytes:
+    """.npy bytes whose header declares `shape` and whose body is empty (numpy writes no such file)."""
+    head = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    head += b" " * (63 - (10 + len(head)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head
+
+
+def _static(i: int, **fields: bytes) -> tuple[str, dict[str, bytes]]:
+    base = {"cls": cls_bytes(i % 2), "json": sample_json({"i": i}),
+            "frames.npy": encode_npy(np.full((2, 12, 16, 3), 40, np.uint8)),
+            "spec.npy": encode_npy(np.zeros((64, 9), np.float32))}
+    return f"clip{i:04d}", {**base, **fields}
+
+
+@pytest.mark.parametrize("field, data, why", [
+    # each passed the member caps and reached the batch as other values or a traceback before
+    ("frames.npy", encode_npy(np.full((2, 12, 16, 3), 40, np.uint16)), "dtype uint16, not uint8"),
+    ("frames.npy", encode_npy(np.zeros((2, 0, 16, 3), np.uint8)), "shape (2, 0, 16, 3)"),  # cv2.error
+    ("frames.npy", encode_npy(np.zeros((2, 12, 16, 3), "<U1")), "dtype <U1"),  # TypeError in torch
+    ("spec.npy", encode_npy(np.zeros((0, 0), np.float32)), "spec.npy of shape (0, 0)"),  # cv2.error
+    ("spec.npy", encode_npy(np.zeros((64, 9), np.complex64)), "dtype complex64, not float"),
+    ("spec.npy", _npy_header_only("(100000000000000000000, 1)"), "declares an array of shape"),  # OverflowError
+    ("json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),  # RecursionError
+], ids=["uint16-frames", "empty-frames", "str-frames", "empty-spec", "complex-spec", "huge-header", "deep-json"])
+def test_a_static_field_no_sample_holds_is_named_by_the_trainer(tmp_path, field, data, why):
+    folder = _folder(tmp_path / "s", {"train": [_static(0), _static(1, **{field: data})]},
+                     features=STATIC_FEATURES, classes=["a", "b"])
+    for train in (True, False):
+        cfg = StreamConfig(kind="static", image_size=8, base_size=12, seed=1, train=train, retries=0)
+        with pytest.raises(AvdataError, match="sample clip0001 of .*train-000000.tar: bad field") as err:
+            list(ShardStream(open_location(folder), "train", cfg).iter_slot())
+        assert why in str(err.value)
+
+
+def test_event_counts_that_are_no_counts_are_named_by_the_trainer(tmp_path):
+    """float16 has uint16's size, so NaN counts pass the member caps; zero bins are a multiple of any T."""
+    nan = encode_npy(np.full((8, 2, 28, 28), np.nan, np.float16))
+    empty = {"visual.npy": encode_npy(np.zeros((0, 2, 28, 28), np.uint16)),
+             "audio.npy": encode_npy(np.zeros((0, 64), np.uint16))}
+    for fields, why in (({"visual.npy": nan}, "visual.npy (float16) and audio.npy (uint16) are not event counts"),
+                        (empty, "visual.npy (0, 2, 28, 28) and audio.npy (0, 64) are not")):
+        key, good = _sample(1)
+        folder = _folder(tmp_path / str(len(fields)), {"train": [_sample(0), (key, {**good, **fields})]})
+        with pytest.raises(AvdataError, match=f"sample {key} of .*: bad field") as err:
+            list(_stream(folder).iter_slot())
+        assert why in str(err.value)
+
+
+def test_inspect_and_the_contact_sheet_pass_over_fields_no_sample_holds(tmp_path):
+    """A json nested 100,000 deep is one unreadable field of inspect's table (a RecursionError ended it);
+    a frames field of zero frames is drawn as missing (an IndexError ended the contact sheet)."""
+    from avdata.contact_sheet import choose_samples
+    from avdata.summary import summarize
+
+    folder = _folder(tmp_path / "s", {"train": [
+        _static(0, json=b"[" * 100_000 + b"]" * 100_000),
+        _static(1, **{"frames.npy": encode_npy(np.zeros((0, 12, 16, 3), np.uint8))})]},
+        features=STATIC_FEATURES, classes=["a", "b"])
+    summary = summarize(folder)
+    json_stats = summary["splits"]["train"]["read"]["fields"]["json"]
+    assert (json_stats["count"], json_stats["errors"]) == (2, 1)
+    _m, _split, rows = choose_samples(folder, 1, "train")
+    assert [sorted(r[0][1]) for r in rows] == [["frames.npy", "spec.npy"], ["spec.npy"]]
