@@ -14,7 +14,7 @@ from avdata.errors import AvdataError
 
 from avdata.shards.location import ShardsLocation
 from scmrl.model.config import ModelConfig
-from scmrl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from scmrl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights
 from scmrl.train.config import TrainConfig
 from scmrl.train.distributed import DistContext, broadcast_object
 
@@ -66,12 +66,12 @@ def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig,
 def init_weights(model: torch.nn.Module, mcfg: ModelConfig, path: str) -> None:
     """Load the weights of the checkpoint at ``path`` (any scmrl checkpoint, or one from scmrl-convert)."""
     ckpt = load_checkpoint(path, map_location="cpu")
-    if "model" not in ckpt or "model_config" not in ckpt:
+    if "model" not in ckpt or not isinstance(ckpt.get("model_config"), dict):
         raise AvdataError(f"{path}: not a scmrl checkpoint (no model weights and configuration)")
     stored, now = ModelConfig.stored_fields(ckpt["model_config"]), asdict(mcfg)
     keys = [k for k in ARCHITECTURE if mcfg.model == "scmrl" or k not in ("attention", "residual_proj")]
     diff = [f"{k}: {stored.get(k)!r} (checkpoint) vs {now[k]!r}" for k in keys if stored.get(k) != now[k]]
     if diff:
         raise AvdataError(f"{path}: another architecture ({'; '.join(diff)}); pass the matching options")
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], path)
     log.info("initialised from %s", path)
