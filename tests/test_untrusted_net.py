@@ -229,6 +229,31 @@ def test_init_from_names_weights_that_do_not_fit(eval_case, tmp_path):
     init_weights(model, mcfg, str(path))
     assert all(torch.equal(v, payload["model"][k]) for k, v in model.state_dict().items())
 
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this OS")
+def test_a_fifo_as_a_checkpoint_is_refused_at_once(tmp_path):
+    """scmrl-eval --checkpoint, --resume, --init-from and scmrl-convert open the file in check_archive first:
+    a FIFO there blocked that open for good."""
+    import os
+    import threading
+
+    fifo = tmp_path / "best.pt"
+    os.mkfifo(fifo)
+    out: list = []
+
+    def run() -> None:
+        try:
+            load_checkpoint(fifo)
+        except Exception as exc:  # asserted on below
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "blocked on a FIFO"
+    assert isinstance(out[0], AvdataError)
+    assert str(out[0]) == f"{fifo}: is a FIFO (named pipe), not a checkpoint file"
+
 # --- serve: the Range header --------------------------------------------------------------------------------
 
 def test_a_range_of_thousands_of_digits_is_answered_not_a_traceback(tmp_path, capfd):

@@ -24,6 +24,7 @@ import pickle
 import random
 import re
 import math
+import os
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, get_type_hints
@@ -33,6 +34,7 @@ import torch
 
 from avdata.atomic import atomic_open
 from avdata.errors import AvdataError
+from avdata.shards.reader import open_regular
 
 if TYPE_CHECKING:
     from scmrl.model.config import ModelConfig
@@ -145,9 +147,10 @@ def check_archive(path: str | Path) -> None:
     directory is read. A file that does not start like a zip is left to torch.load, as torch does (the
     legacy format stores tensors as they are: nothing in it unpacks)."""
     path = Path(path)
-    size = path.stat().st_size
     try:
-        with open(path, "rb") as f:
+        # a FIFO would block the open itself, and torch.load after it: refused as not a plain file
+        with open_regular(path, buffering=0, expected="a checkpoint file") as f:  # a few small reads
+            size = os.fstat(f.fileno()).st_size
             if f.read(4) != b"PK\x03\x04":  # torch's own test for its zip format
                 return
             # the end record alone: how many members the directory lists (zipfile's private reader of it,
