@@ -187,6 +187,29 @@ def test_another_hosts_lock_is_taken_over_only_when_its_heartbeat_stopped(tmp_pa
     assert run(raw, out, part=(0, 1)).complete and not held.exists()
 
 
+@pytest.mark.parametrize("pid", [10 ** 20, -1, 0, True])
+def test_a_lock_with_a_damaged_pid_is_taken_over(tmp_path, pid):
+    """10**20 made os.kill raise OverflowError (a traceback); -1 and 0 asked about every process and the
+    process group, True about pid 1: each read as a live holder the user was told to delete by hand."""
+    raw = make_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    _lock(out, "prepare.lock", pid)
+    assert run(raw, out).complete
+    assert not list((out / ".avdata").glob("*.lock"))
+
+
+def test_the_lock_never_writes_through_a_link_planted_at_its_temp_name(tmp_path):
+    from avdata.prepare import lock
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "out" / ".avdata").mkdir(parents=True)
+    (tmp_path / "out" / ".avdata" / f"prepare.lock.{os.getpid()}.tmp").symlink_to(victim)
+    with lock.output_lock(tmp_path / "out", None) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert victim.read_text() == "keep me"
+    assert not list((tmp_path / "out" / ".avdata").iterdir())
+
 def test_the_lock_is_touched_while_the_run_lasts(tmp_path, monkeypatch):
     from avdata.prepare import lock
 
