@@ -274,6 +274,41 @@ def test_merge_copies_only_the_plans_shards_and_names_a_damaged_sidecar(tmp_path
     assert not (into / "notes.txt").exists()
 
 
+
+def _edit_plan(folder: Path, edit, refingerprint: bool) -> Path:
+    from avdata.prepare.state import plan_fingerprint
+
+    path = folder / ".avdata" / "plan.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    if refingerprint:  # what someone making a hostile part folder would do
+        record["fingerprint"] = plan_fingerprint(record)
+    path.write_text(json.dumps(record))
+    return path
+
+
+@pytest.mark.parametrize("edit, refingerprint, why", [
+    (lambda r: r["shards"][0].pop("file"), True, r"lists a shard that is not train-000000.tar"),  # KeyError
+    (lambda r: r["shards"][0].update(file="../elsewhere/train-000000.tar"), True,
+     r"lists a shard that is not train-000000.tar"),
+    (lambda r: r.update(shards=[1, 2]), True, r"lists a shard of no split of the plan \(1\)"),  # TypeError
+    (lambda r: r.pop("classes"), True, r"lacks its classes"),  # KeyError
+    (lambda r: r["shards"][0].update(split="zzz"), True, r"lists a shard of no split"),  # KeyError
+    (lambda r: r["options"].update(samples_per_shard=5), False, r"does not match its fingerprint"),
+], ids=["no-file", "a-path", "not-dicts", "no-classes", "unknown-split", "edited"])
+def test_merge_names_a_part_whose_plan_record_is_damaged_or_edited(tmp_path, edit, refingerprint, why):
+    """Each of these ended merge with a traceback (or, edited by hand, went unnoticed) before; nothing is
+    written into the destination."""
+    raw = make_toy_raw(tmp_path / "raw")
+    parts = [tmp_path / "p0", tmp_path / "p1"]
+    run(raw, parts[0], part=(0, 2))
+    run(raw, parts[1], part=(1, 2))
+    plan = _edit_plan(parts[1], edit, refingerprint)
+    with pytest.raises(AvdataError, match=rf"{plan}: the plan record {why}"):
+        merge(tmp_path / "merged", parts)
+    assert not (tmp_path / "merged").exists() or not list((tmp_path / "merged").iterdir())
+
+
 # --------------------------------------------------------------------------------------------- pull
 
 
