@@ -247,6 +247,30 @@ def test_a_huge_declared_length_is_refused_before_reading(shards, tmp_path):
     assert "10,000,000,000,000 bytes" in rep.failed[0].reason and _files_under(tmp_path) == set()
 
 
+def test_a_pull_that_cannot_fit_is_refused_before_any_byte_arrives(shards, tmp_path, monkeypatch):
+    """A manifest may declare shards of up to 10**12 bytes each, and a server send that much: the pull
+    filled the disk before it stopped. What is already there (whole, or as .part) counts as pulled."""
+    import avdata.share.pull as pull_mod
+
+    total = sum(p.stat().st_size for p in shards.glob("*.tar"))
+    big = _copy(shards, tmp_path / "big")
+    _edit_manifest(big, lambda m: m["splits"]["train"]["shards"][0].update(bytes=10**12))
+    monkeypatch.setattr(pull_mod, "free_space", lambda path: 10**11, raising=False)
+    r = _pull(str(big), tmp_path / "copy")
+    assert r.exit_code == 2, r.output
+    assert f"the 4 shard(s) to pull need {10**12 + total - (big / 'train-000000.tar').stat().st_size:,} more " \
+           f"bytes than the 100,000,000,000 free there" in " ".join(r.output.split())
+    assert not (tmp_path / "copy").exists()
+    monkeypatch.setattr(pull_mod, "free_space", lambda path: total - 1)
+    r = _pull(str(shards), tmp_path / "copy")
+    assert r.exit_code == 2 and f"need {total:,} more bytes than the {total - 1:,} free" in " ".join(r.output.split())
+    (tmp_path / "copy").mkdir()
+    first = shards / "train-000000.tar"
+    (tmp_path / "copy" / "train-000000.tar.part").write_bytes(first.read_bytes()[:1000])
+    r = _pull(str(shards), tmp_path / "copy")  # 1000 bytes of it already there
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "copy" / "manifest.json").read_bytes() == (shards / "manifest.json").read_bytes()
+
 def test_the_card_is_capped(shards, tmp_path, monkeypatch):
     import avdata.share.pull as pull_mod
     from tests.httpserver import endless_body, serve_script
