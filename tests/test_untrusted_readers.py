@@ -512,3 +512,53 @@ def test_inspect_and_the_contact_sheet_pass_over_fields_no_sample_holds(tmp_path
     assert (json_stats["count"], json_stats["errors"]) == (2, 1)
     _m, _split, rows = choose_samples(folder, 1, "train")
     assert [sorted(r[0][1]) for r in rows] == [["frames.npy", "spec.npy"], ["spec.npy"]]
+
+
+def _tar_with_header(path: Path, pax: dict[str, str] | None, size_field: bytes | None) -> Path:
+    """A sample's cls member whose size is given by a pax record or a raw (checksummed) ustar size field,
+    followed by a 24 MiB member: what a reader that believed the size would read at once."""
+    with open(path, "wb") as f:
+        info = tarfile.TarInfo("k.cls")
+        info.size, info.pax_headers = 1, pax or {}
+        head = bytearray(info.tobuf(tarfile.PAX_FORMAT if pax else tarfile.USTAR_FORMAT))
+        if size_field is not None:
+            h = len(head) - 512  # the member's own header block
+            head[h + 124:h + 136] = size_field.ljust(12, b"\0")
+            head[h + 148:h + 156] = b" " * 8
+            head[h + 148:h + 156] = b"%06o\0 " % sum(head[h:h + 512])
+        f.write(bytes(head) + b"1".ljust(512, b"\0"))
+        big = tarfile.TarInfo("k.visual.npy")
+        big.size = 24 << 20
+        f.write(big.tobuf(tarfile.USTAR_FORMAT))
+        f.seek(24 << 20, os.SEEK_CUR)
+        f.write(b"\0" * 1024)
+    return path
+
+
+@pytest.mark.parametrize("pax, size_field, why", [
+    ({"size": "-1"}, None, "a pax size record that is not a number of bytes ('-1')"),
+    (None, b"-0000001000", "a header number is not octal (b'-0000001000')"),
+    ({"size": "9" * 5000}, None, "a pax size record that is not a number of bytes ('99999999999999999999')"),
+    ({"size": "abc"}, None, "a pax size record that is not a number of bytes ('abc')"),
+], ids=["pax-negative", "octal-negative", "pax-5000-digits", "pax-letters"])
+def test_a_member_size_that_is_no_size_is_a_damaged_header(tmp_path, pax, size_field, why):
+    """A negative size made the reader read(-1): the rest of the shard at once, past every member cap
+    (peak 48 MB here for a 64-byte cls); a size that is no number ended verify and inspect with a
+    ValueError traceback."""
+    from avdata.samples import iter_samples
+    from avdata.shards.reader import TarHeaderError, iter_shard
+    from avdata.shards.member_caps import MemberCaps
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    tar = _tar_with_header(folder / "train-000000.tar", pax, size_field)
+    peak, err = _peak(lambda: list(iter_shard(tar, caps=MemberCaps(EVENT_FEATURES))))
+    assert isinstance(err, TarHeaderError) and why in str(err)
+    assert peak < 4 << 20
+    _save(folder, {"train": [tar]})
+    report = verify_shards(folder, progress=False)
+    assert [(f, w.split(" (")[0]) for f, w in report.problems] == [
+        ("train-000000.tar", "damaged tar: bad member header after 0 sample(s)")]
+    assert why in report.problems[0][1]
+    with pytest.raises(AvdataError, match="cannot be read to the end"):
+        list(iter_samples(open_location(folder), "train"))

@@ -12,7 +12,9 @@ own ``bytes`` object (``read(n)`` of a buffered file does not zero it first).
 
 A stream that ends inside a member or before the end-of-archive blocks raises ``tarfile.ReadError``
 naming what was cut short (:class:`TarCutShortError`); the trainer turns that into a retry and then a
-clear error, verify into a "truncated" problem. A header with a bad checksum raises :class:`TarHeaderError`.
+clear error, verify into a "truncated" problem. A header with a bad checksum, or a size or pax record that
+is not a plain number (a negative one would make ``read`` take the rest of the stream at once), raises
+:class:`TarHeaderError`.
 
 Shards come from other people, so no header is believed beyond what the archive can hold: a member
 larger than what is left of the shard's declared size (the manifest's), or an extended header over
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import tarfile
 from typing import IO, Any, Callable, Iterator
@@ -154,18 +157,30 @@ def _number(field: bytes) -> int:
             value = (value << 8) | byte
         return value
     text = field.split(b"\0", 1)[0].strip()
+    if text and not text.isdigit() or b"8" in text or b"9" in text:  # int(, 8) takes "-7", "0o7", "1_0"
+        raise TarHeaderError(f"a header number is not octal ({text[:20]!r}): not a tar file, or a damaged one")
     return int(text, 8) if text else 0
 
 
+_PAX_NUMBER = re.compile(rb"[0-9]{1,20}")  # int() takes "-1", " 1", "1_0" and 4,300 digits
+
+
 def _pax_records(data: bytes) -> dict[str, str]:
+    """The records of a pax header (`<length> <key>=<value>\n` each); TarHeaderError for a damaged one."""
     records: dict[str, str] = {}
     pos = 0
     while pos < len(data):
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
+        space = data.find(b" ", pos)
+        digits = data[pos:space]
+        length = int(digits) if space >= 0 and _PAX_NUMBER.fullmatch(digits) else 0
+        if space < 0 or length <= space - pos or pos + length > len(data):
+            raise TarHeaderError(f"a damaged pax record at byte {pos} of an extended header")
         key, _, value = data[space + 1:pos + length - 1].partition(b"=")
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length
+    size = records.get("size")
+    if size is not None and not _PAX_NUMBER.fullmatch(size.encode("utf-8", "surrogateescape")):
+        raise TarHeaderError(f"a pax size record that is not a number of bytes ({size[:20]!r})")
     return records
 
 
