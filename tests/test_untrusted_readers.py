@@ -562,3 +562,23 @@ def test_a_member_size_that_is_no_size_is_a_damaged_header(tmp_path, pax, size_f
     assert why in report.problems[0][1]
     with pytest.raises(AvdataError, match="cannot be read to the end"):
         list(iter_samples(open_location(folder), "train"))
+
+
+@pytest.mark.parametrize("bins", [10 ** 7, 0])
+def test_a_manifest_claiming_millions_of_time_bins_is_refused_before_the_model_is_sized(tmp_path, bins):
+    """The trainer takes an event dataset's stored bins as its time steps, and its memory probe allocated
+    T x batch x 2 x 28 x 28 floats (10**7 bins: 125 GB at batch 2) before any sample could contradict them."""
+    from scmrl.train.config import TrainConfig, model_config
+
+    features = {**EVENT_FEATURES, "visual.npy": {"dtype": "uint16", "shape": [bins, 2, 28, 28]}}
+    folder = _folder(tmp_path / "s", {"train": [_sample(0)]}, features=features)
+    manifest = Manifest.load(folder)
+    manifest.dataset = "mnistdvs-ntidigits"  # whose model takes the stored bins as T
+    why = rf"visual.npy has {bins:,} time bins, not 1 to 21,398"
+    with pytest.raises(AvdataError, match=why):
+        model_config(TrainConfig(shards=str(folder), out=str(tmp_path / "run")), manifest)
+    with pytest.raises(AvdataError, match=why):
+        _stream(folder)
+    from avdata.shards.manifest import MAX_EVENT_BINS
+
+    assert MAX_EVENT_BINS == 21_398  # 64 MiB of uint16 [2, 28, 28] bins: the most a member may hold
