@@ -230,6 +230,24 @@ def test_init_from_names_weights_that_do_not_fit(eval_case, tmp_path):
     assert all(torch.equal(v, payload["model"][k]) for k, v in model.state_dict().items())
 
 
+def test_resume_names_a_weights_only_checkpoint(eval_case, tmp_path):
+    """best.pt copied to checkpoint.pt (or an scmrl-convert output) to continue a run: a KeyError
+    'optimizer' in the training loop before."""
+    from avdata.shards.location import open_shards
+    from scmrl.model.config import ModelConfig
+    from scmrl.train.config import TrainConfig
+    from scmrl.train.distributed import DistContext
+    from scmrl.train.start import read_resume_checkpoint
+
+    shards, payload = eval_case
+    out = tmp_path / "run"
+    save_checkpoint(out / "checkpoint.pt", payload)
+    cfg = TrainConfig(shards=str(shards), out=str(out), resume=True)
+    with pytest.raises(AvdataError, match=r"checkpoint.pt: cannot be resumed from: it holds no optimizer, schedule, "
+                                          r"state, rng \(a best.pt .*--init-from in a new --out instead"):
+        read_resume_checkpoint(cfg, ModelConfig(**payload["model_config"]), open_shards(str(shards)), DistContext())
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this OS")
 def test_a_fifo_as_a_checkpoint_is_refused_at_once(tmp_path):
     """scmrl-eval --checkpoint, --resume, --init-from and scmrl-convert open the file in check_archive first:

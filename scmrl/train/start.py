@@ -22,6 +22,9 @@ log = logging.getLogger("scmrl.train.start")
 
 __all__ = ["ARCHITECTURE", "read_resume_checkpoint", "init_weights"]
 
+#: what the training loop reads of a checkpoint it resumes from (`save_checkpoint`'s payload in the loop)
+RESUME_KEYS = ("model", "optimizer", "schedule", "state", "rng", "model_config", "train_config", "classes")
+
 # what must agree between a run and the checkpoint it starts from (the rest may change when fine-tuning)
 ARCHITECTURE = ("model", "attention", "residual_proj", "embedding", "embed_dim", "heads", "mlp_ratio",
                 "num_classes", "audio_channels", "visual_channels")
@@ -40,6 +43,11 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLo
                                "or choose another --out")
         elif cfg.resume and path.exists():
             ckpt = load_checkpoint(path, map_location="cpu")
+            missing = [k for k in RESUME_KEYS if k not in ckpt]
+            if missing:  # a best.pt or scmrl-convert output copied in: weights only (a KeyError in the loop)
+                ckpt = AvdataError(f"{path}: cannot be resumed from: it holds no {', '.join(missing)} (a best.pt "
+                                   "or an scmrl-convert output holds weights only); start from its weights with "
+                                   "--init-from in a new --out instead")
         elif cfg.resume:
             log.warning("--resume: no %s in %s yet; starting from scratch", CHECKPOINT_NAME, out)
     ckpt = broadcast_object(ckpt, ctx)
