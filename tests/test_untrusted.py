@@ -282,6 +282,23 @@ def test_the_card_is_capped(shards, tmp_path, monkeypatch):
     assert not (tmp_path / "copy" / "manifest.json").exists() and not (tmp_path / "copy" / "README.md").exists()
 
 
+def test_a_manifest_dripped_just_above_the_stall_rule_has_a_deadline(monkeypatch):
+    """Every reader fetches manifest.json first; at the stall rule's floor (16 KiB a minute) a 64 MiB one
+    took 68 hours a try. It now has the streamed reads' deadline (here scaled down: 0.5 s plus 1 s per
+    200 bytes, against a drip of 100 bytes a second that never stalls)."""
+    import avdata.fetch.transport as transport
+    from avdata.errors import AvdataError
+    from tests.httpserver import serve_script, trickle
+
+    monkeypatch.setattr(transport, "READ_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(transport, "READ_MIN_RATE", 200)
+    with serve_script(lambda h: trickle(h, length=None, every=0.01, seconds=3)) as url:
+        with pytest.raises(AvdataError, match=r"manifest.json: could not be read after 1 tries \(too slow: \d+ "
+                                              r"bytes in [\d.]+s; gave up \(a manifest may take 0.5s plus 1s per "
+                                              r"200 bytes\)\)"):
+            transport.read_small(url + "/manifest.json", retries=1, what="manifest", stall_seconds=0.2,
+                                 stall_bytes=1)
+
 @pytest.mark.slow
 def test_a_trickling_server_is_a_stall_and_gives_up(shards, tmp_path):
 
