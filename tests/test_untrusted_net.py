@@ -208,6 +208,27 @@ def test_scmrl_eval_names_a_checkpoint_it_cannot_use(eval_case, tmp_path, change
         evaluate_checkpoint(str(path), str(shards), device="cpu", batch_size=4)
 
 
+def test_a_tensor_claiming_more_than_its_storage_is_refused_by_every_loader(eval_case, tmp_path):
+    """torch.save keeps a tensor's shape and strides beside its storage: a zero-stride tensor of 10**12
+    elements is 1.5 KB on disk. With a model_config whose network has that shape, scmrl-eval's
+    load_state_dict (and scmrl-convert's clone) would have allocated it whole."""
+    from scmrl.train.evaluate import evaluate_checkpoint
+
+    shards, payload = eval_case
+    state = dict(payload["model"])
+    state["head.weight"] = torch.zeros(1).expand(1 << 20, 1 << 20)
+    path = save_checkpoint(tmp_path / "best.pt", {**payload, "model": state})
+    assert path.stat().st_size < 1 << 20
+    why = (r"refused: it holds a tensor of shape \(1048576, 1048576\) \(1,099,511,627,776 elements\) over a "
+           r"storage of 4 bytes; torch.save writes each tensor with its elements")
+    with pytest.raises(AvdataError, match=rf"best\.pt: {why}"):
+        evaluate_checkpoint(str(path), str(shards), device="cpu", batch_size=4)
+    torch.save({"audio_patch_embed.rpe_conv.weight": torch.zeros(1).expand(1 << 16, 1 << 16, 3, 3)},
+               tmp_path / "ref.pth")
+    with pytest.raises(AvdataError, match=r"ref\.pth: refused: it holds a tensor of shape \(65536, 65536, 3, 3\)"):
+        load_reference_state_dict(tmp_path / "ref.pth")  # scmrl-convert
+
+
 def test_init_from_names_weights_that_do_not_fit(eval_case, tmp_path):
     """--init-from a checkpoint whose config matches but whose weights do not (damaged, or another version)."""
     from scmrl.model.config import ModelConfig

@@ -74,7 +74,8 @@ def evaluate_checkpoint(checkpoint: str, shards: str, split: str = "test", devic
                         batch_size: int = 128, workers: int = 0, noise_snr: float | None = None,
                         classes: list[str] | None = None) -> dict[str, Any]:
     """Evaluate a saved model (checkpoint.pt or best.pt) on a split of any shards of the same classes."""
-    from scmrl.train.checkpoint import load_checkpoint, model_from_checkpoint, stored_run
+    from scmrl.train.checkpoint import load_checkpoint
+    from scmrl.train.checkpoint_fit import model_from_checkpoint, stored_run
 
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")

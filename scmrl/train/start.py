@@ -14,7 +14,8 @@ from avdata.errors import AvdataError
 
 from avdata.shards.location import ShardsLocation
 from scmrl.model.config import ModelConfig
-from scmrl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights
+from scmrl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from scmrl.train.checkpoint_fit import load_weights
 from scmrl.train.config import TrainConfig
 from scmrl.train.distributed import DistContext, broadcast_object
 
