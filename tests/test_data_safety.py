@@ -264,6 +264,7 @@ def test_merge_copies_only_the_plans_shards_and_names_a_damaged_sidecar(tmp_path
     (parts[0] / "notes.txt").write_bytes(b"part's own note")
     (parts[0] / ".avdata" / "shards" / "notes.txt.json").write_text(json.dumps({"shard": {"sha256": "0" * 64}}))
     side = parts[1] / ".avdata" / "shards" / "train-000001.tar.json"
+    good = json.loads(side.read_text())
     side.write_text('{"shard": ')
     into = tmp_path / "merged"
     with pytest.raises(AvdataError, match=rf"{side}: the shard record is unreadable"):
@@ -271,6 +272,10 @@ def test_merge_copies_only_the_plans_shards_and_names_a_damaged_sidecar(tmp_path
     side.write_text(json.dumps({"shard": [], "keys": []}))
     with pytest.raises(AvdataError, match=rf"{side}: the shard record lacks a field"):
         merge(into, parts)
+    for skipped in ([1], [{"split": "train"}], [{"key": "a", "split": 3}, {"key": "b"}]):  # a traceback each
+        side.write_text(json.dumps({**good, "skipped": skipped}))
+        with pytest.raises(AvdataError, match=rf"{side}: the shard record lacks a field"):
+            merge(into, parts)
     assert not (into / "notes.txt").exists()
 
 

@@ -164,6 +164,8 @@ def read_sidecar(out: Path, shard_file: str) -> dict[str, Any]:
           and isinstance(side.get("keys"), list) and isinstance(side.get("class_counts"), dict)
           and all(isinstance(n, int) for n in side["class_counts"].values())
           and isinstance(side.get("skipped"), list) and isinstance(side.get("sources"), dict)
+          and all(isinstance(k, dict) and isinstance(k.get("key"), str) and isinstance(k.get("split", ""), str)
+                  for k in side["skipped"])  # assemble sorts them by (split, key)
           and isinstance(side.get("stats", {}), dict)
           and all(isinstance(v, list) and v and all(type(x) in (int, float) for x in v)
                   for v in side.get("stats", {}).values()))  # summarize_stat needs numbers, at least one
