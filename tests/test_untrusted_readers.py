@@ -470,9 +470,11 @@ def _static(i: int, **fields: bytes) -> tuple[str, dict[str, bytes]]:
     ("frames.npy", encode_npy(np.zeros((2, 12, 16, 3), "<U1")), "dtype <U1"),  # TypeError in torch
     ("spec.npy", encode_npy(np.zeros((0, 0), np.float32)), "spec.npy of shape (0, 0)"),  # cv2.error
     ("spec.npy", encode_npy(np.zeros((64, 9), np.complex64)), "dtype complex64, not float"),
+    ("spec.npy", encode_npy(np.full((64, 9), -np.inf, np.float32)), "NaN or infinite values"),  # a NaN loss
     ("spec.npy", _npy_header_only("(100000000000000000000, 1)"), "declares an array of shape"),  # OverflowError
     ("json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),  # RecursionError
-], ids=["uint16-frames", "empty-frames", "str-frames", "empty-spec", "complex-spec", "huge-header", "deep-json"])
+], ids=["uint16-frames", "empty-frames", "str-frames", "empty-spec", "complex-spec", "inf-spec", "huge-header",
+        "deep-json"])
 def test_a_static_field_no_sample_holds_is_named_by_the_trainer(tmp_path, field, data, why):
     folder = _folder(tmp_path / "s", {"train": [_static(0), _static(1, **{field: data})]},
                      features=STATIC_FEATURES, classes=["a", "b"])

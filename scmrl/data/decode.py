@@ -16,6 +16,9 @@ the device (`scmrl.data.transforms`).
   The spectrogram is resized as an image to `image_size` x `image_size` (128 x 128) with OpenCV's
   bilinear interpolation, or, with `spec_resize="pil-bilinear"` (`--protocol reference`), with
   Pillow's antialiased bilinear filter as the authors' loader does (`scmrl.data.spec_resize`).
+  Shards come from strangers: frames that are not uint8 with no empty side, a spectrogram that is not a
+  non-empty float [F, T] or holds NaN or infinities, and event counts that are not unsigned are a
+  FieldError naming the field (the stream names the shard and sample), never other pixels or a NaN loss.
 * events (`visual.npy` uint16 [T, 2, 28, 28], `audio.npy` uint16 [T, 64]): the stored bins as
   float32 (when the model's T divides the stored bins, adjacent bins are summed down to T).
 """
@@ -149,6 +152,8 @@ class StaticAdapter:
         _check_spec(spec)
         s = cfg.image_size
         spec = resize_spectrogram(spec, s, cfg.spec_resize)
+        if not np.isfinite(spec).all():  # one such sample turns the loss, and then every weight, into NaN
+            raise FieldError("spec.npy holds NaN or infinite values")
         return torch.from_numpy(spec)[None], torch.from_numpy(visual)
 
 
