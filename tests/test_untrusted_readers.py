@@ -584,3 +584,22 @@ def test_a_manifest_claiming_millions_of_time_bins_is_refused_before_the_model_i
     from avdata.shards.manifest import MAX_EVENT_BINS
 
     assert MAX_EVENT_BINS == 21_398  # 64 MiB of uint16 [2, 28, 28] bins: the most a member may hold
+
+
+def test_a_member_twice_in_its_sample_is_found_by_verify_inspect_and_the_trainer(tmp_path):
+    """Two `cls` members in one sample passed verify and inspect (which kept the second), while the trainer
+    failed with a retried ValueError that blamed the server or disk: readers disagreed on the label."""
+    from avdata.samples import iter_samples
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (k, fields), (k1, fields1) = _sample(0), _sample(1)
+    members = [(f"{k}.{n}", v) for n, v in fields.items()] + [(f"{k}.cls", cls_bytes(5))]
+    tar = _raw_tar(folder / "train-000000.tar", members + [(f"{k1}.{n}", v) for n, v in fields1.items()])
+    _save(folder, {"train": [tar]})
+    why = "member 'ev0000.cls' comes twice in its sample: a damaged or tampered shard"
+    assert why in verify_shards(folder, progress=False).problems[0][1]
+    with pytest.raises(AvdataError, match=why):
+        list(iter_samples(open_location(folder), "train"))
+    with pytest.raises(ShardReadError, match=rf"train-000000.tar is damaged or tampered with \({why}\)"):
+        list(_stream(folder).iter_slot())

@@ -22,11 +22,9 @@ MAX_EXTENDED_HEADER, raises :class:`TarBoundsError` before anything is read; one
 left of the file or HTTP response raises ``tarfile.ReadError`` like any file cut short. Callers that know
 the manifest pass its :class:`~avdata.shards.member_caps.MemberCaps`: a member larger than what its field
 may hold raises :class:`TarBoundsError` before its body is read, and so does one that takes its sample's
-members together beyond SAMPLE_CAP.
-
-A shard path that is not a regular file (a FIFO, a device, a folder) is refused at once by
-:func:`open_regular` instead of blocking forever on its first read.
-"""
+members together beyond SAMPLE_CAP; so does, always, a name its sample already has (readers would
+disagree on which counts). A path that is not a regular file (a FIFO, a device, a folder) is refused by
+:func:`open_regular`."""
 
 from __future__ import annotations
 
@@ -53,7 +51,7 @@ MAX_EXTENDED_HEADER = 1 << 20
 
 
 class TarBoundsError(tarfile.ReadError):
-    """A header claims more than the archive can hold: the shard is damaged or hostile (no retry helps)."""
+    """A header claims more than the archive can hold, or a member its sample has: damaged or hostile."""
 
 
 class TarCutShortError(tarfile.ReadError):
@@ -265,7 +263,7 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
     long_name: str | None = None
     pax: dict[str, str] = {}
     index = 0
-    sample, held = "", 0  # the current sample's key and the bytes of its members handed out whole
+    sample, held, names = "", 0, set[str]()  # the current sample's key, bytes handed out whole, member names
     while True:
         header = _read_exact(stream, BLOCK, f"the header of member {index}")
         pos += BLOCK
@@ -294,15 +292,21 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
         long_name, pax = None, {}
         index += 1
         check(size, f"member {name!r}")
-        if caps is not None and kind in _REGULAR:
-            if size > caps(name):
-                raise TarBoundsError(f"member {name!r} claims {size:,} bytes, more than the {caps(name):,} its "
-                                     "field may hold by the manifest's features: a damaged or tampered shard")
+        if kind in _REGULAR:
             key = name.partition(".")[0]
-            sample, held = key, (held if key == sample else 0) + size
-            if held > SAMPLE_CAP:
-                raise TarBoundsError(f"sample {key!r} holds more than {SAMPLE_CAP:,} bytes: a damaged or "
-                                     "tampered shard")
+            if key != sample:
+                sample, held, names = key, 0, set()
+            if name in names:  # readers would disagree on which one counts
+                raise TarBoundsError(f"member {name!r} comes twice in its sample: a damaged or tampered shard")
+            names.add(name)
+            if caps is not None:
+                if size > caps(name):
+                    raise TarBoundsError(f"member {name!r} claims {size:,} bytes, more than the {caps(name):,} "
+                                         "its field may hold by the manifest's features: a damaged or tampered shard")
+                held += size
+                if held > SAMPLE_CAP:
+                    raise TarBoundsError(f"sample {key!r} holds more than {SAMPLE_CAP:,} bytes: a damaged or "
+                                         "tampered shard")
         pos += size + (-size % BLOCK)
         if kind in _REGULAR:
             if fd is not None and lazy is not None and lazy(name):
