@@ -603,3 +603,21 @@ def test_a_member_twice_in_its_sample_is_found_by_verify_inspect_and_the_trainer
         list(iter_samples(open_location(folder), "train"))
     with pytest.raises(ShardReadError, match=rf"train-000000.tar is damaged or tampered with \({why}\)"):
         list(_stream(folder).iter_slot())
+
+
+def test_verify_checks_every_shard_there_whatever_the_pulled_splits_record_says(tmp_path):
+    """A record of `pull --split train` (stale, or in a folder copied from elsewhere) made verify skip the
+    test split as "not pulled" and pass, though its damaged shard was there for the trainer to read."""
+    folder = _folder(tmp_path / "s", {"train": [_sample(0)], "test": [_sample(1)]})
+    (folder / ".avdata").mkdir(exist_ok=True)
+    (folder / ".avdata" / "pulled-splits.json").write_text('["train"]')
+    test = folder / "test-000000.tar"
+    data = bytearray(test.read_bytes())
+    data[600] ^= 0xFF
+    test.write_bytes(bytes(data))
+    report = verify_shards(folder, progress=False)
+    assert report.not_pulled == [] and sorted(report.splits) == ["test", "train"]
+    assert [(f, w.split(" ")[0]) for f, w in report.problems] == [("test-000000.tar", "sha256")]
+    test.unlink()  # with none of its shards here the split was never pulled: named, not missing
+    report = verify_shards(folder, progress=False)
+    assert report.not_pulled == ["test"] and report.problems == []
