@@ -155,7 +155,7 @@ def _number(field: bytes) -> int:
             value = (value << 8) | byte
         return value
     text = field.split(b"\0", 1)[0].strip()
-    if text and not text.isdigit() or b"8" in text or b"9" in text:  # int(, 8) takes "-7", "0o7", "1_0"
+    if (text and not text.isdigit()) or b"8" in text or b"9" in text:  # int(, 8) takes "-7", "0o7", "1_0"
         raise TarHeaderError(f"a header number is not octal ({text[:20]!r}): not a tar file, or a damaged one")
     return int(text, 8) if text else 0
 
