@@ -621,3 +621,23 @@ def test_verify_checks_every_shard_there_whatever_the_pulled_splits_record_says(
     test.unlink()  # with none of its shards here the split was never pulled: named, not missing
     report = verify_shards(folder, progress=False)
     assert report.not_pulled == ["test"] and report.problems == []
+
+
+def test_the_runs_own_reports_draw_manifest_names_as_text(tmp_path, monkeypatch):
+    """A dataset or class name with "[/x]" ended scmrl-train (after the last epoch) and scmrl-eval with a
+    rich MarkupError; one with "$\\frac{" ended the curves and confusion plots with a matplotlib ValueError
+    (mathtext), a brace-nested one with a RecursionError."""
+    import scmrl.train.report as report
+
+    history = [{"epoch": 0, "loss": 1.0, "train_acc": 0.5, "test_acc": 0.5}]
+    name = "x[/bad]y$\\frac{1}{$" + "{" * 300 + "}" * 300 + "$"
+    assert report.plot_curves(history, tmp_path / "c.png", f"scmrl on {name}").stat().st_size > 0
+    conf = report.plot_confusion([[1, 0], [0, 1]], ["$\\frac{", "a$^{$"], tmp_path / "m.png", "test $\\frac{")
+    assert conf.stat().st_size > 0
+    buf = io.StringIO()
+    monkeypatch.setattr(report.console, "file", buf)
+    report.print_run_results({"model": "scmrl", "dataset": name, "epochs": 2})
+    report.print_eval({"accuracy": 0.5, "correct": 1, "samples": 2, "classes": ["[/c]", "a\x1bb"],
+                       "class_samples": [1, 1], "per_class": [1.0, 0.0]}, "test")
+    text = buf.getvalue()
+    assert "x[/bad]y$\\frac{1}{$" in text and "[/c]" in text and "a\\x1bb" in text
