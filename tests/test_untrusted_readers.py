@@ -641,3 +641,18 @@ def test_the_runs_own_reports_draw_manifest_names_as_text(tmp_path, monkeypatch)
                        "class_samples": [1, 1], "per_class": [1.0, 0.0]}, "test")
     text = buf.getvalue()
     assert "x[/bad]y$\\frac{1}{$" in text and "[/c]" in text and "a\\x1bb" in text
+
+
+def test_the_contact_sheet_draws_manifest_names_as_text(tmp_path):
+    """`inspect --png` on a manifest whose dataset or class names hold "$\\frac{" ended with matplotlib's
+    mathtext ValueError (one class with samples, one without: both texts)."""
+    import json
+
+    from avdata.contact_sheet import contact_sheet
+
+    folder = _folder(tmp_path / "s", {"train": [_sample(0)]})
+    m = json.loads((folder / "manifest.json").read_text())
+    m["dataset"] = "d$\\frac{$"
+    m["classes"][:2] = ["a$\\frac{1}{$", "b$^{$"]
+    (folder / "manifest.json").write_text(json.dumps(m))
+    assert contact_sheet(folder, tmp_path / "sheet.png", per_class=1).stat().st_size > 0
