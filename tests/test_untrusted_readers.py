@@ -634,8 +634,10 @@ def test_the_runs_own_reports_draw_manifest_names_as_text(tmp_path, monkeypatch)
     assert report.plot_curves(history, tmp_path / "c.png", f"scmrl on {name}").stat().st_size > 0
     conf = report.plot_confusion([[1, 0], [0, 1]], ["$\\frac{", "a$^{$"], tmp_path / "m.png", "test $\\frac{")
     assert conf.stat().st_size > 0
+    from rich.console import Console
+
     buf = io.StringIO()
-    monkeypatch.setattr(report.console, "file", buf)
+    monkeypatch.setattr(report, "console", Console(file=buf, width=200))  # the module's name, not the shared one
     report.print_run_results({"model": "scmrl", "dataset": name, "epochs": 2})
     report.print_eval({"accuracy": 0.5, "correct": 1, "samples": 2, "classes": ["[/c]", "a\x1bb"],
                        "class_samples": [1, 1], "per_class": [1.0, 0.0]}, "test")
