@@ -314,6 +314,19 @@ def test_merge_names_a_part_whose_plan_record_is_damaged_or_edited(tmp_path, edi
     assert not (tmp_path / "merged").exists() or not list((tmp_path / "merged").iterdir())
 
 
+def test_prepare_overwrites_a_plan_record_it_cannot_read_only_with_overwrite(tmp_path):
+    """A plan record damaged, or written by a version with other fields, is another plan: refused without
+    --overwrite, replaced with it (not a dead end asking to delete it by hand)."""
+    raw = make_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    run(raw, out)
+    _edit_plan(out, lambda r: r.pop("card"), refingerprint=True)
+    with pytest.raises(AvdataError, match="holds shards prepared from other input or options"):
+        run(raw, out)
+    assert run(raw, out, overwrite=True).complete
+    assert shard_names(out) == listed(out)
+
+
 # --------------------------------------------------------------------------------------------- pull
 
 

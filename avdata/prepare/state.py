@@ -128,8 +128,11 @@ def save_plan(out: Path, record: dict[str, Any], overwrite: bool) -> None:
     replaced with `overwrite`, else refused; a file the project did not write is never replaced."""
     path = plan_path(out)
     if path.exists():
-        old = load_plan(out)
-        if old["fingerprint"] == record["fingerprint"]:
+        try:
+            same = load_plan(out)["fingerprint"] == record["fingerprint"]
+        except AvdataError:  # damaged, or written by another version: another plan, which --overwrite replaces
+            same = False
+        if same:
             return
         if not overwrite:
             raise AvdataError(
