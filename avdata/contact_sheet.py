@@ -162,9 +162,11 @@ def _arrays(fields: dict[str, bytes]) -> dict[str, np.ndarray]:
     for name, data in group_jpeg_frames(fields).items():
         if name.endswith(".npy") or name == JPEG_FRAMES:
             try:
-                arrays[name] = decode_npy(data) if name.endswith(".npy") else _middle_jpeg_frame(data)
+                arr = decode_npy(data) if name.endswith(".npy") else _middle_jpeg_frame(data)
             except Exception:  # an undecodable field is drawn as missing
                 continue
+            if arr.size:  # so is an empty one (no frame or pixel to draw)
+                arrays[name] = arr
     return arrays
 
 
@@ -216,7 +218,7 @@ def draw_sheet(spec: str | Path, per_class: int = 2, split: str | None = None) -
     across = per_pair * per_row * 7 // 8  # the 8 pt title spans every cell
     fig.suptitle(f"{_fit(manifest.dataset, across)}: up to {per_class} per class\n"
                  f"{_fit('from ' + split.replace('+', ', ') + shown, across)}",
-                 fontsize=8, y=1 - 0.06 / height, va="top")
+                 fontsize=8, y=1 - 0.06 / height, va="top", parse_math=False)  # names from the manifest: text
     for r, cname in enumerate(classes):
         for c in range(per_row):
             ax_v, ax_a = axes[r][2 * c], axes[r][2 * c + 1]
@@ -228,7 +230,7 @@ def draw_sheet(spec: str | Path, per_class: int = 2, split: str | None = None) -
                     ax.set_axis_off()
                 if c == 0:
                     ax_v.text(0.0, 0.5, f"{_fit(f'{r}: {cname}', per_pair)}\n(no samples)", fontsize=7,
-                              transform=ax_v.transAxes, va="center")
+                              transform=ax_v.transAxes, va="center", parse_math=False)
                 continue
             key, arrays, where = rows[r][c]
             visual, audio = pick_fields(arrays)
@@ -239,5 +241,5 @@ def draw_sheet(spec: str | Path, per_class: int = 2, split: str | None = None) -
                     _draw(ax, name, arrays[name])
             # two short lines over the cell's pair of panels, so that they fit it even at --show 1
             ax_v.set_title(f"{_fit(f'{r}: {cname} ({where})', per_pair)}\n{_fit(key, per_pair)}", fontsize=7,
-                           loc="left", pad=3)
+                           loc="left", pad=3, parse_math=False)
     return fig

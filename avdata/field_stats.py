@@ -67,7 +67,7 @@ class FieldStats:
         if self.kind == "json":
             try:
                 return json.loads(data)
-            except (UnicodeDecodeError, ValueError):
+            except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..." nested deep
                 self.errors += 1
         return None
 

@@ -41,8 +41,15 @@ def _read_pulled(record: Path) -> list[str] | None:
 
 
 def not_pulled(loc: ShardsLocation) -> list[str]:
-    """Splits of a local folder that `avdata pull --split` left out (none for a folder pulled whole)."""
+    """Splits of a local folder that `avdata pull --split` left out (none for a folder pulled whole): not in
+    the record, and none of their shards here. A shard that is here is checked whatever the record says
+    (copied in by hand, or a record from elsewhere): the trainer reads it."""
     if loc.remote or loc.addresses:
         return []
-    pulled = _read_pulled(Path(loc.base) / PULLED_SPLITS_NAME)
-    return [] if pulled is None else [name for name in loc.manifest.splits if name not in pulled]
+    base = Path(loc.base)
+    pulled = _read_pulled(base / PULLED_SPLITS_NAME)
+    if pulled is None:
+        return []
+    return [name for name, split in loc.manifest.splits.items()
+            if name not in pulled and not any((base / s.file).exists() or (base / s.file).is_symlink()
+                                              for s in split.shards)]

@@ -237,3 +237,41 @@ def test_folder_holding_the_zip_is_unpacked_and_a_clip_without_audio_is_skipped(
     assert m["splits"]["train"]["num_samples"] == 1
     assert [(s["key"], s["reason"]) for s in m["skipped"]] == \
         [(silent, "no audio track in the video (AVE's sound is the MP4's AAC track)")]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this OS")
+def test_a_list_that_is_a_fifo_or_huge_is_named_not_waited_on(tmp_path):
+    """A FIFO named trainSet.txt (or Annotations.txt) in the raw folder blocked `avdata prepare ave` for
+    good; a list file of gigabytes was read whole."""
+    import os
+    import threading
+
+    from avdata.shards.reader import NotAFileError
+
+    raw = tmp_path / "raw"
+    (raw / "AVE").mkdir(parents=True)
+    (raw / "AVE" / "abc.mp4").write_bytes(b"")  # planning lists videos, it does not open them
+    row = f"{HEADER}\n{CATEGORIES[0]}&abc&good&0&10\n"
+    (raw / "valSet.txt").write_text(row)
+    (raw / "testSet.txt").write_text(row)
+    os.mkfifo(raw / "trainSet.txt")
+    out: list = []
+
+    def plan() -> None:
+        try:
+            AveRecipe().plan(raw, AveOptions())
+        except Exception as exc:  # asserted on below
+            out.append(exc)
+
+    t = threading.Thread(target=plan, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "blocked on a FIFO"
+    assert isinstance(out[0], NotAFileError) and str(out[0]) == f"{raw / 'trainSet.txt'}: is a FIFO (named pipe), " \
+                                                                "not a plain file"
+    from avdata.datasets.ave.annotations import MAX_LIST_BYTES
+
+    (raw / "trainSet.txt").unlink()
+    (raw / "trainSet.txt").write_text(row + "\n" * MAX_LIST_BYTES)
+    with pytest.raises(AvdataError, match=r"^trainSet.txt: larger than 16,777,216 bytes, far more than an AVE list"):
+        AveRecipe().plan(raw, AveOptions())

@@ -302,6 +302,24 @@ def test_image_budget_counts_the_resized_output(tmp_path):
     assert load_image(ok, 64).shape == (64, 102, 3)
 
 
+def test_an_image_file_that_is_postscript_never_reaches_ghostscript(tmp_path, monkeypatch):
+    """PIL opens a file by its bytes: an EPS named x.jpg in a raw folder was identified as EPS, and
+    decoding it ran Ghostscript on the stranger's PostScript (where gs is installed). Only the formats a
+    web image comes in are opened now; a PNG named .jpg still reads."""
+    from PIL import EpsImagePlugin, Image
+
+    def no_gs(*args, **kwargs):
+        raise AssertionError("Ghostscript was run on a raw file")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", no_gs)
+    eps = tmp_path / "x.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\nshowpage\n%%EOF\n")
+    with pytest.raises(AvdataError, match=r"x.jpg: not a readable image \(cannot identify image file"):
+        load_image(eps, 64)
+    png = tmp_path / "y.jpg"
+    Image.new("RGB", (20, 10), (200, 10, 10)).save(png, format="PNG")
+    assert load_image(png, 10).shape == (10, 20, 3)
+
 def test_full_decode_fallback_counts_the_frames_it_holds(tmp_path):
     flv = flv_skip_frames(tmp_path / "v.flv", 50, size=160)
     frames, times, _ = read_frames(flv, short_side=None)

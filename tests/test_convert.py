@@ -124,3 +124,17 @@ def test_a_converted_checkpoint_fine_tunes_with_init_from(tmp_path):
     torch.testing.assert_close(tuned["head.weight"], sd["head.weight"], atol=1e-5, rtol=0)
     torch.testing.assert_close(tuned["audio_embed.stages.0.conv.weight"], sd["audio_patch_embed.proj_conv.weight"],
                                atol=1e-5, rtol=0)
+
+
+def test_sizes_a_reference_file_implies_are_checked_before_the_network_is_built(tmp_path):
+    """The embedding size is read from one tensor's shape: 32,768 rows (128 KB in the file) made
+    scmrl-convert build a network of 32,768 channels (tens of GB of weights) before any check."""
+    sd = _reference_state(CASES["cremad/add"])
+    sd["head.weight"] = torch.zeros(len(CLASSES), sd["head.weight"].shape[1])
+    sd["head.bias"] = torch.zeros(len(CLASSES))
+    sd["audio_patch_embed.rpe_conv.weight"] = torch.zeros(1 << 15, 1, 1, 1)
+    r = CliRunner().invoke(convert_app, [_save(sd, tmp_path / "ref.pth"), str(tmp_path / "o.pt"), "--dataset",
+                                         "cremad", "--classes", ",".join(CLASSES), "--time-steps", "2"])
+    assert r.exit_code == 2, r.output
+    assert "from the reference, model wants" in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "o.pt").exists()

@@ -187,6 +187,29 @@ def test_another_hosts_lock_is_taken_over_only_when_its_heartbeat_stopped(tmp_pa
     assert run(raw, out, part=(0, 1)).complete and not held.exists()
 
 
+@pytest.mark.parametrize("pid", [10 ** 20, -1, 0, True])
+def test_a_lock_with_a_damaged_pid_is_taken_over(tmp_path, pid):
+    """10**20 made os.kill raise OverflowError (a traceback); -1 and 0 asked about every process and the
+    process group, True about pid 1: each read as a live holder the user was told to delete by hand."""
+    raw = make_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    _lock(out, "prepare.lock", pid)
+    assert run(raw, out).complete
+    assert not list((out / ".avdata").glob("*.lock"))
+
+
+def test_the_lock_never_writes_through_a_link_planted_at_its_temp_name(tmp_path):
+    from avdata.prepare import lock
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "out" / ".avdata").mkdir(parents=True)
+    (tmp_path / "out" / ".avdata" / f"prepare.lock.{os.getpid()}.tmp").symlink_to(victim)
+    with lock.output_lock(tmp_path / "out", None) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert victim.read_text() == "keep me"
+    assert not list((tmp_path / "out" / ".avdata").iterdir())
+
 def test_the_lock_is_touched_while_the_run_lasts(tmp_path, monkeypatch):
     from avdata.prepare import lock
 
@@ -241,6 +264,7 @@ def test_merge_copies_only_the_plans_shards_and_names_a_damaged_sidecar(tmp_path
     (parts[0] / "notes.txt").write_bytes(b"part's own note")
     (parts[0] / ".avdata" / "shards" / "notes.txt.json").write_text(json.dumps({"shard": {"sha256": "0" * 64}}))
     side = parts[1] / ".avdata" / "shards" / "train-000001.tar.json"
+    good = json.loads(side.read_text())
     side.write_text('{"shard": ')
     into = tmp_path / "merged"
     with pytest.raises(AvdataError, match=rf"{side}: the shard record is unreadable"):
@@ -248,7 +272,59 @@ def test_merge_copies_only_the_plans_shards_and_names_a_damaged_sidecar(tmp_path
     side.write_text(json.dumps({"shard": [], "keys": []}))
     with pytest.raises(AvdataError, match=rf"{side}: the shard record lacks a field"):
         merge(into, parts)
+    for skipped in ([1], [{"split": "train"}], [{"key": "a", "split": 3}, {"key": "b"}]):  # a traceback each
+        side.write_text(json.dumps({**good, "skipped": skipped}))
+        with pytest.raises(AvdataError, match=rf"{side}: the shard record lacks a field"):
+            merge(into, parts)
     assert not (into / "notes.txt").exists()
+
+
+
+def _edit_plan(folder: Path, edit, refingerprint: bool) -> Path:
+    from avdata.prepare.state import plan_fingerprint
+
+    path = folder / ".avdata" / "plan.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    if refingerprint:  # what someone making a hostile part folder would do
+        record["fingerprint"] = plan_fingerprint(record)
+    path.write_text(json.dumps(record))
+    return path
+
+
+@pytest.mark.parametrize("edit, refingerprint, why", [
+    (lambda r: r["shards"][0].pop("file"), True, r"lists a shard that is not train-000000.tar"),  # KeyError
+    (lambda r: r["shards"][0].update(file="../elsewhere/train-000000.tar"), True,
+     r"lists a shard that is not train-000000.tar"),
+    (lambda r: r.update(shards=[1, 2]), True, r"lists a shard of no split of the plan \(1\)"),  # TypeError
+    (lambda r: r.pop("classes"), True, r"lacks its classes"),  # KeyError
+    (lambda r: r["shards"][0].update(split="zzz"), True, r"lists a shard of no split"),  # KeyError
+    (lambda r: r["options"].update(samples_per_shard=5), False, r"does not match its fingerprint"),
+], ids=["no-file", "a-path", "not-dicts", "no-classes", "unknown-split", "edited"])
+def test_merge_names_a_part_whose_plan_record_is_damaged_or_edited(tmp_path, edit, refingerprint, why):
+    """Each of these ended merge with a traceback (or, edited by hand, went unnoticed) before; nothing is
+    written into the destination."""
+    raw = make_toy_raw(tmp_path / "raw")
+    parts = [tmp_path / "p0", tmp_path / "p1"]
+    run(raw, parts[0], part=(0, 2))
+    run(raw, parts[1], part=(1, 2))
+    plan = _edit_plan(parts[1], edit, refingerprint)
+    with pytest.raises(AvdataError, match=rf"{plan}: the plan record {why}"):
+        merge(tmp_path / "merged", parts)
+    assert not (tmp_path / "merged").exists() or not list((tmp_path / "merged").iterdir())
+
+
+def test_prepare_overwrites_a_plan_record_it_cannot_read_only_with_overwrite(tmp_path):
+    """A plan record damaged, or written by a version with other fields, is another plan: refused without
+    --overwrite, replaced with it (not a dead end asking to delete it by hand)."""
+    raw = make_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    run(raw, out)
+    _edit_plan(out, lambda r: r.pop("card"), refingerprint=True)
+    with pytest.raises(AvdataError, match="holds shards prepared from other input or options"):
+        run(raw, out)
+    assert run(raw, out, overwrite=True).complete
+    assert shard_names(out) == listed(out)
 
 
 # --------------------------------------------------------------------------------------------- pull

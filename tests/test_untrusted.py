@@ -247,6 +247,30 @@ def test_a_huge_declared_length_is_refused_before_reading(shards, tmp_path):
     assert "10,000,000,000,000 bytes" in rep.failed[0].reason and _files_under(tmp_path) == set()
 
 
+def test_a_pull_that_cannot_fit_is_refused_before_any_byte_arrives(shards, tmp_path, monkeypatch):
+    """A manifest may declare shards of up to 10**12 bytes each, and a server send that much: the pull
+    filled the disk before it stopped. What is already there (whole, or as .part) counts as pulled."""
+    import avdata.share.pull as pull_mod
+
+    total = sum(p.stat().st_size for p in shards.glob("*.tar"))
+    big = _copy(shards, tmp_path / "big")
+    _edit_manifest(big, lambda m: m["splits"]["train"]["shards"][0].update(bytes=10**12))
+    monkeypatch.setattr(pull_mod, "free_space", lambda path: 10**11, raising=False)
+    r = _pull(str(big), tmp_path / "copy")
+    assert r.exit_code == 2, r.output
+    assert f"the 4 shard(s) to pull need {10**12 + total - (big / 'train-000000.tar').stat().st_size:,} more " \
+           f"bytes than the 100,000,000,000 free there" in " ".join(r.output.split())
+    assert not (tmp_path / "copy").exists()
+    monkeypatch.setattr(pull_mod, "free_space", lambda path: total - 1)
+    r = _pull(str(shards), tmp_path / "copy")
+    assert r.exit_code == 2 and f"need {total:,} more bytes than the {total - 1:,} free" in " ".join(r.output.split())
+    (tmp_path / "copy").mkdir()
+    first = shards / "train-000000.tar"
+    (tmp_path / "copy" / "train-000000.tar.part").write_bytes(first.read_bytes()[:1000])
+    r = _pull(str(shards), tmp_path / "copy")  # 1000 bytes of it already there
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "copy" / "manifest.json").read_bytes() == (shards / "manifest.json").read_bytes()
+
 def test_the_card_is_capped(shards, tmp_path, monkeypatch):
     import avdata.share.pull as pull_mod
     from tests.httpserver import endless_body, serve_script
@@ -257,6 +281,23 @@ def test_the_card_is_capped(shards, tmp_path, monkeypatch):
     assert r.exit_code == 1 and "README.md" in r.output and "1,048,576" in " ".join(r.output.split())
     assert not (tmp_path / "copy" / "manifest.json").exists() and not (tmp_path / "copy" / "README.md").exists()
 
+
+def test_a_manifest_dripped_just_above_the_stall_rule_has_a_deadline(monkeypatch):
+    """Every reader fetches manifest.json first; at the stall rule's floor (16 KiB a minute) a 64 MiB one
+    took 68 hours a try. It now has the streamed reads' deadline (here scaled down: 0.5 s plus 1 s per
+    200 bytes, against a drip of 100 bytes a second that never stalls)."""
+    import avdata.fetch.transport as transport
+    from avdata.errors import AvdataError
+    from tests.httpserver import serve_script, trickle
+
+    monkeypatch.setattr(transport, "READ_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(transport, "READ_MIN_RATE", 200)
+    with serve_script(lambda h: trickle(h, length=None, every=0.01, seconds=3)) as url:
+        with pytest.raises(AvdataError, match=r"manifest.json: could not be read after 1 tries \(too slow: \d+ "
+                                              r"bytes in [\d.]+s; gave up \(a manifest may take 0.5s plus 1s per "
+                                              r"200 bytes\)\)"):
+            transport.read_small(url + "/manifest.json", retries=1, what="manifest", stall_seconds=0.2,
+                                 stall_bytes=1)
 
 @pytest.mark.slow
 def test_a_trickling_server_is_a_stall_and_gives_up(shards, tmp_path):

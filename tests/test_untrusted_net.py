@@ -163,6 +163,136 @@ def test_convert_never_suggests_an_unrestricted_load(tmp_path):
         assert "weights_only" not in str(err.value) and "trust the source" not in str(err.value)
 
 
+
+@pytest.fixture(scope="module")
+def eval_case(tmp_path_factory) -> tuple[Path, dict]:
+    """An events shards folder and the payload of a small model's checkpoint for it (as scmrl-train writes)."""
+    from dataclasses import asdict
+
+    from scmrl.model.config import ModelConfig
+    from scmrl.model.models import build_model
+    from tests.test_inspect_verify import EVENT_CLASSES, make_event_folder
+
+    root = tmp_path_factory.mktemp("eval")
+    mcfg = ModelConfig(num_classes=4, embedding="shallow", embed_dim=16, heads=2, audio_size=28, visual_size=28,
+                       visual_channels=2)
+    torch.manual_seed(0)
+    payload = {"model": build_model(mcfg).state_dict(), "model_config": asdict(mcfg), "classes": EVENT_CLASSES,
+               "train_config": {"image_size": 28, "frames_per_step": False, "seed": 1, "amp": False}}
+    return make_event_folder(root / "events"), payload
+
+
+@pytest.mark.parametrize("change, message", [
+    # before: a RuntimeError listing every tensor (a checkpoint of another version of the network)
+    (lambda p: {"model_config": {**p["model_config"], "embed_dim": 32}},
+     r"its weights do not fit the network its model_config describes \(other shapes: "
+     r"audio_embed.stages.0.conv.weight \(8, 1, 3, 3\) where the network has \(16, 1, 3, 3\)"),
+    # before: torch tried to allocate 19 TB (a smaller ask is allocated and initialised, then fails)
+    (lambda p: {"model_config": {**p["model_config"], "embed_dim": 1 << 20}}, r"where the network has \(524288, 1, 3"),
+    (lambda p: {"model_config": {**p["model_config"], "heads": 0}},  # before: ZeroDivisionError
+     r"its model_config has heads=0, not a whole number >= 1"),
+    (lambda p: {"model_config": [1]}, r"its model_config is a list, not a dict"),  # AttributeError
+    (lambda p: {"model": {}}, r"\(missing: audio_embed.stages.0.conv.weight, .*, \.\.\. \(\d+\)\)"),
+    (lambda p: {"train_config": {"seed": 1}}, r"its train_config has image_size=None"),  # KeyError
+    (lambda p: {"train_config": {**p["train_config"], "seed": 10 ** 30}}, r"seed=10+, not a 64-bit"),  # ValueError
+    (lambda p: {"classes": "zero"}, r"its classes are not a list of names"),
+], ids=["another-network", "huge-embedding", "zero-heads", "config-list", "no-weights", "no-image-size",
+        "huge-seed", "classes-str"])
+def test_scmrl_eval_names_a_checkpoint_it_cannot_use(eval_case, tmp_path, change, message):
+    """Each stopped scmrl-eval with a traceback (or an allocation of the config's size) before."""
+    from scmrl.train.evaluate import evaluate_checkpoint
+
+    shards, payload = eval_case
+    path = save_checkpoint(tmp_path / "best.pt", {**payload, **change(payload)})
+    with pytest.raises(AvdataError, match=rf"best\.pt: .*{message}"):
+        evaluate_checkpoint(str(path), str(shards), device="cpu", batch_size=4)
+
+
+def test_a_tensor_claiming_more_than_its_storage_is_refused_by_every_loader(eval_case, tmp_path):
+    """torch.save keeps a tensor's shape and strides beside its storage: a zero-stride tensor of 10**12
+    elements is 1.5 KB on disk. With a model_config whose network has that shape, scmrl-eval's
+    load_state_dict (and scmrl-convert's clone) would have allocated it whole."""
+    from scmrl.train.evaluate import evaluate_checkpoint
+
+    shards, payload = eval_case
+    state = dict(payload["model"])
+    state["head.weight"] = torch.zeros(1).expand(1 << 20, 1 << 20)
+    path = save_checkpoint(tmp_path / "best.pt", {**payload, "model": state})
+    assert path.stat().st_size < 1 << 20
+    why = (r"refused: it holds a tensor of shape \(1048576, 1048576\) \(1,099,511,627,776 elements\) over a "
+           r"storage of 4 bytes; torch.save writes each tensor with its elements")
+    with pytest.raises(AvdataError, match=rf"best\.pt: {why}"):
+        evaluate_checkpoint(str(path), str(shards), device="cpu", batch_size=4)
+    torch.save({"audio_patch_embed.rpe_conv.weight": torch.zeros(1).expand(1 << 16, 1 << 16, 3, 3)},
+               tmp_path / "ref.pth")
+    with pytest.raises(AvdataError, match=r"ref\.pth: refused: it holds a tensor of shape \(65536, 65536, 3, 3\)"):
+        load_reference_state_dict(tmp_path / "ref.pth")  # scmrl-convert
+
+
+def test_init_from_names_weights_that_do_not_fit(eval_case, tmp_path):
+    """--init-from a checkpoint whose config matches but whose weights do not (damaged, or another version)."""
+    from scmrl.model.config import ModelConfig
+    from scmrl.model.models import build_model
+    from scmrl.train.start import init_weights
+
+    _shards, payload = eval_case
+    mcfg = ModelConfig(**payload["model_config"])
+    state = dict(payload["model"])
+    state["head.weight"] = torch.zeros(3, 3)  # the classifier's weight of another shape, and one name unknown
+    state["head.scale"] = torch.ones(1)
+    path = save_checkpoint(tmp_path / "c.pt", {**payload, "model": state})
+    model = build_model(mcfg)
+    with pytest.raises(AvdataError, match=r"c\.pt: its weights do not fit the network \(not in the network: "
+                                          r"head\.scale \(1\); other shapes: head\.weight \(3, 3\) where the "
+                                          r"network has \(4, 16\) \(1\)\); it was made by another version"):
+        init_weights(model, mcfg, str(path))
+    path = save_checkpoint(tmp_path / "ok.pt", payload)
+    init_weights(model, mcfg, str(path))
+    assert all(torch.equal(v, payload["model"][k]) for k, v in model.state_dict().items())
+
+
+def test_resume_names_a_weights_only_checkpoint(eval_case, tmp_path):
+    """best.pt copied to checkpoint.pt (or an scmrl-convert output) to continue a run: a KeyError
+    'optimizer' in the training loop before."""
+    from avdata.shards.location import open_shards
+    from scmrl.model.config import ModelConfig
+    from scmrl.train.config import TrainConfig
+    from scmrl.train.distributed import DistContext
+    from scmrl.train.start import read_resume_checkpoint
+
+    shards, payload = eval_case
+    out = tmp_path / "run"
+    save_checkpoint(out / "checkpoint.pt", payload)
+    cfg = TrainConfig(shards=str(shards), out=str(out), resume=True)
+    with pytest.raises(AvdataError, match=r"checkpoint.pt: cannot be resumed from: it holds no optimizer, schedule, "
+                                          r"state, rng \(a best.pt .*--init-from in a new --out instead"):
+        read_resume_checkpoint(cfg, ModelConfig(**payload["model_config"]), open_shards(str(shards)), DistContext())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this OS")
+def test_a_fifo_as_a_checkpoint_is_refused_at_once(tmp_path):
+    """scmrl-eval --checkpoint, --resume, --init-from and scmrl-convert open the file in check_archive first:
+    a FIFO there blocked that open for good."""
+    import os
+    import threading
+
+    fifo = tmp_path / "best.pt"
+    os.mkfifo(fifo)
+    out: list = []
+
+    def run() -> None:
+        try:
+            load_checkpoint(fifo)
+        except Exception as exc:  # asserted on below
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "blocked on a FIFO"
+    assert isinstance(out[0], AvdataError)
+    assert str(out[0]) == f"{fifo}: is a FIFO (named pipe), not a checkpoint file"
+
 # --- serve: the Range header --------------------------------------------------------------------------------
 
 def test_a_range_of_thousands_of_digits_is_answered_not_a_traceback(tmp_path, capfd):

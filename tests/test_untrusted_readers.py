@@ -24,6 +24,7 @@ from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
 from avdata.shards.location import open_location
 from avdata.shards.manifest import Manifest, ShardEntry, SplitEntry
+from avdata.shards.npy import encode_npy
 from avdata.shards.tar import shard_name, write_shard
 from avdata.verify import print_report, verify_shards
 from scmrl.data.config import StreamConfig
@@ -439,3 +440,221 @@ def test_a_fifo_as_the_manifest_or_a_state_record_is_refused_at_once(tmp_path):
     (folder / ".avdata").mkdir(exist_ok=True)
     os.mkfifo(folder / ".avdata" / "owned.json")
     assert _finishes(lambda: read_json_record(folder / ".avdata" / "owned.json")) is None
+
+
+# --- 5. fields whose bytes are whole but whose content no sample holds (second round) --------------------
+
+STATIC_FEATURES = {"cls": {"dtype": "int", "shape": []}, "json": {"dtype": "json", "shape": []},
+                   "frames.npy": {"dtype": "uint8", "shape": ["K", "H", "W", 3]},
+                   "spec.npy": {"dtype": "float32", "shape": [64, "T"]}}
+
+
+def _npy_header_only(shape: str, descr: str = "<f4") -> bytes:
+    """.npy bytes whose header declares `shape` and whose body is empty (numpy writes no such file)."""
+    head = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    head += b" " * (63 - (10 + len(head)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head
+
+
+def _static(i: int, **fields: bytes) -> tuple[str, dict[str, bytes]]:
+    base = {"cls": cls_bytes(i % 2), "json": sample_json({"i": i}),
+            "frames.npy": encode_npy(np.full((2, 12, 16, 3), 40, np.uint8)),
+            "spec.npy": encode_npy(np.zeros((64, 9), np.float32))}
+    return f"clip{i:04d}", {**base, **fields}
+
+
+@pytest.mark.parametrize("field, data, why", [
+    # each passed the member caps and reached the batch as other values or a traceback before
+    ("frames.npy", encode_npy(np.full((2, 12, 16, 3), 40, np.uint16)), "dtype uint16, not uint8"),
+    ("frames.npy", encode_npy(np.zeros((2, 0, 16, 3), np.uint8)), "shape (2, 0, 16, 3)"),  # cv2.error
+    ("frames.npy", encode_npy(np.zeros((2, 12, 16, 3), "<U1")), "dtype <U1"),  # TypeError in torch
+    ("spec.npy", encode_npy(np.zeros((0, 0), np.float32)), "spec.npy of shape (0, 0)"),  # cv2.error
+    ("spec.npy", encode_npy(np.zeros((64, 9), np.complex64)), "dtype complex64, not float"),
+    ("spec.npy", encode_npy(np.full((64, 9), -np.inf, np.float32)), "NaN or infinite values"),  # a NaN loss
+    ("spec.npy", _npy_header_only("(100000000000000000000, 1)"), "declares an array of shape"),  # OverflowError
+    ("json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),  # RecursionError
+], ids=["uint16-frames", "empty-frames", "str-frames", "empty-spec", "complex-spec", "inf-spec", "huge-header",
+        "deep-json"])
+def test_a_static_field_no_sample_holds_is_named_by_the_trainer(tmp_path, field, data, why):
+    folder = _folder(tmp_path / "s", {"train": [_static(0), _static(1, **{field: data})]},
+                     features=STATIC_FEATURES, classes=["a", "b"])
+    for train in (True, False):
+        cfg = StreamConfig(kind="static", image_size=8, base_size=12, seed=1, train=train, retries=0)
+        with pytest.raises(AvdataError, match="sample clip0001 of .*train-000000.tar: bad field") as err:
+            list(ShardStream(open_location(folder), "train", cfg).iter_slot())
+        assert why in str(err.value)
+
+
+def test_event_counts_that_are_no_counts_are_named_by_the_trainer(tmp_path):
+    """float16 has uint16's size, so NaN counts pass the member caps; zero bins are a multiple of any T."""
+    nan = encode_npy(np.full((8, 2, 28, 28), np.nan, np.float16))
+    empty = {"visual.npy": encode_npy(np.zeros((0, 2, 28, 28), np.uint16)),
+             "audio.npy": encode_npy(np.zeros((0, 64), np.uint16))}
+    for fields, why in (({"visual.npy": nan}, "visual.npy (float16) and audio.npy (uint16) are not event counts"),
+                        (empty, "visual.npy (0, 2, 28, 28) and audio.npy (0, 64) are not")):
+        key, good = _sample(1)
+        folder = _folder(tmp_path / str(len(fields)), {"train": [_sample(0), (key, {**good, **fields})]})
+        with pytest.raises(AvdataError, match=f"sample {key} of .*: bad field") as err:
+            list(_stream(folder).iter_slot())
+        assert why in str(err.value)
+
+
+def test_inspect_and_the_contact_sheet_pass_over_fields_no_sample_holds(tmp_path):
+    """A json nested 100,000 deep is one unreadable field of inspect's table (a RecursionError ended it);
+    a frames field of zero frames is drawn as missing (an IndexError ended the contact sheet)."""
+    from avdata.contact_sheet import choose_samples
+    from avdata.summary import summarize
+
+    folder = _folder(tmp_path / "s", {"train": [
+        _static(0, json=b"[" * 100_000 + b"]" * 100_000),
+        _static(1, **{"frames.npy": encode_npy(np.zeros((0, 12, 16, 3), np.uint8))})]},
+        features=STATIC_FEATURES, classes=["a", "b"])
+    summary = summarize(folder)
+    json_stats = summary["splits"]["train"]["read"]["fields"]["json"]
+    assert (json_stats["count"], json_stats["errors"]) == (2, 1)
+    _m, _split, rows = choose_samples(folder, 1, "train")
+    assert [sorted(r[0][1]) for r in rows] == [["frames.npy", "spec.npy"], ["spec.npy"]]
+
+
+def _tar_with_header(path: Path, pax: dict[str, str] | None, size_field: bytes | None) -> Path:
+    """A sample's cls member whose size is given by a pax record or a raw (checksummed) ustar size field,
+    followed by a 24 MiB member: what a reader that believed the size would read at once."""
+    with open(path, "wb") as f:
+        info = tarfile.TarInfo("k.cls")
+        info.size, info.pax_headers = 1, pax or {}
+        head = bytearray(info.tobuf(tarfile.PAX_FORMAT if pax else tarfile.USTAR_FORMAT))
+        if size_field is not None:
+            h = len(head) - 512  # the member's own header block
+            head[h + 124:h + 136] = size_field.ljust(12, b"\0")
+            head[h + 148:h + 156] = b" " * 8
+            head[h + 148:h + 156] = b"%06o\0 " % sum(head[h:h + 512])
+        f.write(bytes(head) + b"1".ljust(512, b"\0"))
+        big = tarfile.TarInfo("k.visual.npy")
+        big.size = 24 << 20
+        f.write(big.tobuf(tarfile.USTAR_FORMAT))
+        f.seek(24 << 20, os.SEEK_CUR)
+        f.write(b"\0" * 1024)
+    return path
+
+
+@pytest.mark.parametrize("pax, size_field, why", [
+    ({"size": "-1"}, None, "a pax size record that is not a number of bytes ('-1')"),
+    (None, b"-0000001000", "a header number is not octal (b'-0000001000')"),
+    ({"size": "9" * 5000}, None, "a pax size record that is not a number of bytes ('99999999999999999999')"),
+    ({"size": "abc"}, None, "a pax size record that is not a number of bytes ('abc')"),
+], ids=["pax-negative", "octal-negative", "pax-5000-digits", "pax-letters"])
+def test_a_member_size_that_is_no_size_is_a_damaged_header(tmp_path, pax, size_field, why):
+    """A negative size made the reader read(-1): the rest of the shard at once, past every member cap
+    (peak 48 MB here for a 64-byte cls); a size that is no number ended verify and inspect with a
+    ValueError traceback."""
+    from avdata.samples import iter_samples
+    from avdata.shards.reader import TarHeaderError, iter_shard
+    from avdata.shards.member_caps import MemberCaps
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    tar = _tar_with_header(folder / "train-000000.tar", pax, size_field)
+    peak, err = _peak(lambda: list(iter_shard(tar, caps=MemberCaps(EVENT_FEATURES))))
+    assert isinstance(err, TarHeaderError) and why in str(err)
+    assert peak < 4 << 20
+    _save(folder, {"train": [tar]})
+    report = verify_shards(folder, progress=False)
+    assert [(f, w.split(" (")[0]) for f, w in report.problems] == [
+        ("train-000000.tar", "damaged tar: bad member header after 0 sample(s)")]
+    assert why in report.problems[0][1]
+    with pytest.raises(AvdataError, match="cannot be read to the end"):
+        list(iter_samples(open_location(folder), "train"))
+
+
+@pytest.mark.parametrize("bins", [10 ** 7, 0])
+def test_a_manifest_claiming_millions_of_time_bins_is_refused_before_the_model_is_sized(tmp_path, bins):
+    """The trainer takes an event dataset's stored bins as its time steps, and its memory probe allocated
+    T x batch x 2 x 28 x 28 floats (10**7 bins: 125 GB at batch 2) before any sample could contradict them."""
+    from scmrl.train.config import TrainConfig, model_config
+
+    features = {**EVENT_FEATURES, "visual.npy": {"dtype": "uint16", "shape": [bins, 2, 28, 28]}}
+    folder = _folder(tmp_path / "s", {"train": [_sample(0)]}, features=features)
+    manifest = Manifest.load(folder)
+    manifest.dataset = "mnistdvs-ntidigits"  # whose model takes the stored bins as T
+    why = rf"visual.npy has {bins:,} time bins, not 1 to 21,398"
+    with pytest.raises(AvdataError, match=why):
+        model_config(TrainConfig(shards=str(folder), out=str(tmp_path / "run")), manifest)
+    with pytest.raises(AvdataError, match=why):
+        _stream(folder)
+    from avdata.shards.manifest import MAX_EVENT_BINS
+
+    assert MAX_EVENT_BINS == 21_398  # 64 MiB of uint16 [2, 28, 28] bins: the most a member may hold
+
+
+def test_a_member_twice_in_its_sample_is_found_by_verify_inspect_and_the_trainer(tmp_path):
+    """Two `cls` members in one sample passed verify and inspect (which kept the second), while the trainer
+    failed with a retried ValueError that blamed the server or disk: readers disagreed on the label."""
+    from avdata.samples import iter_samples
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (k, fields), (k1, fields1) = _sample(0), _sample(1)
+    members = [(f"{k}.{n}", v) for n, v in fields.items()] + [(f"{k}.cls", cls_bytes(5))]
+    tar = _raw_tar(folder / "train-000000.tar", members + [(f"{k1}.{n}", v) for n, v in fields1.items()])
+    _save(folder, {"train": [tar]})
+    why = "member 'ev0000.cls' comes twice in its sample: a damaged or tampered shard"
+    assert why in verify_shards(folder, progress=False).problems[0][1]
+    with pytest.raises(AvdataError, match=why):
+        list(iter_samples(open_location(folder), "train"))
+    with pytest.raises(ShardReadError, match=rf"train-000000.tar is damaged or tampered with \({why}\)"):
+        list(_stream(folder).iter_slot())
+
+
+def test_verify_checks_every_shard_there_whatever_the_pulled_splits_record_says(tmp_path):
+    """A record of `pull --split train` (stale, or in a folder copied from elsewhere) made verify skip the
+    test split as "not pulled" and pass, though its damaged shard was there for the trainer to read."""
+    folder = _folder(tmp_path / "s", {"train": [_sample(0)], "test": [_sample(1)]})
+    (folder / ".avdata").mkdir(exist_ok=True)
+    (folder / ".avdata" / "pulled-splits.json").write_text('["train"]')
+    test = folder / "test-000000.tar"
+    data = bytearray(test.read_bytes())
+    data[600] ^= 0xFF
+    test.write_bytes(bytes(data))
+    report = verify_shards(folder, progress=False)
+    assert report.not_pulled == [] and sorted(report.splits) == ["test", "train"]
+    assert [(f, w.split(" ")[0]) for f, w in report.problems] == [("test-000000.tar", "sha256")]
+    test.unlink()  # with none of its shards here the split was never pulled: named, not missing
+    report = verify_shards(folder, progress=False)
+    assert report.not_pulled == ["test"] and report.problems == []
+
+
+def test_the_runs_own_reports_draw_manifest_names_as_text(tmp_path, monkeypatch):
+    """A dataset or class name with "[/x]" ended scmrl-train (after the last epoch) and scmrl-eval with a
+    rich MarkupError; one with "$\\frac{" ended the curves and confusion plots with a matplotlib ValueError
+    (mathtext), a brace-nested one with a RecursionError."""
+    import scmrl.train.report as report
+
+    history = [{"epoch": 0, "loss": 1.0, "train_acc": 0.5, "test_acc": 0.5}]
+    name = "x[/bad]y$\\frac{1}{$" + "{" * 300 + "}" * 300 + "$"
+    assert report.plot_curves(history, tmp_path / "c.png", f"scmrl on {name}").stat().st_size > 0
+    conf = report.plot_confusion([[1, 0], [0, 1]], ["$\\frac{", "a$^{$"], tmp_path / "m.png", "test $\\frac{")
+    assert conf.stat().st_size > 0
+    from rich.console import Console
+
+    buf = io.StringIO()
+    monkeypatch.setattr(report, "console", Console(file=buf, width=200))  # the module's name, not the shared one
+    report.print_run_results({"model": "scmrl", "dataset": name, "epochs": 2})
+    report.print_eval({"accuracy": 0.5, "correct": 1, "samples": 2, "classes": ["[/c]", "a\x1bb"],
+                       "class_samples": [1, 1], "per_class": [1.0, 0.0]}, "test")
+    text = buf.getvalue()
+    assert "x[/bad]y$\\frac{1}{$" in text and "[/c]" in text and "a\\x1bb" in text
+
+
+def test_the_contact_sheet_draws_manifest_names_as_text(tmp_path):
+    """`inspect --png` on a manifest whose dataset or class names hold "$\\frac{" ended with matplotlib's
+    mathtext ValueError (one class with samples, one without: both texts)."""
+    import json
+
+    from avdata.contact_sheet import contact_sheet
+
+    folder = _folder(tmp_path / "s", {"train": [_sample(0)]})
+    m = json.loads((folder / "manifest.json").read_text())
+    m["dataset"] = "d$\\frac{$"
+    m["classes"][:2] = ["a$\\frac{1}{$", "b$^{$"]
+    (folder / "manifest.json").write_text(json.dumps(m))
+    assert contact_sheet(folder, tmp_path / "sheet.png", per_class=1).stat().st_size > 0

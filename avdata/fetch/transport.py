@@ -259,7 +259,10 @@ def read_small(url: str, limit: int = MAX_UNDECLARED_SIZE, timeout: float = 60.0
 def _read_capped(url: str, limit: int, what: str, read_timeout: float, stall_seconds: float,
                  stall_bytes: int) -> bytes:
     """One attempt of `read_small`: the whole body, or AvdataError past `limit`; a stall raises
-    TimeoutError and a short body ConnectionError (both retried)."""
+    TimeoutError and a short body ConnectionError (both retried). The attempt has StallGuard's deadline
+    too (READ_GRACE_SECONDS plus one second per READ_MIN_RATE bytes): a server that sends just enough for
+    each stall window would otherwise take 68 hours over a 64 MiB manifest."""
+    start = time.monotonic()
     with open_source(url, {}, read_timeout) as resp:
         length = header_int(resp.headers.get("Content-Length"))
         if length is not None and length > limit:
@@ -283,6 +286,10 @@ def _read_capped(url: str, limit: int, what: str, read_timeout: float, stall_sec
             stalled = watch.add(len(chunk))
             if stalled:
                 raise TimeoutError(stalled)
+            elapsed = time.monotonic() - start
+            if READ_MIN_RATE > 0 and elapsed > READ_GRACE_SECONDS + got / READ_MIN_RATE:
+                raise TimeoutError(f"too slow: {got:,} bytes in {elapsed:.1f}s; gave up (a {what} may take "
+                                   f"{READ_GRACE_SECONDS:g}s plus 1s per {READ_MIN_RATE:,} bytes)")
         if length is not None and got < length:
             raise ConnectionError(f"connection closed after {got:,} of {length:,} bytes")
         return b"".join(parts)

@@ -5,6 +5,10 @@ Why its own reader: PIL decodes a 13000x13000 PNG of 493 KB to 500 MB and conver
 its callers but an internal error. Here the header's size (read by `Image.open` without decoding) is
 checked against `avdata.media.budget` first, so PIL's own limit is lifted while opening (the budget is the
 one rule, and `--max-decoded-mb` raises it); then the image is decoded, converted and resized.
+
+Only the formats a web image comes in are opened (`FORMATS`, by content: a .jpg that is a PNG still
+reads): PIL identifies a file by its bytes, and for some formats (EPS) it runs an outside program,
+Ghostscript, on them, which nothing read from a raw folder may make it do.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from avdata.media.budget import DEFAULT_MAX_DECODED_BYTES, check_decoded, image_
 from avdata.media.files import require_media_file
 from avdata.media.video import resize_short_side, target_size
 
-__all__ = ["load_image"]
+__all__ = ["load_image", "FORMATS"]
+
+#: The image formats PIL may open here (decoders inside PIL; no outside program such as Ghostscript).
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 
 @contextlib.contextmanager
@@ -45,7 +52,8 @@ def load_image(path: str | Path, short_side: int, max_bytes: int = DEFAULT_MAX_D
     path = Path(path)
     require_media_file(path, "image")
     try:
-        with _budget_not_pil_limit(), Image.open(path) as im:
+        Image.init()  # every plugin registered, so that only this build's missing ones are left out
+        with _budget_not_pil_limit(), Image.open(path, formats=[f for f in FORMATS if f in Image.OPEN]) as im:
             width, height = im.size
             if min(width, height) == 0:
                 raise MediaError(path, "empty image")

@@ -19,7 +19,6 @@ parts) the manifest is assembled (`avdata.prepare.merge`).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,10 +28,9 @@ from avdata import __version__
 from avdata.datasets.recipe import Plan, Recipe, WorkItem, options_dict
 from avdata.atomic import tmp_path
 from avdata.errors import AvdataError
-from avdata.hashing import sha256_bytes
 from avdata.prepare.lock import output_lock
-from avdata.prepare.state import (missing_shards, raw_workdir, remove_stale_handoffs, save_plan, shard_done,
-                                  write_sidecar)
+from avdata.prepare.state import (missing_shards, plan_fingerprint, raw_workdir, remove_stale_handoffs, save_plan,
+                                  shard_done, write_sidecar)
 from avdata.prepare.workers import NO_SPACE, Workers
 from avdata.progress import make_progress
 from avdata.datasets.splits import seeded_shuffle
@@ -116,7 +114,7 @@ def build_plan_record(recipe: Recipe, plan: Plan, options: Any, samples_per_shar
         "notes": plan.notes,
         "shards": shards,
     }
-    record["fingerprint"] = sha256_bytes(json.dumps(record, sort_keys=True).encode())
+    record["fingerprint"] = plan_fingerprint(record)
     return record
 
 

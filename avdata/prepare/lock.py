@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from avdata.atomic import open_new
 from avdata.errors import AvdataError
 from avdata.owned import STATE_DIR, read_json_record
 
@@ -43,7 +44,8 @@ def _name(part: tuple[int, int] | None) -> str:
 
 def _alive(path: Path, info: Any, now: Callable[[], float] = time.time) -> bool:
     """Whether the holder of the lock file `path` may still run (see the module docstring)."""
-    if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
+    pid = info.get("pid") if isinstance(info, dict) else None
+    if type(pid) is not int or not 0 < pid < 1 << 31:  # os.kill: 0 and -1 ask about groups, 2**64 overflows
         return False  # damaged: no run of ours writes one so
     if info.get("host") != socket.gethostname():
         try:
@@ -51,7 +53,7 @@ def _alive(path: Path, info: Any, now: Callable[[], float] = time.time) -> bool:
         except FileNotFoundError:
             return False
     try:
-        os.kill(info["pid"], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -78,7 +80,8 @@ def _create(path: Path, record: dict[str, Any]) -> bool:
     """Create the lock file whole or not at all: written under a temp name, then hard-linked to its name
     (a link fails where the name exists, on network file systems too), so no reader sees it half-written."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
+    with open_new(tmp, "w") as f:  # never through a link planted under that name
+        f.write(json.dumps(record))
     try:
         os.link(tmp, path)
     except FileExistsError:

@@ -24,9 +24,10 @@ from typing import Any
 
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
-from avdata.hashing import sha256_file
+from avdata.hashing import sha256_bytes, sha256_file
 from avdata.owned import PLAN_NAME, STATE_DIR, TEMP_SUFFIXES, owned_names, read_json_record, refuse_foreign
 from avdata.shards.manifest import MANIFEST_NAME
+from avdata.shards.tar import shard_name
 
 __all__ = ["STATE_DIR", "state_dir", "plan_path", "sidecar_path", "raw_workdir", "load_plan", "plan_names", "save_plan",
            "clear_outputs", "read_sidecar", "write_sidecar", "shard_done", "missing_shards", "new_handoff_dir",
@@ -73,9 +74,48 @@ def load_plan(out: Path) -> dict[str, Any]:
     if not path.exists():
         raise AvdataError(f"{out}: no .avdata/plan.json; this is not an `avdata prepare` output folder")
     record = _read_record(path, "plan record")
-    if not isinstance(record.get("shards"), list) or not isinstance(record.get("fingerprint"), str):
-        raise AvdataError(f"{path}: the plan record lacks its shards or fingerprint; {_REDO}")
+    problem = _plan_problem(record)
+    if problem:
+        raise AvdataError(f"{path}: the plan record {problem}; {_REDO}")
     return record
+
+
+def plan_fingerprint(record: dict[str, Any]) -> str:
+    """The sha256 of a plan record's content (all but its fingerprint): it names the preparation, and a
+    record whose content does not hash to its fingerprint was damaged or edited."""
+    body = {k: v for k, v in record.items() if k != "fingerprint"}
+    return sha256_bytes(json.dumps(body, sort_keys=True).encode())
+
+
+#: The plan record's fields that merge and assemble read, and their types.
+_PLAN_FIELDS = {"dataset": str, "tool_version": str, "options": dict, "classes": list, "features": dict,
+                "card": dict, "splits": list, "plan_skipped": list, "shards": list, "fingerprint": str}
+
+
+def _plan_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with a plan record read back (`merge` reads the ones of part folders made elsewhere),
+    or None: every field of its type, each shard `<split>-NNNNNN.tar` of a listed split in the order the
+    plan numbers them (never a path), its keys names, and the content matching its fingerprint."""
+    for name, kind in _PLAN_FIELDS.items():
+        if not isinstance(record.get(name), kind):
+            return f"lacks its {name} (or it is not a {kind.__name__})"
+    splits = record["splits"]
+    if not all(isinstance(c, str) for c in record["classes"] + splits) or \
+            not all(isinstance(s, dict) and isinstance(s.get("key"), str) for s in record["plan_skipped"]):
+        return "has classes, splits or skipped clips of the wrong type"
+    numbers: dict[str, int] = {}
+    for shard in record["shards"]:
+        split = shard.get("split") if isinstance(shard, dict) else None
+        if not isinstance(split, str) or split not in splits:
+            return f"lists a shard of no split of the plan ({shard!r:.80})"
+        expected = shard_name(split, numbers.get(split, 0))
+        numbers[split] = numbers.get(split, 0) + 1
+        keys = shard.get("keys")
+        if shard.get("file") != expected or not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+            return f"lists a shard that is not {expected} with its sample keys ({shard!r:.80})"
+    if plan_fingerprint(record) != record["fingerprint"]:
+        return "does not match its fingerprint (it was damaged or edited)"
+    return None
 
 
 def plan_names(record: dict[str, Any]) -> list[str]:
@@ -88,8 +128,11 @@ def save_plan(out: Path, record: dict[str, Any], overwrite: bool) -> None:
     replaced with `overwrite`, else refused; a file the project did not write is never replaced."""
     path = plan_path(out)
     if path.exists():
-        old = load_plan(out)
-        if old["fingerprint"] == record["fingerprint"]:
+        try:
+            same = load_plan(out)["fingerprint"] == record["fingerprint"]
+        except AvdataError:  # damaged, or written by another version: another plan, which --overwrite replaces
+            same = False
+        if same:
             return
         if not overwrite:
             raise AvdataError(
@@ -124,6 +167,8 @@ def read_sidecar(out: Path, shard_file: str) -> dict[str, Any]:
           and isinstance(side.get("keys"), list) and isinstance(side.get("class_counts"), dict)
           and all(isinstance(n, int) for n in side["class_counts"].values())
           and isinstance(side.get("skipped"), list) and isinstance(side.get("sources"), dict)
+          and all(isinstance(k, dict) and isinstance(k.get("key"), str) and isinstance(k.get("split", ""), str)
+                  for k in side["skipped"])  # assemble sorts them by (split, key)
           and isinstance(side.get("stats", {}), dict)
           and all(isinstance(v, list) and v and all(type(x) in (int, float) for x in v)
                   for v in side.get("stats", {}).values()))  # summarize_stat needs numbers, at least one

@@ -81,6 +81,8 @@ def real_frame_count(meta_json: bytes | None, stored: int) -> int:
         meta = json.loads(meta_json)
     except ValueError as exc:
         raise FieldError(f"json field is not valid JSON ({exc})") from None
+    except RecursionError:  # a stranger's "[[[[..." is no sample's metadata
+        raise FieldError("json field is nested too deeply to be a sample's metadata") from None
     real = meta.get("num_frames", stored) if isinstance(meta, dict) else stored
     if type(real) is not int or not 1 <= real <= stored:
         raise FieldError(f"json num_frames {real!r:.40} is not a count of 1..{stored} (the stored frames)")

@@ -23,6 +23,7 @@ from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.shards.schema import SCHEMA_VERSION, validate
 from avdata.shards.frames import has_frames
+from avdata.shards.member_caps import NPY_SLACK, VARIABLE_CAP
 from avdata.shards.reader import read_capped
 
 __all__ = ["MANIFEST_NAME", "SHUFFLED_ORDER", "MAX_MANIFEST_SIZE", "SCHEMA_VERSION", "Manifest", "SplitEntry",
@@ -228,9 +229,21 @@ def data_kind(manifest: Manifest) -> str:
                       f"spec.npy nor visual.npy + audio.npy fields (they have: {', '.join(feats) or 'none'})")
 
 
+#: uint16 [2, 28, 28]: the bytes of one time bin of visual.npy, the larger of an event sample's arrays.
+_BIN_BYTES = 2 * 28 * 28 * 2
+#: More bins than this would not fit the most a shard member may hold, so no sample of them could be read.
+MAX_EVENT_BINS = (VARIABLE_CAP - NPY_SLACK) // _BIN_BYTES
+
+
 def event_bins(manifest: Manifest) -> int:
-    """Time bins of event shards (the first dimension of visual.npy)."""
+    """Time bins of event shards (the first dimension of visual.npy), 1 to MAX_EVENT_BINS: the trainer
+    takes them as its time steps, and sizes its first allocations (the memory probe) by them, before any
+    sample is read to contradict a manifest that claims millions."""
     shape = manifest.features["visual.npy"].get("shape", [])
-    if not shape or not isinstance(shape[0], int):
+    if not shape or type(shape[0]) is not int:
         raise AvdataError("the manifest does not say how many time bins visual.npy has")
-    return int(shape[0])
+    if not 1 <= shape[0] <= MAX_EVENT_BINS:
+        raise AvdataError(f"the manifest says visual.npy has {shape[0]:,} time bins, not 1 to {MAX_EVENT_BINS:,} "
+                          f"(more would not fit the {VARIABLE_CAP >> 20} MiB a shard member may hold); it is "
+                          "damaged or was not made by `avdata prepare`")
+    return shape[0]

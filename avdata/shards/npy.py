@@ -7,6 +7,7 @@ believes a header beyond MAX_NPY_HEADER bytes.
 from __future__ import annotations
 
 import io
+import math
 import re
 
 import numpy as np
@@ -57,6 +58,9 @@ def decode_npy_view(data: bytes | memoryview) -> np.ndarray:
     """A read-only, zero-copy array over .npy bytes (only the picked frame gets copied later)."""
     shape, fortran, dtype, offset = npy_header(bytes(data[:MAX_NPY_HEADER]) if isinstance(data, memoryview)
                                                else data)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # Python ints: a header's shape may overflow numpy's int64 product
+    if offset + count * dtype.itemsize > len(data):
+        raise FieldError(f".npy header declares an array of shape {shape} ({dtype}), more than the "
+                         f"{len(data):,} bytes of the field hold")
     arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
     return arr.reshape(shape, order="F" if fortran else "C")

@@ -12,7 +12,9 @@ own ``bytes`` object (``read(n)`` of a buffered file does not zero it first).
 
 A stream that ends inside a member or before the end-of-archive blocks raises ``tarfile.ReadError``
 naming what was cut short (:class:`TarCutShortError`); the trainer turns that into a retry and then a
-clear error, verify into a "truncated" problem. A header with a bad checksum raises :class:`TarHeaderError`.
+clear error, verify into a "truncated" problem. A header with a bad checksum, or a size or pax record that
+is not a plain number (a negative one would make ``read`` take the rest of the stream at once), raises
+:class:`TarHeaderError`.
 
 Shards come from other people, so no header is believed beyond what the archive can hold: a member
 larger than what is left of the shard's declared size (the manifest's), or an extended header over
@@ -20,16 +22,15 @@ MAX_EXTENDED_HEADER, raises :class:`TarBoundsError` before anything is read; one
 left of the file or HTTP response raises ``tarfile.ReadError`` like any file cut short. Callers that know
 the manifest pass its :class:`~avdata.shards.member_caps.MemberCaps`: a member larger than what its field
 may hold raises :class:`TarBoundsError` before its body is read, and so does one that takes its sample's
-members together beyond SAMPLE_CAP.
-
-A shard path that is not a regular file (a FIFO, a device, a folder) is refused at once by
-:func:`open_regular` instead of blocking forever on its first read.
-"""
+members together beyond SAMPLE_CAP; so does, always, a name its sample already has (readers would
+disagree on which counts). A path that is not a regular file (a FIFO, a device, a folder) is refused by
+:func:`open_regular`."""
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import tarfile
 from typing import IO, Any, Callable, Iterator
@@ -50,7 +51,7 @@ MAX_EXTENDED_HEADER = 1 << 20
 
 
 class TarBoundsError(tarfile.ReadError):
-    """A header claims more than the archive can hold: the shard is damaged or hostile (no retry helps)."""
+    """A header claims more than the archive can hold, or a member its sample has: damaged or hostile."""
 
 
 class TarCutShortError(tarfile.ReadError):
@@ -154,18 +155,30 @@ def _number(field: bytes) -> int:
             value = (value << 8) | byte
         return value
     text = field.split(b"\0", 1)[0].strip()
+    if (text and not text.isdigit()) or b"8" in text or b"9" in text:  # int(, 8) takes "-7", "0o7", "1_0"
+        raise TarHeaderError(f"a header number is not octal ({text[:20]!r}): not a tar file, or a damaged one")
     return int(text, 8) if text else 0
 
 
+_PAX_NUMBER = re.compile(rb"[0-9]{1,20}")  # int() takes "-1", " 1", "1_0" and 4,300 digits
+
+
 def _pax_records(data: bytes) -> dict[str, str]:
+    """The records of a pax header (`<length> <key>=<value>\n` each); TarHeaderError for a damaged one."""
     records: dict[str, str] = {}
     pos = 0
     while pos < len(data):
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
+        space = data.find(b" ", pos)
+        digits = data[pos:space]
+        length = int(digits) if space >= 0 and _PAX_NUMBER.fullmatch(digits) else 0
+        if space < 0 or length <= space - pos or pos + length > len(data):
+            raise TarHeaderError(f"a damaged pax record at byte {pos} of an extended header")
         key, _, value = data[space + 1:pos + length - 1].partition(b"=")
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length
+    size = records.get("size")
+    if size is not None and not _PAX_NUMBER.fullmatch(size.encode("utf-8", "surrogateescape")):
+        raise TarHeaderError(f"a pax size record that is not a number of bytes ({size[:20]!r})")
     return records
 
 
@@ -250,7 +263,7 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
     long_name: str | None = None
     pax: dict[str, str] = {}
     index = 0
-    sample, held = "", 0  # the current sample's key and the bytes of its members handed out whole
+    sample, held, names = "", 0, set[str]()  # the current sample's key, bytes handed out whole, member names
     while True:
         header = _read_exact(stream, BLOCK, f"the header of member {index}")
         pos += BLOCK
@@ -279,15 +292,21 @@ def iter_tar_files(stream: IO[bytes], lazy: Callable[[str], bool] | None = None,
         long_name, pax = None, {}
         index += 1
         check(size, f"member {name!r}")
-        if caps is not None and kind in _REGULAR:
-            if size > caps(name):
-                raise TarBoundsError(f"member {name!r} claims {size:,} bytes, more than the {caps(name):,} its "
-                                     "field may hold by the manifest's features: a damaged or tampered shard")
+        if kind in _REGULAR:
             key = name.partition(".")[0]
-            sample, held = key, (held if key == sample else 0) + size
-            if held > SAMPLE_CAP:
-                raise TarBoundsError(f"sample {key!r} holds more than {SAMPLE_CAP:,} bytes: a damaged or "
-                                     "tampered shard")
+            if key != sample:
+                sample, held, names = key, 0, set()
+            if name in names:  # readers would disagree on which one counts
+                raise TarBoundsError(f"member {name!r} comes twice in its sample: a damaged or tampered shard")
+            names.add(name)
+            if caps is not None:
+                if size > caps(name):
+                    raise TarBoundsError(f"member {name!r} claims {size:,} bytes, more than the {caps(name):,} "
+                                         "its field may hold by the manifest's features: a damaged or tampered shard")
+                held += size
+                if held > SAMPLE_CAP:
+                    raise TarBoundsError(f"sample {key!r} holds more than {SAMPLE_CAP:,} bytes: a damaged or "
+                                         "tampered shard")
         pos += size + (-size % BLOCK)
         if kind in _REGULAR:
             if fd is not None and lazy is not None and lazy(name):

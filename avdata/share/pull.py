@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from avdata.atomic import atomic_write_bytes
-from avdata.fetch.disk import drop_link
+from avdata.fetch.disk import drop_link, free_space, part_path
 from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files
 from avdata.fetch.urls import is_url, join_url, redact
 from avdata.errors import AvdataError
@@ -70,6 +70,25 @@ def _check_target(to: Path, manifest: Manifest, raw_manifest: bytes, overwrite: 
                           "--overwrite to replace it (its shards would stay beside the new ones)")
 
 
+def _check_space(to: Path, files: list[RemoteFile]) -> None:
+    """Refuse, before any byte arrives, a pull whose shards (less what is already there, whole or as .part)
+    cannot fit on the disk of `to`: it would fill that disk and stop, however large the manifest says its
+    shards are (up to 10**12 bytes each)."""
+    free = free_space(to)
+    if free is None:
+        return
+    need = 0
+    for f in files:
+        have = 0
+        for path in (to / f.path, part_path(to / f.path)):
+            if path.is_file() and not path.is_symlink():
+                have = max(have, path.stat().st_size)
+        need += max((f.size or 0) - have, 0)
+    if need > free:
+        raise AvdataError(f"{to}: the {len(files)} shard(s) to pull need {need:,} more bytes than the {free:,} free "
+                          "there; free some space, choose another --to folder, or pull fewer splits (--split)")
+
+
 def pull(
     url: str,
     to: str | Path,
@@ -113,6 +132,7 @@ def pull(
     _check_target(to, manifest, raw_manifest, overwrite)
     names = [f.path for f in files] + [CARD_NAME, MANIFEST_NAME]
     refuse_foreign(to, names, "avdata pull")
+    _check_space(to, files)
     to.mkdir(parents=True, exist_ok=True)
     claim(to, names)  # before any byte arrives: a pull cut short and rerun knows these names are its own
     if local_manifest.exists() and not _holds(local_manifest, raw_manifest):

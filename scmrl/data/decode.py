@@ -17,6 +17,9 @@ the device (`scmrl.data.transforms`).
   The spectrogram is resized as an image to `image_size` x `image_size` (128 x 128) with OpenCV's
   bilinear interpolation, or, with `spec_resize="pil-bilinear"` (`--protocol reference`), with
   Pillow's antialiased bilinear filter as the authors' loader does (`scmrl.data.spec_resize`).
+  Shards come from strangers: frames that are not uint8 with no empty side, a spectrogram that is not a
+  non-empty float [F, T] or holds NaN or infinities, and event counts that are not unsigned are a
+  FieldError naming the field (the stream names the shard and sample), never other pixels or a NaN loss.
 * events (`visual.npy` uint16 [T, 2, 28, 28], `audio.npy` uint16 [T, 64]): the stored bins as
   float32 (when the model's T divides the stored bins, adjacent bins are summed down to T).
 """
@@ -59,10 +62,18 @@ def _jpeg_frame(field: bytes | MemberSlice) -> np.ndarray:
     return decode_jpeg(field.read_array(0, field.size) if isinstance(field, MemberSlice) else field)
 
 
-def _check_frames_shape(shape: tuple[int, ...], name: str) -> None:
-    """Stored frames are [H, W, 3] or [K, H, W, 3]; anything else is refused before it is read."""
-    if len(shape) not in (3, 4) or shape[-1] != 3:
-        raise FieldError(f"{name}: frames of shape {shape}, not [K, H, W, 3]")
+def _check_frames(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+    """Stored frames are uint8 [H, W, 3] or [K, H, W, 3] with no empty side; anything else is refused
+    before it is read (another dtype would reach the batch as other pixel values, an empty frame OpenCV's
+    resize as an assertion)."""
+    if len(shape) not in (3, 4) or shape[-1] != 3 or 0 in shape or dtype != np.uint8:
+        raise FieldError(f"{name}: frames of shape {shape} and dtype {dtype}, not uint8 [K, H, W, 3] with K, H, W >= 1")
+
+
+def _check_spec(spec: np.ndarray) -> None:
+    """A spectrogram is a float [F, T] with both sides >= 1 (a stored one is float32 or float16)."""
+    if spec.ndim != 2 or 0 in spec.shape or spec.dtype.kind != "f":
+        raise FieldError(f"spec.npy of shape {spec.shape} and dtype {spec.dtype}, not float [F, T]")
 
 
 def npy_frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], np.ndarray]]:
@@ -71,7 +82,7 @@ def npy_frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], n
     if isinstance(field, MemberSlice):
         head = field.read(0, min(field.size, MAX_NPY_HEADER))
         shape, fortran, dtype, offset = npy_header(head)
-        _check_frames_shape(tuple(shape), field.name)
+        _check_frames(tuple(shape), dtype, field.name)
         if not fortran and len(shape) == 4:
             step = int(np.prod(shape[1:])) * dtype.itemsize
             if offset + shape[0] * step != field.size:
@@ -79,7 +90,7 @@ def npy_frame_reader(field: bytes | MemberSlice) -> tuple[int, Callable[[int], n
             return shape[0], lambda i: field.read_array(offset + i * step, step).view(dtype).reshape(shape[1:])
         field = field.read()
     frames = decode_npy_view(field)
-    _check_frames_shape(frames.shape, "frames.npy")
+    _check_frames(frames.shape, frames.dtype, "frames.npy")
     if frames.ndim == 3:
         frames = frames[None]
     return frames.shape[0], frames.__getitem__
@@ -140,10 +151,11 @@ class StaticAdapter:
         else:
             visual = np.stack([center_square(frame(i), side) for i in idx])  # [T, side, side, 3]
         spec = decode_npy_view(sample["spec.npy"])
-        if spec.ndim != 2:
-            raise FieldError(f"spec.npy of shape {spec.shape}, not [F, T]")
+        _check_spec(spec)
         s = cfg.image_size
         spec = resize_spectrogram(spec, s, cfg.spec_resize)
+        if not np.isfinite(spec).all():  # one such sample turns the loss, and then every weight, into NaN
+            raise FieldError("spec.npy holds NaN or infinite values")
         return torch.from_numpy(spec)[None], torch.from_numpy(visual)
 
 
@@ -156,12 +168,16 @@ class EventAdapter:
 
     @staticmethod
     def decode(sample: dict[str, Any], key: str, cfg: StreamConfig, epoch: int) -> tuple[Tensor, Tensor]:
-        visual = decode_npy_view(sample["visual.npy"]).astype(np.float32)
-        audio = decode_npy_view(sample["audio.npy"]).astype(np.float32)
+        visual, audio = decode_npy_view(sample["visual.npy"]), decode_npy_view(sample["audio.npy"])
         t = cfg.time_steps
-        if visual.shape[1:] != (2, 28, 28) or audio.shape[1:] != (64,) or len(visual) != len(audio) or len(visual) % t:
+        if visual.shape[1:] != (2, 28, 28) or audio.shape[1:] != (64,) or len(visual) != len(audio) or \
+                not visual.size or len(visual) % t:
             raise FieldError(f"visual.npy {visual.shape} and audio.npy {audio.shape} are not [bins, 2, 28, 28] and "
                              f"[bins, 64] with bins a multiple of T={t}")
+        if visual.dtype.kind != "u" or audio.dtype.kind != "u":  # counts: a float could be NaN, an int negative
+            raise FieldError(f"visual.npy ({visual.dtype}) and audio.npy ({audio.dtype}) are not event counts "
+                             "(unsigned integers; stored as uint16)")
+        visual, audio = visual.astype(np.float32), audio.astype(np.float32)
         if visual.shape[0] != t:
             g = visual.shape[0] // t
             visual = visual.reshape(t, g, *visual.shape[1:]).sum(1)

@@ -10,6 +10,7 @@
 - `results`: best-epoch bookkeeping and results.json
 - `optim`, `schedule`: AdamW parameter groups; warm-up + cosine learning rate
 - `checkpoint`: atomic, code-free checkpoint files
+- `checkpoint_fit`: what a loaded checkpoint says (config, weights, eval settings), checked before use
 - `convert`: the authors' checkpoints mapped onto our models (scmrl-convert)
 - `distributed`: single process or DDP under torchrun, reductions over ranks
 - `report`: metrics.jsonl, the epoch table, curves and confusion plots

@@ -11,13 +11,19 @@ a narrow allow-list of the numpy types such a state needs, and nothing else.
 Before any of that, `check_archive` reads the file's zip directory (a torch checkpoint is a zip) and
 refuses one whose members would unpack to far more than the file holds: torch allocates each member's
 declared size up front, so a few MB of deflated zeros would otherwise take gigabytes of memory before
-any check on the content could run."""
+any check on the content could run.
+
+After the load, every tensor must hold its elements in its own storage: torch.save records a tensor's
+shape and strides beside its storage, so a 1.5 KB file can hold a zero-stride tensor of 10**12 elements
+that any copy (a load_state_dict, a clone) would allocate in full. What a checkpoint says is checked
+before it is used in `scmrl.train.checkpoint_fit`."""
 
 from __future__ import annotations
 
 import pickle
 import random
 import re
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,7 @@ import torch
 
 from avdata.atomic import atomic_open
 from avdata.errors import AvdataError
+from avdata.shards.reader import open_regular
 
 __all__ = ["CHECKPOINT_NAME", "BEST_NAME", "save_checkpoint", "load_checkpoint", "check_archive", "capture_rng",
            "restore_rng"]
@@ -136,9 +143,10 @@ def check_archive(path: str | Path) -> None:
     directory is read. A file that does not start like a zip is left to torch.load, as torch does (the
     legacy format stores tensors as they are: nothing in it unpacks)."""
     path = Path(path)
-    size = path.stat().st_size
     try:
-        with open(path, "rb") as f:
+        # a FIFO would block the open itself, and torch.load after it: refused as not a plain file
+        with open_regular(path, buffering=0, expected="a checkpoint file") as f:  # a few small reads
+            size = os.fstat(f.fileno()).st_size
             if f.read(4) != b"PK\x03\x04":  # torch's own test for its zip format
                 return
             # the end record alone: how many members the directory lists (zipfile's private reader of it,
@@ -208,7 +216,7 @@ def load_weights_only(path: Path, map_location: str | torch.device, what: str, r
     check_archive(path)
     try:
         with torch.serialization.safe_globals(_legacy_numpy_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         runs_code, reason = unpickling_reason(exc)
         if runs_code:
@@ -216,6 +224,31 @@ def load_weights_only(path: Path, map_location: str | torch.device, what: str, r
         raise AvdataError(f"{path}: not a readable {what} ({reason})") from exc
     except Exception as exc:  # a truncated or foreign file
         raise AvdataError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from exc
+    problem = _tensor_problem(obj)
+    if problem:
+        raise AvdataError(f"{path}: refused: {problem}; torch.save writes each tensor with its elements, so this "
+                          "file was damaged, or made to exhaust memory")
+    return obj
+
+
+def _tensor_problem(obj: Any) -> str | None:
+    """The first tensor in a loaded checkpoint (dicts, lists and tuples walked without recursion) that
+    is not a dense tensor whose storage holds its elements, described; or None."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, torch.Tensor):
+            if item.layout != torch.strided:
+                return f"it holds a tensor of layout {item.layout}"
+            held = item.untyped_storage().nbytes()
+            if item.numel() * item.element_size() > held:
+                return (f"it holds a tensor of shape {tuple(item.shape)} ({item.numel():,} elements) over a "
+                        f"storage of {held:,} bytes")
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -231,3 +264,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict):
         raise AvdataError(f"{path}: not an scmrl checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
     return ckpt
+

@@ -159,7 +159,8 @@ def convert_state_dict(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Ten
     for k, v in sd.items():
         if re.search(r"_lif\d?\.threshold$", k) and float(v) != 1.0:
             raise AvdataError(f"{k} = {float(v)}: only the reference's threshold 1.0 is supported")
-    target = build_model(cfg).state_dict()
+    with torch.device("meta"):  # names and shapes only: the sizes come from the file, checked below
+        target = build_model(cfg).state_dict()
     out: dict[str, Tensor] = {}
     unused = []
     kv: dict[str, dict[str, Tensor]] = {}

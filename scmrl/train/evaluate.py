@@ -75,27 +75,21 @@ def evaluate_checkpoint(checkpoint: str, shards: str, split: str = "test", devic
                         classes: list[str] | None = None) -> dict[str, Any]:
     """Evaluate a saved model (checkpoint.pt or best.pt) on a split of any shards of the same classes."""
     from scmrl.train.checkpoint import load_checkpoint
-    from scmrl.model.config import ModelConfig
-    from scmrl.model.models import build_model
+    from scmrl.train.checkpoint_fit import model_from_checkpoint, stored_run
 
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    for key in ("model", "model_config", "train_config"):
+    for key in ("model", "model_config", "train_config", "classes"):
         if key not in ckpt:
             raise AvdataError(f"{checkpoint}: not a scmrl-train checkpoint (no {key!r})")
-    try:
-        mcfg = ModelConfig.from_dict(ckpt["model_config"])
-    except AvdataError as exc:
-        raise AvdataError(f"{checkpoint}: {exc}") from exc
-    tcfg = ckpt["train_config"]
+    stored_classes, tcfg = stored_run(ckpt, checkpoint)
     source: ShardsLocation = open_shards(shards, classes)
-    if source.classes != list(ckpt["classes"]):
-        raise AvdataError(f"{shards}: classes {source.classes} differ from the checkpoint's {list(ckpt['classes'])}")
+    if source.classes != stored_classes:
+        raise AvdataError(f"{shards}: classes {source.classes} differ from the checkpoint's {stored_classes}")
     if split in source.splits and source.num_samples(split) == 0:
         raise AvdataError(f"{shards}: the {split} split holds no samples (all its clips were skipped while "
                           "preparing; see manifest.json); choose another --split")
-    model = build_model(mcfg)
-    model.load_state_dict(ckpt["model"])
+    mcfg, model = model_from_checkpoint(ckpt, checkpoint)
     model.to(dev)
     from scmrl.train.protocol import get_protocol
 

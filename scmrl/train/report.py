@@ -9,10 +9,12 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from rich.markup import escape
 from rich.table import Table
 
 from avdata.atomic import atomic_write_text
 from avdata.errors import naming_path
+from avdata.printable import printable
 from avdata.progress import console
 
 __all__ = ["write_metrics", "append_metrics", "read_metrics", "EpochTable", "print_run_results", "print_eval",
@@ -78,7 +80,9 @@ class EpochTable:
 
 def print_run_results(results: dict[str, Any]) -> None:
     """The end-of-run summary: the honest (validation-selected) and the reference's test accuracy."""
-    t = Table(title=f"{results.get('model')} on {results.get('dataset')}: {results.get('epochs')} epochs",
+    # the dataset and class names come from the manifest: printed escaped, never as markup ("[/x]" fails)
+    dataset = escape(printable(results.get("dataset")))
+    t = Table(title=f"{results.get('model')} on {dataset}: {results.get('epochs')} epochs",
               show_header=True, box=None, padding=(0, 2))
     t.add_column("figure")
     t.add_column("value", justify="right")
@@ -102,7 +106,7 @@ def print_eval(res: dict[str, Any], split: str) -> None:
     t.add_column("samples", justify="right")
     t.add_column("accuracy", justify="right")
     for name, n, acc in zip(res["classes"], res["class_samples"], res["per_class"]):
-        t.add_row(name, str(n), _fmt(acc, ".4f"))
+        t.add_row(escape(printable(name)), str(n), _fmt(acc, ".4f"))
     console.print(t)
 
 
@@ -141,7 +145,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, title: str 
     ax2.grid(alpha=0.3)
     ax2.legend()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)  # it names the manifest's dataset: text, never mathtext
     fig.tight_layout()
     with naming_path(path):
         fig.savefig(path, dpi=100)
@@ -166,11 +170,12 @@ def plot_confusion(conf: Sequence[Sequence[int]], classes: Sequence[str], path: 
     w, h = confusion_size(len(classes))
     fig, ax = plt.subplots(figsize=(w / 100, h / 100), dpi=100)
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    # class names come from the manifest: drawn as text, never as mathtext ("$\frac{" fails the draw)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", parse_math=False)
+    ax.set_yticks(range(len(classes)), classes, parse_math=False)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,

@@ -15,6 +15,7 @@ from avdata.errors import AvdataError
 from avdata.shards.location import ShardsLocation
 from scmrl.model.config import ModelConfig
 from scmrl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from scmrl.train.checkpoint_fit import load_weights
 from scmrl.train.config import TrainConfig
 from scmrl.train.distributed import DistContext, broadcast_object
 
@@ -22,6 +23,9 @@ log = logging.getLogger("scmrl.train.start")
 
 __all__ = ["ARCHITECTURE", "FROM_CHECKPOINT", "SHAPES_TRAINING", "read_resume_checkpoint", "resume_differences",
            "init_weights"]
+
+#: what the training loop reads of a checkpoint it resumes from (`save_checkpoint`'s payload in the loop)
+RESUME_KEYS = ("model", "optimizer", "schedule", "state", "rng", "model_config", "train_config", "classes")
 
 # what must agree between a run and the checkpoint it starts from (the rest may change when fine-tuning)
 ARCHITECTURE = ("model", "attention", "residual_proj", "embedding", "embed_dim", "heads", "mlp_ratio",
@@ -50,6 +54,11 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLo
                                "or choose another --out")
         elif cfg.resume and path.exists():
             ckpt = load_checkpoint(path, map_location="cpu")
+            missing = [k for k in RESUME_KEYS if k not in ckpt]
+            if missing:  # a best.pt or scmrl-convert output copied in: weights only (a KeyError in the loop)
+                ckpt = AvdataError(f"{path}: cannot be resumed from: it holds no {', '.join(missing)} (a best.pt "
+                                   "or an scmrl-convert output holds weights only); start from its weights with "
+                                   "--init-from in a new --out instead")
         elif cfg.resume:
             log.warning("--resume: no %s in %s yet; starting from scratch", CHECKPOINT_NAME, out)
     ckpt = broadcast_object(ckpt, ctx)
@@ -117,12 +126,12 @@ def resume_differences(ckpt: dict[str, Any], cfg: TrainConfig, world: int, devic
 def init_weights(model: torch.nn.Module, mcfg: ModelConfig, path: str) -> None:
     """Load the weights of the checkpoint at ``path`` (any scmrl checkpoint, or one from scmrl-convert)."""
     ckpt = load_checkpoint(path, map_location="cpu")
-    if "model" not in ckpt or "model_config" not in ckpt:
+    if "model" not in ckpt or not isinstance(ckpt.get("model_config"), dict):
         raise AvdataError(f"{path}: not a scmrl checkpoint (no model weights and configuration)")
     stored, now = ModelConfig.stored_fields(ckpt["model_config"]), asdict(mcfg)
     keys = [k for k in ARCHITECTURE if mcfg.model == "scmrl" or k not in ("attention", "residual_proj")]
     diff = [f"{k}: {stored.get(k)!r} (checkpoint) vs {now[k]!r}" for k in keys if stored.get(k) != now[k]]
     if diff:
         raise AvdataError(f"{path}: another architecture ({'; '.join(diff)}); pass the matching options")
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], path)
     log.info("initialised from %s", path)

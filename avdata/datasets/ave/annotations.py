@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avdata.errors import AvdataError
+from avdata.shards.reader import read_capped
 
 #: The 28 category names exactly as `Annotations.txt` spells them, in Python's sorted (code point) order,
 #: which is the class index order of the shards (Accordion 0 ... Violin, fiddle 27).
@@ -33,6 +34,8 @@ HEADER = "Category&VideoID&Quality&StartTime&EndTime"
 ANNOTATIONS = "Annotations.txt"
 SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
 TEXT_FILES = (ANNOTATIONS, *SPLIT_FILES.values())
+#: The real lists are at most 200 KB (Annotations.txt); a list file past this is no AVE list.
+MAX_LIST_BYTES = 16 << 20
 
 #: YouTube ids: letters, digits, '-' and '_' (never a dot, so they are valid shard keys as they are).
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -87,9 +90,15 @@ def parse_rows(text: str, source: str | Path) -> list[Row]:
 
 
 def read_rows(path: Path, display: str | None = None) -> list[Row]:
-    """`parse_rows` of a file; `display` names it in messages (a path relative to the raw folder)."""
+    """`parse_rows` of a file; `display` names it in messages (a path relative to the raw folder). The file
+    is opened as a plain file (a FIFO under a list's name blocked prepare for good) and read up to
+    MAX_LIST_BYTES."""
+    data = read_capped(path, MAX_LIST_BYTES)
+    if data is None:
+        raise AvdataError(f"{display or path}: larger than {MAX_LIST_BYTES:,} bytes, far more than an AVE list "
+                          "(Annotations.txt is 200 KB); is this an AVE list file?")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise AvdataError(f"{display or path}: not a UTF-8 text list ({exc.reason}); is this an AVE list file?") \
             from None
