@@ -21,6 +21,10 @@ from scmrl.model.config import ModelConfig
 from scmrl.train.protocol import PROTOCOLS, Protocol, get_protocol
 from scmrl.train.schedule import BASE_LR
 
+#: The largest input side: 4x the stored frames' short side (256). A checkpoint's train_config is held to it
+#: too (scmrl.train.checkpoint_fit), so a stranger's file cannot make evaluation resize every input to any side.
+MAX_IMAGE_SIZE = 1024
+
 if TYPE_CHECKING:
     from avdata.shards.location import ShardsLocation
     from avdata.shards.manifest import Manifest
@@ -81,7 +85,8 @@ class TrainConfig:
     mlp_ratio: float = model_option("mlp_ratio")
     time_steps: int | None = model_option("time_steps", default=None, default_help="Default: 4; event data: its "
                                            "stored bins.")
-    image_size: int = opt(128, min=16, help="Side of the square spectrogram and image inputs (static data).")
+    image_size: int = opt(128, min=16, max=MAX_IMAGE_SIZE,
+                          help="Side of the square spectrogram and image inputs (static data).")
     alpha: float = model_option("alpha")
     tau_s: float | None = model_option("tau_s", default=None, default_help="Default: the one the shards' dataset "
                                        "declares (its recipe's model_defaults; the paper's: 0.07 CREMA-D, 0.08 "
