@@ -170,8 +170,9 @@ def test_a_dead_runs_lock_is_taken_over(tmp_path):
     dead = int(child.stdout)
     _lock(out, "prepare.lock", dead)
     _lock(out, "part-1-of-2.lock", dead, [1, 2])
+    _lock(out, "prepare.lock.takeover", dead)  # a run that died while it took the lock over
     assert run(raw, out).complete
-    assert not list((out / ".avdata").glob("*.lock"))
+    assert not list((out / ".avdata").glob("*.lock*"))
 
 
 def test_another_hosts_lock_is_taken_over_only_when_its_heartbeat_stopped(tmp_path):
@@ -209,6 +210,26 @@ def test_the_lock_never_writes_through_a_link_planted_at_its_temp_name(tmp_path)
         assert json.loads(path.read_text())["pid"] == os.getpid()
     assert victim.read_text() == "keep me"
     assert not list((tmp_path / "out" / ".avdata").iterdir())
+
+def test_two_runs_taking_over_one_dead_lock_do_not_both_hold_it(tmp_path, monkeypatch):
+    """B saw the dead run's lock, then A took it over before B acted: B must see A's live lock (it removed
+    it and took it over too before)."""
+    from avdata.prepare import lock
+
+    real, stale_views = lock._alive, [True]
+
+    def alive(path, info, *args):  # B's first look: the dead run's lock it saw before A took it over
+        return False if stale_views and not stale_views.pop() else real(path, info, *args)
+
+    with lock.output_lock(tmp_path, None) as a_lock:
+        stale_views[0] = False
+        monkeypatch.setattr(lock, "_alive", alive)
+        with pytest.raises(AvdataError, match=rf"pid {os.getpid()} .*holds the lock"):
+            with lock.output_lock(tmp_path, None):
+                pass
+        assert json.loads(a_lock.read_text())["pid"] == os.getpid()
+    assert not list((tmp_path / ".avdata").iterdir())
+
 
 def test_the_lock_is_touched_while_the_run_lasts(tmp_path, monkeypatch):
     from avdata.prepare import lock

@@ -91,6 +91,28 @@ def _create(path: Path, record: dict[str, Any]) -> bool:
     return True
 
 
+def _remove_if_dead(path: Path) -> bool:
+    """Remove the lock file `path` if its holder is gone; whether it is gone now. One run at a time decides,
+    holding `<lock>.takeover`, and reads the lock again under it: two runs that both saw a dead holder would
+    otherwise each remove the lock, the second removing the one the first had just made, and both go on as
+    its holder (or a run would remove another part's lock made since it looked)."""
+    claim = path.with_name(path.name + ".takeover")
+    record = {"pid": os.getpid(), "host": socket.gethostname()}
+    if not _create(claim, record):
+        if _alive(claim, read_json_record(claim)):
+            return False  # another run is deciding: its lock, if it takes one, is then live
+        claim.unlink(missing_ok=True)  # a run that died while it decided
+        if not _create(claim, record):
+            return False
+    try:
+        if path.exists() and _alive(path, read_json_record(path)):
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        claim.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def output_lock(out: Path, part: tuple[int, int] | None) -> Iterator[Path]:
     """Hold the lock of `out` for a whole run (`part` None) or one part; AvdataError naming the lock file
@@ -103,17 +125,18 @@ def output_lock(out: Path, part: tuple[int, int] | None) -> Iterator[Path]:
         info = read_json_record(mine)
         if _alive(mine, info):
             raise _held(mine, info)
-        mine.unlink(missing_ok=True)  # a dead run's lock: take it over
-        if not _create(mine, record):
+        if not (_remove_if_dead(mine) and _create(mine, record)):  # a dead run's lock: take it over
             raise _held(mine, read_json_record(mine))
     try:
         for other in sorted(folder.glob("*.lock")):
             if other == mine:
                 continue
             info = read_json_record(other)
-            if not _alive(other, info):
-                other.unlink(missing_ok=True)
-            elif _conflicts(part, info.get("part") if other.name != WHOLE else None):
+            if not _alive(other, info) and _remove_if_dead(other):
+                continue
+            info = read_json_record(other)  # live, or replaced by a live one since
+            theirs = info.get("part") if isinstance(info, dict) and other.name != WHOLE else None
+            if other.exists() and _conflicts(part, theirs):
                 raise _held(other, info)
         with _heartbeat(mine):
             yield mine
