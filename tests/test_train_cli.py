@@ -56,10 +56,28 @@ def test_flags_reach_the_config(monkeypatch) -> None:
 
 @pytest.mark.parametrize("args, flag", [(["--epochs", "0"], "--epochs"), (["--protocol", "theirs"], "--protocol"),
                                         (["--noise-on", "never"], "--noise-on"), (["--image-size", "8"],
-                                                                                  "--image-size")])
+                                                                                  "--image-size"),
+                                        # these reached AdamW (a ValueError traceback) or trained on NaN losses
+                                        (["--lr", "-1"], "--lr"), (["--lr", "nan"], "--lr"),
+                                        (["--weight-decay", "-1"], "--weight-decay"), (["--alpha", "nan"], "--alpha"),
+                                        (["--min-lr", "inf"], "--min-lr"), (["--attention", "spatail"], "--attention")])
 def test_bad_values_name_the_flag(args: list[str], flag: str) -> None:
     r = CliRunner().invoke(cli.train_app, ["--shards", "s", "--out", "o", *args])
-    assert r.exit_code == 2 and flag in r.output
+    assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output, r.output
+
+
+def test_library_callers_get_the_same_bounds() -> None:
+    """TrainConfig and EvalConfig refuse what the command line refuses, with the flag named."""
+    from avdata.errors import AvdataError
+
+    for bad, message in [({"lr": -1.0}, "--lr must be >= 0, got -1.0"), ({"weight_decay": -0.1}, "--weight-decay"),
+                         ({"tau_s": float("nan")}, "--tau-s must be a finite number"), ({"epochs": 0}, "--epochs"),
+                         ({"attention": "spatail"}, "--attention 'spatail': expected one of spatial,")]:
+        with pytest.raises(AvdataError, match=re.escape(message)):
+            TrainConfig(shards="s", out="o", **bad)
+    with pytest.raises(AvdataError, match="--noise-snr must be a finite number"):
+        EvalConfig(checkpoint="c", shards="s", noise_snr=float("nan"))
+    assert TrainConfig(shards="s", out="o", lr=0.0, noise_snr=-5.0).lr == 0.0  # the bounds, not more
 
 
 def test_eval_config_shares_train_fields() -> None:
