@@ -184,3 +184,55 @@ def test_missing_extra_hint_works_from_the_checkout(monkeypatch):
     assert 'pip install -e ".[s3]" in the avdata checkout (or pip install s3fs)' in str(err.value)
     assert "avdata-scmrl[" not in str(err.value) and "avdata-scmrl[" not in EXTRA_HINT
     assert 'pip install -e ".[dask]"' in EXTRA_HINT
+
+
+# --- the demo's folder -----------------------------------------------------------------------------------
+
+
+def test_demo_rerun_replaces_only_the_clips_an_earlier_demo_recorded(tmp_path):
+    """A rerun of `avdata demo` (other --clips or --seed) removes the earlier demo's clips, so its shards hold
+    the new clips only; a file it did not record writing is never touched, and stops it first."""
+    from avdata.demo import RECORD, _replace_earlier_demo
+    from avdata.errors import AvdataError
+
+    out = tmp_path / "demo"
+    raw = out / "raw"
+    _replace_earlier_demo(out, ["VideoFlash/1001_DFA_ANG_XX.flv", "AudioWAV/1001_DFA_ANG_XX.wav"])
+    for name in ("VideoFlash/1001_DFA_ANG_XX.flv", "AudioWAV/1001_DFA_ANG_XX.wav"):  # what that demo wrote
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        (raw / name).write_bytes(b"generated")
+    _replace_earlier_demo(out, ["VideoFlash/1002_DFA_ANG_XX.flv"])
+    assert not list(raw.rglob("*.*"))  # the stale clips are gone before the new ones are written
+    assert json.loads((out / RECORD).read_text()) == {"raw": ["VideoFlash/1002_DFA_ANG_XX.flv"]}
+
+    mine = raw / "VideoFlash" / "1003_DFA_ANG_XX.flv"  # e.g. a real clip: --out pointed at a raw tree's parent
+    mine.write_bytes(b"a real clip")
+    with pytest.raises(AvdataError, match=r"1003_DFA_ANG_XX\.flv, which no avdata demo recorded writing"):
+        _replace_earlier_demo(out, ["VideoFlash/1003_DFA_ANG_XX.flv"])
+    assert mine.read_bytes() == b"a real clip"
+    assert json.loads((out / RECORD).read_text()) == {"raw": ["VideoFlash/1002_DFA_ANG_XX.flv"]}
+
+    outside = tmp_path / "thesis.wav"  # a record edited to reach outside raw/ owns nothing there
+    outside.write_bytes(b"keep")
+    mine.unlink()
+    (out / RECORD).write_text(json.dumps({"raw": ["../../thesis.wav", "AudioWAV/../../../thesis.wav"]}))
+    _replace_earlier_demo(out, [])
+    assert outside.read_bytes() == b"keep"
+
+    sheet_only = tmp_path / "mine"  # a folder of the user's with a contact_sheet.png of its own
+    sheet_only.mkdir()
+    (sheet_only / "contact_sheet.png").write_bytes(b"png")
+    with pytest.raises(AvdataError, match="contact_sheet.png, which no avdata demo"):
+        _replace_earlier_demo(sheet_only, [])
+    assert not (sheet_only / RECORD).exists()
+
+
+def test_demo_refuses_fewer_clips_than_its_training_command_needs(tmp_path):
+    from avdata.demo import MIN_DEMO_CLIPS, run_demo
+    from avdata.errors import AvdataError
+
+    with pytest.raises(AvdataError, match=f"at least {MIN_DEMO_CLIPS} good clips"):
+        run_demo(tmp_path / "d", clips=MIN_DEMO_CLIPS - 1)
+    assert not (tmp_path / "d").exists()
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--clips", "6"])
+    assert r.exit_code == 2 and "--clips" in r.output

@@ -51,6 +51,12 @@ def test_demo_printed_training_command_learns(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "demo" / "run" / "results.json").read_text())
     assert results["test_acc_last_epoch"] >= 0.5, results
     assert results["model_config"]["num_classes"] == 6
+    # a rerun with fewer clips holds those clips only (the earlier ones were mixed in before)
+    again = CliRunner().invoke(app, ["demo", "--out", "demo", "--clips", "24", "--seed", "1"])
+    assert again.exit_code == 0, again.output
+    manifest = json.loads((tmp_path / "demo" / "shards" / "manifest.json").read_text())
+    assert sum(s["num_samples"] for s in manifest["splits"].values()) + len(manifest["skipped"]) == 24 + 6
+    assert len(list((tmp_path / "demo" / "raw" / "VideoFlash").iterdir())) == 24 + 6
 
 
 def test_demo_trains_on_more_clips_than_it_tests(tmp_path):
