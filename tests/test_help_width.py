@@ -74,3 +74,29 @@ def test_every_option_name_is_shown_whole(columns):
             assert "..." not in text.split("Commands:")[-1] or "Commands:" not in text, command  # whole summaries
     # wide terminals keep Typer's panels; narrow ones get click's plain layout
     assert ("╭─ Options" in helps["scmrl-train"]) == (columns >= 120)
+
+
+def test_no_help_text_is_taken_for_rich_markup():
+    """Wide terminals draw help through rich, which reads `[word]` as a style tag and drops it (the
+    --executor help lost "[dask]"): every command's and option's help comes out of rich's markup as written."""
+    import click
+    import typer
+    from rich.text import Text
+
+    from avdata.cli.avdata_app import app
+    from scmrl.cli.convert_app import convert_app
+    from scmrl.cli.train_app import eval_app, train_app
+
+    def walk(cmd, ctx):
+        yield cmd
+        for name in getattr(cmd, "list_commands", lambda _ctx: [])(ctx):
+            yield from walk(cmd.get_command(ctx, name), ctx)
+
+    texts = []
+    for a in (app, train_app, eval_app, convert_app):
+        top = typer.main.get_command(a)
+        for cmd in walk(top, click.Context(top)):
+            texts += [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+    assert len(texts) > 200
+    changed = [t for t in texts if Text.from_markup(t).plain != t]
+    assert not changed, changed

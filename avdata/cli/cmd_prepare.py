@@ -35,7 +35,7 @@ class PrepareRunOptions:
     part_count: Optional[int] = opt(None, min=1, help="N for --part auto where the scheduler does not say it "
                                     "(Kubernetes); default: $AVDATA_PART_COUNT.")
     executor: str = opt("local", help="local (a process pool of --jobs) or dask (each shard a task of a Dask "
-                        "cluster; needs the [dask] extra). Output bytes do not depend on it.")
+                        "cluster; needs Dask distributed, the project's dask extra). Output bytes do not depend on it.")
     scheduler: Optional[str] = opt(None, help="With --executor dask: a running Dask scheduler's address "
                                    "(tcp://host:8786); without it a local cluster of --jobs worker processes is "
                                    "started. --raw and --out must be on a file system shared with every worker.")
