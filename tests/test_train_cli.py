@@ -86,3 +86,36 @@ def test_eval_config_shares_train_fields() -> None:
         eval_field = next(f for f in dataclasses.fields(EvalConfig) if f.name == name)
         assert dict(eval_field.metadata) == dict(train_fields[name].metadata)
     assert EvalConfig(checkpoint="c", shards="s").workers == 2
+
+
+def test_a_dead_loader_worker_is_a_message_not_a_traceback(monkeypatch, tmp_path) -> None:
+    """torch raises its DataLoader's RuntimeError wherever the main process is when a worker is killed (the
+    out-of-memory killer): scmrl-train and scmrl-eval say what happened and what to do, exit status 2."""
+    import scmrl.train.evaluate
+    import scmrl.train.loop
+
+    def killed(*_a, **_k):
+        raise RuntimeError("DataLoader worker (pid 12971) is killed by signal: Killed. ")
+
+    monkeypatch.setattr(scmrl.train.loop, "train", killed)
+    monkeypatch.setattr(scmrl.train.evaluate, "evaluate_checkpoint", killed)
+    out = tmp_path / "r"
+    args = ["--shards", "s", "--out", str(out), "--workers", "2"]
+    for run_exists, hint in ((False, "no checkpoint to resume from"), (True, "add --resume to the same command")):
+        if run_exists:
+            out.mkdir()
+            (out / "checkpoint.pt").write_bytes(b"x")
+        r = CliRunner().invoke(cli.train_app, args)
+        text = " ".join(r.output.split())
+        assert r.exit_code == 2 and not isinstance(r.exception, RuntimeError), r.output
+        assert "error: a data-loading worker process died (DataLoader worker (pid 12971)" in text
+        assert "fewer --workers" in text and hint in text
+    r = CliRunner().invoke(cli.eval_app, ["--checkpoint", "c.pt", "--shards", "s"])
+    assert r.exit_code == 2 and "fewer --workers" in " ".join(r.output.split())
+
+    def bug(*_a, **_k):
+        raise RuntimeError("a bug of ours")  # any other RuntimeError is a bug: its traceback stays
+
+    monkeypatch.setattr(scmrl.train.loop, "train", bug)
+    r = CliRunner().invoke(cli.train_app, args)
+    assert isinstance(r.exception, RuntimeError) and str(r.exception) == "a bug of ours"

@@ -62,14 +62,33 @@ def train_cmd(cfg: TrainConfig,
     except AvdataError as exc:
         fail(exc)
     except KeyboardInterrupt:
-        from scmrl.train.checkpoint import CHECKPOINT_NAME
-
-        if (Path(cfg.out) / CHECKPOINT_NAME).exists():
-            console.print(f"interrupted: {cfg.out} holds the checkpoint of the last finished epoch; add --resume to "
-                          "the same command to continue from it")
-        else:
-            console.print("interrupted before the first epoch finished: there is no checkpoint to resume from")
+        console.print(f"interrupted: {_resume_hint(cfg.out)}")
         raise typer.Exit(130)
+    except RuntimeError as exc:
+        if not _worker_died(exc):
+            raise
+        fail(AvdataError(f"{_worker_died_message(exc)}; {_resume_hint(cfg.out)}"))
+
+
+def _resume_hint(out: str) -> str:
+    from scmrl.train.checkpoint import CHECKPOINT_NAME
+
+    if (Path(out) / CHECKPOINT_NAME).exists():
+        return (f"{out} holds the checkpoint of the last finished epoch; add --resume to the same command to "
+                "continue from it")
+    return "the first epoch had not finished: there is no checkpoint to resume from"
+
+
+def _worker_died(exc: RuntimeError) -> bool:
+    """torch's DataLoader raises "DataLoader worker (pid N) is killed by signal: Killed." (or "... exited
+    unexpectedly") wherever the main process is when a worker dies: a message, not a traceback."""
+    return str(exc).startswith("DataLoader worker")
+
+
+def _worker_died_message(exc: RuntimeError) -> str:
+    return (f"a data-loading worker process died ({str(exc).strip()}): the system kills one when memory runs out, "
+            "or a decoder crashed; run again with fewer --workers (0 reads in the main process) or a smaller "
+            "--batch-size")
 
 
 @eval_app.command()
@@ -90,6 +109,11 @@ def eval_cmd(cfg: EvalConfig,
                                   cfg.noise_snr, cfg.classes)
     except AvdataError as exc:
         fail(exc)
+        return
+    except RuntimeError as exc:
+        if not _worker_died(exc):
+            raise
+        fail(AvdataError(_worker_died_message(exc)))
         return
     if confusion is not None:
         plot_confusion(res["confusion"], res["classes"], confusion,
