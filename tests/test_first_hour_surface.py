@@ -236,3 +236,18 @@ def test_demo_refuses_fewer_clips_than_its_training_command_needs(tmp_path):
     assert not (tmp_path / "d").exists()
     r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--clips", "6"])
     assert r.exit_code == 2 and "--clips" in r.output
+
+
+def test_prepare_into_an_earlier_out_names_what_changed():
+    """A rerun into the same --out with other options (or input) is refused; the message says what differs,
+    e.g. the --seed changed, instead of "other input or options (see .avdata/plan.json)"."""
+    from avdata.prepare.state import _how_plans_differ
+
+    plan = {"dataset": "cremad", "tool_version": "0.1.0", "features": {"cls": {}},
+            "options": {"seed": 42, "jpeg_quality": 95, "split": "standard"}, "shards": [{"keys": ["a"]}]}
+    assert _how_plans_differ(plan, {**plan, "options": {**plan["options"], "seed": 1, "jpeg_quality": 90}}) == (
+        "with other options (--jpeg-quality 95 -> 90, --seed 42 -> 1)")
+    assert _how_plans_differ(plan, {**plan, "dataset": "ave"}) == "from another dataset ('cremad', not 'ave')"
+    assert _how_plans_differ(plan, {**plan, "tool_version": "0.2.0"}).startswith("by another avdata version (0.1.0")
+    assert "features differ" in _how_plans_differ(plan, {**plan, "features": {"cls": {"dtype": "int"}}})
+    assert _how_plans_differ(plan, {**plan, "shards": [{"keys": ["b"]}]}).startswith("from other raw input")
