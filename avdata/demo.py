@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,7 +26,7 @@ from avdata.errors import AvdataError
 
 log = logging.getLogger("avdata.demo")
 
-__all__ = ["DEMO_CLIPS", "MIN_DEMO_CLIPS", "RECORD", "run_demo", "demo_clips", "train_command"]
+__all__ = ["DEMO_CLIPS", "MIN_DEMO_CLIPS", "RECORD", "run_demo", "demo_clips", "train_command", "inspect_command"]
 
 #: Good clips the demo generates by default: enough training clips for its suggested run to learn.
 DEMO_CLIPS = 72
@@ -65,8 +66,13 @@ def train_command(shards: Path, run: Path) -> str:
     batch) are for the full dataset and would not move on a few dozen clips in a few epochs."""
     # 20 epochs of batch 8 (about 90 steps) settle: shorter runs of batch 4 ended anywhere between 0.44 and
     # 0.83 test accuracy with the thread count and seed, these at 0.67-0.83
-    return (f"scmrl-train --shards {shards} --out {run} --epochs 20 --batch-size 8 --lr 5e-3 --warmup-epochs 1 "
-            "--embed-dim 32 --heads 4")
+    return (f"scmrl-train --shards {shlex.quote(str(shards))} --out {shlex.quote(str(run))} --epochs 20 "
+            "--batch-size 8 --lr 5e-3 --warmup-epochs 1 --embed-dim 32 --heads 4")
+
+
+def inspect_command(shards: Path) -> str:
+    """The `avdata inspect` line the demo prints (quoted like `train_command`, for an --out with spaces)."""
+    return f"avdata inspect {shlex.quote(str(shards))}"
 
 
 def _files_under(folder: Path) -> Iterator[str]:
@@ -129,4 +135,5 @@ def run_demo(out: Path, clips: int = DEMO_CLIPS, jobs: int = 2, seed: int = 0) -
     report = verify_shards(str(shards))
     contact_sheet(str(shards), png, per_class=2)
     return {"raw": raw, "shards": shards, "contact_sheet": png, "made": made, "result": result,
-            "verified": report.ok, "problems": report.problems, "train_command": train_command(shards, out / "run")}
+            "verified": report.ok, "problems": report.problems, "train_command": train_command(shards, out / "run"),
+            "inspect_command": inspect_command(shards)}

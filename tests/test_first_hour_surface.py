@@ -251,3 +251,15 @@ def test_prepare_into_an_earlier_out_names_what_changed():
     assert _how_plans_differ(plan, {**plan, "tool_version": "0.2.0"}).startswith("by another avdata version (0.1.0")
     assert "features differ" in _how_plans_differ(plan, {**plan, "features": {"cls": {"dtype": "int"}}})
     assert _how_plans_differ(plan, {**plan, "shards": [{"keys": ["b"]}]}).startswith("from other raw input")
+
+
+def test_demo_next_commands_copy_whole_with_spaces_in_the_path():
+    import shlex
+
+    from avdata.demo import inspect_command, train_command
+
+    argv = shlex.split(train_command(Path("my demo/shards"), Path("my demo/run")))
+    assert argv[:5] == ["scmrl-train", "--shards", "my demo/shards", "--out", "my demo/run"]
+    assert shlex.split(inspect_command(Path("it's/shards"))) == ["avdata", "inspect", "it's/shards"]
+    assert train_command(Path("demo/shards"), Path("demo/run")).startswith(  # plain paths print as before
+        "scmrl-train --shards demo/shards --out demo/run --epochs 20")

@@ -38,7 +38,7 @@ def demo(
     console.print(f"raw data:      {res['raw']}\nshards:        {res['shards']}\ncontact sheet: {res['contact_sheet']}")
     # one command a line, never wrapped, so each can be copied as it is
     console.print("next:")
-    for command in (f"avdata inspect {res['shards']}", res["train_command"]):
+    for command in (res["inspect_command"], res["train_command"]):
         console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
     if not res["verified"]:
         raise typer.Exit(1)
