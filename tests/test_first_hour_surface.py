@@ -263,3 +263,21 @@ def test_demo_next_commands_copy_whole_with_spaces_in_the_path():
     assert shlex.split(inspect_command(Path("it's/shards"))) == ["avdata", "inspect", "it's/shards"]
     assert train_command(Path("demo/shards"), Path("demo/run")).startswith(  # plain paths print as before
         "scmrl-train --shards demo/shards --out demo/run --epochs 20")
+
+
+def test_a_shards_path_one_level_off_names_the_folder_meant(tmp_path):
+    """`--shards demo` for `demo/shards`, or a shard file for its folder: the message names what to pass."""
+    from avdata.errors import AvdataError
+    from avdata.shards.manifest import Manifest
+
+    folder = _shards(tmp_path / "demo", 4, 0, 4, name="shards")
+    (tmp_path / "demo" / "raw").mkdir()
+    with pytest.raises(AvdataError, match=f"no manifest.json here, but {folder} holds one: pass that folder$"):
+        Manifest.load(tmp_path / "demo")
+    with pytest.raises(AvdataError, match=f"a shard file, not a shards folder or its manifest.json; pass its folder "
+                                          f"{folder}$"):
+        Manifest.load(next(folder.glob("train-*.tar")))
+    with pytest.raises(AvdataError, match="no manifest.json here; is this a shards folder"):  # nothing below
+        Manifest.load(tmp_path / "demo" / "raw")
+    r = CliRunner().invoke(app, ["verify", str(tmp_path / "demo")])
+    assert r.exit_code == 2 and f"but {folder} holds one" in " ".join(r.output.split())
