@@ -281,3 +281,17 @@ def test_a_shards_path_one_level_off_names_the_folder_meant(tmp_path):
         Manifest.load(tmp_path / "demo" / "raw")
     r = CliRunner().invoke(app, ["verify", str(tmp_path / "demo")])
     assert r.exit_code == 2 and f"but {folder} holds one" in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize("given", ["top", "top/raw/VideoFlash", "top/raw/AudioWAV"])
+def test_prepare_raw_one_level_off_names_the_folder_meant(tmp_path, given):
+    """`--raw` at the folder above CREMA-D's tree, or at one of its two media folders: the message says
+    which folder to pass instead of sending the user to download it again."""
+    for sub in ("VideoFlash", "AudioWAV"):
+        (tmp_path / "top" / "raw" / sub).mkdir(parents=True)
+    r = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / given), "--out", str(tmp_path / "o")])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"pass --raw {tmp_path / 'top' / 'raw'}, which holds them" in text, text
+    r = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / "top" / "raw"), "--out",
+                                 str(tmp_path / "o")])
+    assert r.exit_code == 2 and "avdata download cremad" in " ".join(r.output.split())  # the tree, but empty
