@@ -295,3 +295,15 @@ def test_prepare_raw_one_level_off_names_the_folder_meant(tmp_path, given):
     r = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / "top" / "raw"), "--out",
                                  str(tmp_path / "o")])
     assert r.exit_code == 2 and "avdata download cremad" in " ".join(r.output.split())  # the tree, but empty
+
+
+def test_every_console_script_answers_version():
+    """`--version` on each console script in pyproject.toml (what a bug report and a manifest's tool.version
+    are compared with); eager, so scmrl-train's required --shards/--out are not asked for."""
+    from avdata import __version__
+    from scmrl.cli.convert_app import convert_app
+    from scmrl.cli.train_app import eval_app, train_app
+
+    for cli in (app, train_app, eval_app, convert_app):
+        r = CliRunner().invoke(cli, ["--version"])
+        assert r.exit_code == 0 and r.output == f"avdata-scmrl {__version__}\n", r.output

@@ -10,7 +10,7 @@ import typer
 from avdata.errors import AvdataError
 from avdata.progress import console
 from avdata.cli.errors import fail, run
-from avdata.cli.help_format import typer_app
+from avdata.cli.help_format import typer_app, version_option
 from scmrl.cli.torch_check import require_torch
 
 convert_app = typer_app(help="Turn a checkpoint of the authors' S-CMRL code into one scmrl-eval reads.")
@@ -32,6 +32,7 @@ def convert_cmd(
     attention: Optional[str] = typer.Option(None, "--attention", help="For their single-branch blocks: spatial "
                                             "or temporal-reference (the weights cannot tell); two-branch blocks: "
                                             "spatiotemporal-reference (default)."),
+    version: bool = version_option(),
 ) -> None:
     """Map the authors' parameter names and layout onto this package's model (scmrl.train.convert)."""
     require_torch("scmrl-convert")

@@ -21,7 +21,7 @@ from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
 from avdata.cli.dataclass_options import options_command
 from avdata.cli.errors import fail, run
-from avdata.cli.help_format import typer_app
+from avdata.cli.help_format import typer_app, version_option
 from scmrl.cli.torch_check import require_torch
 from scmrl.train.config import LIBRARY_ONLY, EvalConfig, TrainConfig
 
@@ -51,7 +51,8 @@ _WORKERS_HELP = next(f for f in dataclasses.fields(TrainConfig) if f.name == "wo
     "default": None, "help": _WORKERS_HELP + " Default: from the CPUs (per process under torchrun): on CPU 4, or "
     "one per CPU when fewer; on CUDA one per CPU but one, at most 8."}})
 def train_cmd(cfg: TrainConfig,
-              verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+              verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+              version: bool = version_option()) -> None:
     """Train on prepared shards; one process, or DDP under torchrun (NCCL on GPU, gloo on CPU)."""
     require_torch("scmrl-train")
     from scmrl.train.loop import train
@@ -97,7 +98,8 @@ def eval_cmd(cfg: EvalConfig,
              confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also draw the confusion matrix to "
                                                       "this PNG."),
              as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON line on stdout."),
-             verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+             verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+             version: bool = version_option()) -> None:
     """Accuracy and per-class accuracy of a saved model (its configuration is stored in the checkpoint)."""
     require_torch("scmrl-eval")
     from scmrl.train.evaluate import evaluate_checkpoint
