@@ -119,3 +119,26 @@ def test_a_dead_loader_worker_is_a_message_not_a_traceback(monkeypatch, tmp_path
     monkeypatch.setattr(scmrl.train.loop, "train", bug)
     r = CliRunner().invoke(cli.train_app, args)
     assert isinstance(r.exception, RuntimeError) and str(r.exception) == "a bug of ours"
+
+
+def test_a_new_run_never_replaces_an_earlier_runs_results(tmp_path) -> None:
+    """--out holding a finished run whose checkpoint.pt was deleted (to save space): its best.pt and
+    results.json were silently replaced by the next run there; now the run stops first and names them.
+    A run stopped in its first epoch (an empty metrics.jsonl) still reruns as it was."""
+    from avdata.errors import AvdataError
+    from scmrl.train.distributed import DistContext
+    from scmrl.train.start import read_resume_checkpoint
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("")
+    for resume in (False, True):
+        assert read_resume_checkpoint(TrainConfig(shards="s", out=str(out), resume=resume), None, None,
+                                      DistContext()) is None
+    (out / "best.pt").write_bytes(b"weights of a week on 8 GPUs")
+    (out / "results.json").write_text("{}")
+    for resume in (False, True):
+        with pytest.raises(AvdataError, match=r"run holds best.pt, results.json, which a new run would replace "
+                                              r"\(and no checkpoint.pt to --resume from\)"):
+            read_resume_checkpoint(TrainConfig(shards="s", out=str(out), resume=resume), None, None, DistContext())
+    assert (out / "best.pt").read_bytes() == b"weights of a week on 8 GPUs"
