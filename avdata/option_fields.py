@@ -13,7 +13,8 @@ says once how it appears on the command line; the CLI packages turn these into T
 Metadata keys (all optional; a field without them gets a generic help): "help", "flag" (long name without
 dashes, default the field name with - for _), "short" ("-j"), "choices", "min", "max", "hidden", "negatable"
 (False: a bool flag that only turns something on, with no --no-<flag> form), "applies_when" ((other field,
-value): the option has an effect only then, and is recorded in manifest.json and the card only then).
+value): the option has an effect only then, and is recorded in manifest.json and the card only then; given
+on the command line otherwise, it is refused).
 """
 
 from __future__ import annotations
