@@ -76,12 +76,9 @@ def test_every_option_name_is_shown_whole(columns):
     assert ("╭─ Options" in helps["scmrl-train"]) == (columns >= 120)
 
 
-def test_no_help_text_is_taken_for_rich_markup():
-    """Wide terminals draw help through rich, which reads `[word]` as a style tag and drops it (the
-    --executor help lost "[dask]"): every command's and option's help comes out of rich's markup as written."""
+def _every_command():
     import click
     import typer
-    from rich.text import Text
 
     from avdata.cli.avdata_app import app
     from scmrl.cli.convert_app import convert_app
@@ -92,11 +89,26 @@ def test_no_help_text_is_taken_for_rich_markup():
         for name in getattr(cmd, "list_commands", lambda _ctx: [])(ctx):
             yield from walk(cmd.get_command(ctx, name), ctx)
 
-    texts = []
     for a in (app, train_app, eval_app, convert_app):
         top = typer.main.get_command(a)
-        for cmd in walk(top, click.Context(top)):
-            texts += [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        yield from walk(top, click.Context(top))
+
+
+def test_positional_arguments_are_named_in_capitals():
+    """Usage lines and help name arguments as the README does (`avdata merge OUT`, `scmrl-convert REF_CKPT
+    OUT`), not `{out}` / `{ref_ckpt}` beside `{DIR}` and `{URL}`."""
+    names = {p.metavar or p.name for cmd in _every_command() for p in cmd.params if p.param_type_name == "argument"}
+    assert {"OUT", "REF_CKPT", "DIR", "URL", "SHARDS"} <= names and all(n == n.upper() for n in names), names
+
+
+def test_no_help_text_is_taken_for_rich_markup():
+    """Wide terminals draw help through rich, which reads `[word]` as a style tag and drops it (the
+    --executor help lost "[dask]"): every command's and option's help comes out of rich's markup as written."""
+    from rich.text import Text
+
+    texts = []
+    for cmd in _every_command():
+        texts += [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
     assert len(texts) > 200
     changed = [t for t in texts if Text.from_markup(t).plain != t]
     assert not changed, changed

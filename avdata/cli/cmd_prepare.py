@@ -160,7 +160,7 @@ prepare_app = typer_app(
 
 
 def merge_cmd(
-    out: Path = typer.Argument(..., help="Shards folder to complete (parts may already be in it)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Shards folder to complete (parts may already be in it)."),
     parts: Optional[list[Path]] = typer.Option(None, "--from", help="Part output folders made elsewhere, "
                                                "copied into OUT (repeat the option)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=_VERBOSE_HELP),

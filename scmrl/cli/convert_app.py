@@ -18,8 +18,10 @@ convert_app = typer_app(help="Turn a checkpoint of the authors' S-CMRL code into
 
 @convert_app.command()
 def convert_cmd(
-    ref_ckpt: Path = typer.Argument(..., help="State dict saved by the authors' code (read as plain tensors)."),
-    out: Path = typer.Argument(..., help="Checkpoint to write (then: scmrl-eval --checkpoint OUT --shards ...)."),
+    ref_ckpt: Path = typer.Argument(..., metavar="REF_CKPT", help="State dict saved by the authors' code (read as "
+                                    "plain tensors)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Checkpoint to write (then: scmrl-eval --checkpoint OUT "
+                               "--shards ...)."),
     dataset: str = typer.Option(..., "--dataset", help="The dataset it was trained on (cremad, "
                                 "urbansound8k-av, mnistdvs-ntidigits, ...): class names, T, tau_s and input side "
                                 "as its package declares them (the authors' values)."),
