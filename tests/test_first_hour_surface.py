@@ -295,6 +295,10 @@ def test_prepare_raw_one_level_off_names_the_folder_meant(tmp_path, given):
     r = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / "top" / "raw"), "--out",
                                  str(tmp_path / "o")])
     assert r.exit_code == 2 and "avdata download cremad" in " ".join(r.output.split())  # the tree, but empty
+    (tmp_path / "cremad.zip").write_bytes(b"PK\x05\x06" + bytes(18))  # a zip of the tree: not read
+    r = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / "cremad.zip"), "--out",
+                                 str(tmp_path / "o")])
+    assert r.exit_code == 2 and "a file; CREMA-D is read from a folder" in " ".join(r.output.split())
 
 
 def test_every_console_script_answers_version():

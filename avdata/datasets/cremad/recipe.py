@@ -223,6 +223,10 @@ class CremadRecipe(Recipe):
     def plan(self, raw: Path, options: CremadOptions) -> Plan:
         if options.known_bad not in ("skip", "keep"):
             raise AvdataError(f"--known-bad must be 'skip' or 'keep', got {options.known_bad!r}")
+        if raw.is_file():
+            raise AvdataError(f"{raw}: a file; CREMA-D is read from a folder holding VideoFlash/ and AudioWAV/ (a "
+                              "clone of its repository or an `avdata download cremad` folder): unpack it and pass "
+                              "that folder as --raw")
         standard = all_clips()
         # one listing per folder instead of two stat calls for each of the 7,442 clips
         videos, audios = _regular_files(raw / "VideoFlash"), _regular_files(raw / "AudioWAV")
