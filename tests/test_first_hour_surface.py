@@ -286,7 +286,8 @@ def test_a_shards_path_one_level_off_names_the_folder_meant(tmp_path):
 @pytest.mark.parametrize("given", ["top", "top/raw/VideoFlash", "top/raw/AudioWAV"])
 def test_prepare_raw_one_level_off_names_the_folder_meant(tmp_path, given):
     """`--raw` at the folder above CREMA-D's tree, or at one of its two media folders: the message says
-    which folder to pass instead of sending the user to download it again."""
+    which folder to pass instead of sending the user to download it again (and a zip of the tree, that it
+    must be unpacked)."""
     for sub in ("VideoFlash", "AudioWAV"):
         (tmp_path / "top" / "raw" / sub).mkdir(parents=True)
     r = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / given), "--out", str(tmp_path / "o")])
