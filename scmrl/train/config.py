@@ -80,7 +80,7 @@ class TrainConfig:
     mlp_ratio: float = model_option("mlp_ratio")
     time_steps: int | None = model_option("time_steps", default=None, default_help="Default: 4; event data: its "
                                            "stored bins.")
-    image_size: int = opt(128, min=16, help="Side of the square spectrogram and image inputs (static data).")
+    image_size: int = opt(128, min=16, help="Side in pixels of the square spectrogram and image inputs (static data).")
     alpha: float = model_option("alpha")
     tau_s: float | None = model_option("tau_s", default=None, default_help="Default: the one the shards' dataset "
                                        "declares (its recipe's model_defaults; the paper's: 0.07 CREMA-D, 0.08 "

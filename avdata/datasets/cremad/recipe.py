@@ -77,7 +77,7 @@ class CremadOptions:
     frame_slots: int = opt(5, min=1, max=64, help="Without --frames: frames stored per sample (every sample "
                            "has the same members). Shorter clips repeat their last frame (json num_frames "
                            "counts the real ones); frames past this are dropped (json frames_dropped).")
-    short_side: int = opt(256, min=16, help="Resize stored frames so the short side is this (256 lets "
+    short_side: int = opt(256, min=16, help="Resize stored frames so the short side is this many pixels (256 lets "
                           "Resize(256)+CenterCrop(128) run at train time).")
     spectrogram: str = spectrogram_option()
     frame_format: str = frame_format_option()
