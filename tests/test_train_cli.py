@@ -142,3 +142,20 @@ def test_a_new_run_never_replaces_an_earlier_runs_results(tmp_path) -> None:
                                               r"\(and no checkpoint.pt to --resume from\)"):
             read_resume_checkpoint(TrainConfig(shards="s", out=str(out), resume=resume), None, None, DistContext())
     assert (out / "best.pt").read_bytes() == b"weights of a week on 8 GPUs"
+
+
+def test_a_finished_run_says_where_it_is_and_how_to_evaluate_it(monkeypatch, tmp_path) -> None:
+    import shlex
+
+    import scmrl.train.loop
+
+    monkeypatch.setattr(scmrl.train.loop, "train", lambda cfg: {})
+    out = tmp_path / "my run"
+    r = CliRunner().invoke(cli.train_app, ["--shards", "s", "--out", str(out), "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    assert f"run folder {out}: results.json, metrics.jsonl, curves.png" in r.output
+    line = next(ln for ln in r.output.splitlines() if "scmrl-eval" in ln)
+    assert shlex.split(line) == ["scmrl-eval", "--checkpoint", str(out / "best.pt"), "--shards", "s", "--split", "test"]
+    monkeypatch.setenv("RANK", "1")  # under torchrun only rank 0 says it
+    assert "run folder" not in CliRunner().invoke(cli.train_app, ["--shards", "s", "--out", str(out), "--workers",
+                                                                  "0"]).output

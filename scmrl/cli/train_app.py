@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -60,6 +61,8 @@ def train_cmd(cfg: TrainConfig,
     setup_logging(verbose)
     try:
         train(replace(cfg, workers=_default_workers(cfg.workers, cfg.device)))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this; rank 0 wrote --out
+            _print_where_the_run_is(cfg)
     except AvdataError as exc:
         fail(exc)
     except KeyboardInterrupt:
@@ -69,6 +72,17 @@ def train_cmd(cfg: TrainConfig,
         if not _worker_died(exc):
             raise
         fail(AvdataError(f"{_worker_died_message(exc)}; {_resume_hint(cfg.out)}"))
+
+
+def _print_where_the_run_is(cfg: TrainConfig) -> None:
+    """After the results table: the run folder's files and the command that evaluates its best model (one
+    line each, never wrapped, so each can be copied)."""
+    out = Path(cfg.out)
+    console.print(f"run folder {out}: results.json, metrics.jsonl, curves.png, confusion.png, best.pt (the "
+                  "validation-best epoch), checkpoint.pt (the last)", markup=False, highlight=False, soft_wrap=True)
+    classes = f" --classes {shlex.quote(','.join(cfg.classes))}" if cfg.classes else ""
+    console.print(f"  scmrl-eval --checkpoint {shlex.quote(str(out / 'best.pt'))} --shards {shlex.quote(cfg.shards)}"
+                  f"{classes} --split test", markup=False, highlight=False, soft_wrap=True)
 
 
 def _resume_hint(out: str) -> str:
