@@ -159,3 +159,18 @@ def test_a_finished_run_says_where_it_is_and_how_to_evaluate_it(monkeypatch, tmp
     monkeypatch.setenv("RANK", "1")  # under torchrun only rank 0 says it
     assert "run folder" not in CliRunner().invoke(cli.train_app, ["--shards", "s", "--out", str(out), "--workers",
                                                                   "0"]).output
+
+
+def test_resume_on_another_datasets_shards_names_the_datasets() -> None:
+    """--resume with --shards of another dataset: named as such, not as a list of model settings that differ."""
+    from types import SimpleNamespace
+
+    from avdata.errors import AvdataError
+    from scmrl.train.start import _check_compatible
+
+    source = SimpleNamespace(manifest=SimpleNamespace(dataset="mnistdvs-ntidigits"))
+    cfg = TrainConfig(shards="shards/events", out="runs/cremad", resume=True)
+    with pytest.raises(AvdataError, match=r"^runs/cremad: the run there trained on 'cremad' shards, and --shards "
+                                          r"shards/events holds 'mnistdvs-ntidigits'; pass the --shards it started "
+                                          r"with to --resume"):
+        _check_compatible({"dataset": "cremad", "model_config": {}}, None, cfg, source)

@@ -65,6 +65,11 @@ def _holds_something(path: Path) -> bool:
 
 
 def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardsLocation) -> None:
+    dataset = source.manifest.dataset
+    if ckpt.get("dataset") not in (None, dataset):  # named first: it is why every model setting would differ
+        raise AvdataError(f"{cfg.out}: the run there trained on {ckpt['dataset']!r} shards, and --shards "
+                          f"{cfg.shards} holds {dataset!r}; pass the --shards it started with to --resume, or "
+                          "another --out")
     stored = ModelConfig.stored_fields(ckpt.get("model_config", {}))
     now = asdict(mcfg)
     diff = [f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now if stored.get(k) != now[k]]
