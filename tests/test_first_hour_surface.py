@@ -312,3 +312,13 @@ def test_every_console_script_answers_version():
     for cli in (app, train_app, eval_app, convert_app):
         r = CliRunner().invoke(cli, ["--version"])
         assert r.exit_code == 0 and r.output == f"avdata-scmrl {__version__}\n", r.output
+
+
+def test_serve_refuses_a_folder_that_is_not_there(tmp_path):
+    """A typo in `avdata serve DIR` served a folder answering 404 to everything (the pull elsewhere then
+    found no manifest); now it stops at once, naming the path."""
+    for path, what in ((tmp_path / "shrads", "no such folder"), (tmp_path / "f.txt", "not a folder")):
+        if what == "not a folder":
+            path.write_text("x")
+        r = CliRunner().invoke(app, ["serve", str(path), "--port", "0"])
+        assert r.exit_code == 2 and f"error: {path}: {what}" in " ".join(r.output.split()), r.output
