@@ -174,3 +174,18 @@ def test_resume_on_another_datasets_shards_names_the_datasets() -> None:
                                           r"shards/events holds 'mnistdvs-ntidigits'; pass the --shards it started "
                                           r"with to --resume"):
         _check_compatible({"dataset": "cremad", "model_config": {}}, None, cfg, source)
+
+
+def test_a_run_folder_given_as_the_checkpoint_names_its_files(tmp_path) -> None:
+    """`scmrl-eval --checkpoint runs/x` (or --init-from runs/x): the folder's best.pt and checkpoint.pt are
+    named, instead of "not a readable torch checkpoint ([Errno 21] Is a directory)"."""
+    from avdata.errors import AvdataError
+    from scmrl.train.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(AvdataError, match="run: a folder, not a checkpoint file; pass the checkpoint file itself$"):
+        load_checkpoint(run)
+    (run / "best.pt").write_bytes(b"")
+    with pytest.raises(AvdataError, match=re.escape(f"a folder, not a checkpoint file; pass {run / 'best.pt'}")):
+        load_checkpoint(run)
