@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -184,6 +185,23 @@ def test_missing_extra_hint_works_from_the_checkout(monkeypatch):
     assert 'pip install -e ".[s3]" in the avdata checkout (or pip install s3fs)' in str(err.value)
     assert "avdata-scmrl[" not in str(err.value) and "avdata-scmrl[" not in EXTRA_HINT
     assert 'pip install -e ".[dask]"' in EXTRA_HINT
+
+
+def test_contact_sheet_draws_the_clips_own_frames_not_the_padding():
+    """Samples store K frame slots and a short clip repeats its last frame: the sheet draws the middle of
+    the json's num_frames (and says "frame 2 of 2"), not the middle slot ("frame 3 of 5", a padding copy)."""
+    from avdata.contact_sheet import _arrays
+    from avdata.shards.frames import JPEG_FRAMES
+    from avdata.shards.jpeg import encode_jpeg
+    from avdata.shards.npy import encode_npy
+
+    frames = np.stack([np.full((16, 16, 3), 40 * (i + 1), np.uint8) for i in (0, 1, 1, 1, 1)])  # 2 own + 3 copies
+    meta = json.dumps({"num_frames": 2}).encode()
+    jpeg = {f"frames.{i}.jpg": encode_jpeg(f, 95) for i, f in enumerate(frames)}
+    drawn = _arrays({**jpeg, "json": meta})[JPEG_FRAMES]
+    assert drawn.shape[0] == 2 and abs(int(drawn[1].mean()) - 80) <= 2  # frame 2 of 2: the clip's last own
+    assert _arrays({"frames.npy": encode_npy(frames), "json": meta})["frames.npy"].shape[0] == 2
+    assert _arrays(jpeg)[JPEG_FRAMES].shape[0] == 5  # shards made before padding: every stored frame is own
 
 
 # --- the demo's folder -----------------------------------------------------------------------------------
