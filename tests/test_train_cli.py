@@ -124,14 +124,14 @@ def test_a_dead_loader_worker_is_a_message_not_a_traceback(monkeypatch, tmp_path
 def test_a_new_run_never_replaces_an_earlier_runs_results(tmp_path) -> None:
     """--out holding a finished run whose checkpoint.pt was deleted (to save space): its best.pt and
     results.json were silently replaced by the next run there; now the run stops first and names them.
-    A run stopped in its first epoch (an empty metrics.jsonl) still reruns as it was."""
+    A run stopped in its first epoch (metrics.jsonl, no results) still reruns as it was."""
     from avdata.errors import AvdataError
     from scmrl.train.distributed import DistContext
     from scmrl.train.start import read_resume_checkpoint
 
     out = tmp_path / "run"
     out.mkdir()
-    (out / "metrics.jsonl").write_text("")
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
     for resume in (False, True):
         assert read_resume_checkpoint(TrainConfig(shards="s", out=str(out), resume=resume), None, None,
                                       DistContext()) is None

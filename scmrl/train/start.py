@@ -17,14 +17,15 @@ from scmrl.model.config import ModelConfig
 from scmrl.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
 from scmrl.train.config import TrainConfig
 from scmrl.train.distributed import DistContext, broadcast_object
-from scmrl.train.results import CONFUSION_NAME, CURVES_NAME, METRICS_NAME, RESULTS_NAME
+from scmrl.train.results import RESULTS_NAME
 
 log = logging.getLogger("scmrl.train.start")
 
 __all__ = ["ARCHITECTURE", "RUN_FILES", "read_resume_checkpoint", "init_weights"]
 
-#: what a run writes into --out: a fresh run refuses a folder holding any of them
-RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, RESULTS_NAME, CURVES_NAME, CONFUSION_NAME)
+#: a run's results, which a fresh run in the same --out would replace: it refuses a folder holding one. (Its
+#: metrics.jsonl and plots are not among them: a run killed in its first epoch leaves those, to be redone.)
+RUN_FILES = (BEST_NAME, RESULTS_NAME)
 
 # what must agree between a run and the checkpoint it starts from (the rest may change when fine-tuning)
 ARCHITECTURE = ("model", "attention", "residual_proj", "embedding", "embed_dim", "heads", "mlp_ratio",
@@ -44,7 +45,7 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLo
                                "or choose another --out")
         elif cfg.resume and path.exists():
             ckpt = load_checkpoint(path, map_location="cpu")
-        elif held := [n for n in RUN_FILES if _holds_something(out / n)]:
+        elif held := [n for n in RUN_FILES if (out / n).exists() or (out / n).is_symlink()]:
             # e.g. a finished run whose checkpoint.pt was deleted to save space: its best.pt and results stay
             ckpt = AvdataError(f"{out} holds {', '.join(held)}, which a new run would replace (and no "
                                f"{CHECKPOINT_NAME} to --resume from); choose another --out, or move them away")
@@ -56,12 +57,6 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLo
     if ckpt is not None:
         _check_compatible(ckpt, mcfg, cfg, source)
     return ckpt
-
-
-def _holds_something(path: Path) -> bool:
-    """A file (or link) there that is not empty: a run stopped in its first epoch leaves only an empty
-    metrics.jsonl, which the same command run again may replace."""
-    return path.is_symlink() or (path.exists() and (not path.is_file() or path.stat().st_size > 0))
 
 
 def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardsLocation) -> None:
