@@ -48,10 +48,11 @@ def test_flags_reach_the_config(monkeypatch) -> None:
     assert cfg == TrainConfig(shards="s", out="o", workers=3) and cfg.out == "o"  # as Path(...) gives it
     cfg = _captured(monkeypatch, ["--shards", "s", "--out", "o", "--no-amp", "--classes", "a, b", "--workers", "0",
                                   "--init-from", "x.pt", "--frames-per-step", "--resume", "--protocol", "reference",
-                                  "--lr", "0.01", "--time-steps", "8", "--noise-on", "both", "--compile"])
+                                  "--lr", "0.01", "--time-steps", "8", "--noise-on", "both", "--compile",
+                                  "--attention", "spatial", "--no-residual-proj", "--sao-weight", "0"])
     assert cfg == TrainConfig(shards="s", out="o", amp=False, classes=["a", "b"], workers=0, init_from="x.pt",
                               frames_per_step=True, resume=True, protocol="reference", lr=0.01, time_steps=8,
-                              noise_on="both", compile=True)
+                              noise_on="both", compile=True, attention="spatial", residual_proj=False, sao_weight=0)
 
 
 @pytest.mark.parametrize("args, flag", [(["--epochs", "0"], "--epochs"), (["--protocol", "theirs"], "--protocol"),
@@ -189,3 +190,14 @@ def test_a_run_folder_given_as_the_checkpoint_names_its_files(tmp_path) -> None:
     (run / "best.pt").write_bytes(b"")
     with pytest.raises(AvdataError, match=re.escape(f"a folder, not a checkpoint file; pass {run / 'best.pt'}")):
         load_checkpoint(run)
+
+
+@pytest.mark.parametrize("args", [["--attention", "spatial"], ["--no-residual-proj"], ["--sao-weight", "0"],
+                                  ["--alpha", "2"], ["--tau-s", "0.1"]])
+def test_scmrl_only_settings_with_a_baseline_are_refused(args: list[str]) -> None:
+    """The cross-modal residual and alignment settings change nothing in a baseline: given with one, they are
+    refused with the flag named (they were dropped without a word), and accepted with --model scmrl."""
+    r = CliRunner().invoke(cli.train_app, ["--shards", "s", "--out", "o", "--model", "cmci", *args])
+    text = " ".join(r.output.split())
+    expected = f"{args[0]} has an effect only with --model scmrl, and this command has --model cmci"
+    assert r.exit_code == 2 and expected in text, text

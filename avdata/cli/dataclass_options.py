@@ -174,6 +174,8 @@ def _refuse_options_without_effect(instance: Any, given: set[str]) -> None:
             continue
         other = next(o for o in dataclasses.fields(instance) if o.name == cond[0])
         flag, other_flag = (flag_of(x) for x in (f, other))
+        if getattr(instance, f.name) is False and f.metadata.get("negatable", True):
+            flag = "--no-" + flag[2:]  # as typed: --no-residual-proj
         raise typer.BadParameter(f"{flag} has an effect only with {other_flag} {cond[1]}, and this command has "
                                  f"{other_flag} {getattr(instance, cond[0])}: drop {flag}, or pass {other_flag} "
                                  f"{cond[1]}", param_hint=f"'{flag}'")
