@@ -201,3 +201,11 @@ def test_scmrl_only_settings_with_a_baseline_are_refused(args: list[str]) -> Non
     text = " ".join(r.output.split())
     expected = f"{args[0]} has an effect only with --model scmrl, and this command has --model cmci"
     assert r.exit_code == 2 and expected in text, text
+
+
+def test_convert_names_a_mistyped_attention_before_reading_the_file(tmp_path) -> None:
+    from scmrl.cli.convert_app import convert_app
+
+    r = CliRunner().invoke(convert_app, [str(tmp_path / "none.pth"), str(tmp_path / "o.pt"), "--dataset", "cremad",
+                                         "--attention", "spatail"])
+    assert r.exit_code == 2 and "--attention 'spatail': expected one of spatial, temporal" in " ".join(r.output.split())

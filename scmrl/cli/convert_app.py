@@ -12,6 +12,7 @@ from avdata.progress import console
 from avdata.cli.errors import fail, run
 from avdata.cli.help_format import typer_app, version_option
 from scmrl.cli.torch_check import require_torch
+from scmrl.model.choices import ATTENTIONS
 
 convert_app = typer_app(help="Turn a checkpoint of the authors' S-CMRL code into one scmrl-eval reads.")
 
@@ -41,6 +42,8 @@ def convert_cmd(
     from scmrl.train.convert import convert_checkpoint, dataset_preset
 
     try:
+        if attention is not None and attention not in ATTENTIONS:  # before the file is read, named as typed
+            raise AvdataError(f"--attention {attention!r}: expected one of {', '.join(ATTENTIONS)}")
         default_classes, preset = dataset_preset(dataset)
         names = [c.strip() for c in classes.split(",") if c.strip()] if classes else default_classes
         info = convert_checkpoint(ref_ckpt, out, names, time_steps or preset.time_steps,
