@@ -35,24 +35,15 @@ NOISE_ON = ("train", "eval", "both")
 MODEL_OPTIONS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.metadata)
 
 
-def model_option(name: str, *, default: Any = dataclasses.MISSING, default_help: str | None = None,
-                 applies_when: tuple[str, Any] | None = None) -> Any:
+def model_option(name: str, *, default: Any = dataclasses.MISSING, default_help: str | None = None) -> Any:
     """TrainConfig's field for ModelConfig's setting `name`, with the help, flag and bounds ModelConfig
     declares, so that each is written once. `default` replaces the model's where the run decides later (None:
-    the dataset's or the protocol's), and `default_help` is the sentence appended to the help to say so;
-    `applies_when` (`avdata.option_fields.opt`): the flag given with another --model is refused."""
+    the dataset's or the protocol's), and `default_help` is the sentence appended to the help to say so."""
     f = next(f for f in dataclasses.fields(ModelConfig) if f.name == name)
     meta = dict(f.metadata)
     if default_help:
         meta["help"] = f"{meta['help']} {default_help}"
-    if applies_when is not None:
-        meta["applies_when"] = applies_when
     return opt(f.default if default is dataclasses.MISSING else default, **meta)
-
-
-#: the settings only S-CMRL's cross-modal residual blocks and alignment loss read: with a baseline they
-#: would change nothing
-_SCMRL_ONLY = ("model", "scmrl")
 
 
 @dataclass
@@ -65,10 +56,9 @@ class TrainConfig:
     out: str = opt(help="Run folder: checkpoint.pt, best.pt, metrics.jsonl, results.json, curves.png, "
                    "confusion.png.")
     model: str = model_option("model")
-    attention: str | None = model_option("attention", default=None, applies_when=_SCMRL_ONLY,
-                                          default_help="Default: spatiotemporal; with --protocol reference "
-                                          "spatiotemporal-reference.")
-    residual_proj: bool = model_option("residual_proj", applies_when=_SCMRL_ONLY)
+    attention: str | None = model_option("attention", default=None, default_help="Default: spatiotemporal; with "
+                                          "--protocol reference spatiotemporal-reference.")
+    residual_proj: bool = model_option("residual_proj")
     protocol: str = opt("ours", choices=PROTOCOLS, help="reference: train as the authors' code does (no "
                         "validation split, float32, no decay on biases/norms, per-epoch cosine, PIL spectrogram "
                         "resize, noise on training inputs; README: protocol table).")
@@ -91,12 +81,11 @@ class TrainConfig:
     time_steps: int | None = model_option("time_steps", default=None, default_help="Default: 4; event data: its "
                                            "stored bins.")
     image_size: int = opt(128, min=16, help="Side in pixels of the square spectrogram and image inputs (static data).")
-    alpha: float = model_option("alpha", applies_when=_SCMRL_ONLY)
-    tau_s: float | None = model_option("tau_s", default=None, applies_when=_SCMRL_ONLY,
-                                       default_help="Default: the one the shards' dataset "
+    alpha: float = model_option("alpha")
+    tau_s: float | None = model_option("tau_s", default=None, default_help="Default: the one the shards' dataset "
                                        "declares (its recipe's model_defaults; the paper's: 0.07 CREMA-D, 0.08 "
                                        "UrbanSound8K-AV, 0.1 event data).")
-    sao_weight: float = model_option("sao_weight", applies_when=_SCMRL_ONLY)
+    sao_weight: float = model_option("sao_weight")
     label_smoothing: float = model_option("label_smoothing")
     tau: float = model_option("tau")
     threshold: float = model_option("threshold")
