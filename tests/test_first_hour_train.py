@@ -151,6 +151,14 @@ def test_impossible_batch_gives_the_message_not_a_crash(shards, tmp_path, monkey
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
 
 
+def test_a_batch_larger_than_the_train_split_names_one_that_fits(shards, tmp_path):
+    """The CPU's automatic batch (or the recipe's 128) on a small split, e.g. the demo's: the message names
+    the batch that fits (it said "lower --batch-size or --workers", and fewer workers do not help)."""
+    with pytest.raises(AvdataError, match=r"\(64 samples, 1 process\(es\), 1 worker\(s\) each\); pass --batch-size "
+                                          r"64 or less$"):
+        train(TrainConfig(shards=str(shards), out=str(tmp_path / "r"), batch_size=128, **TINY))
+
+
 def test_run_prints_its_estimate_and_fits_its_cpu_batch(shards, tmp_path, monkeypatch, caplog):
     real = footprint.probe_footprint
     seen = {}
