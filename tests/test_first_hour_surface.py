@@ -311,6 +311,7 @@ def test_prepare_raw_one_level_off_names_the_folder_meant(tmp_path, given):
     r = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / given), "--out", str(tmp_path / "o")])
     text = " ".join(r.output.split())
     assert r.exit_code == 2 and f"pass --raw {tmp_path / 'top' / 'raw'}, which holds them" in text, text
+    assert not (tmp_path / "o").exists()  # the refused run leaves no empty --out behind
     r = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(tmp_path / "top" / "raw"), "--out",
                                  str(tmp_path / "o")])
     assert r.exit_code == 2 and "avdata download cremad" in " ".join(r.output.split())  # the tree, but empty
