@@ -26,7 +26,7 @@ from avdata.errors import AvdataError
 from avdata.samples import iter_samples, label_of
 from avdata.shards.location import open_location
 from avdata.shards.manifest import Manifest
-from avdata.shards.frames import JPEG_FRAMES, group_jpeg_frames
+from avdata.shards.frames import JPEG_FRAMES, group_jpeg_frames, real_frame_count
 from avdata.shards.jpeg import decode_jpeg
 from avdata.shards.npy import decode_npy
 
@@ -157,12 +157,18 @@ def choose_samples(spec: str | Path, per_class: int, split: str | None = None
 
 
 def _arrays(fields: dict[str, bytes]) -> dict[str, np.ndarray]:
-    """The sample's npy fields and its JPEG frames as arrays; an undecodable field is drawn as missing."""
+    """The sample's npy fields and its JPEG frames as arrays, the frames cut to the clip's own (json
+    num_frames: the K stored slots repeat a short clip's last frame); an undecodable field is drawn as missing."""
     arrays = {}
     for name, data in group_jpeg_frames(fields).items():
         if name.endswith(".npy") or name == JPEG_FRAMES:
             try:
-                arr = decode_npy(data) if name.endswith(".npy") else _middle_jpeg_frame(data)
+                if name == JPEG_FRAMES:
+                    arr = _middle_jpeg_frame(data[:real_frame_count(fields.get("json"), len(data))])
+                else:
+                    arr = decode_npy(data)
+                    if field_kind(name, arr) == "frames":
+                        arr = arr[:real_frame_count(fields.get("json"), arr.shape[0])]
             except Exception:  # an undecodable field is drawn as missing
                 continue
             if arr.size:  # so is an empty one (no frame or pixel to draw)

@@ -6,7 +6,10 @@ mypy itself is not run here (CI runs it once, in its own step); these tests hold
 from __future__ import annotations
 
 import re
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10, which the project supports: pytest's own TOML reader there
+    import tomli as tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,3 +49,28 @@ def test_mypy_is_pinned_in_the_dev_extra():
     pins = [req for req in dev if re.match(r"mypy\b", req)]
     assert len(pins) == 1 and re.fullmatch(r"mypy==\d+\.\d+(\.\d+)?", pins[0]), pins
 
+
+
+#: standard-library modules newer than the oldest Python pyproject.toml allows (3.10)
+NEWER_THAN_FLOOR = {"tomllib"}
+
+
+def test_no_module_imports_what_the_oldest_supported_python_lacks():
+    """`requires-python = ">=3.10"`: an unguarded `import tomllib` stopped the whole test run at collection on
+    3.10. Such an import must sit in a `try` that handles ModuleNotFoundError."""
+    import ast
+
+    assert PYPROJECT["project"]["requires-python"] == ">=3.10"
+    bad = []
+    for path in sorted([*ROOT.glob("avdata/**/*.py"), *ROOT.glob("scmrl/**/*.py"), *ROOT.glob("tests/**/*.py"),
+                        *ROOT.glob("benchmarks/**/*.py")]):
+        tree = ast.parse(path.read_text(), str(path))
+        guarded = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try)
+                   and any(isinstance(h.type, ast.Name) and h.type.id in ("ModuleNotFoundError", "ImportError")
+                           for h in t.handlers) for n in ast.walk(ast.Module(body=t.body, type_ignores=[]))}
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] in NEWER_THAN_FLOOR for n in names) and id(node) not in guarded:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, bad

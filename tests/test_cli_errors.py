@@ -25,6 +25,11 @@ def test_describe_names_the_path_and_the_fix() -> None:
     assert errors.describe_os_error(ro) == ("/data/ro/out: Read-only file system; the file system is read-only: "
                                             "choose another folder")
     assert errors.describe_os_error(OSError("socket closed")) == "socket closed"
+    in_the_way = FileExistsError(errno.EEXIST, "File exists", "/data/notes.txt")  # --png notes.txt/sheet.png
+    assert errors.describe_os_error(in_the_way) == ("/data/notes.txt: File exists; something is already there (e.g. "
+                                                    "a file where a folder goes): choose another path")
+    assert errors.describe_os_error(NotADirectoryError(errno.ENOTDIR, "Not a directory", "/data/f/x")).endswith(
+        "a file stands where a folder is needed: choose another path")
 
 
 def test_run_turns_an_oserror_into_exit_status_2(capsys: pytest.CaptureFixture) -> None:

@@ -104,7 +104,7 @@ def test_prepare_and_its_overwrite_delete_only_their_own_files(tmp_path):
     assert first.complete and survived(out, planted)
     assert shard_names(out) == listed(out) and len(listed(out)) == 8
     (out / "train-000001.tar.tmp").write_bytes(b"half")  # a killed run's temp file: ours
-    with pytest.raises(AvdataError, match="prepared from other input or options.*--overwrite"):
+    with pytest.raises(AvdataError, match=r"prepared with other options \(--samples-per-shard 4 -> 10\).*--overwrite"):
         run(raw, out, per_shard=10)
     again = run(raw, out, per_shard=10, overwrite=True)
     assert again.complete and survived(out, planted)
@@ -342,7 +342,7 @@ def test_prepare_overwrites_a_plan_record_it_cannot_read_only_with_overwrite(tmp
     out = tmp_path / "out"
     run(raw, out)
     _edit_plan(out, lambda r: r.pop("card"), refingerprint=True)
-    with pytest.raises(AvdataError, match="holds shards prepared from other input or options"):
+    with pytest.raises(AvdataError, match="holds shards prepared by a plan this version cannot read"):
         run(raw, out)
     assert run(raw, out, overwrite=True).complete
     assert shard_names(out) == listed(out)

@@ -22,6 +22,7 @@ class Toy:
     split: str = opt("standard", help="Which split.", choices=("standard", "actor"))
     jobs: int = opt(1, help="Worker count.", short="-j", min=1, max=64)
     rate: float = opt(0.1, help="A fraction.", min=0.0, max=0.9)
+    share: float = opt(0.5, help="With --split actor: a share.", applies_when=("split", "actor"))
     frames: int | None = opt(None, help="Frames per clip.", min=1)
     tau: float | None = opt(None, help="Temperature.")
     amp: bool = opt(True, help="Mixed precision.")
@@ -129,3 +130,16 @@ def test_params_exclude_and_clashes() -> None:
         command_from(Toy, lambda opts: None, exclude=("name",))
     with pytest.raises(ValueError, match="unknown keys"):
         typer_params(Toy, overrides={"jobs": {"hlep": "typo"}})
+
+
+def test_a_flag_without_effect_with_the_others_is_refused() -> None:
+    """`applies_when`: a flag the user gives whose condition does not hold is a usage error naming both
+    flags (`--test-fraction` with `--split standard` was dropped without a word); left at its default, the
+    field is not in the way."""
+    code, out, t = invoke("--name", "n", "--share", "0.3")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 2 and t is None
+    assert ("--share has an effect only with --split actor, and this command has --split standard: drop --share, "
+            "or pass --split actor") in text
+    assert invoke("--name", "n", "--share", "0.3", "--split", "actor")[2].share == 0.3
+    assert invoke("--name", "n")[2].share == 0.5  # the default, not given: no complaint

@@ -51,6 +51,12 @@ def test_demo_printed_training_command_learns(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "demo" / "run" / "results.json").read_text())
     assert results["test_acc_last_epoch"] >= 0.5, results
     assert results["model_config"]["num_classes"] == 6
+    # a rerun with fewer clips holds those clips only (the earlier ones were mixed in before)
+    again = CliRunner().invoke(app, ["demo", "--out", "demo", "--clips", "24", "--seed", "1"])
+    assert again.exit_code == 0, again.output
+    manifest = json.loads((tmp_path / "demo" / "shards" / "manifest.json").read_text())
+    assert sum(s["num_samples"] for s in manifest["splits"].values()) + len(manifest["skipped"]) == 24 + 6
+    assert len(list((tmp_path / "demo" / "raw" / "VideoFlash").iterdir())) == 24 + 6
 
 
 def test_demo_trains_on_more_clips_than_it_tests(tmp_path):
@@ -143,6 +149,14 @@ def test_impossible_batch_gives_the_message_not_a_crash(shards, tmp_path, monkey
     assert "training at batch 16 on cpu would take about" in out and "1.0 MiB" not in out
     assert "even batch 1 does not fit" in out and "Traceback" not in out
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_a_batch_larger_than_the_train_split_names_one_that_fits(shards, tmp_path):
+    """The CPU's automatic batch (or the recipe's 128) on a small split, e.g. the demo's: the message names
+    the batch that fits (it said "lower --batch-size or --workers", and fewer workers do not help)."""
+    with pytest.raises(AvdataError, match=r"\(64 samples, 1 process\(es\), 1 worker\(s\) each\); pass --batch-size "
+                                          r"64 or less$"):
+        train(TrainConfig(shards=str(shards), out=str(tmp_path / "r"), batch_size=128, **TINY))
 
 
 def test_run_prints_its_estimate_and_fits_its_cpu_batch(shards, tmp_path, monkeypatch, caplog):

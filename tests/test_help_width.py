@@ -74,3 +74,41 @@ def test_every_option_name_is_shown_whole(columns):
             assert "..." not in text.split("Commands:")[-1] or "Commands:" not in text, command  # whole summaries
     # wide terminals keep Typer's panels; narrow ones get click's plain layout
     assert ("╭─ Options" in helps["scmrl-train"]) == (columns >= 120)
+
+
+def _every_command():
+    import click
+    import typer
+
+    from avdata.cli.avdata_app import app
+    from scmrl.cli.convert_app import convert_app
+    from scmrl.cli.train_app import eval_app, train_app
+
+    def walk(cmd, ctx):
+        yield cmd
+        for name in getattr(cmd, "list_commands", lambda _ctx: [])(ctx):
+            yield from walk(cmd.get_command(ctx, name), ctx)
+
+    for a in (app, train_app, eval_app, convert_app):
+        top = typer.main.get_command(a)
+        yield from walk(top, click.Context(top))
+
+
+def test_positional_arguments_are_named_in_capitals():
+    """Usage lines and help name arguments as the README does (`avdata merge OUT`, `scmrl-convert REF_CKPT
+    OUT`), not `{out}` / `{ref_ckpt}` beside `{DIR}` and `{URL}`."""
+    names = {p.metavar or p.name for cmd in _every_command() for p in cmd.params if p.param_type_name == "argument"}
+    assert {"OUT", "REF_CKPT", "DIR", "URL", "SHARDS"} <= names and all(n == n.upper() for n in names), names
+
+
+def test_no_help_text_is_taken_for_rich_markup():
+    """Wide terminals draw help through rich, which reads `[word]` as a style tag and drops it (the
+    --executor help lost "[dask]"): every command's and option's help comes out of rich's markup as written."""
+    from rich.text import Text
+
+    texts = []
+    for cmd in _every_command():
+        texts += [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+    assert len(texts) > 200
+    changed = [t for t in texts if Text.from_markup(t).plain != t]
+    assert not changed, changed

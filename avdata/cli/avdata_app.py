@@ -7,7 +7,7 @@ import importlib
 
 
 from avdata.cli.errors import run
-from avdata.cli.help_format import WholeHelpGroup, typer_app
+from avdata.cli.help_format import WholeHelpGroup, typer_app, version_option
 
 app = typer_app(
     name="avdata",
@@ -15,6 +15,12 @@ app = typer_app(
     help="Turn raw audio-visual and neuromorphic datasets into verified, shareable WebDataset shards.",
     no_args_is_help=True,
 )
+
+
+@app.callback()
+def _options(version: bool = version_option()) -> None:
+    """The options of `avdata` itself (--version); the app's help above is what --help shows."""
+
 
 # Command modules; each defines register(app).
 COMMAND_MODULES = ["cmd_download", "cmd_prepare", "cmd_inspect", "cmd_share", "cmd_demo"]

@@ -35,7 +35,7 @@ class PrepareRunOptions:
     part_count: Optional[int] = opt(None, min=1, help="N for --part auto where the scheduler does not say it "
                                     "(Kubernetes); default: $AVDATA_PART_COUNT.")
     executor: str = opt("local", help="local (a process pool of --jobs) or dask (each shard a task of a Dask "
-                        "cluster; needs the [dask] extra). Output bytes do not depend on it.")
+                        "cluster; needs Dask distributed, the project's dask extra). Output bytes do not depend on it.")
     scheduler: Optional[str] = opt(None, help="With --executor dask: a running Dask scheduler's address "
                                    "(tcp://host:8786); without it a local cluster of --jobs worker processes is "
                                    "started. --raw and --out must be on a file system shared with every worker.")
@@ -160,7 +160,7 @@ prepare_app = typer_app(
 
 
 def merge_cmd(
-    out: Path = typer.Argument(..., help="Shards folder to complete (parts may already be in it)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Shards folder to complete (parts may already be in it)."),
     parts: Optional[list[Path]] = typer.Option(None, "--from", help="Part output folders made elsewhere, "
                                                "copied into OUT (repeat the option)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=_VERBOSE_HELP),

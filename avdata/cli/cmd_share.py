@@ -49,6 +49,9 @@ def serve_cmd(
 
     setup_logging(False)
     try:
+        if not directory.is_dir():  # a typo would otherwise be served as a folder that answers 404 to everything
+            raise AvdataError(f"{directory}: {'not a folder' if directory.exists() else 'no such folder'}; "
+                              "pass the folder to serve (a shards folder holds manifest.json)")
         server = make_server(directory, host, port, timeout=timeout, max_connections=max_connections)
     except AvdataError as exc:
         fail(exc)

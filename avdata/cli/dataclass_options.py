@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 import typer
 
 from avdata.errors import AvdataError
-from avdata.option_fields import META_KEYS
+from avdata.option_fields import META_KEYS, flag_of
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -134,19 +134,51 @@ def command_from(dc_types: type | tuple[type, ...], body: Callable[..., Any], *,
             raise ValueError(f"{t.__name__}: excluded fields {required} have no default")
 
     def command(**values: Any) -> Any:
+        given = _given_on_the_command_line(values.pop(_CTX), values)
         try:  # the dataclasses' own checks (__post_init__)
             instances = [t(**{p.name: values.pop(p.name) for p in params}) for t, params in fields.items()]
         except AvdataError as exc:
             raise typer.BadParameter(str(exc)) from None
+        for instance in instances:
+            _refuse_options_without_effect(instance, given)
         return body(*instances, **values)
 
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in body_params]
     params += [p for t in types_ for p in fields[t]]
+    params.append(inspect.Parameter(_CTX, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__name__, command.__qualname__ = body.__name__, body.__qualname__
     command.__doc__, command.__module__ = body.__doc__, body.__module__
     return command
+
+
+#: the parameter through which Typer hands the generated command its context (it recognises the annotation)
+_CTX = "_avdata_context"
+
+
+def _given_on_the_command_line(ctx: Any, values: Mapping[str, Any]) -> set[str]:
+    """The parameters the user typed (or set through the environment), not left at their defaults. (By the
+    source's name: newer Typer versions carry their own copy of click's ParameterSource.)"""
+    sources = {name: ctx.get_parameter_source(name) for name in values}
+    return {name for name, source in sources.items()
+            if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
+
+
+def _refuse_options_without_effect(instance: Any, given: set[str]) -> None:
+    """A flag the user gave whose field `applies_when` (other field, value) does not hold would be dropped
+    without a word (`--test-fraction` with `--split standard` keeps the published test split): say so."""
+    for f in dataclasses.fields(instance):
+        cond = f.metadata.get("applies_when")
+        if f.name not in given or cond is None or getattr(instance, cond[0]) == cond[1]:
+            continue
+        other = next(o for o in dataclasses.fields(instance) if o.name == cond[0])
+        flag, other_flag = (flag_of(x) for x in (f, other))
+        if getattr(instance, f.name) is False and f.metadata.get("negatable", True):
+            flag = "--no-" + flag[2:]  # as typed: --no-residual-proj
+        raise typer.BadParameter(f"{flag} has an effect only with {other_flag} {cond[1]}, and this command has "
+                                 f"{other_flag} {getattr(instance, cond[0])}: drop {flag}, or pass {other_flag} "
+                                 f"{cond[1]}", param_hint=f"'{flag}'")
 
 
 def options_command(dc_type: type | tuple[type, ...], *, exclude: Iterable[str] = (),

@@ -22,6 +22,9 @@ _HINTS = {
     errno.EACCES: "no permission: choose a folder you can write to",
     errno.EPERM: "not permitted: choose a folder you can write to",
     errno.EROFS: "the file system is read-only: choose another folder",
+    # a file where a folder is needed (`--out notes.txt/x`, `--to` a file): FileExistsError from mkdir
+    errno.ENOTDIR: "a file stands where a folder is needed: choose another path",
+    errno.EEXIST: "something is already there (e.g. a file where a folder goes): choose another path",
 }
 if hasattr(errno, "EDQUOT"):
     _HINTS[errno.EDQUOT] = _HINTS[errno.ENOSPC].replace("the disk is full", "the disk quota is used up")

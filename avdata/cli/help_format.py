@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-__all__ = ["typer_app", "WholeHelpGroup", "RICH_HELP_COLUMNS"]
+__all__ = ["typer_app", "WholeHelpGroup", "RICH_HELP_COLUMNS", "version_option"]
 
 #: The narrowest terminal where rich's option tables cut no option name of any command (checked by tests).
 RICH_HELP_COLUMNS = 120
@@ -42,3 +42,18 @@ class WholeHelpGroup(TyperGroup):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from avdata import __version__
+
+        typer.echo(f"avdata-scmrl {__version__}")
+        raise typer.Exit()
+
+
+def version_option() -> Any:
+    """`--version` for a command or app: eager, so it answers before required options are checked (the
+    version a bug report, or a manifest's `tool.version`, is compared with)."""
+    return typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                        help="Print the installed avdata-scmrl version and exit.")

@@ -19,6 +19,7 @@ parts) the manifest is assembled (`avdata.prepare.merge`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from avdata.atomic import tmp_path
 from avdata.errors import AvdataError
 from avdata.prepare.lock import output_lock
 from avdata.prepare.state import (missing_shards, plan_fingerprint, raw_workdir, remove_stale_handoffs, save_plan,
-                                  shard_done, write_sidecar)
+                                  shard_done, state_dir, write_sidecar)
 from avdata.prepare.workers import NO_SPACE, Workers
 from avdata.progress import make_progress
 from avdata.datasets.splits import seeded_shuffle
@@ -136,14 +137,22 @@ def prepare(
 
         check_executor(settings.executor)  # before planning: a missing extra fails at once
     check_out_apart(raw, out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with output_lock(out, settings.part):
-        raw_dir = recipe.prepare_raw(raw, raw_workdir(out), options)
-        workers = Workers(recipe, raw_dir, options, settings.jobs if settings.executor == "local" else 1, out)
-        try:
-            return _prepare(recipe, raw, raw_dir, out, options, settings, command, workers)
-        finally:
-            workers.close()
+    try:
+        with output_lock(out, settings.part):
+            raw_dir = recipe.prepare_raw(raw, raw_workdir(out), options)
+            workers = Workers(recipe, raw_dir, options, settings.jobs if settings.executor == "local" else 1, out)
+            try:
+                return _prepare(recipe, raw, raw_dir, out, options, settings, command, workers)
+            finally:
+                workers.close()
+    except AvdataError:
+        if created:  # e.g. a mistyped --raw: no empty --out (and .avdata/) left behind by the refusal
+            for folder in (state_dir(out), out):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty: anything written stays
+        raise
 
 
 def check_out_apart(raw: Path, out: Path) -> None:

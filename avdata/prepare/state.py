@@ -129,16 +129,15 @@ def save_plan(out: Path, record: dict[str, Any], overwrite: bool) -> None:
     path = plan_path(out)
     if path.exists():
         try:
-            same = load_plan(out)["fingerprint"] == record["fingerprint"]
+            old: dict[str, Any] | None = load_plan(out)
         except AvdataError:  # damaged, or written by another version: another plan, which --overwrite replaces
-            same = False
-        if same:
+            old = None
+        if old is not None and old["fingerprint"] == record["fingerprint"]:
             return
         if not overwrite:
-            raise AvdataError(
-                f"{out} holds shards prepared from other input or options (see {path}); "
-                "use a new --out folder, or --overwrite to replace them"
-            )
+            how = _how_plans_differ(old, record) if old is not None else "by a plan this version cannot read"
+            raise AvdataError(f"{out} holds shards prepared {how} (see {path}); use a new --out folder, or "
+                              "--overwrite to replace them")
     elif not overwrite and any((Path(out) / n).exists() for n in owned_names(out)):
         raise AvdataError(f"{out} holds a shards folder avdata did not prepare here (e.g. one pulled or merged "
                           "without a plan); use a new --out folder, or --overwrite to replace it")
@@ -147,6 +146,23 @@ def save_plan(out: Path, record: dict[str, Any], overwrite: bool) -> None:
         clear_outputs(out)
     state_dir(out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def _how_plans_differ(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What a user changed between two plans of one --out, in their words: the dataset, the options (each
+    named with both values), the avdata version, or else the raw input."""
+    if old.get("dataset") != new.get("dataset"):
+        return f"from another dataset ({old.get('dataset')!r}, not {new.get('dataset')!r})"
+    was, now = old.get("options"), new.get("options")
+    if isinstance(was, dict) and isinstance(now, dict) and was != now:
+        changed = [f"--{k.replace('_', '-')} {was.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(was) | set(now))
+                   if was.get(k) != now.get(k)]
+        return "with other options (" + ", ".join(changed[:5]) + (", ..." if len(changed) > 5 else "") + ")"
+    if old.get("tool_version") != new.get("tool_version"):
+        return f"by another avdata version ({old.get('tool_version')}, now {new.get('tool_version')})"
+    if old.get("features") != new.get("features"):
+        return "with other field encodings (the manifest's features differ: e.g. another OpenCV or JPEG library build)"
+    return "from other raw input (other clips, or other clips found usable, under --raw)"
 
 
 def clear_outputs(out: Path) -> None:

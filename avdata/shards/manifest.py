@@ -13,7 +13,9 @@ fell outside the crop. Absent when the recipe measures nothing.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,15 +63,34 @@ def _canonical(d: dict[str, Any]) -> str:
     return json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def _shards_folders_below(folder: Path, look_at: int = 64) -> list[Path]:
+    """The subfolders of `folder` (of its first `look_at` entries) that hold a manifest.json: the folder a
+    user meant when they named its parent (`--shards demo` for `demo/shards`)."""
+    try:
+        with os.scandir(folder) as entries:
+            subs = [Path(e.path) for e in itertools.islice(entries, look_at) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return sorted(d for d in subs if (d / MANIFEST_NAME).is_file())[:3]
+
+
 def _read_text(path: Path) -> tuple[str, Path]:
     """The text of `path` (a manifest file or a folder holding manifest.json), bounded, and the file read."""
-    if path.is_dir():
-        path = path / MANIFEST_NAME
+    folder = path if path.is_dir() else None
+    if folder is not None:
+        path = folder / MANIFEST_NAME
     if not path.exists():
+        below = _shards_folders_below(folder) if folder is not None else []
+        if below:
+            which = "holds one: pass that folder" if len(below) == 1 else "each hold one: pass one of them"
+            raise AvdataError(f"{path}: no manifest.json here, but {' and '.join(map(str, below))} {which}")
         raise AvdataError(
             f"{path}: no manifest.json here; is this a shards folder made by `avdata prepare`"
             " (or an unfinished one: run `avdata merge` for --part outputs)?"
         )
+    if path.suffix == ".tar":
+        raise AvdataError(f"{path}: a shard file, not a shards folder or its manifest.json; pass its folder "
+                          f"{path.parent}")
     raw = read_capped(path, MAX_MANIFEST_SIZE)
     if raw is None:
         raise AvdataError(f"{path}: larger than {MAX_MANIFEST_SIZE:,} bytes, far more than any manifest; "

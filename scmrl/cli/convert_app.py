@@ -10,16 +10,19 @@ import typer
 from avdata.errors import AvdataError
 from avdata.progress import console
 from avdata.cli.errors import fail, run
-from avdata.cli.help_format import typer_app
+from avdata.cli.help_format import typer_app, version_option
 from scmrl.cli.torch_check import require_torch
+from scmrl.model.choices import ATTENTIONS
 
 convert_app = typer_app(help="Turn a checkpoint of the authors' S-CMRL code into one scmrl-eval reads.")
 
 
 @convert_app.command()
 def convert_cmd(
-    ref_ckpt: Path = typer.Argument(..., help="State dict saved by the authors' code (read as plain tensors)."),
-    out: Path = typer.Argument(..., help="Checkpoint to write (then: scmrl-eval --checkpoint OUT --shards ...)."),
+    ref_ckpt: Path = typer.Argument(..., metavar="REF_CKPT", help="State dict saved by the authors' code (read as "
+                                    "plain tensors)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Checkpoint to write (then: scmrl-eval --checkpoint OUT "
+                               "--shards ...)."),
     dataset: str = typer.Option(..., "--dataset", help="The dataset it was trained on (cremad, "
                                 "urbansound8k-av, mnistdvs-ntidigits, ...): class names, T, tau_s and input side "
                                 "as its package declares them (the authors' values)."),
@@ -32,12 +35,15 @@ def convert_cmd(
     attention: Optional[str] = typer.Option(None, "--attention", help="For their single-branch blocks: spatial "
                                             "or temporal-reference (the weights cannot tell); two-branch blocks: "
                                             "spatiotemporal-reference (default)."),
+    version: bool = version_option(),
 ) -> None:
     """Map the authors' parameter names and layout onto this package's model (scmrl.train.convert)."""
     require_torch("scmrl-convert")
     from scmrl.train.convert import convert_checkpoint, dataset_preset
 
     try:
+        if attention is not None and attention not in ATTENTIONS:  # before the file is read, named as typed
+            raise AvdataError(f"--attention {attention!r}: expected one of {', '.join(ATTENTIONS)}")
         default_classes, preset = dataset_preset(dataset)
         names = [c.strip() for c in classes.split(",") if c.strip()] if classes else default_classes
         info = convert_checkpoint(ref_ckpt, out, names, time_steps or preset.time_steps,

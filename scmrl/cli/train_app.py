@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -21,7 +22,7 @@ from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
 from avdata.cli.dataclass_options import options_command
 from avdata.cli.errors import fail, run
-from avdata.cli.help_format import typer_app
+from avdata.cli.help_format import typer_app, version_option
 from scmrl.cli.torch_check import require_torch
 from scmrl.train.config import LIBRARY_ONLY, EvalConfig, TrainConfig
 
@@ -51,7 +52,8 @@ _WORKERS_HELP = next(f for f in dataclasses.fields(TrainConfig) if f.name == "wo
     "default": None, "help": _WORKERS_HELP + " Default: from the CPUs (per process under torchrun): on CPU 4, or "
     "one per CPU when fewer; on CUDA one per CPU but one, at most 8."}})
 def train_cmd(cfg: TrainConfig,
-              verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+              verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+              version: bool = version_option()) -> None:
     """Train on prepared shards; one process, or DDP under torchrun (NCCL on GPU, gloo on CPU)."""
     require_torch("scmrl-train")
     from scmrl.train.loop import train
@@ -59,17 +61,49 @@ def train_cmd(cfg: TrainConfig,
     setup_logging(verbose)
     try:
         train(replace(cfg, workers=_default_workers(cfg.workers, cfg.device)))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this; rank 0 wrote --out
+            _print_where_the_run_is(cfg)
     except AvdataError as exc:
         fail(exc)
     except KeyboardInterrupt:
-        from scmrl.train.checkpoint import CHECKPOINT_NAME
-
-        if (Path(cfg.out) / CHECKPOINT_NAME).exists():
-            console.print(f"interrupted: {cfg.out} holds the checkpoint of the last finished epoch; add --resume to "
-                          "the same command to continue from it")
-        else:
-            console.print("interrupted before the first epoch finished: there is no checkpoint to resume from")
+        console.print(f"interrupted: {_resume_hint(cfg.out)}")
         raise typer.Exit(130)
+    except RuntimeError as exc:
+        if not _worker_died(exc):
+            raise
+        fail(AvdataError(f"{_worker_died_message(exc)}; {_resume_hint(cfg.out)}"))
+
+
+def _print_where_the_run_is(cfg: TrainConfig) -> None:
+    """After the results table: the run folder's files and the command that evaluates its best model (one
+    line each, never wrapped, so each can be copied)."""
+    out = Path(cfg.out)
+    console.print(f"run folder {out}: results.json, metrics.jsonl, curves.png, confusion.png, best.pt (the "
+                  "validation-best epoch), checkpoint.pt (the last)", markup=False, highlight=False, soft_wrap=True)
+    classes = f" --classes {shlex.quote(','.join(cfg.classes))}" if cfg.classes else ""
+    console.print(f"  scmrl-eval --checkpoint {shlex.quote(str(out / 'best.pt'))} --shards {shlex.quote(cfg.shards)}"
+                  f"{classes} --split test", markup=False, highlight=False, soft_wrap=True)
+
+
+def _resume_hint(out: str) -> str:
+    from scmrl.train.checkpoint import CHECKPOINT_NAME
+
+    if (Path(out) / CHECKPOINT_NAME).exists():
+        return (f"{out} holds the checkpoint of the last finished epoch; add --resume to the same command to "
+                "continue from it")
+    return "the first epoch had not finished: there is no checkpoint to resume from"
+
+
+def _worker_died(exc: RuntimeError) -> bool:
+    """torch's DataLoader raises "DataLoader worker (pid N) is killed by signal: Killed." (or "... exited
+    unexpectedly") wherever the main process is when a worker dies: a message, not a traceback."""
+    return str(exc).startswith("DataLoader worker")
+
+
+def _worker_died_message(exc: RuntimeError) -> str:
+    return (f"a data-loading worker process died ({str(exc).strip()}): the system kills one when memory runs out, "
+            "or a decoder crashed; run again with fewer --workers (0 reads in the main process) or a smaller "
+            "--batch-size")
 
 
 @eval_app.command()
@@ -78,7 +112,8 @@ def eval_cmd(cfg: EvalConfig,
              confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also draw the confusion matrix to "
                                                       "this PNG."),
              as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON line on stdout."),
-             verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+             verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+             version: bool = version_option()) -> None:
     """Accuracy and per-class accuracy of a saved model (its configuration is stored in the checkpoint)."""
     require_torch("scmrl-eval")
     from scmrl.train.evaluate import evaluate_checkpoint
@@ -90,6 +125,11 @@ def eval_cmd(cfg: EvalConfig,
                                   cfg.noise_snr, cfg.classes)
     except AvdataError as exc:
         fail(exc)
+        return
+    except RuntimeError as exc:
+        if not _worker_died(exc):
+            raise
+        fail(AvdataError(_worker_died_message(exc)))
         return
     if confusion is not None:
         plot_confusion(res["confusion"], res["classes"], confusion,

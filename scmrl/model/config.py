@@ -19,6 +19,11 @@ __all__ = ["ModelConfig", "MODELS", "ATTENTIONS", "EMBEDDINGS", "RENAMED"]
 RENAMED = {"v_threshold": "threshold", "lif_impl": "lif"}
 
 
+
+#: the settings only S-CMRL's cross-modal residual blocks and alignment loss read (`opt`'s applies_when): given
+#: on the command line with a baseline --model, they are refused rather than ignored
+SCMRL_ONLY = ("model", "scmrl")
+
 @dataclass
 class ModelConfig:
     """Everything that fixes a network's architecture and its loss (docs/reference.md §1-2).
@@ -33,13 +38,13 @@ class ModelConfig:
                      "Spikformer (audio-only, visual-only).")
     # no choices= here: their list as the option's metavar would not fit an 80-column --help; the help names
     # them and __post_init__ checks them
-    attention: str = opt("spatiotemporal", help="S-CMRL attention ablation: spatial | temporal | spatiotemporal; "
-                         "temporal-reference | spatiotemporal-reference: the authors' temporal layout (heads and "
-                         "time mixed).")
+    attention: str = opt("spatiotemporal", applies_when=SCMRL_ONLY, help="S-CMRL attention ablation: spatial | "
+                         "temporal | spatiotemporal; temporal-reference | spatiotemporal-reference: the authors' "
+                         "temporal layout (heads and time mixed).")
     # the authors build the residual's Linear + LIF only together with their alignment loss
-    residual_proj: bool = opt(True, help="Linear + LIF on the cross-modal residual; off builds the authors' "
-                              "models without their alignment loss (the ablation rows; also pass --sao-weight 0 "
-                              "for those).")
+    residual_proj: bool = opt(True, applies_when=SCMRL_ONLY, help="Linear + LIF on the cross-modal residual; off "
+                              "builds the authors' models without their alignment loss (the ablation rows; also "
+                              "pass --sao-weight 0 for those).")
     embed_dim: int = opt(256, min=1, help="Embedding size C.")
     heads: int = opt(16, min=1, help="Attention heads.")
     mlp_ratio: float = opt(4.0, help="Hidden size of the MLP blocks, in multiples of the embedding size.")
@@ -49,15 +54,15 @@ class ModelConfig:
     audio_size: int = 128  # square input side
     visual_size: int = 128
     embedding: str = "sps"  # sps (4 stages, /16) | shallow (2 stages, /4, for 28x28)
-    alpha: float = opt(1.5, help="Cross-modal residual weight.")
+    alpha: float = opt(1.5, applies_when=SCMRL_ONLY, help="Cross-modal residual weight.")
     tau: float = opt(2.0, help="LIF membrane time constant.")
     threshold: float = opt(1.0, help="LIF firing threshold.")
     attn_threshold: float = opt(1.0, help="Threshold of the attention neurons (the reference asks for 0.5 but "
                                 "fires at 1.0).")
     detach_membrane: bool = opt(True, help="Detach the membrane between time steps (as the reference).")
     surrogate_alpha: float = opt(4.0, help="Steepness of the surrogate gradient of the spike.")
-    tau_s: float = opt(0.07, help="Alignment-loss temperature.")
-    sao_weight: float = opt(1.0, help="Weight of the semantic-alignment loss.")
+    tau_s: float = opt(0.07, applies_when=SCMRL_ONLY, help="Alignment-loss temperature.")
+    sao_weight: float = opt(1.0, applies_when=SCMRL_ONLY, help="Weight of the semantic-alignment loss.")
     label_smoothing: float = opt(0.1, help="Label smoothing of the cross-entropy.")
     lif: str = opt("fused", choices=LIF_IMPLS, help="LIF implementation: fused (one autograd Function over T; on "
                    "CUDA Triton kernels, with the SPS max-pool fused in; SCMRL_LIF_TRITON=0 / "

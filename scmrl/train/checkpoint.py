@@ -257,6 +257,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.exists():
         raise AvdataError(f"{path}: no such checkpoint")
+    if path.is_dir():  # a run folder given for its checkpoint
+        held = [n for n in (BEST_NAME, CHECKPOINT_NAME) if (path / n).is_file()]
+        raise AvdataError(f"{path}: a folder, not a checkpoint file; pass "
+                          + (" or ".join(str(path / n) for n in held) if held else "the checkpoint file itself"))
     ckpt = load_weights_only(path, map_location, "checkpoint", (
         "this checkpoint holds objects that would run code when loaded ({reason}); scmrl checkpoints hold only "
         "tensors, numbers and strings. Load only checkpoints you made or trust; this one was not made by "

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from avdata.errors import AvdataError
-from avdata.option_fields import opt
+from avdata.option_fields import check_bounds, opt
 
+from scmrl.model.choices import ATTENTIONS
 from scmrl.model.config import ModelConfig
 from scmrl.train.protocol import PROTOCOLS, Protocol, get_protocol
 from scmrl.train.schedule import BASE_LR
@@ -70,14 +71,14 @@ class TrainConfig:
     batch_size: int | None = opt(None, min=1, help="Batch per process (drop-last in training). Default: 128; on CPU "
                                  "the largest of 128, 64, 32, ... that the memory estimate printed at the start "
                                  "fits in the available memory.")
-    lr: float | None = opt(None, help="Peak learning rate. Default: 5e-3 * global batch / 1024 from batch 128 up; "
-                           "below, 6.25e-4 * sqrt(global batch / 128) (so 1.1e-4 at batch 4; --protocol "
+    lr: float | None = opt(None, min=0, help="Peak learning rate. Default: 5e-3 * global batch / 1024 from batch 128 "
+                           "up; below, 6.25e-4 * sqrt(global batch / 128) (so 1.1e-4 at batch 4; --protocol "
                            "reference: linear at every batch).")
-    base_lr: float = opt(BASE_LR, help="Peak learning rate per 1024 samples of global batch, when lr is None.")
-    weight_decay: float = opt(1e-4, help="AdamW weight decay.")
+    base_lr: float = opt(BASE_LR, min=0, help="Peak learning rate per 1024 samples of global batch, when lr is None.")
+    weight_decay: float = opt(1e-4, min=0, help="AdamW weight decay.")
     warmup_epochs: float = opt(5.0, min=0, help="Linear warm-up epochs (from 1e-6).")
-    warmup_lr: float = opt(1e-6, help="Learning rate at the start of the warm-up.")
-    min_lr: float = opt(1e-5, help="Learning rate at the end of the cosine decay.")
+    warmup_lr: float = opt(1e-6, min=0, help="Learning rate at the start of the warm-up.")
+    min_lr: float = opt(1e-5, min=0, help="Learning rate at the end of the cosine decay.")
     embed_dim: int | None = model_option("embed_dim", default=None, default_help="Default: the one the shards' "
                                           "dataset declares (its recipe's model_defaults; the paper's: CREMA-D 256, "
                                           "UrbanSound8K-AV 64).")
@@ -86,7 +87,7 @@ class TrainConfig:
     time_steps: int | None = model_option("time_steps", default=None, default_help="Default: 4; event data: its "
                                            "stored bins.")
     image_size: int = opt(128, min=16, max=MAX_IMAGE_SIZE,
-                          help="Side of the square spectrogram and image inputs (static data).")
+                          help="Side in pixels of the square spectrogram and image inputs (static data).")
     alpha: float = model_option("alpha")
     tau_s: float | None = model_option("tau_s", default=None, default_help="Default: the one the shards' dataset "
                                        "declares (its recipe's model_defaults; the paper's: 0.07 CREMA-D, 0.08 "
@@ -138,11 +139,9 @@ class TrainConfig:
             self.init_from = str(Path(self.init_from))
         if self.noise_on not in NOISE_ON:
             raise AvdataError(f"--noise-on must be train, eval or both, got {self.noise_on!r}")
-        for name in ("epochs", "batch_size", "eval_every"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise AvdataError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise AvdataError(f"--max-steps must be >= 1, got {self.max_steps}")
+        check_bounds(self)  # the declared bounds (--epochs >= 1, --lr >= 0, ...) and finite floats
+        if self.attention is not None and self.attention not in ATTENTIONS:  # named now, not after the shards load
+            raise AvdataError(f"--attention {self.attention!r}: expected one of {', '.join(ATTENTIONS)}")
         get_protocol(self.protocol)
 
 
@@ -169,6 +168,9 @@ class EvalConfig:
     workers: int = _as_in_train("workers", default=2, help="DataLoader worker processes.")
     noise_snr: float | None = _as_in_train("noise_snr")
     classes: list[str] | None = _as_in_train("classes")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 def resolve_protocol(cfg: TrainConfig) -> tuple[TrainConfig, Protocol]:

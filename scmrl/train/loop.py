@@ -172,9 +172,11 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
             per_rank = data.train_ds.batches_per_rank(cfg.batch_size, cfg.workers)
             steps = max(per_rank)
             if steps == 0:
+                most = max(data.train_ds.rank_samples(r, cfg.workers) for r in range(ctx.world))
                 raise AvdataError(f"the train split holds too few samples for one batch of {cfg.batch_size} per "
                                   f"process ({source.num_samples('train')} samples, {ctx.world} process(es), "
-                                  f"{max(1, cfg.workers)} worker(s) each); lower --batch-size or --workers")
+                                  f"{max(1, cfg.workers)} worker(s) each); "
+                                  + (f"pass --batch-size {most} or less" if most else "lower --workers"))
             batches = upcoming if upcoming is not None else iter(data.train_loader)
             upcoming = None
             cap = steps if cfg.max_steps is None else min(steps, cfg.max_steps - state["step"])

@@ -14,15 +14,20 @@ from avdata.errors import AvdataError
 
 from avdata.shards.location import ShardsLocation
 from scmrl.model.config import ModelConfig
-from scmrl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from scmrl.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
 from scmrl.train.checkpoint_fit import load_weights
 from scmrl.train.config import TrainConfig
 from scmrl.train.distributed import DistContext, broadcast_object
+from scmrl.train.results import RESULTS_NAME
 
 log = logging.getLogger("scmrl.train.start")
 
-__all__ = ["ARCHITECTURE", "FROM_CHECKPOINT", "SHAPES_TRAINING", "read_resume_checkpoint", "resume_differences",
-           "init_weights"]
+__all__ = ["ARCHITECTURE", "FROM_CHECKPOINT", "RUN_FILES", "SHAPES_TRAINING", "read_resume_checkpoint",
+           "resume_differences", "init_weights"]
+
+#: a run's results, which a fresh run in the same --out would replace: it refuses a folder holding one. (Its
+#: metrics.jsonl and plots are not among them: a run killed in its first epoch leaves those, to be redone.)
+RUN_FILES = (BEST_NAME, RESULTS_NAME)
 
 #: what the training loop reads of a checkpoint it resumes from (`save_checkpoint`'s payload in the loop)
 RESUME_KEYS = ("model", "optimizer", "schedule", "state", "rng", "model_config", "train_config", "classes")
@@ -59,6 +64,10 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLo
                 ckpt = AvdataError(f"{path}: cannot be resumed from: it holds no {', '.join(missing)} (a best.pt "
                                    "or an scmrl-convert output holds weights only); start from its weights with "
                                    "--init-from in a new --out instead")
+        elif held := [n for n in RUN_FILES if (out / n).exists() or (out / n).is_symlink()]:
+            # e.g. a finished run whose checkpoint.pt was deleted to save space: its best.pt and results stay
+            ckpt = AvdataError(f"{out} holds {', '.join(held)}, which a new run would replace (and no "
+                               f"{CHECKPOINT_NAME} to --resume from); choose another --out, or move them away")
         elif cfg.resume:
             log.warning("--resume: no %s in %s yet; starting from scratch", CHECKPOINT_NAME, out)
     ckpt = broadcast_object(ckpt, ctx)
@@ -71,7 +80,12 @@ def read_resume_checkpoint(cfg: TrainConfig, mcfg: ModelConfig, source: ShardsLo
 
 def _check_compatible(ckpt: dict[str, Any], mcfg: ModelConfig, cfg: TrainConfig, source: ShardsLocation,
                       world: int = 1, device_type: str = "cpu") -> None:
-    warnings = resume_differences(ckpt, cfg, world, device_type)  # first: another --protocol changes the attention too
+    dataset = source.manifest.dataset
+    if ckpt.get("dataset") not in (None, dataset):  # named first: it is why every model setting would differ
+        raise AvdataError(f"{cfg.out}: the run there trained on {ckpt['dataset']!r} shards, and --shards "
+                          f"{cfg.shards} holds {dataset!r}; pass the --shards it started with to --resume, or "
+                          "another --out")
+    warnings = resume_differences(ckpt, cfg, world, device_type)  # next: another --protocol changes the attention too
     stored = ModelConfig.stored_fields(ckpt.get("model_config", {}))
     now = asdict(mcfg)
     diff = [f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now if stored.get(k) != now[k]]

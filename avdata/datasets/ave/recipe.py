@@ -64,7 +64,7 @@ class AveOptions:
 
     frames: int | None = opt(None, min=1, help="Store K evenly spaced frames per clip instead of the first "
                              "frame of each of its 10 seconds.")
-    short_side: int = opt(256, min=16, help="Resize stored frames so the short side is this.")
+    short_side: int = opt(256, min=16, help="Resize stored frames so the short side is this many pixels.")
     spectrogram: str = spectrogram_option()
     frame_format: str = frame_format_option()
     jpeg_quality: int = jpeg_quality_option()

@@ -8,6 +8,7 @@ HAP 3, NEU 4, SAD 5.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -76,7 +77,7 @@ class CremadOptions:
     frame_slots: int = opt(5, min=1, max=64, help="Without --frames: frames stored per sample (every sample "
                            "has the same members). Shorter clips repeat their last frame (json num_frames "
                            "counts the real ones); frames past this are dropped (json frames_dropped).")
-    short_side: int = opt(256, min=16, help="Resize stored frames so the short side is this (256 lets "
+    short_side: int = opt(256, min=16, help="Resize stored frames so the short side is this many pixels (256 lets "
                           "Resize(256)+CenterCrop(128) run at train time).")
     spectrogram: str = spectrogram_option()
     frame_format: str = frame_format_option()
@@ -181,6 +182,20 @@ def frame_slots(options: CremadOptions) -> int:
     return options.frames if options.frames is not None else options.frame_slots
 
 
+def _raw_folder_meant(raw: Path) -> Path | None:
+    """The folder a user meant when --raw is one level off: the parent of VideoFlash/ or AudioWAV/ given
+    itself, or the one subfolder (of the first 64 entries) that holds VideoFlash/."""
+    if raw.name in ("VideoFlash", "AudioWAV") and (raw.parent / "VideoFlash").is_dir():
+        return raw.parent
+    try:
+        with os.scandir(raw) as entries:
+            subs = [Path(e.path) for e in itertools.islice(entries, 64) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return None
+    found = [d for d in subs if (d / "VideoFlash").is_dir()]
+    return found[0] if len(found) == 1 else None
+
+
 class CremadRecipe(Recipe):
     name = "cremad"
     classes = EMOTIONS
@@ -208,6 +223,10 @@ class CremadRecipe(Recipe):
     def plan(self, raw: Path, options: CremadOptions) -> Plan:
         if options.known_bad not in ("skip", "keep"):
             raise AvdataError(f"--known-bad must be 'skip' or 'keep', got {options.known_bad!r}")
+        if raw.is_file():
+            raise AvdataError(f"{raw}: a file; CREMA-D is read from a folder holding VideoFlash/ and AudioWAV/ (a "
+                              "clone of its repository or an `avdata download cremad` folder): unpack it and pass "
+                              "that folder as --raw")
         standard = all_clips()
         # one listing per folder instead of two stat calls for each of the 7,442 clips
         videos, audios = _regular_files(raw / "VideoFlash"), _regular_files(raw / "AudioWAV")
@@ -220,9 +239,11 @@ class CremadRecipe(Recipe):
             if has_v or has_a:
                 present[clip] = (video if has_v else None, audio if has_a else None)
         if not present:
+            meant = _raw_folder_meant(raw)
             raise AvdataError(
                 f"{raw}: no CREMA-D files found (expected VideoFlash/*.flv and AudioWAV/*.wav); "
-                "fetch them with `avdata download cremad --to DIR`"
+                + (f"pass --raw {meant}, which holds them" if meant else
+                   "fetch them with `avdata download cremad --to DIR`")
             )
         splits = assign_splits(sorted(present), options)
         items, skipped = [], []

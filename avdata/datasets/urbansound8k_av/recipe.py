@@ -54,7 +54,7 @@ class UrbanSoundOptions:
                                 "name) used for training, the rest for test, as the reference.")
     val_fraction: float = val_fraction_option()
     seed: int = seed_option()
-    short_side: int = opt(256, min=16, help="Resize images so the short side is this.")
+    short_side: int = opt(256, min=16, help="Resize images so the short side is this many pixels.")
     spectrogram: str = spectrogram_option()
     frame_format: str = frame_format_option()
     jpeg_quality: int = jpeg_quality_option()
