@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from avdata.atomic import atomic_open
-from avdata.errors import AvdataError
+from avdata.errors import AvdataError, FieldError
 from avdata.samples import iter_samples, label_of
 from avdata.shards.location import open_location
 from avdata.shards.manifest import Manifest
@@ -164,16 +164,25 @@ def _arrays(fields: dict[str, bytes]) -> dict[str, np.ndarray]:
         if name.endswith(".npy") or name == JPEG_FRAMES:
             try:
                 if name == JPEG_FRAMES:
-                    arr = _middle_jpeg_frame(data[:real_frame_count(fields.get("json"), len(data))])
+                    arr = _middle_jpeg_frame(data[:_own_frames(fields.get("json"), len(data))])
                 else:
                     arr = decode_npy(data)
                     if field_kind(name, arr) == "frames":
-                        arr = arr[:real_frame_count(fields.get("json"), arr.shape[0])]
+                        arr = arr[:_own_frames(fields.get("json"), arr.shape[0])]
             except Exception:  # an undecodable field is drawn as missing
                 continue
             if arr.size:  # so is an empty one (no frame or pixel to draw)
                 arrays[name] = arr
     return arrays
+
+
+def _own_frames(meta_json: Any, stored: int) -> int:
+    """The clip's own frames of the `stored` ones; all of them when its json cannot say (inspect's table
+    reports that json; its frames are still drawn)."""
+    try:
+        return real_frame_count(meta_json, stored)
+    except FieldError:
+        return stored
 
 
 def _middle_jpeg_frame(frames: list[bytes]) -> np.ndarray:
