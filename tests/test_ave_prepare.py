@@ -19,6 +19,7 @@ from avdata.datasets.ave.annotations import CATEGORIES, HEADER, SPLIT_FILES
 from avdata.datasets.ave.recipe import AveOptions, AveRecipe
 from avdata.datasets.ave.synth import REAL_FPS, make_ave_raw, video_encoder, write_ave_zip, write_mp4
 from avdata.errors import AvdataError
+from tests.finishes import finishes
 from tests.manifests import load_manifest
 from avdata.prepare.engine import PrepareSettings, prepare
 from avdata.datasets.splits import seeded_shuffle
@@ -244,7 +245,6 @@ def test_a_list_that_is_a_fifo_or_huge_is_named_not_waited_on(tmp_path):
     """A FIFO named trainSet.txt (or Annotations.txt) in the raw folder blocked `avdata prepare ave` for
     good; a list file of gigabytes was read whole."""
     import os
-    import threading
 
     from avdata.shards.reader import NotAFileError
 
@@ -255,19 +255,8 @@ def test_a_list_that_is_a_fifo_or_huge_is_named_not_waited_on(tmp_path):
     (raw / "valSet.txt").write_text(row)
     (raw / "testSet.txt").write_text(row)
     os.mkfifo(raw / "trainSet.txt")
-    out: list = []
-
-    def plan() -> None:
-        try:
-            AveRecipe().plan(raw, AveOptions())
-        except Exception as exc:  # asserted on below
-            out.append(exc)
-
-    t = threading.Thread(target=plan, daemon=True)
-    t.start()
-    t.join(60)
-    assert not t.is_alive(), "blocked on a FIFO"
-    assert isinstance(out[0], NotAFileError) and str(out[0]) == f"{raw / 'trainSet.txt'}: is a FIFO (named pipe), " \
+    err = finishes(lambda: AveRecipe().plan(raw, AveOptions()))
+    assert isinstance(err, NotAFileError) and str(err) == f"{raw / 'trainSet.txt'}: is a FIFO (named pipe), " \
                                                                 "not a plain file"
     from avdata.datasets.ave.annotations import MAX_LIST_BYTES
 

@@ -19,6 +19,7 @@ from scmrl.cli.convert_app import convert_app
 from avdata.share.serve import make_server, parse_range
 from scmrl.train.convert import load_reference_state_dict
 from scmrl.train.checkpoint import check_archive, load_checkpoint, save_checkpoint
+from tests.finishes import finishes
 
 MiB = 1 << 20
 
@@ -277,24 +278,12 @@ def test_a_fifo_as_a_checkpoint_is_refused_at_once(tmp_path):
     """scmrl-eval --checkpoint, --resume, --init-from and scmrl-convert open the file in check_archive first:
     a FIFO there blocked that open for good."""
     import os
-    import threading
 
     fifo = tmp_path / "best.pt"
     os.mkfifo(fifo)
-    out: list = []
-
-    def run() -> None:
-        try:
-            load_checkpoint(fifo)
-        except Exception as exc:  # asserted on below
-            out.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(60)
-    assert not t.is_alive(), "blocked on a FIFO"
-    assert isinstance(out[0], AvdataError)
-    assert str(out[0]) == f"{fifo}: is a FIFO (named pipe), not a checkpoint file"
+    err = finishes(lambda: load_checkpoint(fifo))
+    assert isinstance(err, AvdataError)
+    assert str(err) == f"{fifo}: is a FIFO (named pipe), not a checkpoint file"
 
 # --- serve: the Range header --------------------------------------------------------------------------------
 

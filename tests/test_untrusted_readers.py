@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import threading
 import tracemalloc
 from pathlib import Path
 from typing import Callable
@@ -30,6 +29,7 @@ from avdata.verify import print_report, verify_shards
 from scmrl.data.config import StreamConfig
 from scmrl.data.failures import ShardReadError
 from scmrl.data.stream import ShardStream
+from tests.finishes import finishes
 from tests.test_inspect_verify import _event_sample
 
 CLASSES = ["zero", "one", "two", "three", "four", "five"]
@@ -363,24 +363,6 @@ def test_text_from_the_manifest_is_printed_escaped_and_never_as_markup(tmp_path)
 # --- 3. a FIFO or folder where a shard should be ---------------------------------------------------------
 
 
-def _finishes(fn: Callable[[], object]) -> object:
-    """fn's result or exception; a read that blocks for good would leave the thread alive (the test fails
-    instead of hanging)."""
-    out: list = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except Exception as exc:  # any one: asserted on by the caller
-            out.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(60)
-    assert not t.is_alive(), "blocked on a FIFO"
-    return out[0]
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this OS")
 @pytest.mark.parametrize("what", ["fifo", "folder"])
 def test_a_fifo_or_folder_in_place_of_a_shard_is_refused_at_once(tmp_path, what):
@@ -392,19 +374,19 @@ def test_a_fifo_or_folder_in_place_of_a_shard_is_refused_at_once(tmp_path, what)
     shard.unlink()
     os.mkfifo(shard) if what == "fifo" else shard.mkdir()
     kind = "a FIFO (named pipe)" if what == "fifo" else "a folder"
-    report = _finishes(lambda: verify_shards(folder, progress=False))
+    report = finishes(lambda: verify_shards(folder, progress=False))
     assert report.problems == [("train-000000.tar", f"cannot be opened ({shard}: is {kind}, not a shard file; "
                                                     "replace it with the .tar file (`avdata pull` fetches it))")]
     assert verify_shards(folder, quick=True, progress=False).problems == [("train-000000.tar", "not a regular file")]
-    err = _finishes(lambda: list(iter_samples(open_location(folder), "train")))
+    err = finishes(lambda: list(iter_samples(open_location(folder), "train")))
     assert isinstance(err, AvdataError) and f"{shard}: is {kind}" in str(err)
     attempts = []
     stream = _stream(folder)
     real_open = stream.source.open
     stream.source.open = lambda f: attempts.append(f) or real_open(f)
-    err = _finishes(lambda: list(stream.iter_slot()))
+    err = finishes(lambda: list(stream.iter_slot()))
     assert isinstance(err, ShardReadError) and f"is {kind}" in str(err) and len(attempts) == 1  # no retries
-    err = _finishes(lambda: manifest_of_files([str(shard)], CLASSES))
+    err = finishes(lambda: manifest_of_files([str(shard)], CLASSES))
     assert isinstance(err, AvdataError) and f"is {kind}" in str(err)
 
 
@@ -435,11 +417,11 @@ def test_a_fifo_as_the_manifest_or_a_state_record_is_refused_at_once(tmp_path):
     folder = _folder(tmp_path / "s", {"train": [_sample(i) for i in range(2)]})
     (folder / "manifest.json").unlink()
     os.mkfifo(folder / "manifest.json")
-    err = _finishes(lambda: Manifest.load(folder))
+    err = finishes(lambda: Manifest.load(folder))
     assert isinstance(err, AvdataError) and "is a FIFO (named pipe), not a plain file" in str(err)
     (folder / ".avdata").mkdir(exist_ok=True)
     os.mkfifo(folder / ".avdata" / "owned.json")
-    assert _finishes(lambda: read_json_record(folder / ".avdata" / "owned.json")) is None
+    assert finishes(lambda: read_json_record(folder / ".avdata" / "owned.json")) is None
 
 
 # --- 5. fields whose bytes are whole but whose content no sample holds (second round) --------------------
