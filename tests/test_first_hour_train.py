@@ -129,6 +129,11 @@ def test_cpu_batch_chosen_to_fit_and_refused_when_it_does_not():
     assert choose_batch(fp, None, 8 << 30, processes=2) == 32
     assert choose_batch(fp, 128, None) == 128  # nothing known: as asked
     assert choose_batch(_fp(90, "cuda"), None, 80 << 30) == 128
+    # never above what a process trains on an epoch (64 for a 12-sample split left no batch to train)
+    assert choose_batch(fp, None, 8 << 30, samples=12) == 8
+    assert choose_batch(_fp(90, "cuda"), None, 80 << 30, samples=100) == 64
+    assert choose_batch(_fp(90, "cuda"), None, None, samples=100) == 64
+    assert choose_batch(fp, 32, 8 << 30, samples=12) == 32  # as asked: the run names the fix if it is too large
 
 
 @pytest.fixture(scope="module")

@@ -200,20 +200,23 @@ def probe_footprint(model: torch.nn.Module, mcfg: ModelConfig, device: torch.dev
                      seconds_per_sample=seconds / large)
 
 
-def choose_batch(fp: Footprint, requested: int | None, available: int | None, processes: int = 1) -> int:
+def choose_batch(fp: Footprint, requested: int | None, available: int | None, processes: int = 1,
+                 samples: int | None = None) -> int:
     """The batch to train with: `requested` when it fits (else an AvdataError naming one that does);
-    with None, 128 on GPU and on CPU the largest of BATCH_CHOICES that fits. `processes`: training
-    processes sharing this machine's memory (CPU DDP)."""
+    with None, 128 on GPU and on CPU the largest of BATCH_CHOICES that fits, and never more than the
+    `samples` a process trains on an epoch (a batch larger than the split would leave no full batch to
+    train). `processes`: training processes sharing this machine's memory (CPU DDP)."""
+    choices = [b for b in BATCH_CHOICES if requested is not None or samples is None or b <= max(1, samples)]
     if available is None:
-        return requested or BATCH_CHOICES[0]
+        return requested or choices[0]
     room = available // max(1, processes) if fp.device == "cpu" else available
     # a chosen batch keeps a margin for the estimate's error; a requested one is refused only beyond the room
     fits = [b for b in BATCH_CHOICES if fp.growth_bytes(b) <= AUTO_SHARE * room]
     if requested is None and fp.device == "cpu":
         if fits:
-            return fits[0]
+            return min(fits[0], choices[0])
         requested = 1
-    requested = requested or BATCH_CHOICES[0]
+    requested = requested or choices[0]
     if fp.growth_bytes(requested) <= room:
         return requested
     have = f"{room / _GIB:.1f} GiB are available" + (f" to each of {processes} processes" if processes > 1 else "")
@@ -240,8 +243,11 @@ def fit_batch(model: torch.nn.Module, mcfg: ModelConfig, device: torch.device, a
                          min(per_rank, buffer * max(1, workers)))
     available = available_bytes(device)
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if device.type == "cpu" else 1
-    batch = choose_batch(fp, requested, available, processes)
+    batch = choose_batch(fp, requested, available, processes, per_rank)
     line = fp.describe(batch, available, per_rank)
-    if requested is None and device.type == "cpu" and batch < BATCH_CHOICES[0]:
-        line += f"; --batch-size {batch}: the largest that fits (128, the recipe's, does not)"
+    if requested is None and batch < BATCH_CHOICES[0]:
+        if batch == next(b for b in BATCH_CHOICES if b <= per_rank):  # the split's size set it
+            line += f"; --batch-size {batch}: the largest of 128, 64, ... within the {per_rank} training samples"
+        else:
+            line += f"; --batch-size {batch}: the largest that fits (128, the recipe's, does not)"
     return batch, line
