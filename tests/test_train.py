@@ -5,6 +5,7 @@ from http and names a shard that cannot be read."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import threading
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from avdata.errors import AvdataError
 from scmrl.cli.train_app import eval_app, train_app
 from scmrl.train.report import CURVES_SIZE, confusion_size, read_metrics
 from scmrl.data.synthetic import make_synthetic_av_shards
@@ -178,6 +180,33 @@ def test_max_steps_stops_a_smoke_run(small_shards, tmp_path, caplog):
                                 resume=True, **TINY))
     assert res["steps"] == 4 and res["epochs"] == 2
     assert "stopped at --max-steps 3 within epoch 1: it continues with epoch 2, the rest of epoch 1" in caplog.text
+
+
+def test_a_diverged_run_stops_before_its_checkpoint(small_shards, tmp_path, monkeypatch):
+    """A NaN loss (the weights then NaN too) stopped nothing: every later epoch was trained and NaN written
+    to metrics.jsonl, which strict JSON readers refuse. Now the epoch whose loss is not finite stops the run
+    before its checkpoint, naming the checkpoint that keeps the last finite epoch."""
+    import scmrl.train.epoch as epoch_mod
+
+    real, calls = epoch_mod.compute_loss, [0]
+
+    def diverging(*args, **kwargs):  # finite for epoch 1's 4 steps, NaN from then on
+        total, parts = real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] > 4:
+            total = total * float("nan")
+            parts = {**parts, "loss": parts["loss"] * float("nan")}
+        return total, parts
+
+    monkeypatch.setattr(epoch_mod, "compute_loss", diverging)
+    out = tmp_path / "d"
+    with pytest.raises(AvdataError, match=rf"epoch 2: the training loss is nan \(train_.* not finite\): the run "
+                                          rf"diverged .*{out / 'checkpoint.pt'} keeps epoch 1, .*--init-from "
+                                          rf"{out / 'best.pt'}"):
+        train(TrainConfig(shards=str(small_shards), out=str(out), epochs=5, **TINY))
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1] and math.isfinite(rows[0]["train_loss"])
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
 
 def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards, tmp_path):

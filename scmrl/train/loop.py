@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -74,6 +75,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise exc from None  # its message is already clean (ShardFailure): no worker traceback to chain
     finally:
         cleanup(ctx)
+
+
+def _stop_if_diverged(row: dict[str, Any], last: Path | None, out: Path, peak: float) -> None:
+    """Stop, before this epoch's checkpoint, when its training loss is not finite: the weights are then
+    NaN too and every later epoch would be wasted. The loss is read once an epoch (no per-step sync), so a
+    diverged run costs at most that epoch; every rank holds the same summed loss and stops together."""
+    bad = [k for k, v in row.items() if k.startswith("train_") and isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        kept = (f"{last} keeps epoch {row['epoch'] - 1}, the last with a finite loss" if last is not None
+                else "no checkpoint was written")
+        start = next((f" (or from its weights: --init-from {p})" for p in (out / BEST_NAME, last)
+                      if p is not None and p.exists()), "")
+        raise AvdataError(f"epoch {row['epoch']}: the training loss is {row.get('train_loss')} ({', '.join(bad)} not "
+                          f"finite): the run diverged at peak learning rate {peak:.3g}; {kept}. Train again in a new "
+                          f"--out with a lower --lr, e.g. {peak / 4:.2g}{start}")
 
 
 def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
@@ -183,6 +199,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
             row = train_epoch(ddp_model, opt, sched, batches, data.transform, mcfg, cfg, ctx, epoch, steps,
                               cap, progress)
             del batches
+            _stop_if_diverged(row, ckpt_path if state["epoch"] > 0 else None, out, peak)
             if min(per_rank) < cap:  # some ranks joined early: give them the optimiser state of one that did not
                 sync_optimizer(opt, ctx, src=per_rank.index(max(per_rank)))
             state["step"] += cap
