@@ -251,6 +251,46 @@ def test_architecture_names_every_module_and_only_modules_that_exist():
     assert not named - stems, f"docs/architecture.md names modules that do not exist: {sorted(named - stems)}"
 
 
+def _layout_sections() -> dict[tuple[str, str], str]:
+    """The layout tree's text per (package, folder): `avdata/` then `  media/ ...` and its continuation lines
+    give ("avdata", "media"); a line of top-level modules (`  owned.py ...`) gives ("avdata", "")."""
+    import re
+
+    sections: dict[tuple[str, str], str] = {}
+    package, key = "", ""
+    for line in _layout_block().splitlines():
+        if re.match(r"^[a-z]+/", line):
+            package, key = line.split("/", 1)[0], ""
+            continue
+        head = re.match(r"^  (\S+)", line)
+        if head:
+            first = head.group(1)
+            key = first.split("/", 1)[0] if "/" in first else ""
+        sections[(package, key)] = sections.get((package, key), "") + "\n" + line
+    return sections
+
+
+def test_architecture_names_each_module_in_its_own_folder():
+    """A module is named on its own folder's lines of the layout tree, not just somewhere in the page: a new
+    `media/files.py` or `data/config.py` passed the test above because "files" and "config" occur elsewhere."""
+    import fnmatch
+    import re
+
+    sections = _layout_sections()
+    misplaced = []
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            if path.name == "__init__.py":
+                continue
+            parts = path.relative_to(ROOT / pkg).parts
+            text = sections.get((pkg, parts[0] if len(parts) > 1 else ""), "")
+            words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+            patterns = re.findall(r"([A-Za-z0-9_]*\*[A-Za-z0-9_*]*)\.py", text)
+            if path.stem not in words and not any(fnmatch.fnmatch(path.stem, pat) for pat in patterns):
+                misplaced.append(str(path.relative_to(ROOT)))
+    assert not misplaced, f"modules not named in their folder's part of docs/architecture.md's tree: {misplaced}"
+
+
 #: Built-in errors the library raises only for its own bugs: a user's input raises AvdataError.
 BUILTIN_ERRORS = ("ValueError", "KeyError", "TypeError", "RuntimeError")
 _BUILT = "a command or recipe declared wrongly: fails as the CLI is built, before any input is read"

@@ -70,7 +70,7 @@ class TrainConfig:
     epochs: int = opt(100, min=1, help="Training epochs.")
     batch_size: int | None = opt(None, min=1, help="Batch per process (drop-last in training). Default: 128; on CPU "
                                  "the largest of 128, 64, 32, ... that the memory estimate printed at the start "
-                                 "fits in the available memory.")
+                                 "fits in the available memory; never above the training samples a process has.")
     lr: float | None = opt(None, min=0, help="Peak learning rate. Default: 5e-3 * global batch / 1024 from batch 128 "
                            "up; below, 6.25e-4 * sqrt(global batch / 128) (so 1.1e-4 at batch 4; --protocol "
                            "reference: linear at every batch).")
