@@ -117,6 +117,19 @@ def test_no_citation_of_files_outside_the_repository():
     assert not bad, f"cite docs/reference.md instead of {OUTSIDE_NOTES}: {bad}"
 
 
+def test_every_cited_reference_section_exists():
+    """Code and docs cite the paper's numbers as `docs/reference.md §N`: each cited N is a section there."""
+    import re
+
+    sections = set(re.findall(r"^## §(\d+) ", (ROOT / "docs" / "reference.md").read_text(encoding="utf-8"), re.M))
+    sources = [p for pkg in (*PACKAGES, "benchmarks") for p in (ROOT / pkg).rglob("*.py")]
+    sources += [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+    cited = {(str(p.relative_to(ROOT)), n) for p in sources
+             for n in re.findall(r"reference\.md §(\d+)", p.read_text(encoding="utf-8"))}
+    missing = sorted(c for c in cited if c[1] not in sections)
+    assert len(cited) > 10 and not missing, missing
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
 def test_wheel_installs_only_the_projects_top_level_names(tmp_path):
