@@ -283,6 +283,24 @@ def _layout_sections() -> dict[tuple[str, str], str]:
     return sections
 
 
+def test_docs_name_every_manifest_key():
+    """The manifest is a public contract: README.md's shard-format paragraph and architecture.md's Manifest
+    contract name every key `Manifest` writes, top-level and per split (`notes` and `sample_stats` were
+    written for months before either page named them)."""
+    import re
+
+    from avdata.shards.manifest import Manifest, SplitEntry
+
+    keys = set(Manifest._KEYS) | set(SplitEntry._KEYS) | {"order"}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    arch = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    pages = {"README.md": readme.split("`manifest.json` (schema version 1)", 1)[1].split("```", 1)[0],
+             "docs/architecture.md": arch.split("### Manifest", 1)[1].split("\n## ", 1)[0]}
+    for page, text in pages.items():
+        named = set(re.findall(r"`([a-z_]+)", text))
+        assert not keys - named - {"schema_version"}, (page, sorted(keys - named))
+
+
 def test_architecture_names_each_module_in_its_own_folder():
     """A module is named on its own folder's lines of the layout tree, not just somewhere in the page: a new
     `media/files.py` or `data/config.py` passed the test above because "files" and "config" occur elsewhere."""
