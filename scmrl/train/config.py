@@ -65,8 +65,8 @@ class TrainConfig:
     residual_proj: bool = model_option("residual_proj")
     protocol: str = opt("ours", choices=PROTOCOLS, help="reference: train as the authors' code does (no "
                         "validation split, float32, no decay on biases/norms, per-epoch cosine, linear lr scaling "
-                        "below batch 128, PIL spectrogram resize, noise on training inputs; README: protocol "
-                        "table).")
+                        "below batch 128, one video frame per clip, PIL spectrogram resize, noise on training "
+                        "inputs, their temporal-attention layout, T 16 for event data; README: protocol table).")
     epochs: int = opt(100, min=1, help="Training epochs.")
     batch_size: int | None = opt(None, min=1, help="Batch per process (drop-last in training). Default: 128; on CPU "
                                  "the largest of 128, 64, 32, ... that the memory estimate printed at the start "
@@ -160,7 +160,7 @@ def _as_in_train(name: str, **changes: Any) -> Any:
 class EvalConfig:
     """What `scmrl-eval` evaluates: a saved model on a split of some shards."""
 
-    checkpoint: Path = opt(help="best.pt or checkpoint.pt from a scmrl-train run.")
+    checkpoint: Path = opt(help="best.pt or checkpoint.pt from a scmrl-train run, or the output of scmrl-convert.")
     shards: str = _as_in_train("shards")
     split: str = opt("test", help="Split to evaluate: train | val | test.")
     device: str = _as_in_train("device")
