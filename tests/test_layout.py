@@ -283,6 +283,35 @@ def _layout_sections() -> dict[tuple[str, str], str]:
     return sections
 
 
+def test_every_module_the_docs_name_exists():
+    """A dotted `avdata.x.y` / `scmrl.x.y` in README.md, docs/*.md or BENCHMARKS.md names a module (or a
+    module's attribute) that exists: readers look them up (`scmrl.convert` and `avdata.synth.cremad` had
+    moved)."""
+    import importlib.util
+    import re
+
+    pages = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *(ROOT / "docs").glob("*.md")]
+    names = {n for p in pages for n in re.findall(r"\b(?:avdata|scmrl)(?:\.[a-z_]+)+", p.read_text(encoding="utf-8"))}
+
+    def resolves(name: str) -> bool:
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            module = ".".join(parts[:i])
+            try:
+                if importlib.util.find_spec(module) is None:
+                    continue
+            except ModuleNotFoundError:  # a parent that is a module, not a package
+                continue
+            if i == len(parts):  # a module: found without importing it (nor its optional dependencies)
+                return True
+            obj = importlib.import_module(module)
+            return all((obj := getattr(obj, a, None)) is not None for a in parts[i:])
+        return False
+
+    assert len(names) > 20
+    assert not [n for n in sorted(names) if not resolves(n)], [n for n in sorted(names) if not resolves(n)]
+
+
 def test_docs_name_every_manifest_key():
     """The manifest is a public contract: README.md's shard-format paragraph and architecture.md's Manifest
     contract name every key `Manifest` writes, top-level and per split (`notes` and `sample_stats` were
