@@ -312,6 +312,18 @@ def test_every_module_the_docs_name_exists():
     assert not [n for n in sorted(names) if not resolves(n)], [n for n in sorted(names) if not resolves(n)]
 
 
+def test_every_repository_path_the_docs_name_exists():
+    """`avdata/...`, `scmrl/...`, `tests/...`, `benchmarks/...` and `docs/...` paths in README.md, docs/*.md
+    and BENCHMARKS.md exist (patterns such as `datasets/<pkg>/` and `cmd_*.py` aside)."""
+    import re
+
+    pages = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *(ROOT / "docs").glob("*.md")]
+    pattern = r"(?<![\w./-])((?:avdata|scmrl|tests|benchmarks|docs)/[A-Za-z0-9_./-]*[A-Za-z0-9_/])(?![<*\w])"
+    named = {(p.name, m) for p in pages for m in re.findall(pattern, p.read_text(encoding="utf-8"))}
+    assert len(named) > 50
+    assert not [n for n in sorted(named) if not (ROOT / n[1]).exists()]
+
+
 def test_docs_name_every_manifest_key():
     """The manifest is a public contract: README.md's shard-format paragraph and architecture.md's Manifest
     contract name every key `Manifest` writes, top-level and per split (`notes` and `sample_stats` were
