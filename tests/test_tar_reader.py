@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from avdata.errors import AvdataError, FieldError
-from avdata.shards.tar import ShardWriter
+from avdata.shards.tar import ShardWriter, write_shard
 from avdata.shards import reader as tar_reader
 from avdata.shards.reader import iter_tar_files
 
@@ -140,3 +140,21 @@ def test_lazy_member_reads_into_writable_arrays(tmp_path: Path, monkeypatch, pre
             g.truncate(1024 + 1500)
         with pytest.raises(tarfile.ReadError, match="unexpected end of data in a.npy"):
             member.read_array(0, 3000)
+
+
+def test_shard_headers_are_the_documented_contract(tmp_path) -> None:
+    """README's shard format: every member has mtime 0, uid/gid 0, empty owner names, mode 0644 and is a
+    plain file named <key>.<field>, in the order given; a key holding a dot is refused (keys contain none)."""
+    entry = write_shard(tmp_path / "train-000000.tar", [
+        ("a_1", {"cls": b"3", "json": b"{}", "frames.0.jpg": b"\xff\xd8x"}),
+        ("b-2", {"cls": b"1", "json": b"{}", "frames.0.jpg": b"\xff\xd8y"})])
+    assert entry.num_samples == 2 and entry.bytes % tarfile.RECORDSIZE == 0
+    with tarfile.open(tmp_path / "train-000000.tar") as tf:
+        members = tf.getmembers()
+    assert [m.name for m in members] == ["a_1.cls", "a_1.json", "a_1.frames.0.jpg",
+                                         "b-2.cls", "b-2.json", "b-2.frames.0.jpg"]
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode, m.type) for m in members} == {
+        (0, 0, 0, "", "", 0o644, tarfile.REGTYPE)}
+    with pytest.raises(AvdataError, match="no dots"):
+        write_shard(tmp_path / "test-000000.tar", [("a.1", {"cls": b"0"})])
+    assert not list(tmp_path.glob("test-000000.tar*"))  # neither the shard nor its .tmp
