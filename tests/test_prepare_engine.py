@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,10 @@ def test_shards_manifest_and_card(tmp_path):
     card = (tmp_path / "out" / "README.md").read_text()
     assert card.startswith("---\nlicense: cc0-1.0\n")
     assert "avdata prepare toy --raw RAW --out OUT" in card
+    # README: the manifest (and the card, the shards) hold no timestamps and no absolute paths
+    for name, data in folder_bytes(tmp_path / "out").items():
+        assert str(tmp_path).encode() not in data and b"/raw" not in data, name
+        assert not re.search(rb"\b20\d\d-[01]\d-[0-3]\d", data), name
 
 
 @pytest.mark.slow
