@@ -223,3 +223,22 @@ def test_cli_prepare_interrupted_says_how_to_go_on(raw_tree, tmp_path, monkeypat
     res = CliRunner().invoke(app, ["prepare", "cremad", "--raw", str(raw), "--out", str(tmp_path / "o")])
     said = " ".join(res.output.split())  # the console wraps long lines
     assert res.exit_code == 130 and "finished shards" in said and "run the same command again" in said
+
+
+def test_the_cards_command_remakes_the_folder(raw_tree, prepared, tmp_path):
+    """The card says 'Made by avdata ... with:' and a command: run as printed (RAW and OUT filled in), it
+    remakes the same folder byte for byte (every option that shapes the output is in it, spelled as the
+    CLI takes it)."""
+    import shlex
+
+    raw, _ = raw_tree
+    card = (prepared / "README.md").read_text(encoding="utf-8")
+    (command,) = [line for line in card.splitlines() if line.startswith("avdata prepare cremad --raw RAW --out OUT")]
+    args = [{"RAW": str(raw), "OUT": str(tmp_path / "again")}.get(a, a) for a in shlex.split(command)[1:]]
+    assert "--short-side" in args and "--val-fraction" in args and "--samples-per-shard" in args
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in prepared.iterdir() if p.is_file())
+    assert names == sorted(p.name for p in (tmp_path / "again").iterdir() if p.is_file())
+    for name in names:
+        assert (prepared / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
