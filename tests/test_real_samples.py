@@ -337,3 +337,19 @@ def test_urbansound_recipe_on_the_real_sounds(tmp_path, wav_files):
     assert len(seen) == 10
     assert SPEC_PRESETS["reference"]["sr"] == 22050
     assert json.loads((out / "manifest.json").read_text())["dataset"] == "urbansound8k-av"
+
+
+def test_real_recordings_at_scales_8_and_16_grow_the_digit_and_the_crops_loss():
+    """The one real recording of each scale (`../shared/datasets/mnistdvs/scales/`, trimmed by its publisher
+    to the first ~0.2 s): the digit's width grows about 2x and 4x with the scale, so the central 28x28
+    crop drops about 11%, 62% and 92% of the events at scales 4, 8 and 16 (README, MNISTDVS-NTIDIGITS)."""
+    files = _need(SHARED / "mnistdvs" / "scales", "mnist_0_scale*_0001_qt1.aedat", 3)
+    facts = {}
+    for path in files:
+        ev = read_aedat2(path)
+        assert ev["t"][0] >= 0 and (np.diff(ev["t"]) >= 0).all() and ev["t"][-1] - ev["t"][0] < 200_000
+        lo, hi = np.percentile(ev["x"], [5, 95])
+        facts[int(path.name.split("scale")[1][:2])] = (len(ev), lo, hi, len(reduce_to_sensor(ev, 28, "crop")) / len(ev))
+    assert [facts[s][0] for s in (4, 8, 16)] == [1782, 5078, 11209]
+    assert [(facts[s][1], facts[s][2]) for s in (4, 8, 16)] == [(58, 79), (46, 89), (26, 108)]
+    assert [round(1 - facts[s][3], 2) for s in (4, 8, 16)] == [0.11, 0.62, 0.92]
