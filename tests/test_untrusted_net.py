@@ -199,7 +199,7 @@ def eval_case(tmp_path_factory) -> tuple[Path, dict]:
     (lambda p: {"classes": "zero"}, r"its classes are not a list of names"),
     # every input resized to a side of a million before
     (lambda p: {"train_config": {**p["train_config"], "image_size": 10 ** 6}}, r"image_size=1000000, not a whole "
-     r"number from 1 to 1024"),
+     r"number from 16 to 1024"),
 ], ids=["another-network", "huge-embedding", "zero-heads", "config-list", "no-weights", "no-image-size",
         "huge-seed", "classes-str", "huge-image-size"])
 def test_scmrl_eval_names_a_checkpoint_it_cannot_use(eval_case, tmp_path, change, message):

@@ -17,7 +17,7 @@ import torch
 
 from avdata.errors import AvdataError
 from scmrl.model.config import ModelConfig
-from scmrl.train.config import MAX_IMAGE_SIZE
+from scmrl.train.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 __all__ = ["load_weights", "model_from_checkpoint", "stored_run"]
 
@@ -101,8 +101,8 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], path: str | Path) -> tuple[Mo
 
 
 #: What scmrl-eval reads of a checkpoint's train_config, and the test each value must pass.
-_EVAL_SETTINGS = {"image_size": (f"a whole number from 1 to {MAX_IMAGE_SIZE}",
-                                  lambda v: type(v) is int and 1 <= v <= MAX_IMAGE_SIZE),
+_EVAL_SETTINGS = {"image_size": (f"a whole number from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, as --image-size takes",
+                                  lambda v: type(v) is int and MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE),
                   "frames_per_step": ("true or false", lambda v: type(v) is bool),
                   "seed": ("a 64-bit whole number", lambda v: type(v) is int and -(1 << 63) <= v < 1 << 63)}
 _EVAL_OPTIONAL = {"protocol": ("a name", lambda v: type(v) is str), "amp": ("true or false", lambda v: type(v) is bool)}

@@ -25,6 +25,7 @@ from scmrl.train.schedule import BASE_LR
 #: The largest input side: 4x the stored frames' short side (256). A checkpoint's train_config is held to it
 #: too (scmrl.train.checkpoint_fit), so a stranger's file cannot make evaluation resize every input to any side.
 MAX_IMAGE_SIZE = 1024
+MIN_IMAGE_SIZE = 16  # two stride-2 stages and a patch still leave tokens
 
 if TYPE_CHECKING:
     from avdata.shards.location import ShardsLocation
@@ -86,7 +87,7 @@ class TrainConfig:
     mlp_ratio: float = model_option("mlp_ratio")
     time_steps: int | None = model_option("time_steps", default=None, default_help="Default: 4; event data: its "
                                            "stored bins.")
-    image_size: int = opt(128, min=16, max=MAX_IMAGE_SIZE,
+    image_size: int = opt(128, min=MIN_IMAGE_SIZE, max=MAX_IMAGE_SIZE,
                           help="Side in pixels of the square spectrogram and image inputs (static data).")
     alpha: float = model_option("alpha")
     tau_s: float | None = model_option("tau_s", default=None, default_help="Default: the one the shards' dataset "
