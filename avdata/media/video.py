@@ -35,6 +35,10 @@ decided from the packets' timestamps and the picture size before the kept frames
 FLV of tiny skip frames one second apart keeps one frame per second), and counted as the full-decode
 fallback holds frames.
 
+Rotation: a frame whose display matrix turns it by a multiple of 90 degrees (an MP4 `tkhd` rotation, as
+phones store portrait video) is turned upright before resizing, as FFmpeg's and OpenCV's readers show it;
+`VideoInfo` keeps the coded width and height.
+
 Conversion and resizing: libswscale converts YUV to RGB at the native size through a reused
 reformatter (0.05 ms per 480x360 frame; `to_ndarray("rgb24")` builds a new one each call, 0.19 ms), then
 `resize_short_side` scales with OpenCV: bit-exact bilinear (INTER_LINEAR_EXACT, integer arithmetic, the
@@ -184,9 +188,23 @@ _local = threading.local()
 _SWS_BITEXACT_BILINEAR = 0x2 | 0x80000
 
 
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns that show the frame upright: its display matrix (an MP4's `tkhd`
+    rotation, as phones record portrait video), as FFmpeg's and OpenCV's readers apply it by default.
+    Other angles than multiples of 90 degrees are left alone (FFmpeg does not rotate them either)."""
+    angle = float(getattr(frame, "rotation", 0) or 0)
+    turns = round(angle / 90)
+    return turns % 4 if abs(angle - 90 * turns) < 1 else 0
+
+
+def _display_size(frame) -> tuple[int, int]:
+    """(width, height) of the frame as shown, after its rotation."""
+    return (frame.height, frame.width) if _quarter_turns(frame) % 2 else (frame.width, frame.height)
+
+
 def _rgb(frame, short_side: int | None, out: np.ndarray | None = None) -> np.ndarray:
-    """RGB uint8 at the native size through a reused reformatter, then resized (see module docstring), into
-    `out` when it has the right shape."""
+    """RGB uint8 at the native size through a reused reformatter, turned upright (`_quarter_turns`), then
+    resized (see module docstring), into `out` when it has the right shape."""
     # One per thread and process: a forked child must not reuse its parent's swscale context.
     cached = getattr(_local, "reformatter", None)
     if cached is None or cached[0] != os.getpid():
@@ -194,6 +212,9 @@ def _rgb(frame, short_side: int | None, out: np.ndarray | None = None) -> np.nda
     # threads=1: swscale's default (0 = one thread per CPU) oversubscribes the per-clip worker processes
     # and leaves a thread pool that a fork cannot inherit.
     rgb = cached[1].reformat(frame, format="rgb24", interpolation=_SWS_BITEXACT_BILINEAR, threads=1).to_ndarray()
+    turns = _quarter_turns(frame)
+    if turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
     return resize_short_side(rgb, short_side, out)
 
 
@@ -300,7 +321,7 @@ def _fast_path(packets, tb: float, ctx, mode: str, k: int | None, short_side: in
                     if out is None:
                         _check_frames(path, len(chosen), frame.width, frame.height, short_side, len(packets),
                                       max_bytes)
-                        w, h = target_size(frame.width, frame.height, short_side)
+                        w, h = target_size(*_display_size(frame), short_side)
                         out = np.empty((len(chosen), h, w, 3), dtype=np.uint8)
                     kept[frame.pts] = _rgb(frame, short_side, out[row[frame.pts]])
             if len(kept) == len(chosen):
