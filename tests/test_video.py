@@ -281,3 +281,36 @@ def test_rotation_metadata_turns_frames_upright(tmp_path, matrix, turned, monkey
         else:  # same size, the white quarter at the bottom right
             assert frames.shape == (2, 24, 32, 3)
             assert frames[0, 12:, 16:].mean() > 240 and quarter < 15
+
+
+def test_picture_size_change_mid_stream_keeps_the_first_size(tmp_path, monkeypatch):
+    """An FLV whose packets switch from 64x48 to 48x48 pictures (each FLV1 picture header carries its own
+    size): the later frames are scaled to the first one's size, as FFmpeg's command line does, instead of
+    a numpy error ending the whole prepare. Fast and decode-everything paths agree."""
+    def encode(w: int, h: int, first: int) -> list:
+        ctx = av.CodecContext.create("flv", "w")
+        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = w, h, "yuv420p", Fraction(1, 1000)
+        packets = []
+        for i in range(first, first + 50):
+            img = np.full((h, w, 3), 40 + 150 * (i >= 50), np.uint8)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            f.pts, f.time_base = i * 40, Fraction(1, 1000)
+            packets += ctx.encode(f)
+        return packets + ctx.encode(None)
+
+    path = tmp_path / "size_change.flv"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("flv", rate=25)
+        s.width, s.height, s.pix_fmt, s.time_base = 64, 48, "yuv420p", Fraction(1, 1000)
+        for p in encode(64, 48, 0) + encode(48, 48, 50):
+            p.stream = s
+            out.mux(p)
+    results = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(video, "_fast_path", lambda *a, **kw: None)
+        frames, times, _ = read_frames(path, short_side=24)
+        assert frames.shape == (4, 24, 32, 3) and times == [0.0, 1.0, 2.0, 3.0]
+        assert [round(float(f.mean()) / 10) for f in frames] == [4, 4, 19, 19]  # the later pictures' content
+        results.append(frames)
+    assert np.array_equal(*results)

@@ -37,7 +37,8 @@ fallback holds frames.
 
 Rotation: a frame whose display matrix turns it by a multiple of 90 degrees (an MP4 `tkhd` rotation, as
 phones store portrait video) is turned upright before resizing, as FFmpeg's and OpenCV's readers show it;
-`VideoInfo` keeps the coded width and height.
+`VideoInfo` keeps the coded width and height. A stream whose picture size changes mid-clip has its later
+kept frames scaled to the first one's size (as FFmpeg's command line keeps its output size).
 
 Conversion and resizing: libswscale converts YUV to RGB at the native size through a reused
 reformatter (0.05 ms per 480x360 frame; `to_ndarray("rgb24")` builds a new one each call, 0.19 ms), then
@@ -158,6 +159,23 @@ def target_size(width: int, height: int, short_side: int | None) -> tuple[int, i
         return width, height
     scale = short_side / min(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _resize_to(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An HxWxC uint8 image at exactly width x height, with `resize_short_side`'s filters."""
+    h, w = rgb.shape[:2]
+    if (w, h) == (width, height):
+        return rgb
+    how = cv2.INTER_AREA if 2 * width < w or 2 * height < h else cv2.INTER_LINEAR_EXACT
+    return cv2.resize(rgb, (width, height), interpolation=how)
+
+
+def _one_size(frames: list[np.ndarray]) -> np.ndarray:
+    """[K, H, W, 3] of frames at the first one's size: a stream whose picture size changes mid-clip (an FLV
+    or H.264 stream may, packet by packet) has its later frames scaled to it, as FFmpeg's command line
+    keeps its output size."""
+    h, w = frames[0].shape[:2]
+    return np.stack([_resize_to(f, w, h) for f in frames])
 
 
 def resize_short_side(rgb: np.ndarray, short_side: int | None, out: np.ndarray | None = None) -> np.ndarray:
@@ -336,7 +354,7 @@ def _fast_path(packets, tb: float, ctx, mode: str, k: int | None, short_side: in
     keys = sorted(kept)
     frames = [kept[p] for p in keys]
     if out is None or not all(f.base is out for f in frames):  # a size changed mid-stream
-        out = np.stack(frames)
+        out = _one_size(frames)
     return out, [chosen[p] for p in keys], times[-1], len(packets)
 
 
@@ -363,7 +381,7 @@ def _slow_path(path: Path, mode: str, k: int | None, short_side: int | None, fps
         t0 = times[order[0]]
         rel = [times[i] - t0 for i in order]
         pick = _select(mode, k, rel)
-        kept = np.stack([_rgb(frames[order[i]], short_side) for i in pick])
+        kept = _one_size([_rgb(frames[order[i]], short_side) for i in pick])
         return kept, [round(rel[i], 6) for i in pick], rel[-1], len(frames)
     finally:
         container.close()
