@@ -337,3 +337,47 @@ def test_urbansound_recipe_on_the_real_sounds(tmp_path, wav_files):
     assert len(seen) == 10
     assert SPEC_PRESETS["reference"]["sr"] == 22050
     assert json.loads((out / "manifest.json").read_text())["dataset"] == "urbansound8k-av"
+
+
+def test_urbansound_split_keeps_each_recording_on_one_side(tmp_path, wav_files):
+    """UrbanSound8K's excerpts are slices of Freesound recordings (`<fsID>-...`); its authors warn that
+    slices of one recording in train and test inflate accuracy. On the real file list of car_horn (429
+    slices), a plain 70% cut put 43 of its 129 test slices beside 30 slices of the same recording in train:
+    the cut now moves to the nearest recording boundary (270 / 159), and across all ten classes no
+    recording is on both sides."""
+    import csv
+    from collections import defaultdict
+
+    from avdata.datasets.splits import first_fraction
+    from avdata.datasets.urbansound8k_av.recipe import recording_of, sample_key
+
+    table = SHARED / "urbansound8k" / "UrbanSound8K.csv"
+    if not table.is_file():
+        pytest.skip(f"real metadata not found: {table}")
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        by_class[r["class"]].append(r["slice_file_name"].removesuffix(".wav"))
+    sizes = {}
+    for cls, stems in by_class.items():
+        train, test = first_fraction([sample_key(cls, s) for s in stems], 0.7, group=recording_of)
+        assert not {recording_of(k) for k in train} & {recording_of(k) for k in test}, cls
+        sizes[cls] = (len(train), len(test))
+    assert sum(a for a, _ in sizes.values()) == 6042 and sum(b for _, b in sizes.values()) == 2690
+    # the recipe's own plan on a car_horn tree of real files (every name linked to one real excerpt)
+    base = tmp_path / "raw"
+    snd_dir, img_dir = base / "Dataset_v3_sound" / "car_horn", base / "Dataset_v3_vision" / "car_horn"
+    snd_dir.mkdir(parents=True)
+    img_dir.mkdir(parents=True)
+    picture = tmp_path / "picture.jpg"
+    Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(picture)
+    for stem in by_class["car_horn"]:
+        (snd_dir / f"{stem}.wav").symlink_to(wav_files[0])
+        (img_dir / f"{stem}.jpg").symlink_to(picture)
+    plan = get_recipe("urbansound8k-av").plan(base, UrbanSoundOptions(val_fraction=0.0))
+    sides: dict[str, set[str]] = defaultdict(set)
+    for item in plan.items:
+        sides[item.split].add(item.meta["name"].split("-")[0])
+    assert {s: len([i for i in plan.items if i.split == s]) for s in sides} == {"train": 270, "test": 159}
+    assert not sides["train"] & sides["test"]

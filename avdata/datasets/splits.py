@@ -4,7 +4,7 @@ inputs (see `avdata.rng.seeded_rng`)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Hashable, Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
 from avdata.errors import AvdataError
 from avdata.rng import seeded_rng
@@ -43,9 +43,17 @@ def group_holdout(groups: Iterable[str], fraction: float, seed: int, salt: str =
     return set(uniq[:n])
 
 
-def first_fraction(names: Sequence[str], fraction: float) -> tuple[list[str], list[str]]:
+def first_fraction(names: Sequence[str], fraction: float,
+                   group: Callable[[str], str] | None = None) -> tuple[list[str], list[str]]:
     """The first `fraction` of the sorted names, and the rest (the reference's per-class 70/30 split,
-    made reproducible by sorting)."""
+    made reproducible by sorting). With `group` (name -> e.g. its source recording, whose names sort
+    together), the cut moves to the group boundary nearest to it (the lower one on a tie), so that no
+    group is on both sides; a single group is cut as without it."""
     ordered = sorted(names)
     n = int(len(ordered) * fraction)
+    if group is not None:
+        keys = [group(name) for name in ordered]
+        inner = [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]
+        if inner and 0 < n < len(ordered):
+            n = min(inner, key=lambda i: (abs(i - n), i))
     return ordered[:n], ordered[n:]
