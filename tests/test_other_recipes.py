@@ -151,3 +151,25 @@ def test_a_smaller_subset_than_asked_is_said_not_silent(tmp_path):
                                    "--overwrite"])
     assert res.exit_code == 0, res.output
     assert "warnings" not in load_manifest(out)["notes"] and "note:" not in res.output
+
+
+def test_urbansound_class_folders_in_other_spellings_and_strays_are_not_dropped_unseen(tmp_path):
+    """A class folder spelt `Dog Bark` or `dog-bark` is that class (its pairs were silently dropped, the
+    class left empty); a folder naming no class is recorded with its path, and a class left without pairs
+    is a plan warning, not just a 0 in the summary table."""
+    from avdata.datasets.registry import get_recipe
+    from avdata.datasets.urbansound8k_av.recipe import UrbanSoundOptions
+
+    raw = tmp_path / "raw"
+    make_urbansound_raw(raw, per_class=2, top=None, seconds=0.1)
+    (raw / "Dataset_v3_vision" / "dog_bark").rename(raw / "Dataset_v3_vision" / "Dog Bark")
+    (raw / "Dataset_v3_sound" / "dog_bark").rename(raw / "Dataset_v3_sound" / "dog-bark")
+    (raw / "Dataset_v3_sound" / "siren").rename(raw / "Dataset_v3_sound" / "sirens")
+    (raw / "Dataset_v3_vision" / "empty").mkdir()
+    plan = get_recipe("urbansound8k-av").plan(raw, UrbanSoundOptions(val_fraction=0.0))
+    per_class = {c: sum(1 for it in plan.items if it.meta["class"] == c) for c in ("dog_bark", "siren", "car_horn")}
+    assert per_class == {"dog_bark": 2, "siren": 0, "car_horn": 2}
+    assert [(s["path"], s["reason"].split(":")[0]) for s in plan.skipped if s["key"].startswith("folder-")] == [
+        ("Dataset_v3_sound/sirens/", "not a class folder")]
+    assert plan.notes["warnings"] == ["no image/sound pairs for class siren (no Dataset_v3_vision/<class>/ and "
+                                      "Dataset_v3_sound/<class>/ files of the same name)"]
