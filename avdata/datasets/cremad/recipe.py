@@ -168,8 +168,7 @@ def assign_splits(clips: list[str], options: CremadOptions) -> dict[str, str]:
 
 
 def _regular_files(folder: Path) -> dict[str, list[str]]:
-    """Names of the regular files (or links to them) in a folder by their stem; empty when it does not
-    exist."""
+    """Names of the regular files (or links to them) in a folder by stem; empty when there is no folder."""
     out: dict[str, list[str]] = {}
     try:
         with os.scandir(folder) as entries:
@@ -184,9 +183,8 @@ def _regular_files(folder: Path) -> dict[str, list[str]]:
 def _clip_file(files: dict[str, list[str]], clip: str, ext: str) -> tuple[str | None, list[str]]:
     """The clip's file with extension `ext` in any case (`.FLV` from a case-insensitive copy is the same
     file format), else None and the clip's files in other formats (for the skip's reason)."""
-    names = sorted(files.get(clip, []))
-    exact = f"{clip}{ext}"
-    match = exact if exact in names else next((n for n in names if n.lower() == exact.lower()), None)
+    names = sorted(files.get(clip, []), key=lambda n: (n != clip + ext, n))  # the exact name first
+    match = next((n for n in names if n.lower() == (clip + ext).lower()), None)
     return match, ([] if match else names)
 
 
@@ -208,12 +206,6 @@ def _raw_folder_meant(raw: Path) -> Path | None:
         return None
     found = [d for d in subs if (d / "VideoFlash").is_dir()]
     return found[0] if len(found) == 1 else None
-
-
-def _published_name(rel: str) -> str:
-    """A source's path as the pinned list spells it (a `.FLV` read as `.flv`)."""
-    stem, ext = os.path.splitext(rel)
-    return stem + ext.lower()
 
 
 class CremadRecipe(Recipe):
@@ -338,8 +330,8 @@ class CremadRecipe(Recipe):
             "level_name": LEVELS.get(p["level"], ""),
             "demographics": demographics().get(p["actor"], UNKNOWN_DEMOGRAPHICS),
             "perceived": perceived(item.key),
-            "sources": source_records(ctx.source_sha256,
-                                      matches_pinned=lambda rel, digest: pinned.get(_published_name(rel)) == digest),
+            "sources": source_records(ctx.source_sha256, matches_pinned=lambda rel, digest:  # `.FLV` as `.flv`
+                                      pinned.get(rel[:-4] + rel[-4:].lower()) == digest),
             **counts,
             "video": {"codec": vinfo.codec, "width": vinfo.width, "height": vinfo.height, "fps": round(vinfo.fps, 4),
                       "duration_s": round(vinfo.duration_s, 4), "has_audio": vinfo.has_audio,
