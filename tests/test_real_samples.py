@@ -16,6 +16,7 @@ import soundfile as sf
 from PIL import Image
 from typer.testing import CliRunner
 
+from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, audio_features, load_audio, resample, spectrogram
 from avdata.media.events import bin_dvs, read_aedat2, reduce_to_sensor
 from tests.manifests import load_manifest
@@ -381,3 +382,27 @@ def test_urbansound_split_keeps_each_recording_on_one_side(tmp_path, wav_files):
         sides[item.split].add(item.meta["name"].split("-")[0])
     assert {s: len([i for i in plan.items if i.split == s]) for s in sides} == {"train": 270, "test": 159}
     assert not sides["train"] & sides["test"]
+
+
+def test_mnistdvs_recordings_under_their_own_names_in_a_flat_folder(tmp_path, aedat_files):
+    """The real recordings as a mirror serves them, flat under their own names (`mnist_0_scale04_0001.aedat`,
+    as shared/ holds them) and not in the zips' `grabbed_data0/scale4/`: planned as digit 0 at scale 4 (they
+    were refused as "no recordings"); a second copy of one (the zip's folder beside the flat files) is
+    recorded as skipped, not paired twice."""
+    raw = tmp_path / "raw"
+    (raw / "flat").mkdir(parents=True)
+    for f in aedat_files:
+        (raw / "flat" / f.name).symlink_to(f)
+    (raw / "grabbed_data0" / "scale4").mkdir(parents=True)
+    (raw / "grabbed_data0" / "scale4" / aedat_files[0].name).symlink_to(aedat_files[0])
+    make_ntidigits_h5(raw, per_class=2)
+    recipe = get_recipe("mnistdvs-ntidigits")
+    plan = recipe.plan(raw, EventOptions(scale=4, per_class=23, val_fraction=0.0))
+    visual = [it.sources["visual"] for it in plan.items]
+    assert len(plan.items) == 22 and {it.label for it in plan.items} == {0}  # 23 recordings: 11 + 11
+    assert len(set(visual)) == 22
+    assert [(s["path"], s["reason"]) for s in plan.skipped] == [
+        (f"flat/{aedat_files[0].name}",
+         f"a second copy of {aedat_files[0].name}: grabbed_data0/scale4/{aedat_files[0].name} is used")]
+    with pytest.raises(AvdataError, match="no MNIST-DVS scale8 recordings"):  # the names say scale 4
+        recipe.plan(raw, EventOptions(scale=8, per_class=23, val_fraction=0.0))
