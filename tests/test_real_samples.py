@@ -345,7 +345,7 @@ def test_urbansound_split_keeps_each_recording_on_one_side(tmp_path, wav_files):
     slices of one recording in train and test inflate accuracy. On the real file list of car_horn (429
     slices), a plain 70% cut put 43 of its 129 test slices beside 30 slices of the same recording in train:
     the cut now moves to the nearest recording boundary (270 / 159), and across all ten classes no
-    recording is on both sides."""
+    recording is on both sides (nor in both train and val)."""
     import csv
     from collections import defaultdict
 
@@ -366,6 +366,16 @@ def test_urbansound_split_keeps_each_recording_on_one_side(tmp_path, wav_files):
         assert not {recording_of(k) for k in train} & {recording_of(k) for k in test}, cls
         sizes[cls] = (len(train), len(test))
     assert sum(a for a, _ in sizes.values()) == 6042 and sum(b for _, b in sizes.values()) == 2690
+    # the validation part carved from train holds whole recordings too (a per-slice draw put 574 of its 604
+    # slices beside a slice of their recording left in train: the epoch chosen on it was chosen on train)
+    from avdata.datasets.splits import stratified_holdout
+
+    train_keys = [(k, cls) for cls, stems in by_class.items()
+                  for k in first_fraction([sample_key(cls, s) for s in stems], 0.7, group=recording_of)[0]]
+    val = stratified_holdout(train_keys, 0.1, 42, group=recording_of)
+    left = {recording_of(k) for k, _ in train_keys if k not in val}
+    assert len(val) == 627 and not {recording_of(k) for k in val} & left
+    assert len(stratified_holdout(train_keys, 0.1, 42, group=lambda k: k)) == 604  # singletons: per-slice draw
     # the recipe's own plan on a car_horn tree of real files (every name linked to one real excerpt)
     base = tmp_path / "raw"
     snd_dir, img_dir = base / "Dataset_v3_sound" / "car_horn", base / "Dataset_v3_vision" / "car_horn"
@@ -382,6 +392,11 @@ def test_urbansound_split_keeps_each_recording_on_one_side(tmp_path, wav_files):
         sides[item.split].add(item.meta["name"].split("-")[0])
     assert {s: len([i for i in plan.items if i.split == s]) for s in sides} == {"train": 270, "test": 159}
     assert not sides["train"] & sides["test"]
+    plan = get_recipe("urbansound8k-av").plan(base, UrbanSoundOptions(val_fraction=0.2))
+    sides = defaultdict(set)
+    for item in plan.items:
+        sides[item.split].add(item.meta["name"].split("-")[0])
+    assert sides["val"] and not sides["train"] & sides["val"] and not sides["val"] & sides["test"]
 
 
 def test_mnistdvs_recordings_under_their_own_names_in_a_flat_folder(tmp_path, aedat_files):

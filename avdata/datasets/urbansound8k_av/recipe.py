@@ -5,11 +5,11 @@ Sources: the Kaggle dataset lingyueguo/urbansound8k-av, as its zip or unpacked:
 class folder may be spelt in any case, with spaces or hyphens for underscores; any other folder there is
 recorded as skipped (with its path) and a class left without pairs is a plan warning.
 Split as the reference (the first 70% of each class's files train, the rest test), made reproducible by
-sorting the names; a seeded, stratified validation part is carved from train. The cut moves to the nearest
-boundary between UrbanSound8K recordings (names `<fsID>-<classID>-<occurrenceID>-<sliceID>`: the slices of
-one Freesound recording sort together), so that no recording has slices in both train and test, as
-UrbanSound8K's authors ask (on the real file list a plain cut put 146 of the 2,624 test slices, from 8
-recordings, beside slices of the same recording in train).
+sorting the names; a seeded, stratified validation part of whole recordings is carved from train. The cut
+moves to the nearest boundary between UrbanSound8K recordings (names
+`<fsID>-<classID>-<occurrenceID>-<sliceID>`: the slices of one Freesound recording sort together), so that
+no recording has slices in both train and test, as UrbanSound8K's authors ask (on the real file list a plain
+cut put 146 of the 2,624 test slices, from 8 recordings, beside slices of the same recording in train).
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ class UrbanSound8kAVRecipe(Recipe):
             split_of.update({k: "train" for k in train})
             split_of.update({k: "test" for k in test})
         val = stratified_holdout([(p[0], p[1]) for p in pairs if split_of[p[0]] == "train"],
-                                 options.val_fraction, options.seed)
+                                 options.val_fraction, options.seed, group=recording_of)
         plan.items = [WorkItem(key, "val" if key in val else split_of[key], label, {"image": img, "audio": snd},
                                {"class": CLASSES[label], "name": stem})
                       for key, label, stem, img, snd in pairs]
