@@ -173,3 +173,22 @@ def test_urbansound_class_folders_in_other_spellings_and_strays_are_not_dropped_
         ("Dataset_v3_sound/sirens/", "not a class folder")]
     assert plan.notes["warnings"] == ["no image/sound pairs for class siren (no Dataset_v3_vision/<class>/ and "
                                       "Dataset_v3_sound/<class>/ files of the same name)"]
+
+
+def test_mnistdvs_val_pairs_hold_out_whole_spoken_digit_recordings(tmp_path):
+    """N-TIDIGITS samples are tiled over a class's pairs, so one recording sits in several train pairs; the
+    val part carved from train holds out whole recordings (it drew pairs, so the network trained on the
+    very sound of most val pairs, beside another digit picture)."""
+    from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions
+    from avdata.datasets.registry import get_recipe
+
+    raw = make_mnistdvs_raw(tmp_path / "raw", per_class=20, scales=(4,), as_zips=False, n_events=50)
+    make_ntidigits_h5(raw, per_class=3)
+    plan = get_recipe("mnistdvs-ntidigits").plan(raw, EventOptions(scale=4, per_class=20, val_fraction=0.2))
+    sounds: dict[str, set[str]] = {"train": set(), "val": set()}
+    for it in plan.items:
+        if it.split in sounds:
+            sounds[it.split].add(it.meta["audio_id"])
+    counts = {s: sum(1 for it in plan.items if it.split == s) for s in ("train", "val", "test")}
+    assert counts == {"train": 70, "val": 30, "test": 100}  # 10 train pairs a class: one recording's 3 or 4
+    assert sounds["val"] and not sounds["train"] & sounds["val"]

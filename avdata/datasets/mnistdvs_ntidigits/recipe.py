@@ -211,7 +211,11 @@ class MnistDvsNTidigitsRecipe(Recipe):
                     raise AvdataError(f"{h5}: no isolated '{d}' samples in its {split} split to pair with")
                 for i, rec in enumerate(part):
                     pairs.append((f"{split}_{d}_{i:04d}", split, d, rec, ids[i % len(ids)], split))
-        val = stratified_holdout([(p[0], p[2]) for p in pairs if p[1] == "train"], options.val_fraction, options.seed)
+        # whole N-TIDIGITS recordings are held out: tiled, one is in several train pairs, and a val pair
+        # whose sound the network trained on (beside another digit picture) is no held-out sample
+        audio_of = {p[0]: p[4] for p in pairs}
+        val = stratified_holdout([(p[0], p[2]) for p in pairs if p[1] == "train"], options.val_fraction, options.seed,
+                                 group=audio_of.__getitem__)
         plan.items = [WorkItem(key, "val" if key in val else split, d, {"visual": rec, "audio": h5_rel},
                                {"audio_id": aid, "audio_split": asplit, "visual_file": rec})
                       for key, split, d, rec, aid, asplit in pairs]
