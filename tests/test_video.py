@@ -314,3 +314,19 @@ def test_picture_size_change_mid_stream_keeps_the_first_size(tmp_path, monkeypat
         assert [round(float(f.mean()) / 10) for f in frames] == [4, 4, 19, 19]  # the later pictures' content
         results.append(frames)
     assert np.array_equal(*results)
+
+
+def test_a_16_bit_grey_png_keeps_its_picture(tmp_path):
+    """A 16-bit grey PNG (PIL mode I;16) read for UrbanSound8K-AV: by its top 8 bits, not PIL's convert,
+    which clips every value over 255 to white (this gradient came out 99.6% white)."""
+    from PIL import Image
+
+    from avdata.media.image import load_image
+
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (48, 1))
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    rgb = load_image(tmp_path / "grey16.png", 48)
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[0, :, 0], (ramp[0] >> 8).astype(np.uint8))
+    assert (rgb[..., 0] == rgb[..., 2]).all() and abs(float(rgb.mean()) - 127.5) < 1
