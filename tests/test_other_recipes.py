@@ -192,3 +192,20 @@ def test_mnistdvs_val_pairs_hold_out_whole_spoken_digit_recordings(tmp_path):
     counts = {s: sum(1 for it in plan.items if it.split == s) for s in ("train", "val", "test")}
     assert counts == {"train": 70, "val": 30, "test": 100}  # 10 train pairs a class: one recording's 3 or 4
     assert sounds["val"] and not sounds["train"] & sounds["val"]
+
+
+def test_an_odd_mnistdvs_count_records_the_recording_left_out(tmp_path):
+    """Half train, half test: of 5 recordings of a digit, one is in neither split. It is recorded as skipped
+    with its path (it was dropped without a word, under a warning that said all were used)."""
+    from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions
+    from avdata.datasets.registry import get_recipe
+
+    raw = make_mnistdvs_raw(tmp_path / "raw", per_class=5, scales=(4,), as_zips=False, n_events=20)
+    make_ntidigits_h5(raw, per_class=2)
+    plan = get_recipe("mnistdvs-ntidigits").plan(raw, EventOptions(scale=4, per_class=5, val_fraction=0.0))
+    used = {it.sources["visual"] for it in plan.items}
+    left = [s for s in plan.skipped if s["reason"].startswith("odd one out")]
+    assert len(plan.items) == 40 and len(left) == 10
+    assert {s["key"] for s in left} == {f"unpaired_{d}" for d in range(10)}
+    assert all(s["path"] not in used and f"grabbed_data{s['key'][-1]}/" in s["path"] for s in left)
+    assert len(used) + len(left) == 50  # every recording is either paired or said to be left out

@@ -416,7 +416,7 @@ def test_mnistdvs_recordings_under_their_own_names_in_a_flat_folder(tmp_path, ae
     visual = [it.sources["visual"] for it in plan.items]
     assert len(plan.items) == 22 and {it.label for it in plan.items} == {0}  # 23 recordings: 11 + 11
     assert len(set(visual)) == 22
-    assert [(s["path"], s["reason"]) for s in plan.skipped] == [
+    assert [(s["path"], s["reason"]) for s in plan.skipped if not s["reason"].startswith("odd one out")] == [
         (f"flat/{aedat_files[0].name}",
          f"a second copy of {aedat_files[0].name}: grabbed_data0/scale4/{aedat_files[0].name} is used")]
     with pytest.raises(AvdataError, match="no MNIST-DVS scale8 recordings"):  # the names say scale 4

@@ -199,10 +199,14 @@ class MnistDvsNTidigitsRecipe(Recipe):
         if short:
             plan.warn(f"--per-class {options.per_class}: only "
                       + ", ".join(f"{n} (digit {d})" for d, n in short.items())
-                      + f" MNIST-DVS scale{options.scale} recordings found; all of those are used")
+                      + f" MNIST-DVS scale{options.scale} recordings found; all of those are used (of an odd "
+                      "count, all but one)")
         for d in range(10):
             chosen = seeded_shuffle(recordings[d], options.seed, f"mnistdvs:{d}")[: options.per_class]
             half = len(chosen) // 2
+            if len(chosen) % 2:  # half train, half test: an odd count leaves one out, said rather than lost
+                plan.skipped.append({"key": f"unpaired_{d}", "split": "", "path": chosen[-1], "reason":
+                                     f"odd one out: {len(chosen)} digit-{d} recordings, half train and half test"})
             notes["visual_per_class"][str(d)] = len(chosen)
             for split, part in (("train", chosen[:half]), ("test", chosen[half: 2 * half])):
                 ids = [sid for sid, cls in audio[split] if cls == d]
