@@ -323,3 +323,48 @@ def test_default_shards_are_smaller_than_the_raw_files(raw, tmp_path):
     errors = [np.abs(decode_jpeg(f[f"frames.{i}.jpg"]).astype(int) - frame).mean()
               for t in tars["jpeg"] for k, f in iter_shard(t) for i, frame in enumerate(lossless[k])]
     assert len(errors) == sum(len(v) for v in lossless.values()) and np.mean(errors) <= 1.5, np.mean(errors)
+
+
+def test_videos_under_another_extension_are_read_or_named(raw, tmp_path):
+    """A genuine FLV copied as `.FLV` (a case-insensitive file system's copy) is read, and still matches the
+    pinned list; a clip whose video was converted to MP4 is skipped with a reason that names the MP4
+    (it said only "file not found"); and when every clip is skipped, prepare's error gives the reason of
+    the first instead of "is this the right folder?"."""
+    from avdata.errors import AvdataError
+
+    root = tmp_path / "raw"
+    shutil.copytree(raw, root)
+    flv = root / "VideoFlash"
+    (flv / f"{CLIPS[0]}.flv").rename(flv / f"{CLIPS[0]}.FLV")
+    (flv / f"{CLIPS[1]}.flv").unlink()
+    with av.open(str(flv / f"{CLIPS[1]}.mp4"), "w") as out:  # the converted clip: a real (tiny) MP4
+        s = out.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")):
+            out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    out_dir = tmp_path / "out"
+    prepare(get_recipe("cremad"), root, out_dir, CremadOptions(short_side=64, val_fraction=0.0),
+            PrepareSettings(jobs=1, progress=False))
+    m = load_manifest(out_dir)
+    assert sum(s["num_samples"] for s in m["splits"].values()) == 5
+    assert [(s["key"], s["reason"]) for s in m["skipped"]] == [
+        (CLIPS[1], f"missing modality: file not found (VideoFlash/{CLIPS[1]}.mp4 is there: CREMA-D is read from "
+                   "its published VideoFlash/*.flv files, as the reference; fetch them with `avdata download "
+                   "cremad`)")]
+    samples = [s for split in m["splits"] for s in read_split_json(out_dir, m, split)]
+    first = next(s for s in samples if s["clip"] == CLIPS[0])
+    assert {r["file"]: r["matches_pinned"] for r in first["sources"]}[f"VideoFlash/{CLIPS[0]}.FLV"] is True
+
+    shutil.rmtree(flv)
+    with pytest.raises(AvdataError) as err:
+        prepare(get_recipe("cremad"), root, tmp_path / "out2", CremadOptions(val_fraction=0.0),
+                PrepareSettings(jobs=1, progress=False))
+    assert (f"no usable cremad clips found: all 6 found were skipped, e.g. {CLIPS[0]}: "
+            f"VideoFlash/{CLIPS[0]}.flv: missing modality: file not found") in str(err.value)
+
+
+def read_split_json(out: Path, manifest: dict, split: str) -> list[dict]:
+    urls = [str(out / s["file"]) for s in manifest["splits"][split]["shards"]]
+    return [s["json"] for s in wds.WebDataset(urls, shardshuffle=False).decode()]

@@ -151,3 +151,61 @@ def test_a_smaller_subset_than_asked_is_said_not_silent(tmp_path):
                                    "--overwrite"])
     assert res.exit_code == 0, res.output
     assert "warnings" not in load_manifest(out)["notes"] and "note:" not in res.output
+
+
+def test_urbansound_class_folders_in_other_spellings_and_strays_are_not_dropped_unseen(tmp_path):
+    """A class folder spelt `Dog Bark` or `dog-bark` is that class (its pairs were silently dropped, the
+    class left empty); a folder naming no class is recorded with its path, and a class left without pairs
+    is a plan warning, not just a 0 in the summary table."""
+    from avdata.datasets.registry import get_recipe
+    from avdata.datasets.urbansound8k_av.recipe import UrbanSoundOptions
+
+    raw = tmp_path / "raw"
+    make_urbansound_raw(raw, per_class=2, top=None, seconds=0.1)
+    (raw / "Dataset_v3_vision" / "dog_bark").rename(raw / "Dataset_v3_vision" / "Dog Bark")
+    (raw / "Dataset_v3_sound" / "dog_bark").rename(raw / "Dataset_v3_sound" / "dog-bark")
+    (raw / "Dataset_v3_sound" / "siren").rename(raw / "Dataset_v3_sound" / "sirens")
+    (raw / "Dataset_v3_vision" / "empty").mkdir()
+    plan = get_recipe("urbansound8k-av").plan(raw, UrbanSoundOptions(val_fraction=0.0))
+    per_class = {c: sum(1 for it in plan.items if it.meta["class"] == c) for c in ("dog_bark", "siren", "car_horn")}
+    assert per_class == {"dog_bark": 2, "siren": 0, "car_horn": 2}
+    assert [(s["path"], s["reason"].split(":")[0]) for s in plan.skipped if s["key"].startswith("folder-")] == [
+        ("Dataset_v3_sound/sirens/", "not a class folder")]
+    assert plan.notes["warnings"] == ["no image/sound pairs for class siren (no Dataset_v3_vision/<class>/ and "
+                                      "Dataset_v3_sound/<class>/ files of the same name)"]
+
+
+def test_mnistdvs_val_pairs_hold_out_whole_spoken_digit_recordings(tmp_path):
+    """N-TIDIGITS samples are tiled over a class's pairs, so one recording sits in several train pairs; the
+    val part carved from train holds out whole recordings (it drew pairs, so the network trained on the
+    very sound of most val pairs, beside another digit picture)."""
+    from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions
+    from avdata.datasets.registry import get_recipe
+
+    raw = make_mnistdvs_raw(tmp_path / "raw", per_class=20, scales=(4,), as_zips=False, n_events=50)
+    make_ntidigits_h5(raw, per_class=3)
+    plan = get_recipe("mnistdvs-ntidigits").plan(raw, EventOptions(scale=4, per_class=20, val_fraction=0.2))
+    sounds: dict[str, set[str]] = {"train": set(), "val": set()}
+    for it in plan.items:
+        if it.split in sounds:
+            sounds[it.split].add(it.meta["audio_id"])
+    counts = {s: sum(1 for it in plan.items if it.split == s) for s in ("train", "val", "test")}
+    assert counts == {"train": 70, "val": 30, "test": 100}  # 10 train pairs a class: one recording's 3 or 4
+    assert sounds["val"] and not sounds["train"] & sounds["val"]
+
+
+def test_an_odd_mnistdvs_count_records_the_recording_left_out(tmp_path):
+    """Half train, half test: of 5 recordings of a digit, one is in neither split. It is recorded as skipped
+    with its path (it was dropped without a word, under a warning that said all were used)."""
+    from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions
+    from avdata.datasets.registry import get_recipe
+
+    raw = make_mnistdvs_raw(tmp_path / "raw", per_class=5, scales=(4,), as_zips=False, n_events=20)
+    make_ntidigits_h5(raw, per_class=2)
+    plan = get_recipe("mnistdvs-ntidigits").plan(raw, EventOptions(scale=4, per_class=5, val_fraction=0.0))
+    used = {it.sources["visual"] for it in plan.items}
+    left = [s for s in plan.skipped if s["reason"].startswith("odd one out")]
+    assert len(plan.items) == 40 and len(left) == 10
+    assert {s["key"] for s in left} == {f"unpaired_{d}" for d in range(10)}
+    assert all(s["path"] not in used and f"grabbed_data{s['key'][-1]}/" in s["path"] for s in left)
+    assert len(used) + len(left) == 50  # every recording is either paired or said to be left out

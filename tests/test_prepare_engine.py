@@ -269,3 +269,34 @@ def test_parse_part():
     for bad in ("4/4", "x", "1/0"):
         with pytest.raises(AvdataError):
             parse_part(bad)
+
+
+def test_an_unreadable_source_is_skipped_not_an_internal_error(tmp_path, monkeypatch):
+    """A raw file the user cannot read (copied from another account, a failing disk) is bad input: skipped and
+    recorded with its path and the system's reason. It ended the run as an "internal error" with a
+    traceback, since hashing it raised PermissionError outside every recipe's checks."""
+    import os
+
+    from avdata.prepare import workers
+
+    raw = make_toy_raw(tmp_path / "raw")
+    locked = raw / "s003.txt"
+    if os.geteuid() != 0:
+        locked.chmod(0)
+    else:  # root reads whatever the mode says: the read fails as it would for a user
+        real = workers.sha256_file
+
+        def deny(path, *a, **kw):
+            if Path(path).name == locked.name:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path, *a, **kw)
+
+        monkeypatch.setattr(workers, "sha256_file", deny)
+    try:
+        run(raw, tmp_path / "out")
+    finally:
+        locked.chmod(0o644)
+    m = load_manifest(tmp_path / "out")
+    assert [(s["key"], s["path"], s["reason"]) for s in m["skipped"]] == [
+        ("s003", "s003.txt", "cannot read (Permission denied)")]
+    assert sum(e["num_samples"] for e in m["splits"].values()) == 25

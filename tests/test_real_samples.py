@@ -16,6 +16,7 @@ import soundfile as sf
 from PIL import Image
 from typer.testing import CliRunner
 
+from avdata.errors import AvdataError
 from avdata.media.audio import SPEC_PRESETS, audio_features, load_audio, resample, spectrogram
 from avdata.media.events import bin_dvs, read_aedat2, reduce_to_sensor
 from tests.manifests import load_manifest
@@ -353,3 +354,86 @@ def test_real_recordings_at_scales_8_and_16_grow_the_digit_and_the_crops_loss():
     assert [facts[s][0] for s in (4, 8, 16)] == [1782, 5078, 11209]
     assert [(facts[s][1], facts[s][2]) for s in (4, 8, 16)] == [(58, 79), (46, 89), (26, 108)]
     assert [round(1 - facts[s][3], 2) for s in (4, 8, 16)] == [0.11, 0.62, 0.92]
+
+
+def test_urbansound_split_keeps_each_recording_on_one_side(tmp_path, wav_files):
+    """UrbanSound8K's excerpts are slices of Freesound recordings (`<fsID>-...`); its authors warn that
+    slices of one recording in train and test inflate accuracy. On the real file list of car_horn (429
+    slices), a plain 70% cut put 43 of its 129 test slices beside 30 slices of the same recording in train:
+    the cut now moves to the nearest recording boundary (270 / 159), and across all ten classes no
+    recording is on both sides (nor in both train and val)."""
+    import csv
+    from collections import defaultdict
+
+    from avdata.datasets.splits import first_fraction
+    from avdata.datasets.urbansound8k_av.recipe import recording_of, sample_key
+
+    table = SHARED / "urbansound8k" / "UrbanSound8K.csv"
+    if not table.is_file():
+        pytest.skip(f"real metadata not found: {table}")
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        by_class[r["class"]].append(r["slice_file_name"].removesuffix(".wav"))
+    sizes = {}
+    for cls, stems in by_class.items():
+        train, test = first_fraction([sample_key(cls, s) for s in stems], 0.7, group=recording_of)
+        assert not {recording_of(k) for k in train} & {recording_of(k) for k in test}, cls
+        sizes[cls] = (len(train), len(test))
+    assert sum(a for a, _ in sizes.values()) == 6042 and sum(b for _, b in sizes.values()) == 2690
+    # the validation part carved from train holds whole recordings too (a per-slice draw put 574 of its 604
+    # slices beside a slice of their recording left in train: the epoch chosen on it was chosen on train)
+    from avdata.datasets.splits import stratified_holdout
+
+    train_keys = [(k, cls) for cls, stems in by_class.items()
+                  for k in first_fraction([sample_key(cls, s) for s in stems], 0.7, group=recording_of)[0]]
+    val = stratified_holdout(train_keys, 0.1, 42, group=recording_of)
+    left = {recording_of(k) for k, _ in train_keys if k not in val}
+    assert len(val) == 627 and not {recording_of(k) for k in val} & left
+    assert len(stratified_holdout(train_keys, 0.1, 42, group=lambda k: k)) == 604  # singletons: per-slice draw
+    # the recipe's own plan on a car_horn tree of real files (every name linked to one real excerpt)
+    base = tmp_path / "raw"
+    snd_dir, img_dir = base / "Dataset_v3_sound" / "car_horn", base / "Dataset_v3_vision" / "car_horn"
+    snd_dir.mkdir(parents=True)
+    img_dir.mkdir(parents=True)
+    picture = tmp_path / "picture.jpg"
+    Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(picture)
+    for stem in by_class["car_horn"]:
+        (snd_dir / f"{stem}.wav").symlink_to(wav_files[0])
+        (img_dir / f"{stem}.jpg").symlink_to(picture)
+    plan = get_recipe("urbansound8k-av").plan(base, UrbanSoundOptions(val_fraction=0.0))
+    sides: dict[str, set[str]] = defaultdict(set)
+    for item in plan.items:
+        sides[item.split].add(item.meta["name"].split("-")[0])
+    assert {s: len([i for i in plan.items if i.split == s]) for s in sides} == {"train": 270, "test": 159}
+    assert not sides["train"] & sides["test"]
+    plan = get_recipe("urbansound8k-av").plan(base, UrbanSoundOptions(val_fraction=0.2))
+    sides = defaultdict(set)
+    for item in plan.items:
+        sides[item.split].add(item.meta["name"].split("-")[0])
+    assert sides["val"] and not sides["train"] & sides["val"] and not sides["val"] & sides["test"]
+
+
+def test_mnistdvs_recordings_under_their_own_names_in_a_flat_folder(tmp_path, aedat_files):
+    """The real recordings as a mirror serves them, flat under their own names (`mnist_0_scale04_0001.aedat`,
+    as shared/ holds them) and not in the zips' `grabbed_data0/scale4/`: planned as digit 0 at scale 4 (they
+    were refused as "no recordings"); a second copy of one (the zip's folder beside the flat files) is
+    recorded as skipped, not paired twice."""
+    raw = tmp_path / "raw"
+    (raw / "flat").mkdir(parents=True)
+    for f in aedat_files:
+        (raw / "flat" / f.name).symlink_to(f)
+    (raw / "grabbed_data0" / "scale4").mkdir(parents=True)
+    (raw / "grabbed_data0" / "scale4" / aedat_files[0].name).symlink_to(aedat_files[0])
+    make_ntidigits_h5(raw, per_class=2)
+    recipe = get_recipe("mnistdvs-ntidigits")
+    plan = recipe.plan(raw, EventOptions(scale=4, per_class=23, val_fraction=0.0))
+    visual = [it.sources["visual"] for it in plan.items]
+    assert len(plan.items) == 22 and {it.label for it in plan.items} == {0}  # 23 recordings: 11 + 11
+    assert len(set(visual)) == 22
+    assert [(s["path"], s["reason"]) for s in plan.skipped if not s["reason"].startswith("odd one out")] == [
+        (f"flat/{aedat_files[0].name}",
+         f"a second copy of {aedat_files[0].name}: grabbed_data0/scale4/{aedat_files[0].name} is used")]
+    with pytest.raises(AvdataError, match="no MNIST-DVS scale8 recordings"):  # the names say scale 4
+        recipe.plan(raw, EventOptions(scale=8, per_class=23, val_fraction=0.0))

@@ -237,3 +237,96 @@ def test_a_frame_the_container_mislabels_as_key_does_not_corrupt_frames(tmp_path
     frames, times, _ = read_frames(path, short_side=None)  # would start decoding at 27 for frame 30
     assert times == [0.0, 1.0, 2.0] and np.array_equal(frames[1], ref[30])
     assert full_decodes == [1]  # the decoder saw a P-frame where a key frame was promised
+
+
+def _with_display_matrix(src: Path, dst: Path, a: int, b: int, c: int, d: int) -> None:
+    """A copy of an MP4 whose video track header (`tkhd`) carries the rotation matrix [a b; c d] (16.16
+    fixed point): how phones record portrait video, the coded frames left as captured."""
+    data = bytearray(src.read_bytes())
+    at = data.find(b"tkhd") + 4 + 4 + 4 * 5 + 8 + 2 * 4  # version/flags, times, id, duration, layer/volume
+    assert struct.unpack(">9i", data[at:at + 36])[::4] == (1 << 16, 1 << 16, 1 << 30)  # the identity
+    data[at:at + 36] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 1 << 30)
+    dst.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("matrix, turned", [((0, 1 << 16, -(1 << 16), 0), "clockwise"),
+                                            ((-(1 << 16), 0, 0, -(1 << 16)), "upside down")])
+def test_rotation_metadata_turns_frames_upright(tmp_path, matrix, turned, monkeypatch):
+    """A portrait phone MP4 is stored sideways with a display rotation: frames come out as shown (as
+    FFmpeg and OpenCV play it), on the fast path and the decode-everything path alike."""
+    src = tmp_path / "plain.mp4"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        img = np.zeros((48, 64, 3), np.uint8)
+        img[:24, :32] = 255  # the coded picture's top-left quarter is white
+        for i in range(12):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 10)
+            for p in s.encode(f):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    rotated = tmp_path / "rotated.mp4"
+    _with_display_matrix(src, rotated, *matrix)
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(video, "_fast_path", lambda *a, **kw: None)
+        frames, times, _ = read_frames(rotated, short_side=24)
+        quarter = frames[0, :frames.shape[1] // 2, :frames.shape[2] // 2].mean(axis=(0, 1, 2))
+        if turned == "clockwise":  # 64x48 shown as 48x64; the white quarter ends at the top right
+            assert frames.shape == (2, 32, 24, 3) and times == [0.0, 1.0]
+            top_right = frames[0, :16, 12:].mean()
+            assert top_right > 240 and quarter < 15
+        else:  # same size, the white quarter at the bottom right
+            assert frames.shape == (2, 24, 32, 3)
+            assert frames[0, 12:, 16:].mean() > 240 and quarter < 15
+
+
+def test_picture_size_change_mid_stream_keeps_the_first_size(tmp_path, monkeypatch):
+    """An FLV whose packets switch from 64x48 to 48x48 pictures (each FLV1 picture header carries its own
+    size): the later frames are scaled to the first one's size, as FFmpeg's command line does, instead of
+    a numpy error ending the whole prepare. Fast and decode-everything paths agree."""
+    def encode(w: int, h: int, first: int) -> list:
+        ctx = av.CodecContext.create("flv", "w")
+        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = w, h, "yuv420p", Fraction(1, 1000)
+        packets = []
+        for i in range(first, first + 50):
+            img = np.full((h, w, 3), 40 + 150 * (i >= 50), np.uint8)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            f.pts, f.time_base = i * 40, Fraction(1, 1000)
+            packets += ctx.encode(f)
+        return packets + ctx.encode(None)
+
+    path = tmp_path / "size_change.flv"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("flv", rate=25)
+        s.width, s.height, s.pix_fmt, s.time_base = 64, 48, "yuv420p", Fraction(1, 1000)
+        for p in encode(64, 48, 0) + encode(48, 48, 50):
+            p.stream = s
+            out.mux(p)
+    results = []
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(video, "_fast_path", lambda *a, **kw: None)
+        frames, times, _ = read_frames(path, short_side=24)
+        assert frames.shape == (4, 24, 32, 3) and times == [0.0, 1.0, 2.0, 3.0]
+        assert [round(float(f.mean()) / 10) for f in frames] == [4, 4, 19, 19]  # the later pictures' content
+        results.append(frames)
+    assert np.array_equal(*results)
+
+
+def test_a_16_bit_grey_png_keeps_its_picture(tmp_path):
+    """A 16-bit grey PNG (PIL mode I;16) read for UrbanSound8K-AV: by its top 8 bits, not PIL's convert,
+    which clips every value over 255 to white (this gradient came out 99.6% white)."""
+    from PIL import Image
+
+    from avdata.media.image import load_image
+
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (48, 1))
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    rgb = load_image(tmp_path / "grey16.png", 48)
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[0, :, 0], (ramp[0] >> 8).astype(np.uint8))
+    assert (rgb[..., 0] == rgb[..., 2]).all() and abs(float(rgb.mean()) - 127.5) < 1

@@ -45,6 +45,13 @@ def _budget_not_pil_limit() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = old
 
 
+def _grey16_as_rgb(im: Image.Image) -> np.ndarray:
+    """A 16-bit grey image (a PNG or TIFF: PIL mode I;16 or I) as 8-bit RGB by its top 8 bits: PIL's own
+    convert("RGB") clips every value over 255 to white, which turns nearly the whole picture white."""
+    grey = np.clip(np.asarray(im).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
 def load_image(path: str | Path, short_side: int, max_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> np.ndarray:
     """RGB uint8 [H, W, 3] with the short side resized to `short_side` (INTER_AREA down, LINEAR up).
     MediaError for an unreadable or empty image; OverBudget (a MediaError) when decoding, converting and
@@ -60,7 +67,7 @@ def load_image(path: str | Path, short_side: int, max_bytes: int = DEFAULT_MAX_D
             out_w, out_h = target_size(width, height, short_side)
             check_decoded(path, f"a {width}x{height} {im.mode} image (resized to {out_w}x{out_h})",
                           image_bytes(width, height, len(im.getbands()), out_w, out_h), max_bytes)
-            arr = np.asarray(im.convert("RGB"))
+            arr = _grey16_as_rgb(im) if im.mode.startswith("I;16") or im.mode == "I" else np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise MediaError(path, f"not a readable image ({exc})") from exc
     if min(arr.shape[:2]) == 0:

@@ -35,6 +35,11 @@ decided from the packets' timestamps and the picture size before the kept frames
 FLV of tiny skip frames one second apart keeps one frame per second), and counted as the full-decode
 fallback holds frames.
 
+Rotation: a frame whose display matrix turns it by a multiple of 90 degrees (an MP4 `tkhd` rotation, as
+phones store portrait video) is turned upright before resizing, as FFmpeg's and OpenCV's readers show it;
+`VideoInfo` keeps the coded width and height. A stream whose picture size changes mid-clip has its later
+kept frames scaled to the first one's size (as FFmpeg's command line keeps its output size).
+
 Conversion and resizing: libswscale converts YUV to RGB at the native size through a reused
 reformatter (0.05 ms per 480x360 frame; `to_ndarray("rgb24")` builds a new one each call, 0.19 ms), then
 `resize_short_side` scales with OpenCV: bit-exact bilinear (INTER_LINEAR_EXACT, integer arithmetic, the
@@ -156,6 +161,23 @@ def target_size(width: int, height: int, short_side: int | None) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def _resize_to(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An HxWxC uint8 image at exactly width x height, with `resize_short_side`'s filters."""
+    h, w = rgb.shape[:2]
+    if (w, h) == (width, height):
+        return rgb
+    how = cv2.INTER_AREA if 2 * width < w or 2 * height < h else cv2.INTER_LINEAR_EXACT
+    return cv2.resize(rgb, (width, height), interpolation=how)
+
+
+def _one_size(frames: list[np.ndarray]) -> np.ndarray:
+    """[K, H, W, 3] of frames at the first one's size: a stream whose picture size changes mid-clip (an FLV
+    or H.264 stream may, packet by packet) has its later frames scaled to it, as FFmpeg's command line
+    keeps its output size."""
+    h, w = frames[0].shape[:2]
+    return np.stack([_resize_to(f, w, h) for f in frames])
+
+
 def resize_short_side(rgb: np.ndarray, short_side: int | None, out: np.ndarray | None = None) -> np.ndarray:
     """An HxWxC uint8 image resized so min(H, W) == short_side, aspect kept (None: unchanged). Bit-exact
     bilinear down to half size and for enlarging, area filter for stronger shrinking (see module doc).
@@ -184,9 +206,23 @@ _local = threading.local()
 _SWS_BITEXACT_BILINEAR = 0x2 | 0x80000
 
 
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns that show the frame upright: its display matrix (an MP4's `tkhd`
+    rotation, as phones record portrait video), as FFmpeg's and OpenCV's readers apply it by default.
+    Other angles than multiples of 90 degrees are left alone (FFmpeg does not rotate them either)."""
+    angle = float(getattr(frame, "rotation", 0) or 0)
+    turns = round(angle / 90)
+    return turns % 4 if abs(angle - 90 * turns) < 1 else 0
+
+
+def _display_size(frame) -> tuple[int, int]:
+    """(width, height) of the frame as shown, after its rotation."""
+    return (frame.height, frame.width) if _quarter_turns(frame) % 2 else (frame.width, frame.height)
+
+
 def _rgb(frame, short_side: int | None, out: np.ndarray | None = None) -> np.ndarray:
-    """RGB uint8 at the native size through a reused reformatter, then resized (see module docstring), into
-    `out` when it has the right shape."""
+    """RGB uint8 at the native size through a reused reformatter, turned upright (`_quarter_turns`), then
+    resized (see module docstring), into `out` when it has the right shape."""
     # One per thread and process: a forked child must not reuse its parent's swscale context.
     cached = getattr(_local, "reformatter", None)
     if cached is None or cached[0] != os.getpid():
@@ -194,6 +230,9 @@ def _rgb(frame, short_side: int | None, out: np.ndarray | None = None) -> np.nda
     # threads=1: swscale's default (0 = one thread per CPU) oversubscribes the per-clip worker processes
     # and leaves a thread pool that a fork cannot inherit.
     rgb = cached[1].reformat(frame, format="rgb24", interpolation=_SWS_BITEXACT_BILINEAR, threads=1).to_ndarray()
+    turns = _quarter_turns(frame)
+    if turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
     return resize_short_side(rgb, short_side, out)
 
 
@@ -300,7 +339,7 @@ def _fast_path(packets, tb: float, ctx, mode: str, k: int | None, short_side: in
                     if out is None:
                         _check_frames(path, len(chosen), frame.width, frame.height, short_side, len(packets),
                                       max_bytes)
-                        w, h = target_size(frame.width, frame.height, short_side)
+                        w, h = target_size(*_display_size(frame), short_side)
                         out = np.empty((len(chosen), h, w, 3), dtype=np.uint8)
                     kept[frame.pts] = _rgb(frame, short_side, out[row[frame.pts]])
             if len(kept) == len(chosen):
@@ -315,7 +354,7 @@ def _fast_path(packets, tb: float, ctx, mode: str, k: int | None, short_side: in
     keys = sorted(kept)
     frames = [kept[p] for p in keys]
     if out is None or not all(f.base is out for f in frames):  # a size changed mid-stream
-        out = np.stack(frames)
+        out = _one_size(frames)
     return out, [chosen[p] for p in keys], times[-1], len(packets)
 
 
@@ -342,7 +381,7 @@ def _slow_path(path: Path, mode: str, k: int | None, short_side: int | None, fps
         t0 = times[order[0]]
         rel = [times[i] - t0 for i in order]
         pick = _select(mode, k, rel)
-        kept = np.stack([_rgb(frames[order[i]], short_side) for i in pick])
+        kept = _one_size([_rgb(frames[order[i]], short_side) for i in pick])
         return kept, [round(rel[i], 6) for i in pick], rel[-1], len(frames)
     finally:
         container.close()

@@ -169,7 +169,12 @@ def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> 
     log.info("planning %s from %s", recipe.name, raw)
     plan = recipe.plan(raw_dir, options)
     if not plan.items:
-        raise AvdataError(f"{raw}: no usable {recipe.name} clips found (is this the right folder?)")
+        why = "(is this the right folder?)"
+        if plan.skipped:  # say why: the plan knew (a missing modality, files in another format...)
+            first = plan.skipped[0]
+            why = (f"all {len(plan.skipped):,} found were skipped, e.g. {first.get('key', '')}: "
+                   f"{first.get('path', '')}: {first.get('reason', '')}")
+        raise AvdataError(f"{raw}: no usable {recipe.name} clips found: {why}")
     fraction = getattr(options, "val_fraction", 0.0) or 0.0
     if fraction > 0 and not any(it.split == "val" for it in plan.items):
         plan.warn(f"--val-fraction {fraction} held out no sample (too few per class to round to one): "

@@ -96,10 +96,13 @@ def _hash_sources(raw: Path, item: WorkItem) -> dict[str, str]:
     for rel in item.sources.values():
         p = raw / rel
         if p.is_file():
-            st = p.stat()
-            memo_key = (str(p), st.st_size, st.st_mtime_ns)
-            if memo_key not in _HASH_MEMO:
-                _HASH_MEMO[memo_key] = sha256_file(p)
+            try:
+                st = p.stat()
+                memo_key = (str(p), st.st_size, st.st_mtime_ns)
+                if memo_key not in _HASH_MEMO:
+                    _HASH_MEMO[memo_key] = sha256_file(p)
+            except OSError as exc:  # unreadable (permissions, a failing disk): bad input, not a bug
+                raise MediaError(p, f"cannot read ({exc.strerror or exc})") from exc
             out[rel] = _HASH_MEMO[memo_key]
     return out
 

@@ -167,13 +167,25 @@ def assign_splits(clips: list[str], options: CremadOptions) -> dict[str, str]:
     raise AvdataError(f"--split must be 'standard' or 'actor', got {options.split!r}")
 
 
-def _regular_files(folder: Path) -> set[str]:
-    """Names of the regular files (or links to them) in a folder; empty when it does not exist."""
+def _regular_files(folder: Path) -> dict[str, list[str]]:
+    """Names of the regular files (or links to them) in a folder by stem; empty when there is no folder."""
+    out: dict[str, list[str]] = {}
     try:
         with os.scandir(folder) as entries:
-            return {e.name for e in entries if e.is_file()}
+            for e in entries:
+                if e.is_file():
+                    out.setdefault(os.path.splitext(e.name)[0], []).append(e.name)
     except (FileNotFoundError, NotADirectoryError):
-        return set()
+        pass
+    return out
+
+
+def _clip_file(files: dict[str, list[str]], clip: str, ext: str) -> tuple[str | None, list[str]]:
+    """The clip's file with extension `ext` in any case (`.FLV` from a case-insensitive copy is the same
+    file format), else None and the clip's files in other formats (for the skip's reason)."""
+    names = sorted(files.get(clip, []), key=lambda n: (n != clip + ext, n))  # the exact name first
+    match = next((n for n in names if n.lower() == (clip + ext).lower()), None)
+    return match, ([] if match else names)
 
 
 def frame_slots(options: CremadOptions) -> int:
@@ -233,11 +245,12 @@ class CremadRecipe(Recipe):
         present = {}
         video: str | None  # None in `present`: that modality's file is missing
         audio: str | None
+        others: dict[str, list[str]] = {}  # clip -> its files in a format the recipe does not read
         for clip in sorted(standard):
-            video, audio = f"VideoFlash/{clip}.flv", f"AudioWAV/{clip}.wav"
-            has_v, has_a = f"{clip}.flv" in videos, f"{clip}.wav" in audios
-            if has_v or has_a:
-                present[clip] = (video if has_v else None, audio if has_a else None)
+            (v_name, v_other), (a_name, a_other) = _clip_file(videos, clip, ".flv"), _clip_file(audios, clip, ".wav")
+            if v_name or a_name or v_other or a_other:
+                present[clip] = (f"VideoFlash/{v_name}" if v_name else None, f"AudioWAV/{a_name}" if a_name else None)
+                others[clip] = [f"VideoFlash/{n}" for n in v_other] + [f"AudioWAV/{n}" for n in a_other]
         if not present:
             meant = _raw_folder_meant(raw)
             raise AvdataError(
@@ -251,8 +264,12 @@ class CremadRecipe(Recipe):
             split = splits[clip]
             if video is None or audio is None:
                 miss = f"VideoFlash/{clip}.flv" if video is None else f"AudioWAV/{clip}.wav"
-                skipped.append({"key": clip, "split": split, "path": miss,
-                                "reason": "missing modality: file not found"})
+                kind = miss.split("/")[0]
+                other = [n for n in others[clip] if n.startswith(kind + "/")]
+                reason = "missing modality: file not found" + (
+                    f" ({', '.join(other)} is there: CREMA-D is read from its published {kind}/*"
+                    f"{miss[-4:]} files, as the reference; fetch them with `avdata download cremad`)" if other else "")
+                skipped.append({"key": clip, "split": split, "path": miss, "reason": reason})
                 continue
             if clip in KNOWN_BAD and options.known_bad == "skip":
                 skipped.append({"key": clip, "split": split, "path": video,
@@ -313,7 +330,8 @@ class CremadRecipe(Recipe):
             "level_name": LEVELS.get(p["level"], ""),
             "demographics": demographics().get(p["actor"], UNKNOWN_DEMOGRAPHICS),
             "perceived": perceived(item.key),
-            "sources": source_records(ctx.source_sha256, matches_pinned=lambda rel, digest: pinned.get(rel) == digest),
+            "sources": source_records(ctx.source_sha256, matches_pinned=lambda rel, digest:  # `.FLV` as `.flv`
+                                      pinned.get(rel[:-4] + rel[-4:].lower()) == digest),
             **counts,
             "video": {"codec": vinfo.codec, "width": vinfo.width, "height": vinfo.height, "fps": round(vinfo.fps, 4),
                       "duration_s": round(vinfo.duration_s, 4), "has_audio": vinfo.has_audio,

@@ -1,11 +1,12 @@
 """MNISTDVS-NTIDIGITS: MNIST-DVS event recordings paired with N-TIDIGITS18 spoken digits (10 classes).
 
 Sources in the raw folder: the MNIST-DVS zips `grabbed_data<d>.zip` (or their unpacked folders
-`grabbed_data<d>/scale<s>/*.aedat`) and the N-TIDIGITS18 HDF5 file. As the reference: the MNIST-DVS
-recordings of each digit are shuffled (seed 42) and `per_class` of them taken, the first half train and
-the second half test; the single-digit N-TIDIGITS samples of each class and split (sorted by id) are
-tiled to as many; the i-th visual and i-th audio sample of a class are paired. 'o' (oh) has no MNIST
-counterpart and is dropped; 'z' is 0.
+`grabbed_data<d>/scale<s>/*.aedat`, or the recordings under their own names `mnist_<d>_scale<ss>_*.aedat` in
+any folder; a second copy of a recording is recorded as skipped) and the N-TIDIGITS18 HDF5 file. As the
+reference: the MNIST-DVS recordings of each digit are shuffled (seed 42) and `per_class` of them taken, the
+first half train and the second half test; the single-digit N-TIDIGITS samples of each class and split
+(sorted by id) are tiled to as many; the i-th visual and i-th audio sample of a class are paired. 'o' (oh)
+has no MNIST counterpart and is dropped; 'z' is 0.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ from avdata.datasets.splits import seeded_shuffle, stratified_holdout
 CLASSES = [str(d) for d in range(10)]
 DIGIT_OF = {"z": 0, **{str(d): d for d in range(1, 10)}, "0": 0}
 AEDAT_RE = re.compile(r"(^|/)grabbed_data(\d)/scale(\d+)/[^/]+\.aedat$", re.IGNORECASE)
+#: The recordings' own names (`mnist_<digit>_scale<ss>_<nnnn>.aedat`), which say digit and scale wherever
+#: the file lies: copies outside the zips' folders (a mirror's flat folder) are read too.
+AEDAT_NAME_RE = re.compile(r"(^|/)mnist_(\d)_scale(\d+)_[^/]*\.aedat$", re.IGNORECASE)
+
+
+def digit_and_scale(rel: str) -> tuple[int, int] | None:
+    """(digit, scale) of an MNIST-DVS recording from its folders or its own name; None for another file."""
+    m = AEDAT_RE.search(rel) or AEDAT_NAME_RE.search(rel)
+    return (int(m.group(2)), int(m.group(3))) if m else None
 
 CITATION = """@article{serrano2015poker,
   title={Poker-DVS and MNIST-DVS. Their History, How They Were Made, and Other Details},
@@ -142,7 +152,8 @@ class MnistDvsNTidigitsRecipe(Recipe):
         target = workdir / "mnistdvs"
 
         def chosen_scale(name: str) -> bool:
-            return bool((m := AEDAT_RE.search(name)) and int(m.group(3)) == options.scale)
+            found = digit_and_scale(name)
+            return found is not None and found[1] == options.scale
 
         for z in zips:
             unpack_zip(z, target, keep=chosen_scale)  # safely (avdata.fetch.unpack); once per zip and scale
@@ -158,29 +169,44 @@ class MnistDvsNTidigitsRecipe(Recipe):
         if options.sensor not in ("downsample", "crop"):
             raise AvdataError(f"--sensor must be 'downsample' or 'crop', got {options.sensor!r}")
         recordings: dict[int, list[str]] = {d: [] for d in range(10)}
-        for p in sorted(raw.rglob("*.aedat")):
+        first_copy: dict[str, str] = {}  # file name -> the copy used (a zip's folder and a flat copy of it)
+        duplicates: list[dict[str, Any]] = []
+        # the zips' own layout first: the copy used is the one `grabbed_data<d>/scale<s>/` holds
+        for p in sorted(raw.rglob("*.aedat"),
+                        key=lambda p: (not AEDAT_RE.search(p.relative_to(raw).as_posix()), len(p.parts), p)):
             rel = p.relative_to(raw).as_posix()
-            m = AEDAT_RE.search(rel)
-            if m and int(m.group(3)) == options.scale:
-                recordings[int(m.group(2))].append(rel)
+            found = digit_and_scale(rel)
+            if found is None or found[1] != options.scale:
+                continue
+            if p.name.lower() in first_copy:
+                duplicates.append({"key": re.sub(r"[^A-Za-z0-9_\-]", "_", p.stem), "split": "", "path": rel,
+                                   "reason": f"a second copy of {p.name}: {first_copy[p.name.lower()]} is used"})
+                continue
+            first_copy[p.name.lower()] = rel
+            recordings[found[0]].append(rel)
         if not any(recordings.values()):
             raise AvdataError(f"{raw}: no MNIST-DVS scale{options.scale} recordings (grabbed_data<d>/scale"
-                              f"{options.scale}/*.aedat or grabbed_data<d>.zip); fetch them with "
+                              f"{options.scale}/*.aedat, mnist_<d>_scale{options.scale:02d}_*.aedat or "
+                              "grabbed_data<d>.zip); fetch them with "
                               f"`avdata download mnistdvs --to {raw}`")
         h5 = find_h5(raw)
         h5_rel = h5.relative_to(raw).as_posix() if h5.is_relative_to(raw) else str(h5)
         audio = {split: ntidigits_index(raw / h5_rel, split) for split in ("train", "test")}
         pairs: list[tuple[str, str, int, str, str, str]] = []  # key, split, digit, aedat, audio id, audio split
         notes: dict[str, Any] = {"visual_per_class": {}, "audio_per_class": {}}
-        plan = Plan([], [], notes)
+        plan = Plan([], duplicates, notes)
         short = {d: len(recordings[d]) for d in range(10) if len(recordings[d]) < options.per_class}
         if short:
             plan.warn(f"--per-class {options.per_class}: only "
                       + ", ".join(f"{n} (digit {d})" for d, n in short.items())
-                      + f" MNIST-DVS scale{options.scale} recordings found; all of those are used")
+                      + f" MNIST-DVS scale{options.scale} recordings found; all of those are used (of an odd "
+                      "count, all but one)")
         for d in range(10):
             chosen = seeded_shuffle(recordings[d], options.seed, f"mnistdvs:{d}")[: options.per_class]
             half = len(chosen) // 2
+            if len(chosen) % 2:  # half train, half test: an odd count leaves one out, said rather than lost
+                plan.skipped.append({"key": f"unpaired_{d}", "split": "", "path": chosen[-1], "reason":
+                                     f"odd one out: {len(chosen)} digit-{d} recordings, half train and half test"})
             notes["visual_per_class"][str(d)] = len(chosen)
             for split, part in (("train", chosen[:half]), ("test", chosen[half: 2 * half])):
                 ids = [sid for sid, cls in audio[split] if cls == d]
@@ -189,7 +215,11 @@ class MnistDvsNTidigitsRecipe(Recipe):
                     raise AvdataError(f"{h5}: no isolated '{d}' samples in its {split} split to pair with")
                 for i, rec in enumerate(part):
                     pairs.append((f"{split}_{d}_{i:04d}", split, d, rec, ids[i % len(ids)], split))
-        val = stratified_holdout([(p[0], p[2]) for p in pairs if p[1] == "train"], options.val_fraction, options.seed)
+        # whole N-TIDIGITS recordings are held out: tiled, one is in several train pairs, and a val pair
+        # whose sound the network trained on (beside another digit picture) is no held-out sample
+        audio_of = {p[0]: p[4] for p in pairs}
+        val = stratified_holdout([(p[0], p[2]) for p in pairs if p[1] == "train"], options.val_fraction, options.seed,
+                                 group=audio_of.__getitem__)
         plan.items = [WorkItem(key, "val" if key in val else split, d, {"visual": rec, "audio": h5_rel},
                                {"audio_id": aid, "audio_split": asplit, "visual_file": rec})
                       for key, split, d, rec, aid, asplit in pairs]

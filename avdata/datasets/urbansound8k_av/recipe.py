@@ -1,9 +1,15 @@
 """UrbanSound8K-AV (SMMT, Guo et al., IEEE TCDS 2023): an image paired with each UrbanSound8K sound.
 
 Sources: the Kaggle dataset lingyueguo/urbansound8k-av, as its zip or unpacked:
-`Dataset_v3_vision/<class>/<name>.jpg` and `Dataset_v3_sound/<class>/<name>.wav`, paired by file name.
+`Dataset_v3_vision/<class>/<name>.jpg` and `Dataset_v3_sound/<class>/<name>.wav`, paired by file name. A
+class folder may be spelt in any case, with spaces or hyphens for underscores; any other folder there is
+recorded as skipped (with its path) and a class left without pairs is a plan warning.
 Split as the reference (the first 70% of each class's files train, the rest test), made reproducible by
-sorting the names; a seeded, stratified validation part is carved from train.
+sorting the names; a seeded, stratified validation part of whole recordings is carved from train. The cut
+moves to the nearest boundary between UrbanSound8K recordings (names
+`<fsID>-<classID>-<occurrenceID>-<sliceID>`: the slices of one Freesound recording sort together), so that
+no recording has slices in both train and test, as UrbanSound8K's authors ask (on the real file list a plain
+cut put 146 of the 2,624 test slices, from 8 recordings, beside slices of the same recording in train).
 """
 
 from __future__ import annotations
@@ -51,7 +57,8 @@ class UrbanSoundOptions:
     """The flags of `avdata prepare urbansound8k-av` (all recorded in the manifest)."""
 
     train_fraction: float = opt(0.7, min=0.05, max=0.95, help="First fraction of each class's files (sorted by "
-                                "name) used for training, the rest for test, as the reference.")
+                                "name) used for training, the rest for test, as the reference; the cut moves to the "
+                                "nearest recording boundary, so no UrbanSound8K recording is in both.")
     val_fraction: float = val_fraction_option()
     seed: int = seed_option()
     short_side: int = opt(256, min=16, help="Resize images so the short side is this many pixels.")
@@ -60,6 +67,18 @@ class UrbanSoundOptions:
     jpeg_quality: int = jpeg_quality_option()
     spec_dtype: str = spec_dtype_option()
     max_decoded_mb: int = max_decoded_mb_option()
+
+
+#: UrbanSound8K's file names: the first field is the Freesound recording the slice was cut from.
+US8K_NAME = re.compile(r"(\d+)-\d+-\d+-\d+")
+
+
+def recording_of(key: str) -> str:
+    """The recording a sample key (`<class>-<name>`) comes from: the fsID of an UrbanSound8K name, else the
+    name itself (a file of its own)."""
+    stem = key.split("-", 1)[-1]
+    m = US8K_NAME.fullmatch(stem)
+    return m.group(1) if m else stem
 
 
 def sample_key(cls: str, stem: str) -> str:
@@ -97,6 +116,34 @@ def _by_stem(paths: list[Path], suffixes: tuple[str, ...], cls: str, where: Call
                             "reason": f"a second file named {p.stem!r}: {where(out[p.stem])} is used"})
             continue
         out[p.stem] = p
+    return out
+
+
+def _folder_class(name: str) -> str | None:
+    """The class a folder under Dataset_v3_*/ holds: its name in any case, with spaces or hyphens for the
+    underscores; None for any other folder."""
+    norm = re.sub(r"[\s\-]+", "_", name.strip()).lower()
+    return norm if norm in CLASSES else None
+
+
+def class_folders(side: Path, where: Callable[[Path], str], skipped: list[dict[str, Any]]) -> dict[str, Path]:
+    """class -> its folder under `side` (Dataset_v3_vision/ or Dataset_v3_sound/). A folder that names no
+    class, or a second one for a class, is recorded in `skipped` with its path: its files are not read,
+    and a silent omission would leave a class short without a word."""
+    out: dict[str, Path] = {}
+    folders = sorted((p for p in side.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: (p.name not in CLASSES, p.name))  # an exact name first
+    for folder in folders:
+        cls = _folder_class(folder.name)
+        if cls is None and next(folder.iterdir(), None) is None:
+            continue  # an empty folder drops nothing
+        if cls is None or cls in out:
+            why = (f"a second folder for class {cls!r}: {where(out[cls])}/ is used" if cls else
+                   "not a class folder: UrbanSound8K-AV's are " + ", ".join(CLASSES) + "; its files are not read")
+            skipped.append({"key": sample_key("folder", folder.name), "split": "", "path": where(folder) + "/",
+                            "reason": why})
+            continue
+        out[cls] = folder
     return out
 
 
@@ -145,9 +192,13 @@ class UrbanSound8kAVRecipe(Recipe):
         def where(path: Path) -> str:
             return (rel / path.relative_to(root)).as_posix()
 
+        image_dirs = class_folders(root / VISION, where, skipped)
+        sound_dirs = class_folders(root / SOUND, where, skipped)
         for label, cls in enumerate(CLASSES):
-            images = _by_stem(sorted((root / VISION / cls).glob("*")), IMAGE_EXT, cls, where, skipped)
-            sounds = _by_stem(sorted((root / SOUND / cls).glob("*")), (".wav",), cls, where, skipped)
+            images = _by_stem(sorted(image_dirs[cls].glob("*")) if cls in image_dirs else [], IMAGE_EXT, cls,
+                              where, skipped)
+            sounds = _by_stem(sorted(sound_dirs[cls].glob("*")) if cls in sound_dirs else [], (".wav",), cls,
+                              where, skipped)
             for stem in sorted(set(images) ^ set(sounds)):
                 present = images[stem] if stem in images else sounds[stem]
                 other = "sound" if stem in images else "image"
@@ -165,18 +216,23 @@ class UrbanSound8kAVRecipe(Recipe):
                 pairs.append((key, label, stem, image, where(sounds[stem])))
         if not pairs:
             raise AvdataError(f"{root}: no image/sound pairs found")
+        plan = Plan([], skipped, {"pairs_found": len(pairs)})
+        empty = [cls for label, cls in enumerate(CLASSES) if not any(p[1] == label for p in pairs)]
+        if empty:
+            plan.warn("no image/sound pairs for class " + ", ".join(empty) + f" (no {VISION}/<class>/ and "
+                      f"{SOUND}/<class>/ files of the same name)")
         split_of: dict[str, str] = {}
         for label in range(len(CLASSES)):
             keys = [p[0] for p in pairs if p[1] == label]
-            train, test = first_fraction(keys, options.train_fraction)
+            train, test = first_fraction(keys, options.train_fraction, group=recording_of)
             split_of.update({k: "train" for k in train})
             split_of.update({k: "test" for k in test})
         val = stratified_holdout([(p[0], p[1]) for p in pairs if split_of[p[0]] == "train"],
-                                 options.val_fraction, options.seed)
-        items = [WorkItem(key, "val" if key in val else split_of[key], label, {"image": img, "audio": snd},
-                          {"class": CLASSES[label], "name": stem})
-                 for key, label, stem, img, snd in pairs]
-        return Plan(items, skipped, {"pairs_found": len(pairs)})
+                                 options.val_fraction, options.seed, group=recording_of)
+        plan.items = [WorkItem(key, "val" if key in val else split_of[key], label, {"image": img, "audio": snd},
+                               {"class": CLASSES[label], "name": stem})
+                      for key, label, stem, img, snd in pairs]
+        return plan
 
     def features(self, options: UrbanSoundOptions) -> dict[str, dict[str, Any]]:
         bins = spectrogram_bins(options.spectrogram)
