@@ -18,6 +18,7 @@ from avdata.errors import AvdataError
 from avdata.prepare.protocol import resolve_prepare_protocol
 from avdata.shards.manifest import Manifest
 from avdata.cli.avdata_app import app as avdata_app
+from tests.manifests import load_manifest
 from scmrl.train.checkpoint import load_checkpoint
 from scmrl.model.config import ModelConfig
 from scmrl.train.evaluate import autocast_for
@@ -196,8 +197,14 @@ def test_resume_refuses_another_protocol_and_names_what_it_changes():
 
 
 def test_prepare_protocol():
-    assert resolve_prepare_protocol("ours", "cremad", None) == 0.1
-    assert resolve_prepare_protocol("reference", "cremad", None, split="standard", spectrogram="reference") == 0.0
+    assert resolve_prepare_protocol("ours", "cremad", None) == {"val_fraction": 0.1}
+    assert resolve_prepare_protocol("reference", "cremad", None, split="standard", spectrogram="reference") == \
+        {"val_fraction": 0.0}
+    # an option left at our default takes the authors' value: UrbanSound8K-AV's cut at the file
+    assert resolve_prepare_protocol("reference", "urbansound8k-av", None, train_fraction=0.7, train_cut="recording",
+                                    spectrogram="reference") == {"val_fraction": 0.0, "train_cut": "file"}
+    with pytest.raises(AvdataError, match="--train-fraction 0.7"):
+        resolve_prepare_protocol("reference", "urbansound8k-av", None, train_fraction=0.8)
     with pytest.raises(AvdataError, match="--split standard"):
         resolve_prepare_protocol("reference", "cremad", None, split="actor")
     with pytest.raises(AvdataError, match="--per-class 1000"):
@@ -205,6 +212,32 @@ def test_prepare_protocol():
     r = CliRunner().invoke(avdata_app, ["prepare", "urbansound8k-av", "--raw", "nowhere", "--out", "x",
                                         "--protocol", "reference", "--val-fraction", "0.2"])
     assert r.exit_code == 2 and "drop --val-fraction 0.2" in r.output
+
+
+def test_prepare_reference_cuts_urbansound_at_the_file_and_ours_at_the_recording(tmp_path):
+    """Five slices of one recording (fsID 7), then two of another, in one class: 70% is the first 4; the
+    reference cuts there (a slice of recording 7 in test), ours at the recording boundary (5 train)."""
+    import soundfile as sf
+    from PIL import Image
+
+    raw = tmp_path / "raw"
+    for side in ("Dataset_v3_sound", "Dataset_v3_vision"):
+        (raw / side / "dog_bark").mkdir(parents=True)
+    names = [f"7-3-0-{i}" for i in range(5)] + [f"8-3-0-{i}" for i in range(2)]
+    rng = np.random.default_rng(0)
+    for name in names:
+        sf.write(raw / "Dataset_v3_sound" / "dog_bark" / f"{name}.wav", rng.uniform(-0.5, 0.5, 8000), 16000)
+        Image.fromarray(np.full((24, 32, 3), 99, np.uint8)).save(raw / "Dataset_v3_vision" / "dog_bark" / f"{name}.jpg")
+    counts = {}
+    for protocol in ("reference", "ours"):
+        out = tmp_path / protocol
+        r = CliRunner().invoke(avdata_app, ["prepare", "urbansound8k-av", "--raw", str(raw), "--out", str(out),
+                                            "--protocol", protocol, "--val-fraction", "0", "--short-side", "16"])
+        assert r.exit_code == 0, r.output
+        m = load_manifest(out)
+        counts[protocol] = (m["options"]["train_cut"], m["splits"]["train"]["num_samples"],
+                            m["splits"]["test"]["num_samples"])
+    assert counts == {"reference": ("file", 4, 3), "ours": ("recording", 5, 2)}
 
 
 def test_the_loader_resizes_spectrograms_as_the_protocol_says(tmp_path):

@@ -413,6 +413,10 @@ def test_urbansound_split_keeps_each_recording_on_one_side(tmp_path, wav_files):
     for item in plan.items:
         sides[item.split].add(item.meta["name"].split("-")[0])
     assert sides["val"] and not sides["train"] & sides["val"] and not sides["val"] & sides["test"]
+    # --train-cut file (--protocol reference sets it): the reference's plain cut, its 43 shared slices included
+    plan = get_recipe("urbansound8k-av").plan(base, UrbanSoundOptions(val_fraction=0.0, train_cut="file"))
+    assert [len([i for i in plan.items if i.split == s]) for s in ("train", "test")] == [300, 129]
+    assert get_recipe("urbansound8k-av").reference["train_cut"] == "file"
 
 
 def test_mnistdvs_recordings_under_their_own_names_in_a_flat_folder(tmp_path, aedat_files):

@@ -76,10 +76,10 @@ def build_prepare_command(name: str) -> Any:
 
             try:
                 values = dataclasses.asdict(options)
-                val = resolve_prepare_protocol(run.protocol, name, values.pop("val_fraction"), **values)
+                sets = resolve_prepare_protocol(run.protocol, name, values.pop("val_fraction"), **values)
             except AvdataError as exc:
                 fail(exc)
-            options = dataclasses.replace(options, val_fraction=val)
+            options = dataclasses.replace(options, **sets)
         _run(name, options, run)
 
     return dataset_command(name, (PrepareRunOptions, recipe.options_type), body, help=recipe.summary or None,

@@ -6,7 +6,8 @@ class folder may be spelt in any case, with spaces or hyphens for underscores; a
 recorded as skipped (with its path) and a class left without pairs is a plan warning.
 Split as the reference (the first 70% of each class's files train, the rest test), made reproducible by
 sorting the names; a seeded, stratified validation part of whole recordings is carved from train. The cut
-moves to the nearest boundary between UrbanSound8K recordings (names
+moves (by default; `--train-cut file` and `--protocol reference` keep the reference's) to the nearest
+boundary between UrbanSound8K recordings (names
 `<fsID>-<classID>-<occurrenceID>-<sliceID>`: the slices of one Freesound recording sort together), so that
 no recording has slices in both train and test, as UrbanSound8K's authors ask (on the real file list a plain
 cut put 146 of the 2,624 test slices, from 8 recordings, beside slices of the same recording in train).
@@ -57,8 +58,11 @@ class UrbanSoundOptions:
     """The flags of `avdata prepare urbansound8k-av` (all recorded in the manifest)."""
 
     train_fraction: float = opt(0.7, min=0.05, max=0.95, help="First fraction of each class's files (sorted by "
-                                "name) used for training, the rest for test, as the reference; the cut moves to the "
-                                "nearest recording boundary, so no UrbanSound8K recording is in both.")
+                                "name) used for training, the rest for test, as the reference.")
+    train_cut: str = opt("recording", choices=("recording", "file"), help="Where that cut falls: at the UrbanSound8K "
+                         "recording boundary nearest to it, so no recording has slices in both train and test "
+                         "(recording), or at the file, as the reference does (file; --protocol reference: 146 test "
+                         "slices then share a recording with train slices, which inflates test accuracy).")
     val_fraction: float = val_fraction_option()
     seed: int = seed_option()
     short_side: int = opt(256, min=16, help="Resize images so the short side is this many pixels.")
@@ -154,7 +158,7 @@ class UrbanSound8kAVRecipe(Recipe):
     summary = "UrbanSound8K-AV: each sound's paired image + spectrogram, 10 urban sound classes."
     raw_help = ("The Kaggle zip of lingyueguo/urbansound8k-av or the folder it unpacks to (holding "
                 "Dataset_v3_vision/ and Dataset_v3_sound/).")
-    reference = {"train_fraction": 0.7, "spectrogram": "reference"}
+    reference = {"train_fraction": 0.7, "train_cut": "file", "spectrogram": "reference"}
     model_defaults = ModelDefaults(embed_dim=64, tau_s=0.08, time_steps=4, image_size=128)  # docs/reference.md §1
     card = CardInfo(
         title="UrbanSound8K-AV audio-visual shards (avdata)",
@@ -224,7 +228,8 @@ class UrbanSound8kAVRecipe(Recipe):
         split_of: dict[str, str] = {}
         for label in range(len(CLASSES)):
             keys = [p[0] for p in pairs if p[1] == label]
-            train, test = first_fraction(keys, options.train_fraction, group=recording_of)
+            train, test = first_fraction(keys, options.train_fraction,
+                                         group=recording_of if options.train_cut == "recording" else None)
             split_of.update({k: "train" for k in train})
             split_of.update({k: "test" for k in test})
         val = stratified_holdout([(p[0], p[1]) for p in pairs if split_of[p[0]] == "train"],
