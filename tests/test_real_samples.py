@@ -382,6 +382,9 @@ def test_urbansound_split_keeps_each_recording_on_one_side(tmp_path, wav_files):
         assert not {recording_of(k) for k in train} & {recording_of(k) for k in test}, cls
         sizes[cls] = (len(train), len(test))
     assert sum(a for a, _ in sizes.values()) == 6042 and sum(b for _, b in sizes.values()) == 2690
+    plain = [first_fraction([sample_key(c, s) for s in stems], 0.7) for c, stems in by_class.items()]  # the authors'
+    assert sum(len(a) for a, _ in plain) == 6111 and sum(len(b) for _, b in plain) == 2621
+    assert sum(recording_of(k) in {recording_of(x) for x in a} for a, b in plain for k in b) == 146
     # the validation part carved from train holds whole recordings too (a per-slice draw put 574 of its 604
     # slices beside a slice of their recording left in train: the epoch chosen on it was chosen on train)
     from avdata.datasets.splits import stratified_holdout

@@ -10,7 +10,7 @@ moves (by default; `--train-cut file` and `--protocol reference` keep the refere
 boundary between UrbanSound8K recordings (names
 `<fsID>-<classID>-<occurrenceID>-<sliceID>`: the slices of one Freesound recording sort together), so that
 no recording has slices in both train and test, as UrbanSound8K's authors ask (on the real file list a plain
-cut put 146 of the 2,624 test slices, from 8 recordings, beside slices of the same recording in train).
+cut put 146 of the 2,621 test slices, from 8 recordings, beside slices of the same recording in train).
 """
 
 from __future__ import annotations
