@@ -129,11 +129,12 @@ class AveRecipe(Recipe):
     card = CardInfo(
         title="AVE audio-visual event shards (avdata)",
         description=(
-            "AVE (Audio-Visual Event dataset): 4,143 ten-second YouTube videos covering 28 audio-visual event "
-            "classes (musical instruments, vehicles, animals, speech and more), each with the one-second segments "
-            "of its event annotated, in the official train/val/test split. Each sample holds video frames (one "
-            "per second) and a log spectrogram of the clip's own audio track, prepared for audio-visual "
-            "classification as in the balanced multimodal learning papers and S-CMRL (arXiv 2502.12488)."
+            "AVE (Audio-Visual Event dataset): 4,143 annotated ten-second YouTube clips (4,097 distinct videos) "
+            "of 28 event classes (musical instruments, vehicles, animals, speech and more), each with the one-"
+            "second segments of its event annotated, in the official train/val/test split. Each sample holds "
+            "video frames (one per second) and a log spectrogram of the clip's own audio track, prepared for "
+            "audio-visual classification as in the balanced multimodal learning papers and S-CMRL (arXiv "
+            "2502.12488)."
         ),
         license=("The AVE annotations are published by the authors for research use; the videos come from "
                  "YouTube and remain under their uploaders' terms. Check both before redistributing shards."),
