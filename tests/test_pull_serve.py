@@ -99,6 +99,9 @@ def test_pull_one_split(shards_dir, tmp_path):
     assert "train" in res.output and "absent" in res.output
     with avdata_server(shards_dir) as (url, _), pytest.raises(AvdataError, match="no split 'nope'"):
         pull(url, tmp_path / "n", splits=["nope"], **FAST)
+    with avdata_server(shards_dir) as (url, _):  # the rest, then test alone again: nothing is absent now
+        assert not pull(url, tmp_path / "t", **FAST).notes
+        assert not pull(url, tmp_path / "t", splits=["test"], **FAST).notes
 
 
 def test_pull_damaged_shard_never_kept(shards_dir, tmp_path):

@@ -163,7 +163,8 @@ def pull(
         return report
     atomic_write_bytes(local_manifest, raw_manifest)
     record_pulled_splits(to, chosen, manifest)  # so that verify checks the splits there are
-    others = [s for s in all_splits if s not in chosen]
+    others = [s for s in all_splits if s not in chosen  # (an earlier pull may have brought them)
+              and not all((to / e.file).is_file() for e in manifest.splits[s].shards)]
     if others:
         note = (f"only split(s) {', '.join(chosen)} were pulled; the manifest also lists {', '.join(others)}, "
                 f"whose shards are absent from {to}.")
