@@ -94,6 +94,11 @@ class SampleChecks:
     def start(self, split: str, file: str) -> None:
         self.split, self.file, self.found = split, file, []
 
+    def restart(self) -> None:
+        """Check the current shard again from its start (a read of it failed): its keys are not met yet."""
+        self.keys = {k: v for k, v in self.keys.items() if v != (self.split, self.file)}
+        self.found = []
+
     def sample(self, key: str, member: str) -> None:
         problem = key_problem(key)
         if problem:
