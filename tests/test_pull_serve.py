@@ -104,6 +104,30 @@ def test_pull_one_split(shards_dir, tmp_path):
         assert not pull(url, tmp_path / "t", splits=["test"], **FAST).notes
 
 
+def test_pulling_another_split_of_a_changed_dataset_replaces_the_stale_shards_pulled_before(shards_dir, tmp_path):
+    """train pulled, then the served folder prepared again (one train shard now other bytes of the same
+    size), then `pull --split test`: the new manifest was written over the old train shard, the pull
+    said it succeeded, and the trainer read the stale shard (only `verify` noticed)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    for name, data in _files(shards_dir).items():
+        (served / name).write_bytes(data)
+    to = tmp_path / "t"
+    assert pull(str(served), to, splits=["train"], **FAST).ok
+    changed = bytearray((served / "train-000001.tar").read_bytes())
+    changed[-2000] ^= 1  # inside the tar's zero padding: still a valid shard
+    (served / "train-000001.tar").write_bytes(bytes(changed))
+    manifest = Manifest.load(served / "manifest.json")
+    manifest.splits["train"].shards[1].sha256 = sha256_file(served / "train-000001.tar")
+    manifest.save(served)
+    keep = (to / "train-000000.tar").stat().st_mtime_ns
+    report = pull(str(served), to, splits=["test"], **FAST)
+    assert report.ok and sorted(r.path for r in report.fetched) == ["README.md", "test-000000.tar",
+                                                                            "train-000001.tar"]
+    assert _files(to) == _files(served) and (to / "train-000000.tar").stat().st_mtime_ns == keep
+    assert not (to / ".avdata" / "pulled-splits.json").exists()  # every split is here, all of this version
+
+
 def test_pull_damaged_shard_never_kept(shards_dir, tmp_path):
     # byte 600 lies in the first member's data of every shard: each shard is served damaged
     with serve_dir(shards_dir, corrupt_byte_at=600, only="*.tar") as url:

@@ -17,7 +17,7 @@ from avdata.fetch.disk import drop_link, free_space, part_path
 from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files
 from avdata.fetch.urls import is_url, join_url, redact
 from avdata.errors import AvdataError
-from avdata.owned import CARD_NAME, claim, other_preparation, our_manifest, refuse_foreign
+from avdata.owned import CARD_NAME, claim, other_preparation, our_manifest, owned_names, refuse_foreign
 from avdata.shards.location import read_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
 from avdata.pulled_splits import record_pulled_splits
@@ -105,7 +105,8 @@ def pull(
 ) -> DownloadReport:
     """Copy the shards folder at `url` (http(s) URL or local path) into `to`, verified shard by shard.
 
-    `splits`: only these splits' shards (the manifest is still written whole, listing the others too).
+    `splits`: only these splits' shards (the manifest is still written whole, listing the others too);
+    shards of other splits already here are checked against it too when it replaces another manifest.
     manifest.json is written last, and only when every shard arrived intact. A folder that already holds
     another dataset, or the same one prepared with other options, is refused unless `overwrite` (its
     manifest would be replaced and its shards orphaned); a file under one of the names the pull writes that
@@ -130,6 +131,13 @@ def pull(
     local_manifest = to / MANIFEST_NAME
     drop_link(local_manifest)
     _check_target(to, manifest, raw_manifest, overwrite)
+    if not (local_manifest.is_file() and _holds(local_manifest, raw_manifest)):
+        # shards of the other splits here came with another manifest (or a pull cut short before this
+        # one's): checked too, and replaced where they differ, or this manifest would be written over them
+        ours = owned_names(to) if to.is_dir() else set()
+        files += [RemoteFile(path=e.file, size=e.bytes, sha256=e.sha256.lower()) for _split, e in
+                  manifest.shard_entries([s for s in all_splits if s not in chosen])
+                  if e.file in ours and (to / e.file).is_file()]
     names = [f.path for f in files] + [CARD_NAME, MANIFEST_NAME]
     refuse_foreign(to, names, "avdata pull")
     _check_space(to, files)
