@@ -92,10 +92,8 @@ def push(folder: str | Path, url: str, jobs: int = 4, progress: bool | None = No
                           f"uploaded. See `avdata verify {folder}`, and prepare or pull the folder again")
     try:
         return _upload(folder, url, jobs, progress, overwrite)
-    except PermissionError as exc:
-        raise AvdataError(f"{url}: access denied ({exc}); check the credentials: {store_info(url)[3]}") from exc
     except Exception as exc:
-        known = store_error(url, exc)
+        known = store_error(url, exc)  # missing or refused credentials, named with where they come from
         if known is not None:
             raise known from exc
         raise
