@@ -223,3 +223,26 @@ def test_serve_and_pull_help_mention_static_servers():
     assert res.exit_code == 0 and "nginx" in res.output and "Hugging Face" in res.output
     res = runner.invoke(app, ["pull", "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "--split" in res.output
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_manifest_is_named_at_once_with_the_credentials_to_check(tmp_path, monkeypatch, status):
+    """A refused manifest was asked for three times, then reported as 'could not be read after 3 tries'
+    naming nothing to set; an hf:// one names HF_TOKEN."""
+    from tests.httpserver import send_whole, serve_script
+
+    seen = []
+
+    def refuse(handler):
+        seen.append(handler.path)
+        send_whole(handler, status, b"no\n")
+
+    with serve_script(refuse) as url:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        for where, hint in ((url, "the user:password in the URL"), ("hf://datasets/lab/x", "HF_TOKEN")):
+            seen.clear()
+            with pytest.raises(AvdataError, match=rf"manifest.json: access denied \(HTTP Error {status}.*; check "
+                                                  rf"the credentials: {hint}"):
+                pull(where, tmp_path / "t", **FAST)
+            assert len(seen) == 1
