@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import tarfile
-import time
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import IO, Any, Callable
 from avdata.errors import AvdataError
 from avdata.fetch.transport import remote_size
 from avdata.printable import printable
-from avdata.samples import SampleChecks
+from avdata.samples import REMOTE_RETRIES, SampleChecks, may_pass, retry_pause
 from avdata.shards.frames import JPEG_FRAMES, is_jpeg_frame
 from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.manifest import MANIFEST_NAME, Manifest, ShardEntry
@@ -41,9 +40,6 @@ from avdata.pulled_splits import not_pulled
 from avdata.shards.reader import TarCutShortError, TarHeaderError, iter_tar_files
 
 CHUNK = 1 << 20
-#: Further reads of a remote shard whose read failed in a way that may pass; seconds before the first.
-REMOTE_RETRIES = 3
-RETRY_DELAY = 1.0
 
 
 @dataclass
@@ -145,11 +141,6 @@ def _count_samples(reader: _HashingReader, limit: int, fields: set[str] | None =
     return n, None
 
 
-def _passing(exc: BaseException | None) -> bool:
-    """Whether a remote read's failure may pass on another try: not a missing object or refused access."""
-    return not isinstance(exc, urllib.error.HTTPError) or exc.code >= 500 or exc.code in (408, 425, 429)
-
-
 def _open_shard(loc: ShardsLocation, file: str) -> IO[bytes] | tuple[str, bool]:
     """An open file, or the problem text when it cannot be opened and whether another try may open it."""
     try:
@@ -160,7 +151,7 @@ def _open_shard(loc: ShardsLocation, file: str) -> IO[bytes] | tuple[str, bool]:
         cause = exc.__cause__
         if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
             return "missing (HTTP 404)", False
-        return f"cannot be opened ({printable(cause or exc)})", _passing(cause)
+        return f"cannot be opened ({printable(cause or exc)})", may_pass(cause)
     except OSError as exc:
         return f"cannot be opened ({printable(exc)})", False
 
@@ -173,10 +164,10 @@ def _remote_size(url: str, timeout: float = 60.0) -> int | str:
             length = remote_size(url, timeout)
             break
         except (urllib.error.URLError, OSError) as exc:
-            if not _passing(exc) or attempt == REMOTE_RETRIES:
+            if not may_pass(exc) or attempt == REMOTE_RETRIES:
                 code = getattr(exc, "code", None)
                 return "missing (HTTP 404)" if code == 404 else f"cannot be read ({f'HTTP {code}' if code else exc})"
-            time.sleep(RETRY_DELAY * 2 ** attempt)
+            retry_pause(attempt + 1)
     if length is None:
         return "server sends no Content-Length; run without --quick"
     return length
@@ -209,7 +200,7 @@ def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
     read fails in a way that may pass."""
     for attempt in range(REMOTE_RETRIES + 1 if loc.remote else 1):
         if attempt:
-            time.sleep(RETRY_DELAY * 2 ** (attempt - 1))
+            retry_pause(attempt)
             checks.restart()
         trial = VerifyReport(report.location, report.splits)
         got, passing = _check_full_once(loc, shard, trial, on_bytes, checks)
