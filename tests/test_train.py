@@ -233,12 +233,16 @@ def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards,
 
 
 def test_streams_from_http(small_shards, tmp_path):
-    with serve_dir(small_shards) as url:
-        res = train(TrainConfig(shards=str(url), out=str(tmp_path / "h"), epochs=1, **{**TINY, "workers": 1}))
-        paths = {r["path"] for r in url.requests}
+    with serve_dir(small_shards) as url:  # with credentials in the URL, which no file of the run may keep
+        secret = url.replace("http://", "http://lab:pa55word@") + "/?token=t0ken-s3cret"
+        res = train(TrainConfig(shards=secret, out=str(tmp_path / "h"), epochs=1, **{**TINY, "workers": 1}))
+        paths = {r["path"].split("?")[0] for r in url.requests}
     assert "/manifest.json" in paths and {"/train-000000.tar", "/val-000000.tar", "/test-000000.tar"} <= paths
     rows = read_metrics(tmp_path / "h" / "metrics.jsonl")
     assert rows[0]["train_samples"] == 128 and rows[0]["test_samples"] == 32 and res["epochs"] == 1
+    kept = [p for p in (tmp_path / "h").rglob("*") if p.is_file()]  # checkpoint.pt, best.pt (shared with models)
+    assert any(p.name == "checkpoint.pt" for p in kept)
+    assert not [p.name for p in kept if b"pa55word" in p.read_bytes() or b"t0ken-s3cret" in p.read_bytes()]
 
 
 def test_a_server_that_disappears_names_the_shard(small_shards, tmp_path):
