@@ -246,3 +246,19 @@ def test_a_refused_manifest_is_named_at_once_with_the_credentials_to_check(tmp_p
                                                   rf"the credentials: {hint}"):
                 pull(where, tmp_path / "t", **FAST)
             assert len(seen) == 1
+
+
+def test_a_second_pull_into_the_same_folder_waits_its_turn(shards_dir, tmp_path):
+    """Two pulls into one --to (the nodes of a job each pulling into shared storage) renamed and resumed each
+    other's .part files: the pulls failed with FileNotFoundError, and a writer still appending to a .part
+    the other had just renamed would change a verified shard. One holds the folder's lock at a time."""
+    from avdata.prepare.lock import output_lock
+
+    to = tmp_path / "t"
+    to.mkdir()
+    with output_lock(to, None) as held:
+        with pytest.raises(AvdataError, match=rf"another `avdata prepare` or `avdata pull` \(pid {os.getpid()} .*"
+                                              rf"holds the lock {held}"):
+            pull(str(shards_dir), to, **FAST)
+    assert not list(to.glob("*.tar*"))
+    assert pull(str(shards_dir), to, **FAST).ok and not (to / ".avdata" / "prepare.lock").exists()

@@ -17,6 +17,7 @@ from avdata.fetch.disk import drop_link, free_space, part_path
 from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files
 from avdata.fetch.urls import is_url, join_url, redact
 from avdata.errors import AvdataError
+from avdata.prepare.lock import output_lock
 from avdata.owned import CARD_NAME, claim, other_preparation, our_manifest, owned_names, refuse_foreign
 from avdata.shards.location import read_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
@@ -142,41 +143,42 @@ def pull(
     refuse_foreign(to, names, "avdata pull")
     _check_space(to, files)
     to.mkdir(parents=True, exist_ok=True)
-    claim(to, names)  # before any byte arrives: a pull cut short and rerun knows these names are its own
-    if local_manifest.exists() and not _holds(local_manifest, raw_manifest):
-        # The folder holds another version: it is not complete until this pull finishes.
-        log.info("%s differs from the served manifest; removing it (and the old card) until the pull "
-                 "completes", local_manifest)
-        local_manifest.unlink()
-        (to / CARD_NAME).unlink(missing_ok=True)
+    with output_lock(to, None):  # one pull (or prepare) writes into a folder at a time
+        claim(to, names)  # before any byte arrives: a pull cut short and rerun knows these names are its own
+        if local_manifest.exists() and not _holds(local_manifest, raw_manifest):
+            # The folder holds another version: it is not complete until this pull finishes.
+            log.info("%s differs from the served manifest; removing it (and the old card) until the pull "
+                     "completes", local_manifest)
+            local_manifest.unlink()
+            (to / CARD_NAME).unlink(missing_ok=True)
 
-    log.info("pulling %d shard(s) of split(s) %s from %s to %s", len(files), ", ".join(chosen), redact(base), to)
-    stall: dict[str, Any] = dict(stall_seconds=stall_seconds, stall_bytes=stall_bytes)
-    report = fetch_files(base, files, to, jobs=jobs, retries=retries, backoff=backoff, timeout=timeout,
-                         progress=progress, description=f"pull -> {to.name or to}", **stall)
+        log.info("pulling %d shard(s) of split(s) %s from %s to %s", len(files), ", ".join(chosen), redact(base), to)
+        stall: dict[str, Any] = dict(stall_seconds=stall_seconds, stall_bytes=stall_bytes)
+        report = fetch_files(base, files, to, jobs=jobs, retries=retries, backoff=backoff, timeout=timeout,
+                             progress=progress, description=f"pull -> {to.name or to}", **stall)
 
-    card = fetch_files(base, [RemoteFile(CARD_NAME, max_size=MAX_CARD_SIZE)], to, jobs=1, retries=retries,
-                       backoff=backoff, timeout=timeout, progress=False, **stall)
-    for r in card.failed:
-        if r.http_status == 404:
-            log.info("no %s (dataset card) at %s", CARD_NAME, redact(base))
-        else:
-            report.failed.append(r)
-    report.fetched += card.fetched
-    report.already_present += card.already_present
+        card = fetch_files(base, [RemoteFile(CARD_NAME, max_size=MAX_CARD_SIZE)], to, jobs=1, retries=retries,
+                           backoff=backoff, timeout=timeout, progress=False, **stall)
+        for r in card.failed:
+            if r.http_status == 404:
+                log.info("no %s (dataset card) at %s", CARD_NAME, redact(base))
+            else:
+                report.failed.append(r)
+        report.fetched += card.fetched
+        report.already_present += card.already_present
 
-    if report.failed:
-        report.notes.append(f"{MANIFEST_NAME} was not written because {len(report.failed)} file(s) failed; "
-                            f"run the same pull again to resume.")
+        if report.failed:
+            report.notes.append(f"{MANIFEST_NAME} was not written because {len(report.failed)} file(s) failed; "
+                                f"run the same pull again to resume.")
+            return report
+        atomic_write_bytes(local_manifest, raw_manifest)
+        record_pulled_splits(to, chosen, manifest)  # so that verify checks the splits there are
+        others = [s for s in all_splits if s not in chosen  # (an earlier pull may have brought them)
+                  and not all((to / e.file).is_file() for e in manifest.splits[s].shards)]
+        if others:
+            note = (f"only split(s) {', '.join(chosen)} were pulled; the manifest also lists {', '.join(others)}, "
+                    f"whose shards are absent from {to}.")
+            log.info("%s", note)
+            report.notes.append(note)
+        log.info("pulled %s into %s: %s", manifest.dataset, to, report.summary())
         return report
-    atomic_write_bytes(local_manifest, raw_manifest)
-    record_pulled_splits(to, chosen, manifest)  # so that verify checks the splits there are
-    others = [s for s in all_splits if s not in chosen  # (an earlier pull may have brought them)
-              and not all((to / e.file).is_file() for e in manifest.splits[s].shards)]
-    if others:
-        note = (f"only split(s) {', '.join(chosen)} were pulled; the manifest also lists {', '.join(others)}, "
-                f"whose shards are absent from {to}.")
-        log.info("%s", note)
-        report.notes.append(note)
-    log.info("pulled %s into %s: %s", manifest.dataset, to, report.summary())
-    return report
