@@ -39,6 +39,7 @@ import torch
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.fetch.urls import redact
+from avdata.pulled_splits import require_shards
 from avdata.progress import make_progress
 
 from avdata.shards.location import open_shards
@@ -112,6 +113,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     mcfg = model_config(cfg, source)
     # a split whose clips were all skipped while preparing has an (empty) shard but nothing to evaluate on
     eval_splits: list[str] = [s for s in ("val", "test") if s in source.splits and source.num_samples(s) > 0]
+    require_shards(source, ["train", *eval_splits])
     ckpt_path = out / CHECKPOINT_NAME
 
     ckpt = read_resume_checkpoint(cfg, mcfg, source, ctx)
