@@ -157,8 +157,8 @@ def pull(
         report = fetch_files(base, files, to, jobs=jobs, retries=retries, backoff=backoff, timeout=timeout,
                              progress=progress, description=f"pull -> {to.name or to}", **stall)
 
-        card = fetch_files(base, [RemoteFile(CARD_NAME, max_size=MAX_CARD_SIZE)], to, jobs=1, retries=retries,
-                           backoff=backoff, timeout=timeout, progress=False, **stall)
+        card = fetch_files(base, [RemoteFile(CARD_NAME, max_size=MAX_CARD_SIZE, optional=True)], to, jobs=1,
+                           retries=retries, backoff=backoff, timeout=timeout, progress=False, **stall)
         for r in card.failed:
             if r.http_status == 404:
                 log.info("no %s (dataset card) at %s", CARD_NAME, redact(base))
