@@ -99,6 +99,13 @@ def test_pull_one_split(shards_dir, tmp_path):
     assert "train" in res.output and "absent" in res.output
     with avdata_server(shards_dir) as (url, _), pytest.raises(AvdataError, match="no split 'nope'"):
         pull(url, tmp_path / "n", splits=["nope"], **FAST)
+    from avdata.summary import summarize  # inspect: the pulled split read, the others named (a bare OSError)
+
+    summary = summarize(tmp_path / "t", progress=False)
+    assert list(summary["splits"]) == ["test"] and summary["not_pulled"] == ["train"]
+    assert summary["splits"]["test"]["read"]["matches_manifest"]
+    with pytest.raises(AvdataError, match=r"split\(s\) train were not pulled"):
+        summarize(tmp_path / "t", splits=["train"], progress=False)
     with avdata_server(shards_dir) as (url, _):  # the rest, then test alone again: nothing is absent now
         assert not pull(url, tmp_path / "t", **FAST).notes
         assert not pull(url, tmp_path / "t", splits=["test"], **FAST).notes
