@@ -106,6 +106,10 @@ def test_pull_one_split(shards_dir, tmp_path):
     assert summary["splits"]["test"]["read"]["matches_manifest"]
     with pytest.raises(AvdataError, match=r"split\(s\) train were not pulled"):
         summarize(tmp_path / "t", splits=["train"], progress=False)
+    from avdata.contact_sheet import contact_sheet
+
+    with pytest.raises(AvdataError, match=r"split\(s\) train were not pulled"):
+        contact_sheet(tmp_path / "t", tmp_path / "sheet.png", split="train")
     with avdata_server(shards_dir) as (url, _):  # the rest, then test alone again: nothing is absent now
         assert not pull(url, tmp_path / "t", **FAST).notes
         assert not pull(url, tmp_path / "t", splits=["test"], **FAST).notes
