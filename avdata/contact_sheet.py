@@ -23,6 +23,7 @@ import numpy as np
 
 from avdata.atomic import atomic_open
 from avdata.errors import AvdataError, FieldError
+from avdata.pulled_splits import not_pulled, require_shards
 from avdata.samples import iter_samples, label_of
 from avdata.shards.location import open_location
 from avdata.shards.manifest import Manifest
@@ -133,8 +134,10 @@ def choose_samples(spec: str | Path, per_class: int, split: str | None = None
     if split is not None:
         m.split(split)  # an unknown split is named with the ones there are
         order = [split]
-    else:
-        order = sorted(m.splits, key=lambda name: name != "train")  # train first, then manifest order
+        require_shards(loc, order)  # not pulled, or a shard gone: named, not a bare OSError
+    else:  # train first, then manifest order; not the splits a `pull --split` left out
+        absent = not_pulled(loc)
+        order = sorted((n for n in m.splits if n not in absent), key=lambda name: name != "train")
     classes = m.classes[:MAX_SHEET_CLASSES]  # a manifest may claim any number: draw a bounded sheet
     rows: list[list[tuple[str, dict[str, np.ndarray], str]]] = [[] for _ in classes]
     used: list[str] = []

@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 
 from avdata.atomic import atomic_write_bytes
+from avdata.errors import AvdataError
 from avdata.owned import STATE_DIR, read_json_record
 from avdata.shards.location import ShardsLocation
 from avdata.shards.manifest import Manifest
 
-__all__ = ["PULLED_SPLITS_NAME", "record_pulled_splits", "not_pulled"]
+__all__ = ["PULLED_SPLITS_NAME", "record_pulled_splits", "not_pulled", "require_shards"]
 
 #: Written by `avdata pull --split` into the folder's state folder (beside pull's owned.json): the splits
 #: pulled so far (JSON list), so that verify tells a split never pulled from one whose shards went missing.
@@ -53,3 +54,21 @@ def not_pulled(loc: ShardsLocation) -> list[str]:
     return [name for name, split in loc.manifest.splits.items()
             if name not in pulled and not any((base / s.file).exists() or (base / s.file).is_symlink()
                                               for s in split.shards)]
+
+
+def require_shards(loc: ShardsLocation, splits: list[str]) -> None:
+    """AvdataError, before any work is done, when a local folder lacks shards of `splits` (a run would
+    otherwise train a whole epoch, then stop at the first evaluation): the splits `avdata pull --split` left
+    out, named with the pull that brings them, or shards gone missing."""
+    if loc.remote or loc.addresses:
+        return
+    base = Path(loc.base)
+    absent = [s for s in not_pulled(loc) if s in splits]
+    if absent:
+        raise AvdataError(f"{base}: split(s) {', '.join(absent)} were not pulled (`avdata pull --split` left them "
+                          f"out); pull them first: `avdata pull URL --to {base}`")
+    missing = [e.file for s in splits for e in loc.shards(s)
+               if not ((base / e.file).exists() or (base / e.file).is_symlink())]
+    if missing:
+        raise AvdataError(f"{base}: {len(missing)} shard(s) of split(s) {', '.join(splits)} are missing, e.g. "
+                          f"{missing[0]}; `avdata verify {base}` lists them (pull or prepare the folder again)")

@@ -8,19 +8,37 @@ a whole folder, keys found twice included (`SampleChecks`)."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import tarfile
+import time
+import urllib.error
 from typing import Any, Iterator
 
 from avdata.errors import AvdataError, FieldError
 from avdata.printable import printable
 from avdata.shards.location import ShardsLocation
-from avdata.shards.reader import iter_shard
+from avdata.shards.reader import TarCutShortError, iter_shard
 from avdata.shards.tar import KEY_RE
 
 _CLS = re.compile(rb"\s*([0-9]{1,9})\s*")
 #: Sample problems (bad keys, labels, repeats) listed per shard; the count says how many there are.
 MAX_SAMPLE_PROBLEMS = 5
+#: Further reads of a remote shard whose read failed in a way a server can fail once (an error status, a
+#: dropped connection): verify, inspect and the contact sheet must not call an intact shard damaged.
+REMOTE_RETRIES = 3
+#: Seconds before the first read again; doubled each time.
+RETRY_DELAY = 1.0
+
+
+def may_pass(exc: BaseException | None) -> bool:
+    """Whether a remote read's failure may pass on another try: not a missing object or refused access."""
+    return not isinstance(exc, urllib.error.HTTPError) or exc.code >= 500 or exc.code in (408, 425, 429)
+
+
+def retry_pause(attempt: int) -> None:
+    """Wait before read `attempt` (1, 2, ...) of a remote shard."""
+    time.sleep(RETRY_DELAY * 2 ** (attempt - 1))
 
 
 def key_problem(key: str) -> str | None:
@@ -49,25 +67,46 @@ def iter_samples(loc: ShardsLocation, split: str, limit: int | None = None
                  ) -> Iterator[tuple[str, str, dict[str, bytes]]]:
     """(shard file, key, {field: bytes}) of a split in shard order; at most `limit` samples.
 
-    A shard that cannot be read to the end raises AvdataError naming it (run `avdata verify`).
+    A shard that cannot be read to the end raises AvdataError naming it (run `avdata verify`); a remote one
+    is first read again (REMOTE_RETRIES) when its read failed as a server can fail once, going on after
+    the samples already handed out.
     """
     n = 0
     if limit is not None and limit <= 0:
         return
     caps = loc.caps()
     for shard in loc.shards(split):
-        fileobj = loc.open(shard.file)
-        try:
-            for key, fields in iter_shard(fileobj, limit=shard.bytes, caps=caps):
-                yield shard.file, key, fields
-                n += 1
-                if limit is not None and n >= limit:
-                    return
-        except (tarfile.TarError, EOFError) as exc:
-            raise AvdataError(f"{loc.address(shard.file)}: cannot be read to the end ({exc}); "
-                              "check the folder with `avdata verify`") from exc
-        finally:
-            fileobj.close()
+        done = 0  # samples of this shard handed out
+        tries = REMOTE_RETRIES + 1 if loc.remote else 1
+        for attempt in range(tries):
+            if attempt:
+                retry_pause(attempt)
+            try:
+                fileobj = loc.open(shard.file)
+            except AvdataError as exc:
+                if attempt + 1 < tries and may_pass(exc.__cause__):
+                    continue
+                raise
+            try:
+                for i, (key, fields) in enumerate(iter_shard(fileobj, limit=shard.bytes, caps=caps)):
+                    if i < done:
+                        continue
+                    yield shard.file, key, fields
+                    done += 1
+                    n += 1
+                    if limit is not None and n >= limit:
+                        return
+                break
+            except (TarCutShortError, EOFError, OSError, http.client.HTTPException) as exc:
+                if attempt + 1 < tries:
+                    continue
+                raise AvdataError(f"{loc.address(shard.file)}: cannot be read to the end ({exc}); "
+                                  "check the folder with `avdata verify`") from exc
+            except tarfile.TarError as exc:
+                raise AvdataError(f"{loc.address(shard.file)}: cannot be read to the end ({exc}); "
+                                  "check the folder with `avdata verify`") from exc
+            finally:
+                fileobj.close()
 
 
 def label_of(fields: dict[str, bytes], meta: dict[str, Any] | None = None) -> int | None:
@@ -93,6 +132,11 @@ class SampleChecks:
 
     def start(self, split: str, file: str) -> None:
         self.split, self.file, self.found = split, file, []
+
+    def restart(self) -> None:
+        """Check the current shard again from its start (a read of it failed): its keys are not met yet."""
+        self.keys = {k: v for k, v in self.keys.items() if v != (self.split, self.file)}
+        self.found = []
 
     def sample(self, key: str, member: str) -> None:
         problem = key_problem(key)

@@ -25,6 +25,7 @@ from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.frames import group_jpeg_frames
 from avdata.field_stats import FieldStats
 from avdata.printable import printable
+from avdata.pulled_splits import not_pulled, require_shards
 
 
 def duration_of(meta: Any) -> float | None:
@@ -67,6 +68,9 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
     names = list(m.splits) if not splits else list(dict.fromkeys(splits))
     for name in names:
         m.split(name)  # AvdataError naming the splits there are
+    absent = [] if splits else not_pulled(loc)  # a folder filled by `avdata pull --split`: the others
+    names = [n for n in names if n not in absent]
+    require_shards(loc, names)  # one asked for and not pulled, or a shard gone: named, not a bare OSError
     classes = list(m.classes)
     out: dict[str, Any] = {
         "location": loc.shown,
@@ -78,6 +82,7 @@ def summarize(spec: str | Path, splits: list[str] | None = None, sample: int | N
         "features": m.features,
         "sample_limit": sample,
         "splits": {},
+        "not_pulled": absent,
     }
     to_read = {n: (m.splits[n].num_samples if sample is None else min(sample, m.splits[n].num_samples))
                for n in names}
@@ -195,6 +200,9 @@ def print_shards_summary(summary: dict[str, Any], console=None) -> None:
     console.print(f"[bold]{_text(s['dataset'])}[/] at {_text(s['location'])}  (made by "
                   f"{_text(tool.get('name', '?'))} {_text(tool.get('version', '?'))}, manifest schema "
                   f"{s['schema_version']})", highlight=False, soft_wrap=True)
+    if s.get("not_pulled"):
+        console.print(f"split(s) {', '.join(s['not_pulled'])} not pulled (avdata pull --split), not read",
+                      highlight=False, soft_wrap=True)
     if s["options"]:
         console.print("options: " + _text(", ".join(f"{k}={v}" for k, v in sorted(s["options"].items())), 2000),
                       highlight=False, soft_wrap=True)

@@ -4,7 +4,12 @@ Works the same on a local folder and on the folder behind a remote URL (http(s),
 `avdata.shards.location`). Each shard is read once: the bytes go through sha256 and, at the same time,
 through the shard reader (`avdata.shards.reader`) that counts the samples, so a shard cut short is reported
 as such instead of crashing the check.
-`quick=True` compares sizes only (a file stat, or an HTTP HEAD request).
+`quick=True` compares sizes only (a file stat, or an HTTP HEAD request). A remote shard whose read failed
+as a server can fail once (an error status, a dropped connection, fewer bytes than it holds) is read again
+(REMOTE_RETRIES) before it is reported: a hiccup is not damage, and "truncated" sends users to re-upload.
+
+Why this file is long: the full check is one pass (hash, tar reader, sample checks, retried whole for a
+remote hiccup) whose parts share the shard's state; apart, each would need the others' internals.
 
 Shards may come from strangers, so the full check also reads each sample's `cls` member (capped, as every
 member is, by the manifest's features: `avdata.shards.member_caps`) and reports class indices that are not
@@ -26,7 +31,7 @@ from typing import IO, Any, Callable
 from avdata.errors import AvdataError
 from avdata.fetch.transport import remote_size
 from avdata.printable import printable
-from avdata.samples import SampleChecks
+from avdata.samples import REMOTE_RETRIES, SampleChecks, may_pass, retry_pause
 from avdata.shards.frames import JPEG_FRAMES, is_jpeg_frame
 from avdata.shards.location import ShardsLocation, open_location
 from avdata.shards.manifest import MANIFEST_NAME, Manifest, ShardEntry
@@ -136,29 +141,33 @@ def _count_samples(reader: _HashingReader, limit: int, fields: set[str] | None =
     return n, None
 
 
-def _open_shard(loc: ShardsLocation, file: str) -> IO[bytes] | str:
-    """An open file, or the problem text when it cannot be opened."""
+def _open_shard(loc: ShardsLocation, file: str) -> IO[bytes] | tuple[str, bool]:
+    """An open file, or the problem text when it cannot be opened and whether another try may open it."""
     try:
         return loc.open(file)
     except FileNotFoundError:
-        return "missing"
+        return "missing", False
     except AvdataError as exc:
         cause = exc.__cause__
         if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
-            return "missing (HTTP 404)"
-        return f"cannot be opened ({printable(cause or exc)})"
+            return "missing (HTTP 404)", False
+        return f"cannot be opened ({printable(cause or exc)})", may_pass(cause)
     except OSError as exc:
-        return f"cannot be opened ({printable(exc)})"
+        return f"cannot be opened ({printable(exc)})", False
 
 
 def _remote_size(url: str, timeout: float = 60.0) -> int | str:
-    """The size from a HEAD request (or the object's metadata), or the problem text."""
-    try:
-        length = remote_size(url, timeout)
-    except urllib.error.HTTPError as exc:
-        return "missing (HTTP 404)" if exc.code == 404 else f"cannot be read (HTTP {exc.code})"
-    except (urllib.error.URLError, OSError) as exc:
-        return f"cannot be read ({exc})"
+    """The size from a HEAD request (or the object's metadata), or the problem text (retried while a
+    server error or a network failure may pass)."""
+    for attempt in range(REMOTE_RETRIES + 1):
+        try:
+            length = remote_size(url, timeout)
+            break
+        except (urllib.error.URLError, OSError) as exc:
+            if not may_pass(exc) or attempt == REMOTE_RETRIES:
+                code = getattr(exc, "code", None)
+                return "missing (HTTP 404)" if code == 404 else f"cannot be read ({f'HTTP {code}' if code else exc})"
+            retry_pause(attempt + 1)
     if length is None:
         return "server sends no Content-Length; run without --quick"
     return length
@@ -187,11 +196,30 @@ def _check_quick(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport) -
 
 def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
                 on_bytes: Callable[[int], None], checks: SampleChecks) -> int:
+    """One shard's full check, read again (a fresh report and sample checks each time) while a remote
+    read fails in a way that may pass."""
+    for attempt in range(REMOTE_RETRIES + 1 if loc.remote else 1):
+        if attempt:
+            retry_pause(attempt)
+            checks.restart()
+        trial = VerifyReport(report.location, report.splits)
+        got, passing = _check_full_once(loc, shard, trial, on_bytes, checks)
+        if not (trial.problems and passing):
+            break
+    report.problems += trial.problems
+    report.warnings += trial.warnings
+    return got
+
+
+def _check_full_once(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
+                     on_bytes: Callable[[int], None], checks: SampleChecks) -> tuple[int, bool]:
+    """(bytes read, whether a failure may pass on another read: an error status, a read that failed or
+    came up short)."""
     file = shard.file
     opened = _open_shard(loc, file)
-    if isinstance(opened, str):
-        report.problems.append((file, opened))
-        return 0
+    if isinstance(opened, tuple):
+        report.problems.append((file, opened[0]))
+        return 0, opened[1]
     reader = _HashingReader(opened, on_bytes, limit=shard.bytes + 1)
     tar_problem = read_problem = None
     count: int | None = None
@@ -204,7 +232,7 @@ def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
         read_problem = f"read failed after {reader.n} bytes ({printable(exc)})"
     if read_problem:
         report.problems.append((file, read_problem))
-        return reader.n
+        return reader.n, True
     if reader.n > shard.bytes:
         report.problems.append((file, f"size differs: more than the expected {shard.bytes} bytes "
                                       "(stopped reading there)"))
@@ -230,7 +258,7 @@ def _check_full(loc: ShardsLocation, shard: ShardEntry, report: VerifyReport,
         report.problems.append((file, tar_problem))
     elif count != shard.num_samples:
         report.problems.append((file, f"sample count differs: expected {shard.num_samples}, found {count}"))
-    return reader.n
+    return reader.n, reader.n < shard.bytes
 
 
 def _check_manifest(manifest: Manifest, splits: list[str], report: VerifyReport) -> None:

@@ -276,6 +276,26 @@ def test_merge_never_replaces_a_users_readme(tmp_path):
     assert survived(into, planted) and shard_names(into) == listed(into) and len(listed(into)) == 8
 
 
+def test_merge_never_replaces_a_pulled_dataset(tmp_path):
+    """A folder pulled there has no plan record: merge replaced its shards and manifest with another
+    preparation's, with no --overwrite to ask for it (prepare refuses the same folder)."""
+    from avdata.share.pull import pull
+
+    raw = make_toy_raw(tmp_path / "raw")
+    parts = [tmp_path / "p0", tmp_path / "p1"]
+    run(raw, parts[0], part=(0, 2))
+    run(raw, parts[1], part=(1, 2))
+    run(raw, tmp_path / "other", seed=7)
+    into = tmp_path / "mine"
+    pull(str(tmp_path / "other"), into, progress=False)
+    before = {p.name: p.read_bytes() for p in into.iterdir() if p.is_file()}
+    with pytest.raises(AvdataError, match=rf"{into}: holds a shards folder avdata did not merge or prepare here "
+                                          r"\(manifest.json and more"):
+        merge(into, parts)
+    assert {p.name: p.read_bytes() for p in into.iterdir() if p.is_file()} == before
+    assert not (into / ".avdata" / "plan.json").exists()
+
+
 def test_merge_copies_only_the_plans_shards_and_names_a_damaged_sidecar(tmp_path):
     raw = make_toy_raw(tmp_path / "raw")
     parts = [tmp_path / "p0", tmp_path / "p1"]

@@ -303,6 +303,43 @@ def test_verify_over_http(folders, tmp_path, serve):
     assert cli("verify", url).exit_code == 1
 
 
+@pytest.mark.parametrize("fault", [dict(fail_first=1), dict(drop_after=1000)], ids=["500-once", "dropped-once"])
+def test_verify_over_http_reads_a_shard_again_after_a_server_hiccup(folders, fault, monkeypatch):
+    """One HTTP 500, or one connection dropped mid-body, was reported as damage ("truncated: N bytes
+    missing"): the user re-uploads a dataset that is intact. A shard is read again; one that stays short,
+    or a refusal (403) or a wrong hash, is reported after as few reads as it takes."""
+    from avdata import samples, verify
+    from tests.httpserver import serve_dir
+
+    monkeypatch.setattr(samples, "RETRY_DELAY", 0.0)
+    folder = folders["events"]
+    first = next(iter(load_manifest(folder)["splits"].values()))["shards"][0]["file"]  # checked first
+    with serve_dir(folder, only="*.tar", **fault) as url:
+        full = verify.verify_shards(url)
+        assert full.ok and full.checked == 4 and full.bytes_checked == sum(
+            s["bytes"] for split in load_manifest(folder)["splits"].values() for s in split["shards"])
+        assert len(url.requests_for(first)) == 2
+    with serve_dir(folder, only="*.tar", **fault) as url:  # --quick: a HEAD each
+        assert verify.verify_shards(url, quick=True).ok
+        assert len(url.requests_for(first)) == (2 if "fail_first" in fault else 1)
+    with serve_dir(folder, only="*.tar", **fault) as url:  # inspect reads every sample once, in order
+        from avdata.summary import summarize
+
+        remote, local = summarize(url, progress=False), summarize(folder, progress=False)
+        assert remote["splits"] == local["splits"] and remote["splits"]["train"]["read"]["matches_manifest"]
+    with serve_dir(folder, only="*.tar", drop_after=1000, drop_times=None) as url:
+        report = verify.verify_shards(url)
+        assert report.problems[0] == (first, f"size differs: expected {(folder / first).stat().st_size} bytes, "
+                                             f"found 1000 (truncated: {(folder / first).stat().st_size - 1000} "
+                                             "bytes missing)")
+        assert len(url.requests_for(first)) == 1 + samples.REMOTE_RETRIES
+    with serve_dir(folder, status_for={first: 403}, corrupt_byte_at=3000, only="*.tar") as url:
+        report = verify.verify_shards(url)
+        assert report.problems[0] == (first, "cannot be opened (HTTP Error 403: Forbidden)")
+        assert report.problems[1][1].startswith("sha256 differs") and len(report.problems) == 4
+        assert len(url.requests_for(first)) == 1 and all(len(url.requests_for(f)) == 1 for f, _ in report.problems)
+
+
 def test_verify_errors_exit_2(tmp_path, folders):
     res = cli("verify", str(tmp_path / "nothing"))
     assert res.exit_code == 2 and "error" in res.output

@@ -117,6 +117,17 @@ def test_push_verifies_first_writes_the_manifest_last_and_resumes(env, shards, t
     assert r.exit_code == 2 and "avdata serve" in r.output
 
 
+def test_a_folder_pulled_with_split_is_refused_whole(env, shards, tmp_path):
+    """It verifies (the splits not pulled are not checked), then push died on the first absent shard with
+    a bare FileNotFoundError; pushed as it is, its manifest would name shards that are nowhere."""
+    from avdata.share.pull import pull
+
+    pull(str(shards), tmp_path / "part", splits=["val"], progress=False)
+    r = _push(str(tmp_path / "part"), "s3://bkt/part")
+    assert r.exit_code == 2 and "lacks the split(s) test, train (it was pulled with --split)" in r.output, r.output
+    assert _keys(env.client, "part/") == []
+
+
 @pytest.fixture
 def pushed(env, shards):
     from avdata.share.push import push

@@ -91,3 +91,32 @@ def test_a_repush_replaces_gs_shards_of_the_same_size_with_other_content(gcs, tm
     assert verify_shards("gs://bkt/again", progress=False).ok
     r = CliRunner().invoke(app, ["push", str(b), "gs://bkt/again"])  # and a rerun keeps them all
     assert r.exit_code == 0 and "0 uploaded" in r.output, r.output
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_gcs_credentials_are_named_for_push_pull_and_verify(shards, tmp_path, monkeypatch, status):
+    """A token that is expired (401) or lacks the permission (403): gcsfs raises its HttpError (401) or a
+    plain OSError("Forbidden: ...") (403), neither a PermissionError. push, pull and verify ended with a
+    traceback (401), or with an error naming no credentials after three tries (403)."""
+    gcsfs = pytest.importorskip("gcsfs")
+    import json
+
+    from tests.httpserver import send_whole, serve_script
+
+    def refuse(handler):
+        body = {"error": {"code": status, "message": "caller lacks storage.objects.get"}}
+        send_whole(handler, status, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    with serve_script(refuse) as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        gcsfs.GCSFileSystem.clear_instance_cache()  # not one made for the emulator
+        try:
+            for args in (["push", str(shards), "gs://bkt/x"], ["pull", "gs://bkt/x", "--to", str(tmp_path / "p")],
+                         ["verify", "gs://bkt/x"]):
+                r = CliRunner().invoke(app, args)
+                assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+                assert "access denied" in r.output and "GOOGLE_APPLICATION_CREDENTIALS" in r.output, r.output
+                assert "tries" not in r.output, r.output
+        finally:
+            gcsfs.GCSFileSystem.clear_instance_cache()
+    assert not (tmp_path / "p").exists()

@@ -130,6 +130,24 @@ def test_an_unreachable_scheduler_is_named(tmp_path):
             toy(raw, tmp_path / "out", executor="dask", scheduler=f"tcp://127.0.0.1:{port}")
 
 
+def test_a_cluster_left_with_no_worker_stops_the_run(tmp_path, monkeypatch):
+    """The workers' jobs ended (a time limit, scancel) or were never started: the run waited for good, with
+    no message. After NO_WORKERS_S with no worker it stops, naming the scheduler."""
+    distributed = pytest.importorskip("distributed", reason=NO_DASK)
+    from avdata.prepare import dask_executor
+
+    monkeypatch.setattr(dask_executor, "NO_WORKERS_S", 0.5)
+    monkeypatch.setattr(dask_executor, "WATCH_S", 0.2)
+    raw = make_toy_raw(tmp_path / "raw")
+    with distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as empty:
+        address = empty.scheduler_address
+        with pytest.raises(AvdataError, match=rf"the Dask cluster at {address} has had no worker for 0 s, with 8 "
+                                              rf"shard\(s\) still to make; start workers \(`dask worker {address}`\)"):
+            toy(raw, tmp_path / "out", executor="dask", scheduler=address)
+    assert not list((tmp_path / "out").glob("*.tar"))
+
+
 def test_a_worker_that_does_not_see_out_says_it_must_be_shared(tmp_path):
     pytest.importorskip("distributed", reason=NO_DASK)
     from avdata.prepare.dask_executor import _build_shard

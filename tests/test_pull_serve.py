@@ -99,6 +99,44 @@ def test_pull_one_split(shards_dir, tmp_path):
     assert "train" in res.output and "absent" in res.output
     with avdata_server(shards_dir) as (url, _), pytest.raises(AvdataError, match="no split 'nope'"):
         pull(url, tmp_path / "n", splits=["nope"], **FAST)
+    from avdata.summary import summarize  # inspect: the pulled split read, the others named (a bare OSError)
+
+    summary = summarize(tmp_path / "t", progress=False)
+    assert list(summary["splits"]) == ["test"] and summary["not_pulled"] == ["train"]
+    assert summary["splits"]["test"]["read"]["matches_manifest"]
+    with pytest.raises(AvdataError, match=r"split\(s\) train were not pulled"):
+        summarize(tmp_path / "t", splits=["train"], progress=False)
+    from avdata.contact_sheet import contact_sheet
+
+    with pytest.raises(AvdataError, match=r"split\(s\) train were not pulled"):
+        contact_sheet(tmp_path / "t", tmp_path / "sheet.png", split="train")
+    with avdata_server(shards_dir) as (url, _):  # the rest, then test alone again: nothing is absent now
+        assert not pull(url, tmp_path / "t", **FAST).notes
+        assert not pull(url, tmp_path / "t", splits=["test"], **FAST).notes
+
+
+def test_pulling_another_split_of_a_changed_dataset_replaces_the_stale_shards_pulled_before(shards_dir, tmp_path):
+    """train pulled, then the served folder prepared again (one train shard now other bytes of the same
+    size), then `pull --split test`: the new manifest was written over the old train shard, the pull
+    said it succeeded, and the trainer read the stale shard (only `verify` noticed)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    for name, data in _files(shards_dir).items():
+        (served / name).write_bytes(data)
+    to = tmp_path / "t"
+    assert pull(str(served), to, splits=["train"], **FAST).ok
+    changed = bytearray((served / "train-000001.tar").read_bytes())
+    changed[-2000] ^= 1  # inside the tar's zero padding: still a valid shard
+    (served / "train-000001.tar").write_bytes(bytes(changed))
+    manifest = Manifest.load(served / "manifest.json")
+    manifest.splits["train"].shards[1].sha256 = sha256_file(served / "train-000001.tar")
+    manifest.save(served)
+    keep = (to / "train-000000.tar").stat().st_mtime_ns
+    report = pull(str(served), to, splits=["test"], **FAST)
+    assert report.ok and sorted(r.path for r in report.fetched) == ["README.md", "test-000000.tar",
+                                                                            "train-000001.tar"]
+    assert _files(to) == _files(served) and (to / "train-000000.tar").stat().st_mtime_ns == keep
+    assert not (to / ".avdata" / "pulled-splits.json").exists()  # every split is here, all of this version
 
 
 def test_pull_damaged_shard_never_kept(shards_dir, tmp_path):
@@ -129,15 +167,18 @@ def test_pull_resumes_after_drops_and_from_local_path(shards_dir, tmp_path):
     assert rep.ok and _files(tmp_path / "local") == _files(shards_dir)
 
 
-def test_pull_without_card_and_bad_url(shards_dir, tmp_path):
+def test_pull_without_card_and_bad_url(shards_dir, tmp_path, caplog):
     no_card = tmp_path / "src"
     no_card.mkdir()
     for name, data in _files(shards_dir).items():
         if name != "README.md":
             (no_card / name).write_bytes(data)
     with avdata_server(no_card) as (url, _):
-        rep = pull(url, tmp_path / "c", **FAST)
+        with caplog.at_level("INFO"):
+            rep = pull(url, tmp_path / "c", **FAST)
         assert rep.ok and not (tmp_path / "c" / "README.md").exists()
+        # the card is optional: its absence is no error (an ERROR line in a pull that succeeded)
+        assert not [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
         with pytest.raises(AvdataError, match="404"):
             pull(url + "/elsewhere", tmp_path / "x", **FAST)
 
@@ -196,3 +237,42 @@ def test_serve_and_pull_help_mention_static_servers():
     assert res.exit_code == 0 and "nginx" in res.output and "Hugging Face" in res.output
     res = runner.invoke(app, ["pull", "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "--split" in res.output
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_manifest_is_named_at_once_with_the_credentials_to_check(tmp_path, monkeypatch, status):
+    """A refused manifest was asked for three times, then reported as 'could not be read after 3 tries'
+    naming nothing to set; an hf:// one names HF_TOKEN."""
+    from tests.httpserver import send_whole, serve_script
+
+    seen = []
+
+    def refuse(handler):
+        seen.append(handler.path)
+        send_whole(handler, status, b"no\n")
+
+    with serve_script(refuse) as url:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        for where, hint in ((url, "the user:password in the URL"), ("hf://datasets/lab/x", "HF_TOKEN")):
+            seen.clear()
+            with pytest.raises(AvdataError, match=rf"manifest.json: access denied \(HTTP Error {status}.*; check "
+                                                  rf"the credentials: {hint}"):
+                pull(where, tmp_path / "t", **FAST)
+            assert len(seen) == 1
+
+
+def test_a_second_pull_into_the_same_folder_waits_its_turn(shards_dir, tmp_path):
+    """Two pulls into one --to (the nodes of a job each pulling into shared storage) renamed and resumed each
+    other's .part files: the pulls failed with FileNotFoundError, and a writer still appending to a .part
+    the other had just renamed would change a verified shard. One holds the folder's lock at a time."""
+    from avdata.prepare.lock import output_lock
+
+    to = tmp_path / "t"
+    to.mkdir()
+    with output_lock(to, None) as held:
+        with pytest.raises(AvdataError, match=rf"another `avdata prepare` or `avdata pull` \(pid {os.getpid()} .*"
+                                              rf"holds the lock {held}"):
+            pull(str(shards_dir), to, **FAST)
+    assert not list(to.glob("*.tar*"))
+    assert pull(str(shards_dir), to, **FAST).ok and not (to / ".avdata" / "prepare.lock").exists()

@@ -209,6 +209,23 @@ def test_a_diverged_run_stops_before_its_checkpoint(small_shards, tmp_path, monk
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
 
+def test_a_folder_lacking_shards_is_refused_before_the_first_epoch(small_shards, tmp_path):
+    """A folder pulled with `--split train` trained a whole epoch, then retried the absent val shard for 15 s
+    and stopped, saying to check the server or disk; a shard gone missing did the same."""
+    from avdata.share.pull import pull
+
+    folder = tmp_path / "pulled"
+    pull(str(small_shards), folder, splits=["train"], progress=False)
+    with pytest.raises(AvdataError, match=rf"{folder}: split\(s\) test, val were not pulled .*`avdata pull URL --to "):
+        train(TrainConfig(shards=str(folder), out=str(tmp_path / "r"), epochs=1, **TINY))
+    pull(str(small_shards), folder, progress=False)
+    (folder / "test-000000.tar").unlink()
+    with pytest.raises(AvdataError, match=r"1 shard\(s\) of split\(s\) train, val, test are missing, e.g. "
+                                          r"test-000000.tar; `avdata verify "):
+        train(TrainConfig(shards=str(folder), out=str(tmp_path / "r"), epochs=1, **TINY))
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards, tmp_path):
     from avdata.shards.manifest import Manifest, SplitEntry
     from avdata.shards.tar import write_shard
@@ -233,12 +250,16 @@ def test_an_empty_validation_split_is_not_used_for_model_selection(small_shards,
 
 
 def test_streams_from_http(small_shards, tmp_path):
-    with serve_dir(small_shards) as url:
-        res = train(TrainConfig(shards=str(url), out=str(tmp_path / "h"), epochs=1, **{**TINY, "workers": 1}))
-        paths = {r["path"] for r in url.requests}
+    with serve_dir(small_shards) as url:  # with credentials in the URL, which no file of the run may keep
+        secret = url.replace("http://", "http://lab:pa55word@") + "/?token=t0ken-s3cret"
+        res = train(TrainConfig(shards=secret, out=str(tmp_path / "h"), epochs=1, **{**TINY, "workers": 1}))
+        paths = {r["path"].split("?")[0] for r in url.requests}
     assert "/manifest.json" in paths and {"/train-000000.tar", "/val-000000.tar", "/test-000000.tar"} <= paths
     rows = read_metrics(tmp_path / "h" / "metrics.jsonl")
     assert rows[0]["train_samples"] == 128 and rows[0]["test_samples"] == 32 and res["epochs"] == 1
+    kept = [p for p in (tmp_path / "h").rglob("*") if p.is_file()]  # checkpoint.pt, best.pt (shared with models)
+    assert any(p.name == "checkpoint.pt" for p in kept)
+    assert not [p.name for p in kept if b"pa55word" in p.read_bytes() or b"t0ken-s3cret" in p.read_bytes()]
 
 
 def test_a_server_that_disappears_names_the_shard(small_shards, tmp_path):

@@ -216,6 +216,27 @@ def test_a_stream_cut_mid_shard_is_reopened_without_repeating_samples(tmp_path):
     assert sorted(keys) == [f"train_{i:06d}" for i in range(48)]
 
 
+def test_a_shard_replaced_by_another_version_mid_run_stops_the_run(tmp_path):
+    """The manifest is read once, when a run starts; a push or prepare of another version into the same place
+    then replaced a shard (another seed: other samples, the same count), and the later epochs trained on it
+    silently. A shard whose size is not the manifest's is refused at once, over http and on disk."""
+    from scmrl.data.failures import ShardReadError
+    from tests.httpserver import serve_dir
+
+    out = make_synthetic_av_shards(tmp_path / "s", 48, 0, 0, frame_shape=(32, 40), per_shard=24)
+    cfg = StreamConfig(kind="static", image_size=16, with_keys=True, retries=3, backoff=0.01)
+    with serve_dir(out) as url:
+        remote, local = open_shards(url), open_shards(out)
+        assert len(list(ShardStream(remote, "train", cfg).iter_slot())) == 48
+        other = make_synthetic_av_shards(tmp_path / "o", 48, 0, 0, frame_shape=(32, 48), per_shard=24, seed=5)
+        shutil.copy(other / "train-000001.tar", out / "train-000001.tar")
+        for src, shown in ((remote, f"{url}/train-000001.tar"), (local, str(out / "train-000001.tar"))):
+            with pytest.raises(ShardReadError, match=rf"shard {shown} holds [\d,]+ bytes, not the [\d,]+ its "
+                                                     r"manifest \(read when the run started\) gives"):
+                list(ShardStream(src, "train", cfg).iter_slot())
+        assert len(url.requests_for("/train-000001.tar")) == 2  # read once per stream: never retried
+
+
 def test_npy_header_fast_path_matches_numpy() -> None:
     import io
 

@@ -20,9 +20,11 @@ CHATTY_LOGGERS = ("botocore", "boto3", "aiobotocore", "s3fs", "gcsfs", "google",
 
 def quiet_libraries(verbose: bool) -> None:
     """Our own INFO lines stay; the storage libraries' INFO lines only with --verbose (never their DEBUG
-    lines, which log every request's headers)."""
+    lines, which log every request's headers). gcsfs logs each refused request with its traceback before
+    it raises the error, which the command reports in one line: shown only with --verbose."""
     for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+        quiet = logging.CRITICAL if name == "gcsfs" else logging.WARNING
+        logging.getLogger(name).setLevel(logging.INFO if verbose else quiet)
 
 
 def serve_cmd(

@@ -28,7 +28,7 @@ from avdata.fetch.responses import FileResponse
 from avdata.hashing import git_blob_id
 
 __all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES", "store_info", "upload_target",
-           "holds_file", "upload_file"]
+           "holds_file", "upload_file", "refused", "store_error"]
 
 #: scheme -> (fsspec protocol, the package it needs, the extra that installs it, where credentials come from)
 STORES: dict[str, tuple[str, str, str, str]] = {
@@ -90,13 +90,31 @@ def _fork_safe() -> None:
         _FORK_HOOKED = True
 
 
+def refused(exc: BaseException) -> bool:
+    """Whether a store refused the request's credentials or access: s3fs's PermissionError; gcsfs's
+    HttpError with status 401 (an expired or invalid token) or 403, and the plain OSError("Forbidden: ...")
+    it raises for a 403 (neither is a PermissionError)."""
+    if isinstance(exc, PermissionError):
+        return True
+    if type(exc).__name__ == "HttpError" and getattr(exc, "code", None) in (401, 403):
+        return True
+    return type(exc) is OSError and str(exc).startswith("Forbidden: ")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def store_error(url: str, exc: BaseException) -> AvdataError | None:
     """An AvdataError that says what to do, for a store library's error that has a known cause: no
-    credentials, or (the Hub) offline mode, a repository or revision that does not exist. None otherwise."""
+    credentials or refused ones, or (the Hub) offline mode, a repository or revision that does not exist.
+    None otherwise."""
     name = type(exc).__name__
     if name in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError",
                 "RefreshError", "LocalTokenNotFoundError"):
         return AvdataError(f"{url}: no usable credentials ({exc}); set {store_info(url)[3]}")
+    if refused(exc):
+        return AvdataError(f"{url}: access denied ({_one_line(exc)}); check the credentials: {store_info(url)[3]}")
     if name == "OfflineModeIsEnabled":
         return AvdataError(f"{url}: huggingface_hub is in offline mode (HF_HUB_OFFLINE is set); unset it to reach "
                            "the Hub")
@@ -123,9 +141,10 @@ def _call(url: str, fn, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except FileNotFoundError as exc:
         raise _http_error(url, 404, "Not Found (no such object)") from exc
-    except PermissionError as exc:
-        raise _http_error(url, 403, f"Forbidden ({exc}); check the credentials: {store_info(url)[3]}") from exc
     except Exception as exc:
+        if refused(exc):  # a 403 to its readers: never retried, named with where credentials come from
+            raise _http_error(url, 403, f"Forbidden ({_one_line(exc)}); check the credentials: "
+                                        f"{store_info(url)[3]}") from exc
         known = store_error(url, exc)
         if known is not None:
             raise known from exc

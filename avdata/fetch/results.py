@@ -19,6 +19,7 @@ class RemoteFile:
 
     `url` overrides `<base_url>/<path>` (for files whose address is not their name, e.g. a share link);
     `check(part_path)` may return a reason why a fully received file is unusable (e.g. not a zip).
+    `optional`: a 404 means the server has none (pull's dataset card), logged at INFO, not as an error.
     """
 
     path: str
@@ -28,6 +29,7 @@ class RemoteFile:
     url: str | None = None
     check: Callable[[Path], str | None] | None = field(default=None, compare=False, repr=False)
     max_size: int = MAX_UNDECLARED_SIZE  # the cap when `size` is None
+    optional: bool = False
 
     @property
     def verifiable(self) -> bool:

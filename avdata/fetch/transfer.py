@@ -121,7 +121,8 @@ class Transfer:
                     wrong.add(f.actual_sha256)
                 if f.fatal:
                     if f.kind != "stopped":
-                        cfg.log(logging.ERROR, "%s: %s", spec.path, f.reason)
+                        none_there = spec.optional and f.http_status == 404
+                        cfg.log(logging.INFO if none_there else logging.ERROR, "%s: %s", spec.path, f.reason)
                     return res
                 if not f.free:
                     counted_failures += 1

@@ -248,6 +248,10 @@ def read_small(url: str, limit: int = MAX_UNDECLARED_SIZE, timeout: float = 60.0
             if exc.code == 404:
                 raise AvdataError(f"{redact(url)}: not found (HTTP 404); is this the URL of a shards folder?") \
                     from exc
+            if exc.code in (401, 403):  # the same answer on every try: say so now
+                where = "HF_TOKEN, or `hf auth login`" if is_hub_url(url) else "the user:password in the URL"
+                raise AvdataError(f"{redact(url)}: access denied ({exc})" + (
+                    "" if "credentials" in str(exc) else f"; check the credentials: {where}")) from exc
             last = exc
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             last = exc

@@ -32,6 +32,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import threading
 import uuid
 from pathlib import Path
@@ -94,7 +95,7 @@ def build_shards(recipe: Recipe, raw_dir: Path, out: Path, options: Any, setting
                                  settings.strict, fingerprint, s, [items_by_key[k] for k in s["keys"]],
                                  key=f"avdata-{recipe.name}-{s['file']}-{tag}", pure=False)
                    for s in pending]
-        _wait(distributed, futures, pending, settings, recipe.name)
+        _wait(distributed, client, futures, pending, settings, recipe.name)
         for s, fut in zip(pending, futures):
             _check_visible(out, s["file"], fut.result())
             result.written.append(s["file"])
@@ -112,15 +113,43 @@ def recipe_ref(recipe: Recipe) -> tuple[str, str]:
     return recipe.name, f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _wait(distributed: Any, futures: list, pending: list[dict[str, Any]], settings: Any, name: str) -> None:
+#: Seconds the cluster may have no worker at all before the run stops (its tasks would wait for good: the
+#: workers' jobs ended, hit their time limit, or were never started); how often that is looked at.
+NO_WORKERS_S = 300.0
+WATCH_S = 10.0
+
+
+def _finished(distributed: Any, client: Any, futures: list, scheduler: str | None):
+    """The futures as they finish; AvdataError once the cluster has had no worker for NO_WORKERS_S."""
+    left, idle_since = list(futures), None
+    while left:
+        try:
+            done, not_done = distributed.wait(left, timeout=WATCH_S, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done, not_done = set(), left
+        yield from (f for f in left if f in done)
+        left = [f for f in left if f in not_done]
+        if done or client.scheduler_info().get("workers"):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > NO_WORKERS_S:
+            raise AvdataError(f"the Dask cluster{f' at {scheduler}' if scheduler else ''} has had no worker for "
+                              f"{NO_WORKERS_S:.0f} s, with {len(left)} shard(s) still to make; start workers "
+                              f"(`dask worker {scheduler or 'ADDRESS'}`) and rerun: finished shards are kept")
+
+
+def _wait(distributed: Any, client: Any, futures: list, pending: list[dict[str, Any]], settings: Any,
+          name: str) -> None:
     """Wait for every task, advancing a progress bar per finished shard; the first failure cancels the rest
-    and is raised (a worker that died too often becomes an error naming the shard and its clips)."""
+    and is raised (a worker that died too often becomes an error naming the shard and its clips), and so is
+    a cluster left with no worker (`_finished`)."""
     shard_of = {f.key: s for f, s in zip(futures, pending)}
     progress = make_progress("clips", disable=None if settings.progress else True)
     try:
         with progress:
             task = progress.add_task(f"prepare {name} (dask)", total=sum(len(s["keys"]) for s in pending))
-            for fut in distributed.as_completed(futures):
+            for fut in _finished(distributed, client, futures, settings.scheduler):
                 if fut.status != "finished":
                     try:
                         fut.result()

@@ -1,5 +1,6 @@
 """The output folder's lock: one `avdata prepare` writes into an --out at a time, except `--part i/N` runs,
-which share it (each writes only its own shards, and removes only its own shards' temp files).
+which share it (each writes only its own shards, and removes only its own shards' temp files); `avdata
+pull` takes the whole lock of its --to (two pulls into one folder renamed each other's `.part` files).
 
     .avdata/prepare.lock          a whole run: excludes every other run
     .avdata/part-I-of-N.lock      part I of N: excludes a whole run, the same part, and parts of
@@ -71,9 +72,9 @@ def _held(path: Path, info: Any) -> AvdataError:
     who = f"pid {info.get('pid')} on {info.get('host')}" if isinstance(info, dict) else "another run"
     later = (f" (a lock from another host is taken over once untouched for {STALE_S / 60:.0f} minutes)"
              if isinstance(info, dict) and info.get("host") != socket.gethostname() else "")
-    return AvdataError(f"another `avdata prepare` ({who}) is writing into {path.parents[1]}; it holds the lock "
-                       f"{path}. Wait for it to end, or use another --out; if no such run is alive, delete "
-                       f"{path}{later}")
+    return AvdataError(f"another `avdata prepare` or `avdata pull` ({who}) is writing into {path.parents[1]}; it "
+                       f"holds the lock {path}. Wait for it to end, or write into another folder; if no such run "
+                       f"is alive, delete {path}{later}")
 
 
 def _create(path: Path, record: dict[str, Any]) -> bool:

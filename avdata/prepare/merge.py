@@ -14,10 +14,10 @@ from pathlib import Path
 from avdata.atomic import atomic_write_text, open_new, tmp_path
 from avdata.errors import AvdataError
 from avdata.hashing import sha256_file
-from avdata.owned import refuse_foreign
+from avdata.owned import owned_names, refuse_foreign
 from avdata.prepare.state import (load_plan, missing_shards, plan_names, plan_path, read_sidecar, sidecar_dir,
                                   sidecar_path)
-from avdata.shards.manifest import SHUFFLED_ORDER, Manifest, ShardEntry, SplitEntry, summarize_stat
+from avdata.shards.manifest import MANIFEST_NAME, SHUFFLED_ORDER, Manifest, ShardEntry, SplitEntry, summarize_stat
 
 log = logging.getLogger("avdata.prepare.merge")
 
@@ -76,8 +76,8 @@ def merge(out: Path, parts: list[Path], command: str | None = None) -> Manifest:
     """Copy the shards and sidecars of part folders made elsewhere into `out`, then assemble.
 
     Only the plan's shards are copied, and only into a folder that is empty of their names or holds the
-    same plan: another preparation there, or a file the project did not write under one of the names
-    (a user's README.md), is refused."""
+    same plan: another preparation there (with another plan, or none: a folder pulled there), or a file the
+    project did not write under one of the names (a user's README.md), is refused."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan_text = None
@@ -98,6 +98,10 @@ def merge(out: Path, parts: list[Path], command: str | None = None) -> Manifest:
         if load_plan(out)["fingerprint"] != record["fingerprint"]:
             raise AvdataError(f"{out}: holds a different preparation; merge into an empty folder")
     else:
+        held = sorted((n for n in owned_names(out) if (out / n).exists()), key=lambda n: (n != MANIFEST_NAME, n))
+        if held:  # a folder pulled or copied here has no plan: its shards are another preparation's
+            raise AvdataError(f"{out}: holds a shards folder avdata did not merge or prepare here ({held[0]}"
+                              f"{' and more' if len(held) > 1 else ''}, e.g. one pulled); merge into an empty folder")
         refuse_foreign(out, plan_names(record), "avdata merge")
         own.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(own, plan_text)

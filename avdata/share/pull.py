@@ -17,7 +17,8 @@ from avdata.fetch.disk import drop_link, free_space, part_path
 from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files
 from avdata.fetch.urls import is_url, join_url, redact
 from avdata.errors import AvdataError
-from avdata.owned import CARD_NAME, claim, other_preparation, our_manifest, refuse_foreign
+from avdata.prepare.lock import output_lock
+from avdata.owned import CARD_NAME, claim, other_preparation, our_manifest, owned_names, refuse_foreign
 from avdata.shards.location import read_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
 from avdata.pulled_splits import record_pulled_splits
@@ -105,7 +106,8 @@ def pull(
 ) -> DownloadReport:
     """Copy the shards folder at `url` (http(s) URL or local path) into `to`, verified shard by shard.
 
-    `splits`: only these splits' shards (the manifest is still written whole, listing the others too).
+    `splits`: only these splits' shards (the manifest is still written whole, listing the others too);
+    shards of other splits already here are checked against it too when it replaces another manifest.
     manifest.json is written last, and only when every shard arrived intact. A folder that already holds
     another dataset, or the same one prepared with other options, is refused unless `overwrite` (its
     manifest would be replaced and its shards orphaned); a file under one of the names the pull writes that
@@ -130,44 +132,53 @@ def pull(
     local_manifest = to / MANIFEST_NAME
     drop_link(local_manifest)
     _check_target(to, manifest, raw_manifest, overwrite)
+    if not (local_manifest.is_file() and _holds(local_manifest, raw_manifest)):
+        # shards of the other splits here came with another manifest (or a pull cut short before this
+        # one's): checked too, and replaced where they differ, or this manifest would be written over them
+        ours = owned_names(to) if to.is_dir() else set()
+        files += [RemoteFile(path=e.file, size=e.bytes, sha256=e.sha256.lower()) for _split, e in
+                  manifest.shard_entries([s for s in all_splits if s not in chosen])
+                  if e.file in ours and (to / e.file).is_file()]
     names = [f.path for f in files] + [CARD_NAME, MANIFEST_NAME]
     refuse_foreign(to, names, "avdata pull")
     _check_space(to, files)
     to.mkdir(parents=True, exist_ok=True)
-    claim(to, names)  # before any byte arrives: a pull cut short and rerun knows these names are its own
-    if local_manifest.exists() and not _holds(local_manifest, raw_manifest):
-        # The folder holds another version: it is not complete until this pull finishes.
-        log.info("%s differs from the served manifest; removing it (and the old card) until the pull "
-                 "completes", local_manifest)
-        local_manifest.unlink()
-        (to / CARD_NAME).unlink(missing_ok=True)
+    with output_lock(to, None):  # one pull (or prepare) writes into a folder at a time
+        claim(to, names)  # before any byte arrives: a pull cut short and rerun knows these names are its own
+        if local_manifest.exists() and not _holds(local_manifest, raw_manifest):
+            # The folder holds another version: it is not complete until this pull finishes.
+            log.info("%s differs from the served manifest; removing it (and the old card) until the pull "
+                     "completes", local_manifest)
+            local_manifest.unlink()
+            (to / CARD_NAME).unlink(missing_ok=True)
 
-    log.info("pulling %d shard(s) of split(s) %s from %s to %s", len(files), ", ".join(chosen), redact(base), to)
-    stall: dict[str, Any] = dict(stall_seconds=stall_seconds, stall_bytes=stall_bytes)
-    report = fetch_files(base, files, to, jobs=jobs, retries=retries, backoff=backoff, timeout=timeout,
-                         progress=progress, description=f"pull -> {to.name or to}", **stall)
+        log.info("pulling %d shard(s) of split(s) %s from %s to %s", len(files), ", ".join(chosen), redact(base), to)
+        stall: dict[str, Any] = dict(stall_seconds=stall_seconds, stall_bytes=stall_bytes)
+        report = fetch_files(base, files, to, jobs=jobs, retries=retries, backoff=backoff, timeout=timeout,
+                             progress=progress, description=f"pull -> {to.name or to}", **stall)
 
-    card = fetch_files(base, [RemoteFile(CARD_NAME, max_size=MAX_CARD_SIZE)], to, jobs=1, retries=retries,
-                       backoff=backoff, timeout=timeout, progress=False, **stall)
-    for r in card.failed:
-        if r.http_status == 404:
-            log.info("no %s (dataset card) at %s", CARD_NAME, redact(base))
-        else:
-            report.failed.append(r)
-    report.fetched += card.fetched
-    report.already_present += card.already_present
+        card = fetch_files(base, [RemoteFile(CARD_NAME, max_size=MAX_CARD_SIZE, optional=True)], to, jobs=1,
+                           retries=retries, backoff=backoff, timeout=timeout, progress=False, **stall)
+        for r in card.failed:
+            if r.http_status == 404:
+                log.info("no %s (dataset card) at %s", CARD_NAME, redact(base))
+            else:
+                report.failed.append(r)
+        report.fetched += card.fetched
+        report.already_present += card.already_present
 
-    if report.failed:
-        report.notes.append(f"{MANIFEST_NAME} was not written because {len(report.failed)} file(s) failed; "
-                            f"run the same pull again to resume.")
+        if report.failed:
+            report.notes.append(f"{MANIFEST_NAME} was not written because {len(report.failed)} file(s) failed; "
+                                f"run the same pull again to resume.")
+            return report
+        atomic_write_bytes(local_manifest, raw_manifest)
+        record_pulled_splits(to, chosen, manifest)  # so that verify checks the splits there are
+        others = [s for s in all_splits if s not in chosen  # (an earlier pull may have brought them)
+                  and not all((to / e.file).is_file() for e in manifest.splits[s].shards)]
+        if others:
+            note = (f"only split(s) {', '.join(chosen)} were pulled; the manifest also lists {', '.join(others)}, "
+                    f"whose shards are absent from {to}.")
+            log.info("%s", note)
+            report.notes.append(note)
+        log.info("pulled %s into %s: %s", manifest.dataset, to, report.summary())
         return report
-    atomic_write_bytes(local_manifest, raw_manifest)
-    record_pulled_splits(to, chosen, manifest)  # so that verify checks the splits there are
-    others = [s for s in all_splits if s not in chosen]
-    if others:
-        note = (f"only split(s) {', '.join(chosen)} were pulled; the manifest also lists {', '.join(others)}, "
-                f"whose shards are absent from {to}.")
-        log.info("%s", note)
-        report.notes.append(note)
-    log.info("pulled %s into %s: %s", manifest.dataset, to, report.summary())
-    return report

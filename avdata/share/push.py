@@ -90,12 +90,14 @@ def push(folder: str | Path, url: str, jobs: int = 4, progress: bool | None = No
         first = "; ".join(f"{f}: {w}" for f, w in checked.problems[:3])
         raise AvdataError(f"{folder} does not verify ({len(checked.problems)} problem(s): {first}); nothing was "
                           f"uploaded. See `avdata verify {folder}`, and prepare or pull the folder again")
+    if checked.not_pulled:  # its manifest lists them: pushed, it would name shards that are nowhere
+        raise AvdataError(f"{folder} lacks the split(s) {', '.join(checked.not_pulled)} (it was pulled with "
+                          f"--split); push uploads a whole dataset: pull the rest first (`avdata pull URL --to "
+                          f"{folder}`); nothing was uploaded")
     try:
         return _upload(folder, url, jobs, progress, overwrite)
-    except PermissionError as exc:
-        raise AvdataError(f"{url}: access denied ({exc}); check the credentials: {store_info(url)[3]}") from exc
     except Exception as exc:
-        known = store_error(url, exc)
+        known = store_error(url, exc)  # missing or refused credentials, named with where they come from
         if known is not None:
             raise known from exc
         raise

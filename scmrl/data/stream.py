@@ -41,7 +41,7 @@ from avdata.printable import printable
 from avdata.samples import class_index, key_problem
 from avdata.shards.location import ShardsLocation
 from avdata.shards.manifest import Manifest, ShardEntry, event_bins
-from avdata.shards.reader import NotAFileError, TarBoundsError, iter_tar_files
+from avdata.shards.reader import NotAFileError, TarBoundsError, iter_tar_files, stream_size
 
 from scmrl.data.config import StreamConfig
 from scmrl.data.decode import ADAPTERS
@@ -172,6 +172,14 @@ class ShardStream(IterableDataset):
             seen = 0
             try:
                 stream = self.source.open(entry.file)
+                size = stream_size(stream)
+                if size is not None and size != entry.bytes:  # another version: the same on a retry
+                    stream.close()
+                    raise ShardReadError(
+                        f"shard {url} holds {size:,} bytes, not the {entry.bytes:,} its manifest (read when the run "
+                        "started) gives: it was replaced since, by another version of the dataset (a push or "
+                        "prepare into the same place?). Check it with `avdata verify`, and start the run again "
+                        "on one version")
                 try:
                     files = ({**f, "__url__": url} for f in iter_tar_files(stream, lazy=self._lazy,
                                                                             limit=entry.bytes, caps=self.caps))
@@ -187,6 +195,8 @@ class ShardStream(IterableDataset):
                 return
             except NotAFileError as exc:  # a FIFO or device stays one: no retry
                 raise ShardReadError(f"shard {url} cannot be read ({exc})") from exc
+            except ShardReadError:
+                raise
             except TarBoundsError as exc:  # the same bytes come again on a retry: say so now
                 raise ShardReadError(f"shard {url} is damaged or tampered with ({exc}); fetch it again "
                                      "(`avdata pull` checks every shard's sha256) or remove it") from exc

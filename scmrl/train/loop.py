@@ -38,6 +38,8 @@ import torch
 
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
+from avdata.fetch.urls import redact
+from avdata.pulled_splits import require_shards
 from avdata.progress import make_progress
 
 from avdata.shards.location import open_shards
@@ -111,6 +113,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     mcfg = model_config(cfg, source)
     # a split whose clips were all skipped while preparing has an (empty) shard but nothing to evaluate on
     eval_splits: list[str] = [s for s in ("val", "test") if s in source.splits and source.num_samples(s) > 0]
+    require_shards(source, ["train", *eval_splits])
     ckpt_path = out / CHECKPOINT_NAME
 
     ckpt = read_resume_checkpoint(cfg, mcfg, source, ctx)
@@ -230,7 +233,9 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                 table.row(row)
                 payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
                            "state": state, "epoch": state["epoch"], "step": state["step"], "rng": capture_rng(),
-                           "model_config": asdict(mcfg), "train_config": asdict(cfg), "classes": source.classes,
+                           "model_config": asdict(mcfg), "classes": source.classes,
+                           # no user:password or token of a --shards URL in a file that is shared with models
+                           "train_config": {**asdict(cfg), "shards": redact(cfg.shards)},
                            "dataset": manifest.dataset, "shards_fingerprint": source.fingerprint(),
                            "processes": ctx.world, "device_type": device.type}
                 save_checkpoint(ckpt_path, payload)
