@@ -177,9 +177,9 @@ class ShardStream(IterableDataset):
                     stream.close()
                     raise ShardReadError(
                         f"shard {url} holds {size:,} bytes, not the {entry.bytes:,} its manifest (read when the run "
-                        "started) gives: it was replaced since, by another version of the dataset (a push or "
-                        "prepare into the same place?). Check it with `avdata verify`, and start the run again "
-                        "on one version")
+                        "started) gives: it was cut short or replaced since (a copy still running, or a push or "
+                        "prepare of another version into the same place?). Check it with `avdata verify`, fetch or "
+                        "prepare it again, then rerun with --resume (it continues from the last finished epoch)")
                 try:
                     files = ({**f, "__url__": url} for f in iter_tar_files(stream, lazy=self._lazy,
                                                                             limit=entry.bytes, caps=self.caps))
