@@ -304,13 +304,32 @@ def test_bad_shards_give_a_clear_error(tmp_path):
 def test_default_workers_follow_the_cpus(monkeypatch):
     import os
 
-    from scmrl.cli import train_app
+    from scmrl.train.loaders import machine_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
-    assert train_app._default_workers(None) == 2  # 2 CPUs: no more loader workers than CPUs
+    assert machine_workers("cpu") == 2  # 2 CPUs: no more loader workers than CPUs
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
-    assert train_app._default_workers(None) == 4
-    assert train_app._default_workers(0) == 0 and train_app._default_workers(8) == 8  # as asked
+    assert machine_workers("cpu") == 4 and machine_workers("cuda") == 8
+
+
+def test_a_resumed_run_keeps_its_workers_unless_told(small_shards, tmp_path, caplog, monkeypatch):
+    """The data order depends on the worker count, and the CLI's default follows the machine's CPUs: a job
+    resubmitted with --resume on another node changed its data order. Left unset, a resumed run now keeps
+    its own count; set, another count is named in the resume warning."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)  # would give 4
+    out = str(tmp_path / "w")
+    train(TrainConfig(shards=str(small_shards), out=out, epochs=2, stop_after_epochs=1, **TINY))  # workers 0
+    with caplog.at_level("WARNING", logger="scmrl.train.start"):
+        train(TrainConfig(shards=str(small_shards), out=out, epochs=2, resume=True, **{**TINY, "workers": None}))
+    assert "--workers" not in caplog.text
+    ckpt = torch.load(tmp_path / "w" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["train_config"]["workers"] == 0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="scmrl.train.start"):
+        train(TrainConfig(shards=str(small_shards), out=out, epochs=3, resume=True, **{**TINY, "workers": 1}))
+    assert "--workers 1 (the run's: 0)" in caplog.text
 
 
 def test_cli_interrupted_says_whether_it_can_resume(small_shards, tmp_path, monkeypatch):

@@ -43,9 +43,9 @@ def _captured(monkeypatch, args: list[str]) -> TrainConfig:
 
 
 def test_flags_reach_the_config(monkeypatch) -> None:
-    monkeypatch.setattr(cli, "_default_workers", lambda w, device="cpu": 3 if w is None else w)
     cfg = _captured(monkeypatch, ["--shards", "s", "--out", "./o/"])
-    assert cfg == TrainConfig(shards="s", out="o", workers=3) and cfg.out == "o"  # as Path(...) gives it
+    # workers None: the run's own on --resume, else from the CPUs (scmrl.train.loop)
+    assert cfg == TrainConfig(shards="s", out="o", workers=None) and cfg.out == "o"  # as Path(...) gives it
     cfg = _captured(monkeypatch, ["--shards", "s", "--out", "o", "--no-amp", "--classes", "a, b", "--workers", "0",
                                   "--init-from", "x.pt", "--frames-per-step", "--resume", "--protocol", "reference",
                                   "--lr", "0.01", "--time-steps", "8", "--noise-on", "both", "--compile",

@@ -8,11 +8,9 @@ Multi-GPU / multi-node: `torchrun --nproc_per_node 8 -m scmrl.cli.train_app --sh
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shlex
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -30,27 +28,11 @@ train_app = typer_app(help="Train S-CMRL (or a baseline) on shards made by `avda
 eval_app = typer_app(help="Evaluate a model saved by scmrl-train on a split of some shards.")
 
 
-def _default_workers(workers: int | None, device: str = "cpu") -> int:
-    """--workers as given, else chosen from the CPUs this process may use and the device
-    (`scmrl.train.loaders.default_workers`)."""
-    if workers is not None:
-        return workers
-    import torch
-
-    from scmrl.train.loaders import default_workers
-
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return default_workers(cpus, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), cuda)
-
-
-_WORKERS_HELP = next(f for f in dataclasses.fields(TrainConfig) if f.name == "workers").metadata["help"]
-
-
 @train_app.command()
 @options_command(TrainConfig, exclude=LIBRARY_ONLY, overrides={"workers": {
-    "default": None, "help": _WORKERS_HELP + " Default: from the CPUs (per process under torchrun): on CPU 4, or "
-    "one per CPU when fewer; on CUDA one per CPU but one, at most 8."}})
+    "default": None, "help": "DataLoader worker processes per process and split (0: read in the training "
+    "process). Default: with --resume the run's own (its data order depends on it); else from the CPUs (per "
+    "process under torchrun): on CPU 4, or one per CPU when fewer; on CUDA one per CPU but one, at most 8."}})
 def train_cmd(cfg: TrainConfig,
               verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
               version: bool = version_option()) -> None:
@@ -60,7 +42,7 @@ def train_cmd(cfg: TrainConfig,
 
     setup_logging(verbose)
     try:
-        train(replace(cfg, workers=_default_workers(cfg.workers, cfg.device)))
+        train(cfg)
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this; rank 0 wrote --out
             _print_where_the_run_is(cfg)
     except AvdataError as exc:

@@ -108,8 +108,8 @@ class TrainConfig:
                                 "over T.")
     noise_snr: float | None = opt(None, help="Add Gaussian noise at this SNR (dB) to the visual input.")
     noise_on: str = opt("eval", choices=NOISE_ON, help="Where --noise-snr applies (--protocol reference: train).")
-    workers: int = opt(0, min=0, help="DataLoader worker processes per process and split (0: read in the "
-                       "training process).")
+    workers: int | None = opt(0, min=0, help="DataLoader worker processes per process and split (0: read in the "
+                              "training process; None: a resumed run's own count, else from the CPUs).")
     shuffle_buffer: int | None = opt(None, min=1, help="Training shuffle buffer in samples: for shards written in "
                                      "random order (avdata prepare) each DataLoader worker's own, of this size; for "
                                      "other shards one per process over all its workers, every batch drawn from it. "

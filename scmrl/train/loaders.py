@@ -17,7 +17,7 @@ from scmrl.train.distributed import DistContext
 from scmrl.train.protocol import Protocol
 from scmrl.train.schedule import REFERENCE_BATCH
 
-__all__ = ["RunData", "make_run_data", "default_workers", "share_warnings", "RECORD_KEYS_ENV"]
+__all__ = ["RunData", "make_run_data", "default_workers", "machine_workers", "share_warnings", "RECORD_KEYS_ENV"]
 
 #: A folder where every rank writes the keys of the training samples it used, one file per epoch and rank
 #: (`keys-epoch{E}-rank{R}.txt`): to check that ranks and nodes split the data as documented (tests).
@@ -36,6 +36,12 @@ def default_workers(cpus: int, processes: int = 1, cuda: bool = False) -> int:
     return min(8, max(1, per - 1)) if cuda else min(4, per)
 
 
+def machine_workers(device_type: str) -> int:
+    """`default_workers` for this process: the CPUs it may use, shared with torchrun's other local processes."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return default_workers(cpus, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), device_type == "cuda")
+
+
 @dataclass
 class RunData:
     train_loader: Any
@@ -48,6 +54,7 @@ def make_run_data(source: ShardsLocation, eval_splits: list[str], cfg: TrainConf
                   proto: Protocol, ctx: DistContext) -> RunData:
     """Loaders of this rank's share of each split, as `cfg` and the protocol ask."""
     assert cfg.batch_size is not None  # the run chose it (scmrl.train.footprint.fit_batch) before any loader
+    assert cfg.workers is not None  # and its workers (scmrl.train.loop: a resumed run's own, or from the CPUs)
     pin = ctx.device.type == "cuda"
     stream: dict[str, Any] = dict(kind=source.kind, image_size=cfg.image_size, time_steps=mcfg.time_steps,
                   frames_per_step=cfg.frames_per_step, seed=cfg.seed, retries=cfg.io_retries, backoff=cfg.io_backoff,

@@ -53,7 +53,7 @@ from scmrl.train.distributed import (DistContext, barrier, broadcast_object, cle
                                     sync_optimizer, wrap_ddp)
 from scmrl.train.epoch import loss_probe, train_epoch
 from scmrl.train.evaluate import evaluate
-from scmrl.train.loaders import make_run_data, share_warnings
+from scmrl.train.loaders import machine_workers, make_run_data, share_warnings
 from scmrl.train.optim import build_optimizer
 from scmrl.train.report import EpochTable, append_metrics, plot_confusion, plot_curves, print_run_results, write_metrics
 from scmrl.train.results import (CONFUSION_NAME, CURVES_NAME, METRICS_NAME, RESULTS_NAME, fresh_state, run_results,
@@ -128,9 +128,14 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     batch_given = cfg.batch_size is not None
     if cfg.batch_size is None and ckpt is not None:
         cfg = replace(cfg, batch_size=ckpt["train_config"]["batch_size"])  # a resumed run keeps its batch
+    workers = cfg.workers  # None: a resumed run keeps its count too (its data order depends on it), else the CPUs'
+    if workers is None:
+        kept = ckpt["train_config"].get("workers") if ckpt is not None else None
+        workers = kept if type(kept) is int and kept >= 0 else machine_workers(device.type)
+        cfg = replace(cfg, workers=workers)
     # before the first step: the memory and time it will take, and a batch that fits (scmrl.train.footprint)
     batch, estimate = fit_batch(model, mcfg, device, cfg.amp, cfg.batch_size, source.num_samples("train"),
-                                ctx.world, cfg.workers, cfg.shuffle_buffer)
+                                ctx.world, workers, cfg.shuffle_buffer)
     batch = broadcast_object(batch, ctx)  # every rank trains at rank 0's choice
     cfg = replace(cfg, batch_size=batch)
     peak = cfg.lr if cfg.lr is not None else scaled_lr(batch * ctx.world, cfg.base_lr, proto.lr_rule)
@@ -160,7 +165,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     data = make_run_data(source, eval_splits, cfg, mcfg, proto, ctx)
     if ctx.main:
         data.train_ds.set_epoch(state["epoch"])
-        for warning in share_warnings([data.train_ds.rank_samples(r, cfg.workers) for r in range(ctx.world)],
+        for warning in share_warnings([data.train_ds.rank_samples(r, workers) for r in range(ctx.world)],
                                       batch, batch_given):
             log.warning("%s", warning)
 
@@ -188,13 +193,13 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                 break
             if upcoming is None:
                 data.train_ds.set_epoch(epoch)
-            per_rank = data.train_ds.batches_per_rank(cfg.batch_size, cfg.workers)
+            per_rank = data.train_ds.batches_per_rank(cfg.batch_size, workers)
             steps = max(per_rank)
             if steps == 0:
-                most = max(data.train_ds.rank_samples(r, cfg.workers) for r in range(ctx.world))
+                most = max(data.train_ds.rank_samples(r, workers) for r in range(ctx.world))
                 raise AvdataError(f"the train split holds too few samples for one batch of {cfg.batch_size} per "
                                   f"process ({source.num_samples('train')} samples, {ctx.world} process(es), "
-                                  f"{max(1, cfg.workers)} worker(s) each); "
+                                  f"{max(1, workers)} worker(s) each); "
                                   + (f"pass --batch-size {most} or less" if most else "lower --workers"))
             batches = upcoming if upcoming is not None else iter(data.train_loader)
             upcoming = None

@@ -123,9 +123,10 @@ def resume_differences(ckpt: dict[str, Any], cfg: TrainConfig, world: int, devic
     if unused:
         out.append(f"not used on --resume: {', '.join(unused)}; a resumed run continues the optimiser and the "
                    "learning-rate schedule of its checkpoint (start another --out to train with new values)")
-    # batch_size None: the run keeps the checkpoint's (scmrl.train.loop)
+    # batch_size and workers None: the run keeps the checkpoint's (scmrl.train.loop)
     changed = [f"{_flag(k, getattr(cfg, k))} (the run's: {stored[k]})" for k in SHAPES_TRAINING
-               if k in stored and getattr(cfg, k) != stored[k] and not (k == "batch_size" and cfg.batch_size is None)]
+               if k in stored and getattr(cfg, k) != stored[k]
+               and not (k in ("batch_size", "workers") and getattr(cfg, k) is None)]
     processes = ckpt.get("processes")
     if processes is not None and processes != world:
         changed.append(f"{world} process(es) (the run's: {processes})")
