@@ -237,6 +237,40 @@ def test_a_shard_replaced_by_another_version_mid_run_stops_the_run(tmp_path):
         assert len(url.requests_for("/train-000001.tar")) == 2  # read once per stream: never retried
 
 
+def test_a_shard_replaced_at_the_same_size_mid_run_stops_the_run(tmp_path):
+    """The size check misses another version of the same size (fixed-size frames, another seed): the trainer
+    pins each local shard's file when the run starts, and a shard that is another file since is hashed and
+    refused unless it holds the manifest's bytes (a touched file or an identical copy reads on)."""
+    import os
+
+    from scmrl.data.failures import ShardReadError
+
+    import tarfile
+
+    out = make_synthetic_av_shards(tmp_path / "s", 48, 0, 0, frame_shape=(32, 40), per_shard=24)
+    shard = out / "train-000001.tar"
+    with tarfile.open(shard) as tar:  # another version of the same size: one pixel of the last member changed
+        last = tar.getmembers()[-1]
+    other = bytearray(shard.read_bytes())
+    other[last.offset_data + last.size - 1] ^= 0xFF
+    cfg = StreamConfig(kind="static", image_size=16, with_keys=True, retries=3, backoff=0.01)
+    src = open_shards(out)
+    src.pin(["train"])
+    first = [s[3] for s in ShardStream(src, "train", cfg).iter_slot()]
+    assert len(first) == 48
+
+    os.utime(shard, ns=(1, 1))  # touched: another mtime, the same bytes
+    copy = out / "train-000000.tar.new"  # and renamed over: another file, the same bytes
+    shutil.copy(out / "train-000000.tar", copy)
+    os.replace(copy, out / "train-000000.tar")
+    assert [s[3] for s in ShardStream(src, "train", cfg).iter_slot()] == first
+
+    shard.write_bytes(bytes(other))  # rewritten in place at the same size
+    with pytest.raises(ShardReadError, match=rf"shard {shard} was replaced since the run started"):
+        list(ShardStream(src, "train", cfg).iter_slot())
+    assert open_shards(out).pinned == {}  # only a run's own location pins (remote ones never)
+
+
 def test_npy_header_fast_path_matches_numpy() -> None:
     import io
 

@@ -13,8 +13,10 @@ made by scanning the files.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import os
 import urllib.error
 import zlib
 from dataclasses import dataclass, field
@@ -51,6 +53,9 @@ class ShardsLocation:
     timeout: float = 60.0  # seconds a read may wait for any byte
     stall_seconds: float = STALL_SECONDS  # and at least stall_bytes must arrive in each stall_seconds of waiting
     stall_bytes: int = STALL_BYTES
+    #: local shard file -> (device, inode, mtime_ns) when `pin` was called: a file replaced or rewritten since
+    #: is told apart from the one the run started with even at the same size (`unchanged`)
+    pinned: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def remote(self) -> bool:
@@ -106,6 +111,39 @@ class ShardsLocation:
             raise AvdataError(f"{redact(address)}: could not be opened (HTTP {exc.code})") from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise AvdataError(f"{redact(address)}: could not be opened ({getattr(exc, 'reason', exc)})") from exc
+
+    def pin(self, splits: Sequence[str]) -> None:
+        """Remember which file each local shard of `splits` is now (a long run reads them again every epoch,
+        and a prepare, pull or copy into the same folder may replace one meanwhile, at the same size too)."""
+        if self.remote:
+            return
+        for split in splits:
+            for entry in self.shards(split):
+                try:
+                    st = os.stat(self.address(entry.file))
+                except OSError:
+                    continue  # absent: opening it reports it
+                self.pinned[entry.file] = (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+    def unchanged(self, entry: ShardEntry, stream: IO[bytes]) -> bool:
+        """Whether an opened local shard is still the file `pin` saw, or holds the manifest's sha256 (a copy
+        of the same bytes, or the file touched): hashed only when the file is another one, then remembered.
+        The stream is left at its start."""
+        seen = self.pinned.get(entry.file)
+        if seen is None or self.remote:
+            return True
+        st = os.fstat(stream.fileno())
+        now = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        if now == seen:
+            return True
+        digest = hashlib.sha256()
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+        stream.seek(0)
+        if digest.hexdigest() != entry.sha256:
+            return False
+        self.pinned[entry.file] = now
+        return True
 
     def caps(self) -> MemberCaps:
         """The most bytes each member of these shards may hold, by the manifest's features."""

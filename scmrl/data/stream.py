@@ -180,6 +180,13 @@ class ShardStream(IterableDataset):
                         "started) gives: it was cut short or replaced since (a copy still running, or a push or "
                         "prepare of another version into the same place?). Check it with `avdata verify`, fetch or "
                         "prepare it again, then rerun with --resume (it continues from the last finished epoch)")
+                if not self.source.unchanged(entry, stream):  # the same size, other bytes
+                    stream.close()
+                    raise ShardReadError(
+                        f"shard {url} was replaced since the run started (another file, whose sha256 is not the "
+                        "one its manifest, read when the run started, gives: a push, pull or prepare of another "
+                        "version into the same place?). Check it with `avdata verify`, fetch or prepare it again, "
+                        "then rerun with --resume (it continues from the last finished epoch)")
                 try:
                     files = ({**f, "__url__": url} for f in iter_tar_files(stream, lazy=self._lazy,
                                                                             limit=entry.bytes, caps=self.caps))

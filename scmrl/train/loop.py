@@ -114,6 +114,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     # a split whose clips were all skipped while preparing has an (empty) shard but nothing to evaluate on
     eval_splits: list[str] = [s for s in ("val", "test") if s in source.splits and source.num_samples(s) > 0]
     require_shards(source, ["train", *eval_splits])
+    source.pin(["train", *eval_splits])  # a shard replaced later, at the same size too, is refused, not read
     ckpt_path = out / CHECKPOINT_NAME
 
     ckpt = read_resume_checkpoint(cfg, mcfg, source, ctx)
