@@ -7,6 +7,7 @@ a manifest names only `<split>-NNNNNN.tar` shards of its own splits, each once.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -229,6 +230,49 @@ def test_two_runs_taking_over_one_dead_lock_do_not_both_hold_it(tmp_path, monkey
                 pass
         assert json.loads(a_lock.read_text())["pid"] == os.getpid()
     assert not list((tmp_path / ".avdata").iterdir())
+
+
+def test_a_reading_run_excludes_writers_and_not_other_readers(tmp_path):
+    """push reads a folder whole (verify, then upload): a prepare or pull into it meanwhile would replace a
+    shard between the check and its upload. Readers share the folder; writers wait for them, and they for
+    writers. A folder that had no state folder is left without one."""
+    from avdata.prepare import lock
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    with lock.reading_lock(folder) as one, lock.reading_lock(folder) as two:
+        assert one != two and one.exists() and two.exists()
+        assert json.loads(one.read_text()) == {"pid": os.getpid(), "host": socket.gethostname(), "reader": True}
+        with pytest.raises(AvdataError, match=rf"an `avdata push` \(pid {os.getpid()} on .*\) is uploading from "
+                                              rf"{folder}; it holds the lock {folder / '.avdata'}/read-"):
+            with lock.output_lock(folder, None):
+                pass
+        with pytest.raises(AvdataError, match="is uploading from"):
+            with lock.output_lock(folder, (0, 2)):
+                pass
+    assert not (folder / ".avdata").exists()
+    with lock.output_lock(folder, None) as writer:
+        with pytest.raises(AvdataError, match=rf"`avdata pull` \(pid {os.getpid()} .*holds the lock {writer}"):
+            with lock.reading_lock(folder):
+                pass
+        assert writer.exists()
+    with lock.output_lock(folder, None):
+        pass  # the refused reader left nothing behind
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _lock(folder, f"read-{socket.gethostname()}-{int(child.stdout)}-0.lock", int(child.stdout))
+    with lock.output_lock(folder, None):  # a dead reader's lock is taken over like a writer's
+        assert [p.name for p in (folder / ".avdata").glob("read-*")] == []
+
+
+def test_a_read_only_folder_is_read_without_a_lock(tmp_path, monkeypatch):
+    from avdata.prepare import lock
+
+    def refused(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with lock.reading_lock(tmp_path) as held:
+        assert held is None
 
 
 def test_the_lock_is_touched_while_the_run_lasts(tmp_path, monkeypatch):

@@ -128,6 +128,41 @@ def test_a_folder_pulled_with_split_is_refused_whole(env, shards, tmp_path):
     assert _keys(env.client, "part/") == []
 
 
+def test_push_and_a_prepare_or_pull_into_its_folder_exclude_each_other(env, shards, tmp_path, monkeypatch):
+    """A prepare or pull replacing a shard between push's verify and its upload had the new bytes uploaded
+    under the old sha256 (and the old manifest): push holds a reader's lock of its folder."""
+    import s3fs
+
+    from avdata.prepare.lock import output_lock
+    from avdata.share.push import push
+
+    folder = tmp_path / "f"
+    shutil.copytree(shards, folder)
+    with output_lock(folder, None):
+        with pytest.raises(AvdataError, match=r"`avdata pull` \(pid \d+ .*\) is writing into .*f; it holds the lock"):
+            push(folder, "s3://bkt/locked", progress=False)
+    assert _keys(env.client, "locked/") == []
+
+    real_put, refusals = s3fs.S3FileSystem.put_file, []
+
+    def put_while_a_prepare_starts(self, lpath, rpath, **kw):
+        try:
+            with output_lock(folder, None):
+                refusals.append(None)
+        except AvdataError as exc:
+            refusals.append(str(exc))
+        return real_put(self, lpath, rpath, **kw)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "put_file", put_while_a_prepare_starts)
+    s3fs.S3FileSystem.clear_instance_cache()
+    push(folder, "s3://bkt/locked", jobs=1, progress=False)
+    monkeypatch.setattr(s3fs.S3FileSystem, "put_file", real_put)
+    s3fs.S3FileSystem.clear_instance_cache()
+    assert len(refusals) == 7 and all("an `avdata push` (pid" in r and "is uploading from" in r for r in refusals)
+    assert _keys(env.client, "locked/") == sorted(p.name for p in shards.iterdir())
+    assert list((folder / ".avdata").iterdir()) == []  # no lock left (the first writer made the state folder)
+
+
 @pytest.fixture
 def pushed(env, shards):
     from avdata.share.push import push

@@ -1,10 +1,12 @@
 """The output folder's lock: one `avdata prepare` writes into an --out at a time, except `--part i/N` runs,
 which share it (each writes only its own shards, and removes only its own shards' temp files); `avdata
-pull` takes the whole lock of its --to (two pulls into one folder renamed each other's `.part` files).
+pull` takes the whole lock of its --to (two pulls into one folder renamed each other's `.part` files);
+`avdata push` takes a reader's lock of its folder (`reading_lock`), which excludes those writers only.
 
     .avdata/prepare.lock          a whole run: excludes every other run
     .avdata/part-I-of-N.lock      part I of N: excludes a whole run, the same part, and parts of
                                         another N (their shards overlap)
+    .avdata/read-HOST-PID-*.lock  a reading run (push): excludes every writing run
 
 A lock file holds the holder's pid and host, and the holder touches it every minute. A lock file with no
 live holder is taken over: on this host, when its pid is gone; from another host (whose pids cannot be
@@ -17,8 +19,10 @@ which OS locks are often not available.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -30,6 +34,8 @@ from avdata.errors import AvdataError
 from avdata.owned import STATE_DIR, read_json_record
 
 WHOLE = "prepare.lock"
+#: `reading_lock`'s files: `read-<host>-<pid>-<random>.lock`, one per reading run; they exclude writers, not each other
+READER_PREFIX = "read-"
 HEARTBEAT_S = 60.0
 #: Another host's lock untouched this long belongs to a run that is gone (ten missed heartbeats).
 STALE_S = 600.0
@@ -72,9 +78,14 @@ def _held(path: Path, info: Any) -> AvdataError:
     who = f"pid {info.get('pid')} on {info.get('host')}" if isinstance(info, dict) else "another run"
     later = (f" (a lock from another host is taken over once untouched for {STALE_S / 60:.0f} minutes)"
              if isinstance(info, dict) and info.get("host") != socket.gethostname() else "")
-    return AvdataError(f"another `avdata prepare` or `avdata pull` ({who}) is writing into {path.parents[1]}; it "
-                       f"holds the lock {path}. Wait for it to end, or write into another folder; if no such run "
-                       f"is alive, delete {path}{later}")
+    doing = ("an `avdata push` ({who}) is uploading from" if _is_reader(path)
+             else "another `avdata prepare` or `avdata pull` ({who}) is writing into").format(who=who)
+    return AvdataError(f"{doing} {path.parents[1]}; it holds the lock {path}. Wait for it to end, or write into "
+                       f"another folder; if no such run is alive, delete {path}{later}")
+
+
+def _is_reader(path: Path) -> bool:
+    return path.name.startswith(READER_PREFIX)
 
 
 def _create(path: Path, record: dict[str, Any]) -> bool:
@@ -143,6 +154,45 @@ def output_lock(out: Path, part: tuple[int, int] | None) -> Iterator[Path]:
             yield mine
     finally:
         mine.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def reading_lock(folder: Path) -> Iterator[Path | None]:
+    """Hold a reader's lock of `folder` while a run reads it whole (`avdata push`): no prepare or pull may
+    write into it meanwhile (a shard or the manifest replaced between push's check and its upload would be
+    uploaded under the other's sha256), while other readers may. AvdataError naming the writer's lock when
+    one holds the folder. Yields None, taking no lock, where the folder cannot be written (a read-only
+    mount: no run of this user writes into it either)."""
+    folder = Path(folder)
+    state = lock_dir(folder)
+    made_state = not state.exists()
+    mine = state / f"{READER_PREFIX}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.lock"
+    try:
+        state.mkdir(exist_ok=True)
+        _create(mine, {"pid": os.getpid(), "host": socket.gethostname(), "reader": True})
+    except PermissionError:
+        yield None
+        return
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+        yield None
+        return
+    try:
+        for other in sorted(state.glob("*.lock")):
+            if other == mine or _is_reader(other):
+                continue
+            if not _alive(other, read_json_record(other)) and _remove_if_dead(other):
+                continue
+            if other.exists():
+                raise _held(other, read_json_record(other))
+        with _heartbeat(mine):
+            yield mine
+    finally:
+        mine.unlink(missing_ok=True)
+        if made_state:
+            with contextlib.suppress(OSError):
+                state.rmdir()  # only if empty: the folder is left as it was found
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from avdata.fetch.objstore import (SHA_KEY, filesystem, holds_file, store_error,
 from avdata.hashing import sha256_file
 from avdata.fetch.urls import is_object_url
 from avdata.owned import CARD_NAME, other_preparation
+from avdata.prepare.lock import reading_lock
 from avdata.progress import make_progress
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
 from avdata.verify import verify_shards
@@ -85,6 +86,13 @@ def push(folder: str | Path, url: str, jobs: int = 4, progress: bool | None = No
         raise AvdataError(f"{url}: push uploads to object storage (s3://BUCKET/PATH, gs://BUCKET/PATH, "
                           "hf://datasets/OWNER/NAME); to share over http, run `avdata serve` on the folder")
     filesystem(url)  # a missing extra is named before the folder is read
+    if not folder.is_dir():  # verify names what was meant (a manifest or shard given, a typo)
+        return _verified_push(folder, url, jobs, progress, overwrite)
+    with reading_lock(folder):  # no prepare or pull replaces a shard between the check and its upload
+        return _verified_push(folder, url, jobs, progress, overwrite)
+
+
+def _verified_push(folder: Path, url: str, jobs: int, progress: bool | None, overwrite: bool) -> PushReport:
     checked = verify_shards(folder, progress=progress)
     if not checked.ok:
         first = "; ".join(f"{f}: {w}" for f, w in checked.problems[:3])
