@@ -155,3 +155,41 @@ def test_size_category_uses_hub_values():
                                                        {"a": 3})})
     card = {"license_id": "cc0-1.0", "title": "t", "task_categories": ["audio-classification"]}
     assert card_yaml(manifest, card)["size_categories"] == ["n<1K"]
+
+
+def _toy_with_bad(tmp_path: Path, name: str, bad: tuple[str, ...]) -> Path:
+    from avdata.datasets.registry import get_recipe, register_recipe
+    from avdata.prepare.engine import PrepareSettings, prepare
+    from tests.toy_recipe import ToyOptions, make_toy_raw
+
+    register_recipe("toy", "tests.toy_recipe:ToyRecipe")
+    raw = make_toy_raw(tmp_path / f"{name}_raw", bad=bad)
+    return prepare(get_recipe("toy"), raw, tmp_path / name, ToyOptions(),
+                   PrepareSettings(samples_per_shard=4, progress=False)).out
+
+
+def test_shards_and_splits_left_empty_by_skipped_clips_still_load(tmp_path, hf_offline):
+    """`datasets` infers the columns from the first listed shard of the last split (here `test`) and failed
+    on an empty one (pyarrow: "Must pass at least one table"), and refuses a split with no rows: the card
+    lists only shards and splits that hold samples, and says which split it left out."""
+    whole = _toy_with_bad(tmp_path, "whole", ())
+    first = [k for k, _ in iter_shard(whole / "test-000000.tar")]
+    assert len(first) == 4
+    folder = _toy_with_bad(tmp_path, "first_empty", tuple(first))  # the test split's first shard: all skipped
+    m = load_manifest(folder)
+    assert [s["num_samples"] for s in m["splits"]["test"]["shards"]] == [0, 2]
+    ds = load_and_check_counts(folder, hf_offline)
+    data_files = card_header(folder)["configs"][0]["data_files"]
+    assert data_files[-1] == {"split": "test", "path": ["test-000001.tar"]}
+    assert ds["test"]["__key__"] == [k for k, _ in iter_shard(folder / "test-000001.tar")]
+    assert ds["test"]["x.npy"] == [decode_npy(f["x.npy"]).tolist() for _, f in iter_shard(folder / "test-000001.tar")]
+
+    folder = _toy_with_bad(tmp_path, "test_empty", tuple(f"t{i:03d}" for i in range(6)))  # every test clip
+    m = load_manifest(folder)
+    assert m["splits"]["test"]["num_samples"] == 0
+    assert [d["split"] for d in card_header(folder)["configs"][0]["data_files"]] == ["train", "val"]
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert "| test | 0 | 2 | 0 | 0 |" in text  # the card's table still states the manifest's counts
+    assert "No sample of `test` was kept" in text
+    ds = datasets.load_dataset(str(folder), cache_dir=hf_offline)
+    assert {s: ds[s].num_rows for s in ds} == {s: e["num_samples"] for s, e in m["splits"].items() if s != "test"}

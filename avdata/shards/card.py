@@ -43,8 +43,18 @@ def normalized_command(manifest: Manifest) -> str:
     return " ".join(parts)
 
 
+def hub_data_files(manifest: Manifest) -> list[dict[str, Any]]:
+    """Each split's shards for the card's `configs`, leaving out shards that hold no sample (every clip of
+    them skipped) and splits with none: `datasets` infers the columns from the first listed shard of the
+    last split and fails on an empty one, and refuses to load a split with no rows at all."""
+    files = [{"split": split, "path": [s.file for s in entry.shards if s.num_samples > 0]}
+             for split, entry in manifest.splits.items()]
+    return [f for f in files if f["path"]]
+
+
 def card_yaml(manifest: Manifest, card: dict[str, Any]) -> dict[str, Any]:
     total = sum(s.num_samples for s in manifest.splits.values())
+    data_files = hub_data_files(manifest)
     licence: dict[str, Any] = {"license": card["license_id"]}
     if card["license_id"] == "other":  # the Hub's card template asks what "other" is and where its terms are
         licence["license_name"] = card.get("license_name") or "other"
@@ -55,11 +65,7 @@ def card_yaml(manifest: Manifest, card: dict[str, Any]) -> dict[str, Any]:
         "task_categories": list(card["task_categories"]),
         "size_categories": [size_category(total)],
         "tags": ["webdataset", "avdata", *card.get("tags", ())],
-        "configs": [{
-            "config_name": "default",
-            "data_files": [{"split": split, "path": [s.file for s in entry.shards]}
-                           for split, entry in manifest.splits.items()],
-        }],
+        **({"configs": [{"config_name": "default", "data_files": data_files}]} if data_files else {}),
     }
 
 
@@ -85,6 +91,10 @@ def render_card(manifest: Manifest, card: dict[str, Any], command: str | None = 
     for split, entry in manifest.splits.items():
         counts = " | ".join(str(entry.class_counts.get(c, 0)) for c in classes)
         lines.append(f"| {split} | {entry.num_samples} | {len(entry.shards)} | {counts} |")
+    empty = [split for split, entry in manifest.splits.items() if entry.num_samples == 0]
+    if empty:
+        lines += ["", "No sample of " + ", ".join(f"`{s}`" for s in empty) + " was kept (see the skipped clips "
+                  "below), so the YAML `configs` leave it out: `datasets` cannot load a split with no rows."]
     stats = [(split, name, st) for split, entry in manifest.splits.items()
              for name, st in (entry.sample_stats or {}).items()]
     if stats:  # e.g. the share of events a crop dropped: a user should see it before training on the shards
