@@ -53,9 +53,24 @@ def check_header(folder: Path) -> None:
     (config,) = header["configs"]
     assert config["config_name"] == "default"
     assert {d["split"]: d["path"] for d in config["data_files"]} == \
-        {split: [s["file"] for s in entry["shards"]] for split, entry in m["splits"].items()}
+        {split: [s["file"] for s in entry["shards"] if s["num_samples"]] for split, entry in m["splits"].items()
+         if entry["num_samples"]}
     for d in config["data_files"]:
         assert all((folder / p).is_file() for p in d["path"])  # relative to the folder, as the Hub resolves them
+    assert header["size_categories"] == [size_category(sum(e["num_samples"] for e in m["splits"].values()))]
+    assert card_counts(folder) == {split: [e["num_samples"], len(e["shards"]), *[e["class_counts"][c]
+                                                                              for c in m["classes"]]]
+                                   for split, e in m["splits"].items()}
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert "Classes (index: name): " + ", ".join(f"{i}: {c}" for i, c in enumerate(m["classes"])) in text
+
+
+def card_counts(folder: Path) -> dict[str, list[int]]:
+    """The card's Contents table: split -> [samples, shards, count of each class in the manifest's order]."""
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    table = text.split("## Contents", 1)[1].split("\n\n", 2)[1]
+    rows = [line.strip("|").split("|") for line in table.splitlines()[2:]]
+    return {cells[0].strip(): [int(c) for c in cells[1:]] for cells in rows}
 
 
 def load_and_check_counts(folder: Path, cache_dir: str):
@@ -178,6 +193,7 @@ def test_shards_and_splits_left_empty_by_skipped_clips_still_load(tmp_path, hf_o
     folder = _toy_with_bad(tmp_path, "first_empty", tuple(first))  # the test split's first shard: all skipped
     m = load_manifest(folder)
     assert [s["num_samples"] for s in m["splits"]["test"]["shards"]] == [0, 2]
+    check_header(folder)
     ds = load_and_check_counts(folder, hf_offline)
     data_files = card_header(folder)["configs"][0]["data_files"]
     assert data_files[-1] == {"split": "test", "path": ["test-000001.tar"]}
@@ -187,9 +203,26 @@ def test_shards_and_splits_left_empty_by_skipped_clips_still_load(tmp_path, hf_o
     folder = _toy_with_bad(tmp_path, "test_empty", tuple(f"t{i:03d}" for i in range(6)))  # every test clip
     m = load_manifest(folder)
     assert m["splits"]["test"]["num_samples"] == 0
+    check_header(folder)
     assert [d["split"] for d in card_header(folder)["configs"][0]["data_files"]] == ["train", "val"]
     text = (folder / "README.md").read_text(encoding="utf-8")
     assert "| test | 0 | 2 | 0 | 0 |" in text  # the card's table still states the manifest's counts
     assert "No sample of `test` was kept" in text
     ds = datasets.load_dataset(str(folder), cache_dir=hf_offline)
     assert {s: ds[s].num_rows for s in ds} == {s: e["num_samples"] for s, e in m["splits"].items() if s != "test"}
+
+
+def test_the_cards_snippet_reads_a_shard_that_holds_a_sample(tmp_path, monkeypatch):
+    """Its `next(iter(ds))` raised StopIteration when the first shard had every clip skipped."""
+    folder = _toy_with_bad(tmp_path, "toy", ())
+    first = [k for k, _ in iter_shard(folder / "train-000000.tar")]
+    folder = _toy_with_bad(tmp_path, "first_empty", tuple(first))
+    assert load_manifest(folder)["splits"]["train"]["shards"][0]["num_samples"] == 0
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert 'wds.WebDataset("train-000001.tar", shardshuffle=False)' in text
+    code = text.split("## Reading it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(folder)
+    scope: dict = {}
+    exec(code, scope)  # as printed, beside the shards
+    key, fields = next(iter_shard(folder / "train-000001.tar"))
+    assert scope["sample"]["__key__"] == key and scope["sample"]["x.npy"].tolist() == decode_npy(fields["x.npy"]).tolist()

@@ -70,9 +70,11 @@ def card_yaml(manifest: Manifest, card: dict[str, Any]) -> dict[str, Any]:
 
 
 def _first_shard(manifest: Manifest) -> str:
+    """The shard the card's snippet reads: the first that holds a sample, so that `next(iter(ds))` gives one."""
     for entry in manifest.splits.values():
-        if entry.shards:
-            return entry.shards[0].file
+        for shard in entry.shards:
+            if shard.num_samples > 0:
+                return shard.file
     return "train-000000.tar"
 
 
