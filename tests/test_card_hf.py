@@ -225,4 +225,5 @@ def test_the_cards_snippet_reads_a_shard_that_holds_a_sample(tmp_path, monkeypat
     scope: dict = {}
     exec(code, scope)  # as printed, beside the shards
     key, fields = next(iter_shard(folder / "train-000001.tar"))
-    assert scope["sample"]["__key__"] == key and scope["sample"]["x.npy"].tolist() == decode_npy(fields["x.npy"]).tolist()
+    assert scope["sample"]["__key__"] == key
+    assert scope["sample"]["x.npy"].tolist() == decode_npy(fields["x.npy"]).tolist()

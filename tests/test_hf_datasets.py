@@ -1,16 +1,25 @@
-"""Hugging Face `datasets`, stock webdataset and the trainer read every field of every sample the same.
+"""Hugging Face `datasets`, stock webdataset, plain `tarfile` and the trainer read every field of every
+sample the same.
 
-Shards are prepared by the real recipes (generated CREMA-D clips of 2-4 per-second frames, as the demo
-makes; the six real CREMA-D VP6 clips; generated UrbanSound8K-AV and event data), then loaded with
-`datasets` three ways (map-style from the folder's card, `load_dataset("webdataset", data_files=...)`,
-streaming), with stock webdataset, and with the trainer's reader and frame choice, and every field of
-every sample is compared. Offline, with every `datasets` cache under tmp_path.
+Shards are prepared by the real recipes from the real samples in ../shared/datasets/ (the six CREMA-D VP6
+clips with JPEG and with npy frames; the ten UrbanSound8K excerpts, with generated images; the 23
+MNIST-DVS recordings, with generated N-TIDIGITS digits, binned and with the raw events; the three AVE
+clips with their real annotation rows) and from generated data (CREMA-D clips of 2-4 per-second frames,
+as the demo makes; UrbanSound8K-AV, AVE and event data), then loaded with `datasets` three ways
+(map-style from the folder's card, `load_dataset("webdataset", data_files=...)`, streaming), with stock
+webdataset (`.decode("rgb8")`, and the card's own snippet), with `tarfile`, and with the trainer's
+reader and frame choice; every field of every sample is compared, and every array's dtype and shape,
+and the columns `datasets` infers, against the manifest's `features`. Offline, with every `datasets`
+cache under tmp_path.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +38,7 @@ from avdata.shards.reader import iter_shard
 from scmrl.data.config import StreamConfig
 from scmrl.data.decode import StaticAdapter, choose_frames, frame_reader
 from tests.manifests import load_manifest
-from tests.test_card_hf import card_header
+from tests.test_card_hf import card_header, check_header
 
 #: end to end (real files, prepare, training or servers): `pytest -m "not slow"` leaves it out
 pytestmark = pytest.mark.slow
@@ -57,15 +66,21 @@ def synth_cremad(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_cremad(tmp_path_factory) -> Path:
+def real_cremad_raw(tmp_path_factory) -> Path:
+    """The six real CREMA-D clips (genuine FLVs, WAVs derived from them) in the dataset's layout."""
     if not (SAMPLE / "VideoFlash").is_dir():
         pytest.skip(f"real CREMA-D sample not found at {SAMPLE}")
-    root = tmp_path_factory.mktemp("hf_real")
+    raw = tmp_path_factory.mktemp("hf_real") / "raw"
     for src, dst, ext in (("VideoFlash", "VideoFlash", "flv"), ("AudioWAV-derived", "AudioWAV", "wav")):
-        (root / "raw" / dst).mkdir(parents=True)
+        (raw / dst).mkdir(parents=True)
         for clip in REAL_CLIPS:
-            shutil.copyfile(SAMPLE / src / f"{clip}.{ext}", root / "raw" / dst / f"{clip}.{ext}")
-    return _prepare("cremad", root / "raw", root / "shards", CremadOptions(), per_shard=3)
+            shutil.copyfile(SAMPLE / src / f"{clip}.{ext}", raw / dst / f"{clip}.{ext}")
+    return raw
+
+
+@pytest.fixture(scope="module")
+def real_cremad(real_cremad_raw) -> Path:
+    return _prepare("cremad", real_cremad_raw, real_cremad_raw.parent / "shards", CremadOptions(), per_shard=3)
 
 
 def shard_paths(folder: Path) -> dict[str, list[str]]:
@@ -106,6 +121,76 @@ def assert_same_row(row: dict[str, Any], key: str, fields: dict[str, bytes], fea
             raise AssertionError(f"unexpected field {name}")
 
 
+def check_tarfile(folder: Path, samples: dict[str, list[tuple[str, dict[str, bytes]]]]) -> None:
+    """Plain `tarfile`: every member, in order, a regular file holding our reader's bytes, with the fixed
+    metadata the shard format promises."""
+    for split, paths in shard_paths(folder).items():
+        members = []
+        for path in paths:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    assert member.isfile(), member.name
+                    assert (member.mtime, member.uid, member.gid, member.mode) == (0, 0, 0, 0o644), member.name
+                    assert member.uname == member.gname == "", member.name
+                    members.append((member.name, tar.extractfile(member).read()))
+        assert members == [(f"{key}.{name}", data) for key, fields in samples[split] for name, data in fields.items()]
+
+
+def manifest_feature(features: dict, name: str) -> dict:
+    return features["frames.<i>.jpg"] if re.fullmatch(r"frames\.\d+\.jpg", name) else features[name]
+
+
+def check_features(folder: Path, samples: dict[str, list[tuple[str, dict[str, bytes]]]],
+                   inferred: list[Any]) -> None:
+    """Every stored array has the manifest's dtype and shape (named dimensions free), every label its class
+    name, and the columns `datasets` infers (`inferred`, one Features per load) the manifest's dtypes and
+    number of dimensions."""
+    m = load_manifest(folder)
+    features = m["features"]
+    for key, fields in (s for split in samples.values() for s in split):
+        meta = json.loads(fields["json"])
+        assert meta["label"] == int(fields["cls"]) and meta["label_name"] == m["classes"][int(fields["cls"])], key
+        for name, data in fields.items():
+            feature = manifest_feature(features, name)
+            if name.endswith(".jpg"):
+                array, shape = decode_jpeg(data), feature["shape"][1:]
+            elif name.endswith(".npy"):
+                array, shape = decode_npy(data), feature["shape"]
+            else:
+                continue
+            assert str(array.dtype) == feature["dtype"] and array.ndim == len(shape), (key, name, array.dtype)
+            assert all(isinstance(want, str) or want == got for want, got in zip(shape, array.shape)), (key, name)
+    for columns in inferred:
+        assert set(columns) - {"__key__", "__url__"} == set(samples[next(iter(samples))][0][1])
+        assert columns["cls"] == datasets.Value("int64")
+        for name, column in columns.items():
+            if name.endswith(".jpg"):
+                assert isinstance(column, datasets.Image), name
+            elif name.endswith(".npy"):
+                depth = 0
+                while isinstance(column, datasets.List):
+                    column, depth = column.feature, depth + 1
+                feature = manifest_feature(features, name)
+                assert (column, depth) == (datasets.Value(feature["dtype"]), len(feature["shape"])), name
+
+
+def check_card_snippet(folder: Path, samples: dict[str, list[tuple[str, dict[str, bytes]]]]) -> None:
+    """The card's own reading snippet, run beside the shards as printed: its sample is our first one."""
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    code = text.split("## Reading it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        exec(code, scope)
+    finally:
+        os.chdir(here)
+    shard = re.search(r'wds\.WebDataset\("([^"]+)"', code).group(1)
+    assert shard == card_header(folder)["configs"][0]["data_files"][0]["path"][0]  # the first split's first shard
+    key, fields = next(iter_shard(folder / shard))
+    assert_same_row(scope["sample"], key, fields, {})
+
+
 def check_uniform(folder: Path, samples: dict[str, list[tuple[str, dict[str, bytes]]]]) -> int | None:
     """Every sample has the same members (the manifest's K frame members, where it has frames) and the
     same json keys, sources as [{file, sha256, ...}]; padding repeats the last real frame. Returns K."""
@@ -140,14 +225,21 @@ def check_all_readers(folder: Path, cache_dir: str) -> dict[str, list[tuple[str,
     ours = our_samples(folder)
     counts = {split: len(s) for split, s in ours.items()}
     features = load_manifest(folder)["features"]
+    check_header(folder)
+    check_tarfile(folder, ours)
+    check_card_snippet(folder, ours)
+    inferred = []
     # map-style from the folder (the card's configs), and from explicit data_files
     for ds in (datasets.load_dataset(str(folder), cache_dir=cache_dir),
                datasets.load_dataset("webdataset", data_files=shard_paths(folder), cache_dir=cache_dir)):
         assert {split: ds[split].num_rows for split in ds} == counts
+        inferred += [ds[split].features for split in ds]
         for split in ds:
             for row, (key, fields) in zip(ds[split], ours[split], strict=True):
                 assert_same_row(row, key, fields, features)
     streamed = datasets.load_dataset(str(folder), streaming=True, cache_dir=cache_dir)
+    inferred += [streamed[split].features for split in streamed]
+    check_features(folder, ours, inferred)
     for split in ours:
         rows = list(streamed[split])
         assert len(rows) == counts[split]
@@ -217,6 +309,64 @@ def test_real_cremad_clips_read_the_same_everywhere(real_cremad, hf_offline):
     reals = check_dataset(real_cremad, hf_offline)
     # 56-70 frames at 29.97 fps: frames at 0, 1.001 and (when the clip reaches it) 2.002 s, padded to 5
     assert sorted(n for split in reals.values() for n in split) == [2, 2, 3, 3, 3, 3]
+
+
+def test_real_cremad_clips_with_npy_frames_read_the_same_everywhere(real_cremad_raw, hf_offline):
+    folder = _prepare("cremad", real_cremad_raw, real_cremad_raw.parent / "shards_npy",
+                      CremadOptions(frame_format="npy", short_side=96), per_shard=4)  # `datasets`: nested lists
+    reals = check_dataset(folder, hf_offline)
+    assert sorted(n for split in reals.values() for n in split) == [2, 2, 3, 3, 3, 3]
+    assert load_manifest(folder)["features"]["frames.npy"]["shape"] == [5, "H", "W", 3]
+    frames = {decode_npy(f["frames.npy"]).shape for split in our_samples(folder).values() for _, f in split}
+    assert frames == {(5, 96, 128, 3)}  # the real 480x360 clips
+
+
+def test_real_urbansound_sounds_read_the_same_everywhere(tmp_path, hf_offline):
+    from avdata.datasets.urbansound8k_av.recipe import UrbanSoundOptions
+    from tests.test_real_samples import URBANSOUND, _need, real_urbansound_raw
+
+    def image(stem: str) -> np.ndarray:  # detailed pictures, so that JPEG decoding differences would show
+        return np.random.default_rng(int(stem.split("-")[0])).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+    real_urbansound_raw(tmp_path / "raw", _need(URBANSOUND, "*.wav", 10), image)
+    folder = _prepare("urbansound8k-av", tmp_path / "raw", tmp_path / "out",
+                      UrbanSoundOptions(short_side=32, val_fraction=0), per_shard=3)
+    reals = check_dataset(folder, hf_offline)
+    assert sum(len(n) for n in reals.values()) == 10 and {n for split in reals.values() for n in split} == {1}
+    specs = {decode_npy(f["spec.npy"]).shape for split in our_samples(folder).values() for _, f in split}
+    assert specs == {(257, 141), (257, 250)}  # the original recording and the re-encoded ones
+
+
+@pytest.mark.parametrize("options", [{}, {"sensor": "crop", "keep_events": True}], ids=["downsample", "crop-raw"])
+def test_real_mnistdvs_recordings_read_the_same_everywhere(tmp_path, hf_offline, options):
+    from avdata.datasets.mnistdvs_ntidigits.recipe import EventOptions
+    from tests.test_real_samples import MNISTDVS, _need, _real_mnistdvs_raw
+
+    raw = _real_mnistdvs_raw(tmp_path, _need(MNISTDVS, "mnist_0_scale04_*.aedat", 23))
+    folder = _prepare("mnistdvs-ntidigits", raw, tmp_path / "out",
+                      EventOptions(bins=8, scale=4, per_class=23, val_fraction=0, **options), per_shard=8)
+    check_dataset(folder, hf_offline)
+    samples = [f for split in our_samples(folder).values() for _, f in split]
+    assert len(samples) == 22  # 23 real recordings paired with the generated N-TIDIGITS digits
+    for fields in samples:
+        meta = json.loads(fields["json"])
+        kept = meta.get("visual_events_kept", meta["visual_events"])
+        assert decode_npy(fields["visual.npy"]).sum() == kept and 12_596 <= meta["visual_events"] <= 21_357
+        if options:
+            assert len(decode_npy(fields["visual_events.t.npy"])) == meta["visual_events"]
+
+
+def test_real_ave_clips_read_the_same_everywhere(tmp_path, hf_offline):
+    from avdata.datasets.ave.recipe import AveOptions
+    from tests.test_ave_real import CLIPS, REAL, make_raw
+
+    if not (REAL / "sample").is_dir():
+        pytest.skip(f"real AVE material not found at {REAL}")
+    make_raw(tmp_path / "raw", header=False)
+    folder = _prepare("ave", tmp_path / "raw", tmp_path / "out", AveOptions(short_side=64))
+    reals = check_dataset(folder, hf_offline)
+    assert {split: len(n) for split, n in reals.items()} == {"train": 1, "val": 1, "test": 1}
+    assert {json.loads(f["json"])["clip"] for split in our_samples(folder).values() for _, f in split} == set(CLIPS)
 
 
 def test_urbansound8k_av_reads_the_same_everywhere(tmp_path, hf_offline):

@@ -301,8 +301,10 @@ def test_original_in_other_urbansound_encodings(tmp_path, wav_files):
             assert np.median(np.abs(spec[loud] - ref[loud])) < 0.5
 
 
-def test_urbansound_recipe_on_the_real_sounds(tmp_path, wav_files):
-    base = tmp_path / "raw"
+def real_urbansound_raw(base: Path, wav_files: list[Path], image=lambda stem: np.full((48, 64, 3), 128, np.uint8)
+                        ) -> dict[str, Path]:
+    """The real sounds in the UrbanSound8K-AV layout under `base`, each paired with a generated image
+    (`image(stem)`; no real UrbanSound8K-AV image is at hand). Returns each stem's real file."""
     stems = {}
     for path in wav_files:
         stem = path.stem.removeprefix("resampled-")
@@ -312,8 +314,14 @@ def test_urbansound_recipe_on_the_real_sounds(tmp_path, wav_files):
         snd.parent.mkdir(parents=True, exist_ok=True)
         img.parent.mkdir(parents=True, exist_ok=True)
         snd.symlink_to(path)
-        Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(img)
+        Image.fromarray(image(stem)).save(img)
         stems[stem] = path
+    return stems
+
+
+def test_urbansound_recipe_on_the_real_sounds(tmp_path, wav_files):
+    base = tmp_path / "raw"
+    stems = real_urbansound_raw(base, wav_files)
     out = tmp_path / "out"
     prepare(get_recipe("urbansound8k-av"), base, out, UrbanSoundOptions(val_fraction=0.0, short_side=32),
             PrepareSettings(progress=False))
