@@ -74,3 +74,83 @@ def test_verbose_shows_the_storage_librarys_own_lines(refusing_gcs, tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 2 and "Traceback" in out and "Could not determine bucket type" in out, out
     assert out.strip().splitlines()[-1].startswith("error: gs://bkt/ds/manifest.json: access denied"), out
+
+
+def _inspect(url: str) -> str:
+    from typer.testing import CliRunner
+
+    from avdata.cli.avdata_app import app
+
+    r = CliRunner().invoke(app, ["inspect", url])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    return " ".join(r.output.split())
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    from tests.gcsserver import gcs_emulator, make_bucket, skip_without_gcs
+
+    skip_without_gcs()
+    with gcs_emulator() as url:
+        make_bucket(url, "bkt")
+        import gcsfs
+
+        gcsfs.GCSFileSystem().pipe("bkt/half/train-000000.tar", b"a shard of a push that stopped")
+        yield url
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/manifest.json"])
+def test_a_missing_gcs_bucket_or_folder_says_which_and_what_to_do(gcs, suffix):
+    """All three said "not found (HTTP 404); is this the URL of a shards folder?", whatever was missing."""
+    out = _inspect(f"gs://nobkt/ds{suffix}")
+    assert "gs://nobkt/ds/manifest.json: not found; there is no bucket 'nobkt'" in out, out
+    assert "`avdata push DIR gs://nobkt/ds`" in out, out
+    out = _inspect(f"gs://bkt/empty{suffix}")
+    assert "nothing is stored under gs://bkt/empty" in out and "`avdata push DIR gs://bkt/empty`" in out, out
+    out = _inspect(f"gs://bkt/half{suffix}")
+    assert "gs://bkt/half holds objects but no manifest.json" in out and "rerun `avdata push DIR gs://bkt/half`" in out
+
+
+def test_a_missing_s3_bucket_or_folder_says_which_and_what_to_do(tmp_path):
+    from tests.s3server import moto_s3, s3_env, skip_without_s3
+
+    skip_without_s3()
+    with moto_s3(tmp_path) as s3, s3_env(s3):
+        s3.client.create_bucket(Bucket="bkt")
+        s3.client.put_object(Bucket="bkt", Key="half/train-000000.tar", Body=b"x")
+        assert "there is no bucket 'nobkt'" in _inspect("s3://nobkt/ds/")
+        out = _inspect("s3://bkt/empty/manifest.json")
+        assert "s3://bkt/empty/manifest.json: not found; nothing is stored under s3://bkt/empty" in out, out
+        assert "s3://bkt/half holds objects but no manifest.json" in _inspect("s3://bkt/half")
+        from typer.testing import CliRunner
+
+        from avdata.cli.avdata_app import app
+
+        r = CliRunner().invoke(app, ["pull", "s3://nobkt/ds", "--to", str(tmp_path / "p")])
+        assert r.exit_code == 2 and "there is no bucket 'nobkt'" in r.output, r.output
+        assert not (tmp_path / "p").exists()
+
+
+def test_a_missing_hub_repository_revision_or_folder_says_which(monkeypatch):
+    """The Hub names what is missing in its X-Error-Code header; all three read as the same 404."""
+    pytest.importorskip("huggingface_hub")
+    from tests.hubserver import hub_server
+
+    with hub_server() as hub:
+        hub.create("lab/syn", {"half/train-000000.tar": b"x"})
+        monkeypatch.setenv("HF_ENDPOINT", hub)
+        monkeypatch.setenv("HF_TOKEN", "hf_secret")
+        out = _inspect("hf://datasets/lab/nope/shards")
+        assert "there is no dataset repository lab/nope on the Hub" in out and "hf repo create lab/nope" in out, out
+        assert "has no revision 'dev'" in _inspect("hf://datasets/lab/syn@dev/shards/")
+        out = _inspect("hf://datasets/lab/syn/half/manifest.json")
+        assert "the folder 'half' of lab/syn holds no manifest.json" in out, out
+        assert "`avdata push DIR hf://datasets/lab/syn/half`" in out, out
+
+
+def test_a_web_server_without_a_manifest_is_named(tmp_path):
+    from tests.httpserver import serve_dir
+
+    with serve_dir(tmp_path) as url:
+        out = _inspect(url + "/")
+    assert f"{url}/manifest.json: not found; no manifest.json at this address" in out, out
