@@ -154,3 +154,14 @@ def test_a_web_server_without_a_manifest_is_named(tmp_path):
     with serve_dir(tmp_path) as url:
         out = _inspect(url + "/")
     assert f"{url}/manifest.json: not found; no manifest.json at this address" in out, out
+
+
+@pytest.mark.parametrize("body", [b'{"name": "someone else\'s", "files": []}', b"[1, 2]"])
+def test_a_manifest_json_of_another_tool_is_named_in_one_line(gcs, body):
+    """It printed 'not a valid manifest (1 problem(s))' and a second line listing eight missing keys."""
+    import gcsfs
+
+    gcsfs.GCSFileSystem().pipe("bkt/foreign/manifest.json", body)
+    out = _inspect("gs://bkt/foreign/")
+    assert out.startswith("error: gs://bkt/foreign/manifest.json: not an avdata manifest ("), out
+    assert ("its keys: name, files" if body.startswith(b"{") else "a JSON list, not an object") in out, out
