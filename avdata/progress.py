@@ -60,8 +60,26 @@ def make_progress(unit: str = "it", disable: bool | None = None) -> Progress:
     )
 
 
+#: Libraries that log on every request or credential lookup (botocore's "Found credentials", httpx's "HTTP
+#: Request" per call, google.auth's "Authentication failed using Compute Engine" on any machine outside
+#: Google Cloud), or log an error with its traceback before raising it (gcsfs; also its bucket-type probe,
+#: which warns on every call without Google credentials, an emulator's included). The error they end in
+#: is the command's own one line.
+CHATTY_LOGGERS = ("botocore", "boto3", "aiobotocore", "s3fs", "gcsfs", "google", "grpc", "urllib3", "httpx",
+                  "httpcore", "huggingface_hub", "fsspec")
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """The storage libraries' lines only with --verbose, and then down to INFO (never their DEBUG lines,
+    which log every request's headers)."""
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.CRITICAL)
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr through rich so log lines and progress bars do not tear each other."""
+    """Log to stderr through rich so log lines and progress bars do not tear each other; the storage
+    libraries quietened (`quiet_libraries`). Every command that may read a URL calls this first."""
+    quiet_libraries(verbose)
     level = logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger()
     if any(isinstance(h, RichHandler) for h in root.handlers):

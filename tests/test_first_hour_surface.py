@@ -163,7 +163,7 @@ def test_push_hides_storage_libraries_info_lines_unless_verbose(tmp_path, monkey
     try:
         r = CliRunner().invoke(app, ["push", str(tmp_path), "s3://b/p", *(["-v"] if verbose else [])])
     finally:
-        from avdata.cli.cmd_share import CHATTY_LOGGERS
+        from avdata.progress import CHATTY_LOGGERS
 
         for name in CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.NOTSET)

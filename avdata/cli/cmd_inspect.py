@@ -9,12 +9,14 @@ from typing import Optional
 import typer
 
 from avdata.errors import AvdataError
-from avdata.progress import console
+from avdata.progress import console, setup_logging
 from avdata.cli.errors import fail
 
 ShardsArg = typer.Argument(..., metavar="SHARDS",
                            help="Shards folder: a local path, or the URL of a folder served as-is: "
                            "http(s)://, s3://BUCKET/PATH, gs://BUCKET/PATH, hf://datasets/OWNER/NAME/FOLDER.")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Also show the storage libraries' own messages "
+                          "(credentials found, each request, their tracebacks).")
 
 
 def inspect_cmd(
@@ -30,6 +32,7 @@ def inspect_cmd(
                                        "each cell the visual and audio of one sample (split: the first --split, "
                                        "else train if there is one, else the first split)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of tables."),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Summarise a shards folder: counts per split and class, field shapes and dtypes, bytes, durations.
 
@@ -44,6 +47,7 @@ def inspect_cmd(
     if show is not None and png is None:
         console.print("[red]error:[/] --show N needs --png FILE (where to write the contact sheet)", highlight=False)
         raise typer.Exit(2)
+    setup_logging(verbose)
     try:
         summary = summarize(shards, splits=split or None, sample=sample)
         sheet = None
@@ -71,6 +75,7 @@ def verify_cmd(
                                               "default: all)."),
     quick: bool = typer.Option(False, "--quick", help="Compare byte counts only (no sha256, no reading the tars)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Check every shard against manifest.json: sha256, byte count and sample count.
 
@@ -82,6 +87,7 @@ def verify_cmd(
 
     from avdata.verify import print_report, verify_shards
 
+    setup_logging(verbose)
     try:
         report = verify_shards(shards, splits=split or None, quick=quick)
     except AvdataError as exc:

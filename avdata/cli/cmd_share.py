@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Optional
 
@@ -11,21 +10,6 @@ import typer
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
 from avdata.cli.errors import fail
-
-#: Libraries that log at INFO on every request or credential lookup (botocore's "Found credentials",
-#: httpx's "HTTP Request" per call): a push or pull shows them only with -v.
-CHATTY_LOGGERS = ("botocore", "boto3", "aiobotocore", "s3fs", "gcsfs", "google", "urllib3", "httpx", "httpcore",
-                  "huggingface_hub", "fsspec")
-
-
-def quiet_libraries(verbose: bool) -> None:
-    """Our own INFO lines stay; the storage libraries' INFO lines only with --verbose (never their DEBUG
-    lines, which log every request's headers). gcsfs logs each refused request with its traceback before
-    it raises the error, which the command reports in one line: shown only with --verbose."""
-    for name in CHATTY_LOGGERS:
-        quiet = logging.CRITICAL if name == "gcsfs" else logging.WARNING
-        logging.getLogger(name).setLevel(logging.INFO if verbose else quiet)
-
 
 def serve_cmd(
     directory: Path = typer.Argument(..., metavar="DIR", help="Folder to serve, e.g. a shards folder made by "
@@ -100,7 +84,6 @@ def pull_cmd(
     from avdata.cli.cmd_download import print_download_summary
 
     setup_logging(verbose)
-    quiet_libraries(verbose)
     try:
         report = pull(url, to, splits=split or None, jobs=jobs, retries=retries, backoff=backoff,
                       overwrite=overwrite, stall_seconds=stall_timeout)
@@ -138,7 +121,6 @@ def push_cmd(
     from avdata.share.push import push
 
     setup_logging(verbose)
-    quiet_libraries(verbose)
     try:
         report = push(directory, url, jobs=jobs, overwrite=overwrite)
     except AvdataError as exc:

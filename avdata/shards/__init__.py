@@ -6,6 +6,7 @@ npy        the one .npy codec (encode, decode, zero-copy view; no pickles, bound
 manifest   the typed manifest (Manifest, SplitEntry, ShardEntry): load, parse, save
 schema     the manifest schema check (problems as JSON paths)
 location   a shards folder, its URL, or .tar files: ShardsLocation, open_location, open_shards
+missing    why a remote folder has no manifest.json (no bucket, repository or revision; nothing pushed there)
 tar_list   manifests for shards given one by one
 card       the dataset card (README.md) of a shards folder
 """

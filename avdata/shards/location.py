@@ -40,6 +40,21 @@ def read_url(url: str, timeout: float = 60.0, retries: int = 3) -> bytes:
     return read_small(url, MAX_MANIFEST_SIZE, timeout=timeout, retries=retries, what="manifest")
 
 
+def read_manifest_url(base: str, timeout: float = 60.0) -> bytes:
+    """The manifest.json of the shards folder at URL `base` (`read_url`); when there is none, an AvdataError
+    saying why (no such bucket or repository, nothing uploaded there, a push that stopped) and what to do."""
+    from avdata.shards.missing import missing_folder_hint
+
+    url = join_url(base, MANIFEST_NAME)
+    try:
+        return read_url(url, timeout=timeout)
+    except AvdataError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
+            raise AvdataError(f"{redact(url)}: not found; {missing_folder_hint(base, cause, timeout)}") from exc
+        raise
+
+
 @dataclass
 class ShardsLocation:
     """Where a dataset's shards live. `base` is a local folder or a URL without trailing slash;
@@ -165,7 +180,7 @@ def open_location(spec: str | Path) -> ShardsLocation:
         head = head[: -len(MANIFEST_NAME)] if head.endswith("/" + MANIFEST_NAME) else head
         base = head.rstrip("/") + sep + query
         url = join_url(base, MANIFEST_NAME)
-        raw = read_url(url)
+        raw = read_manifest_url(base)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

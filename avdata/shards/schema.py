@@ -10,6 +10,7 @@ import re
 from typing import Any, TypeGuard
 
 from avdata.errors import AvdataError
+from avdata.printable import printable
 
 SCHEMA_VERSION = 1
 MAX_SHOWN = 20  # problems listed in the error; the count says how many there are
@@ -190,6 +191,11 @@ def validate(manifest: Any, source: str = "manifest.json") -> None:
             f"{source}: manifest schema_version {version} is newer than this avdata understands"
             f" ({SCHEMA_VERSION}); upgrade avdata"
         )
+    if not isinstance(manifest, dict) or not {"schema_version", "tool"} & manifest.keys():
+        what = (f"its keys: {printable(', '.join(map(str, list(manifest)[:8])), 120)}" if isinstance(manifest, dict)
+                else f"a JSON {type(manifest).__name__}, not an object")
+        raise AvdataError(f"{source}: not an avdata manifest ({what}); this folder was not made by `avdata prepare` "
+                          "(or `avdata push`): point at a shards folder, the one holding avdata's manifest.json")
     found = problems(manifest)
     if found:
         shown = found[:MAX_SHOWN]

@@ -19,7 +19,7 @@ from avdata.fetch.urls import is_url, join_url, redact
 from avdata.errors import AvdataError
 from avdata.prepare.lock import output_lock
 from avdata.owned import CARD_NAME, claim, other_preparation, our_manifest, owned_names, refuse_foreign
-from avdata.shards.location import read_url
+from avdata.shards.location import read_manifest_url, read_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
 from avdata.pulled_splits import record_pulled_splits
 
@@ -40,6 +40,8 @@ def _base(url: str) -> str:
 
 def _read(base: str, name: str, timeout: float) -> bytes:
     if is_url(base):
+        if name == MANIFEST_NAME:
+            return read_manifest_url(base, timeout=timeout)
         return read_url(join_url(base, name), timeout=timeout)
     path = Path(base) / name
     if not path.is_file():
