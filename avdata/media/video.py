@@ -470,6 +470,7 @@ def read_frames(
         raise AvdataError(f"frame mode must be 'per_second' or 'even', got {mode!r}")
     if mode == "even" and (k is None or k < 1):
         raise AvdataError(f"frame mode 'even' needs --frames >= 1, got {k}")
+    require_media_file(path, "video")  # before the FLV reader opens it (a FIFO would block it)
     flv = read_flv_video(path, max_packets(max_bytes)) if path.suffix.lower() == ".flv" else None
     from_flv = _flv_fast_path(flv, mode, k, short_side, path, max_bytes) if flv is not None else None
     if from_flv is not None:

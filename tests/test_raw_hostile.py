@@ -1,0 +1,90 @@
+"""Damaged, odd and hostile raw input built from the real sample files (../shared/datasets/*/sample/): each bad
+clip is skipped with its path and a reason in manifest.json, the run goes on, and the good clips' samples
+are byte-identical to a run without the bad one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from avdata.datasets.cremad.recipe import EMOTIONS, CremadOptions
+from avdata.datasets.registry import get_recipe
+from avdata.prepare.engine import PrepareSettings, prepare
+from tests.manifests import load_manifest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+CREMAD = SHARED / "cremad" / "sample"
+CLIPS = [f"1001_DFA_{e}_XX" for e in EMOTIONS]
+BAD = CLIPS[0]
+needs_cremad = pytest.mark.skipif(not (CREMAD / "VideoFlash").is_dir(),
+                                  reason=f"real CREMA-D sample not found at {CREMAD} (CI has it beside the repository)")
+
+
+def cremad_raw(root: Path) -> Path:
+    """The six real clips as prepare reads them: VideoFlash/*.flv (genuine) and AudioWAV/*.wav (derived)."""
+    for src, dst, ext in (("VideoFlash", "VideoFlash", "flv"), ("AudioWAV-derived", "AudioWAV", "wav")):
+        (root / dst).mkdir(parents=True)
+        for c in CLIPS:
+            shutil.copyfile(CREMAD / src / f"{c}.{ext}", root / dst / f"{c}.{ext}")
+    return root
+
+
+def samples(out: Path) -> dict[str, bytes]:
+    """Every shard member's bytes by name (`<key>.<field>`)."""
+    found = {}
+    for tar in sorted(out.glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            for m in tf.getmembers():
+                found[m.name] = tf.extractfile(m).read()  # type: ignore[union-attr]
+    return found
+
+
+def prepare_cremad(raw: Path, out: Path) -> tuple[dict, dict[str, bytes]]:
+    prepare(get_recipe("cremad"), raw, out, CremadOptions(val_fraction=0.0, short_side=32),
+            PrepareSettings(jobs=1, progress=False))
+    return load_manifest(out), samples(out)
+
+
+@pytest.fixture(scope="module")
+def cremad_without_bad(tmp_path_factory) -> dict[str, bytes]:
+    raw = cremad_raw(tmp_path_factory.mktemp("raw"))
+    for sub, ext in (("VideoFlash", "flv"), ("AudioWAV", "wav")):
+        (raw / sub / f"{BAD}.{ext}").unlink()
+    return prepare_cremad(raw, tmp_path_factory.mktemp("out"))[1]
+
+
+def loop(p: Path) -> None:
+    p.symlink_to(p.name)
+
+
+def loop_of_two(p: Path) -> None:
+    p.symlink_to(p.name + ".b")
+    p.with_name(p.name + ".b").symlink_to(p.name)
+
+
+@needs_cremad
+@pytest.mark.parametrize("sub,ext", [("VideoFlash", "flv"), ("AudioWAV", "wav")])
+@pytest.mark.parametrize("make,reason", [
+    (loop, "symbolic link loop (the link leads back to itself)"),
+    (loop_of_two, "symbolic link loop (the link leads back to itself)"),
+    (lambda p: p.symlink_to("/nonexistent/x"), "broken symbolic link (what it points to does not exist)"),
+    (lambda p: p.symlink_to("/dev/zero"), "not a regular file (a device, through a symbolic link)"),
+    (lambda p: p.symlink_to(p.parent), "not a regular file (a folder, through a symbolic link)"),
+    (os.mkfifo, "not a regular file (a FIFO)"),
+])
+def test_cremad_clip_that_is_no_file_is_skipped_and_the_run_goes_on(tmp_path, cremad_without_bad, sub, ext,
+                                                                     make, reason):
+    """A clip's FLV or WAV replaced by a symbolic link loop stopped the whole run at planning ("Too many
+    levels of symbolic links"); a dangling link, a link to a device or folder, or a FIFO was skipped as
+    "file not found". Each is now skipped with what it is, and the other clips come out unchanged."""
+    raw = cremad_raw(tmp_path / "raw")
+    target = raw / sub / f"{BAD}.{ext}"
+    target.unlink()
+    make(target)
+    m, got = prepare_cremad(raw, tmp_path / "out")
+    assert [(s["key"], s["path"], s["reason"]) for s in m["skipped"]] == [(BAD, f"{sub}/{BAD}.{ext}", reason)]
+    assert got == cremad_without_bad and len(got) == 5 * 8  # cls, json, spec, 5 frame slots
