@@ -88,3 +88,29 @@ def test_cremad_clip_that_is_no_file_is_skipped_and_the_run_goes_on(tmp_path, cr
     m, got = prepare_cremad(raw, tmp_path / "out")
     assert [(s["key"], s["path"], s["reason"]) for s in m["skipped"]] == [(BAD, f"{sub}/{BAD}.{ext}", reason)]
     assert got == cremad_without_bad and len(got) == 5 * 8  # cls, json, spec, 5 frame slots
+
+
+def image_bytes(fmt: str) -> bytes:
+    """A real image file of `fmt`, written by PIL."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+@needs_cremad
+@pytest.mark.parametrize("fmt,name", [("PNG", "png"), ("JPEG", "jpeg"), ("GIF", "gif"), ("WEBP", "webp")])
+def test_cremad_image_saved_as_flv_is_skipped(tmp_path, cremad_without_bad, fmt, name):
+    """A PNG (or JPEG, GIF, WebP) saved under a clip's .flv name was read by FFmpeg's image reader as a
+    one-frame video, and the clip went into the shards with that picture; it is now skipped as a still
+    image."""
+    raw = cremad_raw(tmp_path / "raw")
+    (raw / "VideoFlash" / f"{BAD}.flv").write_bytes(image_bytes(fmt))
+    m, got = prepare_cremad(raw, tmp_path / "out")
+    assert [(s["key"], s["path"], s["reason"]) for s in m["skipped"]] == [
+        (BAD, f"VideoFlash/{BAD}.flv", f"a still image ({name}), not a video")]
+    assert got == cremad_without_bad

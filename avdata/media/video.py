@@ -28,7 +28,7 @@ How frames are read (`read_frames`):
    the clip is decoded again from the start and frames are chosen from what was actually decoded.
 
 Errors (`MediaError`, reason without the path): file missing, empty, a Git LFS pointer stub, not a video
-container, no video stream, frame rate 0 or unknown, nothing decodable, and "truncated": the frames end
+container, a still image (PNG, JPEG, GIF, ... under a video's name), no video stream, frame rate 0 or unknown, nothing decodable, and "truncated": the frames end
 well before the duration the container declares (see `is_truncated`). `OverBudget` (`avdata.media.budget`)
 when the kept frames x their pixels, the working frames and the demuxed packets would pass `max_bytes`:
 decided from the packets' timestamps and the picture size before the kept frames' array is allocated (an
@@ -105,6 +105,10 @@ def _open(path: Path):
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise MediaError(path, f"not a readable video container ({_why(exc)})") from exc
+    fmt = container.format.name
+    if fmt in ("image2", "gif", "apng") or fmt.endswith("_pipe"):  # FFmpeg's image readers (PNG, JPEG, ...)
+        container.close()
+        raise MediaError(path, f"a still image ({fmt.removesuffix('_pipe')}), not a video")
     if not container.streams.video:
         container.close()
         raise MediaError(path, "no video stream")
