@@ -114,3 +114,50 @@ def test_cremad_image_saved_as_flv_is_skipped(tmp_path, cremad_without_bad, fmt,
     assert [(s["key"], s["path"], s["reason"]) for s in m["skipped"]] == [
         (BAD, f"VideoFlash/{BAD}.flv", f"a still image ({name}), not a video")]
     assert got == cremad_without_bad
+
+
+AVE = SHARED / "ave" / "sample"
+
+
+def keep_first_video_packet(path: Path) -> None:
+    """Remux a real MP4 keeping all its audio and only its first video packet (a key frame)."""
+    import av
+
+    tmp = path.with_name("remux.mp4")
+    with av.open(str(path)) as src, av.open(str(tmp), "w") as dst:
+        out = {s.index: dst.add_stream_from_template(s) for s in (src.streams.video[0], src.streams.audio[0])}
+        seen_video = False
+        for packet in src.demux():
+            if packet.dts is None or packet.stream.index not in out:
+                continue
+            if packet.stream.type == "video":
+                if seen_video:
+                    continue
+                seen_video = True
+            packet.stream = out[packet.stream.index]
+            dst.mux(packet)
+    tmp.replace(path)
+
+
+@pytest.mark.skipif(not AVE.is_dir(), reason=f"real AVE sample not found at {AVE}")
+def test_ave_clip_whose_video_stops_after_one_frame_is_skipped(tmp_path):
+    """A real AVE clip remuxed with its 10 s of audio but only its first video frame was prepared as a
+    sample of one frame (the video stream's own duration ended with that frame); it is now skipped as
+    truncated against the clip's length, and the other clips come out as without it."""
+    from avdata.datasets.ave.recipe import AveOptions
+    from tests.test_ave_real import make_raw
+
+    def run(raw: Path, out: Path) -> tuple[dict, dict[str, bytes]]:
+        prepare(get_recipe("ave"), raw, out, AveOptions(short_side=32), PrepareSettings(jobs=1, progress=False))
+        return load_manifest(out), samples(out)
+
+    make_raw(tmp_path / "raw", header=False)
+    victim = sorted((tmp_path / "raw" / "AVE").glob("*.mp4"))[0]
+    shutil.copytree(tmp_path / "raw", tmp_path / "without")
+    (tmp_path / "without" / "AVE" / victim.name).unlink()
+    keep_first_video_packet(victim)
+    m, got = run(tmp_path / "raw", tmp_path / "out")
+    assert [(s["key"], s["path"]) for s in m["skipped"]] == [(victim.stem, f"AVE/{victim.name}")]
+    reason = m["skipped"][0]["reason"]
+    assert reason == "truncated: holds 1 frame of 177 expected (frames end at 0.06 s of a clip 10.05 s)"
+    assert got == run(tmp_path / "without", tmp_path / "out2")[1] and len(got) == 2 * 13  # cls, json, spec, 10 frames
