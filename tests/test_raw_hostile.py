@@ -161,3 +161,53 @@ def test_ave_clip_whose_video_stops_after_one_frame_is_skipped(tmp_path):
     reason = m["skipped"][0]["reason"]
     assert reason == "truncated: holds 1 frame of 177 expected (frames end at 0.06 s of a clip 10.05 s)"
     assert got == run(tmp_path / "without", tmp_path / "out2")[1] and len(got) == 2 * 13  # cls, json, spec, 10 frames
+
+
+US8K = SHARED / "urbansound8k" / "sample"
+US8K_VICTIM = "156194-1-0-0"  # the one car_horn excerpt: removing its pair changes no other class's split
+HTML_PAGE = b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body>Not Found</body></html>\n"
+
+
+def us8k_raw(root: Path) -> Path:
+    """The ten real UrbanSound8K excerpts as Dataset_v3_sound/<class>/<name>.wav, each with a generated JPEG
+    (the UrbanSound8K-AV images are not at hand) as Dataset_v3_vision/<class>/<name>.jpg."""
+    import numpy as np
+    from PIL import Image
+
+    from avdata.datasets.urbansound8k_av.recipe import CLASSES
+
+    rng = np.random.default_rng(0)
+    for wav in sorted(US8K.glob("*.wav")):
+        stem = wav.stem.removeprefix("resampled-")
+        cls = CLASSES[int(stem.split("-")[1])]
+        for side in ("Dataset_v3_sound", "Dataset_v3_vision"):
+            (root / side / cls).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(wav, root / "Dataset_v3_sound" / cls / f"{stem}.wav")
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(
+            root / "Dataset_v3_vision" / cls / f"{stem}.jpg")
+    return root
+
+
+@pytest.mark.skipif(not US8K.is_dir(), reason=f"real UrbanSound8K sample not found at {US8K}")
+def test_us8k_html_page_saved_as_jpg_is_skipped_without_the_raw_folders_path(tmp_path):
+    """An HTML error page saved under an image's name was skipped with PIL's message, which holds the
+    file's absolute path, so manifest.json carried the raw folder's location (and differed between two
+    copies of the same input); the reason now names the file only by its manifest path."""
+    from avdata.datasets.urbansound8k_av.recipe import UrbanSoundOptions
+
+    def run(raw: Path, out: Path) -> tuple[dict, dict[str, bytes]]:
+        prepare(get_recipe("urbansound8k-av"), raw, out, UrbanSoundOptions(val_fraction=0.0, short_side=32),
+                PrepareSettings(jobs=1, progress=False))
+        return load_manifest(out), samples(out)
+
+    raw = us8k_raw(tmp_path / "raw")
+    shutil.copytree(raw, tmp_path / "without")
+    for side, ext in (("Dataset_v3_sound", "wav"), ("Dataset_v3_vision", "jpg")):
+        (tmp_path / "without" / side / "car_horn" / f"{US8K_VICTIM}.{ext}").unlink()
+    (raw / "Dataset_v3_vision" / "car_horn" / f"{US8K_VICTIM}.jpg").write_bytes(HTML_PAGE)
+    m, got = run(raw, tmp_path / "out")
+    assert [(s["key"], s["path"], s["reason"]) for s in m["skipped"]] == [
+        (f"car_horn-{US8K_VICTIM}", f"Dataset_v3_vision/car_horn/{US8K_VICTIM}.jpg",
+         "not a readable image (cannot identify image file '<file>')")]
+    assert str(tmp_path) not in (tmp_path / "out" / "manifest.json").read_text()
+    assert got == run(tmp_path / "without", tmp_path / "out2")[1] and len(got) == 9 * 4  # cls, json, frame, spec
