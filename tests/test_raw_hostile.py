@@ -16,6 +16,7 @@ from avdata.datasets.registry import get_recipe
 from avdata.prepare.engine import PrepareSettings, prepare
 from tests.manifests import load_manifest
 
+pytestmark = pytest.mark.slow  # end to end: prepare on real files (a few seconds in all)
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CREMAD = SHARED / "cremad" / "sample"
 CLIPS = [f"1001_DFA_{e}_XX" for e in EMOTIONS]

@@ -168,8 +168,7 @@ def assign_splits(clips: list[str], options: CremadOptions) -> dict[str, str]:
 
 
 def _regular_files(folder: Path) -> dict[str, list[str]]:
-    """Names of the entries other than folders in a folder by stem; empty when there is no folder. A link
-    that loops, dangles or leads to a FIFO is listed too: the reader then skips its clip saying so."""
+    """A folder's entries but folders, by stem (a link that loops or dangles too: its clip's skip says so)."""
     out: dict[str, list[str]] = {}
     try:
         with os.scandir(folder) as entries:
