@@ -69,7 +69,8 @@ def load_image(path: str | Path, short_side: int, max_bytes: int = DEFAULT_MAX_D
                           image_bytes(width, height, len(im.getbands()), out_w, out_h), max_bytes)
             arr = _grey16_as_rgb(im) if im.mode.startswith("I;16") or im.mode == "I" else np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise MediaError(path, f"not a readable image ({exc})") from exc
+        # PIL's message may hold the path: reasons go into manifests, which hold no absolute paths
+        raise MediaError(path, "not a readable image (" + str(exc).replace(str(path), "<file>") + ")") from exc
     if min(arr.shape[:2]) == 0:
         raise MediaError(path, "empty image")
     return resize_short_side(arr, short_side)

@@ -28,9 +28,11 @@ How frames are read (`read_frames`):
    the clip is decoded again from the start and frames are chosen from what was actually decoded.
 
 Errors (`MediaError`, reason without the path): file missing, empty, a Git LFS pointer stub, not a video
-container, no video stream, frame rate 0 or unknown, nothing decodable, and "truncated": the frames end
-well before the duration the container declares (see `is_truncated`). `OverBudget` (`avdata.media.budget`)
-when the kept frames x their pixels, the working frames and the demuxed packets would pass `max_bytes`:
+container, a still image (PNG, JPEG, GIF, ... under a video's name), no video stream, frame rate 0 or
+unknown, nothing decodable, and "truncated": the frames end well before the duration the video stream or
+the whole clip (its longest track: a video that stops while the audio runs on) declares (see
+`is_truncated`). `OverBudget` (`avdata.media.budget`) when the kept frames x their pixels, the working
+frames and the demuxed packets would pass `max_bytes`:
 decided from the packets' timestamps and the picture size before the kept frames' array is allocated (an
 FLV of tiny skip frames one second apart keeps one frame per second), and counted as the full-decode
 fallback holds frames.
@@ -90,6 +92,8 @@ class VideoInfo:
     duration_s: float
     num_frames: int | None
     has_audio: bool
+    #: the whole clip's (the container's: the longest track's), when longer than the video's duration_s
+    clip_duration_s: float = 0.0
 
 
 
@@ -105,6 +109,10 @@ def _open(path: Path):
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise MediaError(path, f"not a readable video container ({_why(exc)})") from exc
+    fmt = container.format.name
+    if fmt in ("image2", "gif", "apng") or fmt.endswith("_pipe"):  # FFmpeg's image readers (PNG, JPEG, ...)
+        container.close()
+        raise MediaError(path, f"a still image ({fmt.removesuffix('_pipe')}), not a video")
     if not container.streams.video:
         container.close()
         raise MediaError(path, "no video stream")
@@ -140,7 +148,12 @@ def _info(container, path: Path) -> VideoInfo:
         raise MediaError(path, "video stream has no picture size (broken header)")
     return VideoInfo(codec=ctx.name, width=ctx.width, height=ctx.height, fps=fps,
                      duration_s=max(duration, 0.0) if math.isfinite(duration) else 0.0,
-                     num_frames=stream.frames or None, has_audio=bool(container.streams.audio))
+                     num_frames=stream.frames or None, has_audio=bool(container.streams.audio),
+                     clip_duration_s=_finite(container.duration / av.time_base if container.duration else 0.0))
+
+
+def _finite(seconds: float) -> float:
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -470,6 +483,7 @@ def read_frames(
         raise AvdataError(f"frame mode must be 'per_second' or 'even', got {mode!r}")
     if mode == "even" and (k is None or k < 1):
         raise AvdataError(f"frame mode 'even' needs --frames >= 1, got {k}")
+    require_media_file(path, "video")  # before the FLV reader opens it (a FIFO would block it)
     flv = read_flv_video(path, max_packets(max_bytes)) if path.suffix.lower() == ".flv" else None
     from_flv = _flv_fast_path(flv, mode, k, short_side, path, max_bytes) if flv is not None else None
     if from_flv is not None:
@@ -480,11 +494,15 @@ def read_frames(
     if not len(kept):
         raise MediaError(path, "no frame could be decoded")
     end = last_t + 1.0 / info.fps
-    if is_truncated(end, info.duration_s):
-        expected = round(info.duration_s * info.fps)
+    # against the clip's length too: a video track that stops while the audio runs on (one frame of a
+    # 10 s clip) is truncated, not a clip of one frame
+    declared = max(info.duration_s, info.clip_duration_s)
+    if is_truncated(end, declared):
+        expected = round(declared * info.fps)
         frames = f"{n_frames} frame{'' if n_frames == 1 else 's'}"
+        whose = "clip" if declared > info.duration_s else "declared"
         raise MediaError(path, f"truncated: holds {frames} of {expected} expected "
-                               f"(frames end at {end:.2f} s of a declared {info.duration_s:.2f} s)")
+                               f"(frames end at {end:.2f} s of a {whose} {declared:.2f} s)")
     return kept, times, info
 
 

@@ -168,12 +168,12 @@ def assign_splits(clips: list[str], options: CremadOptions) -> dict[str, str]:
 
 
 def _regular_files(folder: Path) -> dict[str, list[str]]:
-    """Names of the regular files (or links to them) in a folder by stem; empty when there is no folder."""
+    """A folder's entries but folders, by stem (a link that loops or dangles too: its clip's skip says so)."""
     out: dict[str, list[str]] = {}
     try:
         with os.scandir(folder) as entries:
             for e in entries:
-                if e.is_file():
+                if not e.is_dir(follow_symlinks=False):
                     out.setdefault(os.path.splitext(e.name)[0], []).append(e.name)
     except (FileNotFoundError, NotADirectoryError):
         pass
