@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.message
 import importlib
+import json
 import os
 import urllib.error
 from pathlib import Path
@@ -28,7 +29,7 @@ from avdata.fetch.responses import FileResponse
 from avdata.hashing import git_blob_id
 
 __all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES", "store_info", "upload_target",
-           "holds_file", "upload_file", "refused", "store_error"]
+           "holds_file", "upload_file", "refused", "refusal", "store_error", "Unauthorized"]
 
 #: scheme -> (fsspec protocol, the package it needs, the extra that installs it, where credentials come from)
 STORES: dict[str, tuple[str, str, str, str]] = {
@@ -64,14 +65,56 @@ def filesystem(url: str, timeout: float = 60.0) -> tuple[Any, str]:
     if protocol == "s3":  # bounded waits: a silent server is retried, then reported, never waited on forever
         options["config_kwargs"] = {"connect_timeout": min(timeout, 30.0), "read_timeout": timeout,
                                     "retries": {"max_attempts": 3, "mode": "standard"}}
-    elif protocol == "gcs":
+    elif protocol == "gcs":  # a 401 ends the call at once (gcsfs would retry it for about 35 s)
         options["timeout"] = timeout
+        options["session_kwargs"] = {"trace_configs": [_gcs_unauthorized_trace()]}
     elif protocol == "hf":  # the Hub the hf:// readers use (HF_ENDPOINT read now, not when the library loaded)
         from avdata.fetch.hub import endpoint
 
         options["endpoint"] = endpoint()
     fs = fsspec.filesystem(protocol, **options)
     return fs, fs._strip_protocol(url)
+
+
+class Unauthorized(PermissionError):
+    """A store's 401: the credentials were refused, which no retry changes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+_GCS_TRACE: Any = None
+
+
+def _gcs_unauthorized_trace() -> Any:
+    """An aiohttp trace (gcsfs's documented `session_kwargs`) that raises `Unauthorized` on a 401. gcsfs
+    retries a 401 whose message is "Invalid Credentials" (an expired or revoked token) six times with
+    back-off, about 35 s per command, and its retry count is fixed when the class is defined; an
+    exception raised here is none of those it retries. One object, so fsspec's cached filesystem is reused."""
+    global _GCS_TRACE
+    if _GCS_TRACE is None:
+        import aiohttp
+
+        async def on_end(session: Any, context: Any, params: Any) -> None:
+            if params.response.status == 401:
+                body = await params.response.read()  # also hands the connection back
+                raise Unauthorized(401, _gcs_message(body))
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(on_end)
+        _GCS_TRACE = trace
+    return _GCS_TRACE
+
+
+def _gcs_message(body: bytes) -> str:
+    """The message of a Google JSON error body, or its first 200 characters of text."""
+    text = body.decode("utf-8", "replace")
+    try:
+        error = json.loads(text)["error"]
+        return str(error.get("message", "") if isinstance(error, dict) else error)[:200]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return text[:200]
 
 
 _FORK_HOOKED = False
@@ -105,6 +148,27 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def refusal(exc: BaseException) -> tuple[int, str]:
+    """The status a store answered a refused request with (401 or 403) and its message, once: from our
+    `Unauthorized`, gcsfs's HttpError or "Forbidden: <path>\n<message>", or the botocore error behind
+    s3fs's PermissionError."""
+    status, message = 403, _one_line(exc)
+    if isinstance(exc, Unauthorized):
+        status = exc.status
+    elif type(exc).__name__ == "HttpError":
+        status, message = int(getattr(exc, "code", 403)), _one_line(BaseException(getattr(exc, "message", exc)))
+    elif type(exc) is OSError:
+        message = _one_line(BaseException(str(exc).partition("\n")[2]))
+    else:
+        response = getattr(exc.__cause__, "response", None)
+        if isinstance(response, dict):
+            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 403))
+            error = response.get("Error", {})
+            message = _one_line(BaseException(f"{error.get('Code', '')}: {error.get('Message', '')}".strip(": ")))
+    name = "Unauthorized" if status == 401 else "Forbidden"
+    return status, name if message in ("", name, str(status), f"{status}: {name}") else f"{name}: {message}"
+
+
 def store_error(url: str, exc: BaseException) -> AvdataError | None:
     """An AvdataError that says what to do, for a store library's error that has a known cause: no
     credentials or refused ones, or (the Hub) offline mode, a repository or revision that does not exist.
@@ -114,7 +178,9 @@ def store_error(url: str, exc: BaseException) -> AvdataError | None:
                 "RefreshError", "LocalTokenNotFoundError"):
         return AvdataError(f"{url}: no usable credentials ({exc}); set {store_info(url)[3]}")
     if refused(exc):
-        return AvdataError(f"{url}: access denied ({_one_line(exc)}); check the credentials: {store_info(url)[3]}")
+        status, reason = refusal(exc)
+        return AvdataError(f"{url}: access denied (HTTP {status} {reason}); check the credentials: "
+                           f"{store_info(url)[3]}")
     if name == "OfflineModeIsEnabled":
         return AvdataError(f"{url}: huggingface_hub is in offline mode (HF_HUB_OFFLINE is set); unset it to reach "
                            "the Hub")
@@ -142,9 +208,8 @@ def _call(url: str, fn, *args: Any, **kwargs: Any) -> Any:
     except FileNotFoundError as exc:
         raise _http_error(url, 404, "Not Found (no such object)") from exc
     except Exception as exc:
-        if refused(exc):  # a 403 to its readers: never retried, named with where credentials come from
-            raise _http_error(url, 403, f"Forbidden ({_one_line(exc)}); check the credentials: "
-                                        f"{store_info(url)[3]}") from exc
+        if refused(exc):  # its own status to its readers (never retried), who name the credentials
+            raise _http_error(url, *refusal(exc)) from exc
         known = store_error(url, exc)
         if known is not None:
             raise known from exc

@@ -248,16 +248,25 @@ def read_small(url: str, limit: int = MAX_UNDECLARED_SIZE, timeout: float = 60.0
             if exc.code == 404:
                 raise AvdataError(f"{redact(url)}: not found (HTTP 404); is this the URL of a shards folder?") \
                     from exc
-            if exc.code in (401, 403):  # the same answer on every try: say so now
-                where = "HF_TOKEN, or `hf auth login`" if is_hub_url(url) else "the user:password in the URL"
-                raise AvdataError(f"{redact(url)}: access denied ({exc})" + (
-                    "" if "credentials" in str(exc) else f"; check the credentials: {where}")) from exc
+            if exc.code in (401, 403):  # the same answer on every try: say so now, with the status it was
+                raise AvdataError(f"{redact(url)}: access denied (HTTP {exc.code} {exc.reason}); check the "
+                                  f"credentials: {_credentials_for(url)}") from exc
             last = exc
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             last = exc
         if attempt + 1 < tries:
             time.sleep(min(0.5 * 2 ** attempt, 4.0))
     raise AvdataError(f"{redact(url)}: could not be read after {tries} tries ({last})")
+
+
+def _credentials_for(url: str) -> str:
+    """Where the credentials for `url` come from, for an access-denied message."""
+    if is_hub_url(url):
+        return "HF_TOKEN, or `hf auth login`"
+    from avdata.fetch.objstore import STORES
+
+    scheme = url.split("://", 1)[0].lower()
+    return STORES[scheme][3] if scheme in STORES else "the user:password in the URL"
 
 
 def _read_capped(url: str, limit: int, what: str, read_timeout: float, stall_seconds: float,
