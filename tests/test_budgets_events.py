@@ -248,8 +248,12 @@ def test_event_readers_refuse_what_cannot_be_binned(tmp_path):
     # integer spans too long for (t - lo) * bins in int64 are binned in float64, never wrapped negative
     assert time_bins(np.array([0, 1 << 61, 1 << 62]), 1024).tolist() == [0, 512, 1023]
     os.mkfifo(tmp_path / "fifo.aedat")  # opening it would wait for a writer forever
-    with pytest.raises(MediaError, match="not a regular file"):
-        read_aedat2(tmp_path / "fifo.aedat")
+    (tmp_path / "dir.aedat").symlink_to(tmp_path, target_is_directory=True)
+    # named as the other media readers name them (avdata.media.files), not a bare "not a regular file"
+    for name, what in (("fifo.aedat", "a FIFO"), ("dir.aedat", "a folder, through a symbolic link")):
+        with pytest.raises(MediaError) as err:
+            read_aedat2(tmp_path / name)
+        assert str(err.value) == f"{tmp_path / name}: not a regular file ({what})"
     path = tmp_path / "long.aedat"
     path.write_bytes(b"#!AER-DAT2.0\r\n" + b"#" * (2 << 20))
     with pytest.raises(MediaError, match="header longer than 1,048,576 bytes"):

@@ -16,13 +16,13 @@ read by `avdata.media.ntidigits`.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 
 from avdata.errors import AvdataError, MediaError
 from avdata.media import budget
+from avdata.media.files import require_media_file
 
 DVS_EVENT = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i1")])
 AEDAT2_MAGIC = b"#!AER-DAT2.0"
@@ -54,9 +54,8 @@ def read_aedat2(path: str | Path, allow_truncated: bool = False, drop_external: 
     before its body is read.
     """
     path = Path(path)
+    require_media_file(path, "AEDAT recording")  # a FIFO would block, /dev/zero never end
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, /dev/zero never end
-            raise MediaError(path, "not a regular file")
         with open(path, "rb") as f:
             head = f.read(HEADER_LIMIT)
             pos = _header_end(path, head)
