@@ -264,3 +264,28 @@ def test_a_list_that_is_a_fifo_or_huge_is_named_not_waited_on(tmp_path):
     (raw / "trainSet.txt").write_text(row + "\n" * MAX_LIST_BYTES)
     with pytest.raises(AvdataError, match=r"^trainSet.txt: larger than 16,777,216 bytes, far more than an AVE list"):
         AveRecipe().plan(raw, AveOptions())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this OS")
+def test_a_link_to_a_folder_or_a_fifo_named_as_a_clip_is_skipped_naming_it(tmp_path):
+    """A symbolic link to a folder named `<id>.mp4` was skipped as "missing video: file not found" (the
+    listing took it for a folder); it and a FIFO are now skipped naming what is there, as in CREMA-D."""
+    import os
+
+    root = tmp_path / "raw"
+    made = make_ave_raw(root, labels=[1, 2, 3], duration=1.0, width=32, height=32, seed=4,
+                        split_cycle=("train",))
+    linked, fifo, kept = sorted(made["videos"])
+    (root / "AVE" / f"{linked}.mp4").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    (root / "AVE" / f"{linked}.mp4").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "AVE" / f"{fifo}.mp4").unlink()
+    os.mkfifo(root / "AVE" / f"{fifo}.mp4")
+    out = tmp_path / "out"
+    res = finishes(lambda: prepare(AveRecipe(), root, out, AveOptions(short_side=32), PrepareSettings(progress=False)))
+    assert res.complete
+    m = load_manifest(out)
+    assert m["splits"]["train"]["num_samples"] == 1
+    assert sorted((s["key"], s["path"], s["reason"]) for s in m["skipped"]) == sorted([
+        (linked, f"AVE/{linked}.mp4", "not a regular file (a folder, through a symbolic link)"),
+        (fifo, f"AVE/{fifo}.mp4", "not a regular file (a FIFO)")])

@@ -84,14 +84,17 @@ def wanted_member(name: str) -> bool:
 def scan_raw(raw: Path) -> tuple[dict[str, str], dict[str, str]]:
     """({VideoID: relative path of <VideoID>.mp4}, {list name: relative path}) of a raw tree; where a
     name occurs more than once the shallowest copy wins (then the first in sorted order). Hidden folders
-    (the `.avdata` state of an output folder, for one) are not searched."""
+    (the `.avdata` state of an output folder, for one) are not searched. A symbolic link to a folder counts
+    as a file (as CREMA-D's listing does): the video reader's check then skips its clip naming what is there,
+    where it would be a "missing video"."""
     videos: dict[str, tuple[int, str]] = {}
     texts: dict[str, tuple[int, str]] = {}
     for folder, dirs, files in os.walk(raw):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        linked = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # never descended into
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked)
         rel_dir = Path(folder).relative_to(raw)
         depth = len(rel_dir.parts)
-        for name in sorted(files):
+        for name in sorted(files + linked):
             rel = (rel_dir / name).as_posix()
             stem, ext = os.path.splitext(name)
             if ext.lower() == ".mp4":
