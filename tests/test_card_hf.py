@@ -222,8 +222,43 @@ def test_the_cards_snippet_reads_a_shard_that_holds_a_sample(tmp_path, monkeypat
     assert 'wds.WebDataset("train-000001.tar", shardshuffle=False)' in text
     code = text.split("## Reading it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(folder)
+    monkeypatch.setenv("WDS_SECURE", "1")  # (the snippet sets it: undone after the test)
     scope: dict = {}
     exec(code, scope)  # as printed, beside the shards
     key, fields = next(iter_shard(folder / "train-000001.tar"))
     assert scope["sample"]["__key__"] == key
     assert scope["sample"]["x.npy"].tolist() == decode_npy(fields["x.npy"]).tolist()
+
+
+class _Planted:
+    """Unpickled, it creates the file `planted` in the working folder: what a stranger's .pyd member can run."""
+
+    def __reduce__(self):
+        return (open, ("planted", "w"))
+
+
+def test_the_cards_snippet_never_unpickles_a_strangers_member(tmp_path):
+    """The card's snippet decoded with stock webdataset's defaults, which unpickle `.pyd` members; README
+    recommends WDS_SECURE=1 for shards from others. Run as printed in a fresh interpreter beside a shard
+    holding a pickle member, it now refuses the member and nothing of it runs."""
+    import io
+    import pickle
+    import subprocess
+    import sys
+    import tarfile
+
+    folder = _toy_with_bad(tmp_path, "toy", ())
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    code = text.split("## Reading it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    shard = folder / "train-000000.tar"
+    key = next(iter_shard(shard))[0]
+    body, original = pickle.dumps(_Planted()), shard.read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(original)) as old, tarfile.open(shard, "w") as new:
+        info = tarfile.TarInfo(f"{key}.meta.pyd")  # first: a member of the first sample
+        info.size = len(body)
+        new.addfile(info, io.BytesIO(body))
+        for member in old.getmembers():
+            new.addfile(member, old.extractfile(member))
+    r = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert not (folder / "planted").exists(), r.stdout + r.stderr
+    assert r.returncode != 0 and "Unpickling is not allowed" in r.stderr, r.stderr

@@ -179,12 +179,16 @@ def check_card_snippet(folder: Path, samples: dict[str, list[tuple[str, dict[str
     text = (folder / "README.md").read_text(encoding="utf-8")
     code = text.split("## Reading it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     scope: dict[str, Any] = {}
-    here = os.getcwd()
+    here, secure = os.getcwd(), os.environ.get("WDS_SECURE")
     os.chdir(folder)
     try:
         exec(code, scope)
-    finally:
+    finally:  # the snippet sets WDS_SECURE for its reader: not for the tests after this one
         os.chdir(here)
+        if secure is None:
+            os.environ.pop("WDS_SECURE", None)
+        else:
+            os.environ["WDS_SECURE"] = secure
     shard = re.search(r'wds\.WebDataset\("([^"]+)"', code).group(1)
     assert shard == card_header(folder)["configs"][0]["data_files"][0]["path"][0]  # the first split's first shard
     key, fields = next(iter_shard(folder / shard))
@@ -297,6 +301,7 @@ def test_the_cards_reading_snippet_runs_and_says_what_it_gives(synth_cremad, mon
     text = (synth_cremad / "README.md").read_text(encoding="utf-8")
     code = text.split("## Reading it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(synth_cremad)  # the card sits beside its shards
+    monkeypatch.setenv("WDS_SECURE", "1")  # (the snippet sets it: undone after the test)
     scope: dict[str, Any] = {}
     exec(code, scope)
     sample = scope["sample"]

@@ -125,7 +125,10 @@ def render_card(manifest: Manifest, card: dict[str, Any], command: str | None = 
               "`datasets` (`load_dataset(\"<this folder>\")`, also with `streaming=True`) and the trainer read "
               "all of them. Where a sample has K frame members, its json `num_frames` says how many are the "
               "clip's own (the rest repeat its last frame).", "",
-              "```python", "import webdataset as wds",
+              "```python", "import os",
+              "os.environ[\"WDS_SECURE\"] = \"1\"  # shards from others: never unpickle .pyd/.pickle members "
+              "(set before importing webdataset)",
+              "import webdataset as wds",
               "ds = wds.WebDataset(\"" + _first_shard(manifest) + "\", shardshuffle=False).decode(\"rgb8\")",
               "sample = next(iter(ds))  # .npy -> numpy array, .jpg -> uint8 [H, W, 3] array, .cls -> int, "
               ".json -> dict",
