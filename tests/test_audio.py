@@ -114,7 +114,8 @@ def test_unusable_audio(tmp_path):
         "missing.wav": "file not found",
         "zero.wav": "empty file",
         "text.wav": "not a readable sound file",
-        "stub.wav": "Git LFS pointer stub",
+        "stub.wav": "Git LFS pointer stub, not the audio: run `git lfs pull` in the clone or download the real "
+                    "files (`avdata download DATASET`; `avdata download --help` lists them)",  # not only CREMA-D's
         "empty.wav": "no audio samples",
         "nan.wav": "all NaN",
     }

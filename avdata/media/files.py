@@ -37,4 +37,4 @@ def require_media_file(path: Path, what: str) -> None:
         raise MediaError(path, "empty file (0 bytes)")
     if is_lfs_pointer(path):
         raise MediaError(path, f"Git LFS pointer stub, not the {what}: run `git lfs pull` in the clone "
-                               "or download with `avdata download cremad`")
+                               "or download the real files (`avdata download DATASET`; `avdata download --help` lists them)")
