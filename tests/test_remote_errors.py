@@ -166,7 +166,7 @@ def gcs():
 def test_a_missing_gcs_bucket_or_folder_says_which_and_what_to_do(gcs, suffix):
     """All three said "not found (HTTP 404); is this the URL of a shards folder?", whatever was missing."""
     out = _inspect(f"gs://nobkt/ds{suffix}")
-    assert "gs://nobkt/ds/manifest.json: not found; there is no bucket 'nobkt'" in out, out
+    assert "gs://nobkt/ds/manifest.json: not found (HTTP 404); there is no bucket 'nobkt'" in out, out
     assert "`avdata push DIR gs://nobkt/ds`" in out, out
     out = _inspect(f"gs://bkt/empty{suffix}")
     assert "nothing is stored under gs://bkt/empty" in out and "`avdata push DIR gs://bkt/empty`" in out, out
@@ -183,7 +183,7 @@ def test_a_missing_s3_bucket_or_folder_says_which_and_what_to_do(tmp_path):
         s3.client.put_object(Bucket="bkt", Key="half/train-000000.tar", Body=b"x")
         assert "there is no bucket 'nobkt'" in _inspect("s3://nobkt/ds/")
         out = _inspect("s3://bkt/empty/manifest.json")
-        assert "s3://bkt/empty/manifest.json: not found; nothing is stored under s3://bkt/empty" in out, out
+        assert "s3://bkt/empty/manifest.json: not found (HTTP 404); nothing is stored under s3://bkt/empty" in out, out
         assert "s3://bkt/half holds objects but no manifest.json" in _inspect("s3://bkt/half")
         from typer.testing import CliRunner
 
@@ -216,7 +216,7 @@ def test_a_web_server_without_a_manifest_is_named(tmp_path):
 
     with serve_dir(tmp_path) as url:
         out = _inspect(url + "/")
-    assert f"{url}/manifest.json: not found; no manifest.json at this address" in out, out
+    assert f"{url}/manifest.json: not found (HTTP 404); no manifest.json at this address" in out, out
 
 
 @pytest.mark.parametrize("body", [b'{"name": "someone else\'s", "files": []}', b"[1, 2]"])

@@ -36,5 +36,6 @@ def require_media_file(path: Path, what: str) -> None:
     if st.st_size == 0:
         raise MediaError(path, "empty file (0 bytes)")
     if is_lfs_pointer(path):
-        raise MediaError(path, f"Git LFS pointer stub, not the {what}: run `git lfs pull` in the clone "
-                               "or download the real files (`avdata download DATASET`; `avdata download --help` lists them)")
+        raise MediaError(path, f"Git LFS pointer stub, not the {what}: run `git lfs pull` in the clone or "
+                               "download the real files (`avdata download DATASET`; `avdata download --help` "
+                               "lists them)")

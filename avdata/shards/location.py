@@ -51,7 +51,8 @@ def read_manifest_url(base: str, timeout: float = 60.0) -> bytes:
     except AvdataError as exc:
         cause = exc.__cause__
         if isinstance(cause, urllib.error.HTTPError) and cause.code == 404:
-            raise AvdataError(f"{redact(url)}: not found; {missing_folder_hint(base, cause, timeout)}") from exc
+            hint = missing_folder_hint(base, cause, timeout)
+            raise AvdataError(f"{redact(url)}: not found (HTTP 404); {hint}") from exc
         raise
 
 
