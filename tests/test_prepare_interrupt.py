@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import errno
 import io
+import os
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,82 @@ def test_a_shard_cut_short_by_a_full_disk_leaves_no_temp_file(tmp_path):
             w.close()
     assert caught.value.errno == errno.ENOSPC
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # before: train-000000.tar.tmp, 5,000 bytes, stayed
+
+
+def test_disk_full_names_the_folder_its_free_space_and_the_room_the_rest_needs(tmp_path, monkeypatch):
+    import avdata.prepare.engine as engine
+    from avdata.errors import AvdataError
+    from tests.test_prepare_engine import run
+    from tests.toy_recipe import make_toy_raw
+
+    raw = make_toy_raw(tmp_path / "raw")
+    sizes = {p.name: p.stat().st_size for p in sorted((run(raw, tmp_path / "whole").out).glob("*.tar"))}
+    opened: list[str] = []
+
+    class FillsAtTheThirdShard(ShardWriter):
+        def write_encoded(self, key, parts):
+            if self.path.name not in opened:
+                opened.append(self.path.name)
+            if len(opened) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            super().write_encoded(key, parts)
+
+    monkeypatch.setattr(engine, "ShardWriter", FillsAtTheThirdShard)
+    monkeypatch.setattr(engine, "free_space", lambda folder: 1234)
+    out = tmp_path / "out"
+    with pytest.raises(AvdataError) as caught:
+        run(raw, out)
+    first, second, third = opened
+    per_clip = (sizes[first] + sizes[second]) // 8  # 4 clips a shard
+    assert str(caught.value) == (
+        f"disk full while writing {out / third} (1,234 bytes free in {out}; the 6 shard(s) left need about "
+        f"{(sizes[first] + sizes[second]) * 18 // 8:,} bytes (at the {per_clip:,} bytes a clip of the shards "
+        "written)); free space and rerun the same command (finished shards are kept)")
+    assert sorted(p.name for p in out.glob("*.tar*")) == sorted([first, second])
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, file_limit: int | None = None) -> subprocess.CompletedProcess:
+    """The real `avdata` CLI in a child process; `file_limit`: no file it writes may grow past that many
+    bytes (RLIMIT_FSIZE: writes past it fail with EFBIG, as writes to a full disk fail with ENOSPC)."""
+    def limit() -> None:
+        if file_limit is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AVDATA_NO_PROGRESS": "1", "COLUMNS": "400"}
+    return subprocess.run([sys.executable, "-m", "avdata.cli.avdata_app", *args], capture_output=True, text=True,
+                          env=env, preexec_fn=limit, timeout=120)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and ".avdata" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def cremad_raw(tmp_path_factory) -> Path:
+    from avdata.datasets.cremad.synth import make_cremad_raw
+
+    raw = tmp_path_factory.mktemp("cremad") / "raw"
+    make_cremad_raw(raw, n_clips=10, width=160, height=120, with_bad=True)
+    return raw
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_mid_shard_is_named_and_the_rerun_gives_the_same_bytes(cremad_raw, tmp_path):
+    prepare = ("prepare", "cremad", "--raw", str(cremad_raw), "--samples-per-shard", "3")
+    whole = _cli(*prepare, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    out = tmp_path / "out"
+    cut = _cli(*prepare, "--out", str(out), file_limit=300_000)
+    said = cut.stdout + cut.stderr
+    assert cut.returncode == 2 and "Traceback" not in said
+    # before: "error: File too large", naming no file and no way on
+    assert f"error: {out}/train-000000.tar.tmp: File too large; a file-size limit was reached" in said, said
+    assert not list(out.glob("*.tmp")) and not (out / "manifest.json").exists()
+    again = _cli(*prepare, "--out", str(out))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _tree(out) == _tree(tmp_path / "whole")
