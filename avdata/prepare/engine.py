@@ -141,9 +141,10 @@ def prepare(
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with output_lock(out, settings.part):
+        with output_lock(out, settings.part) as lock:
             raw_dir = recipe.prepare_raw(raw, raw_workdir(out), options)
-            workers = Workers(recipe, raw_dir, options, settings.jobs if settings.executor == "local" else 1, out)
+            workers = Workers(recipe, raw_dir, options, settings.jobs if settings.executor == "local" else 1, out,
+                              owner=lock.name.removesuffix(".lock"))
             try:
                 return _prepare(recipe, raw, raw_dir, out, options, settings, command, workers)
             finally:

@@ -219,11 +219,17 @@ def missing_shards(out: Path, record: dict[str, Any] | None = None) -> list[str]
             if not (Path(out) / s["file"]).exists() or not sidecar_path(out, s["file"]).exists()]
 
 
-def new_handoff_dir(out: Path) -> Path:
+def new_handoff_dir(out: Path, owner: str | None = None) -> Path:
     """A hand-off folder for one run, so that --part runs sharing one output folder keep out of each
-    other's way."""
+    other's way. `owner`: the name of the lock the run holds (`avdata.prepare.lock`), which goes into the
+    folder's name: no other live run holds that lock, so the folders named after it are a killed run's
+    (with its workers' unread samples, megabytes each) and are removed at once, not an hour later."""
     state_dir(out).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=HANDOFF_PREFIX, dir=state_dir(out)))
+    prefix = HANDOFF_PREFIX + (f"{owner}-" if owner else "")
+    if owner:
+        for dead in state_dir(out).glob(prefix + "*"):
+            shutil.rmtree(dead, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=state_dir(out)))
 
 
 def remove_stale_handoffs(out: Path, age_s: float = 3600.0) -> None:
