@@ -210,3 +210,22 @@ def test_prepare_stopped_at_random_moments_resumes_to_the_same_bytes(cremad_raw,
     assert again.returncode == 0, again.stdout + again.stderr
     assert _tree(out) == whole
     assert not [p for p in out.rglob("*") if p.name.endswith((".tmp", ".part", ".busy")) or p.name.startswith("work-")]
+
+
+def test_a_raw_file_replaced_before_the_rerun_is_prepared_again(tmp_path, caplog):
+    import json
+
+    from tests.test_prepare_engine import folder_bytes, run
+    from tests.toy_recipe import make_toy_raw
+
+    raw = make_toy_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    run(raw, out)
+    before = folder_bytes(out)
+    (raw / "s003.txt").write_text("7 8 9")  # another version of one clip, e.g. downloaded again
+    result = run(raw, out)
+    fresh = run(raw, tmp_path / "fresh")
+    assert folder_bytes(out) == folder_bytes(fresh.out) != before  # before: the old version was kept, silently
+    made_from = [s for s in json.loads((out / "manifest.json").read_text())["splits"].values()]
+    assert len(result.written) == 1 and len(result.kept) == sum(len(s["shards"]) for s in made_from) - 1
+    assert f"s003.txt changed since {result.written[0]} was made from it; making that shard again" in caplog.text

@@ -12,7 +12,8 @@ Workers (`avdata.prepare.workers`): with --jobs > 1 a process pool, each result 
 `Outcome` in plan order.
 
 Resumability: every finished shard gets a sidecar record in `<out>/.avdata/shards/` (the state folder:
-`avdata.prepare.state`); a rerun keeps a shard whose file still matches its record and redoes the rest.
+`avdata.prepare.state`); a rerun keeps a shard whose file still matches its record, and whose sources were
+not modified since, and redoes the rest.
 `--part i/N` processes every N-th shard; when all shards of the plan are done (by one run or by several
 parts) the manifest is assembled (`avdata.prepare.merge`).
 """
@@ -199,7 +200,7 @@ def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> 
     result = PrepareResult(out=out, complete=False)
     pending = []
     for s in mine:
-        if not settings.overwrite and shard_done(out, s):
+        if not settings.overwrite and shard_done(out, s, raw_dir):
             result.kept.append(s["file"])
         else:
             pending.append(s)
