@@ -201,7 +201,9 @@ def test_disk_full_in_a_worker_stops_with_the_fix(tmp_path, monkeypatch):
     # the pool forks after this, so its workers see the full disk too
     monkeypatch.setattr(prepare_mod, "open", full_disk_open, raising=False)
     out = tmp_path / "out"
-    with pytest.raises(AvdataError, match="disk full while writing .*train-000000.tar; free space and rerun"):
+    full = (r"disk full while writing .*train-000000.tar \(.* bytes free in .*out; the 8 shard\(s\) left "
+            r"\(26 clips\) need more\); free space and rerun")
+    with pytest.raises(AvdataError, match=full):
         run(make_toy_raw(tmp_path / "raw"), out, jobs=2)
     assert not list(out.glob("*.tar*")) and not list((out / ".avdata").glob("work-*"))
 

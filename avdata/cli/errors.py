@@ -25,6 +25,8 @@ _HINTS = {
     # a file where a folder is needed (`--out notes.txt/x`, `--to` a file): FileExistsError from mkdir
     errno.ENOTDIR: "a file stands where a folder is needed: choose another path",
     errno.EEXIST: "something is already there (e.g. a file where a folder goes): choose another path",
+    errno.EFBIG: "a file-size limit was reached (`ulimit -f`, or the largest file the file system holds): raise "
+    "the limit or choose another folder, then rerun the same command (finished files are kept)",
 }
 if hasattr(errno, "EDQUOT"):
     _HINTS[errno.EDQUOT] = _HINTS[errno.ENOSPC].replace("the disk is full", "the disk quota is used up")

@@ -12,7 +12,8 @@ Workers (`avdata.prepare.workers`): with --jobs > 1 a process pool, each result 
 `Outcome` in plan order.
 
 Resumability: every finished shard gets a sidecar record in `<out>/.avdata/shards/` (the state folder:
-`avdata.prepare.state`); a rerun keeps a shard whose file still matches its record and redoes the rest.
+`avdata.prepare.state`); a rerun keeps a shard whose file still matches its record, and whose sources were
+not modified since, and redoes the rest.
 `--part i/N` processes every N-th shard; when all shards of the plan are done (by one run or by several
 parts) the manifest is assembled (`avdata.prepare.merge`).
 """
@@ -29,6 +30,7 @@ from avdata import __version__
 from avdata.datasets.recipe import Plan, Recipe, WorkItem, options_dict
 from avdata.atomic import tmp_path
 from avdata.errors import AvdataError
+from avdata.fetch.disk import free_space
 from avdata.prepare.lock import output_lock
 from avdata.prepare.state import (missing_shards, plan_fingerprint, raw_workdir, remove_stale_handoffs, save_plan,
                                   shard_done, state_dir, write_sidecar)
@@ -140,9 +142,10 @@ def prepare(
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with output_lock(out, settings.part):
+        with output_lock(out, settings.part) as lock:
             raw_dir = recipe.prepare_raw(raw, raw_workdir(out), options)
-            workers = Workers(recipe, raw_dir, options, settings.jobs if settings.executor == "local" else 1, out)
+            workers = Workers(recipe, raw_dir, options, settings.jobs if settings.executor == "local" else 1, out,
+                              owner=lock.name.removesuffix(".lock"))
             try:
                 return _prepare(recipe, raw, raw_dir, out, options, settings, command, workers)
             finally:
@@ -197,7 +200,7 @@ def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> 
     result = PrepareResult(out=out, complete=False)
     pending = []
     for s in mine:
-        if not settings.overwrite and shard_done(out, s):
+        if not settings.overwrite and shard_done(out, s, raw_dir):
             result.kept.append(s["file"])
         else:
             pending.append(s)
@@ -229,6 +232,7 @@ def _prepare(recipe, raw, raw_dir, out, options, settings, command, workers) -> 
 def _write_pending(recipe, out, settings, pending, todo, results, result) -> None:
     progress = make_progress("clips", disable=None if settings.progress else True)
     classes = recipe.classes
+    written_bytes = written_items = 0  # this run's finished shards: how much room the rest needs
     with progress:
         task = progress.add_task(f"prepare {recipe.name}", total=len(todo))
         for shard in pending:
@@ -259,14 +263,29 @@ def _write_pending(recipe, out, settings, pending, todo, results, result) -> Non
                     info = writer.close()
             except OSError as exc:
                 if exc.errno in NO_SPACE:
-                    raise AvdataError(
-                        f"disk full while writing {path}; free space and rerun the same command "
-                        "(finished shards are kept)"
-                    ) from exc
+                    left = pending[pending.index(shard):]
+                    raise AvdataError(_disk_full(out, path, left, written_bytes, written_items)) from exc
+                if exc.filename is None:  # a write's error names no file: say which (e.g. EFBIG, a size limit)
+                    raise OSError(exc.errno, exc.strerror or str(exc), str(tmp_path(path))) from exc
                 raise
+            written_bytes += info.bytes
+            written_items += len(shard["keys"])
             side = {"shard": info.to_dict(), "split": shard["split"], "keys": shard["keys"],
                     "class_counts": counts, "skipped": skipped, "sources": dict(sorted(sources.items())),
                     "stats": dict(sorted(stats.items()))}
             write_sidecar(out, shard["file"], side)
             result.written.append(shard["file"])
             log.debug("wrote %s (%d samples)", shard["file"], info.num_samples)
+
+
+def _disk_full(out: Path, path: Path, left: list[dict[str, Any]], written_bytes: int, written_items: int) -> str:
+    """The message for a disk that filled up while writing the shard `path`: the folder, its free space and
+    the room the shards `left` (that one included) need, estimated from this run's finished shards."""
+    free = free_space(out)
+    items = sum(len(s["keys"]) for s in left)
+    room = f"{free:,} bytes free in {out}" if free is not None else f"no room left in {out}"
+    need = (f"; the {len(left)} shard(s) left need about {written_bytes * items // written_items:,} bytes "
+            f"(at the {written_bytes // written_items:,} bytes a clip of the shards written)" if written_items else
+            f"; the {len(left)} shard(s) left ({items:,} clips) need more")
+    return (f"disk full while writing {path} ({room}{need}); free space and rerun the same command "
+            "(finished shards are kept)")

@@ -16,6 +16,7 @@ holding a file of the user's under one of its names is refused.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -34,6 +35,7 @@ __all__ = ["STATE_DIR", "state_dir", "plan_path", "sidecar_path", "raw_workdir",
            "remove_stale_handoffs"]
 
 HANDOFF_PREFIX = "work-"
+log = logging.getLogger("avdata.prepare.state")
 
 
 def state_dir(out: Path) -> Path:
@@ -198,8 +200,11 @@ def write_sidecar(out: Path, shard_file: str, side: dict[str, Any]) -> None:
     atomic_write_text(sidecar_path(out, shard_file), json.dumps(side, indent=1, sort_keys=True) + "\n")
 
 
-def shard_done(out: Path, shard: dict[str, Any]) -> bool:
-    """Whether a shard of the plan is finished: its file matches its sidecar (keys, size, sha256)."""
+def shard_done(out: Path, shard: dict[str, Any], raw: Path | None = None) -> bool:
+    """Whether a shard of the plan is finished: its file matches its sidecar (keys, size, sha256), and
+    (given the `raw` folder) no source it was made from was modified since (a file replaced by another
+    version between a run that was stopped and its rerun: the shard would hold the old version, and the
+    manifest its sha256, unlike a run from the start)."""
     side = sidecar_path(out, shard["file"])
     tar = Path(out) / shard["file"]
     if not side.exists() or not tar.exists():
@@ -210,7 +215,24 @@ def shard_done(out: Path, shard: dict[str, Any]) -> bool:
     info = rec.get("shard", {})
     if rec.get("keys") != shard["keys"] or info.get("bytes") != tar.stat().st_size:
         return False
+    if raw is not None and _source_changed(raw, rec.get("sources"), side, shard["file"]):
+        return False
     return info.get("sha256") == sha256_file(tar)
+
+
+def _source_changed(raw: Path, sources: Any, side: Path, shard_file: str) -> bool:
+    """Whether a source file of a finished shard was written after its record (the record is written once
+    the sources were read), or is gone: a stat per file, no hashing of the raw data."""
+    made = side.stat().st_mtime_ns
+    for rel in sources if isinstance(sources, dict) else ():
+        try:
+            changed = (Path(raw) / rel).stat().st_mtime_ns > made
+        except OSError:
+            changed = True
+        if changed:
+            log.warning("%s changed since %s was made from it; making that shard again", rel, shard_file)
+            return True
+    return False
 
 
 def missing_shards(out: Path, record: dict[str, Any] | None = None) -> list[str]:
@@ -219,11 +241,17 @@ def missing_shards(out: Path, record: dict[str, Any] | None = None) -> list[str]
             if not (Path(out) / s["file"]).exists() or not sidecar_path(out, s["file"]).exists()]
 
 
-def new_handoff_dir(out: Path) -> Path:
+def new_handoff_dir(out: Path, owner: str | None = None) -> Path:
     """A hand-off folder for one run, so that --part runs sharing one output folder keep out of each
-    other's way."""
+    other's way. `owner`: the name of the lock the run holds (`avdata.prepare.lock`), which goes into the
+    folder's name: no other live run holds that lock, so the folders named after it are a killed run's
+    (with its workers' unread samples, megabytes each) and are removed at once, not an hour later."""
     state_dir(out).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=HANDOFF_PREFIX, dir=state_dir(out)))
+    prefix = HANDOFF_PREFIX + (f"{owner}-" if owner else "")
+    if owner:
+        for dead in state_dir(out).glob(prefix + "*"):
+            shutil.rmtree(dead, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=state_dir(out)))
 
 
 def remove_stale_handoffs(out: Path, age_s: float = 3600.0) -> None:

@@ -163,13 +163,13 @@ class Workers:
     A ProcessPoolExecutor rather than a multiprocessing Pool: when a worker dies (killed for memory, or a
     crash in a decoder) a Pool waits forever for its result, the executor reports it."""
 
-    def __init__(self, recipe: Recipe, raw: Path, options: Any, jobs: int, out: Path) -> None:
+    def __init__(self, recipe: Recipe, raw: Path, options: Any, jobs: int, out: Path, owner: str | None = None) -> None:
         self.pool: ProcessPoolExecutor | None = None
         self.finished = False
         self.handoff: Path | None = None
         self.args = (recipe.name, str(raw), options)
         if jobs > 1:
-            self.handoff = new_handoff_dir(out)
+            self.handoff = new_handoff_dir(out, owner)  # owner: the run's lock; see new_handoff_dir
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
             _WORKER["parent"] = os.getpid()  # inherited by the forked workers
             self.pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,

@@ -7,6 +7,7 @@ order the recipe gives, and a shard is written under a temporary name and rename
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -126,7 +127,10 @@ class ShardWriter:
         return ShardEntry(self.path.name, self._size, self._sha.hexdigest(), self.num_samples)
 
     def abort(self) -> None:
-        self._fileobj.close()
+        """Remove the temporary file. Closing flushes what is buffered, which on a full disk fails again:
+        that must not keep the half-written file (up to a whole shard) on the disk that is already full."""
+        with contextlib.suppress(OSError):
+            self._fileobj.close()
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "ShardWriter":
