@@ -238,6 +238,10 @@ def test_folder_holding_the_zip_is_unpacked_and_a_clip_without_audio_is_skipped(
     assert m["splits"]["train"]["num_samples"] == 1
     assert [(s["key"], s["reason"]) for s in m["skipped"]] == \
         [(silent, "no audio track in the video (AVE's sound is the MP4's AAC track)")]
+    # a rerun keeps every shard: the lists beside the zip are copied into the unpacked tree only when they
+    # differ (a copy each run made them newer than the shards made from them, and every shard was made again)
+    again = prepare(AveRecipe(), folder, out, AveOptions(short_side=32), PrepareSettings(progress=False))
+    assert again.complete and again.written == [] and sorted(again.kept) == sorted(res.written)
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this OS")
