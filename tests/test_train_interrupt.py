@@ -146,3 +146,18 @@ def test_the_cli_interrupted_mid_run_resumes_to_the_uninterrupted_result(small_s
     assert strip(read_metrics(tmp_path / "a" / "metrics.jsonl")) == strip(read_metrics(out / "metrics.jsonl"))
     assert (tmp_path / "a" / "results.json").read_text() == (out / "results.json").read_text()
     assert {f.name for f in out.iterdir()} == RUN_FILES
+
+
+@pytest.mark.slow
+def test_temporaries_of_a_killed_run_are_never_read_and_a_rerun_removes_only_its_own(tmp_path):
+    """SIGKILL while a file was written leaves `<name>.tmp` (no handler runs); one no later write replaced (a
+    best.pt.tmp when no later epoch improved, or, as here, no validation split) stayed in --out for good. A run
+    now removes its own names' temporaries, and no other file."""
+    no_val = make_synthetic_av_shards(tmp_path / "s", 64, 0, 32, per_shard=32, seed=1)
+    out = tmp_path / "r"
+    out.mkdir()
+    for name in ("checkpoint.pt.tmp", "best.pt.tmp", "results.json.tmp", "curves.png.tmp", "notes.tmp", "a.pt.tmp"):
+        (out / name).write_bytes(b"half a file")
+    train(TrainConfig(shards=str(no_val), out=str(out), model="scmrl", epochs=1, max_steps=1, **TINY))
+    assert {f.name for f in out.iterdir()} == RUN_FILES - {"best.pt"} | {"notes.tmp", "a.pt.tmp"}
+    assert (out / "notes.tmp").read_bytes() == (out / "a.pt.tmp").read_bytes() == b"half a file"

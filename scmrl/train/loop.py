@@ -60,7 +60,7 @@ from scmrl.train.results import (CONFUSION_NAME, CURVES_NAME, METRICS_NAME, RESU
                                  update_best)
 from scmrl.train.footprint import fit_batch
 from scmrl.train.schedule import lr_warnings, make_schedule, scaled_lr
-from scmrl.train.start import init_weights, read_resume_checkpoint
+from scmrl.train.start import init_weights, read_resume_checkpoint, remove_killed_temporaries
 
 log = logging.getLogger("scmrl.train.loop")
 
@@ -120,6 +120,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     ckpt = read_resume_checkpoint(cfg, mcfg, source, ctx)
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_killed_temporaries(out)
 
     # ---- model, optimizer, schedule
     if device.type == "cuda":
