@@ -38,18 +38,20 @@ def train_cmd(cfg: TrainConfig,
               version: bool = version_option()) -> None:
     """Train on prepared shards; one process, or DDP under torchrun (NCCL on GPU, gloo on CPU)."""
     require_torch("scmrl-train")
+    from avdata.prepare.lifeline import Terminated, sigterm_as_interrupt
     from scmrl.train.loop import train
 
     setup_logging(verbose)
     try:
-        train(cfg)
+        with sigterm_as_interrupt():  # `kill`, a batch system's time limit: stop as on Ctrl-C, files whole
+            train(cfg)
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this; rank 0 wrote --out
             _print_where_the_run_is(cfg)
     except AvdataError as exc:
         fail(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print(f"interrupted: {_resume_hint(cfg.out)}")
-        raise typer.Exit(130)
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
     except RuntimeError as exc:
         if not _worker_died(exc):
             raise

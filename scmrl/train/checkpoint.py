@@ -35,11 +35,13 @@ from avdata.atomic import atomic_open
 from avdata.errors import AvdataError
 from avdata.shards.reader import open_regular
 
-__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "save_checkpoint", "load_checkpoint", "check_archive", "capture_rng",
-           "restore_rng"]
+__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "BEST_KEYS", "save_checkpoint", "load_checkpoint", "check_archive",
+           "capture_rng", "restore_rng"]
 
 CHECKPOINT_NAME = "checkpoint.pt"  # the latest epoch (resume)
 BEST_NAME = "best.pt"  # the validation-best epoch (weights and configs only)
+#: what best.pt holds of the epoch's checkpoint payload
+BEST_KEYS = ("model", "epoch", "step", "model_config", "train_config", "classes", "dataset")
 
 
 def capture_rng() -> dict[str, Any]:

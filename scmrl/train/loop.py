@@ -46,7 +46,7 @@ from avdata.shards.location import open_shards
 from scmrl.data.failures import ShardReadError
 from scmrl.model import lif_compiled
 from scmrl.model.models import build_model
-from scmrl.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, capture_rng, restore_rng, save_checkpoint
+from scmrl.train.checkpoint import BEST_KEYS, BEST_NAME, CHECKPOINT_NAME, capture_rng, restore_rng, save_checkpoint
 from scmrl.train.config import TrainConfig, model_config, resolve_protocol
 from scmrl.train.cpu_memory import keep_freed_memory
 from scmrl.train.distributed import (DistContext, barrier, broadcast_object, cleanup, init_distributed, sync_buffers,
@@ -60,7 +60,7 @@ from scmrl.train.results import (CONFUSION_NAME, CURVES_NAME, METRICS_NAME, RESU
                                  update_best)
 from scmrl.train.footprint import fit_batch
 from scmrl.train.schedule import lr_warnings, make_schedule, scaled_lr
-from scmrl.train.start import init_weights, read_resume_checkpoint
+from scmrl.train.start import init_weights, read_resume_checkpoint, remove_killed_temporaries
 
 log = logging.getLogger("scmrl.train.loop")
 
@@ -120,6 +120,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     ckpt = read_resume_checkpoint(cfg, mcfg, source, ctx)
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_killed_temporaries(out)
 
     # ---- model, optimizer, schedule
     if device.type == "cuda":
@@ -153,6 +154,10 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         sched.load_state_dict({**ckpt["schedule"], "epochs": cfg.epochs})  # --epochs may be extended
         state = ckpt["state"]
         restore_rng(ckpt["rng"])
+        if ctx.main and state["epoch"] > 0 and state.get("best_val_epoch") == state["epoch"]:
+            # the checkpoint's epoch is the validation-best one: the run may have stopped (Ctrl-C, kill, a lost
+            # node) after writing checkpoint.pt and before best.pt, which then still holds an earlier epoch
+            save_checkpoint(out / BEST_NAME, {k: ckpt[k] for k in BEST_KEYS if k in ckpt})
         if ctx.main:
             log.info("resumed from %s after epoch %d (step %d)", ckpt_path, state["epoch"], state["step"])
             if state.get("stopped_mid_epoch"):
@@ -245,9 +250,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                            "dataset": manifest.dataset, "shards_fingerprint": source.fingerprint(),
                            "processes": ctx.world, "device_type": device.type}
                 save_checkpoint(ckpt_path, payload)
-                if improved:
-                    save_checkpoint(out / BEST_NAME, {k: payload[k] for k in (
-                        "model", "epoch", "step", "model_config", "train_config", "classes", "dataset")})
+                if improved:  # after checkpoint.pt: a run stopped in between rewrites it on --resume
+                    save_checkpoint(out / BEST_NAME, {k: payload[k] for k in BEST_KEYS})
             if stop:
                 break
 

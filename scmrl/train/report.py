@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from avdata.atomic import atomic_write_text
+from avdata.atomic import atomic_open, atomic_write_text
 from avdata.errors import naming_path
 from avdata.printable import printable
 from avdata.progress import console
@@ -110,6 +110,13 @@ def print_eval(res: dict[str, Any], split: str) -> None:
     console.print(t)
 
 
+def _save_png(fig: Any, path: str | Path) -> None:
+    """Drawn under a temporary name and renamed: a run stopped while drawing (Ctrl-C, kill) leaves the previous
+    PNG whole, never a truncated one."""
+    with naming_path(path), atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
+
+
 def _plt():
     import matplotlib
 
@@ -147,8 +154,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, title: str 
     if title:
         fig.suptitle(title, parse_math=False)  # it names the manifest's dataset: text, never mathtext
     fig.tight_layout()
-    with naming_path(path):
-        fig.savefig(path, dpi=100)
+    _save_png(fig, path)
     plt.close(fig)
     return Path(path)
 
@@ -181,7 +187,6 @@ def plot_confusion(conf: Sequence[Sequence[int]], classes: Sequence[str], path: 
             ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if frac[i, j] > 0.5 else "black")
     fig.tight_layout()
-    with naming_path(path):
-        fig.savefig(path, dpi=100)
+    _save_png(fig, path)
     plt.close(fig)
     return Path(path)

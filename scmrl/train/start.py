@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from avdata.atomic import tmp_path
 from avdata.errors import AvdataError
 
 from avdata.shards.location import ShardsLocation
@@ -18,12 +19,12 @@ from scmrl.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
 from scmrl.train.checkpoint_fit import load_weights
 from scmrl.train.config import TrainConfig
 from scmrl.train.distributed import DistContext, broadcast_object
-from scmrl.train.results import RESULTS_NAME
+from scmrl.train.results import CONFUSION_NAME, CURVES_NAME, METRICS_NAME, RESULTS_NAME
 
 log = logging.getLogger("scmrl.train.start")
 
-__all__ = ["ARCHITECTURE", "FROM_CHECKPOINT", "RUN_FILES", "SHAPES_TRAINING", "read_resume_checkpoint",
-           "resume_differences", "init_weights"]
+__all__ = ["ARCHITECTURE", "FROM_CHECKPOINT", "RUN_FILES", "remove_killed_temporaries", "SHAPES_TRAINING",
+           "read_resume_checkpoint", "resume_differences", "init_weights"]
 
 #: a run's results, which a fresh run in the same --out would replace: it refuses a folder holding one. (Its
 #: metrics.jsonl and plots are not among them: a run killed in its first epoch leaves those, to be redone.)
@@ -136,6 +137,15 @@ def resume_differences(ckpt: dict[str, Any], cfg: TrainConfig, world: int, devic
         out.append(f"resuming with {', '.join(changed)}: from here on the data order, batches or arithmetic differ "
                    "from those of the uninterrupted run; pass the run's values to continue it exactly")
     return out
+
+
+def remove_killed_temporaries(out: Path) -> None:
+    """Remove the `<name>.tmp` files of the run's own file names that a run killed while writing one (SIGKILL, the
+    OOM killer, a lost node: no handler runs) left in `out`; they are never read, and nothing else is removed."""
+    for name in (CHECKPOINT_NAME, BEST_NAME, METRICS_NAME, RESULTS_NAME, CURVES_NAME, CONFUSION_NAME):
+        tmp = tmp_path(out / name)
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink()
 
 
 def init_weights(model: torch.nn.Module, mcfg: ModelConfig, path: str) -> None:
