@@ -466,8 +466,9 @@ def _flv_fast_path(flv: FlvVideo, mode: str, k: int | None, short_side: int | No
         return None
     if result is None or not ctx.width or not ctx.height:
         return None
+    # FFmpeg's FLV demuxer takes both the stream's and the clip's duration from onMetaData
     info = VideoInfo(codec=ctx.name, width=ctx.width, height=ctx.height, fps=flv.fps, duration_s=flv.duration_s,
-                     num_frames=None, has_audio=flv.has_audio)
+                     num_frames=None, has_audio=flv.has_audio, clip_duration_s=flv.duration_s)
     return result, info
 
 
