@@ -273,6 +273,30 @@ def test_resume_names_a_weights_only_checkpoint(eval_case, tmp_path):
         read_resume_checkpoint(cfg, ModelConfig(**payload["model_config"]), open_shards(str(shards)), DistContext())
 
 
+def test_the_file_checked_is_the_file_loaded(tmp_path, monkeypatch):
+    """The zip directory was checked on one open and torch.load opened the path again: a file replaced in
+    between (a run still writing, or someone racing the check) was loaded unchecked. One open serves both."""
+    from scmrl.train import checkpoint
+
+    own = tmp_path / "own.pt"
+    save_checkpoint(own, {"epoch": 3})
+    opened, loaded = [], []
+    real_open, real_load = checkpoint.open_regular, torch.load
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(Path(path))
+        return real_open(path, *args, **kwargs)
+
+    def recording_load(f, *args, **kwargs):
+        loaded.append(f)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open_regular", counting_open)
+    monkeypatch.setattr(torch, "load", recording_load)
+    assert load_checkpoint(own)["epoch"] == 3
+    assert opened == [own] and len(loaded) == 1 and hasattr(loaded[0], "read")
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this OS")
 def test_a_fifo_as_a_checkpoint_is_refused_at_once(tmp_path):
     """scmrl-eval --checkpoint, --resume, --init-from and scmrl-convert open the file in check_archive first:

@@ -20,13 +20,14 @@ before it is used in `scmrl.train.checkpoint_fit`."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import random
 import re
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -140,20 +141,29 @@ _TENSOR_MEMBER = re.compile(r"data/\d+")
 
 def check_archive(path: str | Path) -> None:
     """Refuse (AvdataError naming the file) a torch zip checkpoint whose directory does not look like one
-    torch.save writes: members under one folder, a data.pkl, tensor storages `data/<n>` and a few tiny
-    bookkeeping files, unpacking to no more than MAX_UNPACKED_RATIO x the file's size. Only the zip
-    directory is read. A file that does not start like a zip is left to torch.load, as torch does (the
-    legacy format stores tensors as they are: nothing in it unpacks)."""
+    torch.save writes (`_check_open_archive`)."""
     path = Path(path)
     try:
         # a FIFO would block the open itself, and torch.load after it: refused as not a plain file
         with open_regular(path, buffering=0, expected="a checkpoint file") as f:  # a few small reads
-            size = os.fstat(f.fileno()).st_size
-            if f.read(4) != b"PK\x03\x04":  # torch's own test for its zip format
-                return
-            # the end record alone: how many members the directory lists (zipfile's private reader of it,
-            # which typeshed leaves out)
-            end = zipfile._EndRecData(f)  # type: ignore[attr-defined]
+            _check_open_archive(f, path)
+    except OSError as exc:
+        raise AvdataError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+
+
+def _check_open_archive(f: IO[bytes], path: Path) -> None:
+    """The checks of `check_archive` on an opened file, left at its start: members under one folder, a
+    data.pkl, tensor storages `data/<n>` and a few tiny bookkeeping files, unpacking to no more than
+    MAX_UNPACKED_RATIO x the file's size. Only the zip directory is read. A file that does not start like a
+    zip is left to torch.load, as torch does (the legacy format stores tensors as they are: nothing in it
+    unpacks)."""
+    try:
+        size = os.fstat(f.fileno()).st_size
+        if f.read(4) != b"PK\x03\x04":  # torch's own test for its zip format
+            return
+        # the end record alone: how many members the directory lists (zipfile's private reader of it,
+        # which typeshed leaves out)
+        end = zipfile._EndRecData(f)  # type: ignore[attr-defined]
         if end is None:
             raise zipfile.BadZipFile("no end of central directory record")
         listed = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
@@ -161,11 +171,14 @@ def check_archive(path: str | Path) -> None:
             raise AvdataError(f"{path}: refused before loading: its zip directory lists "
                               f"{listed:,} members, more than the {MAX_MEMBERS:,} a "
                               "checkpoint may hold")
-        with zipfile.ZipFile(path) as zf:
-            members = zf.infolist()
+        f.seek(0)
+        members = zipfile.ZipFile(f).infolist()  # not closed: that would close f, which the caller owns
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise AvdataError(f"{path}: not a readable torch checkpoint (its zip directory: {exc}); is the file "
                           "complete?") from exc
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            f.seek(0)
     problem = _archive_problem(members, size)
     if problem:
         raise AvdataError(f"{path}: refused before loading: {problem}. A checkpoint written by torch.save is "
@@ -215,10 +228,19 @@ def load_weights_only(path: Path, map_location: str | torch.device, what: str, r
     """The one way a checkpoint file is read: its zip directory checked (`check_archive`), then
     ``torch.load(weights_only=True)``; a file that would run code is refused with `runs_code_advice`, any
     other unreadable file named as not a readable `what`."""
-    check_archive(path)
+    path = Path(path)
     try:
-        with torch.serialization.safe_globals(_legacy_numpy_globals()):
-            obj = torch.load(path, map_location=map_location, weights_only=True)
+        # one open for the check and the load: a file replaced between the two would be loaded unchecked
+        f = open_regular(path, expected="a checkpoint file")
+    except OSError as exc:
+        raise AvdataError(f"{path}: not a readable {what} ({exc})") from exc
+    try:
+        with f:
+            _check_open_archive(f, path)
+            with torch.serialization.safe_globals(_legacy_numpy_globals()):
+                obj = torch.load(f, map_location=map_location, weights_only=True)
+    except AvdataError:
+        raise
     except pickle.UnpicklingError as exc:
         runs_code, reason = unpickling_reason(exc)
         if runs_code:
