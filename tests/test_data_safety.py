@@ -252,7 +252,8 @@ def test_a_reading_run_excludes_writers_and_not_other_readers(tmp_path):
                 pass
     assert not (folder / ".avdata").exists()
     with lock.output_lock(folder, None) as writer:
-        with pytest.raises(AvdataError, match=rf"`avdata pull` \(pid {os.getpid()} .*holds the lock {writer}"):
+        with pytest.raises(AvdataError, match=rf"another `avdata prepare` \(pid {os.getpid()} .*holds the lock "
+                                              rf"{writer}"):
             with lock.reading_lock(folder):
                 pass
         assert writer.exists()

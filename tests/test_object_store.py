@@ -139,7 +139,8 @@ def test_push_and_a_prepare_or_pull_into_its_folder_exclude_each_other(env, shar
     folder = tmp_path / "f"
     shutil.copytree(shards, folder)
     with output_lock(folder, None):
-        with pytest.raises(AvdataError, match=r"`avdata pull` \(pid \d+ .*\) is writing into .*f; it holds the lock"):
+        with pytest.raises(AvdataError, match=r"another `avdata prepare` \(pid \d+ .*\) is writing into .*f; it "
+                                              r"holds the lock"):
             push(folder, "s3://bkt/locked", progress=False)
     assert _keys(env.client, "locked/") == []
 

@@ -270,8 +270,8 @@ def test_a_second_pull_into_the_same_folder_waits_its_turn(shards_dir, tmp_path)
 
     to = tmp_path / "t"
     to.mkdir()
-    with output_lock(to, None) as held:
-        with pytest.raises(AvdataError, match=rf"another `avdata prepare` or `avdata pull` \(pid {os.getpid()} .*"
+    with output_lock(to, None, command="avdata pull") as held:
+        with pytest.raises(AvdataError, match=rf"another `avdata pull` \(pid {os.getpid()} .*"
                                               rf"holds the lock {held}"):
             pull(str(shards_dir), to, **FAST)
     assert not list(to.glob("*.tar*"))

@@ -332,6 +332,40 @@ def test_a_resumed_run_keeps_its_workers_unless_told(small_shards, tmp_path, cap
     assert "--workers 1 (the run's: 0)" in caplog.text
 
 
+def test_two_runs_on_one_out_do_not_both_run(small_shards, tmp_path):
+    """A second run on the same --out (a job submitted twice, --resume started while the run still goes on)
+    removed the first's temporary files at start and replaced its checkpoints: a run holds its --out's
+    lock, and another is refused before it touches anything there."""
+    import socket
+    import subprocess
+    import sys
+
+    from avdata.prepare.lock import output_lock
+
+    out = tmp_path / "r"
+    code = ("import sys; from pathlib import Path; from avdata.prepare.lock import output_lock\n"
+            "with output_lock(Path(sys.argv[1]), None, command='scmrl-train'):\n"
+            "    print('held', flush=True); sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert other.stdout.readline() == "held\n"
+        (out / "checkpoint.pt.tmp").write_bytes(b"the other run's epoch, being written")
+        with pytest.raises(AvdataError, match=rf"another `scmrl-train` \(pid {other.pid} on {socket.gethostname()}\) "
+                                              rf"is writing into {out}; it holds the lock"):
+            train(TrainConfig(shards=str(small_shards), out=str(out), epochs=1, **TINY))
+        assert (out / "checkpoint.pt.tmp").read_bytes() == b"the other run's epoch, being written"
+        assert not (out / "checkpoint.pt").exists()
+    finally:
+        other.communicate("")
+    (out / "checkpoint.pt.tmp").unlink()
+    train(TrainConfig(shards=str(small_shards), out=str(out), epochs=1, **TINY))
+    assert (out / "checkpoint.pt").is_file() and (out / ".avdata").is_dir()  # the other run's, kept
+    assert list((out / ".avdata").iterdir()) == []
+    with output_lock(out, None) as lock:  # the run's lock went with it
+        assert lock.exists()
+
+
 def test_cli_interrupted_says_whether_it_can_resume(small_shards, tmp_path, monkeypatch):
     import scmrl.train.loop
 

@@ -161,3 +161,25 @@ def test_temporaries_of_a_killed_run_are_never_read_and_a_rerun_removes_only_its
     train(TrainConfig(shards=str(no_val), out=str(out), model="scmrl", epochs=1, max_steps=1, **TINY))
     assert {f.name for f in out.iterdir()} == RUN_FILES - {"best.pt"} | {"notes.tmp", "a.pt.tmp"}
     assert (out / "notes.tmp").read_bytes() == (out / "a.pt.tmp").read_bytes() == b"half a file"
+
+
+def test_a_stop_during_a_checkpoint_write_waits_for_it():
+    """Ctrl-C or SIGTERM inside torch.save's write came out as torch's RuntimeError ('unexpected pos'): a
+    traceback, status 1 instead of 130/143. Held back while the pair is written, then delivered."""
+    import signal
+
+    from avdata.prepare.lifeline import Terminated, interrupts_deferred, sigterm_as_interrupt
+
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # delivered to the handler by now
+            written.append("checkpoint.pt")
+    with sigterm_as_interrupt(), pytest.raises(Terminated):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            written.append("best.pt")
+    assert written == ["checkpoint.pt", "best.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

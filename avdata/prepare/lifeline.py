@@ -1,4 +1,5 @@
-"""Child processes that never outlive their parent, and SIGTERM handled like Ctrl-C.
+"""Child processes that never outlive their parent, SIGTERM handled like Ctrl-C, and both held back
+while a file that must be whole is written.
 
 A pool worker whose parent is killed (SIGKILL, the out-of-memory killer, a closed terminal) would
 otherwise go on decoding for nobody, holding memory and files. On Linux the kernel kills it
@@ -16,7 +17,7 @@ import threading
 import time
 from typing import Iterator
 
-__all__ = ["follow_parent", "sigterm_as_interrupt", "Terminated"]
+__all__ = ["follow_parent", "sigterm_as_interrupt", "interrupts_deferred", "Terminated"]
 
 _PR_SET_PDEATHSIG = 1
 WATCH_EVERY = 0.5  # seconds between checks of the parent
@@ -65,3 +66,30 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Inside, Ctrl-C and SIGTERM are held back and delivered when it ends: torch.save interrupted in a write
+    turns the KeyboardInterrupt into its own RuntimeError (a traceback and status 1, not the clean stop),
+    and a checkpoint and its best.pt are written as a pair. Saves take a second or so: the stop waits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        arrived.append(signum)
+
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if arrived:
+            handler = previous[signal.Signals(arrived[0])]
+            if callable(handler):
+                handler(arrived[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), arrived[0])

@@ -1,7 +1,8 @@
 """The output folder's lock: one `avdata prepare` writes into an --out at a time, except `--part i/N` runs,
 which share it (each writes only its own shards, and removes only its own shards' temp files); `avdata
 pull` takes the whole lock of its --to (two pulls into one folder renamed each other's `.part` files);
-`avdata push` takes a reader's lock of its folder (`reading_lock`), which excludes those writers only.
+`avdata push` takes a reader's lock of its folder (`reading_lock`), which excludes those writers only;
+`scmrl-train` takes the whole lock of its --out (two runs there would remove or replace each other's files).
 
     .avdata/prepare.lock          a whole run: excludes every other run
     .avdata/part-I-of-N.lock      part I of N: excludes a whole run, the same part, and parts of
@@ -34,6 +35,8 @@ from avdata.errors import AvdataError
 from avdata.owned import STATE_DIR, read_json_record
 
 WHOLE = "prepare.lock"
+#: the commands that take a folder's whole lock, named in the message another run gets
+COMMANDS = ("avdata prepare", "avdata pull", "scmrl-train")
 #: `reading_lock`'s files: `read-<host>-<pid>-<random>.lock`, one per reading run; they exclude writers, not each other
 READER_PREFIX = "read-"
 HEARTBEAT_S = 60.0
@@ -78,8 +81,10 @@ def _held(path: Path, info: Any) -> AvdataError:
     who = f"pid {info.get('pid')} on {info.get('host')}" if isinstance(info, dict) else "another run"
     later = (f" (a lock from another host is taken over once untouched for {STALE_S / 60:.0f} minutes)"
              if isinstance(info, dict) and info.get("host") != socket.gethostname() else "")
+    command = info.get("command") if isinstance(info, dict) else None
+    writer = f"`{command}`" if command in COMMANDS else "`avdata prepare` or `avdata pull`"
     doing = ("an `avdata push` ({who}) is uploading from" if _is_reader(path)
-             else "another `avdata prepare` or `avdata pull` ({who}) is writing into").format(who=who)
+             else f"another {writer} ({{who}}) is writing into").format(who=who)
     return AvdataError(f"{doing} {path.parents[1]}; it holds the lock {path}. Wait for it to end, or write into "
                        f"another folder; if no such run is alive, delete {path}{later}")
 
@@ -126,13 +131,14 @@ def _remove_if_dead(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def output_lock(out: Path, part: tuple[int, int] | None) -> Iterator[Path]:
-    """Hold the lock of `out` for a whole run (`part` None) or one part; AvdataError naming the lock file
-    and its holder's pid when another live run holds a conflicting one."""
+def output_lock(out: Path, part: tuple[int, int] | None, command: str = "avdata prepare") -> Iterator[Path]:
+    """Hold the lock of `out` for a whole run (`part` None) or one part; AvdataError naming the lock file,
+    the command holding it and its pid when another live run holds a conflicting one."""
     folder = lock_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     mine = folder / _name(part)
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "part": list(part) if part else None}
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "part": list(part) if part else None,
+              "command": command}
     if not _create(mine, record):
         info = read_json_record(mine)
         if _alive(mine, info):

@@ -145,7 +145,7 @@ def pull(
     refuse_foreign(to, names, "avdata pull")
     _check_space(to, files)
     to.mkdir(parents=True, exist_ok=True)
-    with output_lock(to, None):  # one pull (or prepare) writes into a folder at a time
+    with output_lock(to, None, command="avdata pull"):  # one pull (or prepare) writes into a folder at a time
         claim(to, names)  # before any byte arrives: a pull cut short and rerun knows these names are its own
         if local_manifest.exists() and not _holds(local_manifest, raw_manifest):
             # The folder holds another version: it is not complete until this pull finishes.

@@ -26,6 +26,7 @@ authors' code does where it differs from the above (`scmrl.train.protocol`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -39,6 +40,8 @@ import torch
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.fetch.urls import redact
+from avdata.prepare.lifeline import interrupts_deferred
+from avdata.prepare.lock import lock_dir, output_lock
 from avdata.pulled_splits import require_shards
 from avdata.progress import make_progress
 
@@ -72,7 +75,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     written to OUT/results.json by rank 0)."""
     ctx = init_distributed(cfg.device)
     try:
-        return _train(cfg, ctx)
+        with contextlib.ExitStack() as held:  # the --out lock, taken once the run is known to start
+            return _train(cfg, ctx, held)
     except ShardReadError as exc:
         raise exc from None  # its message is already clean (ShardFailure): no worker traceback to chain
     finally:
@@ -94,7 +98,30 @@ def _stop_if_diverged(row: dict[str, Any], last: Path | None, out: Path, peak: f
                           f"--out with a lower --lr, e.g. {peak / 4:.2g}{start}")
 
 
-def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
+def _lock_out(out: Path, ctx: DistContext, held: contextlib.ExitStack) -> None:
+    """Rank 0 holds the lock of --out for the run (`avdata.prepare.lock`): two runs there would remove each
+    other's temporary files and replace each other's checkpoints. Every rank stops when it is held."""
+    refused = None
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+        state = lock_dir(out)
+        if not state.exists():  # made for the lock alone: removed after it (last in, first out), when empty
+            held.callback(_remove_if_empty, state)
+        try:
+            held.enter_context(output_lock(out, None, command="scmrl-train"))
+        except AvdataError as exc:
+            refused = str(exc)
+    refused = broadcast_object(refused, ctx)
+    if refused is not None:
+        raise AvdataError(refused)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, held: contextlib.ExitStack) -> dict[str, Any]:
     device = ctx.device
     if device.type == "cpu":
         keep_freed_memory()  # faster steps on CPU (scmrl.train.cpu_memory)
@@ -118,8 +145,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     ckpt_path = out / CHECKPOINT_NAME
 
     ckpt = read_resume_checkpoint(cfg, mcfg, source, ctx)
+    _lock_out(out, ctx, held)
     if ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
         remove_killed_temporaries(out)
 
     # ---- model, optimizer, schedule
@@ -157,7 +184,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         if ctx.main and state["epoch"] > 0 and state.get("best_val_epoch") == state["epoch"]:
             # the checkpoint's epoch is the validation-best one: the run may have stopped (Ctrl-C, kill, a lost
             # node) after writing checkpoint.pt and before best.pt, which then still holds an earlier epoch
-            save_checkpoint(out / BEST_NAME, {k: ckpt[k] for k in BEST_KEYS if k in ckpt})
+            with interrupts_deferred():
+                save_checkpoint(out / BEST_NAME, {k: ckpt[k] for k in BEST_KEYS if k in ckpt})
         if ctx.main:
             log.info("resumed from %s after epoch %d (step %d)", ckpt_path, state["epoch"], state["step"])
             if state.get("stopped_mid_epoch"):
@@ -249,9 +277,10 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
                            "train_config": {**asdict(cfg), "shards": redact(cfg.shards)},
                            "dataset": manifest.dataset, "shards_fingerprint": source.fingerprint(),
                            "processes": ctx.world, "device_type": device.type}
-                save_checkpoint(ckpt_path, payload)
-                if improved:  # after checkpoint.pt: a run stopped in between rewrites it on --resume
-                    save_checkpoint(out / BEST_NAME, {k: payload[k] for k in BEST_KEYS})
+                with interrupts_deferred():  # a stop waits for the pair to be written whole
+                    save_checkpoint(ckpt_path, payload)
+                    if improved:  # after checkpoint.pt: a run killed in between rewrites it on --resume
+                        save_checkpoint(out / BEST_NAME, {k: payload[k] for k in BEST_KEYS})
             if stop:
                 break
 
