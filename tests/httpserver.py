@@ -18,7 +18,7 @@ method, path, headers, status, bytes_sent) and `.server`. Fault modes, counted p
 - `redirect_to="http://host:port"`: answer 302 with Location redirect_to + the request path.
 - `only="*.tar"`: apply the fault modes above only to paths matching this glob (others are served intact).
 
-`serve_script(respond)` serves every GET with `respond(handler)`, for hostile servers written in a few
+`serve_script(respond)` serves every GET, HEAD and POST with `respond(handler)`, for hostile servers written in a few
 lines (`endless_body`, `trickle` and the like); each bounds its own loops by time and bytes.
 
 Nothing here touches the network beyond 127.0.0.1.
@@ -221,11 +221,13 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
             pass
         self.close_connection = True
 
+    do_HEAD = do_POST = do_GET  # a token endpoint (POST), S3's HEAD: `respond` reads handler.command
+
 
 @contextlib.contextmanager
 def serve_script(respond) -> Iterator[str]:
-    """Serve 127.0.0.1 with `respond(handler)` answering every GET (a hostile server in a few lines: an
-    endless body, a huge Content-Length, a trickle). `respond` must bound its own loops."""
+    """Serve 127.0.0.1 with `respond(handler)` answering every GET, HEAD and POST (a hostile server in a few
+    lines: an endless body, a huge Content-Length, a trickle). `respond` must bound its own loops."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedHandler)
     server.daemon_threads = True
     server.respond = respond  # type: ignore[attr-defined]

@@ -14,20 +14,28 @@ from pathlib import Path
 import pytest
 
 from tests.httpserver import send_whole, serve_script
+from tests.s3server import moto_s3, skip_without_s3
 
 #: end to end (servers, the commands run as processes): `pytest -m "not slow"` leaves it out
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {"inspect": ["avdata.cli.avdata_app", "inspect"], "verify": ["avdata.cli.avdata_app", "verify"],
-            "pull": ["avdata.cli.avdata_app", "pull"], "train": ["scmrl.cli.train_app", "--shards"]}
+            "pull": ["avdata.cli.avdata_app", "pull"], "train": ["scmrl.cli.train_app", "--shards"],
+            "push": ["avdata.cli.avdata_app", "push"]}
 
 
 def run_cli(command: str, url: str, env: dict[str, str], tmp_path: Path, *extra: str,
             drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """The command as a user runs it (its own process: logging as a terminal gets it), without the
-    variables in `drop`."""
+    variables in `drop`. push uploads the shards folder `tmp_path/shards` (made here when missing)."""
     args = [sys.executable, "-m", *COMMANDS[command], url]
+    if command == "push":
+        if not (tmp_path / "shards").exists():
+            from scmrl.data.synthetic import make_synthetic_av_shards
+
+            make_synthetic_av_shards(tmp_path / "shards", 8, 0, 0, per_shard=8, frame_shape=(16, 16))
+        args.insert(-1, str(tmp_path / "shards"))
     if command == "pull":
         args += ["--to", str(tmp_path / "pulled")]
     if command == "train":
@@ -112,8 +120,6 @@ def test_refused_or_missing_s3_credentials_are_named_in_one_line_at_once(tmp_pat
     botocore's NoCredentialsError; both through the commands as a user runs them."""
     import time
 
-    from tests.s3server import moto_s3, skip_without_s3
-
     skip_without_s3()
     monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")  # the server (a child) checks every request
     where = ("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or ~/.aws/credentials (and "
@@ -130,6 +136,153 @@ def test_refused_or_missing_s3_credentials_are_named_in_one_line_at_once(tmp_pat
             assert one_error_line(r) == ("error: s3://bkt/ds/manifest.json: no usable credentials (Unable to "
                                          f"locate credentials); set {where}")
     assert not (tmp_path / "pulled").exists()
+
+
+@pytest.fixture(scope="module")
+def revoked_google_key(tmp_path_factory):
+    """A service account key file whose token endpoint is a server on 127.0.0.1 answering as Google does
+    for a deleted key: 400 invalid_grant. The same server stands for the storage endpoint; it records every
+    request, so a test sees that nothing but one token request was made."""
+    pytest.importorskip("gcsfs")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    seen: list[str] = []
+
+    def refuse(handler):
+        seen.append(f"{handler.command} {handler.path}")
+        handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        body = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+        send_whole(handler, 400, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    with serve_script(refuse) as url:
+        info = {"type": "service_account", "project_id": "lab", "private_key_id": "k1", "private_key": key,
+                "client_email": "reader@lab.iam.gserviceaccount.com", "client_id": "1", "token_uri": url + "/token"}
+        path = tmp_path_factory.mktemp("gkey") / "key.json"
+        path.write_text(json.dumps(info))
+        yield url, path, seen
+
+
+@pytest.mark.parametrize("command", ["inspect", "verify", "pull", "push", "train"])
+def test_a_revoked_google_key_fails_at_once_naming_the_file(revoked_google_key, tmp_path, command):
+    """gcsfs retried the refused renewal as a 401 six times with back-off (and its bucket-type look-up over
+    gRPC for up to 60 s more): 75 s per command here, ending in "access denied (HTTP 401 Unauthorized:
+    Invalid Credentials, 401)", which named neither the file nor what to do."""
+    import time
+
+    if command == "train":
+        pytest.importorskip("torch")
+    url, key, seen = revoked_google_key
+    seen.clear()
+    start = time.monotonic()
+    r = run_cli(command, "gs://bkt/ds", {"STORAGE_EMULATOR_HOST": url, "GOOGLE_APPLICATION_CREDENTIALS": str(key)},
+                tmp_path)
+    line = one_error_line(r)
+    assert time.monotonic() - start < 10 and seen == ["POST /token"], (time.monotonic() - start, seen)
+    target = "gs://bkt/ds" if command == "push" else "gs://bkt/ds/manifest.json"
+    assert line == (f"error: {target}: Google refused to renew the credentials from GOOGLE_APPLICATION_CREDENTIALS "
+                    f"({key}) (invalid_grant: Invalid JWT Signature.); the service account key may have been "
+                    "deleted or disabled: create a new key (`gcloud iam service-accounts keys create`) and point "
+                    "GOOGLE_APPLICATION_CREDENTIALS at it"), line
+    assert not (tmp_path / "pulled").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_refused_gcloud_application_default_file_is_named(revoked_google_key, tmp_path):
+    """Without GOOGLE_APPLICATION_CREDENTIALS, google.auth reads gcloud's application-default file (under
+    CLOUDSDK_CONFIG here): the line names that file."""
+    import shutil
+
+    url, key, seen = revoked_google_key
+    seen.clear()
+    (tmp_path / "gcloud").mkdir()
+    shutil.copy(key, tmp_path / "gcloud" / "application_default_credentials.json")
+    r = run_cli("inspect", "gs://bkt/ds", {"STORAGE_EMULATOR_HOST": url, "CLOUDSDK_CONFIG": str(tmp_path / "gcloud")},
+                tmp_path)
+    line = one_error_line(r)
+    assert seen == ["POST /token"], seen
+    assert line.startswith("error: gs://bkt/ds/manifest.json: Google refused to renew the credentials from gcloud's "
+                           f"application-default file ({tmp_path / 'gcloud' / 'application_default_credentials.json'}) "
+                           "(invalid_grant: Invalid JWT Signature.); the service account key may have been"), line
+
+
+S3_RENEW = ("set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN together from new temporary "
+            "credentials (or unset AWS_SESSION_TOKEN if the keys are long-term ones)")
+
+
+def test_an_s3_session_token_it_did_not_issue_fails_at_once(tmp_path, monkeypatch):
+    """moto checking signatures: a user's long-term keys with a stale AWS_SESSION_TOKEN beside them, which S3
+    answers with 400 InvalidToken (to a HEAD: a bare 400, no code). It read "could not be read after 3 tries
+    ([Errno 22] Bad Request)", and push, verify and pull tried every shard."""
+    import time
+
+    import boto3
+
+    skip_without_s3()
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "2")  # creating the user and its key; then every request
+    with moto_s3(tmp_path) as s3:
+        iam = boto3.client("iam", endpoint_url=s3.endpoint, aws_access_key_id="testing",
+                           aws_secret_access_key="testing", region_name="us-east-1")
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        env = {**s3.env, "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+               "AWS_SESSION_TOKEN": "FwoGZXIvYXdzEStale"}
+        for command in ("inspect", "verify", "pull", "push"):
+            start = time.monotonic()
+            line = one_error_line(run_cli(command, "s3://bkt/ds", env, tmp_path))
+            assert time.monotonic() - start < 10, command
+            target = "s3://bkt/ds" if command == "push" else "s3://bkt/ds/manifest.json"
+            assert line == (f"error: {target}: S3 refused the session token (HTTP 400 InvalidToken: The provided "
+                            f"token is malformed or otherwise invalid.); renew it: {S3_RENEW}"), line
+    assert not (tmp_path / "pulled").exists()
+
+
+@pytest.fixture(scope="module")
+def expired_s3_token():
+    """An S3 endpoint answering as S3 does a request signed with an expired session token: 400 with no body
+    to a HEAD, and S3's XML error ExpiredToken to anything else. Records each request."""
+    seen: list[str] = []
+
+    def refuse(handler):
+        seen.append(f"{handler.command} {handler.path}")
+        body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code><Message>The provided '
+                b"token has expired.</Message><Token-0>FwoGZXIvYXdzEOld</Token-0><RequestId>4442587FB7D0A2F9"
+                b"</RequestId><HostId>dGVzdA==</HostId></Error>")
+        send_whole(handler, 400, b"" if handler.command == "HEAD" else body, {"Content-Type": "application/xml"})
+
+    with serve_script(refuse) as url:
+        yield url, seen
+
+
+@pytest.mark.parametrize("command", ["inspect", "pull", "train"])
+def test_an_expired_s3_session_token_of_a_profile_fails_at_once_naming_it(expired_s3_token, tmp_path, command):
+    """A profile's temporary credentials, expired: the HEAD (and botocore's HEAD of the bucket, looking for
+    its region), one listing to learn why, then the line naming the profile. It read "could not be read
+    after 3 tries ([Errno 22] Bad Request)"."""
+    import time
+
+    skip_without_s3()
+    if command == "train":
+        pytest.importorskip("torch")
+    url, seen = expired_s3_token
+    seen.clear()
+    (tmp_path / "credentials").write_text("[lab]\naws_access_key_id = ASIAEXAMPLE\naws_secret_access_key = s\n"
+                                          "aws_session_token = FwoGZXIvYXdzEOld\n")
+    (tmp_path / "config").write_text("")
+    env = {"AWS_PROFILE": "lab", "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+           "AWS_CONFIG_FILE": str(tmp_path / "config"), "AWS_ENDPOINT_URL": url, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    start = time.monotonic()
+    r = run_cli(command, "s3://bkt/ds", env, tmp_path,
+                drop=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+    line = one_error_line(r)
+    assert time.monotonic() - start < 10 and len(seen) == 3, (time.monotonic() - start, seen)
+    assert seen[:2] == ["HEAD /bkt/ds/manifest.json", "HEAD /bkt"] and seen[2].startswith("GET /bkt?list-type=2"), seen
+    assert line == ("error: s3://bkt/ds/manifest.json: S3 refused the session token (HTTP 400 ExpiredToken: The "
+                    "provided token has expired.); renew it: refresh the profile 'lab' (`aws sso login --profile "
+                    "lab`, or new keys and aws_session_token in ~/.aws/credentials)"), line
+    assert not (tmp_path / "pulled").exists() and not (tmp_path / "run").exists()
 
 
 def test_verbose_shows_the_storage_librarys_own_lines(refusing_gcs, tmp_path):

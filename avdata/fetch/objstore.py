@@ -6,7 +6,8 @@ raises HTTPError 404 and a refused one 403. So the download engine, `read_small`
 treat every remote the same way, with the same size caps, range resume, stall rule and retries.
 
 Each store's library is an optional extra (`pip install -e ".[s3]"` in the checkout, `[gcs]`, `[hf]`); without it,
-or without credentials, the error names what to install or set. Credentials come from where each store's
+or without credentials, the error names what to install or set, and credentials a store refuses end the command at
+once (see `store_error` and `avdata.fetch.gcs_auth`). Credentials come from where each store's
 own tools look: S3 from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, `AWS_PROFILE` and
 ~/.aws/credentials, ~/.aws/config (an S3-compatible server, MinIO or Ceph, by `AWS_ENDPOINT_URL` or
 `endpoint_url` in the profile); Google Cloud Storage from `GOOGLE_APPLICATION_CREDENTIALS` or
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import email.message
 import importlib
-import json
 import os
 import urllib.error
 from pathlib import Path
 from typing import Any
 
 from avdata.errors import AvdataError, install_hint
+from avdata.fetch.gcs_auth import CREDENTIALS as GCS_CREDENTIALS
+from avdata.fetch.gcs_auth import Unauthorized, renew_credentials, unauthorized_trace
 from avdata.fetch.responses import FileResponse
 from avdata.hashing import git_blob_id
 
@@ -35,8 +37,8 @@ __all__ = ["ObjectResponse", "filesystem", "object_size", "open_object", "STORES
 STORES: dict[str, tuple[str, str, str, str]] = {
     "s3": ("s3", "s3fs", "s3", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or ~/.aws/credentials "
            "(and AWS_ENDPOINT_URL for an S3-compatible server)"),
-    "gs": ("gcs", "gcsfs", "gcs", "GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`"),
-    "gcs": ("gcs", "gcsfs", "gcs", "GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`"),
+    "gs": ("gcs", "gcsfs", "gcs", GCS_CREDENTIALS),
+    "gcs": ("gcs", "gcsfs", "gcs", GCS_CREDENTIALS),
     "hf": ("hf", "huggingface_hub", "hf", "HF_TOKEN, or `hf auth login`"),
 }
 #: Bytes fetched per request while a shard is streamed (fsspec's read-ahead block).
@@ -67,54 +69,15 @@ def filesystem(url: str, timeout: float = 60.0) -> tuple[Any, str]:
                                     "retries": {"max_attempts": 3, "mode": "standard"}}
     elif protocol == "gcs":  # a 401 ends the call at once (gcsfs would retry it for about 35 s)
         options["timeout"] = timeout
-        options["session_kwargs"] = {"trace_configs": [_gcs_unauthorized_trace()]}
+        options["session_kwargs"] = {"trace_configs": [unauthorized_trace()]}
     elif protocol == "hf":  # the Hub the hf:// readers use (HF_ENDPOINT read now, not when the library loaded)
         from avdata.fetch.hub import endpoint
 
         options["endpoint"] = endpoint()
     fs = fsspec.filesystem(protocol, **options)
+    if protocol == "gcs":
+        renew_credentials(url, fs)
     return fs, fs._strip_protocol(url)
-
-
-class Unauthorized(PermissionError):
-    """A store's 401: the credentials were refused, which no retry changes."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-_GCS_TRACE: Any = None
-
-
-def _gcs_unauthorized_trace() -> Any:
-    """An aiohttp trace (gcsfs's documented `session_kwargs`) that raises `Unauthorized` on a 401. gcsfs
-    retries a 401 whose message is "Invalid Credentials" (an expired or revoked token) six times with
-    back-off, about 35 s per command, and its retry count is fixed when the class is defined; an
-    exception raised here is none of those it retries. One object, so fsspec's cached filesystem is reused."""
-    global _GCS_TRACE
-    if _GCS_TRACE is None:
-        import aiohttp
-
-        async def on_end(session: Any, context: Any, params: Any) -> None:
-            if params.response.status == 401:
-                body = await params.response.read()  # also hands the connection back
-                raise Unauthorized(401, _gcs_message(body))
-
-        trace = aiohttp.TraceConfig()
-        trace.on_request_end.append(on_end)
-        _GCS_TRACE = trace
-    return _GCS_TRACE
-
-
-def _gcs_message(body: bytes) -> str:
-    """The message of a Google JSON error body, or its first 200 characters of text."""
-    text = body.decode("utf-8", "replace")
-    try:
-        error = json.loads(text)["error"]
-        return str(error.get("message", "") if isinstance(error, dict) else error)[:200]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return text[:200]
 
 
 _FORK_HOOKED = False
@@ -160,19 +123,74 @@ def refusal(exc: BaseException) -> tuple[int, str]:
     elif type(exc) is OSError:
         message = _one_line(BaseException(str(exc).partition("\n")[2]))
     else:
-        response = getattr(exc.__cause__, "response", None)
-        if isinstance(response, dict):
-            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 403))
-            error = response.get("Error", {})
-            message = _one_line(BaseException(f"{error.get('Code', '')}: {error.get('Message', '')}".strip(": ")))
+        answer = _s3_answer(exc)
+        if answer is not None:
+            status = answer[0] or 403
+            message = _one_line(BaseException(f"{answer[1]}: {answer[2]}".strip(": ")))
     name = "Unauthorized" if status == 401 else "Forbidden"
     return status, name if message in ("", name, str(status), f"{status}: {name}") else f"{name}: {message}"
+
+
+#: S3's error codes (HTTP 400) for temporary credentials it no longer takes: no retry changes them
+S3_TOKEN_CODES = frozenset({"ExpiredToken", "InvalidToken", "TokenRefreshRequired"})
+
+
+def _s3_answer(exc: BaseException) -> tuple[int, str, str] | None:
+    """The HTTP status, error code and message botocore read from S3's answer behind `exc` (s3fs raises
+    its own exception with botocore's ClientError as the cause), or None."""
+    for e in (exc, exc.__cause__):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error", {})
+            return (int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)), str(error.get("Code", "")),
+                    str(error.get("Message", "")))
+    return None
+
+
+def _s3_token_refused(url: str, exc: BaseException) -> tuple[str, str] | None:
+    """S3's error code and message when it refused the session token (expired, or not one it issued).
+    S3 answers a HEAD with a bare 400 (no body, so botocore reads the code "400", "Bad Request"); then
+    one listing of the same path, whose answer carries the code, says whether the token was the cause."""
+    answer = _s3_answer(exc)
+    if answer is None or answer[0] != 400 or store_info(url)[0] != "s3":
+        return None
+    if answer[1] == "400":
+        try:
+            fs, path = filesystem(url)
+            bucket, _, key = path.partition("/")
+            fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=1)
+            return None
+        except Exception as probe:
+            answer = _s3_answer(probe)
+    return (answer[1], answer[2]) if answer is not None and answer[1] in S3_TOKEN_CODES else None
+
+
+def _s3_token_error(url: str, exc: BaseException) -> AvdataError | None:
+    """The error for a session token S3 refused, naming where it comes from and how to renew it."""
+    refused_token = _s3_token_refused(url, exc)
+    if refused_token is None:
+        return None
+    code, message = refused_token
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        todo = ("set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN together from new temporary "
+                "credentials (or unset AWS_SESSION_TOKEN if the keys are long-term ones)")
+    else:
+        profile = os.environ.get("AWS_PROFILE") or "default"
+        todo = (f"refresh the profile {profile!r} (`aws sso login --profile {profile}`, or new keys and "
+                "aws_session_token in ~/.aws/credentials)")
+    return AvdataError(f"{url}: S3 refused the session token (HTTP 400 {code}: {_one_line(BaseException(message))}); "
+                       f"renew it: {todo}")
 
 
 def store_error(url: str, exc: BaseException) -> AvdataError | None:
     """An AvdataError that says what to do, for a store library's error that has a known cause: no
     credentials or refused ones, or (the Hub) offline mode, a repository or revision that does not exist.
     None otherwise."""
+    return _s3_token_error(url, exc) or _known_error(url, exc)
+
+
+def _known_error(url: str, exc: BaseException) -> AvdataError | None:
+    """`store_error` for all but a refused S3 session token (which may cost a request to tell)."""
     name = type(exc).__name__
     if name in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError",
                 "RefreshError", "LocalTokenNotFoundError"):
@@ -208,9 +226,12 @@ def _call(url: str, fn, *args: Any, **kwargs: Any) -> Any:
     except FileNotFoundError as exc:
         raise _http_error(url, 404, "Not Found (no such object)") from exc
     except Exception as exc:
+        token = _s3_token_error(url, exc)  # before `refused`: s3fs makes ExpiredToken a PermissionError
+        if token is not None:
+            raise token from exc
         if refused(exc):  # its own status to its readers (never retried), who name the credentials
             raise _http_error(url, *refusal(exc)) from exc
-        known = store_error(url, exc)
+        known = _known_error(url, exc)
         if known is not None:
             raise known from exc
         raise
