@@ -16,6 +16,11 @@ method, path, headers, status, bytes_sent) and `.server`. Fault modes, counted p
 - `ignore_range=True`: answer 200 with the whole file even when a Range is asked for.
 - `status_for={"path": 404}`: a fixed status for some paths.
 - `redirect_to="http://host:port"`: answer 302 with Location redirect_to + the request path.
+- `pace=S`: send the body in 16 KiB pieces, S seconds apart (a slow link: a kill lands mid-file).
+- `gzip=True`: send the file gzip-compressed with `Content-Encoding: gzip` (unasked, as a misconfigured
+  mirror does; a Range is applied to the compressed bytes).
+- `range_total=N`: a 206 answer claims the file is N bytes long (`Content-Range: bytes a-b/N`): the file
+  changed on the server since the `.part` was started.
 - `only="*.tar"`: apply the fault modes above only to paths matching this glob (others are served intact).
 
 `serve_script(respond)` serves every GET, HEAD and POST with `respond(handler)`, for hostile servers written in a few
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import gzip
 import hashlib
 import re
 import socket
@@ -64,6 +70,9 @@ class Faults:
     status_for: dict[str, int] = field(default_factory=dict)
     only: str | None = None
     redirect_to: str | None = None
+    pace: float = 0.0
+    gzip: bool = False
+    range_total: int | None = None
 
 
 class BaseURL(str):
@@ -150,6 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
             buf = bytearray(data)
             buf[faults.corrupt_byte_at] ^= 0xFF
             data = bytes(buf)
+        if faults.gzip:
+            data = gzip.compress(data, mtime=0)
         size = len(data)
         start, end, status = 0, size - 1, 200
         rng = self.headers.get("Range")
@@ -172,8 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(len(body)))
+        if faults.gzip:
+            self.send_header("Content-Encoding", "gzip")
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Content-Range", f"bytes {start}-{end}/{faults.range_total or size}")
         self.end_headers()
         if self.command == "HEAD":
             return
@@ -185,7 +198,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         try:
-            self.wfile.write(body)
+            if not faults.pace:
+                self.wfile.write(body)
+            for at in range(0, len(body) if faults.pace else 0, 16 << 10):
+                self.wfile.write(body[at:at + (16 << 10)])
+                self.wfile.flush()
+                time.sleep(faults.pace)
         except (BrokenPipeError, ConnectionResetError):
             pass
 

@@ -86,7 +86,8 @@ class DownloadRunOptions:
 _DOWNLOAD_NOTE = """
 
 Files are written as <file>.part and renamed only once verified. A rerun skips good files and resumes
-partial ones. Exit code 1 when any file failed, 2 on a usage or setup problem."""
+partial ones. Exit code 1 when any file failed, 2 on a usage or setup problem (a full disk among
+them), 130 when stopped with Ctrl-C, 143 with `kill`."""
 
 
 def build_download_command(name: str) -> Any:
@@ -97,14 +98,20 @@ def build_download_command(name: str) -> Any:
 
     def body(run: DownloadRunOptions, options: Any) -> None:
         from avdata.datasets.download_plan import download_dataset
+        from avdata.prepare.lifeline import Terminated, sigterm_as_interrupt
 
         setup_logging(run.verbose)
         try:
-            report = download_dataset(name, run.to, jobs=run.jobs, retries=run.retries, backoff=run.backoff,
-                                      verify_existing="size" if run.quick else "sha256",
-                                      stall_seconds=run.stall_timeout, **dataclasses.asdict(options))
+            with sigterm_as_interrupt():  # `kill`, a batch system's time limit: stop as on Ctrl-C
+                report = download_dataset(name, run.to, jobs=run.jobs, retries=run.retries, backoff=run.backoff,
+                                          verify_existing="size" if run.quick else "sha256",
+                                          stall_seconds=run.stall_timeout, **dataclasses.asdict(options))
         except AvdataError as exc:
             fail(exc)
+        except KeyboardInterrupt as exc:
+            console.print(f"interrupted: verified files in {run.to} are kept and partial ones (.part) resume; run "
+                          "the same command again to go on", highlight=False, soft_wrap=True)
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
         print_download_summary(report)
         if not report.ok:
             raise typer.Exit(1)

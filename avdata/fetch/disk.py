@@ -23,13 +23,33 @@ PART_SUFFIX = ".part"
 
 
 class DiskFullError(AvdataError):
-    def __init__(self, path: Path, free: int | None) -> None:
-        self.path = path
-        where = f" ({free:,} bytes free)" if free is not None else ""
-        super().__init__(
-            f"disk full while writing {path}{where}: stopped all downloads. Free some space (or choose "
-            f"another --to folder) and run the same command again; it resumes from the .part files."
-        )
+    """The disk (or a file-size limit, `size_limit`) stopped a write to `path`: every download stops, with the
+    free space in `folder` and the bytes the files not yet downloaded still need (`needed`, plus `unsized`
+    files of unknown size), once `fetch_files` knows them."""
+
+    def __init__(self, path: Path, free: int | None, *, folder: Path | None = None, needed: int | None = None,
+                 unsized: int = 0, size_limit: bool = False) -> None:
+        self.path, self.free, self.folder = path, free, folder or path.parent
+        self.needed, self.unsized, self.size_limit = needed, unsized, size_limit
+        room = f"{free:,} bytes free in {self.folder}" if free is not None else f"free space in {self.folder} unknown"
+        if needed is not None:
+            room += f"; the files not yet downloaded need {needed:,} more bytes"
+            if unsized:
+                room += f" plus {unsized} file(s) of unknown size"
+        if size_limit:
+            super().__init__(
+                f"a file-size limit was reached while writing {path} (`ulimit -f`, or the largest file the file "
+                f"system holds; {room}): stopped all downloads. Raise the limit (or choose another --to folder) "
+                "and run the same command again; it resumes from the .part files.")
+        else:
+            super().__init__(
+                f"disk full while writing {path} ({room}): stopped all downloads. Free some space (or choose "
+                "another --to folder) and run the same command again; it resumes from the .part files.")
+
+    def needing(self, folder: Path, needed: int, unsized: int) -> "DiskFullError":
+        """The same error, saying how much room the rest of the download needs in `folder`."""
+        return DiskFullError(self.path, free_space(folder), folder=folder, needed=needed, unsized=unsized,
+                             size_limit=self.size_limit)
 
 
 def part_path(final: Path) -> Path:
@@ -54,12 +74,13 @@ def free_space(path: Path) -> int | None:
 
 
 def is_disk_full(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
+    """No room for the write: a full disk, a used-up quota, or a file-size limit (EFBIG: `ulimit -f`)."""
+    return exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1))
 
 
-def disk_full(final: Path) -> DiskFullError:
-    """The DiskFullError for writing towards `final`, with the free space left there."""
-    return DiskFullError(final, free_space(final.parent))
+def disk_full(path: Path, exc: OSError | None = None) -> DiskFullError:
+    """The DiskFullError for the write to `path` that failed with `exc`, with the free space left there."""
+    return DiskFullError(path, free_space(path.parent), size_limit=exc is not None and exc.errno == errno.EFBIG)
 
 
 def open_part(path: Path, mode: str) -> IO[bytes]:

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from avdata.errors import AvdataError
 from avdata.fetch.checks import LFS_HINT
-from avdata.fetch.disk import DiskFullError
+from avdata.fetch.disk import DiskFullError, part_path
 from avdata.fetch.results import DownloadError, DownloadReport, FileResult, RemoteFile, as_remote
 from avdata.fetch.session import ByteBar, Settings
 from avdata.fetch.sources import SourceFile
@@ -48,6 +48,14 @@ def _safe_rel(rel: str) -> str:
     if not rel or p.is_absolute() or ".." in p.parts or rel.startswith(("/", "\\")):
         raise AvdataError(f"refusing to download to {rel!r}: paths must be relative and stay inside the folder")
     return rel
+
+
+def _part_size(final: Path) -> int:
+    """The bytes already received towards `final` (its `.part`)."""
+    try:
+        return part_path(final).stat().st_size
+    except OSError:
+        return 0
 
 
 def fetch_files(
@@ -117,19 +125,24 @@ def fetch_files(
                 except DiskFullError as exc:
                     cfg.stop.set()
                     fatal = fatal or exc
-                    log.error("%s", exc)
+                    log.debug("%s", exc)  # raised once all transfers stopped, saying what the rest needs
                 except Exception as exc:  # a bug or an unexpected OS error: report it, keep going
                     log.exception("%s: unexpected error", spec.path)
                     report.add(FileResult(path=spec.path, status="failed", reason=f"{type(exc).__name__}: {exc}",
                                           kind="error"))
-        except BaseException:
-            cfg.stop.set()
+        except BaseException:  # Ctrl-C, kill (as KeyboardInterrupt): stop now, keep the .part files
+            cfg.halt("the download was interrupted")
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
         if not report.failed:
             prog.update(bar.task, total=max(bar.total, 1), completed=max(bar.total, 1))
     report.seconds = time.monotonic() - start
+    if isinstance(fatal, DiskFullError):
+        done = {r.path for r in (*report.fetched, *report.already_present)}
+        left = [s for s in specs if s.path not in done]
+        needed = sum(max(s.size - _part_size(dest / s.path), 0) for s in left if s.size is not None)
+        raise fatal.needing(dest, needed, sum(1 for s in left if s.size is None)) from fatal
     if fatal is not None:
         raise fatal
     for result in report.failed:

@@ -48,7 +48,7 @@ def as_remote(f: SourceFile | RemoteFile) -> RemoteFile:
 class FileResult:
     """What happened to one file. `status`: fetched | present | failed.
 
-    `kind` says why a file failed: http, network, stalled, size, too-large, html, checksum, md5, lfs-pointer,
+    `kind` says why a file failed: http, network, stalled, size, too-large, html, encoding, checksum, md5, lfs-pointer,
     invalid, stopped.
     `sha256` is the sha256 of the file now under its final name (when it was computed).
     """

@@ -3,13 +3,14 @@ early stop when the first files all fail the same way, and the throttle on per-f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from avdata.fetch.results import FileResult
-from avdata.fetch.transport import STALL_BYTES, STALL_SECONDS, socket_timeout
+from avdata.fetch.transport import STALL_BYTES, STALL_SECONDS, socket_timeout, wake_reader
 
 log = logging.getLogger("avdata.fetch.session")
 
@@ -63,10 +64,33 @@ class Settings:
     same_count: int = 0
     same_reason: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    reading: set[Any] = field(default_factory=set)  # the responses being read now (`halt` wakes their reads)
 
     @property
     def socket_timeout(self) -> float:
         return socket_timeout(self.timeout, self.stall_seconds)
+
+    @contextlib.contextmanager
+    def read_from(self, resp: Any) -> Iterator[Any]:
+        """Inside, `resp` is being read: `halt` can wake a read blocked on it."""
+        with self.lock:
+            self.reading.add(resp)
+        try:
+            yield resp
+        finally:
+            with self.lock:
+                self.reading.discard(resp)
+
+    def halt(self, reason: str) -> None:
+        """Stop every transfer now (Ctrl-C, kill): the reads in progress return at once instead of at the socket
+        timeout (up to --stall-timeout on a silent server); the `.part` files are kept for the rerun."""
+        with self.lock:
+            if not self.stop.is_set():
+                self.stop_reason = reason
+                self.stop.set()
+            reading = list(self.reading)
+        for resp in reading:
+            wake_reader(resp)
 
     def count_result(self, result: FileResult) -> None:
         """Stop early when the first files, none good, all failed the same way: the first LFS_ABORT_AFTER

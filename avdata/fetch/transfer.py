@@ -101,7 +101,7 @@ class Transfer:
                     os.replace(self.part, self.final)
                 except OSError as exc:
                     if is_disk_full(exc):
-                        raise disk_full(self.final) from exc
+                        raise disk_full(self.final, exc) from exc
                     raise
                 res.status, res.bytes, res.sha256 = "fetched", self.final.stat().st_size, sha
                 res.reason = res.kind = ""
@@ -180,15 +180,29 @@ class Transfer:
                 raise AttemptFailed(f"could not connect to {redact(self.url)}: no such host ({reason}); check the "
                                     "address (--mirror)", "network", fatal=True) from exc
             raise AttemptFailed(f"could not connect to {redact(self.url)} ({reason})", "network") from exc
-        with resp:
+        with resp, cfg.read_from(resp):
             status = getattr(resp, "status", None) or 200
             length = header_int(resp.headers.get("Content-Length"))
+            encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+            if encoding != "identity" and status in (200, 206):
+                raise AttemptFailed(f"the server sent the file compressed (Content-Encoding: {encoding}), not its "
+                                    "own bytes, though none was asked for: a misconfigured mirror; use "
+                                    "another --mirror", "encoding", fatal=True)
             if status == 206 and offset:
                 start, _, total = content_range(resp.headers.get("Content-Range"))
                 if start != offset:
                     self._discard(f"server answered the range request at byte {start}, not {offset}")
                     raise AttemptFailed(f"server sent a range starting at {start} instead of {offset}; restarting",
                                         "http", free=True)
+                if total is not None and (spec.size is not None and total != spec.size
+                                          or length is not None and offset + length != total):
+                    # the file changed on the server since the .part was begun (or its answer contradicts itself)
+                    self._discard("the server's copy changed")
+                    raise AttemptFailed(f"the server's copy is {total:,} bytes (Content-Range), not the "
+                                        f"{spec.size if spec.size is not None else offset + (length or 0):,} its "
+                                        "list or its Content-Length give: the file changed on the server (another "
+                                        "version, or the wrong --mirror); the partial file was discarded",
+                                        "size", fatal=True)
                 mode = "ab"
                 log.debug("%s: resuming at byte %d", spec.path, offset)
             elif status in (200, 206):
@@ -240,61 +254,63 @@ class Transfer:
 
     def _copy_body(self, resp, mode: str, length: int | None, room: int) -> None:
         """Copy the body into .part; never more than `room` bytes (what the declared size leaves)."""
-        received = 0
         watch = StallWatch(self.cfg.stall_seconds, self.cfg.stall_bytes)
         self.part.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            f = open_part(self.part, mode)
+        try:  # a full disk (or a file-size limit) may show at the open, at a write, or at the close's flush
+            with open_part(self.part, mode) as f:
+                if mode == "wb":
+                    self.session = 0
+                received = self._copy_into(f, resp, mode, room, watch)
         except OSError as exc:
             if is_disk_full(exc):
-                raise disk_full(self.final) from exc
+                raise disk_full(self.part, exc) from exc
             raise
-        if mode == "wb":
-            self.session = 0
-        with f:
-            while True:
-                if self.cfg.stop.is_set():
-                    raise AttemptFailed(f"stopped because {self.cfg.stop_reason}; the .part file is kept", "stopped",
-                                        fatal=True)
-                try:
-                    chunk = read_some(resp, min(READ_CHUNK, room - received + 1))
-                except (http.client.HTTPException, OSError) as exc:
-                    stalled: str | bool | None = watch.add(0) or (
-                        isinstance(exc, TimeoutError) and self.cfg.stall_seconds > 0
-                        and f"stalled: nothing received for {self.cfg.socket_timeout:g}s")
-                    if stalled:
-                        raise AttemptFailed(f"{stalled}; after {received:,} bytes", "stalled") from exc
-                    raise AttemptFailed(f"connection dropped after {received:,} bytes ({type(exc).__name__}: {exc})",
-                                        "network", free=received > 0) from exc
-                if not chunk:
-                    break
-                if received + len(chunk) > room:
-                    f.close()
-                    self._discard("the server sent more than the expected size")
-                    cap = self.spec.size if self.spec.size is not None else self.spec.max_size
-                    raise AttemptFailed(f"the server sent more than the expected {cap:,} bytes; stopped receiving and "
-                                        "refused the file", "too-large", fatal=True)
-                if received == 0 and mode == "wb" and looks_like_html(chunk):
-                    f.close()
-                    self._discard("an HTML page")
-                    raise AttemptFailed(f"the server answered with an HTML page, not the file "
-                                        f"({chunk.lstrip()[:40]!r}...): a login or captive portal, an error page, "
-                                        "or a wrong --mirror address", "html", fatal=True)
-                try:
-                    f.write(chunk)
-                except OSError as exc:
-                    if is_disk_full(exc):
-                        raise disk_full(self.final) from exc
-                    raise
-                received += len(chunk)
-                self.session += len(chunk)
-                self.bar.advance(len(chunk))
-                stalled = watch.add(len(chunk))
-                if stalled:
-                    raise AttemptFailed(f"{stalled}; after {received:,} bytes", "stalled")
+        if self.cfg.stop.is_set():  # a read woken by the stop may look like the end of a body of unknown length
+            raise AttemptFailed(f"stopped because {self.cfg.stop_reason}; the .part file is kept", "stopped",
+                                fatal=True)
         if length is not None and received < length:
             raise AttemptFailed(f"connection closed after {received:,} of {length:,} bytes", "network",
                                 free=received > 0)
+
+    def _copy_into(self, f, resp, mode: str, room: int, watch: StallWatch) -> int:
+        """The body's bytes into the open `.part` `f`, at most `room` of them; how many were written."""
+        received = 0
+        while True:
+            if self.cfg.stop.is_set():
+                raise AttemptFailed(f"stopped because {self.cfg.stop_reason}; the .part file is kept", "stopped",
+                                    fatal=True)
+            try:
+                chunk = read_some(resp, min(READ_CHUNK, room - received + 1))
+            except (http.client.HTTPException, OSError) as exc:
+                stalled: str | bool | None = watch.add(0) or (
+                    isinstance(exc, TimeoutError) and self.cfg.stall_seconds > 0
+                    and f"stalled: nothing received for {self.cfg.socket_timeout:g}s")
+                if stalled:
+                    raise AttemptFailed(f"{stalled}; after {received:,} bytes", "stalled") from exc
+                raise AttemptFailed(f"connection dropped after {received:,} bytes ({type(exc).__name__}: {exc})",
+                                    "network", free=received > 0) from exc
+            if not chunk:
+                break
+            if received + len(chunk) > room:
+                f.close()
+                self._discard("the server sent more than the expected size")
+                cap = self.spec.size if self.spec.size is not None else self.spec.max_size
+                raise AttemptFailed(f"the server sent more than the expected {cap:,} bytes; stopped receiving and "
+                                    "refused the file", "too-large", fatal=True)
+            if received == 0 and mode == "wb" and looks_like_html(chunk):
+                f.close()
+                self._discard("an HTML page")
+                raise AttemptFailed(f"the server answered with an HTML page, not the file "
+                                    f"({chunk.lstrip()[:40]!r}...): a login or captive portal, an error page, "
+                                    "or a wrong --mirror address", "html", fatal=True)
+            f.write(chunk)
+            received += len(chunk)
+            self.session += len(chunk)
+            self.bar.advance(len(chunk))
+            stalled = watch.add(len(chunk))
+            if stalled:
+                raise AttemptFailed(f"{stalled}; after {received:,} bytes", "stalled")
+        return received
 
     def _verify(self) -> str:
         """Check the complete .part; delete it (it must be received again) when it is not the file."""

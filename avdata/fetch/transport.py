@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import email.message
 import http.client
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -77,7 +78,8 @@ def _request(url: str, headers: Mapping[str, str], method: str | None = None) ->
     headers = dict(headers)
     if auth is not None and not any(k.lower() == "authorization" for k in headers):
         headers["Authorization"] = auth
-    req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT})
+    # the file's own bytes: no compression (a Range counts in them, and so do size and sha256 checks)
+    req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
     for key, value in headers.items():
         if key.lower() == "authorization":
             req.add_unredirected_header(key, value)
@@ -126,6 +128,15 @@ def read_some(resp, n: int) -> bytes:
     """Whatever one socket read gives, up to n (so that a trickle is seen, not waited out in read(n))."""
     read1 = getattr(resp, "read1", None)
     return read1(n) if read1 is not None else resp.read(n)
+
+
+def wake_reader(resp) -> None:
+    """Make a read blocked on `resp` in another thread return now (a stop: Ctrl-C, kill), rather than at the
+    socket timeout: its socket is shut down. Other sources (files, object storage) never block long."""
+    sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def looks_like_html(head: bytes) -> bool:
