@@ -21,6 +21,9 @@ method, path, headers, status, bytes_sent) and `.server`. Fault modes, counted p
   mirror does; a Range is applied to the compressed bytes).
 - `range_total=N`: a 206 answer claims the file is N bytes long (`Content-Range: bytes a-b/N`): the file
   changed on the server since the `.part` was started.
+- `validators=False`: send no ETag and honour no `If-Range` (a resume then always gets the whole file);
+  by default each answer carries an ETag of the bytes served, and a Range with an `If-Range` that is not
+  it gets the whole file (200), as real servers answer a file changed since the `.part` was begun.
 - `only="*.tar"`: apply the fault modes above only to paths matching this glob (others are served intact).
 
 `serve_script(respond)` serves every GET, HEAD and POST with `respond(handler)`, for hostile servers written in a few
@@ -73,6 +76,7 @@ class Faults:
     pace: float = 0.0
     gzip: bool = False
     range_total: int | None = None
+    validators: bool = True
 
 
 class BaseURL(str):
@@ -164,6 +168,10 @@ class _Handler(BaseHTTPRequestHandler):
         size = len(data)
         start, end, status = 0, size - 1, 200
         rng = self.headers.get("Range")
+        etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'  # of the bytes served: another file, another tag
+        if_range = self.headers.get("If-Range")
+        if rng and if_range is not None and (not faults.validators or if_range.strip() != etag):
+            rng = None  # RFC 9110: a validator that does not match asks for the whole (current) file
         if rng and not faults.ignore_range:
             m = _RANGE.match(rng.strip())
             if m and (m.group(1) or m.group(2)):
@@ -183,6 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(len(body)))
+        if faults.validators:
+            self.send_header("ETag", etag)
         if faults.gzip:
             self.send_header("Content-Encoding", "gzip")
         if status == 206:

@@ -122,6 +122,51 @@ def test_resume_from_part_left_by_earlier_run(served, tmp_path):
     assert rep.ok and sha256_file(tmp_path / f.path) == f.sha256 and not part.exists()
 
 
+def test_a_file_nothing_pins_resumes_only_the_version_its_part_began_with(tmp_path):
+    """AVE.zip and the MNIST-DVS and UrbanSound8K zips have no pinned size or sha256. A zip replaced on the
+    server between two runs had its new tail appended to the old .part and kept under its final name: a
+    mixed file nothing could catch. The .part now records the server's ETag and resumes with If-Range, so
+    a changed file comes back whole; with no validator to go by, the .part starts over."""
+    import urllib.request
+
+    from avdata.fetch.resume_record import record_path, remember
+
+    src = tmp_path / "src"
+    src.mkdir()
+    old, new = np.random.default_rng(1).bytes(200_000), np.random.default_rng(2).bytes(200_000)
+    (src / "AVE.zip").write_bytes(old)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    spec = RemoteFile("AVE.zip")  # nothing pinned: its size and checksum are not published
+    part = dest / "AVE.zip.part"
+    with serve_dir(src) as url, urllib.request.urlopen(f"{url}/AVE.zip") as resp:  # a run stopped at 80,000
+        part.write_bytes(resp.read(80_000))
+        remember(part, resp.headers)
+    assert part.read_bytes() == old[:80_000] and record_path(part).is_file()
+
+    (src / "AVE.zip").write_bytes(new)  # the server's copy changes, at the same size
+    with serve_dir(src) as url:
+        rep = fetch_files(url, [spec], dest, **FAST)
+        (request,) = url.requests
+    assert request["headers"].get("Range") == "bytes=80000-" and request["headers"].get("If-Range")
+    assert request["status"] == 200  # another version: the whole new file, not its tail
+    assert rep.ok and (dest / "AVE.zip").read_bytes() == new
+    assert not part.exists() and not record_path(part).exists()
+
+    (dest / "AVE.zip").unlink()  # unchanged: resumed where it stopped
+    with serve_dir(src, drop_after=50_000, drop_times=1) as url:
+        rep = fetch_files(url, [spec], dest, **FAST)
+        assert [r["status"] for r in url.requests] == [200, 206]
+    assert rep.ok and (dest / "AVE.zip").read_bytes() == new
+
+    part.write_bytes(new[:60_000])  # a .part whose version is not known (no record): begun again
+    (dest / "AVE.zip").unlink()
+    with serve_dir(src, validators=False) as url:
+        rep = fetch_files(url, [spec], dest, **FAST)
+        assert [r["headers"].get("Range") for r in url.requests] == [None]
+    assert rep.ok and (dest / "AVE.zip").read_bytes() == new and not record_path(part).exists()
+
+
 def test_server_ignoring_range_restarts(served, tmp_path):
     src, files, _ = served
     f = files[1]

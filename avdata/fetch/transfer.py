@@ -20,6 +20,7 @@ from avdata.fetch.checks import check_present, check_received
 from avdata.fetch.lfs import MAX_POINTER_SIZE
 from avdata.fetch.disk import (DiskFullError, disk_full, drop_link, is_disk_full, open_part, part_path,
                                unlink_missing_ok)
+from avdata.fetch import resume_record
 from avdata.fetch.results import AttemptFailed, FileResult, RemoteFile
 from avdata.fetch.session import ByteBar, Settings
 from avdata.fetch.transport import (READ_CHUNK, StallWatch, content_range, header_int, looks_like_html, open_source,
@@ -52,6 +53,7 @@ class Transfer:
             size = self.part.stat().st_size
             log.debug("%s: discarding %s (%d bytes): %s", self.spec.path, self.part, size, why)
             unlink_missing_ok(self.part)
+            resume_record.forget(self.part)
             self.bar.advance(-self.session)
             if self.spec.size is not None:
                 self.bar.grow(size - self.session)  # bytes from an earlier run must come again
@@ -99,6 +101,7 @@ class Transfer:
                     with open(self.part, "rb+") as f:
                         os.fsync(f.fileno())
                     os.replace(self.part, self.final)
+                    resume_record.forget(self.part)
                 except OSError as exc:
                     if is_disk_full(exc):
                         raise disk_full(self.final, exc) from exc
@@ -145,6 +148,7 @@ class Transfer:
             if self.part.exists():
                 log.debug("%s: removing the stale %s", self.final, self.part.name)
                 unlink_missing_ok(self.part)
+            resume_record.forget(self.part)
             log.debug("%s: already present and verified, skipped", self.final)
             return FileResult(path=self.spec.path, status="present", url=res.url,
                               bytes=self.final.stat().st_size, sha256=sha)
@@ -166,6 +170,14 @@ class Transfer:
         if spec.size is not None and offset == spec.size and offset > 0:
             return  # complete from an earlier run; verify it
         headers = dict(cfg.headers)
+        if offset and not spec.verifiable:  # nothing would tell a changed file's new tail from the old one's
+            known = resume_record.validator(self.part)
+            if known is None:
+                self._discard("which version of the file it holds is not known (its server gave no ETag or "
+                              "Last-Modified, and nothing pins the file's checksum)")
+                offset = 0
+            else:
+                headers["If-Range"] = known  # a changed file comes back whole (200), and starts over
         if offset:
             headers["Range"] = f"bytes={offset}-"
         try:
@@ -194,7 +206,9 @@ class Transfer:
                     self._discard(f"server answered the range request at byte {start}, not {offset}")
                     raise AttemptFailed(f"server sent a range starting at {start} instead of {offset}; restarting",
                                         "http", free=True)
+                began = None if spec.verifiable else resume_record.recorded_size(self.part)
                 if total is not None and (spec.size is not None and total != spec.size
+                                          or began is not None and total != began
                                           or length is not None and offset + length != total):
                     # the file changed on the server since the .part was begun (or its answer contradicts itself)
                     self._discard("the server's copy changed")
@@ -207,10 +221,13 @@ class Transfer:
                 log.debug("%s: resuming at byte %d", spec.path, offset)
             elif status in (200, 206):
                 if offset:
-                    log.info("%s: server ignored the Range request (HTTP %d); restarting from byte 0",
+                    log.info("%s: the server sent the whole file (HTTP %d) for a range request: it does not "
+                             "resume, or the file changed since the .part was begun; restarting from byte 0",
                              spec.path, status)
                     self._discard("server does not resume")
                 mode = "wb"
+                if not spec.verifiable:
+                    resume_record.remember(self.part, resp.headers)
             else:
                 raise AttemptFailed(f"unexpected HTTP {status} from {redact(self.url)}", "http", http_status=status)
             cap = spec.size if spec.size is not None else spec.max_size

@@ -130,7 +130,11 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
         with f:
             st = os.fstat(f.fileno())
             size = st.st_size
-            rng = parse_range(self.headers.get("Range"), size)
+            modified = formatdate(st.st_mtime, usegmt=True)
+            if_range = self.headers.get("If-Range")
+            # a resume made against another version of the file gets the whole current file (RFC 9110)
+            asked = self.headers.get("Range") if if_range is None or if_range.strip() == modified else None
+            rng = parse_range(asked, size)
             if rng == "unsatisfiable":
                 self._error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "range not satisfiable",
                             {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
@@ -146,7 +150,7 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(length))
             self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Last-Modified", formatdate(st.st_mtime, usegmt=True))
+            self.send_header("Last-Modified", modified)
             if status == HTTPStatus.PARTIAL_CONTENT:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()
