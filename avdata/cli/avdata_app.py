@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 
-from avdata.cli.errors import run
+from avdata.cli.stopping import start
 from avdata.cli.help_format import WholeHelpGroup, typer_app, version_option
 
 app = typer_app(
@@ -30,7 +30,8 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    run(app)
+    """`python -m avdata.cli.avdata_app` (the console script is `avdata.cli.entry`)."""
+    start(lambda: app)
 
 
 if __name__ == "__main__":

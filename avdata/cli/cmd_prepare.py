@@ -93,7 +93,8 @@ def _run(recipe_name: str, options: Any, run: PrepareRunOptions) -> None:
     from avdata.datasets.registry import get_recipe
     from avdata.prepare import engine
     from avdata.prepare.array_job import resolve_part
-    from avdata.prepare.lifeline import Terminated, sigterm_as_interrupt
+    from avdata.cli.stopping import interrupted
+    from avdata.prepare.lifeline import sigterm_as_interrupt
 
     setup_logging(run.verbose)
     try:
@@ -107,8 +108,7 @@ def _run(recipe_name: str, options: Any, run: PrepareRunOptions) -> None:
     except AvdataError as exc:
         fail(exc)
     except KeyboardInterrupt as exc:
-        console.print(f"interrupted: finished shards in {run.out} are kept; run the same command again to go on")
-        raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
+        interrupted(f"finished shards in {run.out} are kept; run the same command again to go on", exc)
     print_prepare_result(result)
 
 
@@ -166,13 +166,18 @@ def merge_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help=_VERBOSE_HELP),
 ) -> None:
     """Join `prepare --part i/N` outputs into one folder with one manifest.json and dataset card."""
-    from avdata.prepare.merge import assemble, merge
+    from avdata.cli.stopping import interrupted
+    from avdata.prepare.lifeline import sigterm_as_interrupt
+    from avdata.prepare.merge import assemble_locked, merge
 
     setup_logging(verbose)
     try:
-        manifest = merge(out, parts) if parts else assemble(out)
+        with sigterm_as_interrupt():  # `kill` stops it as Ctrl-C does: copied shards kept, none half-written
+            manifest = merge(out, parts) if parts else assemble_locked(out)
     except AvdataError as exc:
         fail(exc)
+    except KeyboardInterrupt as exc:
+        interrupted(f"the shards copied into {out} are kept; run the same command again to go on", exc)
     total = sum(s.num_samples for s in manifest.splits.values())
     console.print(f"merged {out}: {total} samples in {len(manifest.splits)} split(s)")
 

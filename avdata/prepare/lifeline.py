@@ -17,7 +17,8 @@ import threading
 import time
 from typing import Iterator
 
-__all__ = ["follow_parent", "sigterm_as_interrupt", "interrupts_deferred", "Terminated"]
+__all__ = ["follow_parent", "sigterm_as_interrupt", "interrupts_deferred", "Terminated", "catch_stops", "stop_signal",
+           "ignore_stops"]
 
 _PR_SET_PDEATHSIG = 1
 WATCH_EVERY = 0.5  # seconds between checks of the parent
@@ -51,8 +52,38 @@ def _watch(parent: int) -> None:
             os._exit(1)
 
 
+#: the stop signals (SIGINT, SIGTERM) that reached this process through the handlers here, in arrival order
+_stops: list[int] = []
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    _stops.append(signum)
     raise Terminated()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    _stops.append(signum)
+    raise KeyboardInterrupt()
+
+
+def catch_stops() -> None:
+    """For the whole process (a command's first step): Ctrl-C raises KeyboardInterrupt and SIGTERM Terminated,
+    both noted for `stop_signal`; a signal the starting shell ignores (`nohup`, `cmd &`) stays ignored."""
+    for sig, handler in ((signal.SIGINT, _raise_interrupt), (signal.SIGTERM, _raise_terminated)):
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, handler)
+
+
+def stop_signal() -> int | None:
+    """The first stop signal that reached the handlers here, or None."""
+    return _stops[0] if _stops else None
+
+
+def ignore_stops() -> None:
+    """Ignore Ctrl-C and SIGTERM from now on: a process that is reporting its stop, or ending, finishes that
+    (a second Ctrl-C there would print a traceback)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

@@ -7,16 +7,19 @@ single run and N parts give byte-identical manifests.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
-import shutil
 from pathlib import Path
+from typing import Any
 
-from avdata.atomic import atomic_write_text, open_new, tmp_path
+from avdata.atomic import atomic_open, atomic_write_text
 from avdata.errors import AvdataError
-from avdata.hashing import sha256_file
-from avdata.owned import owned_names, refuse_foreign
+from avdata.hashing import CHUNK, sha256_file
+from avdata.owned import owned_names, read_json_record, refuse_foreign
+from avdata.prepare.lock import output_lock
 from avdata.prepare.state import (load_plan, missing_shards, plan_names, plan_path, read_sidecar, sidecar_dir,
-                                  sidecar_path)
+                                  sidecar_path, state_dir, write_sidecar)
 from avdata.shards.manifest import MANIFEST_NAME, SHUFFLED_ORDER, Manifest, ShardEntry, SplitEntry, summarize_stat
 
 log = logging.getLogger("avdata.prepare.merge")
@@ -73,13 +76,15 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
 
 
 def merge(out: Path, parts: list[Path], command: str | None = None) -> Manifest:
-    """Copy the shards and sidecars of part folders made elsewhere into `out`, then assemble.
+    """Copy the shards and sidecars of part folders made elsewhere into `out`, then assemble; holds the
+    lock of `out` (`avdata.prepare.lock`) throughout, as `assemble_locked` does.
 
     Only the plan's shards are copied, and only into a folder that is empty of their names or holds the
     same plan: another preparation there (with another plan, or none: a folder pulled there), or a file the
-    project did not write under one of the names (a user's README.md), is refused."""
+    project did not write under one of the names (a user's README.md), is refused. A shard already in
+    `out` with the part's sidecar beside it (a rerun after a stop) is neither copied nor hashed again: a
+    shard reaches its name only whole and checked, and its sidecar only after it."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     plan_text = None
     for part in parts:
         part = Path(part)
@@ -93,33 +98,69 @@ def merge(out: Path, parts: list[Path], command: str | None = None) -> Manifest:
     if plan_text is None:
         raise AvdataError("merge needs at least one part folder")
     record = load_plan(Path(parts[0]))
+    out.mkdir(parents=True, exist_ok=True)
+    made_state = not state_dir(out).exists()
+    try:
+        with output_lock(out, None, command="avdata merge"):
+            _adopt_plan(out, record, plan_text)
+            sidecar_dir(out).mkdir(parents=True, exist_ok=True)
+            copied: set[str] = set()
+            for part in parts:
+                part = Path(part)
+                if part.resolve() == out.resolve():
+                    continue
+                for file in (s["file"] for s in record["shards"]):
+                    if file not in copied and _copy_shard(part, out, file):
+                        copied.add(file)
+            return assemble(out, command=command, check_hashes=False)
+    except AvdataError:
+        if made_state:  # refused before the plan was written: the lock's folder goes, the folder is as found
+            with contextlib.suppress(OSError):
+                state_dir(out).rmdir()
+        raise
+
+
+def assemble_locked(out: Path, command: str | None = None) -> Manifest:
+    """`assemble`, holding the lock of `out`: no prepare, pull or other merge writes there meanwhile."""
+    with output_lock(out, None, command="avdata merge"):
+        return assemble(out, command=command)
+
+
+def _adopt_plan(out: Path, record: dict[str, Any], plan_text: str) -> None:
+    """Give `out` the parts' plan record, or check that it has it already."""
     own = plan_path(out)
     if own.exists():
         if load_plan(out)["fingerprint"] != record["fingerprint"]:
             raise AvdataError(f"{out}: holds a different preparation; merge into an empty folder")
-    else:
-        held = sorted((n for n in owned_names(out) if (out / n).exists()), key=lambda n: (n != MANIFEST_NAME, n))
-        if held:  # a folder pulled or copied here has no plan: its shards are another preparation's
-            raise AvdataError(f"{out}: holds a shards folder avdata did not merge or prepare here ({held[0]}"
-                              f"{' and more' if len(held) > 1 else ''}, e.g. one pulled); merge into an empty folder")
-        refuse_foreign(out, plan_names(record), "avdata merge")
-        own.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(own, plan_text)
-    sidecar_dir(out).mkdir(parents=True, exist_ok=True)
-    for part in parts:
-        part = Path(part)
-        if part.resolve() == out.resolve():
-            continue
-        for file in (s["file"] for s in record["shards"]):
-            src = part / file
-            if not src.is_file() or not sidecar_path(part, file).is_file():
-                continue
-            info = read_sidecar(part, file)["shard"]
-            if sha256_file(src) != info["sha256"]:
-                raise AvdataError(f"{src}: does not match its record; rerun that part")
-            tmp = tmp_path(out / file)
-            with open(src, "rb") as f, open_new(tmp) as g:  # never through a link planted under the name
-                shutil.copyfileobj(f, g)
-            tmp.replace(out / file)
-            shutil.copyfile(sidecar_path(part, file), sidecar_path(out, file))
-    return assemble(out, command=command)
+        return
+    held = sorted((n for n in owned_names(out) if (out / n).exists()), key=lambda n: (n != MANIFEST_NAME, n))
+    if held:  # a folder pulled or copied here has no plan: its shards are another preparation's
+        raise AvdataError(f"{out}: holds a shards folder avdata did not merge or prepare here ({held[0]}"
+                          f"{' and more' if len(held) > 1 else ''}, e.g. one pulled); merge into an empty folder")
+    refuse_foreign(out, plan_names(record), "avdata merge")
+    own.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(own, plan_text)
+
+
+def _copy_shard(part: Path, out: Path, file: str) -> bool:
+    """Copy one shard and its sidecar from `part` into `out` unless it is there already; whether `out` has
+    it now. The shard is hashed as it is copied and renamed into place only when it matches its record; the
+    sidecar follows it, written whole, so a sidecar in `out` vouches for its shard."""
+    src = part / file
+    if not src.is_file() or not sidecar_path(part, file).is_file():
+        return False
+    side = read_sidecar(part, file)
+    info = side["shard"]
+    dst = out / file
+    if read_json_record(sidecar_path(out, file)) == side and dst.is_file() and dst.stat().st_size == info["bytes"]:
+        return True
+    sidecar_path(out, file).unlink(missing_ok=True)  # it vouches for the shard replaced below: not meanwhile
+    digest = hashlib.sha256()
+    with open(src, "rb") as f, atomic_open(dst) as g:  # a temp file, never through a link planted there
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            g.write(chunk)
+        if digest.hexdigest() != info["sha256"] or g.tell() != info["bytes"]:
+            raise AvdataError(f"{src}: does not match its record; rerun that part")
+    write_sidecar(out, file, side)
+    return True

@@ -9,7 +9,8 @@ import typer
 
 from avdata.errors import AvdataError
 from avdata.progress import console
-from avdata.cli.errors import fail, run
+from avdata.cli.errors import fail
+from avdata.cli.stopping import start
 from avdata.cli.help_format import typer_app, version_option
 from scmrl.cli.torch_check import require_torch
 from scmrl.model.choices import ATTENTIONS
@@ -58,7 +59,7 @@ def convert_cmd(
 
 
 def main() -> None:
-    run(convert_app)
+    start(lambda: convert_app)
 
 
 if __name__ == "__main__":

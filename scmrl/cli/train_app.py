@@ -19,7 +19,8 @@ import typer
 from avdata.errors import AvdataError
 from avdata.progress import console, setup_logging
 from avdata.cli.dataclass_options import options_command
-from avdata.cli.errors import fail, run
+from avdata.cli.errors import fail
+from avdata.cli.stopping import interrupted, start
 from avdata.cli.help_format import typer_app, version_option
 from scmrl.cli.torch_check import require_torch
 from scmrl.train.config import LIBRARY_ONLY, EvalConfig, TrainConfig
@@ -38,7 +39,7 @@ def train_cmd(cfg: TrainConfig,
               version: bool = version_option()) -> None:
     """Train on prepared shards; one process, or DDP under torchrun (NCCL on GPU, gloo on CPU)."""
     require_torch("scmrl-train")
-    from avdata.prepare.lifeline import Terminated, sigterm_as_interrupt
+    from avdata.prepare.lifeline import sigterm_as_interrupt
     from scmrl.train.loop import train
 
     setup_logging(verbose)
@@ -50,8 +51,7 @@ def train_cmd(cfg: TrainConfig,
     except AvdataError as exc:
         fail(exc)
     except KeyboardInterrupt as exc:
-        console.print(f"interrupted: {_resume_hint(cfg.out)}")
-        raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
+        interrupted(_resume_hint(cfg.out), exc)
     except RuntimeError as exc:
         if not _worker_died(exc):
             raise
@@ -125,11 +125,12 @@ def eval_cmd(cfg: EvalConfig,
 
 
 def main_train() -> None:
-    run(train_app)
+    """`python -m scmrl.cli.train_app`, `torchrun -m scmrl.cli.train_app` (the console scripts: scmrl.cli.entry)."""
+    start(lambda: train_app)
 
 
 def main_eval() -> None:
-    run(eval_app)
+    start(lambda: eval_app)
 
 
 if __name__ == "__main__":
