@@ -98,7 +98,8 @@ def build_download_command(name: str) -> Any:
 
     def body(run: DownloadRunOptions, options: Any) -> None:
         from avdata.datasets.download_plan import download_dataset
-        from avdata.prepare.lifeline import Terminated, sigterm_as_interrupt
+        from avdata.cli.stopping import interrupted
+        from avdata.prepare.lifeline import sigterm_as_interrupt
 
         setup_logging(run.verbose)
         try:
@@ -109,9 +110,8 @@ def build_download_command(name: str) -> Any:
         except AvdataError as exc:
             fail(exc)
         except KeyboardInterrupt as exc:
-            console.print(f"interrupted: verified files in {run.to} are kept and partial ones (.part) resume; run "
-                          "the same command again to go on", highlight=False, soft_wrap=True)
-            raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
+            interrupted(f"verified files in {run.to} are kept and partial ones (.part) resume; run the same "
+                        "command again to go on", exc)
         print_download_summary(report)
         if not report.ok:
             raise typer.Exit(1)
