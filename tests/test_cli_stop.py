@@ -3,6 +3,7 @@ moments: one line, status 130 / 143, nothing half-written, and a rerun ends as a
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -80,6 +81,13 @@ def _state(out: Path) -> dict[str, bytes]:
             if p.is_file() and not p.name.endswith((".tmp", ".lock"))}
 
 
+def _held_by(lock: Path, pid: int) -> bool:
+    try:
+        return json.loads(lock.read_text()).get("pid") == pid
+    except (OSError, ValueError):
+        return False
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_merge_stopped_at_random_moments_resumes_to_the_same_bytes(parts, tmp_path, seed):
@@ -93,8 +101,8 @@ def test_merge_stopped_at_random_moments_resumes_to_the_same_bytes(parts, tmp_pa
         proc = _script("avdata", *args)
         try:
             deadline = time.monotonic() + 60
-            while not (out / ".avdata" / "prepare.lock").exists() and proc.poll() is None:
-                assert time.monotonic() < deadline
+            while not _held_by(out / ".avdata" / "prepare.lock", proc.pid) and proc.poll() is None:
+                assert time.monotonic() < deadline  # (a killed run's lock stays until the next takes it over)
                 time.sleep(0.001)
             time.sleep(rng.uniform(0, 0.15))
             proc.send_signal(sig)
