@@ -10,10 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from avdata.cli.stopping import STARTING
 from avdata.errors import AvdataError
