@@ -61,6 +61,29 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is previous  # given back
 
 
+@pytest.mark.parametrize("signame,status", [("Terminated", 143), ("Interrupt", 130)])
+def test_a_loader_worker_stopped_with_the_run_is_an_interruption(tmp_path, monkeypatch, signame, status):
+    """`kill` of the process group, a batch system or torchrun (which signals each rank's process group) stops the
+    DataLoader workers too, and torch reports that as "DataLoader worker ... killed by signal: Terminated", often
+    before the run's own SIGTERM: it was called a worker killed for memory (status 2), or torch's SIGCHLD handler
+    raised it into the "interrupted" line (a traceback)."""
+    def stopped(_cfg):
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # as torch's DataLoader installs one
+        raise RuntimeError(f"DataLoader worker (pid 12345) is killed by signal: {signame}. ")
+
+    previous = signal.getsignal(signal.SIGCHLD)
+    monkeypatch.setattr(scmrl.train.loop, "train", stopped)
+    try:
+        res = CliRunner().invoke(train_app, ["--shards", str(tmp_path), "--out", str(tmp_path / "r"), "--device",
+                                             "cpu"])
+        assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL  # nothing raises from the dying workers
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert res.exit_code == status, res.output
+    assert res.output.startswith("interrupted: ") and "no checkpoint to resume from" in " ".join(res.output.split())
+    assert "worker" not in res.output
+
+
 def test_a_plot_interrupted_while_drawn_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     """curves.png and confusion.png were drawn in place: Ctrl-C or kill while matplotlib wrote them left a
     truncated PNG in the run folder."""
