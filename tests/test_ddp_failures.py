@@ -6,6 +6,7 @@ no orphan process, no half-written file, and `--resume` ends where the uninterru
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,3 +135,49 @@ def test_sigterm_to_torchrun_stops_every_rank_and_resume_ends_as_the_uninterrupt
     assert a["epoch"] == b["epoch"] == 2, whole[-2000:]
     assert [k for k, v in a["model"].items() if not torch.equal(v, b["model"][k])] == []
     assert [r["train_loss"] for r in a["state"]["history"]] == [r["train_loss"] for r in b["state"]["history"]]
+
+
+def test_a_killed_process_ends_the_other_node_with_a_message(shards, tmp_path):
+    nodes = _two_nodes((shards, shards), tmp_path / "run", "--epochs", "100")
+    _read_until_epoch(nodes[0], 1)
+    psutil.Process(nodes[1].pid).children()[0].kill()  # the out-of-memory killer: SIGKILL to node 1's rank
+    t0 = time.monotonic()
+    outputs = _finish(nodes, timeout=40)
+    assert time.monotonic() - t0 < 30
+    # it was gloo's RuntimeError and a traceback from rank 0
+    assert "[rank0]" not in outputs[0], outputs[0][-4000:]
+    [error] = _errors(outputs[0])
+    assert "process 0 of 2 lost the others" in error and "Connection" in error, error
+    assert "with --resume once --out holds checkpoint.pt" in error
+    assert "exitcode  : 2" in outputs[0] and "exitcode  : -9" in outputs[1]  # each launcher's summary
+
+
+def test_a_killed_process_ends_the_others_on_its_node_as_stopped_by_torchrun(shards, tmp_path):
+    run = _one_node(shards, tmp_path / "run", "--epochs", "100")
+    _read_until_epoch(run, 1)
+    ranks = psutil.Process(run.pid).children()
+    family = psutil.Process(run.pid).children(recursive=True)
+    max(ranks, key=lambda p: p.pid).kill()
+    [output] = _finish([run], timeout=40)
+    # rank 0 said its data-loading worker had died for lack of memory (torchrun's SIGTERM reached them first)
+    assert "data-loading worker" not in output and "[rank" not in output, output[-4000:]
+    assert "torchrun stopping the run's processes when one of them failed" in " ".join(output.split())
+    assert "exitcode  : 143" in output and "exitcode  : -9" in output
+    time.sleep(1)
+    assert [p.pid for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_a_node_whose_shards_lack_a_file_stops_every_node_naming_it(shards, tmp_path):
+    local = tmp_path / "node1"
+    local.mkdir()
+    for f in shards.iterdir():
+        if f.name != "train-000003.tar":
+            shutil.copy(f, local / f.name)
+    outputs = _finish(_two_nodes((shards, local), tmp_path / "run", "--epochs", "1"))
+    # node 0 printed gloo's "Connection reset by peer" in a traceback, not what node 1 lacked
+    for output in outputs:
+        [error] = _errors(output)
+        assert "shard(s) of split(s) train, val, test are missing, e.g. train-000003.tar" in error, output[-3000:]
+        assert "[rank" not in output and "exitcode  : 2" in output
+    assert _errors(outputs[0])[0].startswith(f"error: process 1 of 2 cannot start, on {os.uname().nodename}: {local}")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
