@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 import scmrl.train.loop
+from avdata.prepare.lifeline import interrupts_deferred
 from scmrl.cli.train_app import train_app
 from scmrl.data.synthetic import make_synthetic_av_shards
 from scmrl.train.config import TrainConfig
@@ -206,3 +207,27 @@ def test_a_stop_during_a_checkpoint_write_waits_for_it():
             written.append("best.pt")
     assert written == ["checkpoint.pt", "best.pt"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_loader_worker_ending_during_the_save_is_reported_after_it(tmp_path):
+    """torchrun's SIGTERM (or `kill` of the process group) ends the DataLoader workers too, and torch's SIGCHLD
+    handler raised their death inside torch.save, cutting the checkpoint and best.pt pair short as the signal
+    itself no longer could."""
+    class WorkerDied(RuntimeError):
+        pass
+
+    def torch_like(*_):
+        raise WorkerDied("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    previous = signal.signal(signal.SIGCHLD, torch_like)
+    written = []
+    try:
+        with pytest.raises(WorkerDied):
+            with interrupts_deferred():
+                subprocess.run([sys.executable, "-c", "pass"], check=True)  # its end sends SIGCHLD
+                time.sleep(0.05)
+                written.append("checkpoint.pt")
+        assert signal.getsignal(signal.SIGCHLD) is torch_like
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert written == ["checkpoint.pt"]
