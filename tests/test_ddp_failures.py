@@ -6,6 +6,7 @@ no orphan process, no half-written file, and `--resume` ends where the uninterru
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -97,6 +98,8 @@ def test_a_second_run_on_the_same_out_is_refused_on_every_rank(shards, tmp_path)
         errors = _errors(second)
         assert len(errors) == 2 and all(refusal in e and "is writing into" in e for e in errors), second[-3000:]
         assert "[rank" not in second  # no traceback from a rank
+        # each rank ends with status 2 (torchrun's SIGTERM to the rest, once one ended, made one of them -15)
+        assert sorted(re.findall(r"exitcode  : (-?\d+)", second)) == ["2", "2"], second[-3000:]
         single = subprocess.run([sys.executable, *TRAIN, "--shards", str(shards), "--out", str(tmp_path / "run"),
                                  *ARGS, "--epochs", "100", "--resume"], env=ENV, cwd=ROOT, capture_output=True,
                                 text=True, timeout=60)

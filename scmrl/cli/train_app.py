@@ -50,6 +50,7 @@ def train_cmd(cfg: TrainConfig,
             _print_where_the_run_is(cfg)
     except AvdataError as exc:
         _quiet_loader_workers()
+        _end_with_own_status()
         fail(exc)
     except KeyboardInterrupt as exc:
         _stopped(cfg, 143 if isinstance(exc, Terminated) else 130)
@@ -68,6 +69,14 @@ def _quiet_loader_workers() -> None:
     group), and torch's SIGCHLD handler would raise "DataLoader worker ... killed" into the message being
     printed (a traceback instead of the line). Nothing reads from them any more."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def _end_with_own_status() -> None:
+    """Under torchrun, ignore SIGTERM from here on: the error line is said and this process is ending with status
+    2, but torchrun sends SIGTERM to the others when the first one ends, often while they print the same error
+    (every rank refuses a locked --out), and their status became -15."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _stop_signal_of_worker(exc: RuntimeError) -> int | None:
