@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 import scmrl.train.loop
+from avdata.prepare.lifeline import interrupts_deferred
 from scmrl.cli.train_app import train_app
 from scmrl.data.synthetic import make_synthetic_av_shards
 from scmrl.train.config import TrainConfig
@@ -59,6 +60,29 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path, monkeypatch):
     assert res.exit_code == 143, res.output
     assert "interrupted:" in res.output and "no checkpoint to resume from" in " ".join(res.output.split())
     assert signal.getsignal(signal.SIGTERM) is previous  # given back
+
+
+@pytest.mark.parametrize("signame,status", [("Terminated", 143), ("Interrupt", 130)])
+def test_a_loader_worker_stopped_with_the_run_is_an_interruption(tmp_path, monkeypatch, signame, status):
+    """`kill` of the process group, a batch system or torchrun (which signals each rank's process group) stops the
+    DataLoader workers too, and torch reports that as "DataLoader worker ... killed by signal: Terminated", often
+    before the run's own SIGTERM: it was called a worker killed for memory (status 2), or torch's SIGCHLD handler
+    raised it into the "interrupted" line (a traceback)."""
+    def stopped(_cfg):
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # as torch's DataLoader installs one
+        raise RuntimeError(f"DataLoader worker (pid 12345) is killed by signal: {signame}. ")
+
+    previous = signal.getsignal(signal.SIGCHLD)
+    monkeypatch.setattr(scmrl.train.loop, "train", stopped)
+    try:
+        res = CliRunner().invoke(train_app, ["--shards", str(tmp_path), "--out", str(tmp_path / "r"), "--device",
+                                             "cpu"])
+        assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL  # nothing raises from the dying workers
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert res.exit_code == status, res.output
+    assert res.output.startswith("interrupted: ") and "no checkpoint to resume from" in " ".join(res.output.split())
+    assert "worker" not in res.output
 
 
 def test_a_plot_interrupted_while_drawn_leaves_the_previous_one_whole(tmp_path, monkeypatch):
@@ -183,3 +207,27 @@ def test_a_stop_during_a_checkpoint_write_waits_for_it():
             written.append("best.pt")
     assert written == ["checkpoint.pt", "best.pt"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_loader_worker_ending_during_the_save_is_reported_after_it(tmp_path):
+    """torchrun's SIGTERM (or `kill` of the process group) ends the DataLoader workers too, and torch's SIGCHLD
+    handler raised their death inside torch.save, cutting the checkpoint and best.pt pair short as the signal
+    itself no longer could."""
+    class WorkerDied(RuntimeError):
+        pass
+
+    def torch_like(*_):
+        raise WorkerDied("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    previous = signal.signal(signal.SIGCHLD, torch_like)
+    written = []
+    try:
+        with pytest.raises(WorkerDied):
+            with interrupts_deferred():
+                subprocess.run([sys.executable, "-c", "pass"], check=True)  # its end sends SIGCHLD
+                time.sleep(0.05)
+                written.append("checkpoint.pt")
+        assert signal.getsignal(signal.SIGCHLD) is torch_like
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert written == ["checkpoint.pt"]

@@ -58,8 +58,9 @@ def start(load: Callable[[], Any]) -> None:
         ignore_stops()  # the command is over: exiting is not interrupted with a traceback
 
 
-def interrupted(hint: str, exc: KeyboardInterrupt) -> NoReturn:
-    """Print `interrupted: <hint>` (what was kept, how to go on) and exit 130, or 143 for SIGTERM."""
+def interrupted(hint: str, exc: KeyboardInterrupt | None = None, status: int | None = None) -> NoReturn:
+    """Print `interrupted: <hint>` (what was kept, how to go on) and exit 130, or 143 for SIGTERM (`status`
+    when the stop came another way: a loader worker that SIGTERM ended)."""
     import typer
 
     from avdata.progress import console
@@ -68,4 +69,4 @@ def interrupted(hint: str, exc: KeyboardInterrupt) -> NoReturn:
         ignore_stops()
     _reported.append(hint)
     console.print(f"interrupted: {hint}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(_code(isinstance(exc, Terminated)))
+    raise typer.Exit(status if status is not None else _code(isinstance(exc, Terminated)))

@@ -101,9 +101,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Inside, Ctrl-C and SIGTERM are held back and delivered when it ends: torch.save interrupted in a write
-    turns the KeyboardInterrupt into its own RuntimeError (a traceback and status 1, not the clean stop),
-    and a checkpoint and its best.pt are written as a pair. Saves take a second or so: the stop waits."""
+    """Inside, Ctrl-C and SIGTERM (and a Python SIGCHLD handler's call) are held back and delivered when it
+    ends: torch.save interrupted in a write turns the KeyboardInterrupt into its own RuntimeError (a traceback
+    and status 1, not the clean stop), and a checkpoint and its best.pt are written as a pair. Saves take a
+    second or so: the stop waits."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -112,15 +113,23 @@ def interrupts_deferred() -> Iterator[None]:
     def hold(signum: int, frame: object) -> None:
         arrived.append(signum)
 
-    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    held = [signal.SIGINT, signal.SIGTERM]
+    child = getattr(signal, "SIGCHLD", None)
+    if child is not None and callable(signal.getsignal(child)):
+        # torch's DataLoader raises from SIGCHLD when a loader worker ends: a stop signalled to the process group
+        # (torchrun, `kill` of the group) ends them too, and that RuntimeError would cut the file short as well
+        held.append(child)
+    previous = {s: signal.signal(s, hold) for s in held}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        stops = [s for s in arrived if s != child]
         if arrived:
-            handler = previous[signal.Signals(arrived[0])]
+            first = stops[0] if stops else arrived[0]
+            handler = previous[signal.Signals(first)]
             if callable(handler):
-                handler(arrived[0], None)
+                handler(first, None)
             elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), arrived[0])
+                os.kill(os.getpid(), first)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
@@ -21,6 +22,7 @@ from avdata.progress import console, setup_logging
 from avdata.cli.dataclass_options import options_command
 from avdata.cli.errors import fail
 from avdata.cli.stopping import interrupted, start
+from avdata.prepare.lifeline import Terminated
 from avdata.cli.help_format import typer_app, version_option
 from scmrl.cli.torch_check import require_torch
 from scmrl.train.config import LIBRARY_ONLY, EvalConfig, TrainConfig
@@ -49,13 +51,54 @@ def train_cmd(cfg: TrainConfig,
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this; rank 0 wrote --out
             _print_where_the_run_is(cfg)
     except AvdataError as exc:
+        _quiet_loader_workers()
+        _end_with_own_status()
         fail(exc)
     except KeyboardInterrupt as exc:
-        interrupted(_resume_hint(cfg.out), exc)
+        _stopped(cfg, 143 if isinstance(exc, Terminated) else 130)
     except RuntimeError as exc:
+        _quiet_loader_workers()
         if not _worker_died(exc):
             raise
+        stop = _stop_signal_of_worker(exc)
+        if stop is not None:
+            _stopped(cfg, stop)
         fail(AvdataError(f"{_worker_died_message(exc)}; {_resume_hint(cfg.out)}"))
+
+
+def _quiet_loader_workers() -> None:
+    """The run is ending: its DataLoader workers die with it (a kill or torchrun signals the whole process
+    group), and torch's SIGCHLD handler would raise "DataLoader worker ... killed" into the message being
+    printed (a traceback instead of the line). Nothing reads from them any more."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def _end_with_own_status() -> None:
+    """Under torchrun, ignore SIGTERM from here on: the error line is said and this process is ending with status
+    2, but torchrun sends SIGTERM to the others when the first one ends, often while they print the same error
+    (every rank refuses a locked --out), and their status became -15."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _stop_signal_of_worker(exc: RuntimeError) -> int | None:
+    """143 or 130 when a loader worker was ended by SIGTERM or SIGINT: the stop was sent to the process
+    group (`kill` of the group, a batch system, torchrun stopping its processes), not a crash; None else."""
+    text = str(exc)
+    if "signal: Terminated" in text:
+        return 143
+    if "signal: Interrupt" in text:
+        return 130
+    return None
+
+
+def _stopped(cfg: TrainConfig, status: int) -> NoReturn:
+    _quiet_loader_workers()
+    why = ""
+    if status == 143 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        why = (" (SIGTERM: a `kill`, a batch system's time limit, or torchrun stopping the run's processes when one "
+               "of them failed: its summary names that one)")
+    interrupted(f"{_resume_hint(cfg.out)}{why}", status=status)
 
 
 def _print_where_the_run_is(cfg: TrainConfig) -> None:

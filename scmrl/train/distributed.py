@@ -3,12 +3,20 @@
 `init_distributed` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT):
 NCCL when training on CUDA (each process pinned to cuda:LOCAL_RANK), gloo on CPU. Metrics are reduced by
 summing counts (`all_reduce_sum`), never by averaging per-rank ratios. Only rank 0 writes files.
+
+A process that cannot start (its node's shards differ, a missing file) makes every process stop with its
+error (`agree_to_start`); one that ends mid-run (killed, a read error) leaves the others' next collective
+failing at once, which `peer_lost` turns into an error line. One that hangs without ending stops the others
+after the collective timeout (`TIMEOUT_S`, torch's default of 30 minutes: a slow shard read on one node
+must not end the run).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,8 +29,11 @@ from avdata.errors import AvdataError
 
 log = logging.getLogger("scmrl.train.distributed")
 
-__all__ = ["DistContext", "resolve_device", "init_distributed", "wrap_ddp", "unwrap", "all_reduce_sum",
-           "gather_sums", "broadcast_object", "sync_buffers", "sync_optimizer", "barrier", "cleanup"]
+TIMEOUT_S = 1800.0  # seconds a collective waits for the other processes (torch's default)
+
+__all__ = ["TIMEOUT_S", "DistContext", "agree_to_start", "peer_lost", "resolve_device", "init_distributed",
+           "wrap_ddp", "unwrap", "all_reduce_sum", "gather_sums", "broadcast_object", "sync_buffers", "sync_optimizer",
+           "barrier", "cleanup"]
 
 
 @dataclass
@@ -57,7 +68,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistContext:
+def init_distributed(device: str = "auto", timeout_s: float = TIMEOUT_S) -> DistContext:
     """Set up this process: from torchrun's environment when WORLD_SIZE > 1, else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -169,6 +180,44 @@ def sync_optimizer(opt: torch.optim.Optimizer, ctx: DistContext, src: int) -> No
                     dist.broadcast(moved, src=src)
                     if moved is not value:
                         value.copy_(moved)
+
+
+def agree_to_start(error: AvdataError | None, ctx: DistContext) -> None:
+    """Raise on every rank when any rank could not set up (`error`): alone it would end while the others
+    wait for it in their first collective (a node whose local shards differ), and they would report only
+    that a peer was lost. Each rank raises its own error, or the first failing rank's, naming its host."""
+    if not ctx.distributed:
+        if error is not None:
+            raise error
+        return
+    parts: list[str | None] = [None] * ctx.world
+    dist.all_gather_object(parts, None if error is None else f"{socket.gethostname()}: {error}")
+    if error is not None:
+        raise error
+    for rank, text in enumerate(parts):
+        if text is not None:
+            raise AvdataError(f"process {rank} of {ctx.world} cannot start, on {text}")
+
+
+#: what gloo's and NCCL's errors say when the other end of a collective is gone or silent
+_BACKEND_MARKS = ("/gloo/", "NCCL", "ProcessGroup", "Connection reset by peer", "Connection closed by peer",
+                  "Broken pipe")
+
+
+def peer_lost(exc: BaseException, ctx: DistContext) -> AvdataError | None:
+    """The error line for a collective that failed because another process ended or went silent (killed by
+    the out-of-memory killer, a read error, a lost node); None for any other error."""
+    if not ctx.distributed or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if not isinstance(exc, dist.DistError) and not any(mark in text for mark in _BACKEND_MARKS):
+        return None
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0].rstrip(".")  # gloo's source location, its advice
+    return AvdataError(f"process {ctx.rank} of {ctx.world} lost the others: another process of the run ended or "
+                       f"stopped answering ({first[:300]}); the output of that process (torchrun's summary names it) "
+                       "says why; fix that and run the same command again, with --resume once --out holds "
+                       "checkpoint.pt")
 
 
 def barrier(ctx: DistContext) -> None:

@@ -45,19 +45,21 @@ from avdata.prepare.lock import lock_dir, output_lock
 from avdata.pulled_splits import require_shards
 from avdata.progress import make_progress
 
-from avdata.shards.location import open_shards
+from avdata.shards.location import ShardsLocation, open_shards
 from scmrl.data.failures import ShardReadError
 from scmrl.model import lif_compiled
+from scmrl.model.config import ModelConfig
 from scmrl.model.models import build_model
 from scmrl.train.checkpoint import BEST_KEYS, BEST_NAME, CHECKPOINT_NAME, capture_rng, restore_rng, save_checkpoint
 from scmrl.train.config import TrainConfig, model_config, resolve_protocol
 from scmrl.train.cpu_memory import keep_freed_memory
-from scmrl.train.distributed import (DistContext, barrier, broadcast_object, cleanup, init_distributed, sync_buffers,
-                                    sync_optimizer, wrap_ddp)
+from scmrl.train.distributed import (DistContext, agree_to_start, barrier, broadcast_object, cleanup, init_distributed,
+                                    peer_lost, sync_buffers, sync_optimizer, wrap_ddp)
 from scmrl.train.epoch import loss_probe, train_epoch
 from scmrl.train.evaluate import evaluate
 from scmrl.train.loaders import machine_workers, make_run_data, share_warnings
 from scmrl.train.optim import build_optimizer
+from scmrl.train.protocol import Protocol
 from scmrl.train.report import EpochTable, append_metrics, plot_confusion, plot_curves, print_run_results, write_metrics
 from scmrl.train.results import (CONFUSION_NAME, CURVES_NAME, METRICS_NAME, RESULTS_NAME, fresh_state, run_results,
                                  update_best)
@@ -79,6 +81,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             return _train(cfg, ctx, held)
     except ShardReadError as exc:
         raise exc from None  # its message is already clean (ShardFailure): no worker traceback to chain
+    except RuntimeError as exc:
+        lost = peer_lost(exc, ctx)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         cleanup(ctx)
 
@@ -121,15 +128,9 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def _train(cfg: TrainConfig, ctx: DistContext, held: contextlib.ExitStack) -> dict[str, Any]:
-    device = ctx.device
-    if device.type == "cpu":
-        keep_freed_memory()  # faster steps on CPU (scmrl.train.cpu_memory)
-        lif_compiled.enable(cfg.compile)
-    out = Path(cfg.out)
+def _open_data(cfg: TrainConfig) -> tuple[TrainConfig, Protocol, ShardsLocation, ModelConfig, list[str]]:
+    """The shards, checked for this run: the protocol, the model configuration and the splits evaluated."""
     source = open_shards(cfg.shards, cfg.classes)
-    manifest = source.manifest
-    kind = source.kind
     if "train" not in source.splits:
         raise AvdataError(f"{cfg.shards}: no train split (it has {', '.join(source.splits)})")
     cfg, proto = resolve_protocol(cfg)
@@ -142,6 +143,23 @@ def _train(cfg: TrainConfig, ctx: DistContext, held: contextlib.ExitStack) -> di
     eval_splits: list[str] = [s for s in ("val", "test") if s in source.splits and source.num_samples(s) > 0]
     require_shards(source, ["train", *eval_splits])
     source.pin(["train", *eval_splits])  # a shard replaced later, at the same size too, is refused, not read
+    return cfg, proto, source, mcfg, eval_splits
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, held: contextlib.ExitStack) -> dict[str, Any]:
+    device = ctx.device
+    if device.type == "cpu":
+        keep_freed_memory()  # faster steps on CPU (scmrl.train.cpu_memory)
+        lif_compiled.enable(cfg.compile)
+    out = Path(cfg.out)
+    try:  # each node may read its own copy of the shards: every process stops when one cannot read its own
+        cfg, proto, source, mcfg, eval_splits = _open_data(cfg)
+        error = None
+    except AvdataError as exc:
+        error = exc
+    agree_to_start(error, ctx)
+    manifest = source.manifest
+    kind = source.kind
     ckpt_path = out / CHECKPOINT_NAME
 
     ckpt = read_resume_checkpoint(cfg, mcfg, source, ctx)
