@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from avdata.cli.stopping import STARTING
 from avdata.errors import AvdataError
-from avdata.prepare.lock import output_lock
+from avdata.folder_lock import output_lock
 from avdata.prepare.merge import merge
 from tests.test_prepare_engine import folder_bytes, run
 from tests.toy_recipe import make_toy_raw

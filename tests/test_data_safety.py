@@ -151,7 +151,7 @@ def test_a_second_prepare_on_one_out_is_refused_naming_the_lock_and_pid(tmp_path
 def test_a_prepare_running_in_another_process_holds_the_out(tmp_path):
     raw = make_toy_raw(tmp_path / "raw")
     out = tmp_path / "out"
-    code = ("import sys; from pathlib import Path; from avdata.prepare.lock import output_lock\n"
+    code = ("import sys; from pathlib import Path; from avdata.folder_lock import output_lock\n"
             "with output_lock(Path(sys.argv[1]), None):\n    print('held', flush=True); sys.stdin.read()")
     other = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True, cwd=Path(__file__).resolve().parents[1])
@@ -201,7 +201,7 @@ def test_a_lock_with_a_damaged_pid_is_taken_over(tmp_path, pid):
 
 
 def test_the_lock_never_writes_through_a_link_planted_at_its_temp_name(tmp_path):
-    from avdata.prepare import lock
+    from avdata import folder_lock as lock
 
     victim = tmp_path / "victim"
     victim.write_text("keep me")
@@ -215,7 +215,7 @@ def test_the_lock_never_writes_through_a_link_planted_at_its_temp_name(tmp_path)
 def test_two_runs_taking_over_one_dead_lock_do_not_both_hold_it(tmp_path, monkeypatch):
     """B saw the dead run's lock, then A took it over before B acted: B must see A's live lock (it removed
     it and took it over too before)."""
-    from avdata.prepare import lock
+    from avdata import folder_lock as lock
 
     real, stale_views = lock._alive, [True]
 
@@ -236,7 +236,7 @@ def test_a_reading_run_excludes_writers_and_not_other_readers(tmp_path):
     """push reads a folder whole (verify, then upload): a prepare or pull into it meanwhile would replace a
     shard between the check and its upload. Readers share the folder; writers wait for them, and they for
     writers. A folder that had no state folder is left without one."""
-    from avdata.prepare import lock
+    from avdata import folder_lock as lock
 
     folder = tmp_path / "shards"
     folder.mkdir()
@@ -266,7 +266,7 @@ def test_a_reading_run_excludes_writers_and_not_other_readers(tmp_path):
 
 
 def test_a_read_only_folder_is_read_without_a_lock(tmp_path, monkeypatch):
-    from avdata.prepare import lock
+    from avdata import folder_lock as lock
 
     def refused(self, *args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(self))
@@ -277,7 +277,7 @@ def test_a_read_only_folder_is_read_without_a_lock(tmp_path, monkeypatch):
 
 
 def test_the_lock_is_touched_while_the_run_lasts(tmp_path, monkeypatch):
-    from avdata.prepare import lock
+    from avdata import folder_lock as lock
 
     monkeypatch.setattr(lock, "HEARTBEAT_S", 0.01)
     with lock.output_lock(tmp_path, None) as path:

@@ -240,6 +240,33 @@ def test_cli_download_ok_and_selection(served, tmp_path):
     _assert_identical(src, tmp_path, files)
 
 
+def test_two_downloads_into_one_folder_do_not_run_at_once(served, tmp_path):
+    """Two downloads into one --to (a command started twice, or every node of a job downloading into shared
+    storage) appended to the same .part files and renamed each other's: one holds the folder's lock at a time.
+    A run leaves no state folder behind."""
+    import os
+
+    from avdata.folder_lock import output_lock
+
+    src, files, tsv = served
+    to = tmp_path / "raw"
+    args = ["download", "cremad", "--to", str(to), "--sources", str(tsv)]
+    with serve_dir(src) as url:
+        with output_lock(to, None, command="avdata download") as held:
+            res = runner.invoke(app, [*args, "--mirror", url])
+            assert res.exit_code == 2 and not url.requests, res.output
+            said = " ".join(res.output.split())
+            assert f"another `avdata download` (pid {os.getpid()}" in said and f"holds the lock {held}" in said
+        assert not [p for p in to.rglob("*") if p.is_file()]
+        res = runner.invoke(app, [*args, "--mirror", url])
+        assert res.exit_code == 0, res.output
+        assert list((to / ".avdata").iterdir()) == []  # the lock went with the run
+        fresh = tmp_path / "fresh"
+        res = runner.invoke(app, ["download", "cremad", "--to", str(fresh), "--sources", str(tsv), "--mirror", url])
+        assert res.exit_code == 0 and not (fresh / ".avdata").exists(), res.output
+    _assert_identical(src, to, files)
+
+
 def test_server_errors_are_retried_404_is_not(served, tmp_path):
     src, files, _ = served
     with serve_dir(src, fail_first=2) as url:

@@ -65,9 +65,12 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 
 def _no_half_files(to: Path, src: Path) -> None:
-    """Every file under a final name is the whole, checked file; anything else is a .part or the user's."""
+    """Every file under a final name is the whole, checked file; anything else is a .part, the user's, or a
+    killed run's lock."""
     for rel, data in _tree(to).items():
-        if rel.endswith(".part"):
+        if rel.startswith(".avdata/"):  # the lock of a killed run (the next run takes it over)
+            assert rel == ".avdata/prepare.lock", rel
+        elif rel.endswith(".part"):
             whole = (src / rel[: -len(".part")]).read_bytes()
             assert whole.startswith(data), f"{rel} is not a prefix of the file"
         elif rel != "notes.txt":

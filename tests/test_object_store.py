@@ -133,7 +133,7 @@ def test_push_and_a_prepare_or_pull_into_its_folder_exclude_each_other(env, shar
     under the old sha256 (and the old manifest): push holds a reader's lock of its folder."""
     import s3fs
 
-    from avdata.prepare.lock import output_lock
+    from avdata.folder_lock import output_lock
     from avdata.share.push import push
 
     folder = tmp_path / "f"

@@ -266,7 +266,7 @@ def test_a_second_pull_into_the_same_folder_waits_its_turn(shards_dir, tmp_path)
     """Two pulls into one --to (the nodes of a job each pulling into shared storage) renamed and resumed each
     other's .part files: the pulls failed with FileNotFoundError, and a writer still appending to a .part
     the other had just renamed would change a verified shard. One holds the folder's lock at a time."""
-    from avdata.prepare.lock import output_lock
+    from avdata.folder_lock import output_lock
 
     to = tmp_path / "t"
     to.mkdir()

@@ -340,10 +340,10 @@ def test_two_runs_on_one_out_do_not_both_run(small_shards, tmp_path):
     import subprocess
     import sys
 
-    from avdata.prepare.lock import output_lock
+    from avdata.folder_lock import output_lock
 
     out = tmp_path / "r"
-    code = ("import sys; from pathlib import Path; from avdata.prepare.lock import output_lock\n"
+    code = ("import sys; from pathlib import Path; from avdata.folder_lock import output_lock\n"
             "with output_lock(Path(sys.argv[1]), None, command='scmrl-train'):\n"
             "    print('held', flush=True); sys.stdin.read()")
     other = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -31,7 +31,7 @@ from avdata.datasets.recipe import Plan, Recipe, WorkItem, options_dict
 from avdata.atomic import tmp_path
 from avdata.errors import AvdataError
 from avdata.fetch.disk import free_space
-from avdata.prepare.lock import output_lock
+from avdata.folder_lock import output_lock
 from avdata.prepare.state import (missing_shards, plan_fingerprint, raw_workdir, remove_stale_handoffs, save_plan,
                                   shard_done, state_dir, write_sidecar)
 from avdata.prepare.workers import NO_SPACE, Workers

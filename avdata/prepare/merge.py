@@ -17,7 +17,7 @@ from avdata.atomic import atomic_open, atomic_write_text
 from avdata.errors import AvdataError
 from avdata.hashing import CHUNK, sha256_file
 from avdata.owned import owned_names, read_json_record, refuse_foreign
-from avdata.prepare.lock import output_lock
+from avdata.folder_lock import output_lock
 from avdata.prepare.state import (load_plan, missing_shards, plan_names, plan_path, read_sidecar, sidecar_dir,
                                   sidecar_path, state_dir, write_sidecar)
 from avdata.shards.manifest import MANIFEST_NAME, SHUFFLED_ORDER, Manifest, ShardEntry, SplitEntry, summarize_stat
@@ -77,7 +77,7 @@ def assemble(out: Path, command: str | None = None, check_hashes: bool = True) -
 
 def merge(out: Path, parts: list[Path], command: str | None = None) -> Manifest:
     """Copy the shards and sidecars of part folders made elsewhere into `out`, then assemble; holds the
-    lock of `out` (`avdata.prepare.lock`) throughout, as `assemble_locked` does.
+    lock of `out` (`avdata.folder_lock`) throughout, as `assemble_locked` does.
 
     Only the plan's shards are copied, and only into a folder that is empty of their names or holds the
     same plan: another preparation there (with another plan, or none: a folder pulled there), or a file the

@@ -7,7 +7,7 @@ share.
                                    skipped clips, sources' sha256, per-sample stats
     .avdata/work-*/                a --jobs > 1 run's hand-off folder (workers' encoded samples)
     .avdata/raw/                   what `Recipe.prepare_raw` unpacked (e.g. a zip given as --raw)
-    .avdata/*.lock                 the output folder's lock while a run writes (`avdata.prepare.lock`)
+    .avdata/*.lock                 the output folder's lock while a run writes (`avdata.folder_lock`)
 
 Only names the project wrote are ever replaced or deleted (`avdata.owned`): a first plan into a folder
 holding a file of the user's under one of its names is refused.
@@ -243,7 +243,7 @@ def missing_shards(out: Path, record: dict[str, Any] | None = None) -> list[str]
 
 def new_handoff_dir(out: Path, owner: str | None = None) -> Path:
     """A hand-off folder for one run, so that --part runs sharing one output folder keep out of each
-    other's way. `owner`: the name of the lock the run holds (`avdata.prepare.lock`), which goes into the
+    other's way. `owner`: the name of the lock the run holds (`avdata.folder_lock`), which goes into the
     folder's name: no other live run holds that lock, so the folders named after it are a killed run's
     (with its workers' unread samples, megabytes each) and are removed at once, not an hour later."""
     state_dir(out).mkdir(parents=True, exist_ok=True)

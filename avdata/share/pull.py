@@ -17,7 +17,7 @@ from avdata.fetch.disk import drop_link, free_space, part_path
 from avdata.fetch.download import STALL_BYTES, STALL_SECONDS, DownloadReport, RemoteFile, fetch_files
 from avdata.fetch.urls import is_url, join_url, redact
 from avdata.errors import AvdataError
-from avdata.prepare.lock import output_lock
+from avdata.folder_lock import output_lock
 from avdata.owned import CARD_NAME, claim, other_preparation, our_manifest, owned_names, refuse_foreign
 from avdata.shards.location import read_manifest_url, read_url
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest

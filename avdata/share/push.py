@@ -33,7 +33,7 @@ from avdata.fetch.objstore import (SHA_KEY, filesystem, holds_file, store_error,
 from avdata.hashing import sha256_file
 from avdata.fetch.urls import is_object_url
 from avdata.owned import CARD_NAME, other_preparation
-from avdata.prepare.lock import reading_lock
+from avdata.folder_lock import reading_lock
 from avdata.progress import make_progress
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
 from avdata.verify import verify_shards

@@ -41,7 +41,7 @@ from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
 from avdata.fetch.urls import redact
 from avdata.prepare.lifeline import interrupts_deferred
-from avdata.prepare.lock import lock_dir, output_lock
+from avdata.folder_lock import lock_dir, output_lock
 from avdata.pulled_splits import require_shards
 from avdata.progress import make_progress
 
@@ -106,7 +106,7 @@ def _stop_if_diverged(row: dict[str, Any], last: Path | None, out: Path, peak: f
 
 
 def _lock_out(out: Path, ctx: DistContext, held: contextlib.ExitStack) -> None:
-    """Rank 0 holds the lock of --out for the run (`avdata.prepare.lock`): two runs there would remove each
+    """Rank 0 holds the lock of --out for the run (`avdata.folder_lock`): two runs there would remove each
     other's temporary files and replace each other's checkpoints. Every rank stops when it is held."""
     refused = None
     if ctx.main:

@@ -2,8 +2,8 @@
 which share it (each writes only its own shards, and removes only its own shards' temp files); `avdata
 pull` takes the whole lock of its --to (two pulls into one folder renamed each other's `.part` files);
 `avdata push` takes a reader's lock of its folder (`reading_lock`), which excludes those writers only;
-`avdata merge` and `scmrl-train` take the whole lock of their folder (two runs there would remove or replace
-each other's files).
+`avdata merge`, `avdata download` and `scmrl-train` take the whole lock of their folder (two runs there would
+remove or replace each other's files; two downloads appended to the same `.part` files).
 
     .avdata/prepare.lock          a whole run: excludes every other run
     .avdata/part-I-of-N.lock      part I of N: excludes a whole run, the same part, and parts of
@@ -37,7 +37,7 @@ from avdata.owned import STATE_DIR, read_json_record
 
 WHOLE = "prepare.lock"
 #: the commands that take a folder's whole lock, named in the message another run gets
-COMMANDS = ("avdata prepare", "avdata pull", "avdata merge", "scmrl-train")
+COMMANDS = ("avdata prepare", "avdata pull", "avdata merge", "avdata download", "scmrl-train")
 #: `reading_lock`'s files: `read-<host>-<pid>-<random>.lock`, one per reading run; they exclude writers, not each other
 READER_PREFIX = "read-"
 HEARTBEAT_S = 60.0
