@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from avdata.cli.avdata_app import app
 from avdata.hashing import sha256_file
 from tests.httpserver import serve_dir
+from tests.stops import STOP_STATUS, stop_when, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -77,17 +78,6 @@ def _no_half_files(to: Path, src: Path) -> None:
             assert data == (src / rel).read_bytes(), f"{rel} is under its final name but not whole"
 
 
-def _wait_for_bytes(proc: subprocess.Popen, url, timeout: float = 60) -> bool:
-    """Wait until the child is receiving a file (True), or it ended first (False)."""
-    before = len(url.requests)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(url.requests) > before:
-            return True
-        time.sleep(0.01)
-    return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_download_stopped_at_random_moments_resumes_to_the_same_bytes(mirror, tmp_path, seed):
@@ -96,20 +86,12 @@ def test_download_stopped_at_random_moments_resumes_to_the_same_bytes(mirror, tm
     to = tmp_path / "to"
     to.mkdir()
     (to / "notes.txt").write_bytes(b"the user's own file\n")
-    codes = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}
     with serve_dir(src, pace=0.01) as url:  # 16 KiB every 10 ms: each file takes 0.1-0.3 s
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            before = len(url.requests)  # the child is receiving a file once it has asked for one
             proc = _start(_args(url, to, tsv, "--jobs", str(1 + seed)))
-            try:
-                if _wait_for_bytes(proc, url):
-                    time.sleep(rng.uniform(0, 0.3))
-                    proc.send_signal(sig)
-                said = proc.communicate(timeout=30)[0]
-            finally:
-                proc.kill()
-            assert proc.returncode in (0, codes[sig]), said
-            assert "Traceback" not in said
-            if proc.returncode == codes[sig] and sig != signal.SIGKILL:
+            said = stop_when(proc, lambda: len(url.requests) > before, rng.uniform(0, 0.3), sig, timeout=30)
+            if proc.returncode == STOP_STATUS[sig] and sig != signal.SIGKILL:
                 # before: SIGTERM killed it silently (status -15); Ctrl-C printed nothing
                 assert said.count("interrupted:") == 1 and "run the same command again" in said, said
             _no_half_files(to, src)
@@ -129,9 +111,10 @@ def test_ctrl_c_on_a_slow_link_stops_at_once(mirror, tmp_path):
     src, tsv = mirror
     to = tmp_path / "to"
     with serve_dir(src, pace=20) as url:  # one 16 KiB piece every 20 s: reads block
+        before = len(url.requests)
         proc = _start(_args(url, to, tsv))
         try:
-            assert _wait_for_bytes(proc, url)
+            assert wait_until(proc, lambda: len(url.requests) > before)
             time.sleep(0.3)
             t0 = time.monotonic()
             proc.send_signal(signal.SIGINT)

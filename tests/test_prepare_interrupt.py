@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.stops import STOP_STATUS, stop_when, wait_until
 
 from avdata.shards.tar import ShardWriter
 
@@ -138,18 +139,6 @@ def _start(*args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def _wait_for(proc: subprocess.Popen, pattern: Path, glob: str, timeout: float = 60) -> bool:
-    """Wait until `pattern` holds a file matching `glob` (True), or the run ended first (False)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(pattern.glob(glob)):
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def _no_half_files(out: Path, whole: dict[str, bytes]) -> None:
     """Every file under a final name is the finished file: the uninterrupted run's bytes."""
     for p in out.iterdir():
@@ -165,7 +154,8 @@ def test_a_killed_pool_run_leaves_no_hand_off_folder_after_its_rerun(cremad_raw,
     out = tmp_path / "out"
     proc = _start(*prepare, "--out", str(out))
     try:
-        assert _wait_for(proc, out / ".avdata", "work-*/*.busy"), proc.communicate()[0]  # workers are on clips
+        busy = lambda: any((out / ".avdata").glob("work-*/*.busy"))  # noqa: E731 (the workers are on clips)
+        assert wait_until(proc, busy), proc.communicate()[0]
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     finally:
@@ -184,26 +174,16 @@ def test_a_killed_pool_run_leaves_no_hand_off_folder_after_its_rerun(cremad_raw,
 def test_prepare_stopped_at_random_moments_resumes_to_the_same_bytes(cremad_raw, tmp_path, seed):
     """Each signal at seeded random moments after the run took its lock: planning, mid-shard, the manifest."""
     import random
-    import time
 
     rng = random.Random(f"prepare-interrupt:{seed}")
     prepare = ("prepare", "cremad", "--raw", str(cremad_raw), "--samples-per-shard", "3", "--jobs", str(1 + seed % 2))
     assert _cli(*prepare, "--out", str(tmp_path / "whole")).returncode == 0
     whole = _tree(tmp_path / "whole")
     out = tmp_path / "out"
-    codes = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         proc = _start(*prepare, "--out", str(out))
-        try:
-            if _wait_for(proc, out / ".avdata", "*.lock"):
-                time.sleep(rng.uniform(0, 1.0))
-                proc.send_signal(sig)
-            said = proc.communicate(timeout=60)[0]
-        finally:
-            proc.kill()
-        assert proc.returncode in (0, codes[sig]), said
-        assert "Traceback" not in said
-        if proc.returncode == codes[sig] and sig != signal.SIGKILL:
+        said = stop_when(proc, lambda: any((out / ".avdata").glob("*.lock")), rng.uniform(0, 1.0), sig)
+        if proc.returncode == STOP_STATUS[sig] and sig != signal.SIGKILL:
             assert "run the same command again to go on" in said
         _no_half_files(out, whole)
     again = _cli(*prepare, "--out", str(out))
