@@ -167,7 +167,7 @@ FLV = "VideoFlash/1010_ITH_ANG_XX.flv"
     # before: "the server declares 266,515 bytes, fewer than the 303,128 the list gives: another file"
     ({"gzip": True}, 0, "the server sent the file compressed (Content-Encoding: gzip)"),
     # the file changed on the server since the .part began (before: the new tail was appended and received whole)
-    ({"range_total": 400_000}, 100_000, "the server's copy is 400,000 bytes (Content-Range), not the 303,128"),
+    ({"range_total": 400_000}, 100_000, "the server's copy is 400,000 bytes (Content-Range), not the {size}"),
     ({"drop_after": 2_000, "drop_times": None}, 0, "connection closed after 2,000 of "),  # 150 resumes needed
     ({"corrupt_byte_at": 1234}, 0, "sha256 mismatch: expected "),
     ({"corrupt_byte_at": 150_000}, 100_000, "twice the same bytes"),  # resumed, then the whole file again
@@ -182,6 +182,7 @@ def test_a_mirror_that_sends_other_bytes_is_named_and_never_kept(mirror, tmp_pat
         assert all(r["headers"].get("Accept-Encoding") == "identity" for r in url.requests)
     assert res.exit_code == 1, res.output
     out = " ".join(res.output.split())
+    said = said.format(size=f"{(src / FLV).stat().st_size:,}")  # the encoder's output: its size varies by version
     assert said in out and FLV in out and "run the same command again" in out, out
     assert not (to / FLV).exists()
     _no_half_files(to, src)
@@ -193,7 +194,8 @@ def test_a_mirror_that_sends_other_bytes_is_named_and_never_kept(mirror, tmp_pat
 def test_jobs_below_one_is_refused_before_anything_is_written(mirror, tmp_path, jobs):
     src, tsv = mirror
     res = runner.invoke(app, _args(str(src), tmp_path / "to", tsv, "--jobs", jobs))
-    assert res.exit_code == 2 and "'--jobs'" in res.output and "greater than or equal to 1" in res.output
+    out = " ".join(res.output.split())  # click's wording of the range varies by version
+    assert res.exit_code == 2 and "'--jobs'" in out and ("greater than or equal to 1" in out or "x>=1" in out), out
     assert not (tmp_path / "to").exists()
 
 
