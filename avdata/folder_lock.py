@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 from avdata.atomic import open_new
 from avdata.errors import AvdataError
-from avdata.owned import STATE_DIR, read_json_record
+from avdata.owned import STATE_DIR, left_as_found, read_json_record
 
 WHOLE = "prepare.lock"
 #: the commands that take a folder's whole lock, named in the message another run gets
@@ -170,36 +170,29 @@ def reading_lock(folder: Path) -> Iterator[Path | None]:
     uploaded under the other's sha256), while other readers may. AvdataError naming the writer's lock when
     one holds the folder. Yields None, taking no lock, where the folder cannot be written (a read-only
     mount: no run of this user writes into it either)."""
-    folder = Path(folder)
-    state = lock_dir(folder)
-    made_state = not state.exists()
+    state = lock_dir(Path(folder))
     mine = state / f"{READER_PREFIX}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.lock"
-    try:
-        state.mkdir(exist_ok=True)
-        _create(mine, {"pid": os.getpid(), "host": socket.gethostname(), "reader": True})
-    except PermissionError:
-        yield None
-        return
-    except OSError as exc:
-        if exc.errno != errno.EROFS:
-            raise
-        yield None
-        return
-    try:
-        for other in sorted(state.glob("*.lock")):
-            if other == mine or _is_reader(other):
-                continue
-            if not _alive(other, read_json_record(other)) and _remove_if_dead(other):
-                continue
-            if other.exists():
-                raise _held(other, read_json_record(other))
-        with _heartbeat(mine):
-            yield mine
-    finally:
-        mine.unlink(missing_ok=True)
-        if made_state:
-            with contextlib.suppress(OSError):
-                state.rmdir()  # only if empty: the folder is left as it was found
+    with left_as_found(state):
+        try:
+            state.mkdir(exist_ok=True)
+            _create(mine, {"pid": os.getpid(), "host": socket.gethostname(), "reader": True})
+        except OSError as exc:
+            if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
+                raise
+            yield None
+            return
+        try:
+            for other in sorted(state.glob("*.lock")):
+                if other == mine or _is_reader(other):
+                    continue
+                if not _alive(other, read_json_record(other)) and _remove_if_dead(other):
+                    continue
+                if other.exists():
+                    raise _held(other, read_json_record(other))
+            with _heartbeat(mine):
+                yield mine
+        finally:
+            mine.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

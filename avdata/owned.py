@@ -14,9 +14,10 @@ one of its names stops first and names it (`refuse_foreign`), with --overwrite t
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from avdata.atomic import atomic_write_text
 from avdata.errors import AvdataError
@@ -24,7 +25,7 @@ from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest
 from avdata.shards.reader import read_capped
 
 __all__ = ["STATE_DIR", "PLAN_NAME", "CARD_NAME", "owned_names", "foreign_names", "refuse_foreign", "claim",
-           "our_manifest", "other_preparation", "read_json_record"]
+           "our_manifest", "other_preparation", "read_json_record", "left_as_found"]
 
 STATE_DIR = ".avdata"
 PLAN_NAME = "plan.json"
@@ -123,3 +124,17 @@ def claim(folder: Path, names: Iterable[str]) -> None:
     new = have | set(names)
     if new != have:
         atomic_write_text(folder / STATE_DIR / OWNED_NAME, json.dumps({"names": sorted(new)}, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def left_as_found(*folders: Path) -> Iterator[None]:
+    """Of `folders` (outermost first), those that do not exist yet are removed when the block ends, if it left
+    them empty: a run refused or stopped before it wrote anything (or one that needed the state folder only
+    for its lock) leaves the place as it found it, and anything written stays."""
+    made = [Path(f) for f in folders if not Path(f).exists()]
+    try:
+        yield
+    finally:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()

@@ -6,7 +6,6 @@ adds the dataset's hint to network failures and runs its `finish` step (e.g. unp
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import zipfile
@@ -21,6 +20,7 @@ from avdata.fetch.download import DownloadReport, RemoteFile, fetch_files
 from avdata.fetch.sources import SourceFile
 from avdata.fetch.urls import redact
 from avdata.folder_lock import lock_dir, output_lock
+from avdata.owned import left_as_found
 
 log = logging.getLogger("avdata.fetch.download")
 
@@ -140,16 +140,10 @@ def download_dataset(
     are its download options (e.g. mirror=..., for cremad limit=...). `stall_seconds`: the stall rule's
     window (None: the default; 0: off)."""
     dest = Path(dest)
-    made = [p for p in (dest, lock_dir(dest)) if not p.exists()]
-    try:
-        # one download into a folder at a time: two appended to the same .part files and renamed each other's
-        with output_lock(dest, None, command="avdata download"):
-            return _download(dataset, dest, jobs, retries, backoff, timeout, verify_existing, progress,
-                             stall_seconds, values)
-    finally:
-        for folder in reversed(made):  # made for the lock (or a run that fetched nothing): left as found
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+    # one download into a folder at a time: two appended to the same .part files and renamed each other's
+    with left_as_found(dest, lock_dir(dest)), output_lock(dest, None, command="avdata download"):
+        return _download(dataset, dest, jobs, retries, backoff, timeout, verify_existing, progress,
+                         stall_seconds, values)
 
 
 def _download(dataset: str, dest: Path, jobs: int, retries: int, backoff: float, timeout: float,

@@ -20,7 +20,6 @@ parts) the manifest is assembled (`avdata.prepare.merge`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from avdata.atomic import tmp_path
 from avdata.errors import AvdataError
 from avdata.fetch.disk import free_space
 from avdata.folder_lock import output_lock
+from avdata.owned import left_as_found
 from avdata.prepare.state import (missing_shards, plan_fingerprint, raw_workdir, remove_stale_handoffs, save_plan,
                                   shard_done, state_dir, write_sidecar)
 from avdata.prepare.workers import NO_SPACE, Workers
@@ -139,9 +139,9 @@ def prepare(
 
         check_executor(settings.executor)  # before planning: a missing extra fails at once
     check_out_apart(raw, out)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
+    # e.g. a mistyped --raw: no empty --out (and .avdata/) left behind by the refusal
+    with left_as_found(out, state_dir(out)):
+        out.mkdir(parents=True, exist_ok=True)
         with output_lock(out, settings.part) as lock:
             raw_dir = recipe.prepare_raw(raw, raw_workdir(out), options)
             workers = Workers(recipe, raw_dir, options, settings.jobs if settings.executor == "local" else 1, out,
@@ -150,12 +150,6 @@ def prepare(
                 return _prepare(recipe, raw, raw_dir, out, options, settings, command, workers)
             finally:
                 workers.close()
-    except AvdataError:
-        if created:  # e.g. a mistyped --raw: no empty --out (and .avdata/) left behind by the refusal
-            for folder in (state_dir(out), out):
-                with contextlib.suppress(OSError):
-                    folder.rmdir()  # only when empty: anything written stays
-        raise
 
 
 def check_out_apart(raw: Path, out: Path) -> None:

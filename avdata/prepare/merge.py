@@ -7,7 +7,6 @@ single run and N parts give byte-identical manifests.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from avdata.atomic import atomic_open, atomic_write_text
 from avdata.errors import AvdataError
 from avdata.hashing import CHUNK, sha256_file
-from avdata.owned import owned_names, read_json_record, refuse_foreign
+from avdata.owned import left_as_found, owned_names, read_json_record, refuse_foreign
 from avdata.folder_lock import output_lock
 from avdata.prepare.state import (load_plan, missing_shards, plan_names, plan_path, read_sidecar, sidecar_dir,
                                   sidecar_path, state_dir, write_sidecar)
@@ -99,25 +98,19 @@ def merge(out: Path, parts: list[Path], command: str | None = None) -> Manifest:
         raise AvdataError("merge needs at least one part folder")
     record = load_plan(Path(parts[0]))
     out.mkdir(parents=True, exist_ok=True)
-    made_state = not state_dir(out).exists()
-    try:
-        with output_lock(out, None, command="avdata merge"):
-            _adopt_plan(out, record, plan_text)
-            sidecar_dir(out).mkdir(parents=True, exist_ok=True)
-            copied: set[str] = set()
-            for part in parts:
-                part = Path(part)
-                if part.resolve() == out.resolve():
-                    continue
-                for file in (s["file"] for s in record["shards"]):
-                    if file not in copied and _copy_shard(part, out, file):
-                        copied.add(file)
-            return assemble(out, command=command, check_hashes=False)
-    except AvdataError:
-        if made_state:  # refused before the plan was written: the lock's folder goes, the folder is as found
-            with contextlib.suppress(OSError):
-                state_dir(out).rmdir()
-        raise
+    # refused before the plan was written: the lock's folder goes, the folder is as found
+    with left_as_found(state_dir(out)), output_lock(out, None, command="avdata merge"):
+        _adopt_plan(out, record, plan_text)
+        sidecar_dir(out).mkdir(parents=True, exist_ok=True)
+        copied: set[str] = set()
+        for part in parts:
+            part = Path(part)
+            if part.resolve() == out.resolve():
+                continue
+            for file in (s["file"] for s in record["shards"]):
+                if file not in copied and _copy_shard(part, out, file):
+                    copied.add(file)
+        return assemble(out, command=command, check_hashes=False)
 
 
 def assemble_locked(out: Path, command: str | None = None) -> Manifest:

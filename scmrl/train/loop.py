@@ -42,6 +42,7 @@ from avdata.errors import AvdataError
 from avdata.fetch.urls import redact
 from avdata.prepare.lifeline import interrupts_deferred
 from avdata.folder_lock import lock_dir, output_lock
+from avdata.owned import left_as_found
 from avdata.pulled_splits import require_shards
 from avdata.progress import make_progress
 
@@ -111,9 +112,7 @@ def _lock_out(out: Path, ctx: DistContext, held: contextlib.ExitStack) -> None:
     refused = None
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
-        state = lock_dir(out)
-        if not state.exists():  # made for the lock alone: removed after it (last in, first out), when empty
-            held.callback(_remove_if_empty, state)
+        held.enter_context(left_as_found(lock_dir(out)))  # made for the lock alone: removed after it, when empty
         try:
             held.enter_context(output_lock(out, None, command="scmrl-train"))
         except AvdataError as exc:
@@ -121,11 +120,6 @@ def _lock_out(out: Path, ctx: DistContext, held: contextlib.ExitStack) -> None:
     refused = broadcast_object(refused, ctx)
     if refused is not None:
         raise AvdataError(refused)
-
-
-def _remove_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        folder.rmdir()
 
 
 def _open_data(cfg: TrainConfig) -> tuple[TrainConfig, Protocol, ShardsLocation, ModelConfig, list[str]]:
