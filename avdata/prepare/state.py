@@ -221,12 +221,14 @@ def shard_done(out: Path, shard: dict[str, Any], raw: Path | None = None) -> boo
 
 
 def _source_changed(raw: Path, sources: Any, side: Path, shard_file: str) -> bool:
-    """Whether a source file of a finished shard was written after its record (the record is written once
-    the sources were read), or is gone: a stat per file, no hashing of the raw data."""
+    """Whether a source file of a finished shard is gone, or was written after its record (the record is
+    written once the sources were read) and no longer holds the sha256 recorded for it: a stat per file, and
+    a hash only of one written since (copied again or touched, the same bytes keep the shard)."""
     made = side.stat().st_mtime_ns
-    for rel in sources if isinstance(sources, dict) else ():
+    for rel, sha in sources.items() if isinstance(sources, dict) else ():
+        path = Path(raw) / rel
         try:
-            changed = (Path(raw) / rel).stat().st_mtime_ns > made
+            changed = path.stat().st_mtime_ns > made and sha256_file(path) != sha
         except OSError:
             changed = True
         if changed:

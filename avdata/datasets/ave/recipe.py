@@ -28,7 +28,6 @@ spectrogram presets (`--spectrogram reference|logmel`), the same as for CREMA-D'
 from __future__ import annotations
 
 import os
-import filecmp
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,11 +160,8 @@ class AveRecipe(Recipe):
         target = workdir / "ave"
         unpack_zip(zpath, target, keep=wanted_member)
         for name in TEXT_FILES:  # lists downloaded beside the zip take precedence over the zip's copies
-            given, copy = lists_from / name, target / name
-            # copied only when they differ: the copy's time tells a rerun whether the shards made from
-            # the list are older than it (avdata.prepare.state.shard_done)
-            if given.is_file() and not (copy.is_file() and filecmp.cmp(given, copy, shallow=False)):
-                shutil.copyfile(given, copy)
+            if (lists_from / name).is_file():
+                shutil.copyfile(lists_from / name, target / name)
         return target
 
     def plan(self, raw: Path, options: AveOptions) -> Plan:
