@@ -28,7 +28,7 @@ from avdata.fetch.transport import STALL_BYTES, STALL_SECONDS
 from avdata.fetch.urls import is_url, join_url, redact
 from avdata.shards.manifest import MANIFEST_NAME, MAX_MANIFEST_SIZE, Manifest, ShardEntry, data_kind
 from avdata.shards.member_caps import MemberCaps
-from avdata.shards.reader import open_regular
+from avdata.shards.reader import open_regular, stream_size
 from avdata.shards.tar_list import cut_to_files, manifest_of_files, tar_list
 
 
@@ -141,10 +141,24 @@ class ShardsLocation:
                     continue  # absent: opening it reports it
                 self.pinned[entry.file] = (st.st_dev, st.st_ino, st.st_mtime_ns)
 
-    def unchanged(self, entry: ShardEntry, stream: IO[bytes]) -> bool:
+    def change(self, entry: ShardEntry, stream: IO[bytes]) -> str | None:
+        """How an opened shard differs from the one the run's manifest (read when it started) describes, or
+        None: another size (any address), or, for a local file, another file than `pin` saw whose bytes are
+        not the manifest's. The stream is left at its start."""
+        size = stream_size(stream)
+        if size is not None and size != entry.bytes:
+            return (f"holds {size:,} bytes, not the {entry.bytes:,} its manifest (read when the run started) gives: "
+                    "it was cut short or replaced since (a copy still running, or a push or prepare of another "
+                    "version into the same place?)")
+        if not self._unchanged(entry, stream):
+            return ("was replaced since the run started (another file, whose sha256 is not the one its manifest, "
+                    "read when the run started, gives: a push, pull or prepare of another version into the same "
+                    "place?)")
+        return None
+
+    def _unchanged(self, entry: ShardEntry, stream: IO[bytes]) -> bool:
         """Whether an opened local shard is still the file `pin` saw, or holds the manifest's sha256 (a copy
-        of the same bytes, or the file touched): hashed only when the file is another one, then remembered.
-        The stream is left at its start."""
+        of the same bytes, or the file touched): hashed only when the file is another one, then remembered."""
         seen = self.pinned.get(entry.file)
         if seen is None or self.remote:
             return True

@@ -41,7 +41,7 @@ from avdata.printable import printable
 from avdata.samples import class_index, key_problem
 from avdata.shards.location import ShardsLocation
 from avdata.shards.manifest import Manifest, ShardEntry, event_bins
-from avdata.shards.reader import NotAFileError, TarBoundsError, iter_tar_files, stream_size
+from avdata.shards.reader import NotAFileError, TarBoundsError, iter_tar_files
 
 from scmrl.data.config import StreamConfig
 from scmrl.data.decode import ADAPTERS
@@ -172,21 +172,12 @@ class ShardStream(IterableDataset):
             seen = 0
             try:
                 stream = self.source.open(entry.file)
-                size = stream_size(stream)
-                if size is not None and size != entry.bytes:  # another version: the same on a retry
+                change = self.source.change(entry, stream)
+                if change is not None:  # another version: the same on a retry
                     stream.close()
                     raise ShardReadError(
-                        f"shard {url} holds {size:,} bytes, not the {entry.bytes:,} its manifest (read when the run "
-                        "started) gives: it was cut short or replaced since (a copy still running, or a push or "
-                        "prepare of another version into the same place?). Check it with `avdata verify`, fetch or "
-                        "prepare it again, then rerun with --resume (it continues from the last finished epoch)")
-                if not self.source.unchanged(entry, stream):  # the same size, other bytes
-                    stream.close()
-                    raise ShardReadError(
-                        f"shard {url} was replaced since the run started (another file, whose sha256 is not the "
-                        "one its manifest, read when the run started, gives: a push, pull or prepare of another "
-                        "version into the same place?). Check it with `avdata verify`, fetch or prepare it again, "
-                        "then rerun with --resume (it continues from the last finished epoch)")
+                        f"shard {url} {change}. Check it with `avdata verify`, fetch or prepare it again, then rerun "
+                        "with --resume (it continues from the last finished epoch)")
                 try:
                     files = ({**f, "__url__": url} for f in iter_tar_files(stream, lazy=self._lazy,
                                                                             limit=entry.bytes, caps=self.caps))
